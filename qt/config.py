@@ -1,0 +1,213 @@
+"""Typed, frozen configuration loaded once from ``params.yaml``.
+
+``params.yaml`` is also the file DVC tracks as params, so every number that
+changes a decision lives here and a change to it re-runs the affected stages.
+Unknown keys are rejected (``extra="forbid"``): a typo must stop the program at
+start-up, not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from qt.errors import ConfigError
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataParams(_Frozen):
+    """What the pipeline trades on: the universe, the bar size and the period."""
+
+    source: str = "synthetic:7"
+    symbols: list[str] = Field(default_factory=lambda: ["BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT"], min_length=1)
+    timeframe: Literal["1m", "5m", "15m", "1h", "4h", "1d"] = "1h"
+    start: str | None = None  # ISO date, inclusive; None = everything the source has
+    end: str | None = None  # ISO date, exclusive; None = everything the source has
+
+
+class SyntheticParams(_Frozen):
+    """The project's own market generator (see ``qt.synthetic``)."""
+
+    bars: int = Field(6000, ge=300)
+    start: str = "2023-01-01"
+    # Strength of the planted, learnable drift (0 = pure noise, the negative control).
+    signal_strength: float = Field(0.15, ge=0.0, le=1.0)
+    # Bars of past return the planted drift looks at (momentum lookback).
+    signal_lookback_bars: int = Field(24, ge=2)
+    correlation: float = Field(0.5, ge=0.0, lt=1.0)
+    base_volatility: float = Field(0.008, gt=0.0, lt=0.2)  # per-bar sigma in calm regime
+
+
+class ValidationParams(_Frozen):
+    """Data-quality thresholds for the Great Expectations suite."""
+
+    max_abs_bar_return: float = Field(0.4, gt=0.0)  # a one-bar move above this is an error
+    allow_gaps: bool = True  # gaps are real exchange outages: warnings, not errors
+
+
+class FeatureParams(_Frozen):
+    """The declared feature set. Column names are ``<indicator>_<params>``."""
+
+    rsi: list[int] = Field(default_factory=lambda: [14])
+    ema: list[int] = Field(default_factory=lambda: [12, 26])
+    sma: list[int] = Field(default_factory=lambda: [20])
+    macd: tuple[int, int, int] = (12, 26, 9)
+    bbands: tuple[int, float] = (20, 2.0)
+    atr: list[int] = Field(default_factory=lambda: [14])
+    log_return: list[int] = Field(default_factory=lambda: [1, 4, 24])
+    realised_vol: list[int] = Field(default_factory=lambda: [24])
+    volume_z: list[int] = Field(default_factory=lambda: [24])
+
+
+class LabelParams(_Frozen):
+    """Forward-return label: features end at bar t, the label uses t+1..t+h."""
+
+    horizon_bars: int = Field(4, ge=1)
+
+
+class CostParams(_Frozen):
+    """Costs charged in every backtest and paper fill."""
+
+    fee_rate: float = Field(0.001, ge=0.0, lt=0.05)  # fraction of notional per fill (taker)
+    slippage_bps: float = Field(2.0, ge=0.0, lt=500.0)  # adverse price move per fill
+
+
+class TrainParams(_Frozen):
+    model_name: str = Field("quantum-trader-ensemble", min_length=1)
+    holdout_fraction: float = Field(0.25, gt=0.05, lt=0.6)  # final slice, never seen in training
+    folds: int = Field(4, ge=2, le=20)  # walk-forward folds inside the training part
+    embargo_bars: int = Field(24, ge=0)
+    seed: int = 42
+    xgboost: dict[str, float | int | str] = Field(
+        default_factory=lambda: {"n_estimators": 200, "max_depth": 4, "learning_rate": 0.05, "subsample": 0.8}
+    )
+    lightgbm: dict[str, float | int | str] = Field(
+        default_factory=lambda: {"n_estimators": 200, "num_leaves": 15, "learning_rate": 0.05, "subsample": 0.8}
+    )
+
+
+class SignalParams(_Frozen):
+    """How an ensemble probability becomes an action; shared by backtest, service and executor."""
+
+    buy_threshold: float = Field(0.55, gt=0.5, lt=1.0)
+    sell_threshold: float = Field(0.45, gt=0.0, lt=0.5)
+    max_age_bars: int = Field(1, ge=1)  # a signal older than this is stale: open nothing
+
+
+class RiskParams(_Frozen):
+    """Limits the one RiskEngine enforces in backtest, paper and live."""
+
+    starting_equity_usdt: float = Field(10_000.0, gt=0)
+    position_fraction: float = Field(0.2, gt=0.0, le=1.0)  # of equity per new position
+    max_position_notional_usdt: float = Field(5_000.0, gt=0)
+    max_open_positions: int = Field(4, ge=1)
+    max_gross_exposure: float = Field(1.0, gt=0.0, le=10.0)  # gross notional / equity
+    min_notional_usdt: float = Field(10.0, ge=0.0)
+    cooldown_bars: int = Field(0, ge=0)  # after an exit, wait before re-entering that symbol
+    stop_loss_pct: float = Field(0.03, gt=0.0, lt=1.0)
+    take_profit_pct: float = Field(0.06, gt=0.0, lt=10.0)
+    max_holding_bars: int = Field(24, ge=1)
+    daily_loss_limit_pct: float = Field(0.05, gt=0.0, lt=1.0)
+    max_drawdown_pct: float = Field(0.25, gt=0.0, lt=1.0)  # kill switch: HALTED past this
+    exit_on_signal_flip: bool = True
+
+
+class GateParams(_Frozen):
+    """What a challenger must show on the holdout before it becomes champion."""
+
+    min_trades: int = Field(10, ge=0)
+    min_sharpe_margin: float = 0.0  # over the best baseline and the champion
+    bootstrap_samples: int = Field(500, ge=50)
+    bootstrap_block_bars: int = Field(24, ge=1)
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)  # lower CI bound of the Sharpe difference > 0
+
+
+class ServingParams(_Frozen):
+    port: int = Field(3000, ge=1024, le=65535)
+    reload_interval_seconds: float = Field(10.0, gt=0.0)
+    history_bars: int = Field(300, ge=50)  # candles read per symbol to compute the latest features
+    max_staleness_bars: int = Field(2, ge=1)  # candles older than this (vs as_of) are refused
+
+
+class Params(_Frozen):
+    data: DataParams = DataParams()
+    synthetic: SyntheticParams = SyntheticParams()
+    validation: ValidationParams = ValidationParams()
+    features: FeatureParams = FeatureParams()
+    labels: LabelParams = LabelParams()
+    costs: CostParams = CostParams()
+    train: TrainParams = TrainParams()
+    signal: SignalParams = SignalParams()
+    risk: RiskParams = RiskParams()
+    gates: GateParams = GateParams()
+    serving: ServingParams = ServingParams()
+
+    @model_validator(mode="after")
+    def _check_cross_fields(self) -> "Params":
+        if self.risk.take_profit_pct <= self.risk.stop_loss_pct * 0.25:
+            raise ValueError("risk.take_profit_pct must exceed a quarter of risk.stop_loss_pct")
+        if self.labels.horizon_bars > self.risk.max_holding_bars:
+            raise ValueError("labels.horizon_bars must not exceed risk.max_holding_bars")
+        return self
+
+    def digest(self) -> str:
+        """Stable hash of the whole config, logged with every run."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _one_line(err: ValidationError, path: Path | str) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling against params.yaml's documented keys)"
+    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{path}: {key}: {msg}{more}"
+
+
+def load_params(path: Path | str | None = None, overrides: dict | None = None) -> Params:
+    """Load and validate ``params.yaml``; ``overrides`` are nested dicts merged on top.
+
+    Raises ``ConfigError`` with one line naming the offending key.
+    """
+    raw: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found; pass --params PATH or create params.yaml")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{p}: not valid YAML{where}; fix the syntax") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: top level must be a mapping of sections (data, features, ...)")
+        raw = loaded
+    if overrides:
+        raw = _merge(raw, overrides)
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_one_line(err, path or "config")) from None
+
+
+def _merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
