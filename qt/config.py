@@ -49,8 +49,13 @@ class SyntheticParams(_Frozen):
 class ValidationParams(_Frozen):
     """Data-quality thresholds for the Great Expectations suite."""
 
-    max_abs_bar_return: float = Field(0.4, gt=0.0)  # a one-bar move above this is an error
-    allow_gaps: bool = True  # gaps are real exchange outages: warnings, not errors
+    # A bar that jumps away from its neighbours and straight back (|log move| above this both
+    # ways, with a price gap at the open) is a bad print, not a market move: an error.
+    max_spike_log_return: float = Field(0.3, gt=0.0)
+    # A single-bar |log return| above this is reported as a warning (real crashes happen).
+    large_move_log_return: float = Field(0.25, gt=0.0)
+    # Missing bars are real exchange outages: warnings, not errors, unless this is False.
+    allow_gaps: bool = True
 
 
 class FeatureParams(_Frozen):
@@ -86,6 +91,7 @@ class TrainParams(_Frozen):
     folds: int = Field(4, ge=2, le=20)  # walk-forward folds inside the training part
     embargo_bars: int = Field(24, ge=0)
     seed: int = 42
+    n_jobs: int = Field(2, ge=1, le=8)  # threads per model fit; the machines have 2 cores
     xgboost: dict[str, float | int | str] = Field(
         default_factory=lambda: {"n_estimators": 200, "max_depth": 4, "learning_rate": 0.05, "subsample": 0.8}
     )
@@ -128,6 +134,8 @@ class GateParams(_Frozen):
     bootstrap_samples: int = Field(500, ge=50)
     bootstrap_block_bars: int = Field(24, ge=1)
     confidence: float = Field(0.95, gt=0.5, lt=1.0)  # lower CI bound of the Sharpe difference > 0
+    # Deflated Sharpe ratio (Bailey & Lopez de Prado): P(true Sharpe > best of n_trials null trials).
+    min_deflated_sharpe: float = Field(0.95, gt=0.0, lt=1.0)
 
 
 class ServingParams(_Frozen):

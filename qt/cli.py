@@ -1,0 +1,169 @@
+"""``qt``: one command per pipeline stage, ``qt run`` for all of them.
+
+A user's mistake (bad option, bad params.yaml, missing data) prints one line and
+exits 2; nothing is written. Bugs keep their traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from qt.errors import QTError, UserError
+from qt.paths import PROJECT_ROOT, StatePaths
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Quantum Trader: collect, validate, features, train, evaluate, promote, serve, execute.")
+
+SourceOpt = Annotated[Optional[str], typer.Option("--source", help="synthetic[:SEED] | parquet:DIR | ccxt")]
+SymbolsOpt = Annotated[Optional[str], typer.Option("--symbols", help="comma-separated, e.g. BTC/USDT,ETH/USDT")]
+TimeframeOpt = Annotated[Optional[str], typer.Option("--timeframe", help="1m, 5m, 15m, 1h, 4h, 1d")]
+StartOpt = Annotated[Optional[str], typer.Option("--start", help="first date, inclusive (YYYY-MM-DD)")]
+EndOpt = Annotated[Optional[str], typer.Option("--end", help="last date, exclusive (YYYY-MM-DD)")]
+ParamsOpt = Annotated[Optional[Path], typer.Option("--params", help="params file (default: ./params.yaml)")]
+
+
+def _default_params_path() -> Path | None:
+    env = os.environ.get("QT_PARAMS")
+    if env:
+        return Path(env)
+    for cand in (Path.cwd() / "params.yaml", PROJECT_ROOT / "params.yaml"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _context(params_path, source, symbols, timeframe, start, end):
+    """Load params with CLI overrides and prepare the state directory and tool environment."""
+    from qt.config import load_params
+
+    data: dict = {}
+    if source is not None:
+        data["source"] = source
+    if symbols is not None:
+        syms = [s.strip() for s in symbols.split(",") if s.strip()]
+        if not syms:
+            raise UserError("--symbols is empty; pass e.g. --symbols BTC/USDT,ETH/USDT")
+        data["symbols"] = syms
+    if timeframe is not None:
+        data["timeframe"] = timeframe
+    if start is not None:
+        data["start"] = start
+    if end is not None:
+        data["end"] = end
+    path = params_path or _default_params_path()
+    params = load_params(path, {"data": data} if data else None)
+    _check_dates(params)
+    from qt.collect import parse_source
+
+    parse_source(params.data.source)  # fail on a bad --source before anything runs
+    paths = StatePaths.from_env().ensure()
+    os.environ.update(paths.tool_env())
+    if path is not None:
+        os.environ["QT_PARAMS"] = str(Path(path).resolve())
+    return params, paths
+
+
+def _check_dates(params) -> None:
+    from qt.lake import _ts
+
+    lo, hi = _ts(params.data.start), _ts(params.data.end)
+    if lo is not None and hi is not None and lo >= hi:
+        raise UserError(f"--start {params.data.start} is not before --end {params.data.end}")
+
+
+def _run_stage(name: str, params_path, source, symbols, timeframe, start, end) -> None:
+    params, paths = _context(params_path, source, symbols, timeframe, start, end)
+    from qt import pipeline
+
+    result = getattr(pipeline, name)(params, paths)
+    typer.echo(json.dumps(result, indent=2, default=str))
+
+
+def _stage_command(name: str, doc: str):
+    def command(params: ParamsOpt = None, source: SourceOpt = None, symbols: SymbolsOpt = None,
+                timeframe: TimeframeOpt = None, start: StartOpt = None, end: EndOpt = None) -> None:
+        _run_stage(name, params, source, symbols, timeframe, start, end)
+
+    command.__doc__ = doc
+    app.command(name)(command)
+
+
+_stage_command("collect", "Bring candles from the source into the raw lake.")
+_stage_command("validate", "Validate the collected candles (Great Expectations); errors stop here.")
+_stage_command("features", "Compute features and labels from validated candles into Parquet.")
+_stage_command("train", "Walk-forward train XGBoost and LightGBM and the ensemble; log to MLflow.")
+_stage_command("evaluate", "Backtest the holdout net of costs beside buy-and-hold and the RSI/MACD rule.")
+_stage_command("promote", "Register the version; move the champion alias only if every gate passes.")
+
+
+@app.command("run")
+def run(params: ParamsOpt = None, source: SourceOpt = None, symbols: SymbolsOpt = None,
+        timeframe: TimeframeOpt = None, start: StartOpt = None, end: EndOpt = None) -> None:
+    """Run every stage (Prefect flow), serve the champion, replay the holdout in paper mode."""
+    p, paths = _context(params, source, symbols, timeframe, start, end)
+    from qt.pipeline import run_all
+    from qt.report import print_summary
+
+    summary = run_all(p, paths, redis_url=os.environ.get("REDIS_URL"))
+    print_summary(summary, paths)
+
+
+@app.command("serve")
+def serve(port: Annotated[Optional[int], typer.Option("--port", min=1024, max=65535)] = None,
+          params: ParamsOpt = None) -> None:
+    """Run `bentoml serve` on the champion until interrupted."""
+    p, paths = _context(params, None, None, None, None, None)
+    from serving.launcher import ServiceProcess
+
+    with ServiceProcess(paths, p, port=port) as service:
+        typer.echo(f"serving on {service.url} (Ctrl-C to stop); log: {service.log_path}")
+        try:
+            service.wait_forever()
+        except KeyboardInterrupt:
+            pass
+
+
+@app.command("execute")
+def execute(mode: Annotated[str, typer.Option("--mode", help="paper | testnet | live")] = "paper",
+            service_url: Annotated[Optional[str], typer.Option("--service-url")] = None,
+            params: ParamsOpt = None, start: StartOpt = None, end: EndOpt = None) -> None:
+    """Run the executor. Paper mode replays the collected bars from --start (default: the holdout)."""
+    if mode not in ("paper", "testnet", "live"):
+        raise UserError(f"--mode {mode!r} is not one of paper, testnet, live")
+    if mode != "paper":
+        raise UserError(f"--mode {mode} is not available yet (issue #7: orders through ccxt); use --mode paper")
+    p, paths = _context(params, None, None, None, None, end)
+    import pandas as pd
+
+    from executor.daemon import HttpSignalSource, run_paper_replay
+    from qt.collect import read_lake
+    from qt.pipeline import holdout_start
+
+    url = service_url or f"http://127.0.0.1:{p.serving.port}"
+    first = pd.Timestamp(start, tz="UTC") if start else holdout_start(paths)
+    report = run_paper_replay(read_lake(p, paths), HttpSignalSource(url, timeout_s=10.0), p,
+                              state_db=paths.executor_db, redis_url=os.environ.get("REDIS_URL"), start=first)
+    typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("QT_LOG_LEVEL", "WARNING"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        app()  # standalone: click reports usage errors itself (exit 2)
+    except UserError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2)
+    except QTError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(1)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""The stages of the pipeline as plain functions ``stage(params, paths) -> dict``.
+
+Each returns its part of ``reports/summary.json``. The CLI runs one stage per
+command (that is what ``dvc repro`` calls); ``qt run`` runs them all through the
+Prefect flow in ``flows/pipeline.py``. Stages hand data over through the state
+directory, so any stage can run in a fresh process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+
+from qt.collect import collect_stage, read_lake
+from qt.config import Params
+from qt.errors import DataError
+from qt.paths import StatePaths
+from qt.validate import require_validated, validate_stage
+
+log = logging.getLogger("qt.pipeline")
+
+
+def _recorded(stage):
+    """Also write the stage's summary part to ``reports/<stage>.json`` (DVC outs and metrics)."""
+    import functools
+
+    @functools.wraps(stage)
+    def wrapper(params: Params, paths: StatePaths, *args) -> dict:
+        result = stage(params, paths, *args)
+        paths.reports.mkdir(parents=True, exist_ok=True)
+        out = paths.reports / f"{stage.__name__.replace('_', '-')}.json"
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=2, default=str))
+        tmp.replace(out)
+        return result
+
+    return wrapper
+
+
+@_recorded
+def collect(params: Params, paths: StatePaths) -> dict:
+    return collect_stage(params, paths)
+
+
+def validate(params: Params, paths: StatePaths) -> dict:
+    """Writes ``reports/validation.json`` itself (also when it fails)."""
+    return validate_stage(params, paths)
+
+
+@_recorded
+def features(params: Params, paths: StatePaths) -> dict:
+    """Features and labels from validated candles only, materialised to Parquet."""
+    from features.compute import compute_features, feature_columns, feature_set_hash
+    from features.labels import make_labels
+    from features.store import write_features, write_labels
+
+    candles = read_lake(params, paths)
+    require_validated(candles, paths)
+    t0 = time.perf_counter()
+    feats = compute_features(candles, params.features)
+    labels = make_labels(candles, params.labels, params.costs)
+    write_features(feats, paths.features)
+    write_labels(labels, paths.features)
+    if feats.empty:
+        raise DataError("no feature rows left after the warm-up; collect a longer history (--start earlier)")
+    return {"features": {"rows": int(len(feats)), "columns": feature_columns(params.features),
+                         "seconds": round(time.perf_counter() - t0, 3),
+                         "feature_set_hash": feature_set_hash(params.features),
+                         "label_rows": int(len(labels))}}
+
+
+@_recorded
+def train(params: Params, paths: StatePaths) -> dict:
+    from training.stages import train_stage
+
+    return train_stage(params, paths)
+
+
+@_recorded
+def evaluate(params: Params, paths: StatePaths) -> dict:
+    from training.stages import evaluate_stage
+
+    return evaluate_stage(params, paths)
+
+
+@_recorded
+def promote(params: Params, paths: StatePaths) -> dict:
+    from training.stages import promote_stage
+
+    return promote_stage(params, paths)
+
+
+def holdout_start(paths: StatePaths):
+    """First bar of the out-of-sample slice, written by the train stage."""
+    import pandas as pd
+
+    info = json.loads((paths.models / "train.json").read_text())
+    return pd.Timestamp(info["holdout_start"])
+
+
+@_recorded
+def serve_and_execute(params: Params, paths: StatePaths, redis_url: str | None) -> dict:
+    """Start ``bentoml serve`` on the champion, replay the holdout through the paper executor.
+
+    If no champion exists the service starts but never becomes ready; the executor
+    then opens nothing and every bar is recorded as a NO_SIGNAL rejection - there is
+    no fallback signal.
+    """
+    from executor.daemon import HttpSignalSource, run_paper_replay
+    from serving.launcher import ServiceProcess
+    from training.registry import champion_version
+
+    candles = read_lake(params, paths)
+    start = holdout_start(paths)
+    has_champion = champion_version(paths.tracking_uri, params.train.model_name) is not None
+    with ServiceProcess(paths, params) as service:
+        if has_champion:
+            service.wait_ready(timeout_s=180)
+        else:
+            service.wait_live(timeout_s=180)
+            log.warning("no champion model: the executor will open nothing (NO_SIGNAL)")
+        source = _TimedSource(HttpSignalSource(service.url, timeout_s=10.0))
+        report = run_paper_replay(candles, source, params, state_db=paths.executor_db,
+                                  redis_url=redis_url, start=start)
+        meta = service.metadata() if has_champion else {}
+    lat = np.array(source.latencies_ms) if source.latencies_ms else np.array([np.nan])
+    return {
+        "serving": {"url": service.url, "model_version": meta.get("version"),
+                    "requests": len(source.latencies_ms),
+                    "p50_ms": _round(np.nanpercentile(lat, 50)), "p99_ms": _round(np.nanpercentile(lat, 99))},
+        "executor": report.to_dict(),
+    }
+
+
+class _TimedSource:
+    """Wraps a signal source to record client-side request latency (what the executor waits)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.latencies_ms: list[float] = []
+
+    def fetch(self, symbols, as_of):
+        t0 = time.perf_counter()
+        try:
+            return self.inner.fetch(symbols, as_of)
+        finally:
+            self.latencies_ms.append((time.perf_counter() - t0) * 1000.0)
+
+
+def _round(x) -> float | None:
+    return None if x is None or not np.isfinite(x) else round(float(x), 3)
+
+
+def run_all(params: Params, paths: StatePaths, redis_url: str | None = None) -> dict:
+    """``qt run``: start Redis if needed, run the Prefect flow, write ``reports/summary.json``.
+
+    Every process started here is stopped before returning, also on failure.
+    """
+    from qt.procs import start_redis
+
+    t0 = time.perf_counter()
+    paths.ensure()
+    with ExitStack() as stack:
+        if redis_url is None:
+            proc, redis_url = start_redis(paths.logs)
+            stack.callback(proc.stop)
+        from flows.pipeline import pipeline_flow
+
+        summary = pipeline_flow(params=params, home=str(paths.home), redis_url=redis_url)
+    summary["seconds"] = round(time.perf_counter() - t0, 1)
+    write_summary(summary, paths)
+    return summary
+
+
+def write_summary(summary: dict, paths: StatePaths) -> Path:
+    paths.reports.mkdir(parents=True, exist_ok=True)
+    out = paths.reports / "summary.json"
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(summary, indent=2, default=str))
+    tmp.replace(out)
+    return out

@@ -1,0 +1,55 @@
+"""The short human summary printed at the end of ``qt run`` (the JSON has everything)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from qt.paths import StatePaths
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * float(x):+.2f}%"
+
+
+def _num(x, fmt="{:.2f}") -> str:
+    return "-" if x is None else fmt.format(float(x))
+
+
+def print_summary(summary: dict, paths: StatePaths, console: Console | None = None) -> None:
+    c = console or Console()
+    d = summary.get("data", {})
+    c.print(f"[bold]data[/]: {d.get('source')} {','.join(d.get('symbols', []))} {d.get('timeframe')} "
+            f"{d.get('rows')} rows {d.get('start')} -> {d.get('end')}")
+    v = summary.get("validation", {})
+    n_warn = sum(1 for f in v.get("failed_expectations", []) if f.get("severity") != "critical")
+    c.print(f"[bold]validation[/]: {'passed' if v.get('success') else 'FAILED'} ({n_warn} warning(s))")
+    f = summary.get("features", {})
+    c.print(f"[bold]features[/]: {f.get('rows')} rows x {len(f.get('columns', []))} columns "
+            f"in {f.get('seconds')} s")
+    for m in summary.get("models", []):
+        oos = m.get("oos", {})
+        c.print(f"[bold]model[/] {m.get('name')}: holdout AUC {_num(oos.get('auc'), '{:.3f}')}, "
+                f"log loss {_num(oos.get('log_loss'), '{:.4f}')}")
+    ev = summary.get("evaluation", {})
+    if ev:
+        t = Table(title="holdout backtest, net of fees and slippage")
+        for col in ("strategy", "net return", "Sharpe", "max DD", "trades", "fees USDT"):
+            t.add_column(col)
+        for name, m in ev.items():
+            t.add_row(name, _pct(m.get("net_return")), _num(m.get("sharpe")), _pct(m.get("max_drawdown")),
+                      str(m.get("trades")), _num(m.get("fees")))
+        c.print(t)
+    r = summary.get("registry", {})
+    verdict = "[green]promoted to champion[/]" if r.get("promoted") else "[yellow]stays challenger[/]"
+    c.print(f"[bold]registry[/]: {r.get('model_name')} v{r.get('version')} {verdict}")
+    for reason in r.get("reasons", []):
+        c.print(f"  - {reason}")
+    s = summary.get("serving", {})
+    c.print(f"[bold]serving[/]: model v{s.get('model_version')} {s.get('requests')} requests, "
+            f"p50 {s.get('p50_ms')} ms, p99 {s.get('p99_ms')} ms")
+    e = summary.get("executor", {})
+    c.print(f"[bold]executor[/] ({e.get('mode')}): {e.get('signals')} signals, {e.get('orders')} orders, "
+            f"{e.get('fills')} fills, net PnL {_num(e.get('net_pnl'))} USDT, "
+            f"{e.get('open_positions')} open; rejections {e.get('rejections')}")
+    c.print(f"[bold]total[/]: {summary.get('seconds')} s; summary: {paths.reports / 'summary.json'}")
