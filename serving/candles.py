@@ -1,0 +1,82 @@
+"""In-memory view of the raw candle lake for the request path.
+
+Each symbol's Parquet file is read once and cached keyed by its (inode, mtime,
+size): the collector replaces files atomically (write + rename), so any new
+data changes the key and the next request re-reads the file. A request then
+only slices the cached arrays (binary search on the open-time array), which
+keeps ``/signals`` far below the bar interval even for many symbols.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from qt.lake import available_symbols, candle_path, read_symbol
+
+
+@dataclass(frozen=True)
+class SymbolCandles:
+    """One symbol's candles (sorted by open time) plus the open times as int64 ms."""
+
+    symbol: str
+    frame: pd.DataFrame
+    open_ms: np.ndarray
+
+    def window_before(self, as_of_ms: int, bars: int) -> pd.DataFrame:
+        """The last ``bars`` candles with open time <= ``as_of_ms`` (empty if none)."""
+        end = int(np.searchsorted(self.open_ms, as_of_ms, side="right"))
+        return self.frame.iloc[max(0, end - bars):end]
+
+
+class UnknownSymbol(LookupError):
+    """The lake holds no candles for this symbol and timeframe."""
+
+
+class CandleCache:
+    """Thread-safe cache of the lake's per-symbol candle files for one timeframe."""
+
+    def __init__(self, raw_root: Path, timeframe: str):
+        self.raw_root = Path(raw_root)
+        self.timeframe = timeframe
+        self._entries: dict[str, tuple[tuple[int, int, int], SymbolCandles]] = {}
+        self._lock = threading.Lock()
+
+    def latest_open_ms(self) -> int | None:
+        """Newest candle open time over every symbol of this timeframe in the lake (None if empty).
+
+        "Latest in the lake" for a request without as_of: a symbol whose collector
+        stalled is then stale even when it is the only one asked for.
+        """
+        lasts = [int(s.open_ms[-1]) for s in map(self.get, available_symbols(self.raw_root, self.timeframe))
+                 if len(s.open_ms)]
+        return max(lasts) if lasts else None
+
+    def get(self, symbol: str) -> SymbolCandles:
+        """Cached candles of ``symbol``; UnknownSymbol (naming what exists) if the lake lacks it.
+
+        A malformed symbol raises ``qt.errors.DataError`` from ``qt.lake``.
+        """
+        path = candle_path(self.raw_root, symbol, self.timeframe)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            have = ", ".join(available_symbols(self.raw_root, self.timeframe)) or "none"
+            raise UnknownSymbol(f"unknown symbol {symbol!r}: no {self.timeframe} candles in the lake "
+                                f"(have: {have})") from None
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        with self._lock:
+            hit = self._entries.get(symbol)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        frame = read_symbol(self.raw_root, symbol, self.timeframe)
+        frame = frame.sort_values("timestamp", kind="stable").reset_index(drop=True).assign(symbol=symbol)
+        open_ms = frame["timestamp"].dt.tz_convert(None).to_numpy().astype("datetime64[ms]").astype(np.int64)
+        entry = SymbolCandles(symbol=symbol, frame=frame, open_ms=open_ms)
+        with self._lock:
+            self._entries[symbol] = (key, entry)
+        return entry

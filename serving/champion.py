@@ -1,0 +1,237 @@
+"""The champion model: resolve the registry alias, load a version, hot-swap it.
+
+Invariants:
+
+* Nothing is served without the model the ``champion`` alias points at. No
+  champion in the registry, or a champion that fails to load, leaves
+  ``ChampionWatcher.current`` at ``None`` and the service not ready (503).
+* A new champion is loaded completely before it is published; publishing is a
+  single reference assignment, so a request that already took the old model
+  finishes with it and no request ever sees a half-loaded model.
+* A registry that cannot be reached keeps the model already loaded (the alias
+  did not move as far as anyone knows) and is logged as an error on every poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from qt.config import FeatureParams
+
+log = logging.getLogger("qt.serving")
+
+CHAMPION_ALIAS = "champion"
+_REQUIRED_METADATA = ("feature_params", "feature_columns", "feature_set_hash", "timeframe")
+OUTPUT_COLUMNS = ("prob_up", "expected_return")
+
+
+class ModelContractError(Exception):
+    """The registered model or its output breaks the Model contract (see common docs)."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One registered model version, loaded and checked against the Model contract."""
+
+    name: str
+    version: str
+    alias: str
+    pyfunc: Any = field(repr=False)
+    metadata: dict = field(repr=False)
+    feature_params: FeatureParams = field(repr=False)
+    feature_columns: tuple[str, ...] = field(repr=False)
+    timeframe: str = ""
+    run_id: str | None = None
+    loaded_at: str = ""
+
+    def predict(self, features: pd.DataFrame) -> pd.DataFrame:
+        """``prob_up`` and ``expected_return`` per row of ``features`` (exactly the model's columns).
+
+        Raises ModelContractError when the model returns something else: a wrong
+        probability must never become a trade.
+        """
+        out = self.pyfunc.predict(features.loc[:, list(self.feature_columns)])
+        if not isinstance(out, pd.DataFrame):
+            out = pd.DataFrame(out)
+        missing = [c for c in OUTPUT_COLUMNS if c not in out.columns]
+        if missing:
+            raise ModelContractError(f"model {self.name} v{self.version} output lacks {missing}")
+        if len(out) != len(features):
+            raise ModelContractError(f"model {self.name} v{self.version} returned {len(out)} rows "
+                                     f"for {len(features)} inputs")
+        out = out.loc[:, list(OUTPUT_COLUMNS)].astype("float64").reset_index(drop=True)
+        prob = out["prob_up"].to_numpy()
+        if not np.all(np.isfinite(out.to_numpy())) or np.any((prob < 0) | (prob > 1)):
+            raise ModelContractError(f"model {self.name} v{self.version} returned a non-finite value "
+                                     f"or a prob_up outside [0, 1]")
+        return out
+
+    def describe(self) -> dict:
+        """What ``/metadata`` shows: which model decides, and on what data it was trained."""
+        md = self.metadata
+        return {
+            "model_name": self.name,
+            "model_version": self.version,
+            "alias": self.alias,
+            "run_id": self.run_id,
+            "loaded_at": self.loaded_at,
+            "timeframe": self.timeframe,
+            "feature_set_hash": md.get("feature_set_hash"),
+            "feature_columns": list(self.feature_columns),
+            "train_start": md.get("train_start"),
+            "train_end": md.get("train_end"),
+            "trained_at": md.get("trained_at"),
+            "data_sha256": md.get("data_sha256"),
+        }
+
+
+def check_model_metadata(name: str, version: str, metadata: dict | None) -> tuple[FeatureParams, tuple[str, ...], str]:
+    """Feature params, feature columns and timeframe from the logged metadata.
+
+    The service recomputes features with exactly these params, so a model
+    without them cannot be served (ModelContractError).
+    """
+    from features.compute import feature_columns as declared_columns
+    from features.compute import feature_set_hash
+
+    md = metadata or {}
+    missing = [k for k in _REQUIRED_METADATA if k not in md]
+    if missing:
+        raise ModelContractError(f"model {name} v{version}: metadata lacks {missing}; "
+                                 f"log the model with the contract metadata")
+    try:
+        fp = FeatureParams(**md["feature_params"])
+    except Exception as exc:  # noqa: BLE001 - any invalid params block makes the model unservable
+        raise ModelContractError(f"model {name} v{version}: metadata feature_params invalid: {exc}") from None
+    cols = tuple(str(c) for c in md["feature_columns"])
+    unknown = sorted(set(cols) - set(declared_columns(fp)))
+    if not cols or unknown:
+        raise ModelContractError(f"model {name} v{version}: feature_columns {unknown or '[]'} are not "
+                                 f"produced by features.compute for its feature_params")
+    if md["feature_set_hash"] != feature_set_hash(fp):
+        raise ModelContractError(f"model {name} v{version}: trained on feature set {str(md['feature_set_hash'])[:12]} "
+                                 f"but this code computes {feature_set_hash(fp)[:12]} for the same params; "
+                                 f"retrain the model with the current features code")
+    return fp, cols, str(md["timeframe"])
+
+
+def resolve_champion_version(client, model_name: str) -> str | None:
+    """Version the ``champion`` alias points at; None when the model or alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = client.get_model_version_by_alias(model_name, CHAMPION_ALIAS)
+    except MlflowException as exc:
+        if getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+    return str(mv.version)
+
+
+def load_model_version(client, model_name: str, version: str) -> LoadedModel:
+    """Load ``models:/<name>/<version>`` (by version, never by alias: the alias may move meanwhile)."""
+    import mlflow.pyfunc
+
+    mv = client.get_model_version(model_name, version)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
+    metadata = dict(pyfunc.metadata.metadata or {})
+    fp, cols, timeframe = check_model_metadata(model_name, version, metadata)
+    return LoadedModel(name=model_name, version=str(version), alias=CHAMPION_ALIAS, pyfunc=pyfunc,
+                       metadata=metadata, feature_params=fp, feature_columns=cols, timeframe=timeframe,
+                       run_id=getattr(mv, "run_id", None),
+                       loaded_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+class ChampionWatcher:
+    """Polls the registry and publishes the champion; ``current`` is what requests use.
+
+    ``resolve`` returns the champion's version (None = no champion); ``load``
+    loads one version. ``on_switch(old, new)`` runs after each publication
+    (logging and the reload counter live there).
+    """
+
+    def __init__(self, resolve: Callable[[], str | None], load: Callable[[str], LoadedModel],
+                 interval_s: float, model_name: str,
+                 on_switch: Callable[[LoadedModel | None, LoadedModel], None] | None = None,
+                 on_poll_error: Callable[[], None] | None = None):
+        self._resolve = resolve
+        self._load = load
+        self._interval_s = interval_s
+        self._model_name = model_name
+        self._on_switch = on_switch or (lambda old, new: None)
+        self._on_poll_error = on_poll_error or (lambda: None)
+        self._current: LoadedModel | None = None
+        self._why_not_ready = f"no '{CHAMPION_ALIAS}' alias checked yet for model {model_name}"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def current(self) -> LoadedModel | None:
+        return self._current
+
+    @property
+    def why_not_ready(self) -> str:
+        """One line for the 503 body: what is missing and what to do."""
+        return self._why_not_ready
+
+    def poll_once(self) -> None:
+        """One registry check; loads and publishes a moved champion. Never raises."""
+        try:
+            version = self._resolve()
+        except Exception as exc:  # noqa: BLE001 - registry down: keep the loaded champion, say so
+            self._on_poll_error()
+            log.error("registry poll failed (%s: %s); keeping champion %s", type(exc).__name__, exc,
+                      self._current.version if self._current else "none")
+            if self._current is None:
+                self._why_not_ready = f"model registry unreachable ({type(exc).__name__}); retrying"
+            return
+        old = self._current
+        if version is None:
+            if old is not None:
+                log.error("alias '%s' of %s was removed; unloading v%s and refusing signals",
+                          CHAMPION_ALIAS, self._model_name, old.version)
+            self._current = None
+            self._why_not_ready = (f"no model registered as {self._model_name}@{CHAMPION_ALIAS}; "
+                                   f"train and promote one (qt train / qt promote)")
+            return
+        if old is not None and old.version == version:
+            return
+        try:
+            new = self._load(version)
+        except Exception as exc:  # noqa: BLE001 - an unloadable champion must not be replaced by the old one
+            self._on_poll_error()
+            self._current = None
+            self._why_not_ready = (f"champion {self._model_name} v{version} failed to load "
+                                   f"({type(exc).__name__}: {exc}); retrying")
+            log.error("%s", self._why_not_ready)
+            return
+        self._current = new  # the single atomic swap; in-flight requests keep `old`
+        self._why_not_ready = ""
+        log.warning("champion switched: %s %s -> v%s (trained %s..%s, feature set %s)", self._model_name,
+                    f"v{old.version}" if old else "nothing", new.version, new.metadata.get("train_start"),
+                    new.metadata.get("train_end"), str(new.metadata.get("feature_set_hash"))[:12])
+        self._on_switch(old, new)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="champion-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            started = time.monotonic()
+            self.poll_once()
+            log.debug("registry poll took %.3fs", time.monotonic() - started)
