@@ -70,6 +70,10 @@ class FeatureParams(_Frozen):
     log_return: list[int] = Field(default_factory=lambda: [1, 4, 24])
     realised_vol: list[int] = Field(default_factory=lambda: [24])
     volume_z: list[int] = Field(default_factory=lambda: [24])
+    # Warm-up length in "memories" (e-folding bars) of the slowest recursive indicator; see
+    # features.compute.warmup_bars. 18 -> 267 bars for the defaults; the real 1h series need
+    # 248 under features.pit.check_recursive (16 -> 241 bars fails it).
+    warmup_memories: float = Field(18.0, gt=0.0, le=100.0)
 
 
 class LabelParams(_Frozen):

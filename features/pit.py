@@ -1,0 +1,131 @@
+"""Point-in-time checks on a feature function: pure, return human-readable violations.
+
+* ``check_lookahead`` - principle 6: the row of bar t may not change when bars after t
+  are removed. Recomputes on candles cut at random bars and demands identical values
+  (NaN-aware, tolerance 1e-9 relative / 1e-12 absolute) on every row up to the cut.
+* ``check_recursive`` - the declared warm-up is long enough: after it, a recursive
+  indicator (EMA, RSI, ATR, MACD) no longer depends on where the history started, so
+  serving's last-300-bars computation equals training's full-history one.
+
+``compute_fn`` is any ``candles -> features frame`` callable, e.g.
+``functools.partial(compute_features, params=p)``. An empty list means the check passed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from features.compute import warmup_bars
+from features.frames import sort_candles, symbol_blocks
+from qt.config import FeatureParams
+
+ComputeFn = Callable[[pd.DataFrame], pd.DataFrame]
+
+_KEYS = ["symbol", "timestamp"]
+LOOKAHEAD_RTOL = 1e-9
+LOOKAHEAD_ATOL = 1e-12
+RECURSIVE_RTOL = 1e-6
+
+
+def check_lookahead(candles: pd.DataFrame, compute_fn: ComputeFn, cuts: int = 20, seed: int = 0) -> list[str]:
+    """Violations of "the row of bar t uses bars <= t only".
+
+    ``cuts`` times, every symbol is cut at its own random bar (uniform over its history,
+    reproducible from ``seed``) and the features recomputed; each row at or before the
+    cut must be present and equal to the full-history row, and no row may come after it.
+    """
+    frame, codes = sort_candles(candles)
+    frame = frame.reset_index(drop=True)
+    full = compute_fn(frame)
+    value_columns = _value_columns(full)
+    starts, ends = symbol_blocks(codes)
+    rng = np.random.default_rng(seed)
+    violations: list[str] = []
+    for _ in range(cuts):
+        cut_rows = np.array([rng.integers(s, e) for s, e in zip(starts, ends)], dtype=np.int64)
+        keep = np.concatenate([np.arange(s, c + 1) for s, c in zip(starts, cut_rows)])
+        truncated = compute_fn(frame.iloc[keep].reset_index(drop=True))
+        cut_ts = dict(zip(frame["symbol"].to_numpy()[cut_rows], frame["timestamp"].iloc[cut_rows]))
+        expected = full[full["timestamp"] <= full["symbol"].map(cut_ts)]
+        late = truncated[truncated["timestamp"] > truncated["symbol"].map(cut_ts)]
+        for _, row in late.head(3).iterrows():
+            violations.append(f"row {row['symbol']} {row['timestamp']} returned from candles that end at "
+                              f"{cut_ts[row['symbol']]}: compute_fn invents rows after its input")
+        violations += _compare(expected, truncated, value_columns, LOOKAHEAD_RTOL, None,
+                               lambda sym: f"when candles end at {cut_ts[sym]}",
+                               "the feature uses bars after its own timestamp (lookahead)")
+    return violations
+
+
+def check_recursive(candles: pd.DataFrame, compute_fn: ComputeFn, params: FeatureParams,
+                    start_offsets_bars: Sequence[int] = (1, 17, 101), rtol: float = RECURSIVE_RTOL) -> list[str]:
+    """Violations of "after ``warmup_bars(params)`` bars the start of history no longer matters".
+
+    For each offset, every symbol's first ``offset`` candles are dropped and the features
+    recomputed. Rows at least ``warmup_bars(params)`` bars into the shortened history must
+    exist and agree with the full-history rows within ``rtol`` relative to
+    ``|value| + median |value|`` of that feature (the median keeps zero-crossing features
+    such as ``ema_12 = ema/close - 1`` from demanding an exact zero).
+    """
+    frame, codes = sort_candles(candles)
+    frame = frame.reset_index(drop=True)
+    full = compute_fn(frame)
+    value_columns = _value_columns(full)
+    scale = {c: float(np.nanmedian(np.abs(full[c].to_numpy(dtype=np.float64)))) if len(full) else 0.0
+             for c in value_columns}
+    warmup = warmup_bars(params)
+    starts, ends = symbol_blocks(codes)
+    violations: list[str] = []
+    for offset in start_offsets_bars:
+        keep = np.concatenate([np.arange(min(s + offset, e), e) for s, e in zip(starts, ends)])
+        late_candles = frame.iloc[keep].reset_index(drop=True)
+        late = compute_fn(late_candles)
+        # the first bar that must already agree: `warmup` bars into the shortened history
+        first_due = {}
+        for s, e in zip(starts, ends):
+            if s + offset + warmup < e:
+                first_due[frame["symbol"].iat[s]] = frame["timestamp"].iat[s + offset + warmup]
+        due = full[full["symbol"].isin(first_due.keys())]
+        due = due[due["timestamp"] >= due["symbol"].map(first_due)]
+        late = late[late["symbol"].isin(first_due.keys())]
+        late = late[late["timestamp"] >= late["symbol"].map(first_due)]
+        violations += _compare(due, late, value_columns, rtol, scale,
+                               lambda sym, o=offset: f"when history starts {o} bar(s) later",
+                               f"the declared warm-up of {warmup} bars is too short for this feature")
+    return violations
+
+
+def _value_columns(features: pd.DataFrame) -> list[str]:
+    return [c for c in features.columns if c not in _KEYS]
+
+
+def _compare(expected: pd.DataFrame, actual: pd.DataFrame, columns: list[str], rtol: float,
+             scale: dict[str, float] | None, context: Callable[[str], str], meaning: str) -> list[str]:
+    """One message per (feature, symbol) naming the first differing timestamp and the count."""
+    out: list[str] = []
+    absent_cols = [c for c in columns if c not in actual.columns]
+    if absent_cols:
+        return [f"features {absent_cols} missing from the recomputed frame"]
+    merged = expected[_KEYS + columns].merge(actual[_KEYS + columns], on=_KEYS, how="left",
+                                             suffixes=("", "__re"), indicator=True)
+    missing = merged[merged["_merge"] == "left_only"]
+    for symbol, rows in missing.groupby("symbol", sort=True):
+        out.append(f"{symbol}: {len(rows)} rows from {rows['timestamp'].iloc[0]} exist with full history but "
+                   f"not {context(symbol)}")
+    both = merged[merged["_merge"] == "both"]
+    for col in columns:
+        a = both[col].to_numpy(dtype=np.float64)
+        b = both[f"{col}__re"].to_numpy(dtype=np.float64)
+        atol = rtol * scale[col] if scale is not None else LOOKAHEAD_ATOL
+        same = np.isclose(b, a, rtol=rtol, atol=atol, equal_nan=True)
+        if same.all():
+            continue
+        bad = both.loc[~same, _KEYS].assign(full=a[~same], re=b[~same])
+        for symbol, rows in bad.groupby("symbol", sort=True):
+            first = rows.iloc[0]
+            out.append(f"{col} of {symbol} at {first['timestamp']}: {float(first['full']):.10g} with full history "
+                       f"but {float(first['re']):.10g} {context(symbol)} ({len(rows)} rows differ): {meaning}")
+    return out

@@ -1,0 +1,1 @@
+"""Tests of features/: indicators, labels, store and point-in-time checks."""
