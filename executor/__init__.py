@@ -1,1 +1,12 @@
-"""executor."""
+"""executor: one decision core, one risk engine, one broker interface, one trading loop.
+
+* ``signals``   - Signal contract, thresholds, signal sources (frame; HTTP in ``daemon``)
+* ``portfolio`` - value types (Bar, Fill, Position) and the ledger
+* ``core``      - pure decisions: bar + signals + portfolio -> order intents
+* ``risk``      - RiskEngine: Approved / Denied(reason, numbers); ACTIVE/REDUCING/HALTED
+* ``paper``     - PaperBroker: next-open fills, slippage, fees, intrabar stop/TP
+* ``loop``      - TradingLoop: the bar-by-bar driver shared by backtest and daemon
+* ``backtest``  - run_backtest, buy_and_hold, flat_baseline, metrics
+* ``state`` / ``events`` - SQLite record, Redis streams + kill switch + heartbeat
+* ``daemon``    - HttpSignalSource, run_paper_replay (live/testnet: issue #7)
+"""

@@ -1,0 +1,237 @@
+"""Backtest = the trading loop fed from a signals frame, with the paper broker.
+
+``run_backtest`` runs the SAME decision core, risk engine and paper broker as the paper
+daemon (``executor.daemon.run_paper_replay``); only the signal source differs. Baselines
+(``buy_and_hold``, ``flat_baseline``) return the same metric keys so the promotion gate
+can compare like with like, net of fees and slippage.
+
+Window: the backtest steps the bars from the first signal's bar to the bar after the last
+signal (where that signal's orders would fill). With ``close_at_end`` (default) every
+position still open is sold at the last close with slippage and fee, so that the
+strategy, like buy-and-hold, pays its way out. Pass ``res.start``/``res.end`` to the
+baselines to measure them over the same window.
+
+Metrics (all computed from per-bar equity at the close, starting equity prepended):
+
+* ``net_return`` final/start - 1; ``net_pnl`` final - start (USDT)
+* ``sharpe`` mean/std(ddof=1) of bar returns x sqrt(bars per year), 365-day crypto year;
+  ``sortino`` mean / sqrt(mean(min(r, 0)^2)) x sqrt(bars per year); both 0.0 when the
+  denominator is 0 (e.g. never traded)
+* ``max_drawdown`` largest fall from a running peak, positive fraction
+* ``trades`` closed round trips; ``hit_rate`` fraction of them with pnl > 0 after both fees
+  (0.0 without trades); ``fees`` total USDT; ``turnover`` traded notional / mean equity;
+  ``exposure`` fraction of bars with any position open at the close.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from executor.loop import LoopResult, TradingLoop, infer_bar_ms
+from executor.paper import PaperBroker
+from executor.signals import FrameSignalSource
+from qt.config import Params
+from qt.errors import DataError
+from qt.synthetic import timeframe_ms
+
+log = logging.getLogger(__name__)
+
+METRIC_KEYS = ("net_return", "net_pnl", "sharpe", "sortino", "max_drawdown", "trades", "fees", "turnover",
+               "hit_rate", "exposure")
+FILL_COLUMNS = ["order_id", "symbol", "timestamp", "side", "purpose", "reason", "qty", "price", "notional_usdt",
+                "fee_usdt"]
+DECISION_COLUMNS = ["timestamp", "symbol", "signal_action", "outcome", "reason", "notional_usdt", "confidence",
+                    "model_version", "details"]
+TRADE_COLUMNS = ["symbol", "entry_ts", "exit_ts", "qty", "entry_price", "exit_price", "fees_usdt", "pnl_usdt",
+                 "exit_reason", "bars_held"]
+
+
+@dataclass
+class BacktestResult:
+    metrics: dict[str, float]
+    equity: pd.Series  # USDT at each bar's close, indexed by bar open time
+    bar_returns: pd.Series
+    fills: pd.DataFrame
+    decisions: pd.DataFrame  # one row per symbol per bar, with ``reason`` and JSON ``details``
+    trades: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=TRADE_COLUMNS))
+    alerts: list = field(default_factory=list)
+    start: pd.Timestamp | None = None
+    end: pd.Timestamp | None = None
+
+
+def bars_per_year(bar_ms: int) -> float:
+    return 365.0 * 86_400_000 / bar_ms
+
+
+def compute_metrics(equity: pd.Series, starting_equity_usdt: float, bar_ms: int, traded_notional_usdt: float,
+                    fees_usdt: float, trade_pnls: list[float], exposure: pd.Series) -> tuple[dict, pd.Series]:
+    """The metric dict and the bar-return series (see module docstring for definitions)."""
+    values = equity.to_numpy(dtype="float64")
+    path = np.concatenate([[starting_equity_usdt], values])
+    rets = path[1:] / path[:-1] - 1.0
+    bar_returns = pd.Series(rets, index=equity.index, name="bar_return")
+    ann = math.sqrt(bars_per_year(bar_ms))
+    sharpe = sortino = 0.0
+    if len(rets) >= 2:
+        sd = float(np.std(rets, ddof=1))
+        if sd > 0:
+            sharpe = float(np.mean(rets)) / sd * ann
+        downside = float(np.sqrt(np.mean(np.minimum(rets, 0.0) ** 2)))
+        if downside > 0:
+            sortino = float(np.mean(rets)) / downside * ann
+    peak = np.maximum.accumulate(path)
+    max_dd = float(np.max(1.0 - path / peak))
+    final = float(path[-1])
+    n_trades = len(trade_pnls)
+    metrics = {
+        "net_return": final / starting_equity_usdt - 1.0,
+        "net_pnl": final - starting_equity_usdt,
+        "sharpe": sharpe,
+        "sortino": sortino,
+        "max_drawdown": max_dd,
+        "trades": n_trades,
+        "fees": float(fees_usdt),
+        "turnover": float(traded_notional_usdt / np.mean(values)) if len(values) else 0.0,
+        "hit_rate": float(sum(p > 0 for p in trade_pnls) / n_trades) if n_trades else 0.0,
+        "exposure": float(exposure.mean()) if len(exposure) else 0.0,
+    }
+    return metrics, bar_returns
+
+
+def result_from_loop(loop_result: LoopResult, start=None, end=None) -> BacktestResult:
+    r = loop_result
+    fills = _frame(r.fills, FILL_COLUMNS)
+    trades = _frame(r.closed_trades, TRADE_COLUMNS)
+    metrics, bar_returns = compute_metrics(
+        r.equity, r.starting_equity_usdt, r.bar_ms, float(fills["notional_usdt"].sum()) if len(fills) else 0.0,
+        float(fills["fee_usdt"].sum()) if len(fills) else 0.0, trades["pnl_usdt"].tolist(), r.exposure)
+    return BacktestResult(metrics, r.equity, bar_returns, fills, decisions_frame(r.decisions), trades,
+                          list(r.alerts), start, end)
+
+
+def _frame(items: list, columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame([tuple(getattr(x, c) for c in columns) for x in items], columns=columns)
+
+
+def decisions_frame(decisions: list) -> pd.DataFrame:
+    rows = [(d.timestamp, d.symbol, d.signal_action, d.outcome, d.reason, d.notional_usdt, d.confidence,
+             d.model_version, json.dumps(d.details, sort_keys=True, default=str)) for d in decisions]
+    return pd.DataFrame(rows, columns=DECISION_COLUMNS)
+
+
+def check_timeframe(candles: pd.DataFrame, params: Params) -> int:
+    bar_ms = timeframe_ms(params.data.timeframe)
+    seen = infer_bar_ms(candles)
+    if seen != bar_ms:
+        raise DataError(f"candles are {seen} ms bars but params.data.timeframe is {params.data.timeframe} "
+                        f"({bar_ms} ms); pass candles of the configured timeframe")
+    return bar_ms
+
+
+def warn_if_perps(symbols) -> None:
+    perps = sorted(s for s in symbols if ":" in s)
+    if perps:
+        log.warning("perpetual symbols %s are traded long-only like spot and funding is NOT charged "
+                    "(shorting/funding not implemented yet); their PnL is optimistic by the funding paid", perps)
+
+
+def run_backtest(candles: pd.DataFrame, signals_df: pd.DataFrame, params: Params,
+                 close_at_end: bool = True) -> BacktestResult:
+    """Replay ``signals_df`` over ``candles`` through the trading loop with the paper broker.
+
+    Only symbols present in ``signals_df`` are traded. Raises ``DataError`` when there are
+    no signals, no candles in the window, or the candles' bar size is not the configured one.
+    """
+    if signals_df is None or len(signals_df) == 0:
+        raise DataError("signals frame is empty; nothing to backtest (check the prediction step)")
+    source = FrameSignalSource(signals_df)
+    bar_ms = check_timeframe(candles, params)
+    symbols = sorted(signals_df["symbol"].astype(str).unique())
+    traded = candles[candles["symbol"].isin(symbols)]
+    warn_if_perps(symbols)
+    start = source.first_timestamp
+    end = source.last_timestamp + pd.Timedelta(milliseconds=bar_ms)
+    loop = TradingLoop(params, source, PaperBroker(params.costs), bar_ms=bar_ms)
+    result = loop.run(traded, start=start, end=end, close_at_end=close_at_end)
+    return result_from_loop(result, start, end)
+
+
+def _window(candles: pd.DataFrame, start, end) -> pd.DataFrame:
+    ts = pd.to_datetime(candles["timestamp"], utc=True)
+    mask = np.ones(len(candles), dtype=bool)
+    if start is not None:
+        mask &= (ts >= pd.Timestamp(start)).to_numpy()
+    if end is not None:
+        mask &= (ts <= pd.Timestamp(end)).to_numpy()
+    out = candles.loc[mask].assign(timestamp=ts[mask])
+    if out.empty:
+        raise DataError(f"no candles between {start} and {end}")
+    return out
+
+
+def buy_and_hold(candles: pd.DataFrame, params: Params, start=None, end=None) -> BacktestResult:
+    """Equal-weight buy-and-hold of every symbol in ``candles`` over [start, end].
+
+    Each symbol gets ``starting_equity / n`` of cash; it is spent, fee included, at the
+    open of the symbol's first bar (price ``open * (1 + slippage)``, notional
+    ``cash / (1 + fee_rate)``); everything is sold at the last close
+    (``close * (1 - slippage)``, fee on that notional). Equity is marked at each close
+    (gaps carry the last close); the last point is the liquidation value.
+    """
+    df = _window(candles, start, end)
+    bar_ms = check_timeframe(df, params) if df.groupby("symbol").size().max() > 1 else timeframe_ms(
+        params.data.timeframe)
+    fee, slip = params.costs.fee_rate, params.costs.slippage_bps / 10_000.0
+    start_eq = params.risk.starting_equity_usdt
+    closes = df.pivot(index="timestamp", columns="symbol", values="close").sort_index()
+    opens = df.pivot(index="timestamp", columns="symbol", values="open").sort_index()
+    symbols = list(closes.columns)
+    warn_if_perps(symbols)
+    budget = start_eq / len(symbols)
+    index = closes.index
+    equity = np.zeros(len(index))
+    fills, pnls = [], []
+    for sym in symbols:
+        first = opens[sym].first_valid_index()
+        last = closes[sym].last_valid_index()
+        entry_notional = budget / (1.0 + fee)
+        entry_price = float(opens.at[first, sym]) * (1.0 + slip)
+        qty = entry_notional / entry_price
+        exit_price = float(closes.at[last, sym]) * (1.0 - slip)
+        exit_notional = qty * exit_price
+        held = (index >= first).astype(float)
+        mark = closes[sym].ffill().fillna(0.0).to_numpy()
+        equity += np.where(held > 0, qty * mark, budget)
+        fills.append((0, sym, first, "buy", "entry", "buy_and_hold", qty, entry_price, entry_notional,
+                      entry_notional * fee))
+        fills.append((0, sym, last, "sell", "exit", "end_of_run", qty, exit_price, exit_notional,
+                      exit_notional * fee))
+        pnls.append(exit_notional * (1.0 - fee) - budget)
+    # the last point is the liquidation value: every symbol sold at its last close, fee paid
+    equity[-1] = sum(f[8] - f[9] for f in fills if f[4] == "exit")
+    eq = pd.Series(equity, index=pd.DatetimeIndex(index, name="timestamp"), name="equity_usdt")
+    fills_df = pd.DataFrame(fills, columns=FILL_COLUMNS)
+    exposure = pd.Series(np.ones(len(index), dtype=bool), index=eq.index)
+    metrics, bar_returns = compute_metrics(eq, start_eq, bar_ms, float(fills_df["notional_usdt"].sum()),
+                                           float(fills_df["fee_usdt"].sum()), pnls, exposure)
+    return BacktestResult(metrics, eq, bar_returns, fills_df, pd.DataFrame(columns=DECISION_COLUMNS),
+                          start=index[0], end=index[-1])
+
+
+def flat_baseline(candles: pd.DataFrame, params: Params, start=None, end=None) -> BacktestResult:
+    """Never trade: equity stays at the starting equity. The floor every strategy must beat."""
+    df = _window(candles, start, end)
+    index = pd.DatetimeIndex(sorted(df["timestamp"].unique()), name="timestamp")
+    start_eq = params.risk.starting_equity_usdt
+    eq = pd.Series(start_eq, index=index, name="equity_usdt", dtype="float64")
+    exposure = pd.Series(np.zeros(len(index), dtype=bool), index=index)
+    metrics, bar_returns = compute_metrics(eq, start_eq, timeframe_ms(params.data.timeframe), 0.0, 0.0, [],
+                                           exposure)
+    return BacktestResult(metrics, eq, bar_returns, pd.DataFrame(columns=FILL_COLUMNS),
+                          pd.DataFrame(columns=DECISION_COLUMNS), start=index[0], end=index[-1])

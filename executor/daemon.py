@@ -1,0 +1,127 @@
+"""The executor daemon: signals over HTTP from the serving service, the same loop, state + events.
+
+For now it only does PAPER REPLAY: bars from the lake are replayed through the same
+``TradingLoop`` the backtest uses (paper broker), with the signals asked from the service
+(``POST {url}/signals``) at each bar, every step written to SQLite and published to Redis.
+Live and testnet trading are not implemented (issue #7).
+
+When the service cannot answer (connection refused, timeout, any 5xx incl. 503 "no
+champion", malformed reply, or a 4xx saying our request is wrong) the source raises
+``SignalUnavailable``: the loop opens nothing, keeps managing exits (protective orders,
+max holding), records ``NO_SIGNAL`` decisions, publishes a ``risk.alert`` and logs an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+import pandas as pd
+
+from executor.backtest import check_timeframe, warn_if_perps, result_from_loop
+from executor.events import EventPublisher, EventRecorder
+from executor.loop import TradingLoop
+from executor.paper import PaperBroker
+from executor.signals import ACTIONS, Signal, SignalUnavailable
+from executor.state import StateStore
+from qt.config import Params
+
+log = logging.getLogger(__name__)
+
+
+class HttpSignalSource:
+    """Client of the service contract ``POST {url}/signals``. Raises ``SignalUnavailable``."""
+
+    def __init__(self, url: str, timeout_s: float = 5.0):
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+        self._client = httpx.Client(timeout=timeout_s)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def fetch(self, symbols: Sequence[str], as_of: pd.Timestamp) -> list[Signal]:
+        as_of_iso = pd.Timestamp(as_of).tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+        try:
+            resp = self._client.post(f"{self.url}/signals", json={"symbols": list(symbols), "as_of": as_of_iso})
+        except httpx.HTTPError as exc:
+            raise SignalUnavailable(f"{self.url}/signals unreachable: {type(exc).__name__}: {exc}") from exc
+        if resp.status_code != 200:
+            raise SignalUnavailable(f"{self.url}/signals answered {resp.status_code}: {resp.text[:200]}")
+        try:
+            body = resp.json()
+            out = []
+            for s in body["signals"]:
+                if s["action"] not in ACTIONS:
+                    raise ValueError(f"unknown action {s['action']!r}")
+                out.append(Signal(symbol=str(s["symbol"]), timestamp=pd.Timestamp(s["feature_timestamp"]),
+                                  action=str(s["action"]), confidence=float(s["confidence"]),
+                                  expected_return=float(s["expected_return"]),
+                                  model_version=str(s.get("model_version", body.get("model_version")))))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SignalUnavailable(f"{self.url}/signals reply does not follow the contract: {exc}") from exc
+        for s in out:
+            if s.timestamp.tzinfo is None:
+                raise SignalUnavailable(f"feature_timestamp {s.timestamp} has no timezone; the contract is UTC")
+        return out
+
+
+@dataclass
+class ExecutorReport:
+    mode: str
+    signals: int  # signals received
+    orders: int
+    fills: int
+    rejections: dict[str, int]  # denial reason -> count
+    net_pnl: float
+    open_positions: int
+    metrics: dict[str, float]
+    final_state: str = "ACTIVE"
+    lost_events: int = 0
+    run_id: str = ""
+    alerts: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def run_paper_replay(candles: pd.DataFrame, signal_source, params: Params, state_db: Path,
+                     redis_url: str | None, start: pd.Timestamp | None = None) -> ExecutorReport:
+    """Replay ``candles`` from ``start`` through the trading loop, asking ``signal_source`` each bar.
+
+    Writes every order/fill/decision/equity point to ``state_db`` (new ``run_id`` per call)
+    and, when ``redis_url`` is given, publishes events and obeys the ``qt:kill`` switch.
+    Positions still open at the end stay open (reported in ``open_positions``).
+    """
+    bar_ms = check_timeframe(candles, params)
+    warn_if_perps(candles["symbol"].unique())
+    run_id = pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
+    publisher = EventPublisher(redis_url) if redis_url else None
+    store = StateStore(Path(state_db), run_id)
+    listeners = [store] + ([EventRecorder(publisher)] if publisher else [])
+    loop = TradingLoop(params, signal_source, PaperBroker(params.costs), listeners=listeners,
+                       kill_switch=publisher.is_killed if publisher else None, bar_ms=bar_ms)
+    try:
+        result = loop.run(candles, start=start, close_at_end=False)
+    finally:
+        store.close()
+    bt = result_from_loop(result)
+    rejections = Counter(d.reason for d in result.decisions if d.outcome == "denied")
+    lost = publisher.lost_events if publisher else 0
+    if lost:
+        log.warning("paper replay finished with %d events lost while redis was unreachable", lost)
+    return ExecutorReport(mode="paper-replay", signals=result.signals_received, orders=len(result.orders),
+                          fills=len(result.fills), rejections=dict(sorted(rejections.items())),
+                          net_pnl=float(bt.metrics["net_pnl"]), open_positions=len(result.portfolio.positions),
+                          metrics=bt.metrics, final_state=result.final_state.value, lost_events=lost,
+                          run_id=run_id, alerts=[a.message for a in result.alerts if a.kind != "NO_SIGNAL"])
+
+
+def run_live(*_args, **_kwargs) -> ExecutorReport:
+    """Live / testnet trading through ccxt - not implemented yet."""
+    raise NotImplementedError("live/testnet trading is not implemented yet (issue #7); use run_paper_replay")

@@ -1,0 +1,288 @@
+"""The one trading loop: backtest, paper replay (and later live) differ only in what is injected.
+
+Per bar t (all symbols sharing the open time ``ts``), in this order:
+
+  a. the broker fills the orders decided at the close of t-1 at the open of t;
+  b. the broker triggers protective orders intrabar (stop before take-profit);
+  c. positions are marked at the close of t, equity is recorded, the risk engine updates
+     its state (daily loss -> REDUCING, drawdown / kill switch -> HALTED);
+  d. the signal source is asked for signals ``as_of=ts`` (features of bar t); the pure core
+     proposes intents, the risk engine approves or denies each, approved ones go to the
+     broker for the open of t+1.
+
+Every decision is recorded with its reason; listeners (SQLite state, Redis events) see
+every signal, order, fill, decision, equity point and alert as it happens. A listener
+that fails never stops the loop (exits must keep being managed), it is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from executor.core import Decision, OrderIntent, decide
+from executor.paper import MarketOrder, PaperBroker
+from executor.portfolio import Bar, ClosedTrade, Fill, Portfolio
+from executor.risk import Approved, RiskAlert, RiskEngine, TradingState
+from executor.signals import Signal, SignalSource, SignalUnavailable
+from qt.config import Params
+from qt.errors import DataError
+from qt.synthetic import timeframe_ms
+
+log = logging.getLogger(__name__)
+_EPOCH = pd.Timestamp(0, tz="UTC")
+
+
+class LoopListener:
+    """Receives everything the loop does. Override what you need; all default to no-ops."""
+
+    def on_signals(self, ts: pd.Timestamp, signals: list[Signal]) -> None: ...
+    def on_signal_unavailable(self, ts: pd.Timestamp, error: Exception) -> None: ...
+    def on_order(self, order: MarketOrder, decision: Decision) -> None: ...
+    def on_cancel(self, order: MarketOrder, ts: pd.Timestamp) -> None: ...
+    def on_fill(self, fill: Fill, portfolio: Portfolio, trade: ClosedTrade | None) -> None: ...
+    def on_decision(self, decision: Decision) -> None: ...
+    def on_equity(self, ts: pd.Timestamp, equity_usdt: float, cash_usdt: float, state: TradingState,
+                  portfolio: Portfolio) -> None: ...
+    def on_alert(self, alert: RiskAlert) -> None: ...
+    def on_bar_done(self, ts: pd.Timestamp) -> None: ...
+
+
+@dataclass
+class LoopResult:
+    starting_equity_usdt: float
+    bar_ms: int
+    equity: pd.Series  # USDT at the close of each bar, indexed by bar open time
+    exposure: pd.Series  # bool: any position open at the close of the bar
+    fills: list[Fill] = field(default_factory=list)
+    orders: list[MarketOrder] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+    alerts: list[RiskAlert] = field(default_factory=list)
+    closed_trades: list[ClosedTrade] = field(default_factory=list)
+    signals_received: int = 0
+    portfolio: Portfolio | None = None
+    final_state: TradingState = TradingState.ACTIVE
+
+
+@dataclass(frozen=True)
+class _BarTable:
+    timestamps: pd.DatetimeIndex
+    symbols: list[str]
+    ohlc: np.ndarray  # (n_ts, n_symbols, 4), NaN where the symbol has no bar
+
+
+def infer_bar_ms(candles: pd.DataFrame) -> int:
+    """Smallest spacing between consecutive bars of any symbol (gaps only make it larger)."""
+    best = None
+    for _, g in candles.groupby("symbol", sort=False):
+        ts = ((pd.to_datetime(g["timestamp"], utc=True) - _EPOCH) // pd.Timedelta(milliseconds=1)).to_numpy()
+        if len(ts) > 1:
+            d = np.diff(np.sort(ts))
+            d = d[d > 0]
+            if len(d):
+                best = int(d.min()) if best is None else min(best, int(d.min()))
+    if best is None:
+        raise DataError("candles have fewer than two bars per symbol; cannot step a trading loop")
+    return best
+
+
+def _bar_table(candles: pd.DataFrame, start: pd.Timestamp | None, end: pd.Timestamp | None) -> _BarTable:
+    missing = {"symbol", "timestamp", "open", "high", "low", "close"} - set(candles.columns)
+    if missing:
+        raise DataError(f"candles frame lacks columns {sorted(missing)}")
+    df = candles[["symbol", "timestamp", "open", "high", "low", "close"]]
+    ts_all = pd.to_datetime(df["timestamp"], utc=True)
+    mask = np.ones(len(df), dtype=bool)
+    if start is not None:
+        mask &= (ts_all >= pd.Timestamp(start)).to_numpy()
+    if end is not None:
+        mask &= (ts_all <= pd.Timestamp(end)).to_numpy()
+    df = df.loc[mask].assign(timestamp=ts_all[mask])
+    if df.empty:
+        raise DataError(f"no candles between {start} and {end}; widen the range or collect data")
+    symbols = sorted(df["symbol"].unique().tolist())
+    timestamps = pd.DatetimeIndex(sorted(df["timestamp"].unique()))
+    ohlc = np.full((len(timestamps), len(symbols), 4), np.nan)
+    ti = timestamps.get_indexer(df["timestamp"])
+    si = pd.Index(symbols).get_indexer(df["symbol"])
+    ohlc[ti, si, :] = df[["open", "high", "low", "close"]].to_numpy(dtype="float64")
+    return _BarTable(timestamps, symbols, ohlc)
+
+
+class TradingLoop:
+    def __init__(self, params: Params, source: SignalSource, broker: PaperBroker,
+                 listeners: Sequence[LoopListener] = (), kill_switch: Callable[[], bool] | None = None,
+                 bar_ms: int | None = None):
+        self.params = params
+        self.source = source
+        self.broker = broker
+        self.listeners = list(listeners)
+        self.kill_switch = kill_switch
+        self.bar_ms = bar_ms or timeframe_ms(params.data.timeframe)
+        self.risk = RiskEngine(params.risk, params.costs, params.signal, self.bar_ms)
+        self.portfolio = Portfolio(cash_usdt=params.risk.starting_equity_usdt)
+        self._next_order_id = 1
+        self._bar_delta = pd.Timedelta(milliseconds=self.bar_ms)
+        self._result = LoopResult(params.risk.starting_equity_usdt, self.bar_ms,
+                                  pd.Series(dtype="float64"), pd.Series(dtype=bool))
+        self._eq_ts: list[pd.Timestamp] = []
+        self._eq_val: list[float] = []
+        self._exposed: list[bool] = []
+
+    # ---- public ----------------------------------------------------------------------
+    def run(self, candles: pd.DataFrame, start: pd.Timestamp | None = None, end: pd.Timestamp | None = None,
+            close_at_end: bool = False) -> LoopResult:
+        """Step every bar with ``start <= ts <= end``; optionally liquidate at the last close."""
+        table = _bar_table(candles, start, end)
+        last_bars: dict[str, Bar] = {}
+        for i, ts in enumerate(table.timestamps):
+            bars: dict[str, Bar] = {}
+            row = table.ohlc[i]
+            for j, sym in enumerate(table.symbols):
+                o, h, lo, c = row[j]
+                if o == o and c == c:  # not NaN
+                    bars[sym] = Bar(sym, ts, float(o), float(h), float(lo), float(c))
+            last_bars.update(bars)
+            self.step(ts, bars, table.symbols)
+        if close_at_end:
+            self._liquidate(last_bars)
+        return self.result()
+
+    def step(self, ts: pd.Timestamp, bars: dict[str, Bar], symbols: list[str]) -> None:
+        self._execute(ts, bars)
+        self._mark(ts, bars)
+        self._decide(ts, bars, symbols)
+        self._emit("on_bar_done", ts)
+
+    def result(self) -> LoopResult:
+        r = self._result
+        r.equity = pd.Series(self._eq_val, index=pd.DatetimeIndex(self._eq_ts, name="timestamp"),
+                             name="equity_usdt", dtype="float64")
+        r.exposure = pd.Series(self._exposed, index=r.equity.index, name="exposed", dtype=bool)
+        r.closed_trades = list(self.portfolio.closed_trades)
+        r.portfolio = self.portfolio
+        r.final_state = self.risk.state
+        return r
+
+    # ---- steps -----------------------------------------------------------------------
+    def _execute(self, ts: pd.Timestamp, bars: dict[str, Bar]) -> None:
+        exe = self.broker.process_bar(bars)
+        for order in exe.cancelled:
+            self.portfolio.reserved_usdt.pop(order.symbol, None)
+            self._emit("on_cancel", order, ts)
+        for fill in exe.fills:
+            self._book(fill, exe.protective_placed.get(fill.symbol))
+
+    def _book(self, fill: Fill, protective=None) -> None:
+        if fill.purpose == "entry":
+            trade = self.portfolio.apply_fill(fill, protective.stop_price, protective.take_profit_price)
+        else:
+            trade = self.portfolio.apply_fill(fill)
+        self._result.fills.append(fill)
+        self._emit("on_fill", fill, self.portfolio, trade)
+
+    def _mark(self, ts: pd.Timestamp, bars: dict[str, Bar]) -> None:
+        pf = self.portfolio
+        for sym, bar in bars.items():
+            pf.marks[sym] = bar.close
+            pos = pf.positions.get(sym)
+            if pos is not None:
+                pos.bars_held += 1
+        equity = pf.equity_usdt()
+        alerts = self.risk.observe_equity(equity, ts)
+        if self.kill_switch is not None and self.kill_switch():
+            alert = self.risk.halt(ts, "kill switch set (qt:kill): no new entries, exits only")
+            if alert is not None:
+                alerts.append(alert)
+        for alert in alerts:
+            log.warning("risk: %s %s", alert.message, alert.numbers)
+            self._alert(alert)
+        self._eq_ts.append(ts)
+        self._eq_val.append(equity)
+        self._exposed.append(bool(pf.positions))
+        self._emit("on_equity", ts, equity, pf.cash_usdt, self.risk.state, pf)
+
+    def _decide(self, ts: pd.Timestamp, bars: dict[str, Bar], symbols: list[str]) -> None:
+        signals: dict[str, Signal] | None
+        try:
+            received = self.source.fetch(symbols, ts)
+        except SignalUnavailable as exc:
+            signals = None
+            log.error("signal source unavailable at %s: %s -> opening nothing, exits still managed", ts, exc)
+            self._emit("on_signal_unavailable", ts, exc)
+            self._alert(RiskAlert(ts, "NO_SIGNAL", f"signal source unavailable: {exc}"))
+        else:
+            self._result.signals_received += len(received)
+            signals = {s.symbol: s for s in received}
+            self._emit("on_signals", ts, received)
+        out = decide(ts, bars, signals, self.portfolio, self.params.risk, symbols)
+        for d in out.decisions:
+            self._record(d)
+        now = ts + self._bar_delta
+        for intent in out.intents:
+            verdict = self.risk.check(intent, self.portfolio, now)
+            if isinstance(verdict, Approved):
+                self._submit(ts, intent, verdict)
+            else:
+                self._record(_decision_for(ts, intent, "denied", verdict.reason, 0.0, dict(verdict.numbers)))
+
+    def _submit(self, ts: pd.Timestamp, intent: OrderIntent, verdict: Approved) -> None:
+        oid = self._next_order_id
+        self._next_order_id += 1
+        order = MarketOrder(oid, intent.symbol, intent.side, intent.purpose, intent.reason,
+                            notional_usdt=verdict.notional_usdt, qty=intent.qty,
+                            stop_loss_pct=intent.stop_loss_pct, take_profit_pct=intent.take_profit_pct,
+                            decided_ts=ts)
+        if intent.is_exit:
+            self.portfolio.pending_exits.add(intent.symbol)
+            decision = _decision_for(ts, intent, "exit", intent.reason, 0.0,
+                                     {"order_id": oid, "qty": intent.qty})
+        else:
+            self.portfolio.reserved_usdt[intent.symbol] = verdict.notional_usdt
+            details = {"order_id": oid, "requested": intent.notional_usdt}
+            if verdict.clipped_by:
+                details["clipped_by"] = verdict.clipped_by
+            decision = _decision_for(ts, intent, "enter", intent.reason, verdict.notional_usdt, details)
+        self.broker.submit(order)
+        self._result.orders.append(order)
+        self._record(decision)
+        self._emit("on_order", order, decision)
+
+    def _liquidate(self, last_bars: dict[str, Bar]) -> None:
+        for sym in sorted(self.portfolio.positions):
+            pos = self.portfolio.positions[sym]
+            oid = self._next_order_id
+            self._next_order_id += 1
+            self._book(self.broker.close_at_close(sym, pos.qty, last_bars[sym], oid))
+        self.portfolio.reserved_usdt.clear()
+        self.broker.cancel_all()  # orders for a bar that will never come
+        if self._eq_val:
+            self._eq_val[-1] = self.portfolio.equity_usdt()
+
+    # ---- plumbing --------------------------------------------------------------------
+    def _record(self, decision: Decision) -> None:
+        self._result.decisions.append(decision)
+        self._emit("on_decision", decision)
+
+    def _alert(self, alert: RiskAlert) -> None:
+        self._result.alerts.append(alert)
+        self._emit("on_alert", alert)
+
+    def _emit(self, method: str, *args) -> None:
+        for listener in self.listeners:
+            try:
+                getattr(listener, method)(*args)
+            except Exception:  # noqa: BLE001 - a broken recorder must not stop exits
+                log.exception("listener %s.%s failed; trading continues", type(listener).__name__, method)
+
+
+def _decision_for(ts: pd.Timestamp, intent: OrderIntent, outcome: str, reason: str, notional: float,
+                  details: dict) -> Decision:
+    sig = intent.signal
+    return Decision(ts, intent.symbol, sig.action if sig is not None else None, outcome, reason,
+                    notional_usdt=notional, confidence=sig.confidence if sig is not None else float("nan"),
+                    model_version=sig.model_version if sig is not None else None, details=details)

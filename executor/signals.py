@@ -1,0 +1,143 @@
+"""Signals: what the model says about one symbol at one bar, and where they come from.
+
+A ``Signal``'s ``timestamp`` is the OPEN time of the feature bar t (the last bar whose
+close the features saw). The decision it drives acts at the open of bar t+1. The same
+thresholds (``SignalParams``) turn a probability into an action in the backtest, the
+service and the executor, so that what was tested is what trades.
+
+Signal sources (``FrameSignalSource`` here, ``executor.daemon.HttpSignalSource``) answer
+``fetch(symbols, as_of)`` with the latest signal per symbol whose timestamp is
+``<= as_of`` - the same rule the service uses - and raise ``SignalUnavailable`` when they
+cannot answer at all (the executor then opens nothing and keeps managing exits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+import pandas as pd
+
+from qt.config import SignalParams
+from qt.errors import DataError, RetryableError
+
+Action = Literal["buy", "sell", "hold"]
+ACTIONS: tuple[str, ...] = ("buy", "sell", "hold")
+SIGNAL_COLUMNS = ["symbol", "timestamp", "action", "confidence", "expected_return", "model_version"]
+
+
+class SignalUnavailable(RetryableError):
+    """The signal source could not answer (service down, 503, timeout): open nothing new."""
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    symbol: str
+    timestamp: pd.Timestamp  # open time of the feature bar t (UTC); acts at the open of t+1
+    action: str  # "buy" | "sell" | "hold"
+    confidence: float  # = prob_up
+    expected_return: float  # log return over the label horizon
+    model_version: str
+
+
+class SignalSource(Protocol):
+    def fetch(self, symbols: Sequence[str], as_of: pd.Timestamp) -> list[Signal]:
+        """Latest signal per symbol with timestamp <= as_of; raises SignalUnavailable."""
+        ...
+
+
+def action_from_probability(prob_up: float, params: SignalParams) -> str:
+    """buy if prob_up >= buy_threshold, sell if prob_up <= sell_threshold, else hold.
+
+    A NaN probability is ``hold``: no evidence is never a reason to trade.
+    """
+    if prob_up != prob_up:  # NaN
+        return "hold"
+    if prob_up >= params.buy_threshold:
+        return "buy"
+    if prob_up <= params.sell_threshold:
+        return "sell"
+    return "hold"
+
+
+def signals_from_predictions(pred_df: pd.DataFrame, params: SignalParams, model_version: str) -> pd.DataFrame:
+    """Predictions ``[symbol, timestamp, prob_up, expected_return]`` -> signals frame.
+
+    Vectorised version of ``action_from_probability`` (same thresholds, same ties:
+    ``>=`` buy, ``<=`` sell). ``confidence`` is ``prob_up``.
+    """
+    missing = {"symbol", "timestamp", "prob_up", "expected_return"} - set(pred_df.columns)
+    if missing:
+        raise DataError(f"predictions frame lacks columns {sorted(missing)}; "
+                        "expected symbol, timestamp, prob_up, expected_return")
+    prob = pred_df["prob_up"].to_numpy(dtype="float64")
+    action = np.where(prob >= params.buy_threshold, "buy",
+                      np.where(prob <= params.sell_threshold, "sell", "hold"))
+    action = np.where(np.isnan(prob), "hold", action)
+    out = pd.DataFrame({
+        "symbol": pred_df["symbol"].astype(str).to_numpy(),
+        "timestamp": pred_df["timestamp"].to_numpy(),
+        "action": action.astype(object),
+        "confidence": prob,
+        "expected_return": pred_df["expected_return"].to_numpy(dtype="float64"),
+        "model_version": str(model_version),
+    })
+    out["timestamp"] = pd.to_datetime(out["timestamp"], utc=True)
+    return out.sort_values(["symbol", "timestamp"], kind="stable").reset_index(drop=True)
+
+
+def _validate_signals_frame(signals_df: pd.DataFrame) -> None:
+    missing = set(SIGNAL_COLUMNS) - set(signals_df.columns)
+    if missing:
+        raise DataError(f"signals frame lacks columns {sorted(missing)}; build it with "
+                        "executor.signals.signals_from_predictions")
+    bad = set(signals_df["action"].unique()) - set(ACTIONS)
+    if bad:
+        raise DataError(f"signals frame has unknown actions {sorted(bad)}; allowed: buy, sell, hold")
+
+
+class FrameSignalSource:
+    """Signals served from a signals frame, with the service's rule (latest ts <= as_of).
+
+    The backtest uses this source; a missing row therefore yields the previous bar's
+    signal, which the risk engine then refuses as stale - exactly what would happen
+    live when the service lags.
+    """
+
+    def __init__(self, signals_df: pd.DataFrame):
+        _validate_signals_frame(signals_df)
+        df = signals_df.copy()
+        df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True)
+        df = df.sort_values(["symbol", "timestamp"], kind="stable")
+        self._by_symbol: dict[str, tuple[np.ndarray, list[Signal]]] = {}
+        for sym, g in df.groupby("symbol", sort=True):
+            ts_ns = np.array([t.value for t in g["timestamp"]], dtype=np.int64)  # ns since epoch
+            sigs = [Signal(str(sym), pd.Timestamp(t), str(a), float(c), float(e), str(v))
+                    for t, a, c, e, v in zip(g["timestamp"], g["action"], g["confidence"],
+                                             g["expected_return"], g["model_version"])]
+            self._by_symbol[str(sym)] = (ts_ns, sigs)
+
+    @property
+    def first_timestamp(self) -> pd.Timestamp | None:
+        firsts = [sigs[0].timestamp for _, sigs in self._by_symbol.values() if sigs]
+        return min(firsts) if firsts else None
+
+    @property
+    def last_timestamp(self) -> pd.Timestamp | None:
+        lasts = [sigs[-1].timestamp for _, sigs in self._by_symbol.values() if sigs]
+        return max(lasts) if lasts else None
+
+    def fetch(self, symbols: Sequence[str], as_of: pd.Timestamp) -> list[Signal]:
+        as_of_ns = pd.Timestamp(as_of).value
+        out: list[Signal] = []
+        for sym in symbols:
+            entry = self._by_symbol.get(sym)
+            if entry is None:
+                continue
+            ts_ns, sigs = entry
+            i = int(np.searchsorted(ts_ns, as_of_ns, side="right")) - 1
+            if i >= 0:
+                out.append(sigs[i])
+        return out

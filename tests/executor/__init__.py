@@ -1,0 +1,1 @@
+"""Executor tests: risk engine, paper broker, backtest, paper daemon."""
