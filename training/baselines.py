@@ -1,0 +1,44 @@
+"""Baselines a challenger must beat on the same holdout, through the same backtest.
+
+``flat`` and ``buy_and_hold`` come from ``executor.backtest`` (``flat_baseline``,
+``buy_and_hold``: same metric keys, same costs). This module adds the old system's rule:
+
+* ``rule_rsi_macd`` - the old system's rule as a signals frame, so it runs through
+  ``executor.backtest.run_backtest`` with the same RiskEngine and PaperBroker as the
+  model: buy when RSI(14) < 30 and MACD histogram(12,26,9) > 0, sell when RSI > 70 and
+  the histogram < 0, else hold. Computed with TA-Lib on the raw close of bar t (causal:
+  the signal at bar t sees bars <= t); bars before the indicators are defined are absent.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import talib
+
+RULE_VERSION = "rule_rsi_macd"
+_SIGNAL_COLUMNS = ["symbol", "timestamp", "action", "confidence", "expected_return", "model_version"]
+
+
+def make_rule_signals(candles: pd.DataFrame, rsi_period: int = 14, macd: tuple[int, int, int] = (12, 26, 9),
+                      oversold: float = 30.0, overbought: float = 70.0) -> pd.DataFrame:
+    """The RSI/MACD rule's signals frame: confidence 1 for buy, 0 for sell, 0.5 for hold
+    (a stand-in for prob_up), expected_return 0 (the rule has no return forecast)."""
+    frames = []
+    for sym, g in candles.sort_values(["symbol", "timestamp"], kind="stable").groupby("symbol", sort=True):
+        close = g["close"].to_numpy(dtype=np.float64)
+        rsi = talib.RSI(close, timeperiod=rsi_period)
+        _, _, hist = talib.MACD(close, fastperiod=macd[0], slowperiod=macd[1], signalperiod=macd[2])
+        defined = np.isfinite(rsi) & np.isfinite(hist)
+        action = np.where((rsi < oversold) & (hist > 0), "buy",
+                          np.where((rsi > overbought) & (hist < 0), "sell", "hold"))
+        confidence = np.select([action == "buy", action == "sell"], [1.0, 0.0], 0.5)
+        frames.append(pd.DataFrame({
+            "symbol": str(sym), "timestamp": g["timestamp"].to_numpy()[defined],
+            "action": action[defined].astype(object), "confidence": confidence[defined],
+            "expected_return": 0.0, "model_version": RULE_VERSION,
+        }))
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=_SIGNAL_COLUMNS)
+    out["timestamp"] = pd.to_datetime(out["timestamp"], utc=True)
+    return out[_SIGNAL_COLUMNS]
+

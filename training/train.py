@@ -1,0 +1,158 @@
+"""Train the ensemble and measure it honestly (pure: frames in, ``TrainResult`` out, no I/O).
+
+Order of operations, and why:
+
+1. join features and labels on (symbol, timestamp); rows without a label (the last
+   ``horizon_bars`` of each symbol) drop out;
+2. **holdout split** - the last ``holdout_fraction`` of the bars is never seen by any
+   fit below (purged + embargoed, see ``training.splits``);
+3. **walk-forward CV** on the pre-holdout part: every member is fitted per fold and
+   predicts the fold's test block -> out-of-fold (OOF) probabilities, metrics per fold
+   and pooled;
+4. ensemble weights and the return map are fitted on the OOF predictions only;
+5. final members are refitted on all pre-holdout rows;
+6. the holdout is predicted once, by each member and by the ensemble -> ``oos`` metrics.
+
+The ensemble's ``cv`` numbers use weights fitted on those same OOF rows (two numbers
+fitted on thousands of rows: mildly optimistic); its ``oos`` numbers are clean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+
+from features.compute import feature_columns
+from qt.config import Params
+from qt.errors import DataError
+from qt.lake import content_sha256
+from training.ensemble import EnsembleModel, fit_convex_weights, fit_return_map
+from training.metrics import compute_classification_metrics
+from training.models import MEMBER_BUILDERS, feature_importance, fit_member, predict_up_probability
+from training.splits import holdout_split, walk_forward_folds
+
+KEYS = ["symbol", "timestamp"]
+PREDICTION_COLUMNS = ["symbol", "timestamp", "prob_up", "expected_return"]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Everything the registry and the evaluate stage need from one training run."""
+
+    ensemble: EnsembleModel
+    models: list[dict]  # [{name, oos: {auc, log_loss, accuracy, ic, rows}, cv: {..., folds: [...]}}]
+    holdout_predictions: pd.DataFrame  # symbol, timestamp, prob_up, expected_return
+    holdout_labels: pd.DataFrame  # symbol, timestamp, fwd_return, up (same rows as the predictions)
+    feature_importance: pd.DataFrame  # feature, one column per member, ensemble (weight-averaged)
+    train_range: tuple[pd.Timestamp, pd.Timestamp]  # first/last feature bar used for fitting
+    holdout_range: tuple[pd.Timestamp, pd.Timestamp]  # first/last feature bar of the holdout
+    data_sha256: str  # content hash of the joined features+labels the run saw
+    input_example: pd.DataFrame = field(default_factory=pd.DataFrame)  # 5 training rows of feature columns
+    rows: dict = field(default_factory=dict)  # {"train": n, "holdout": n, "oof": n, "purged": n}
+    trained_at: str = ""
+
+    def metrics_by_name(self) -> dict[str, dict]:
+        return {m["name"]: m for m in self.models}
+
+
+def join_features_labels(features_df: pd.DataFrame, labels_df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Inner join on (symbol, timestamp), sorted by time then symbol; DataError if nothing matches."""
+    missing = [c for c in columns if c not in features_df.columns]
+    if missing:
+        raise DataError(f"features lack columns {missing} declared by params.features; "
+                        f"re-run the features stage with the current params")
+    for need in ("fwd_return", "up"):
+        if need not in labels_df.columns:
+            raise DataError(f"labels lack column {need!r}; re-run the features stage")
+    data = features_df[KEYS + columns].merge(labels_df[KEYS + ["fwd_return", "up"]], on=KEYS, how="inner")
+    data = data.dropna(subset=columns + ["fwd_return", "up"])
+    if data.empty:
+        raise DataError("no row has both features and a label; check that features and labels "
+                        "were built from the same candles")
+    return data.sort_values(["timestamp", "symbol"], kind="stable").reset_index(drop=True)
+
+
+def train_models(features_df: pd.DataFrame, labels_df: pd.DataFrame, params: Params) -> TrainResult:
+    """Walk-forward OOF -> ensemble -> final fit -> one holdout prediction. Deterministic per seed."""
+    tp = params.train
+    horizon = params.labels.horizon_bars
+    columns = feature_columns(params.features)
+    data = join_features_labels(features_df, labels_df, columns)
+
+    train_mask, holdout_mask = holdout_split(data["timestamp"], tp.holdout_fraction, tp.embargo_bars, horizon)
+    train = data[train_mask].reset_index(drop=True)
+    holdout = data[holdout_mask].reset_index(drop=True)
+    x_train = train[columns].to_numpy(dtype=np.float64)
+    y_train = train["up"].to_numpy(dtype=np.int64)
+    r_train = train["fwd_return"].to_numpy(dtype=np.float64)
+    if len(np.unique(y_train)) < 2:
+        raise DataError("training labels are all one class; the market slice is too short or degenerate")
+
+    folds = walk_forward_folds(train["timestamp"], tp.folds, horizon, tp.embargo_bars)
+    names = list(MEMBER_BUILDERS)
+    oof = np.full((len(train), len(names)), np.nan)
+    fold_of_row = np.full(len(train), -1)
+    for f, (tr, te) in enumerate(folds):
+        fold_of_row[te] = f
+        for j, name in enumerate(names):
+            member = fit_member(name, x_train[tr], y_train[tr], tp)
+            oof[te, j] = predict_up_probability(member, x_train[te])
+    has_oof = fold_of_row >= 0
+
+    weights = fit_convex_weights(oof[has_oof], y_train[has_oof])
+    ens_oof = oof[has_oof] @ weights
+    intercept, slope = fit_return_map(ens_oof, r_train[has_oof])
+
+    finals = {name: fit_member(name, x_train, y_train, tp) for name in names}
+    ensemble = EnsembleModel(columns, finals, dict(zip(names, weights)), intercept, slope)
+
+    member_holdout = ensemble.member_probabilities(holdout)
+    pred = ensemble.predict_frame(holdout)
+    y_hold = holdout["up"].to_numpy(dtype=np.int64)
+    r_hold = holdout["fwd_return"].to_numpy(dtype=np.float64)
+
+    models = []
+    oof_frame = pd.DataFrame(oof[has_oof], columns=names)
+    oof_frame["ensemble"] = ens_oof
+    cv_up, cv_ret, cv_fold = y_train[has_oof], r_train[has_oof], fold_of_row[has_oof]
+    for name in names + ["ensemble"]:
+        if name == "ensemble":
+            hold_p, hold_er = pred["prob_up"].to_numpy(), pred["expected_return"].to_numpy()
+            oof_er = intercept + slope * (ens_oof - 0.5)
+        else:  # a member's IC uses prob_up itself: Spearman is invariant to increasing maps
+            hold_p = hold_er = member_holdout[name].to_numpy()
+            oof_er = oof_frame[name].to_numpy()
+        oof_p = oof_frame[name].to_numpy()
+        cv = compute_classification_metrics(cv_up, oof_p, cv_ret, oof_er)
+        cv["folds"] = [
+            {"fold": f, **compute_classification_metrics(cv_up[cv_fold == f], oof_p[cv_fold == f],
+                                                          cv_ret[cv_fold == f], oof_er[cv_fold == f])}
+            for f in range(len(folds))
+        ]
+        models.append({"name": name, "oos": compute_classification_metrics(y_hold, hold_p, r_hold, hold_er),
+                       "cv": cv})
+
+    importance = pd.DataFrame({"feature": columns})
+    for name in names:
+        importance[name] = feature_importance(finals[name])
+    importance["ensemble"] = sum(importance[n] * w for n, w in zip(names, weights))
+    importance = importance.sort_values("ensemble", ascending=False).reset_index(drop=True)
+
+    predictions = pd.concat([holdout[KEYS], pred], axis=1)[PREDICTION_COLUMNS]
+    return TrainResult(
+        ensemble=ensemble,
+        models=models,
+        holdout_predictions=predictions,
+        holdout_labels=holdout[KEYS + ["fwd_return", "up"]].copy(),
+        feature_importance=importance,
+        train_range=(train["timestamp"].min(), train["timestamp"].max()),
+        holdout_range=(holdout["timestamp"].min(), holdout["timestamp"].max()),
+        data_sha256=content_sha256(data),
+        input_example=train[columns].head(5).reset_index(drop=True),
+        rows={"train": int(len(train)), "holdout": int(len(holdout)), "oof": int(has_oof.sum()),
+              "purged": int(len(data) - len(train) - len(holdout))},
+        trained_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
