@@ -42,7 +42,7 @@ test: install
 
 # Rebuild the lineage with DVC (default state directory, where dvc.yaml looks).
 repro: install
-	env -u QT_HOME $(VENV)/bin/dvc repro
+	$(VENV)/bin/dvc repro
 
 clean-state:
-	rm -rf data/raw data/features data/models data/reports data/mlflow data/prefect data/bentoml data/executor data/logs
+	rm -rf data/raw data/features data/models data/evaluation data/reports data/mlflow data/prefect data/bentoml data/executor data/logs

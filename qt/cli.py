@@ -120,14 +120,21 @@ def serve(port: Annotated[Optional[int], typer.Option("--port", min=1024, max=65
           params: ParamsOpt = None) -> None:
     """Run `bentoml serve` on the champion until interrupted."""
     p, paths = _context(params, None, None, None, None, None)
+    import time
+
+    from qt.pipeline import write_effective_params
     from serving.launcher import ServiceProcess
 
-    with ServiceProcess(paths, p, port=port) as service:
-        typer.echo(f"serving on {service.url} (Ctrl-C to stop); log: {service.log_path}")
+    with ServiceProcess(paths, params_path=write_effective_params(p, paths),
+                        port=port or p.serving.port) as service:
+        typer.echo(f"serving {p.train.model_name}@champion on {service.url} (Ctrl-C to stop); "
+                   f"log: {paths.logs / f'serving-{service.port}.log'}")
         try:
-            service.wait_forever()
+            while service.process.alive():
+                time.sleep(1.0)
         except KeyboardInterrupt:
-            pass
+            return
+        raise QTError(f"bentoml serve exited; log tail:\n{service.log_tail()}")
 
 
 @app.command("execute")

@@ -9,7 +9,6 @@ Sources (``--source``):
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,10 +79,9 @@ def collect_stage(params: Params, paths: StatePaths) -> dict:
     t0 = time.perf_counter()
     candles = load_from_source(source, params)
     paths.raw.mkdir(parents=True, exist_ok=True)
-    hashes = []
     for sym, frame in candles.groupby("symbol", sort=False):
         lake.write_candles(paths.raw, sym, params.data.timeframe, frame)
-        hashes.append(lake.content_sha256(frame[lake.OHLCV_COLUMNS].reset_index(drop=True)))
+    stored = read_lake(params, paths)  # the hash is of what later stages read, not of what we meant to write
     return {"data": {
         "source": source.describe(),
         "symbols": list(params.data.symbols),
@@ -91,7 +89,7 @@ def collect_stage(params: Params, paths: StatePaths) -> dict:
         "rows": int(len(candles)),
         "start": candles["timestamp"].min().isoformat(),
         "end": candles["timestamp"].max().isoformat(),
-        "sha256": hashlib.sha256("".join(hashes).encode()).hexdigest(),
+        "sha256": lake.content_sha256(stored),
         "seconds": round(time.perf_counter() - t0, 3),
     }}
 

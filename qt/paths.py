@@ -36,6 +36,10 @@ class StatePaths:
         return self.home / "models"
 
     @property
+    def evaluation(self) -> Path:  # holdout backtests of the challenger and the baselines
+        return self.home / "evaluation"
+
+    @property
     def reports(self) -> Path:
         return self.home / "reports"
 
@@ -68,7 +72,7 @@ class StatePaths:
         return f"sqlite:///{self.mlflow_db}"
 
     def ensure(self) -> "StatePaths":
-        for p in (self.raw, self.features, self.models, self.reports, self.mlflow_db.parent,
+        for p in (self.raw, self.features, self.models, self.evaluation, self.reports, self.mlflow_db.parent,
                   self.mlflow_artifacts, self.prefect_home, self.bentoml_home,
                   self.executor_db.parent, self.logs):
             p.mkdir(parents=True, exist_ok=True)

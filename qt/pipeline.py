@@ -118,7 +118,7 @@ def serve_and_execute(params: Params, paths: StatePaths, redis_url: str | None) 
     candles = read_lake(params, paths)
     start = holdout_start(paths)
     has_champion = champion_version(paths.tracking_uri, params.train.model_name) is not None
-    with ServiceProcess(paths, params) as service:
+    with ServiceProcess(paths, params_path=write_effective_params(params, paths)) as service:
         if has_champion:
             service.wait_ready(timeout_s=180)
         else:
@@ -127,14 +127,39 @@ def serve_and_execute(params: Params, paths: StatePaths, redis_url: str | None) 
         source = _TimedSource(HttpSignalSource(service.url, timeout_s=10.0))
         report = run_paper_replay(candles, source, params, state_db=paths.executor_db,
                                   redis_url=redis_url, start=start)
-        meta = service.metadata() if has_champion else {}
+        meta = _get_json(service.url + "/metadata") if has_champion else {}
+    parity = None
+    if has_champion:
+        from qt.parity import check_parity
+        from training.registry import load_champion
+
+        parity = check_parity(candles, load_champion(paths.tracking_uri, params.train.model_name), params,
+                              start, report, meta.get("model_version"))
+        if not parity["match"]:
+            log.error("PARITY BROKEN: paper replay %s vs in-process backtest %s", parity["replay_net_pnl"],
+                      parity["backtest_net_pnl"])
     lat = np.array(source.latencies_ms) if source.latencies_ms else np.array([np.nan])
     return {
-        "serving": {"url": service.url, "model_version": meta.get("version"),
+        "serving": {"url": service.url, "model_version": meta.get("model_version"),
                     "requests": len(source.latencies_ms),
                     "p50_ms": _round(np.nanpercentile(lat, 50)), "p99_ms": _round(np.nanpercentile(lat, 99))},
-        "executor": report.to_dict(),
+        "executor": report.to_dict() | {"parity_with_backtest": parity},
     }
+
+
+def write_effective_params(params: Params, paths: StatePaths) -> Path:
+    """The exact config of this run (CLI overrides included), for processes we start."""
+    import yaml
+
+    out = paths.home / "params.effective.yaml"
+    out.write_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
+    return out
+
+
+def _get_json(url: str) -> dict:
+    import httpx
+
+    return httpx.get(url, timeout=10.0).json()
 
 
 class _TimedSource:

@@ -18,6 +18,21 @@ from pathlib import Path
 from qt.errors import QTError
 
 
+# Every process group this interpreter started; tests use it to prove nothing is left running.
+STARTED_GROUPS: list[int] = []
+
+
+def live_group_members(pgids: list[int]) -> list[str]:
+    """``pid args`` of live processes in any of ``pgids`` (empty when all were stopped)."""
+    out = subprocess.run(["ps", "-eo", "pid=,pgid=,stat=,args="], capture_output=True, text=True).stdout
+    alive = []
+    for line in out.splitlines():
+        parts = line.split(None, 3)
+        if len(parts) >= 3 and int(parts[1]) in pgids and not parts[2].startswith("Z"):
+            alive.append(line.strip())
+    return alive
+
+
 def free_port() -> int:
     """A currently free TCP port on loopback (bind to 0 and read it back)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -49,6 +64,7 @@ class ManagedProcess:
         out = self._log if self._log is not None else subprocess.DEVNULL
         self.proc = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdout=out,
                                      stderr=subprocess.STDOUT, start_new_session=True)
+        STARTED_GROUPS.append(self.proc.pid)
         return self
 
     def alive(self) -> bool:

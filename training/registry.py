@@ -79,7 +79,8 @@ class ModelRegistry:
             return self.client.create_experiment(self.experiment_name, artifact_location=location)
         return exp.experiment_id
 
-    def log_training_run(self, result, params: Params, *, feature_set_hash: str, symbols: list[str]) -> dict:
+    def log_training_run(self, result, params: Params, *, feature_set_hash: str, symbols: list[str],
+                         raw_data_sha256: str | None = None) -> dict:
         """Log one training run (params, metrics, importance CSV, the ensemble) -> {run_id, model_uri}.
 
         The model card is added by ``log_model_card`` once the run id is known."""
@@ -98,13 +99,17 @@ class ModelRegistry:
             "holdout_start": result.holdout_range[0].isoformat(),
             "holdout_end": result.holdout_range[1].isoformat(),
             "trained_at": result.trained_at,
-            "data_sha256": result.data_sha256,
+            "data_sha256": raw_data_sha256 or result.data_sha256,
+            "training_frame_sha256": result.data_sha256,
             "weights": ensemble.weights,
         }
         with mlflow.start_run(experiment_id=experiment_id) as run:
             mlflow.log_params({
                 "feature_set_hash": feature_set_hash,
-                "data_sha256": result.data_sha256,
+                # the validated raw candles (same hash as the run summary's data.sha256)
+                "data_sha256": raw_data_sha256 or result.data_sha256,
+                # the joined features + labels the members were fitted on
+                "training_frame_sha256": result.data_sha256,
                 "git_sha": read_git_sha(),
                 "config_digest": params.digest(),
                 **flatten_config(params),

@@ -1,13 +1,16 @@
 """Train, evaluate and promote as stages over the state directory.
 
 Each stage is ``stage(params, paths) -> dict`` (its part of the run summary) and hands
-over to the next through files under ``paths.models``, so each can run in a fresh
-process (``dvc repro``, the CLI, or the Prefect flow):
+over to the next through files, so each can run in a fresh process (``dvc repro``, the
+CLI, or the Prefect flow). Each stage writes only into its own folder, because DVC treats
+a stage's folder as its output and would otherwise see the train output change when the
+evaluate stage runs:
 
-* ``train.json`` - run id, model URI, ranges, hashes, per-model metrics (train stage)
-* ``holdout_predictions.parquet`` - ``symbol, timestamp, prob_up, expected_return``
-* ``evaluation.json`` + ``holdout_returns.parquet`` + ``holdout_equity.parquet`` (evaluate)
-* ``promote.json`` - the registry decision with every gate's numbers (promote stage)
+* ``paths.models``: ``train.json`` (run id, model URI, ranges, hashes, per-model metrics)
+  and ``holdout_predictions.parquet`` (``symbol, timestamp, prob_up, expected_return``)
+* ``paths.evaluation``: ``evaluation.json``, ``holdout_returns.parquet``, ``holdout_equity.parquet``
+* the promote decision, with every gate's numbers, is the stage's return value (the
+  pipeline records it as ``reports/promote.json``) and tags on the model version
 """
 
 from __future__ import annotations
@@ -34,7 +37,6 @@ PREDICTIONS = "holdout_predictions.parquet"
 EVALUATION_JSON = "evaluation.json"
 RETURNS = "holdout_returns.parquet"
 EQUITY = "holdout_equity.parquet"
-PROMOTE_JSON = "promote.json"
 BASELINES = ("flat", "buy_and_hold", "rule_rsi_macd")
 _RULE_FEATURES = FeatureParams(rsi=[14], ema=[], sma=[], macd=(12, 26, 9), atr=[], log_return=[1],
                                realised_vol=[], volume_z=[])
@@ -64,7 +66,7 @@ def _write_json(obj: dict, path: Path) -> None:
 
 
 def _read_handover(paths: StatePaths, name: str, made_by: str) -> dict:
-    path = paths.models / name
+    path = (paths.evaluation if made_by == "evaluate" else paths.models) / name
     if not path.is_file():
         raise DataError(f"{path} missing; run the {made_by} stage first")
     return json.loads(path.read_text())
@@ -78,6 +80,18 @@ def _read_candles_with_history(params: Params, paths: StatePaths, start: pd.Time
     """Candles from ``history_bars`` before ``start`` to the end of the lake (indicators need the past)."""
     lead = pd.Timedelta(milliseconds=timeframe_ms(params.data.timeframe) * (history_bars + 1))
     return read_candles(paths.raw, params.data.symbols, params.data.timeframe, start=start - lead)
+
+
+def _validated_data_sha256(paths: StatePaths) -> str:
+    """Content hash of the candles the last successful validation passed (what features were built from)."""
+    report = _read_handover_file(paths.reports / "validation.json", "validate")
+    return report["data_sha256"]
+
+
+def _read_handover_file(path: Path, made_by: str) -> dict:
+    if not path.is_file():
+        raise DataError(f"{path} is missing; run `qt {made_by}` first")
+    return json.loads(path.read_text())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,7 +110,9 @@ def train_stage(params: Params, paths: StatePaths) -> dict:
     fit_seconds = time.perf_counter() - t0
     registry = _registry(params, paths)
     fs_hash = feature_set_hash(params.features)
-    logged = registry.log_training_run(result, params, feature_set_hash=fs_hash, symbols=params.data.symbols)
+    raw_sha = _validated_data_sha256(paths)
+    logged = registry.log_training_run(result, params, feature_set_hash=fs_hash, symbols=params.data.symbols,
+                                       raw_data_sha256=raw_sha)
     ens = result.ensemble
     info = {
         "run_id": logged["run_id"],
@@ -110,7 +126,8 @@ def train_stage(params: Params, paths: StatePaths) -> dict:
         "holdout_start": result.holdout_range[0].isoformat(),
         "holdout_end": result.holdout_range[1].isoformat(),
         "feature_set_hash": fs_hash,
-        "data_sha256": result.data_sha256,
+        "data_sha256": raw_sha,
+        "training_frame_sha256": result.data_sha256,
         "config_digest": params.digest(),
         "trained_at": result.trained_at,
         "rows": result.rows,
@@ -165,9 +182,10 @@ def evaluate_stage(params: Params, paths: StatePaths) -> dict:
         evaluation[name]["end"] = str(res.end)
     returns = pd.DataFrame({name: res.bar_returns for name, res in results.items()})
     equity = pd.DataFrame({name: res.equity for name, res in results.items()})
-    returns.to_parquet(paths.models / RETURNS)
-    equity.to_parquet(paths.models / EQUITY)
-    _write_json(evaluation, paths.models / EVALUATION_JSON)
+    paths.evaluation.mkdir(parents=True, exist_ok=True)
+    returns.to_parquet(paths.evaluation / RETURNS)
+    equity.to_parquet(paths.evaluation / EQUITY)
+    _write_json(evaluation, paths.evaluation / EVALUATION_JSON)
 
     paths.reports.mkdir(parents=True, exist_ok=True)
     plot = plot_equity_and_drawdown({n: r.equity for n, r in results.items()}, paths.reports / "holdout_equity.png",
@@ -193,7 +211,7 @@ def promote_stage(params: Params, paths: StatePaths) -> dict:
 
     info = _read_handover(paths, TRAIN_JSON, "train")
     evaluation = _read_handover(paths, EVALUATION_JSON, "evaluate")
-    returns = pd.read_parquet(paths.models / RETURNS)
+    returns = pd.read_parquet(paths.evaluation / RETURNS)
     registry = _registry(params, paths)
 
     previous = registry.champion_version()
@@ -224,7 +242,6 @@ def promote_stage(params: Params, paths: StatePaths) -> dict:
         "reasons": reasons,
         "champion_evaluation": champion_eval,
     }
-    _write_json(summary, paths.models / PROMOTE_JSON)
     registry.log_promotion(info["run_id"], summary,
                            render_model_card(info, {n: {k: v for k, v in m.items() if k not in ("start", "end")}
                                                     for n, m in evaluation.items()}, summary))

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from features.compute import compute_features
-from features.labels import make_labels
-from features.store import write_features, write_labels
 from qt.config import Params, load_params
-from qt.lake import write_candles
 from qt.paths import StatePaths
-from qt.synthetic import generate_market
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
 STRONG_SIGNAL = 0.4  # planted momentum drift: a model that learns it must pass the gates
@@ -32,11 +27,11 @@ def make_params(signal_strength: float, bars: int = 2000, **sections) -> Params:
 
 
 def build_state(home: Path, params: Params, seed: int) -> StatePaths:
-    """Synthetic candles -> raw lake -> features + labels in the store, as the features stage does."""
+    """Synthetic candles -> raw lake -> validation -> features + labels, through the real stages."""
+    from qt import pipeline
+
     paths = StatePaths(Path(home)).ensure()
-    candles = generate_market(params.data.symbols, params.data.timeframe, params.synthetic, seed)
-    for symbol, part in candles.groupby("symbol"):
-        write_candles(paths.raw, symbol, params.data.timeframe, part)
-    write_features(compute_features(candles, params.features), paths.features)
-    write_labels(make_labels(candles, params.labels, params.costs), paths.features)
+    params = params.model_copy(update={"data": params.data.model_copy(update={"source": f"synthetic:{seed}"})})
+    for stage in (pipeline.collect, pipeline.validate, pipeline.features):
+        stage(params, paths)
     return paths

@@ -1,0 +1,69 @@
+"""The `qt` command: a user's mistake is one line on stderr, exit 2, and nothing written."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_shared_data
+
+QT = str(Path(sys.executable).with_name("qt"))
+
+
+def _qt(args, home: Path, **env):
+    e = {**os.environ, "QT_HOME": str(home), **env}
+    e.pop("QT_PARAMS", None)
+    return subprocess.run([QT, *args], capture_output=True, text=True, env=e, timeout=120)
+
+
+def _assert_one_line_error(res, fragment):
+    assert res.returncode == 2, res.stderr
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and fragment in lines[0], res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_unknown_symbol(tmp_path):
+    root = require_shared_data()
+    res = _qt(["collect", "--source", f"parquet:{root}", "--symbols", "NOPE/USDT"], tmp_path)
+    _assert_one_line_error(res, "no 1h candles for NOPE/USDT")
+    assert not list((tmp_path / "raw").rglob("*.parquet"))
+
+
+def test_missing_directory(tmp_path):
+    res = _qt(["collect", "--source", f"parquet:{tmp_path / 'missing'}"], tmp_path)
+    _assert_one_line_error(res, "does not exist")
+
+
+def test_malformed_params_yaml(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("risk:\n  max_open_positions: many\n")
+    res = _qt(["collect", "--params", str(bad)], tmp_path)
+    _assert_one_line_error(res, "risk.max_open_positions")
+
+
+def test_date_range_with_no_data(tmp_path):
+    root = require_shared_data()
+    res = _qt(["collect", "--source", f"parquet:{root}", "--symbols", "BTC/USDT",
+               "--start", "2031-01-01"], tmp_path)
+    _assert_one_line_error(res, "no 1h candles in")
+
+
+def test_inverted_date_range(tmp_path):
+    res = _qt(["collect", "--start", "2024-02-01", "--end", "2024-01-01"], tmp_path)
+    _assert_one_line_error(res, "is not before --end")
+
+
+def test_unsupported_executor_mode_names_the_alternative(tmp_path):
+    res = _qt(["execute", "--mode", "live"], tmp_path)
+    _assert_one_line_error(res, "use --mode paper")
+
+
+def test_two_state_directories_never_touch_each_other(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert _qt(["collect", "--symbols", "BTC/USDT"], a).returncode == 0
+    assert _qt(["collect", "--source", "synthetic:9", "--symbols", "ETH/USDT"], b).returncode == 0
+    assert [p.name for p in (a / "raw").rglob("*.parquet")] == ["BTC_USDT-1h.parquet"]
+    assert [p.name for p in (b / "raw").rglob("*.parquet")] == ["ETH_USDT-1h.parquet"]
