@@ -126,6 +126,8 @@ class TradingLoop:
         self.risk = RiskEngine(params.risk, params.costs, params.signal, self.bar_ms)
         self.portfolio = Portfolio(cash_usdt=params.risk.starting_equity_usdt)
         self._next_order_id = 1
+        self._outage_since: pd.Timestamp | None = None  # first bar of the current signal outage
+        self._outage_bars = 0
         self._bar_delta = pd.Timedelta(milliseconds=self.bar_ms)
         self._result = LoopResult(params.risk.starting_equity_usdt, self.bar_ms,
                                   pd.Series(dtype="float64"), pd.Series(dtype=bool))
@@ -212,10 +214,14 @@ class TradingLoop:
             received = self.source.fetch(symbols, ts)
         except SignalUnavailable as exc:
             signals = None
-            log.error("signal source unavailable at %s: %s -> opening nothing, exits still managed", ts, exc)
+            self._log_outage(ts, exc)
             self._emit("on_signal_unavailable", ts, exc)
             self._alert(RiskAlert(ts, "NO_SIGNAL", f"signal source unavailable: {exc}"))
         else:
+            if self._outage_since is not None:
+                log.warning("signal source back at %s after %d bar(s) without signals (since %s)",
+                            ts, self._outage_bars, self._outage_since)
+                self._outage_since, self._outage_bars = None, 0
             self._result.signals_received += len(received)
             signals = {s.symbol: s for s in received}
             self._emit("on_signals", ts, received)
@@ -267,6 +273,15 @@ class TradingLoop:
     def _record(self, decision: Decision) -> None:
         self._result.decisions.append(decision)
         self._emit("on_decision", decision)
+
+    def _log_outage(self, ts: pd.Timestamp, exc: Exception) -> None:
+        """Loud at the start of an outage and every 100 bars of it; not one line per bar."""
+        if self._outage_since is None:
+            self._outage_since = ts
+        self._outage_bars += 1
+        if self._outage_bars == 1 or self._outage_bars % 100 == 0:
+            log.error("signal source unavailable at %s (%d bar(s) since %s): %s -> opening nothing, "
+                      "exits still managed", ts, self._outage_bars, self._outage_since, exc)
 
     def _alert(self, alert: RiskAlert) -> None:
         self._result.alerts.append(alert)

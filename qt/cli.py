@@ -160,7 +160,15 @@ def execute(mode: Annotated[str, typer.Option("--mode", help="paper | testnet | 
     typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
 
 
+def _exit_on_sigterm(signum, _frame) -> None:
+    """SIGTERM unwinds like Ctrl-C, so every `with` block stops the processes it started."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     logging.basicConfig(level=os.environ.get("QT_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

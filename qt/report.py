@@ -8,8 +8,10 @@ from rich.table import Table
 from qt.paths import StatePaths
 
 
-def _pct(x) -> str:
-    return "-" if x is None else f"{100 * float(x):+.2f}%"
+def _pct(x, signed: bool = True) -> str:
+    if x is None:
+        return "-"
+    return f"{100 * float(x):+.2f}%" if signed else f"{100 * float(x):.2f}%"
 
 
 def _num(x, fmt="{:.2f}") -> str:
@@ -37,7 +39,7 @@ def print_summary(summary: dict, paths: StatePaths, console: Console | None = No
         for col in ("strategy", "net return", "Sharpe", "max DD", "trades", "fees USDT"):
             t.add_column(col)
         for name, m in ev.items():
-            t.add_row(name, _pct(m.get("net_return")), _num(m.get("sharpe")), _pct(m.get("max_drawdown")),
+            t.add_row(name, _pct(m.get("net_return")), _num(m.get("sharpe")), _pct(m.get("max_drawdown"), signed=False),
                       str(m.get("trades")), _num(m.get("fees")))
         c.print(t)
     r = summary.get("registry", {})
@@ -46,10 +48,18 @@ def print_summary(summary: dict, paths: StatePaths, console: Console | None = No
     for reason in r.get("reasons", []):
         c.print(f"  - {reason}")
     s = summary.get("serving", {})
-    c.print(f"[bold]serving[/]: model v{s.get('model_version')} {s.get('requests')} requests, "
+    model = f"model v{s['model_version']}" if s.get("model_version") else \
+        "[red]no champion: not ready, every request refused (503)[/]"
+    c.print(f"[bold]serving[/]: {model}; {s.get('requests')} requests, "
             f"p50 {s.get('p50_ms')} ms, p99 {s.get('p99_ms')} ms")
     e = summary.get("executor", {})
     c.print(f"[bold]executor[/] ({e.get('mode')}): {e.get('signals')} signals, {e.get('orders')} orders, "
             f"{e.get('fills')} fills, net PnL {_num(e.get('net_pnl'))} USDT, "
             f"{e.get('open_positions')} open; rejections {e.get('rejections')}")
+    parity = e.get("parity_with_backtest")
+    if parity:
+        verdict = "[green]matches[/]" if parity["match"] else "[red]DOES NOT MATCH[/]"
+        c.print(f"[bold]parity[/]: paper replay over HTTP {verdict} the in-process backtest "
+                f"({parity['replay_trades']} vs {parity['backtest_trades']} trades, "
+                f"{parity['replay_net_pnl']:.2f} vs {parity['backtest_net_pnl']:.2f} USDT)")
     c.print(f"[bold]total[/]: {summary.get('seconds')} s; summary: {paths.reports / 'summary.json'}")
