@@ -24,7 +24,7 @@ STARTED_GROUPS: list[int] = []
 
 def live_group_members(pgids: list[int]) -> list[str]:
     """``pid args`` of live processes in any of ``pgids`` (empty when all were stopped)."""
-    out = subprocess.run(["ps", "-eo", "pid=,pgid=,stat=,args="], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-ww", "-eo", "pid=,pgid=,stat=,args="], capture_output=True, text=True).stdout
     alive = []
     for line in out.splitlines():
         parts = line.split(None, 3)

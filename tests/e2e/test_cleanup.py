@@ -20,7 +20,7 @@ QT = str(Path(sys.executable).with_name("qt"))
 
 
 def _children(pid: int) -> list[tuple[int, str]]:
-    out = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-ww", "-eo", "pid=,ppid=,args="], capture_output=True, text=True).stdout
     kids = []
     for line in out.splitlines():
         p, pp, args = line.split(None, 2)
@@ -39,8 +39,8 @@ def test_sigterm_during_serving_stops_redis_and_bentoml(tmp_path):
     }))
     env = {**os.environ, "QT_HOME": str(tmp_path / "home")}
     env.pop("REDIS_URL", None)
-    proc = subprocess.Popen([QT, "run", "--params", str(params)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    log = open(tmp_path / "qt-run.log", "wb")
+    proc = subprocess.Popen([QT, "run", "--params", str(params)], env=env, stdout=log, stderr=subprocess.STDOUT)
     groups: dict[int, str] = {}
     try:
         deadline = time.monotonic() + 240
@@ -49,7 +49,8 @@ def test_sigterm_during_serving_stops_redis_and_bentoml(tmp_path):
             if any("bentoml" in a for a in groups.values()) and any("redis-server" in a for a in groups.values()):
                 break
             time.sleep(0.5)
-        assert proc.poll() is None, "qt run ended before bentoml serve was started"
+        assert proc.poll() is None, ("qt run ended before bentoml serve was started; seen: "
+                                     f"{groups}; log tail:\n" + (tmp_path / "qt-run.log").read_text()[-3000:])
         assert any("bentoml" in a for a in groups.values()), groups
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 128 + signal.SIGTERM
@@ -57,6 +58,7 @@ def test_sigterm_during_serving_stops_redis_and_bentoml(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        log.close()
     deadline = time.monotonic() + 10
     while live_group_members(list(groups)) and time.monotonic() < deadline:
         time.sleep(0.2)
