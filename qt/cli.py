@@ -84,6 +84,10 @@ def _run_stage(name: str, params_path, source, symbols, timeframe, start, end) -
 
     result = getattr(pipeline, name)(params, paths)
     typer.echo(json.dumps(result, indent=2, default=str))
+    quarantined = result.get("validation", {}).get("quarantined_symbols") if name == "validate" else None
+    if quarantined:
+        raise QTError(f"quarantined by validation: {', '.join(quarantined)} "
+                      f"(see {paths.reports / 'validation.md'}); they are left out of later stages")
 
 
 def _stage_command(name: str, doc: str):
@@ -155,6 +159,9 @@ def execute(mode: Annotated[str, typer.Option("--mode", help="paper | testnet | 
 
     url = service_url or f"http://127.0.0.1:{p.serving.port}"
     first = pd.Timestamp(start, tz="UTC") if start else holdout_start(paths)
+    from qt.pipeline import only_validated
+
+    p = only_validated(p, paths)
     report = run_paper_replay(read_lake(p, paths), HttpSignalSource(url, timeout_s=10.0), p,
                               state_db=paths.executor_db, redis_url=os.environ.get("REDIS_URL"), start=first)
     typer.echo(json.dumps(report.to_dict(), indent=2, default=str))

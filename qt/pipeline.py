@@ -20,7 +20,7 @@ from qt.collect import collect_stage, read_lake
 from qt.config import Params
 from qt.errors import DataError
 from qt.paths import StatePaths
-from qt.validate import require_validated, validate_stage
+from qt.quarantine import require_validated, validate_stage, validated_symbols
 
 log = logging.getLogger("qt.pipeline")
 
@@ -52,9 +52,19 @@ def validate(params: Params, paths: StatePaths) -> dict:
     return validate_stage(params, paths)
 
 
+def only_validated(params: Params, paths: StatePaths) -> Params:
+    """``params`` with the universe cut to the symbols that passed validation (quarantine)."""
+    passed = validated_symbols(params, paths)
+    if passed != list(params.data.symbols):
+        dropped = [s for s in params.data.symbols if s not in passed]
+        log.error("quarantined by validation, left out of this run: %s", ", ".join(dropped))
+    return params.model_copy(update={"data": params.data.model_copy(update={"symbols": passed})})
+
+
 @_recorded
 def features(params: Params, paths: StatePaths) -> dict:
     """Features and labels from validated candles only, materialised to Parquet."""
+    params = only_validated(params, paths)
     from features.compute import compute_features, feature_columns, feature_set_hash
     from features.labels import make_labels
     from features.store import write_features, write_labels
@@ -78,21 +88,21 @@ def features(params: Params, paths: StatePaths) -> dict:
 def train(params: Params, paths: StatePaths) -> dict:
     from training.stages import train_stage
 
-    return train_stage(params, paths)
+    return train_stage(only_validated(params, paths), paths)
 
 
 @_recorded
 def evaluate(params: Params, paths: StatePaths) -> dict:
     from training.stages import evaluate_stage
 
-    return evaluate_stage(params, paths)
+    return evaluate_stage(only_validated(params, paths), paths)
 
 
 @_recorded
 def promote(params: Params, paths: StatePaths) -> dict:
     from training.stages import promote_stage
 
-    return promote_stage(params, paths)
+    return promote_stage(only_validated(params, paths), paths)
 
 
 def holdout_start(paths: StatePaths):
@@ -115,6 +125,7 @@ def serve_and_execute(params: Params, paths: StatePaths, redis_url: str | None) 
     from serving.launcher import ServiceProcess
     from training.registry import champion_version
 
+    params = only_validated(params, paths)
     candles = read_lake(params, paths)
     start = holdout_start(paths)
     has_champion = champion_version(paths.tracking_uri, params.train.model_name) is not None

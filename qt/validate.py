@@ -1,12 +1,20 @@
-"""Candle validation with a Great Expectations suite; bad data stops here.
+"""Great Expectations suites for candles and funding; bad data stops here.
 
-The suite runs on the tidy candle frame plus three derived, per-symbol columns
-(``step_ms``: time since the previous candle; ``logret``: log return from the previous
-close; ``spike_log``: size of a jump-and-revert bar that is disconnected from its
-neighbours). Expectations of severity ``critical`` are errors (NaN, non-positive
-prices, high < low, OHLC out of the high/low range, duplicated or out-of-order
-timestamps, one-bar spikes); ``warning`` ones (exchange gaps, very large moves)
-are reported but do not fail the batch. Every failure names its rows.
+The candle suite runs on the tidy frame plus derived, per-symbol columns:
+
+* ``step_ms`` - time since the previous candle (<= 0: duplicated or out of order; above
+  the bar size: an exchange gap);
+* ``off_grid_ms`` - distance of the open time from the timeframe grid;
+* ``spike_log`` - size of a bar that jumps away from both neighbours and straight back
+  with a price gap at its open: a bad print, not a market move;
+* ``sigma_move`` - |log return| in units of the symbol's trailing volatility (the bar
+  itself excluded): a return outlier;
+* ``stale_bars`` - on a symbol's last candle only, how many whole bars it is older than
+  ``now`` (freshness; only when a ``now`` is given and a limit is set).
+
+Severity ``critical`` is an error: the symbol's batch is quarantined and never reaches
+features. ``warning`` (exchange gaps, return outliers) is reported and passes. Every
+failure is split per symbol and names example rows.
 """
 
 from __future__ import annotations
@@ -21,72 +29,97 @@ import pandas as pd
 from qt.config import ValidationParams
 from qt.synthetic import timeframe_ms
 
-SUITE_NAME = "candles"
+CANDLE_SUITE = "candles"
+FUNDING_SUITE = "funding"
 _PRICE_COLUMNS = ["open", "high", "low", "close"]
 _MAX_EXAMPLES = 5
 
 
 @dataclass(frozen=True)
 class FailedExpectation:
+    symbol: str
     expectation: str
     column: str
     severity: str  # "critical" (error) or "warning"
     count: int
-    examples: list[str]  # "BTC/USDT 2024-01-01T05:00:00+00:00 high=1.0 low=2.0"
+    examples: list[str]  # "row 17: BTC/USDT 2024-01-01T05:00:00+00:00 high=1.0 low=2.0"
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity == "critical"
 
     def to_dict(self) -> dict:
-        return {"expectation": self.expectation, "column": self.column, "severity": self.severity,
-                "count": self.count, "examples": self.examples}
+        return {"symbol": self.symbol, "expectation": self.expectation, "column": self.column,
+                "severity": self.severity, "count": self.count, "examples": self.examples}
 
 
 @dataclass(frozen=True)
 class ValidationReport:
     suite: str
-    success: bool
-    rows: int
+    rows_by_symbol: dict[str, int]
     failed_expectations: list[FailedExpectation] = field(default_factory=list)
 
     @property
+    def rows(self) -> int:
+        return sum(self.rows_by_symbol.values())
+
+    @property
     def errors(self) -> list[FailedExpectation]:
-        return [f for f in self.failed_expectations if f.severity == "critical"]
+        return [f for f in self.failed_expectations if f.is_error]
 
     @property
     def warnings(self) -> list[FailedExpectation]:
-        return [f for f in self.failed_expectations if f.severity != "critical"]
+        return [f for f in self.failed_expectations if not f.is_error]
+
+    @property
+    def quarantined(self) -> list[str]:
+        """Symbols with at least one error, in input order."""
+        bad = {f.symbol for f in self.errors}
+        return [s for s in self.rows_by_symbol if s in bad]
+
+    @property
+    def passed(self) -> list[str]:
+        bad = set(self.quarantined)
+        return [s for s in self.rows_by_symbol if s not in bad]
+
+    @property
+    def success(self) -> bool:
+        return not self.errors
 
     def to_dict(self) -> dict:
         return {"suite": self.suite, "success": self.success, "rows": self.rows,
                 "errors": len(self.errors), "warnings": len(self.warnings),
+                "passed_symbols": self.passed, "quarantined_symbols": self.quarantined,
                 "failed_expectations": [f.to_dict() for f in self.failed_expectations]}
 
     def describe(self) -> str:
-        """Human-readable report: one line per failed expectation plus its first rows."""
-        head = f"validation {'passed' if self.success else 'FAILED'}: {self.rows} rows, " \
-               f"{len(self.errors)} error(s), {len(self.warnings)} warning(s)"
+        """Human-readable: one line per failed expectation and symbol, with its first row."""
+        head = (f"{self.suite} validation {'passed' if self.success else 'FAILED'}: {self.rows} rows, "
+                f"{len(self.errors)} error(s), {len(self.warnings)} warning(s)")
+        if self.quarantined:
+            head += f"; quarantined: {', '.join(self.quarantined)}"
         lines = [head]
         for f in self.failed_expectations:
-            kind = "ERROR" if f.severity == "critical" else "warning"
-            lines.append(f"  {kind}: {f.expectation} on {f.column}: {f.count} row(s), e.g. {f.examples[0]}"
-                         if f.examples else f"  {kind}: {f.expectation} on {f.column}: {f.count} row(s)")
+            kind = "ERROR" if f.is_error else "warning"
+            eg = f", e.g. {f.examples[0]}" if f.examples else ""
+            lines.append(f"  {kind} {f.symbol}: {f.expectation} on {f.column}: {f.count} row(s){eg}")
         return "\n".join(lines)
 
 
-def derive_checks(candles: pd.DataFrame, timeframe: str) -> pd.DataFrame:
-    """Add ``step_ms``, ``logret``, ``open_gap_log`` and ``spike_log`` per symbol (pure).
-
-    The input order is kept (not sorted) so out-of-order rows show up as ``step_ms <= 0``.
-    """
+def derive_checks(candles: pd.DataFrame, timeframe: str, params: ValidationParams,
+                  now: pd.Timestamp | None = None) -> pd.DataFrame:
+    """The frame the candle suite runs on: input order kept (out-of-order rows show up)."""
     df = candles.reset_index(drop=True).copy()
+    step = timeframe_ms(timeframe)
     ts_ms = pd.to_datetime(df["timestamp"], utc=True).astype("datetime64[ms, UTC]").astype("int64")
-    g = df.groupby("symbol", sort=False)
-    prev_ts = ts_ms.groupby(df["symbol"], sort=False).shift(1)
-    df["step_ms"] = (ts_ms - prev_ts).fillna(timeframe_ms(timeframe)).astype("float64")
+    by_symbol = df.groupby("symbol", sort=False)
+    df["step_ms"] = (ts_ms - ts_ms.groupby(df["symbol"], sort=False).shift(1)).fillna(step).astype("float64")
+    df["off_grid_ms"] = (ts_ms % step).astype("float64")
     with np.errstate(divide="ignore", invalid="ignore"):
-        prev_close = g["close"].shift(1)
+        prev_close = by_symbol["close"].shift(1)
         logret = np.log(df["close"] / prev_close)
         gap = np.log(df["open"] / prev_close).abs()
-    logret = logret.where(np.isfinite(logret), np.nan)
-    df["logret"] = logret.fillna(0.0)
+    df["logret"] = logret.where(np.isfinite(logret), np.nan).fillna(0.0)
     df["open_gap_log"] = gap.where(np.isfinite(gap), 0.0).fillna(0.0)
     nxt = df.groupby("symbol", sort=False)["logret"].shift(-1).fillna(0.0)
     nxt_gap = df.groupby("symbol", sort=False)["open_gap_log"].shift(-1).fillna(0.0)
@@ -94,13 +127,28 @@ def derive_checks(candles: pd.DataFrame, timeframe: str) -> pd.DataFrame:
     size = np.minimum(df["logret"].abs(), nxt.abs())
     disconnected = np.maximum(df["open_gap_log"], nxt_gap) > 0.5 * size
     df["spike_log"] = np.where(reverts & disconnected, size, 0.0)
-    df["abs_logret"] = df["logret"].abs()
+    trailing_sigma = df.groupby("symbol", sort=False)["logret"].transform(
+        lambda r: r.rolling(params.outlier_window_bars, min_periods=params.outlier_window_bars // 2)
+        .std().shift(1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df["sigma_move"] = (df["logret"].abs() / trailing_sigma).replace([np.inf], np.nan).fillna(0.0)
+    df["stale_bars"] = 0.0
+    if now is not None:
+        last = ts_ms.groupby(df["symbol"], sort=False).transform("max")
+        now_ms = int(pd.Timestamp(now).tz_convert("UTC").value // 10**6)
+        is_last = ts_ms == last
+        # whole bars between the last candle's close and now
+        df.loc[is_last, "stale_bars"] = np.floor((now_ms - (ts_ms[is_last] + step)) / step).clip(lower=0)
     return df
 
 
-def _build_suite(gx, gxe, params: ValidationParams, timeframe: str):
-    suite = gx.ExpectationSuite(name=SUITE_NAME)
+def _candle_suite(gx, gxe, params: ValidationParams, timeframe: str, check_freshness: bool):
+    suite = gx.ExpectationSuite(name=CANDLE_SUITE)
     add = suite.add_expectation
+    add(gxe.ExpectTableColumnsToMatchSet(column_set=["symbol", "timestamp", *_PRICE_COLUMNS, "volume"],
+                                         exact_match=False))
+    for col in [*_PRICE_COLUMNS, "volume"]:
+        add(gxe.ExpectColumnValuesToBeInTypeList(column=col, type_list=["float64", "float32", "Float64"]))
     for col in ["timestamp", *_PRICE_COLUMNS, "volume"]:
         add(gxe.ExpectColumnValuesToNotBeNull(column=col))
     for col in _PRICE_COLUMNS:
@@ -112,23 +160,53 @@ def _build_suite(gx, gxe, params: ValidationParams, timeframe: str):
         add(gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A=col, column_B="low", or_equal=True))
     add(gxe.ExpectCompoundColumnsToBeUnique(column_list=["symbol", "timestamp"]))
     add(gxe.ExpectColumnValuesToBeBetween(column="step_ms", min_value=0, strict_min=True))
+    add(gxe.ExpectColumnValuesToBeBetween(column="off_grid_ms", min_value=0, max_value=0))
     add(gxe.ExpectColumnValuesToBeBetween(column="spike_log", max_value=params.max_spike_log_return))
-    gap_severity = "warning" if params.allow_gaps else "critical"
     add(gxe.ExpectColumnValuesToBeBetween(column="step_ms", max_value=timeframe_ms(timeframe),
-                                          severity=gap_severity))
-    add(gxe.ExpectColumnValuesToBeBetween(column="abs_logret", max_value=params.large_move_log_return,
+                                          severity="warning" if params.allow_gaps else "critical"))
+    add(gxe.ExpectColumnValuesToBeBetween(column="sigma_move", max_value=params.outlier_sigma,
                                           severity="warning"))
+    if check_freshness:
+        add(gxe.ExpectColumnValuesToBeBetween(column="stale_bars", max_value=params.max_staleness_bars))
     return suite
 
 
-def validate_candles(candles: pd.DataFrame, timeframe: str, params: ValidationParams) -> ValidationReport:
-    """Run the GX suite on ``candles``; success means no critical expectation failed."""
+def _funding_suite(gx, gxe, params: ValidationParams):
+    suite = gx.ExpectationSuite(name=FUNDING_SUITE)
+    add = suite.add_expectation
+    add(gxe.ExpectTableColumnsToMatchSet(column_set=["symbol", "timestamp", "funding_rate"], exact_match=False))
+    add(gxe.ExpectColumnValuesToNotBeNull(column="timestamp"))
+    add(gxe.ExpectColumnValuesToNotBeNull(column="funding_rate"))
+    add(gxe.ExpectColumnValuesToBeInTypeList(column="funding_rate", type_list=["float64", "float32", "Float64"]))
+    add(gxe.ExpectCompoundColumnsToBeUnique(column_list=["symbol", "timestamp"]))
+    add(gxe.ExpectColumnValuesToBeBetween(column="step_ms", min_value=0, strict_min=True))
+    add(gxe.ExpectColumnValuesToBeBetween(column="funding_rate", min_value=-params.max_abs_funding_rate,
+                                          max_value=params.max_abs_funding_rate))
+    return suite
+
+
+def validate_candles(candles: pd.DataFrame, timeframe: str, params: ValidationParams,
+                     now: pd.Timestamp | None = None) -> ValidationReport:
+    """Run the candle suite; freshness is checked only when ``now`` and a limit are given."""
+    check_freshness = now is not None and params.max_staleness_bars is not None
+    checked = derive_checks(candles, timeframe, params, now if check_freshness else None)
+    return _run(checked, lambda gx, gxe: _candle_suite(gx, gxe, params, timeframe, check_freshness))
+
+
+def validate_funding(funding: pd.DataFrame, params: ValidationParams) -> ValidationReport:
+    """Run the funding suite on ``symbol, timestamp, funding_rate`` rows."""
+    df = funding.reset_index(drop=True).copy()
+    ts_ms = pd.to_datetime(df["timestamp"], utc=True).astype("datetime64[ms, UTC]").astype("int64")
+    df["step_ms"] = (ts_ms - ts_ms.groupby(df["symbol"], sort=False).shift(1)).fillna(1).astype("float64")
+    return _run(df, lambda gx, gxe: _funding_suite(gx, gxe, params))
+
+
+def _run(checked: pd.DataFrame, build_suite) -> ValidationReport:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
     import great_expectations as gx
     from great_expectations import expectations as gxe
 
-    checked = derive_checks(candles, timeframe)
     ctx = gx.get_context(mode="ephemeral")
     try:
         from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -136,28 +214,38 @@ def validate_candles(candles: pd.DataFrame, timeframe: str, params: ValidationPa
         ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     except Exception:  # noqa: BLE001 - progress bars are cosmetic
         pass
-    asset = ctx.data_sources.add_pandas("candles").add_dataframe_asset("candles")
+    suite = ctx.suites.add(build_suite(gx, gxe))
+    asset = ctx.data_sources.add_pandas(suite.name).add_dataframe_asset(suite.name)
     batch = asset.add_batch_definition_whole_dataframe("all")
-    suite = ctx.suites.add(_build_suite(gx, gxe, params, timeframe))
-    vd = ctx.validation_definitions.add(gx.ValidationDefinition(name="candles", data=batch, suite=suite))
-    result = vd.run(batch_parameters={"dataframe": checked},
-                    result_format={"result_format": "COMPLETE"})
-    failed = []
+    vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=suite.name, data=batch, suite=suite))
+    result = vd.run(batch_parameters={"dataframe": checked}, result_format={"result_format": "COMPLETE"})
+    rows_by_symbol = {str(s): int(n) for s, n in checked.groupby("symbol", sort=False).size().items()}
+    failed: list[FailedExpectation] = []
     for r in result.results:
         if r.success:
             continue
-        cfg = r.expectation_config
-        kw = cfg.kwargs
-        column = kw.get("column") or ",".join(
-            str(x) for x in (kw.get("column_A"), kw.get("column_B")) if x) or ",".join(kw.get("column_list", []))
-        idx = list(r.result.get("unexpected_index_list") or [])
-        examples = [_describe_row(checked, i, column) for i in idx[:_MAX_EXAMPLES]]
-        severity = getattr(cfg.severity, "value", str(cfg.severity)).lower()
-        failed.append(FailedExpectation(cfg.type, column, severity,
-                                        int(r.result.get("unexpected_count") or len(idx)), examples))
-    failed.sort(key=lambda f: (f.severity != "critical", f.expectation))
-    success = not any(f.severity == "critical" for f in failed)
-    return ValidationReport(SUITE_NAME, success, len(checked), failed)
+        failed.extend(_split_by_symbol(checked, r))
+    failed.sort(key=lambda f: (not f.is_error, f.symbol, f.expectation, f.column))
+    return ValidationReport(suite.name, rows_by_symbol, failed)
+
+
+def _split_by_symbol(df: pd.DataFrame, r) -> list[FailedExpectation]:
+    cfg = r.expectation_config
+    kw = cfg.kwargs
+    column = kw.get("column") or ",".join(
+        str(x) for x in (kw.get("column_A"), kw.get("column_B")) if x) or ",".join(kw.get("column_list", []))
+    severity = getattr(cfg.severity, "value", str(cfg.severity)).lower()
+    idx = list(r.result.get("unexpected_index_list") or [])
+    if not idx:  # table-level expectations (columns, types) concern every symbol
+        detail = str(r.result.get("details", {}).get("mismatched") or r.result.get("observed_value") or "")
+        return [FailedExpectation("*", cfg.type, column, severity, 1, [detail] if detail else [])]
+    by_symbol: dict[str, list] = {}
+    for i in idx:
+        sym = i.get("symbol") if isinstance(i, dict) else df.at[i, "symbol"]
+        by_symbol.setdefault(str(sym), []).append(i)
+    return [FailedExpectation(sym, cfg.type, column, severity, len(rows),
+                              [_describe_row(df, i, column) for i in rows[:_MAX_EXAMPLES]])
+            for sym, rows in by_symbol.items()]
 
 
 def _describe_row(df: pd.DataFrame, i, column: str) -> str:
@@ -169,46 +257,3 @@ def _describe_row(df: pd.DataFrame, i, column: str) -> str:
     ts = row["timestamp"]
     ts = ts.isoformat() if hasattr(ts, "isoformat") else ts
     return f"row {i}: {row['symbol']} {ts} {vals}".strip()
-
-
-def validate_stage(params, paths) -> dict:
-    """Validate the collected candles; write ``reports/validation.json``; DataError if any error.
-
-    The report records the content hash of what was validated, so the features stage can
-    refuse data that changed since (bad data never reaches features).
-    """
-    import json
-
-    from qt.collect import read_lake
-    from qt.lake import content_sha256
-
-    candles = read_lake(params, paths)
-    report = validate_candles(candles, params.data.timeframe, params.validation)
-    out = report.to_dict() | {"data_sha256": content_sha256(candles)}
-    paths.reports.mkdir(parents=True, exist_ok=True)
-    (paths.reports / "validation.json").write_text(json.dumps(out, indent=2, default=str))
-    summary = {"validation": {"suite": report.suite, "success": report.success,
-                              "failed_expectations": [f.to_dict() for f in report.failed_expectations]}}
-    if not report.success:
-        from qt.errors import DataError
-
-        raise DataError(report.describe() + f"\n(full report: {paths.reports / 'validation.json'}; "
-                        "fix or re-collect the data before features are built)")
-    return summary
-
-
-def require_validated(candles: pd.DataFrame, paths) -> None:
-    """Raise DataError unless ``candles`` are exactly what the last successful validation saw."""
-    import json
-
-    from qt.errors import DataError
-    from qt.lake import content_sha256
-
-    path = paths.reports / "validation.json"
-    if not path.is_file():
-        raise DataError("the candles have not been validated; run `qt validate` first")
-    report = json.loads(path.read_text())
-    if not report.get("success"):
-        raise DataError(f"the last validation failed (see {path}); fix the data and run `qt validate`")
-    if report.get("data_sha256") != content_sha256(candles):
-        raise DataError("the candles changed since they were validated; run `qt validate` again")
