@@ -1,0 +1,76 @@
+"""The ccxt adapter: one place that builds the Binance clients the project uses.
+
+``make_ccxt`` returns the real ccxt class (``binance`` for spot, ``binanceusdm`` for
+USDT-M perpetuals), so the code that talks to our local exchange in tests and offline
+runs is the code that would talk to Binance. Pointing it at another host rewrites
+EVERY entry of ``urls['api']`` (keeping each path: ``/api/v3``, ``/fapi/v1``,
+``/futures/data``, ``/sapi/v1`` ...): a single entry left on binance.com would make an
+offline machine try the network and fail in a confusing way.
+
+``load_markets`` is kept to one request (``exchangeInfo`` of the one market type):
+currencies and margin pairs need signed ``/sapi`` calls the local exchange does not
+serve and the pipeline does not need.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import urlsplit
+
+import ccxt
+
+from qt.errors import ConfigError
+
+Market = Literal["spot", "perp"]
+
+# ccxt's name of the exchange class and of its fetchMarkets type for each of our markets.
+_CCXT_CLASS = {"spot": "binance", "perp": "binanceusdm"}
+_FETCH_MARKET_TYPES = {"spot": ["spot"], "perp": ["linear"]}
+
+
+def make_ccxt(market: Market, exchange_url: str | None, timeout_ms: int = 10_000) -> ccxt.Exchange:
+    """A ccxt Binance client for ``market``; ``exchange_url`` (e.g. ``http://127.0.0.1:8123``)
+    redirects every API URL to that host, None means the real Binance (needs a network).
+
+    ``timeout_ms`` is ccxt's per-request timeout; past it ccxt raises ``RequestTimeout``.
+    """
+    if market not in _CCXT_CLASS:
+        raise ConfigError(f"market {market!r} is not one of {sorted(_CCXT_CLASS)}; use 'spot' or 'perp'")
+    if timeout_ms <= 0:
+        raise ConfigError(f"timeout_ms must be positive, got {timeout_ms}")
+    exchange_cls = getattr(ccxt, _CCXT_CLASS[market])
+    exchange = exchange_cls({
+        "enableRateLimit": True,
+        "timeout": int(timeout_ms),
+        "options": {
+            "fetchCurrencies": False,
+            "fetchMargins": False,
+            "fetchMarkets": {"types": list(_FETCH_MARKET_TYPES[market])},
+        },
+    })
+    if exchange_url is not None:
+        exchange.urls["api"] = rewrite_api_urls(exchange.urls["api"], exchange_url)
+    return exchange
+
+
+def rewrite_api_urls(api_urls: dict[str, str], exchange_url: str) -> dict[str, str]:
+    """Every URL of ``api_urls`` moved to ``exchange_url``'s scheme and host, path kept.
+
+    Pure: ``{'public': 'https://api.binance.com/api/v3'}`` with ``http://127.0.0.1:9`` gives
+    ``{'public': 'http://127.0.0.1:9/api/v3'}``. Raises ConfigError for a URL without
+    scheme or host, or with a path (the paths come from ccxt, not from the caller).
+    """
+    target = urlsplit(exchange_url)
+    if target.scheme not in ("http", "https") or not target.netloc:
+        raise ConfigError(f"exchange URL {exchange_url!r} must look like http://HOST:PORT")
+    if target.path not in ("", "/"):
+        raise ConfigError(f"exchange URL {exchange_url!r} must not carry a path; "
+                          f"ccxt's own paths (/api/v3, /fapi/v1 ...) are kept")
+    base = f"{target.scheme}://{target.netloc}"
+    out: dict[str, str] = {}
+    for name, url in api_urls.items():
+        if not isinstance(url, str):
+            raise ConfigError(f"ccxt urls['api'][{name!r}] is not a URL string ({type(url).__name__}); "
+                              f"this ccxt version is not supported by rewrite_api_urls")
+        out[name] = base + urlsplit(url).path
+    return out

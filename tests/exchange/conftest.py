@@ -1,0 +1,57 @@
+"""A tiny synthetic data dir in the shared-data layout and real local-exchange subprocesses over it.
+
+The servers run at a fixed replay instant (``NOW``) so what is visible is known exactly:
+BTC/ETH spot and the BTC perpetual (1h) are half history, half future; SOL spot is stored at
+5m only (interval roll-ups); ADA spot starts after NOW (not listed yet).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from qt.config import SyntheticParams
+from qt.exchange import LocalExchange, write_datadir
+from qt.synthetic import generate_market
+
+NOW = "2023-03-01T10:30"
+NOW_MS = int(pd.Timestamp(NOW, tz="UTC").value // 1_000_000)
+
+
+def ts_ms(series: pd.Series) -> list[int]:
+    return (pd.to_datetime(series, utc=True).astype("datetime64[ms, UTC]").astype("int64")).tolist()
+
+
+@pytest.fixture(scope="session")
+def datadir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("exchange-data")
+    hourly = SyntheticParams(bars=3000, start="2023-01-01")
+    write_datadir(generate_market(["BTC/USDT", "ETH/USDT"], "1h", hourly, seed=3), root, "1h")
+    write_datadir(generate_market(["SOL/USDT"], "5m", SyntheticParams(bars=2000, start="2023-02-27"), seed=4),
+                  root, "5m")
+    write_datadir(generate_market(["ADA/USDT"], "1h", SyntheticParams(bars=500, start="2023-04-01"), seed=5),
+                  root, "1h")
+    rng = np.random.default_rng(6)
+    times = pd.date_range("2023-01-01", periods=375, freq="8h", tz="UTC")
+    funding = pd.DataFrame({"symbol": "BTC/USDT:USDT", "timestamp": times,
+                            "funding_rate": np.round(rng.normal(1e-4, 2e-4, len(times)), 8)})
+    write_datadir(generate_market(["BTC/USDT:USDT"], "1h", hourly, seed=7), root, "1h", funding=funding)
+    return root
+
+
+@pytest.fixture(scope="session")
+def exchange(datadir) -> LocalExchange:
+    """One server for the session; tests that set faults clear them (see ``faulty``)."""
+    with LocalExchange(datadir, now=NOW) as ex:
+        yield ex
+
+
+@pytest.fixture
+def faulty(exchange) -> LocalExchange:
+    """The session server with faults allowed; they are cleared after the test."""
+    exchange.set_faults({})
+    yield exchange
+    exchange.set_faults({})
