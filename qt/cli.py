@@ -167,6 +167,24 @@ def execute(mode: Annotated[str, typer.Option("--mode", help="paper | testnet | 
     typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
 
 
+exchange_app = typer.Typer(no_args_is_help=True, help="The local Binance-compatible exchange (offline and tests).")
+app.add_typer(exchange_app, name="exchange")
+
+
+@exchange_app.command("serve")
+def exchange_serve(
+    data: Annotated[Path, typer.Option("--data", help="Parquet directory laid out like ../shared/data")],
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8900,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    now: Annotated[Optional[str], typer.Option("--now", help="replay clock, ISO time (default: wall clock)")] = None,
+    faults: Annotated[Optional[str], typer.Option("--faults", help="fault-injection config, JSON")] = None,
+) -> None:
+    """Serve candles and funding from DIR over Binance's REST API until Ctrl-C."""
+    from qt.exchange import run_server_cli
+
+    run_server_cli(data, port, host=host, now=now, faults_json=faults)
+
+
 def _exit_on_sigterm(signum, _frame) -> None:
     """SIGTERM unwinds like Ctrl-C, so every `with` block stops the processes it started."""
     raise SystemExit(128 + signum)

@@ -37,6 +37,8 @@ def serve(datadir: Path, host: str, port: int, clock: Clock, faults: FaultInject
     app = create_app(Path(datadir), clock, faults)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                             lifespan="off", timeout_graceful_shutdown=1)
+    print(f"local Binance-compatible exchange on http://{host}:{port} serving {datadir} "
+          f"(Ctrl-C to stop)", flush=True)
     uvicorn.Server(config).run()
 
 
