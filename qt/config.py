@@ -52,8 +52,15 @@ class ValidationParams(_Frozen):
     # A bar that jumps away from its neighbours and straight back (|log move| above this both
     # ways, with a price gap at the open) is a bad print, not a market move: an error.
     max_spike_log_return: float = Field(0.3, gt=0.0)
-    # A single-bar |log return| above this is reported as a warning (real crashes happen).
-    large_move_log_return: float = Field(0.25, gt=0.0)
+    # A |log return| above this many trailing standard deviations is flagged (a warning:
+    # real crashes happen); the trailing window excludes the bar itself.
+    outlier_sigma: float = Field(10.0, gt=0.0)
+    outlier_window_bars: int = Field(168, ge=10)
+    # Freshness: a symbol whose last candle is more than this many bars older than the
+    # collection time is an error (None = not checked, e.g. for historical data sets).
+    max_staleness_bars: int | None = Field(None, ge=0)
+    # |funding rate| per interval above this is an error (Binance caps are far lower).
+    max_abs_funding_rate: float = Field(0.05, gt=0.0)
     # Missing bars are real exchange outages: warnings, not errors, unless this is False.
     allow_gaps: bool = True
 
@@ -149,6 +156,40 @@ class ServingParams(_Frozen):
     max_staleness_bars: int = Field(2, ge=1)  # candles older than this (vs as_of) are refused
 
 
+class CollectParams(_Frozen):
+    """Incremental collection from Binance (or the local exchange) into the raw lake (``qt.collector``)."""
+
+    exchange_url: str | None = None  # http://HOST:PORT of a Binance-compatible server; None = Binance
+    universe: Literal["list", "top"] = "list"  # "list" = data.symbols; "top" = top_n by 24h quote volume
+    market: Literal["spot", "perp"] = "spot"  # which market "top" ranks
+    top_n: int = Field(20, ge=1, le=1000)
+    quote: str = Field("USDT", min_length=1)
+    # Bases never traded by the "top" universe: stablecoins (no edge, near-constant price).
+    exclude_bases: list[str] = Field(default_factory=lambda: [
+        "USDT", "USDC", "FDUSD", "TUSD", "BUSD", "DAI", "USDP", "PAX", "UST", "USTC", "USDD", "PYUSD",
+        "USD1", "EUR", "EURI", "AEUR", "GBP", "TRY", "BRL"])
+    # Leveraged tokens (BTCUP, ETHDOWN, ...): their price decays by construction.
+    exclude_base_suffixes: list[str] = Field(default_factory=lambda: ["UP", "DOWN", "BULL", "BEAR"])
+    page_limit: int = Field(1000, ge=1, le=1000)  # candles per klines request (Binance spot max 1000)
+    max_attempts: int = Field(6, ge=1, le=50)  # per request, retryable errors only
+    backoff_base_s: float = Field(0.5, gt=0.0)
+    backoff_cap_s: float = Field(8.0, gt=0.0)
+    timeout_ms: int = Field(10_000, ge=100)  # ccxt per-request timeout
+    backfill_start: str = "2017-01-01"  # first candle asked for when nothing is stored and data.start is unset
+    concurrency: int = Field(4, ge=1, le=32)  # symbols collected at once
+    task_runner: Literal["local", "dask"] = "local"
+    dask_address: str | None = None  # scheduler address for task_runner "dask"; None = in-process cluster
+    funding: bool = True  # perpetuals: funding-rate history
+    open_interest: bool = True  # perpetuals: open-interest history (Binance keeps ~30 days)
+    progress_every_pages: int = Field(10, ge=1)  # one progress line per this many pages when not a TTY
+
+    @model_validator(mode="after")
+    def _check_backoff(self) -> "CollectParams":
+        if self.backoff_cap_s < self.backoff_base_s:
+            raise ValueError("collect.backoff_cap_s must be >= collect.backoff_base_s")
+        return self
+
+
 class Params(_Frozen):
     data: DataParams = DataParams()
     synthetic: SyntheticParams = SyntheticParams()
@@ -161,6 +202,7 @@ class Params(_Frozen):
     risk: RiskParams = RiskParams()
     gates: GateParams = GateParams()
     serving: ServingParams = ServingParams()
+    collect: CollectParams = CollectParams()
 
     @model_validator(mode="after")
     def _check_cross_fields(self) -> "Params":
