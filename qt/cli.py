@@ -26,6 +26,8 @@ SymbolsOpt = Annotated[Optional[str], typer.Option("--symbols", help="comma-sepa
 TimeframeOpt = Annotated[Optional[str], typer.Option("--timeframe", help="1m, 5m, 15m, 1h, 4h, 1d")]
 StartOpt = Annotated[Optional[str], typer.Option("--start", help="first date, inclusive (YYYY-MM-DD)")]
 EndOpt = Annotated[Optional[str], typer.Option("--end", help="last date, exclusive (YYYY-MM-DD)")]
+ExchangeUrlOpt = Annotated[Optional[str], typer.Option(
+    "--exchange-url", help="with --source ccxt: a Binance-compatible server, e.g. http://127.0.0.1:8900")]
 ParamsOpt = Annotated[Optional[Path], typer.Option("--params", help="params file (default: ./params.yaml)")]
 
 
@@ -39,11 +41,16 @@ def _default_params_path() -> Path | None:
     return None
 
 
-def _context(params_path, source, symbols, timeframe, start, end):
+def _context(params_path, source, symbols, timeframe, start, end, exchange_url=None):
     """Load params with CLI overrides and prepare the state directory and tool environment."""
     from qt.config import load_params
 
     data: dict = {}
+    overrides: dict = {}
+    if exchange_url is not None:
+        if not exchange_url.startswith(("http://", "https://")):
+            raise UserError(f"--exchange-url {exchange_url!r} must be an http(s) URL, e.g. http://127.0.0.1:8900")
+        overrides["collect"] = {"exchange_url": exchange_url.rstrip("/")}
     if source is not None:
         data["source"] = source
     if symbols is not None:
@@ -58,7 +65,9 @@ def _context(params_path, source, symbols, timeframe, start, end):
     if end is not None:
         data["end"] = end
     path = params_path or _default_params_path()
-    params = load_params(path, {"data": data} if data else None)
+    if data:
+        overrides["data"] = data
+    params = load_params(path, overrides or None)
     _check_dates(params)
     from qt.collect import parse_source
 
@@ -78,11 +87,16 @@ def _check_dates(params) -> None:
         raise UserError(f"--start {params.data.start} is not before --end {params.data.end}")
 
 
-def _run_stage(name: str, params_path, source, symbols, timeframe, start, end) -> None:
-    params, paths = _context(params_path, source, symbols, timeframe, start, end)
-    from qt import pipeline
+def _run_stage(name: str, params_path, source, symbols, timeframe, start, end, exchange_url=None) -> None:
+    params, paths = _context(params_path, source, symbols, timeframe, start, end, exchange_url)
+    if name == "collect" and params.collect.task_runner == "dask":  # Dask needs the Prefect flow
+        from flows.collect import collection_flow
 
-    result = getattr(pipeline, name)(params, paths)
+        result = collection_flow(params, str(paths.home))
+    else:
+        from qt import pipeline
+
+        result = getattr(pipeline, name)(params, paths)
     typer.echo(json.dumps(result, indent=2, default=str))
     quarantined = result.get("validation", {}).get("quarantined_symbols") if name == "validate" else None
     if quarantined:
@@ -92,8 +106,9 @@ def _run_stage(name: str, params_path, source, symbols, timeframe, start, end) -
 
 def _stage_command(name: str, doc: str):
     def command(params: ParamsOpt = None, source: SourceOpt = None, symbols: SymbolsOpt = None,
-                timeframe: TimeframeOpt = None, start: StartOpt = None, end: EndOpt = None) -> None:
-        _run_stage(name, params, source, symbols, timeframe, start, end)
+                timeframe: TimeframeOpt = None, start: StartOpt = None, end: EndOpt = None,
+                exchange_url: ExchangeUrlOpt = None) -> None:
+        _run_stage(name, params, source, symbols, timeframe, start, end, exchange_url)
 
     command.__doc__ = doc
     app.command(name)(command)
@@ -109,9 +124,10 @@ _stage_command("promote", "Register the version; move the champion alias only if
 
 @app.command("run")
 def run(params: ParamsOpt = None, source: SourceOpt = None, symbols: SymbolsOpt = None,
-        timeframe: TimeframeOpt = None, start: StartOpt = None, end: EndOpt = None) -> None:
+        timeframe: TimeframeOpt = None, start: StartOpt = None, end: EndOpt = None,
+        exchange_url: ExchangeUrlOpt = None) -> None:
     """Run every stage (Prefect flow), serve the champion, replay the holdout in paper mode."""
-    p, paths = _context(params, source, symbols, timeframe, start, end)
+    p, paths = _context(params, source, symbols, timeframe, start, end, exchange_url)
     from qt.pipeline import run_all
     from qt.report import print_summary
 

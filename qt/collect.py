@@ -1,15 +1,25 @@
-"""Collection: bring candles from a source into the raw lake.
+"""The collect stage: every source goes through ccxt into the raw lake.
 
 Sources (``--source``):
 
-* ``synthetic[:SEED]`` - the project's own market generator (offline default);
-* ``parquet:DIR`` - a directory laid out like ``../shared/data``;
-* ``ccxt`` - Binance through ccxt (needs a network).
+* ``ccxt`` - Binance itself, or any Binance-compatible server at ``collect.exchange_url``
+  (``--exchange-url``);
+* ``synthetic[:SEED]`` - the project's market generator, written to a Parquet directory and
+  served by the local exchange (``qt.exchange``);
+* ``parquet:DIR`` - a directory laid out like ``../shared/data``, served the same way.
+
+So the offline path and the online path are the same code: the real ccxt client talking
+HTTP to an exchange. Each source has its own lake under ``raw/`` (a synthetic market with
+other parameters is another market), so incremental collection never mixes markets.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +27,8 @@ import pandas as pd
 
 from qt import lake
 from qt.config import Params
-from qt.errors import DataError, RetryableError, UserError
+from qt.errors import DataError, QTError, UserError
 from qt.paths import StatePaths
-from qt.synthetic import generate_market, timeframe_ms
 
 
 @dataclass(frozen=True)
@@ -58,92 +67,141 @@ def parse_source(text: str) -> Source:
     raise UserError(f"--source {text!r} is not one of synthetic[:SEED], parquet:DIR, ccxt")
 
 
-def load_from_source(source: Source, params: Params) -> pd.DataFrame:
-    """Candles for ``params.data`` (symbols, timeframe, [start, end)) from ``source``."""
-    d = params.data
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def source_key(source: Source, params: Params) -> str:
+    """Folder name of this source's lake under ``raw/`` (stable for the same market)."""
     if source.kind == "synthetic":
-        candles = generate_market(d.symbols, d.timeframe, params.synthetic, source.seed)
-        candles = _restrict(candles, d.start, d.end)
-        if candles.empty:
-            raise DataError(f"no synthetic candles in [{d.start}, {d.end}); the synthetic market starts "
-                            f"{params.synthetic.start} and has {params.synthetic.bars} bars")
-        return candles
+        market = {"seed": source.seed, "symbols": sorted(params.data.symbols), "tf": params.data.timeframe,
+                  "synthetic": params.synthetic.model_dump(mode="json")}
+        return f"synthetic-{source.seed}-{_digest(market)}"
     if source.kind == "parquet":
-        return lake.read_candles(source.directory, d.symbols, d.timeframe, d.start, d.end)
-    return _fetch_ccxt(d.symbols, d.timeframe, d.start, d.end)
+        return f"parquet-{source.directory.name}-{_digest(str(source.directory))}"
+    url = params.collect.exchange_url
+    return "binance" if url is None else f"exchange-{_digest(url)}"
 
 
-def collect_stage(params: Params, paths: StatePaths) -> dict:
-    """Write the requested candles into ``paths.raw`` and describe what was collected."""
-    source = parse_source(params.data.source)
-    t0 = time.perf_counter()
-    candles = load_from_source(source, params)
-    paths.raw.mkdir(parents=True, exist_ok=True)
-    for sym, frame in candles.groupby("symbol", sort=False):
-        lake.write_candles(paths.raw, sym, params.data.timeframe, frame)
-    stored = read_lake(params, paths)  # the hash is of what later stages read, not of what we meant to write
-    return {"data": {
-        "source": source.describe(),
-        "symbols": list(params.data.symbols),
-        "timeframe": params.data.timeframe,
-        "rows": int(len(candles)),
-        "start": candles["timestamp"].min().isoformat(),
-        "end": candles["timestamp"].max().isoformat(),
-        "sha256": lake.content_sha256(stored),
-        "seconds": round(time.perf_counter() - t0, 3),
-    }}
+def lake_root(params: Params, paths: StatePaths) -> Path:
+    """Where this run's candles live (every stage and the service read from here)."""
+    return paths.raw / source_key(parse_source(params.data.source), params)
+
+
+def with_collected_universe(params: Params, paths: StatePaths) -> Params:
+    """``params`` whose ``data.symbols`` is the universe the last collection chose.
+
+    With ``collect.universe: top`` the symbols are picked at collection time (top-N by volume);
+    every later stage must use that list, not the one in ``params.yaml``.
+    """
+    if params.collect.universe != "top":
+        return params
+    record = paths.reports / "collect.json"
+    if not record.is_file():
+        raise DataError("collect.universe is 'top' but nothing was collected yet; run `qt collect` first")
+    symbols = json.loads(record.read_text())["data"]["symbols"]
+    return params.model_copy(update={"data": params.data.model_copy(update={"symbols": symbols})})
 
 
 def read_lake(params: Params, paths: StatePaths) -> pd.DataFrame:
-    """The collected candles for ``params.data`` from the raw lake (what every later stage reads)."""
-    return lake.read_candles(paths.raw, params.data.symbols, params.data.timeframe,
+    """The collected candles for ``params.data`` from the lake (what every later stage reads)."""
+    return lake.read_candles(lake_root(params, paths), params.data.symbols, params.data.timeframe,
                              params.data.start, params.data.end)
 
 
-def _restrict(candles: pd.DataFrame, start, end) -> pd.DataFrame:
-    if start is not None:
-        candles = candles[candles["timestamp"] >= lake._ts(start)]
-    if end is not None:
-        candles = candles[candles["timestamp"] < lake._ts(end)]
-    return candles.reset_index(drop=True)
+def synthetic_datadir(seed: int, params: Params, paths: StatePaths) -> Path:
+    """The synthetic market as a Parquet directory the local exchange serves (written once)."""
+    from qt.exchange.datadir import write_datadir
+    from qt.synthetic import generate_market
+
+    directory = paths.home / "exchange" / source_key(Source("synthetic", seed=seed), params)
+    if not (directory / "ohlcv").is_dir():
+        candles = generate_market(list(params.data.symbols), params.data.timeframe, params.synthetic, seed)
+        write_datadir(candles, directory, params.data.timeframe)
+    return directory
 
 
-def _fetch_ccxt(symbols, timeframe, start, end) -> pd.DataFrame:  # pragma: no cover - needs a network
-    """Paginated OHLCV from Binance (spot or USDT-M by symbol form); only closed candles."""
+@contextmanager
+def exchange_url_for(params: Params, paths: StatePaths) -> Iterator[str | None]:
+    """The URL ccxt should talk to; starts (and stops, by PID) the local exchange when needed."""
+    from qt.exchange import LocalExchange
+
+    source = parse_source(params.data.source)
+    if source.kind == "ccxt":
+        yield params.collect.exchange_url
+        return
+    directory = source.directory if source.kind == "parquet" else synthetic_datadir(source.seed, params, paths)
+    with LocalExchange(directory, log_path=paths.logs / "local-exchange.log") as exchange:
+        yield exchange.url
+
+
+def _check_listed(symbols: list[str], url: str | None, params: Params) -> None:
+    """UserError naming every requested symbol the exchange does not list (before any download)."""
     import ccxt
 
-    step = timeframe_ms(timeframe)
-    since0 = int(lake._ts(start or "2017-01-01").value // 10**6)
-    until = int(lake._ts(end).value // 10**6) if end else None
-    frames = []
-    clients = {}
-    for sym in symbols:
-        kind = "binanceusdm" if ":" in sym else "binance"
-        ex = clients.get(kind) or clients.setdefault(kind, getattr(ccxt, kind)({"enableRateLimit": True}))
-        rows, since = [], since0
-        while True:
-            try:
-                batch = ex.fetch_ohlcv(sym, timeframe, since=since, limit=1000)
-            except ccxt.BadSymbol:
-                raise DataError(f"{sym}: unknown on {kind}; check --symbols") from None
-            except ccxt.NetworkError as exc:
-                raise RetryableError(f"{sym}: cannot reach {kind} ({type(exc).__name__}); "
-                                     f"check the network or use --source synthetic / parquet:DIR") from None
-            if not batch:
-                break
-            rows.extend(batch)
-            since = batch[-1][0] + step
-            if until is not None and since >= until:
-                break
-            if len(batch) < 1000:
-                break
-        now_ms = int(time.time() * 1000)
-        df = pd.DataFrame(rows, columns=lake.OHLCV_COLUMNS).drop_duplicates("timestamp")
-        df = df[df["timestamp"] + step <= now_ms]  # never store the still-open candle
-        if until is not None:
-            df = df[df["timestamp"] < until]
-        if df.empty:
-            raise DataError(f"{sym}: no {timeframe} candles from {kind} in the requested range")
-        df["timestamp"] = pd.to_datetime(df["timestamp"], unit="ms", utc=True).astype("datetime64[ms, UTC]")
-        frames.append(df.assign(symbol=sym))
-    return pd.concat(frames, ignore_index=True)[lake.CANDLE_COLUMNS]
+    from qt.exchange.client import make_ccxt
+
+    unknown, listed = [], []
+    for market in sorted({"perp" if ":" in s else "spot" for s in symbols}):
+        exchange = make_ccxt(market, url, params.collect.timeout_ms)
+        try:
+            markets = exchange.load_markets()
+        except ccxt.NetworkError as exc:
+            raise QTError(f"cannot reach the {market} exchange at {url or 'Binance'} "
+                          f"({type(exc).__name__}); check --exchange-url or the network") from None
+        listed += sorted(markets)
+        unknown += [s for s in symbols if ("perp" if ":" in s else "spot") == market and s not in markets]
+    if unknown:
+        raise UserError(f"unknown symbol(s) {', '.join(unknown)} on {url or 'Binance'}; "
+                        f"listed there: {', '.join(listed[:12])}{' ...' if len(listed) > 12 else ''}")
+
+
+def collect_stage(params: Params, paths: StatePaths,
+                  collect_symbols: Callable[[Params, Path, str | None, list[str]], list] | None = None) -> dict:
+    """Collect the universe into the lake and describe what is stored.
+
+    ``collect_symbols(params, root, url, symbols) -> [SymbolReport]`` fans out over symbols
+    (threads by default; the Prefect flow passes its mapped tasks). One failing symbol does not
+    stop the others; when any failed, the stage raises after all finished, naming them.
+    """
+    from qt.collector import CollectReport, collect_universe, select_universe
+    from qt.exchange.client import make_ccxt
+
+    t0 = time.perf_counter()
+    source = parse_source(params.data.source)
+    root = lake_root(params, paths)
+    root.mkdir(parents=True, exist_ok=True)
+    with exchange_url_for(params, paths) as url:
+        symbols = select_universe(make_ccxt(params.collect.market, url, params.collect.timeout_ms), params)
+        _check_listed(symbols, url, params)
+        if collect_symbols is None:
+            report = collect_universe(params, root, exchange_url=url, symbols=symbols)
+        else:
+            report = CollectReport(timeframe=params.data.timeframe, symbols=collect_symbols(params, root, url, symbols),
+                                   seconds=time.perf_counter() - t0)
+    collected = report.to_dict()
+    if report.failed:
+        paths.reports.mkdir(parents=True, exist_ok=True)
+        (paths.reports / "collect-failures.json").write_text(json.dumps(collected, indent=2, default=str))
+        names = "; ".join(f"{r.symbol}: {r.error}" for r in report.failed)
+        raise QTError(f"collection failed for {len(report.failed)} of {len(symbols)} symbol(s) "
+                      f"(the others were stored): {names}")
+    params = params.model_copy(update={"data": params.data.model_copy(update={"symbols": symbols})})
+    empty = [r.symbol for r in report.symbols if r.first_stored is None]
+    if empty:
+        d = params.data
+        raise DataError(f"no {d.timeframe} candles in [{d.start or 'start'}, {d.end or 'end'}) from "
+                        f"{source.describe()} for {', '.join(empty)}; widen --start/--end")
+    stored = read_lake(params, paths)
+    return {"data": {
+        "source": source.describe(),
+        "symbols": symbols,
+        "timeframe": params.data.timeframe,
+        "rows": int(len(stored)),
+        "start": stored["timestamp"].min().isoformat(),
+        "end": stored["timestamp"].max().isoformat(),
+        "sha256": lake.content_sha256(stored),
+        "lake": str(root),
+        "seconds": round(time.perf_counter() - t0, 3),
+        "collected": collected,
+    }}

@@ -19,8 +19,10 @@ One symbol (``collect_symbol``):
 Every request goes through ``qt.backoff.retry_call``: timeouts, dropped connections, 5xx,
 429/418 (honouring ``Retry-After``) are retried with capped, jittered backoff; after
 ``max_attempts`` the symbol fails with a ``RetryableError`` naming it. Unknown symbols and
-bad requests fail that symbol at once. ``collect_universe`` runs many symbols (threads or
-Dask); one failing symbol is reported and the others complete.
+bad requests fail that symbol at once. ``collect_universe`` runs many symbols on threads;
+the Prefect collection flow (``flows/collect.py``) maps ``collect_one`` over symbols on its
+task runner (threads, or Dask through prefect-dask). Either way one failing symbol is
+reported and the others complete.
 
 ``python -m qt.collector --root DIR --exchange-url URL --symbols A,B --timeframe 1h`` runs it
 from a shell (exit 0 when every symbol completed, 1 otherwise; JSON report on stdout).
@@ -485,6 +487,18 @@ def _market_of(symbol: str) -> str:
     return "perp" if ":" in symbol else "spot"
 
 
+def collect_one(params: Params, root: Path | str, exchange_url: str | None, symbol: str,
+                progress: bool = True) -> SymbolReport:
+    """One symbol with its own ccxt client, never raising for an expected failure: the unit the
+    Prefect collection flow maps over symbols (threads locally, processes on Dask workers)."""
+    sink = _LineProgress(params.collect.progress_every_pages) if progress else None
+    report = _collect_job(exchange_url, str(root), symbol, params.data.timeframe, params.data.start,
+                          params.data.end, params.collect, sink.page if sink else None, None)
+    if sink is not None:
+        sink.done(report)
+    return report
+
+
 def _collect_job(exchange_url: str | None, root: str, symbol: str, timeframe: str, start, end,
                  params: CollectParams, progress: ProgressFn | None, clients: dict | None) -> SymbolReport:
     """One symbol, never raising for an expected failure (it goes into the report)."""
@@ -530,10 +544,7 @@ def collect_universe(params: Params, root: Path, exchange_url: str | None = None
         symbols = select_universe(make_ccxt(c.market, url, c.timeout_ms), params)
     sink = _make_progress(symbols, c.progress_every_pages) if progress else None
     try:
-        if c.task_runner == "dask":
-            reports = _run_dask(url, root, symbols, tf, params, sink)
-        else:
-            reports = _run_threads(url, root, symbols, tf, params, sink)
+        reports = _run_threads(url, root, symbols, tf, params, sink)
     finally:
         if sink is not None:
             sink.close()
@@ -554,34 +565,6 @@ def _run_threads(url, root, symbols, tf, params: Params, sink) -> list[SymbolRep
 
     with ThreadPoolExecutor(max_workers=min(params.collect.concurrency, max(1, len(symbols)))) as pool:
         return list(pool.map(job, symbols))
-
-
-def _run_dask(url, root, symbols, tf, params: Params, sink) -> list[SymbolReport]:
-    """Symbols as Dask tasks: on ``collect.dask_address`` or an in-process cluster.
-    Progress lines come from the summary of each finished symbol (workers may be remote)."""
-    from distributed import Client, LocalCluster, as_completed
-
-    c = params.collect
-    cluster = None
-    if c.dask_address is None:
-        cluster = LocalCluster(n_workers=1, threads_per_worker=c.concurrency, processes=False,
-                               dashboard_address=None)
-    client = Client(c.dask_address if cluster is None else cluster)
-    try:
-        futures = {client.submit(_collect_job, url, str(root), s, tf, params.data.start, params.data.end, c,
-                                 None, None, pure=False, key=f"collect-{s}-{tf}-{i}"): s
-                   for i, s in enumerate(symbols)}
-        by_symbol = {}
-        for fut in as_completed(futures):
-            report = fut.result()
-            by_symbol[report.symbol] = report
-            if sink is not None:
-                sink.done(report)
-        return [by_symbol[s] for s in symbols]
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 # ----------------------------------------------------------------------------- progress

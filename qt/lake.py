@@ -418,7 +418,7 @@ def _series_edge(directory: Path, last: bool) -> pd.Timestamp | None:
     files = sorted(directory.glob("*.parquet"))
     if not files:
         return None
-    ts = pq.read_table(files[-1 if last else 0], columns=["timestamp"]).column("timestamp").to_pandas()
+    ts = _read_table(files[-1 if last else 0], columns=["timestamp"]).column("timestamp").to_pandas()
     if ts.empty:
         return None
     value = ts.max() if last else ts.min()
@@ -444,7 +444,7 @@ def _read_series(directory: Path, columns: list[str], lo: pd.Timestamp | None, h
 
 def _read_partition(path: Path, columns: list[str]) -> pd.DataFrame:
     try:
-        table = pq.read_table(path)
+        table = _read_table(path)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a data error for the user
         raise DataError(f"{path}: unreadable Parquet ({type(exc).__name__}); delete it and re-collect") from None
     missing = [c for c in columns if c not in table.column_names]
@@ -535,6 +535,13 @@ def _ts(value) -> pd.Timestamp | None:
     except (ValueError, TypeError):
         raise DataError(f"{value!r} is not a date; use YYYY-MM-DD") from None
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """Read through one open file handle: a writer may ``os.replace`` the path at any time, and
+    reading by path lets pyarrow take the size of one inode and the bytes of another."""
+    with open(path, "rb") as fh:
+        return pq.read_table(fh, columns=columns)
 
 
 def _tmp_name(path: Path) -> Path:

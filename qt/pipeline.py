@@ -43,8 +43,9 @@ def _recorded(stage):
 
 
 @_recorded
-def collect(params: Params, paths: StatePaths) -> dict:
-    return collect_stage(params, paths)
+def collect(params: Params, paths: StatePaths, collect_symbols=None) -> dict:
+    """``collect_symbols`` fans out over symbols (threads by default; Prefect tasks in the flow)."""
+    return collect_stage(params, paths, collect_symbols)
 
 
 def validate(params: Params, paths: StatePaths) -> dict:
@@ -129,7 +130,10 @@ def serve_and_execute(params: Params, paths: StatePaths, redis_url: str | None) 
     candles = read_lake(params, paths)
     start = holdout_start(paths)
     has_champion = champion_version(paths.tracking_uri, params.train.model_name) is not None
-    with ServiceProcess(paths, params_path=write_effective_params(params, paths)) as service:
+    from qt.collect import lake_root
+
+    with ServiceProcess(paths, params_path=write_effective_params(params, paths),
+                        extra_env={"QT_LAKE": str(lake_root(params, paths))}) as service:
         if has_champion:
             service.wait_ready(timeout_s=180)
         else:

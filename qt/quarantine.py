@@ -29,8 +29,9 @@ def validate_stage(params: Params, paths: StatePaths, now: pd.Timestamp | None =
     Raises DataError only when no symbol passed; the caller decides what a partial
     quarantine means (``qt validate`` exits non-zero, ``qt run`` goes on without them).
     """
-    from qt.collect import read_lake
+    from qt.collect import read_lake, with_collected_universe
 
+    params = with_collected_universe(params, paths)
     candles = read_lake(params, paths)
     report = validate_candles(candles, params.data.timeframe, params.validation, now=now)
     funding = _read_funding(params, paths)
@@ -66,7 +67,10 @@ def validate_stage(params: Params, paths: StatePaths, now: pd.Timestamp | None =
 
 
 def validated_symbols(params: Params, paths: StatePaths) -> list[str]:
-    """Symbols of ``params.data.symbols`` that passed the last validation (DataError if none did)."""
+    """Symbols of the collected universe that passed the last validation (DataError if none did)."""
+    from qt.collect import with_collected_universe
+
+    params = with_collected_universe(params, paths)
     record = _read_record(paths)
     passed = [s for s in params.data.symbols if s in set(record.get("passed_symbols", []))]
     if not passed:
@@ -105,6 +109,8 @@ def render_markdown(report: ValidationReport, funding: ValidationReport | None, 
 
 
 def _read_funding(params: Params, paths: StatePaths) -> pd.DataFrame | None:
+    from qt.collect import lake_root
+
     perps = [s for s in params.data.symbols if ":" in s]
     reader = getattr(__import__("qt.lake", fromlist=["read_funding"]), "read_funding", None)
     if not perps or reader is None:
@@ -112,7 +118,7 @@ def _read_funding(params: Params, paths: StatePaths) -> pd.DataFrame | None:
     frames = []
     for sym in perps:
         try:
-            frames.append(reader(paths.raw, sym).assign(symbol=sym))
+            frames.append(reader(lake_root(params, paths), sym).assign(symbol=sym))
         except DataError:
             continue  # no funding stored for it (not collected): nothing to validate
     return pd.concat(frames, ignore_index=True) if frames else None

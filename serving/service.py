@@ -61,7 +61,7 @@ class SignalService:
         client = MlflowClient(tracking_uri=self.settings.tracking_uri, registry_uri=self.settings.registry_uri)
         name = self.settings.model_name
         self._caches: dict[str, CandleCache] = {}
-        self._cache_factory = lambda tf: CandleCache(self.settings.paths.raw, tf)
+        self._cache_factory = lambda tf: CandleCache(self.settings.lake, tf)
         self.watcher = ChampionWatcher(
             resolve=lambda: resolve_champion_version(client, name),
             load=lambda version: load_model_version(client, name, version),
@@ -71,7 +71,7 @@ class SignalService:
             on_poll_error=lambda: self.metrics.registry_errors.inc(),
         )
         log.info("serving %s@champion from %s (lake %s, poll every %.1fs)", name,
-                 self.settings.registry_uri, self.settings.paths.raw, self.settings.reload_interval_s)
+                 self.settings.registry_uri, self.settings.lake, self.settings.reload_interval_s)
         self.watcher.poll_once()  # load the champion before the first request if it exists
         self.watcher.start()
 

@@ -17,6 +17,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pathlib import Path
+
 from qt.config import Params, load_params
 from qt.errors import ConfigError
 from qt.paths import StatePaths
@@ -29,6 +31,7 @@ class ServingSettings:
     tracking_uri: str
     registry_uri: str
     reload_interval_s: float
+    lake: Path  # the raw candle lake the service reads (QT_LAKE, else the configured source's lake)
 
     @property
     def model_name(self) -> str:
@@ -52,5 +55,8 @@ class ServingSettings:
                                   f"give seconds, e.g. 2") from None
             if not math.isfinite(reload_s) or reload_s <= 0:
                 raise ConfigError(f"QT_SERVING_RELOAD_SECONDS={raw!r} must be a positive number of seconds")
+        from qt.collect import lake_root
+
+        lake = Path(env["QT_LAKE"]) if env.get("QT_LAKE") else lake_root(params, paths)
         return cls(paths=paths, params=params, tracking_uri=tracking_uri,
-                   registry_uri=registry_uri, reload_interval_s=reload_s)
+                   registry_uri=registry_uri, reload_interval_s=reload_s, lake=lake)

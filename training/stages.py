@@ -79,7 +79,9 @@ def _holdout_window(info: dict) -> tuple[pd.Timestamp, pd.Timestamp]:
 def _read_candles_with_history(params: Params, paths: StatePaths, start: pd.Timestamp, history_bars: int):
     """Candles from ``history_bars`` before ``start`` to the end of the lake (indicators need the past)."""
     lead = pd.Timedelta(milliseconds=timeframe_ms(params.data.timeframe) * (history_bars + 1))
-    return read_candles(paths.raw, params.data.symbols, params.data.timeframe, start=start - lead)
+    from qt.collect import lake_root
+
+    return read_candles(lake_root(params, paths), params.data.symbols, params.data.timeframe, start=start - lead)
 
 
 def _validated_data_sha256(paths: StatePaths) -> str:

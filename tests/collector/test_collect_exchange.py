@@ -160,14 +160,6 @@ def test_synthetic_exchange_gap_is_recorded_unfillable_and_not_asked_again(sourc
     pd.testing.assert_frame_equal(_stored(tmp_path / "raw", "BTC/USDT", "1h"), holed)
 
 
-def test_dask_task_runner_stores_the_same_candles(clean_exchange, source_dir, tmp_path):
-    params = collect_params(clean_exchange.url, ["BTC/USDT", "SOL/USDT:USDT"], task_runner="dask", concurrency=2)
-    report = collect_universe(params, tmp_path, progress=False)
-    assert report.ok, report.to_dict()
-    for symbol in ("BTC/USDT", "SOL/USDT:USDT"):
-        pd.testing.assert_frame_equal(_stored(tmp_path, symbol, "1h"), read_source(source_dir, symbol, "1h"))
-
-
 def test_top_universe_ranks_by_quote_volume_from_the_exchange_tickers(clean_exchange, source_dir):
     from qt.collector import select_universe
     from qt.exchange.client import make_ccxt

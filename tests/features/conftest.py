@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from qt.config import SyntheticParams
-from qt.lake import read_candles
+from qt.lake import read_datadir_candles
 from qt.synthetic import generate_market
 from tests.conftest import require_shared_data
 
@@ -16,13 +16,13 @@ REAL_SYMBOLS = ["BTC/USDT", "ETH/USDT", "BNB/USDT", "SOL/USDT", "XRP/USDT", "ADA
 @pytest.fixture(scope="session")
 def real_btc() -> pd.DataFrame:
     """Every real BTC/USDT 1h candle (2017-08 .. 2024-12, ~64k bars, real gaps)."""
-    return read_candles(require_shared_data(), ["BTC/USDT"], "1h")
+    return read_datadir_candles(require_shared_data(), ["BTC/USDT"], "1h")
 
 
 @pytest.fixture(scope="session")
 def real_all() -> pd.DataFrame:
     """All eight real 1h spot series."""
-    return read_candles(require_shared_data(), REAL_SYMBOLS, "1h")
+    return read_datadir_candles(require_shared_data(), REAL_SYMBOLS, "1h")
 
 
 @pytest.fixture(scope="session")

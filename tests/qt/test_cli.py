@@ -19,16 +19,18 @@ def _qt(args, home: Path, **env):
 
 
 def _assert_one_line_error(res, fragment):
+    """Exit 2, exactly one `error:` line (progress lines may precede it), no traceback."""
     assert res.returncode == 2, res.stderr
-    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and fragment in lines[0], res.stderr
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and fragment in errors[0], res.stderr
+    assert res.stderr.strip().splitlines()[-1] == errors[0]
     assert "Traceback" not in res.stderr
 
 
 def test_unknown_symbol(tmp_path):
     root = require_shared_data()
     res = _qt(["collect", "--source", f"parquet:{root}", "--symbols", "NOPE/USDT"], tmp_path)
-    _assert_one_line_error(res, "no 1h candles for NOPE/USDT")
+    _assert_one_line_error(res, "unknown symbol(s) NOPE/USDT")
     assert not list((tmp_path / "raw").rglob("*.parquet"))
 
 
@@ -65,5 +67,5 @@ def test_two_state_directories_never_touch_each_other(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     assert _qt(["collect", "--symbols", "BTC/USDT"], a).returncode == 0
     assert _qt(["collect", "--source", "synthetic:9", "--symbols", "ETH/USDT"], b).returncode == 0
-    assert [p.name for p in (a / "raw").rglob("*.parquet")] == ["BTC_USDT-1h.parquet"]
-    assert [p.name for p in (b / "raw").rglob("*.parquet")] == ["ETH_USDT-1h.parquet"]
+    assert {p.parent.parent.name for p in (a / "raw").rglob("*.parquet")} == {"BTC_USDT"}
+    assert {p.parent.parent.name for p in (b / "raw").rglob("*.parquet")} == {"ETH_USDT"}

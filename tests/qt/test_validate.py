@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from qt import lake
-from qt.config import Params, SyntheticParams, ValidationParams, load_params
+from qt.collect import lake_root
+from qt.config import SyntheticParams, ValidationParams, load_params
 from qt.errors import DataError
 from qt.paths import StatePaths
 from qt.quarantine import require_validated, validate_stage, validated_symbols
@@ -117,7 +118,7 @@ def _state(tmp_path, frame):
     paths = StatePaths(tmp_path).ensure()
     params = load_params(None, {"data": {"symbols": SYMBOLS}})
     for sym, g in frame.groupby("symbol"):
-        lake.write_candles(paths.raw, sym, "1h", g)
+        lake.write_candles(lake_root(params, paths), sym, "1h", g)
     return params, paths
 
 
@@ -129,8 +130,8 @@ def test_stage_quarantines_the_bad_symbol_and_features_only_see_the_good_one(tmp
     assert "BTC/USDT" in (paths.reports / "validation.md").read_text()
     assert validated_symbols(params, paths) == ["ETH/USDT"]
     with pytest.raises(DataError, match="BTC/USDT: quarantined"):
-        require_validated(lake.read_candles(paths.raw, SYMBOLS, "1h"), paths)
-    require_validated(lake.read_candles(paths.raw, ["ETH/USDT"], "1h"), paths)
+        require_validated(lake.read_candles(lake_root(params, paths), SYMBOLS, "1h"), paths)
+    require_validated(lake.read_candles(lake_root(params, paths), ["ETH/USDT"], "1h"), paths)
 
 
 def test_stage_stops_when_every_symbol_is_quarantined(tmp_path, clean):
@@ -146,6 +147,6 @@ def test_data_changed_after_validation_is_refused(tmp_path, clean):
     assert validate_stage(params, paths)["validation"]["success"]
     changed = clean[clean["symbol"] == "BTC/USDT"].iloc[:-1].copy()
     changed.loc[changed.index[-1], "close"] *= 1.01
-    lake.write_candles(paths.raw, "BTC/USDT", "1h", changed)
+    lake.write_candles(lake_root(params, paths), "BTC/USDT", "1h", changed)
     with pytest.raises(DataError, match="changed since"):
-        require_validated(lake.read_candles(paths.raw, SYMBOLS, "1h"), paths)
+        require_validated(lake.read_candles(lake_root(params, paths), SYMBOLS, "1h"), paths)

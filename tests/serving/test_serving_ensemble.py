@@ -51,7 +51,7 @@ def served_ensemble(tmp_path_factory):
                                        symbols=SYMBOLS)
     version = registry.register_version(logged["run_id"], model_uri=logged["model_uri"])
     registry.promote(version)
-    with ServiceProcess(paths, params_path=params_file) as svc:
+    with ServiceProcess(paths, params_path=params_file, extra_env={"QT_LAKE": str(paths.raw)}) as svc:
         svc.wait_ready(120)
         yield svc, params, result, version
 

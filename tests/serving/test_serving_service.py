@@ -58,7 +58,7 @@ def stack(tmp_path_factory) -> Stack:
                                            "serving": {"history_bars": 300, "max_staleness_bars": 2}}))
     params = load_params(params_file)
     support.init_registry(paths.tracking_uri)
-    svc = ServiceProcess(paths, params_path=params_file, extra_env={"QT_SERVING_RELOAD_SECONDS": "0.5"})
+    svc = ServiceProcess(paths, params_path=params_file, extra_env={"QT_SERVING_RELOAD_SECONDS": "0.5", "QT_LAKE": str(paths.raw)})
     with svc:
         svc.wait_live(120)
         before = {

@@ -31,7 +31,7 @@ def build_state(home: Path, params: Params, seed: int) -> StatePaths:
     from qt import pipeline
 
     paths = StatePaths(Path(home)).ensure()
-    params = params.model_copy(update={"data": params.data.model_copy(update={"source": f"synthetic:{seed}"})})
+    assert params.data.source == f"synthetic:{seed}", "make_params(..., data={'source': 'synthetic:SEED'})"
     for stage in (pipeline.collect, pipeline.validate, pipeline.features):
         stage(params, paths)
     return paths

@@ -33,7 +33,7 @@ def runs(tmp_path_factory):
     home = tmp_path_factory.mktemp("state")
     out = {}
     for label, strength, seed in (("strong", STRONG_SIGNAL, 7), ("noise", 0.0, 11)):
-        params = make_params(strength)
+        params = make_params(strength, data={"source": f"synthetic:{seed}"})
         paths = build_state(home, params, seed)
         train = train_stage(params, paths)
         evaluation = evaluate_stage(params, paths)
