@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export UV_LINK_MODE := copy
 
-.PHONY: run test repro install redis clean-state
+.PHONY: run test bench repro install redis clean-state
 
 # uv resolves this stack (pip cannot); it lives in its own small venv, not in the project's.
 $(UV):
@@ -39,6 +39,10 @@ run: install
 # The whole suite, end-to-end tests included.
 test: install
 	$(VENV)/bin/pytest -q
+
+# Measurements, not tests: ratios against a reference measured in the same run; JSON in reports/.
+bench: install
+	$(VENV)/bin/python -m bench
 
 # Rebuild the lineage with DVC (default state directory, where dvc.yaml looks).
 repro: install
