@@ -202,6 +202,8 @@ def collect_stage(params: Params, paths: StatePaths,
         "end": stored["timestamp"].max().isoformat(),
         "sha256": lake.content_sha256(stored),
         "lake": str(root),
+        # validation's freshness check measures staleness against this moment
+        "collected_at": pd.Timestamp.now(tz="UTC").isoformat(),
         "seconds": round(time.perf_counter() - t0, 3),
         "collected": collected,
     }}

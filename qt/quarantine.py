@@ -33,6 +33,8 @@ def validate_stage(params: Params, paths: StatePaths, now: pd.Timestamp | None =
 
     params = with_collected_universe(params, paths)
     candles = read_lake(params, paths)
+    if now is None and params.validation.max_staleness_bars is not None:
+        now = _collected_at(paths)
     report = validate_candles(candles, params.data.timeframe, params.validation, now=now)
     funding = _read_funding(params, paths)
     funding_report = validate_funding(funding, params.validation) if funding is not None else None
@@ -122,6 +124,14 @@ def _read_funding(params: Params, paths: StatePaths) -> pd.DataFrame | None:
         except DataError:
             continue  # no funding stored for it (not collected): nothing to validate
     return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def _collected_at(paths: StatePaths) -> pd.Timestamp:
+    """When the last collection finished: freshness is judged against it, not the clock now."""
+    record = paths.reports / "collect.json"
+    if not record.is_file():
+        raise DataError("validation.max_staleness_bars is set but nothing was collected yet; run `qt collect`")
+    return pd.Timestamp(json.loads(record.read_text())["data"]["collected_at"])
 
 
 def _one(candles: pd.DataFrame, symbol: str) -> pd.DataFrame:

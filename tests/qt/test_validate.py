@@ -150,3 +150,20 @@ def test_data_changed_after_validation_is_refused(tmp_path, clean):
     lake.write_candles(lake_root(params, paths), "BTC/USDT", "1h", changed)
     with pytest.raises(DataError, match="changed since"):
         require_validated(lake.read_candles(lake_root(params, paths), SYMBOLS, "1h"), paths)
+
+
+def test_stage_judges_freshness_against_the_collection_time(tmp_path):
+    """A market whose candles end long before the collection ran is quarantined when a limit is set."""
+    import json as _json
+
+    from qt import pipeline
+
+    paths = StatePaths(tmp_path).ensure()
+    params = load_params(None, {"data": {"source": "synthetic:3", "symbols": ["BTC/USDT"]},
+                                "synthetic": {"bars": 400}, "validation": {"max_staleness_bars": 2}})
+    pipeline.collect(params, paths)  # the synthetic market ends in 2023; it is collected now
+    with pytest.raises(DataError, match="every symbol is quarantined"):
+        validate_stage(params, paths)
+    record = _json.loads((paths.reports / "validation.json").read_text())
+    assert record["symbols"]["BTC/USDT"]["status"] == "quarantined"
+    assert any(f["column"] == "stale_bars" for f in record["candles"]["failed_expectations"])
