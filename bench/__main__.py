@@ -12,11 +12,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:
-    from bench import market_data
+    from bench import features, market_data
 
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     results = {"started": started, "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
-               "market_data": market_data.run()}
+               "market_data": market_data.run(), "features": features.run()}
     out = ROOT / "reports" / "bench.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))

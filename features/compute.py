@@ -26,10 +26,36 @@ column                 value (``close`` = close of bar t)
 ``rvol_N``             sample std (ddof=1) of the N one-bar log returns ending at t
 ``volz_N``             ``(volume_t - mean) / std`` over the N volumes ending at t (ddof=1);
                        0 when the window is constant (std 0: volume equals its mean)
+``adx_N``              ``talib.ADX(high, low, close, N)`` as is (0..100)
+``stoch_k_K_D_S``      ``talib.STOCH(high, low, close, fastk_period=K, slowk_period=S,
+                       slowd_period=D, SMA)[0]`` (slow %K, 0..100)
+``stoch_d_K_D_S``      ``[1]`` of the same call (slow %D)
+``obv_z_N``            the N-bar OBV change in units of its standard error:
+                       ``(OBV_t - OBV_{t-N}) / (sqrt(N) x std(dOBV))``, OBV = ``talib.OBV(close,
+                       volume)``, std (ddof=1) of the N one-bar changes dOBV (signed volumes)
+                       ending at t - the t-statistic of the mean signed volume. Scale-free and
+                       blind to OBV's arbitrary seed; 0 when those N changes are all equal.
+                       (A z-score of the OBV *level* would be the natural choice, but OBV drifts
+                       to 1e9+ and a rolling variance on such levels is not reproducible to 1e-6.)
+``vwap_dist_N``        ``close / vwap - 1``, vwap = sum(typical x volume) / sum(volume) over the N
+                       bars ending at t, typical = (high + low + close) / 3; 0 when those N bars
+                       traded nothing (no VWAP exists)
+``body_frac``          ``(close - open) / (high - low)`` (signed, -1..1); 0 when high == low
+``upper_wick_frac``    ``(high - max(open, close)) / (high - low)``; 0 when high == low
+``lower_wick_frac``    ``(min(open, close) - low) / (high - low)``; 0 when high == low
+``range_log``          ``ln(high / low)``
 =====================  =============================================================
 
+The four candle-shape columns are off by default (``params.candle_shape``; see its comment).
+
+Higher-timeframe blocks (``params.htf``, off by default) are in ``features.htf``; the
+funding, basis and cross-asset families (off by default, extra inputs) in
+``features.multi_input``. Rolling means, sums and standard deviations are pandas' rolling
+kernels (Kahan-compensated sums, online variance that is exactly 0 on a constant window),
+O(rows) instead of one pass over every window.
+
 Warm-up: the first ``warmup_bars(params)`` rows of every symbol are dropped, so every
-value is defined and the recursive indicators (EMA, RSI, ATR, MACD) no longer depend on
+value is defined and the recursive indicators (EMA, RSI, ATR, MACD, ADX) no longer depend on
 where the history happened to start (verified by ``features.pit.check_recursive``).
 A symbol with no more than ``warmup_bars`` candles therefore yields no rows: callers
 (serving) must read at least ``warmup_bars(params) + 1`` candles per symbol.
@@ -40,18 +66,25 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
 import talib
 
 from features.frames import sort_candles, symbol_blocks
+from features.htf import check_htf_block, htf_block_values, htf_columns, htf_warmup_base_bars
+from features.multi_input import (multi_input_columns, multi_input_values, split_funding, split_reference,
+                                  uses_funding)
 from qt.config import FeatureParams
 from qt.errors import ConfigError, DataError
+from qt.synthetic import timeframe_ms
 
 # Bump when a formula changes without a params change: it invalidates the feature-set hash,
 # so a model trained on the old formulas is never served features computed by the new ones.
-FEATURE_CODE_VERSION = "1"
+FEATURE_CODE_VERSION = "2"
+_THREADS = 2
+_PARALLEL_MIN_ROWS = 50_000
 
 
 def feature_columns(params: FeatureParams) -> list[str]:
@@ -60,10 +93,22 @@ def feature_columns(params: FeatureParams) -> list[str]:
     Raises ConfigError when the declared set is malformed (duplicate or too-short period).
     """
     _check_params(params)
+    columns = _candle_columns(params)
+    for block in params.htf:
+        columns += htf_columns(block)
+    columns += multi_input_columns(params)
+    if len(set(columns)) != len(columns):
+        raise ConfigError(f"features.htf: two blocks produce the same columns ({columns}); list each "
+                          f"timeframe once")
+    return columns
+
+
+def _candle_columns(params: FeatureParams) -> list[str]:
     fast, slow, signal = params.macd
     bb_period, bb_k = params.bbands
     macd_tag = f"{fast}_{slow}_{signal}"
     bb_tag = f"{bb_period}_{_fmt(bb_k)}"
+    stoch_tag = "_".join(str(p) for p in params.stoch)
     return [
         *(f"rsi_{n}" for n in params.rsi),
         *(f"ema_{n}" for n in params.ema),
@@ -74,6 +119,11 @@ def feature_columns(params: FeatureParams) -> list[str]:
         *(f"logret_{n}" for n in params.log_return),
         *(f"rvol_{n}" for n in params.realised_vol),
         *(f"volz_{n}" for n in params.volume_z),
+        *(f"adx_{n}" for n in params.adx),
+        f"stoch_k_{stoch_tag}", f"stoch_d_{stoch_tag}",
+        *(f"obv_z_{n}" for n in params.obv_z),
+        *(f"vwap_dist_{n}" for n in params.vwap_dist),
+        *(["body_frac", "upper_wick_frac", "lower_wick_frac", "range_log"] if params.candle_shape else []),
     ]
 
 
@@ -82,35 +132,49 @@ def warmup_bars(params: FeatureParams) -> int:
 
     Each recursive indicator forgets its seed geometrically; its *memory* is the number of
     bars for the seed's weight to shrink by e: ``-1/ln(decay)`` with decay ``(N-1)/(N+1)``
-    for EMA(N) and ``(N-1)/N`` for Wilder's RSI(N)/ATR(N). The warm-up is the largest of
-    (TA-Lib's own look-back + ``params.warmup_memories`` memories) over the recursive
+    for EMA(N) and ``(N-1)/N`` for Wilder's RSI(N)/ATR(N)/ADX(N). The warm-up is the largest
+    of (TA-Lib's own look-back + ``params.warmup_memories`` memories) over the recursive
     indicators, and never less than the longest window any feature needs to be defined.
     exp(-warmup_memories) is the share of the start-up transient left after warm-up.
 
     Measured with ``features.pit.check_recursive`` (1e-6 relative tolerance) from ~5000
-    start offsets on the 8 real 1h spot series, the default feature set needs at most 248
-    bars (macd_hist on DOGE/XRP); 16 memories would declare 241 (too few), 17 254 (6 bars
-    of margin); the default 18 declares 267 (MACD 12/26/9: look-back 33 + 18 x 13.0 bars),
-    about 10x the slowest period. Serving must read more than that many candles per symbol.
+    start offsets on the 8 real 1h spot series, MACD needs at most 248 bars (macd_hist on
+    DOGE/XRP); 16 memories would declare 241 (too few), 17 254 (6 bars of margin). ADX(14)
+    (Wilder smoothing of Wilder-smoothed DX; look-back 27) was measured the same way from
+    2400 start offsets (300 per series): it needs at most 252 bars (XRP); 18 memories declare
+    270. The default set therefore declares 270 bars (ADX), about 10x the slowest period.
+    Re-measured on the whole default set (v2) with the same tolerance from 200 start offsets
+    on all 8 series: worst adx_14 244 (DOGE), macd_signal 239, ema_26 224, rsi_14 197,
+    atr_14 195 bars; the windowed columns (rvol, volz, obv_z, vwap_dist, stoch, shape) never
+    differ once defined.
+    HTF blocks add ``features.htf.htf_warmup_base_bars``. Serving must read more than that
+    many candles per symbol.
     """
     _check_params(params)
     fast, slow, signal = params.macd
     bb_period, _ = params.bbands
+    stoch_k, stoch_d, stoch_s = params.stoch
     needs = [
         *(n + 1 for n in params.log_return),
         *(n + 1 for n in params.realised_vol),
         *(n for n in params.volume_z),
         *(n for n in params.sma),
+        *(n + 1 for n in params.obv_z),
+        *(n for n in params.vwap_dist),
+        *(n + 1 for n in params.cross),
+        stoch_k + stoch_d + stoch_s - 2,
         bb_period,
     ]
     recursive = [
         *((n, _ema_memory(n)) for n in params.ema),
         *((n, _wilder_memory(n)) for n in params.rsi),
         *((n, _wilder_memory(n)) for n in params.atr),
+        *((2 * n - 1, _wilder_memory(n)) for n in params.adx),
         # the signal EMA smooths the macd line: its transient decays like the slower of the two
         (slow + signal - 2, max(_ema_memory(slow), _ema_memory(signal))),
     ]
     needs += [lookback + math.ceil(params.warmup_memories * memory) for lookback, memory in recursive]
+    needs += [htf_warmup_base_bars(block, params.warmup_memories) for block in params.htf]
     return int(max(needs))
 
 
@@ -124,57 +188,150 @@ def feature_set_hash(params: FeatureParams) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
-def compute_features(candles: pd.DataFrame, params: FeatureParams) -> pd.DataFrame:
+def compute_features(candles: pd.DataFrame, params: FeatureParams, funding: pd.DataFrame | None = None,
+                     reference: pd.DataFrame | None = None) -> pd.DataFrame:
     """Features frame (``symbol``, ``timestamp``, float64 ``feature_columns(params)``).
 
     ``candles`` is the Candles frame (any row order; it is sorted by symbol, timestamp).
-    Raises DataError on missing columns, duplicate (symbol, timestamp) rows or non-finite
-    prices/volumes: a NaN would poison every recursive indicator after it.
+    ``funding`` (symbol, timestamp, funding_rate) and ``reference`` (a Candles frame) are
+    needed only by the multi-input families (``features.multi_input``); DataError when an
+    enabled family lacks its input. Raises DataError on missing columns, duplicate
+    (symbol, timestamp) rows or non-finite prices/volumes: a NaN would poison every
+    recursive indicator after it.
     """
     columns = feature_columns(params)
     warmup = warmup_bars(params)
+    n_candle = len(_candle_columns(params))
+    n_multi = len(multi_input_columns(params))
+    funding_by_symbol = split_funding(funding, params)
+    reference_by_symbol = split_reference(reference, params)
     frame, codes = sort_candles(candles)
-    ohlcv = {c: frame[c].to_numpy(dtype=np.float64) for c in ("high", "low", "close", "volume")}
+    ohlcv = {c: frame[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low", "close", "volume")}
     _check_finite(frame, ohlcv)
+    open_ms = frame["timestamp"].to_numpy(dtype="datetime64[ms]").view("int64")
 
     starts, ends = symbol_blocks(codes)
-    keep_parts, value_parts = [], []
-    for start, end in zip(starts, ends):
-        if end - start <= warmup:
-            continue
+    long_enough = (ends - starts) > warmup
+    starts, ends = starts[long_enough], ends[long_enough]
+    bar_ms = _bar_ms(open_ms, starts, ends) if (params.htf or uses_funding(params)) and len(starts) else 0
+    for i, block in enumerate(params.htf):
+        if len(starts) and bar_ms != timeframe_ms(block.base_timeframe):
+            raise DataError(f"features.htf[{i}] declares base_timeframe {block.base_timeframe} but the candles "
+                            f"are {bar_ms // 60_000} minutes apart; set base_timeframe to the data's timeframe")
+
+    kept_rows = ends - starts - warmup
+    offsets = np.concatenate([[0], np.cumsum(kept_rows)]).astype(np.int64)
+    keep = np.empty(int(offsets[-1]), dtype=np.int64)
+    values = np.empty((len(columns), len(keep)))
+
+    def fill(i: int) -> None:
+        """Block i's rows of ``values`` and ``keep``: disjoint slices, so blocks run in parallel."""
+        start, end, at = int(starts[i]), int(ends[i]), int(offsets[i])
         block = {c: arr[start:end] for c, arr in ohlcv.items()}
-        value_parts.append(_compute_block(block, params)[:, warmup:])
-        keep_parts.append(np.arange(start + warmup, end))
+        out = values[:, at:at + end - start - warmup]
+        _candle_block(block, params, out[:n_candle], warmup)
+        row = n_candle
+        for htf in params.htf:
+            got = htf_block_values(open_ms[start:end], block["high"], block["low"], block["close"], htf, bar_ms)
+            out[row:row + len(got)] = got[:, warmup:]
+            row += len(got)
+        if n_multi:
+            out[row:] = multi_input_values(str(frame["symbol"].iat[start]), open_ms[start:end], block["close"],
+                                           bar_ms, params, funding_by_symbol, reference_by_symbol)[:, warmup:]
+        keep[at:at + end - start - warmup] = np.arange(start + warmup, end)
 
-    keep = np.concatenate(keep_parts) if keep_parts else np.arange(0)
-    values = np.concatenate(value_parts, axis=1) if value_parts else np.empty((len(columns), 0))
-    data = {"symbol": frame["symbol"].array.take(keep), "timestamp": frame["timestamp"].array.take(keep)}
-    data.update(zip(columns, values))
-    return pd.DataFrame(data)
+    _run_blocks(fill, kept_rows)
+    if n_multi:  # rows an auxiliary input does not cover yet (see features.multi_input)
+        covered = ~np.isnan(values[len(columns) - n_multi:]).any(axis=0)
+        keep, values = keep[covered], values[:, covered]
+    data = pd.DataFrame(values.T, columns=columns, copy=False)
+    data.insert(0, "timestamp", frame["timestamp"].array.take(keep))
+    data.insert(0, "symbol", frame["symbol"].array.take(keep))
+    return data
 
 
-def _compute_block(bar: dict[str, np.ndarray], params: FeatureParams) -> np.ndarray:
-    """All features of one symbol, rows = features in ``feature_columns`` order, NaN in warm-up."""
-    close, high, low, volume = bar["close"], bar["high"], bar["low"], bar["volume"]
-    rows: list[np.ndarray] = []
-    rows += [talib.RSI(close, timeperiod=p) for p in params.rsi]
-    rows += [talib.EMA(close, timeperiod=p) / close - 1.0 for p in params.ema]
-    rows += [talib.SMA(close, timeperiod=p) / close - 1.0 for p in params.sma]
+def _run_blocks(fill, kept_rows: np.ndarray) -> None:
+    """Run ``fill`` on every block; on two threads for large inputs. TA-Lib, numpy and pandas'
+    rolling kernels release the GIL, so two threads use both cores of the machines we run on;
+    small inputs (serving: a few symbols x 300 bars) stay on the calling thread."""
+    order = [int(i) for i in np.argsort(-kept_rows, kind="stable")]  # largest first: balanced threads
+    if len(order) < 2 or int(kept_rows.sum()) < _PARALLEL_MIN_ROWS:
+        for i in order:
+            fill(i)
+        return
+    with ThreadPoolExecutor(max_workers=_THREADS) as pool:
+        for _ in pool.map(fill, order):  # re-raises the first block's exception
+            pass
+
+
+def _candle_block(bar: dict[str, np.ndarray], params: FeatureParams, out: np.ndarray, warmup: int) -> None:
+    """One symbol's candle-only features written into ``out`` (rows = ``_candle_columns``),
+    dropping the first ``warmup`` bars."""
+    open_, close, high, low, volume = bar["open"], bar["close"], bar["high"], bar["low"], bar["volume"]
+    rows = iter(out)
+
+    def put(values: np.ndarray) -> None:
+        next(rows)[:] = values[warmup:]
+
+    for p in params.rsi:
+        put(talib.RSI(close, timeperiod=p))
+    for p in params.ema:
+        put(talib.EMA(close, timeperiod=p) / close - 1.0)
+    for p in params.sma:
+        put(talib.SMA(close, timeperiod=p) / close - 1.0)
     fast, slow, signal = params.macd
     macd, macd_signal, macd_hist = talib.MACD(close, fastperiod=fast, slowperiod=slow, signalperiod=signal)
-    rows += [macd / close, macd_signal / close, macd_hist / close]
+    put(macd / close)
+    put(macd_signal / close)
+    put(macd_hist / close)
     bb_period, bb_k = params.bbands
     upper, middle, lower = talib.BBANDS(close, timeperiod=bb_period, nbdevup=bb_k, nbdevdn=bb_k, matype=0)
-    rows += [upper / close - 1.0, lower / close - 1.0, (upper - lower) / middle]
-    rows += [talib.ATR(high, low, close, timeperiod=p) / close for p in params.atr]
+    put(upper / close - 1.0)
+    put(lower / close - 1.0)
+    put((upper - lower) / middle)
+    for p in params.atr:
+        put(talib.ATR(high, low, close, timeperiod=p) / close)
 
     log_close = np.log(close)
-    rows += [_lagged_difference(log_close, h) for h in params.log_return]
-    one_bar = _lagged_difference(log_close, 1)
-    rows += [_trailing_std(one_bar, w, first_valid=1) for w in params.realised_vol]
-    rows += [_trailing_zscore(volume, w) for w in params.volume_z]
-
-    return np.vstack(rows)
+    for h in params.log_return:
+        put(_lagged_difference(log_close, h))
+    one_bar = pd.Series(_lagged_difference(log_close, 1))
+    for w in params.realised_vol:
+        put(np.sqrt(one_bar.rolling(w).var().to_numpy()))
+    volume_series = pd.Series(volume)
+    for w in params.volume_z:
+        put(_trailing_zscore(volume_series, w))
+    for p in params.adx:
+        put(talib.ADX(high, low, close, timeperiod=p))
+    stoch_k, stoch_d, stoch_s = params.stoch
+    slow_k, slow_d = talib.STOCH(high, low, close, fastk_period=stoch_k, slowk_period=stoch_s, slowk_matype=0,
+                                 slowd_period=stoch_d, slowd_matype=0)
+    put(slow_k)
+    put(slow_d)
+    if params.obv_z:
+        obv = talib.OBV(close, volume)
+        obv_step = pd.Series(_lagged_difference(obv, 1))
+        for w in params.obv_z:
+            step_std = obv_step.rolling(w).std().to_numpy()
+            varies = step_std > 1e-9 * obv_step.abs().rolling(w).mean().to_numpy()
+            change = _lagged_difference(obv, w)
+            z = np.where(varies, change / (math.sqrt(w) * np.where(varies, step_std, 1.0)), 0.0)
+            z[np.isnan(step_std)] = np.nan
+            put(z)
+    if params.vwap_dist:
+        price_volume = pd.Series((high + low + close) / 3.0 * volume)
+        for w in params.vwap_dist:
+            traded = volume_series.rolling(w).sum().to_numpy()
+            vwap = price_volume.rolling(w).sum().to_numpy() / np.where(traded > 0, traded, np.nan)
+            put(np.where(traded > 0, close / vwap - 1.0, np.where(np.isnan(traded), np.nan, 0.0)))
+    if params.candle_shape:
+        span = high - low
+        flat = span <= 0
+        safe = np.where(flat, 1.0, span)
+        put(np.where(flat, 0.0, (close - open_) / safe))
+        put(np.where(flat, 0.0, (high - np.maximum(open_, close)) / safe))
+        put(np.where(flat, 0.0, (np.minimum(open_, close) - low) / safe))
+        put(np.log(high / low))
 
 
 def _lagged_difference(x: np.ndarray, lag: int) -> np.ndarray:
@@ -184,33 +341,28 @@ def _lagged_difference(x: np.ndarray, lag: int) -> np.ndarray:
     return out
 
 
-def _windows(x: np.ndarray, window: int) -> np.ndarray:
-    return np.lib.stride_tricks.sliding_window_view(x, window)
+def _trailing_zscore(x: pd.Series, window: int) -> np.ndarray:
+    """z-score of each value within its trailing window (ddof=1); 0 for a constant window.
+    "Constant" allows rounding noise (std <= 1e-9 x |mean|): 24 volumes of 0.1 have a
+    computed std of ~1e-17, and dividing rounding noise by rounding noise would give an
+    arbitrary z."""
+    rolling = x.rolling(window)
+    mean = rolling.mean().to_numpy()
+    std = rolling.std().to_numpy()
+    varies = std > 1e-9 * np.abs(mean)
+    z = np.where(varies, (x.to_numpy() - mean) / np.where(varies, std, 1.0), 0.0)
+    z[np.isnan(std)] = np.nan
+    return z
 
 
-def _trailing_std(x: np.ndarray, window: int, first_valid: int = 0) -> np.ndarray:
-    """Sample std over the ``window`` values ending at each row; each window on its own
-    (two-pass, no running sums), so the value never depends on where history starts."""
-    out = np.full_like(x, np.nan)
-    valid = x[first_valid:]
-    if len(valid) >= window:
-        out[first_valid + window - 1:] = _windows(valid, window).std(axis=1, ddof=1)
-    return out
-
-
-def _trailing_zscore(x: np.ndarray, window: int) -> np.ndarray:
-    """z-score of each value within its trailing window; 0 for a constant window. "Constant"
-    allows rounding noise (std <= 1e-9 x |mean|): 24 volumes of 0.1 have a computed std of
-    ~1e-17, and dividing rounding noise by rounding noise would give an arbitrary z."""
-    out = np.full_like(x, np.nan)
-    if len(x) >= window:
-        win = _windows(x, window)
-        mean = win.mean(axis=1)
-        std = win.std(axis=1, ddof=1)
-        varies = std > 1e-9 * np.abs(mean)
-        dev = x[window - 1:] - mean
-        out[window - 1:] = np.where(varies, dev / np.where(varies, std, 1.0), 0.0)
-    return out
+def _bar_ms(open_ms: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> int:
+    """The candles' bar duration: the smallest step between consecutive bars of a symbol
+    (gaps only lengthen steps). DataError when symbols disagree (mixed timeframes)."""
+    steps = {int(np.diff(open_ms[s:e]).min()) for s, e in zip(starts, ends) if e - s >= 2}
+    if len(steps) != 1:
+        raise DataError(f"candles mix bar sizes (smallest steps {sorted(steps)} ms across symbols); "
+                        f"compute features on one timeframe at a time")
+    return steps.pop()
 
 
 def _check_finite(frame: pd.DataFrame, ohlcv: dict[str, np.ndarray]) -> None:
@@ -237,9 +389,10 @@ def _fmt(x: float) -> str:
 
 
 def _check_params(params: FeatureParams) -> None:
-    for name in ("rsi", "ema", "sma", "atr", "log_return", "realised_vol", "volume_z"):
+    for name in ("rsi", "ema", "sma", "atr", "log_return", "realised_vol", "volume_z", "adx", "obv_z",
+                 "vwap_dist", "funding_mean", "cross"):
         periods = list(getattr(params, name))
-        low = 1 if name == "log_return" else 2
+        low = 1 if name in ("log_return", "vwap_dist", "funding_mean") else 2
         for p in periods:
             if p < low:
                 raise ConfigError(f"features.{name}: period {p} is below {low}; use periods >= {low}")
@@ -250,3 +403,7 @@ def _check_params(params: FeatureParams) -> None:
         raise ConfigError(f"features.macd: need 2 <= fast < slow and signal >= 2, got {params.macd}")
     if params.bbands[0] < 2 or params.bbands[1] <= 0:
         raise ConfigError(f"features.bbands: need period >= 2 and k > 0, got {params.bbands}")
+    if params.stoch[0] < 1 or min(params.stoch[1:]) < 1:
+        raise ConfigError(f"features.stoch: need K, D, S >= 1, got {params.stoch}")
+    for i, block in enumerate(params.htf):
+        check_htf_block(block, i)

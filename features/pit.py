@@ -4,11 +4,18 @@
   are removed. Recomputes on candles cut at random bars and demands identical values
   (NaN-aware, tolerance 1e-9 relative / 1e-12 absolute) on every row up to the cut.
 * ``check_recursive`` - the declared warm-up is long enough: after it, a recursive
-  indicator (EMA, RSI, ATR, MACD) no longer depends on where the history started, so
+  indicator (EMA, RSI, ATR, MACD, ADX, HTF RSI/ATR) no longer depends on where the history started, so
   serving's last-300-bars computation equals training's full-history one.
 
 ``compute_fn`` is any ``candles -> features frame`` callable, e.g.
 ``functools.partial(compute_features, params=p)``. An empty list means the check passed.
+
+Multi-input features (``features.multi_input``): pass ``funding`` and/or ``reference``; the
+checks then call ``compute_fn(candles, funding=..., reference=...)``. The lookahead check
+then cuts every input at one common time T (a random candle open time): candles and
+reference candles opening <= T, funding events settled <= T + one bar (the close of the
+cut bar, when a live run would have known them). The recursive check passes them whole
+(their families are windows of the auxiliary series, not recursions on the candles).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import pandas as pd
 from features.compute import warmup_bars
 from features.frames import sort_candles, symbol_blocks
 from qt.config import FeatureParams
+from qt.errors import DataError
 
 ComputeFn = Callable[[pd.DataFrame], pd.DataFrame]
 
@@ -30,25 +38,39 @@ LOOKAHEAD_ATOL = 1e-12
 RECURSIVE_RTOL = 1e-6
 
 
-def check_lookahead(candles: pd.DataFrame, compute_fn: ComputeFn, cuts: int = 20, seed: int = 0) -> list[str]:
+def check_lookahead(candles: pd.DataFrame, compute_fn: ComputeFn, cuts: int = 20, seed: int = 0,
+                    funding: pd.DataFrame | None = None, reference: pd.DataFrame | None = None) -> list[str]:
     """Violations of "the row of bar t uses bars <= t only".
 
     ``cuts`` times, every symbol is cut at its own random bar (uniform over its history,
-    reproducible from ``seed``) and the features recomputed; each row at or before the
-    cut must be present and equal to the full-history row, and no row may come after it.
+    reproducible from ``seed``) - or, with ``funding``/``reference``, all inputs at one common
+    random time - and the features recomputed; each row at or before the cut must be present
+    and equal to the full-history row, and no row may come after it.
     """
     frame, codes = sort_candles(candles)
     frame = frame.reset_index(drop=True)
-    full = compute_fn(frame)
+    multi = funding is not None or reference is not None
+    full = _call(compute_fn, frame, funding, reference)
     value_columns = _value_columns(full)
     starts, ends = symbol_blocks(codes)
+    open_ms = _open_ms(frame)
+    bar_ms = _bar_ms(open_ms, starts, ends) if multi else 0
     rng = np.random.default_rng(seed)
     violations: list[str] = []
     for _ in range(cuts):
-        cut_rows = np.array([rng.integers(s, e) for s, e in zip(starts, ends)], dtype=np.int64)
+        if multi:
+            cut_ms = int(open_ms[rng.integers(0, len(open_ms))])
+            cut_rows = np.array([s + np.searchsorted(open_ms[s:e], cut_ms, side="right") - 1
+                                 for s, e in zip(starts, ends)], dtype=np.int64)
+            cut_ts = {sym: pd.Timestamp(cut_ms, unit="ms", tz="UTC") for sym in frame["symbol"].to_numpy()[starts]}
+            cut_funding = None if funding is None else funding[_open_ms(funding) <= cut_ms + bar_ms]
+            cut_reference = None if reference is None else reference[_open_ms(reference) <= cut_ms]
+        else:
+            cut_rows = np.array([rng.integers(s, e) for s, e in zip(starts, ends)], dtype=np.int64)
+            cut_ts = dict(zip(frame["symbol"].to_numpy()[cut_rows], frame["timestamp"].iloc[cut_rows]))
+            cut_funding = cut_reference = None
         keep = np.concatenate([np.arange(s, c + 1) for s, c in zip(starts, cut_rows)])
-        truncated = compute_fn(frame.iloc[keep].reset_index(drop=True))
-        cut_ts = dict(zip(frame["symbol"].to_numpy()[cut_rows], frame["timestamp"].iloc[cut_rows]))
+        truncated = _call(compute_fn, frame.iloc[keep].reset_index(drop=True), cut_funding, cut_reference)
         expected = full[full["timestamp"] <= full["symbol"].map(cut_ts)]
         late = truncated[truncated["timestamp"] > truncated["symbol"].map(cut_ts)]
         for _, row in late.head(3).iterrows():
@@ -61,7 +83,8 @@ def check_lookahead(candles: pd.DataFrame, compute_fn: ComputeFn, cuts: int = 20
 
 
 def check_recursive(candles: pd.DataFrame, compute_fn: ComputeFn, params: FeatureParams,
-                    start_offsets_bars: Sequence[int] = (1, 17, 101), rtol: float = RECURSIVE_RTOL) -> list[str]:
+                    start_offsets_bars: Sequence[int] = (1, 17, 101), rtol: float = RECURSIVE_RTOL,
+                    funding: pd.DataFrame | None = None, reference: pd.DataFrame | None = None) -> list[str]:
     """Violations of "after ``warmup_bars(params)`` bars the start of history no longer matters".
 
     For each offset, every symbol's first ``offset`` candles are dropped and the features
@@ -72,7 +95,7 @@ def check_recursive(candles: pd.DataFrame, compute_fn: ComputeFn, params: Featur
     """
     frame, codes = sort_candles(candles)
     frame = frame.reset_index(drop=True)
-    full = compute_fn(frame)
+    full = _call(compute_fn, frame, funding, reference)
     value_columns = _value_columns(full)
     scale = {c: float(np.nanmedian(np.abs(full[c].to_numpy(dtype=np.float64)))) if len(full) else 0.0
              for c in value_columns}
@@ -82,7 +105,7 @@ def check_recursive(candles: pd.DataFrame, compute_fn: ComputeFn, params: Featur
     for offset in start_offsets_bars:
         keep = np.concatenate([np.arange(min(s + offset, e), e) for s, e in zip(starts, ends)])
         late_candles = frame.iloc[keep].reset_index(drop=True)
-        late = compute_fn(late_candles)
+        late = _call(compute_fn, late_candles, funding, reference)
         # the first bar that must already agree: `warmup` bars into the shortened history
         first_due = {}
         for s, e in zip(starts, ends):
@@ -96,6 +119,24 @@ def check_recursive(candles: pd.DataFrame, compute_fn: ComputeFn, params: Featur
                                lambda sym, o=offset: f"when history starts {o} bar(s) later",
                                f"the declared warm-up of {warmup} bars is too short for this feature")
     return violations
+
+
+def _call(compute_fn: ComputeFn, candles: pd.DataFrame, funding: pd.DataFrame | None,
+          reference: pd.DataFrame | None) -> pd.DataFrame:
+    extra = {k: v for k, v in (("funding", funding), ("reference", reference)) if v is not None}
+    return compute_fn(candles, **extra)
+
+
+def _open_ms(frame: pd.DataFrame) -> np.ndarray:
+    return frame["timestamp"].to_numpy(dtype="datetime64[ms]").view("int64")
+
+
+def _bar_ms(open_ms: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> int:
+    """The bar duration: the smallest step between consecutive candles of a symbol."""
+    steps = [int(np.diff(open_ms[s:e]).min()) for s, e in zip(starts, ends) if e - s >= 2]
+    if not steps:
+        raise DataError("check_lookahead with funding/reference needs at least two candles of one symbol")
+    return min(steps)
 
 
 def _value_columns(features: pd.DataFrame) -> list[str]:

@@ -65,6 +65,18 @@ class ValidationParams(_Frozen):
     allow_gaps: bool = True
 
 
+class HtfFeatureParams(_Frozen):
+    """Indicators on completed higher-timeframe bars aggregated from the base candles
+    (features.htf). ``base_timeframe`` must be the candles' bar size (checked at compute time):
+    the warm-up in base bars is ``timeframe / base_timeframe`` times the HTF warm-up."""
+
+    base_timeframe: Literal["1m", "5m", "15m", "1h", "4h"] = "1h"
+    timeframe: Literal["5m", "15m", "1h", "4h", "1d"] = "4h"
+    rsi: list[int] = Field(default_factory=list)
+    atr: list[int] = Field(default_factory=list)
+    log_return: list[int] = Field(default_factory=list)
+
+
 class FeatureParams(_Frozen):
     """The declared feature set. Column names are ``<indicator>_<params>``."""
 
@@ -77,9 +89,26 @@ class FeatureParams(_Frozen):
     log_return: list[int] = Field(default_factory=lambda: [1, 4, 24])
     realised_vol: list[int] = Field(default_factory=lambda: [24])
     volume_z: list[int] = Field(default_factory=lambda: [24])
+    adx: list[int] = Field(default_factory=lambda: [14])
+    stoch: tuple[int, int, int] = (14, 3, 3)  # (fastk K, slowd D, slowk smoothing S), SMA
+    obv_z: list[int] = Field(default_factory=lambda: [24])
+    vwap_dist: list[int] = Field(default_factory=lambda: [24])
+    # body_frac, upper_wick_frac, lower_wick_frac, range_log. Off by default: with them on, the
+    # training positive control (tests/training/test_pipeline.py) fails its bootstrap gate
+    # (lower bound -0.46): four more columns the planted drift does not use.
+    candle_shape: bool = False
+    # Higher-timeframe blocks: off by default (an RSI/ATR on 4h bars needs ~1000 1h bars of
+    # warm-up, more than serving's 300-bar window); see features.htf.
+    htf: list[HtfFeatureParams] = Field(default_factory=list)
+    # Multi-input families, off by default: compute_features needs ``funding`` / ``reference``
+    # frames for them, which the serving path does not pass yet (see features.multi_input).
+    funding_last: bool = False
+    funding_mean: list[int] = Field(default_factory=list)  # N = funding events, not bars
+    basis: bool = False  # log(perp close / spot close); spot candles come in ``reference``
+    cross: list[int] = Field(default_factory=list)  # reference logret/beta/corr over N bars
+    cross_reference: str = Field("BTC/USDT", min_length=3)
     # Warm-up length in "memories" (e-folding bars) of the slowest recursive indicator; see
-    # features.compute.warmup_bars. 18 -> 267 bars for the defaults; the real 1h series need
-    # 248 under features.pit.check_recursive (16 -> 241 bars fails it).
+    # features.compute.warmup_bars (and its docstring for the measurement behind the value).
     warmup_memories: float = Field(18.0, gt=0.0, le=100.0)
 
 
@@ -87,6 +116,10 @@ class LabelParams(_Frozen):
     """Forward-return label: features end at bar t, the label uses t+1..t+h."""
 
     horizon_bars: int = Field(4, ge=1)
+    # Also materialise triple-barrier labels (tb_label/tb_return/tb_bars) whose barriers are
+    # risk.stop_loss_pct / take_profit_pct / max_holding_bars, replayed with the paper broker's
+    # fill rules; costs each symbol its last max_holding_bars + 1 label rows instead of h.
+    triple_barrier: bool = True
 
 
 class CostParams(_Frozen):

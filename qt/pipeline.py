@@ -62,27 +62,53 @@ def only_validated(params: Params, paths: StatePaths) -> Params:
     return params.model_copy(update={"data": params.data.model_copy(update={"symbols": passed})})
 
 
+def check_point_in_time(candles, params: Params, bars_per_symbol: int = 3000, cuts: int = 20) -> dict:
+    """The lookahead and recursive-indicator checks on the declared feature set, as a stage step.
+
+    Runs on each symbol's last ``bars_per_symbol`` bars (enough for the warm-up many times over,
+    cheap enough for every run). A violation stops the run: no model is trained, so none can be
+    promoted, on features that see the future or depend on where the history starts.
+    """
+    from features.compute import compute_features
+    from features.pit import check_lookahead, check_recursive
+
+    sample = candles.groupby("symbol", sort=False).tail(bars_per_symbol).reset_index(drop=True)
+
+    def compute(c, **kw):
+        return compute_features(c, params.features, **kw)
+
+    lookahead = check_lookahead(sample, compute, cuts=cuts, seed=params.train.seed)
+    recursive = check_recursive(sample, compute, params.features)
+    if lookahead or recursive:
+        shown = "; ".join((lookahead + recursive)[:3])
+        raise DataError(f"point-in-time check failed ({len(lookahead)} lookahead, {len(recursive)} "
+                        f"recursive violation(s)), e.g. {shown}; fix the feature before training")
+    return {"rows_checked": int(len(sample)), "lookahead_cuts": cuts, "lookahead_violations": 0,
+            "recursive_violations": 0}
+
+
 @_recorded
 def features(params: Params, paths: StatePaths) -> dict:
-    """Features and labels from validated candles only, materialised to Parquet."""
-    params = only_validated(params, paths)
-    from features.compute import compute_features, feature_columns, feature_set_hash
-    from features.labels import make_labels
-    from features.store import write_features, write_labels
+    """Point-in-time-checked features and labels from validated candles, materialised to Parquet
+    (incrementally: only partitions whose candles changed are recomputed)."""
+    from features.compute import feature_columns
+    from features.materialise import materialise
+    from qt.collect import lake_root
 
+    params = only_validated(params, paths)
     candles = read_lake(params, paths)
     require_validated(candles, paths)
     t0 = time.perf_counter()
-    feats = compute_features(candles, params.features)
-    labels = make_labels(candles, params.labels, params.costs)
-    write_features(feats, paths.features)
-    write_labels(labels, paths.features)
-    if feats.empty:
+    pit = check_point_in_time(candles, params)
+    pit["seconds"] = round(time.perf_counter() - t0, 3)
+    out = materialise(lake_root(params, paths), list(params.data.symbols), params.data.timeframe, params,
+                      paths.features)
+    if not out["rows"]:
         raise DataError("no feature rows left after the warm-up; collect a longer history (--start earlier)")
-    return {"features": {"rows": int(len(feats)), "columns": feature_columns(params.features),
-                         "seconds": round(time.perf_counter() - t0, 3),
-                         "feature_set_hash": feature_set_hash(params.features),
-                         "label_rows": int(len(labels))}}
+    return {"features": {"rows": int(out["rows"]), "columns": feature_columns(params.features),
+                         "seconds": round(out["seconds"], 3), "rows_computed": int(out["rows_computed"]),
+                         "feature_set_hash": out["feature_set_hash"], "label_set_hash": out["label_set_hash"],
+                         "label_rows": int(out["label_rows"]), "point_in_time": pit}}
 
 
 @_recorded

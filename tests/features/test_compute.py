@@ -64,7 +64,8 @@ def _tiny_candles() -> pd.DataFrame:
 
 
 TINY = FeatureParams(rsi=[2], ema=[2], sma=[2], macd=(2, 3, 2), bbands=(2, 1.5), atr=[2],
-                     log_return=[1, 3], realised_vol=[3], volume_z=[3], warmup_memories=2.0)
+                     log_return=[1, 3], realised_vol=[3], volume_z=[3], adx=[2], stoch=(2, 2, 2), obv_z=[3],
+                     vwap_dist=[3], warmup_memories=2.0)
 
 
 def test_returns_rvol_and_volz_match_pandas_formulas_on_a_tiny_frame():

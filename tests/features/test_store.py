@@ -1,4 +1,5 @@
-"""Feature/label store: exact round trip, one file per symbol, atomic replace, no stale symbols."""
+"""Feature/label store: exact round trip, one directory per symbol with one file per period
+and kind, atomic replace, no stale symbols."""
 
 from __future__ import annotations
 
@@ -32,14 +33,14 @@ def _all_files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
-def test_features_round_trip_exactly_with_one_file_per_symbol(tmp_path, features):
+def test_features_round_trip_exactly_with_one_file_per_symbol_and_year(tmp_path, features):
     info = write_features(features, tmp_path)
     assert info["rows"] == len(features)
     assert info["columns"] == list(features.columns)
     assert info["sha256"] == content_sha256(features.sort_values(["symbol", "timestamp"]).reset_index(drop=True))
     # spot and perpetual BTC never share a file; nothing else (no temp files) is left behind
-    assert _all_files(tmp_path) == ["binance/BTC_USDT.features.parquet", "binance/ETH_USDT.features.parquet",
-                                    "binanceusdm/BTC_USDT.features.parquet"]
+    assert _all_files(tmp_path) == ["binance/BTC_USDT/2023.features.parquet", "binance/ETH_USDT/2023.features.parquet",
+                                    "binanceusdm/BTC_USDT/2023.features.parquet"]
     assert sorted(info["files"]) == sorted(str(tmp_path / f) for f in _all_files(tmp_path))
     back = read_features(tmp_path)
     expected = features.sort_values(["symbol", "timestamp"]).reset_index(drop=True)

@@ -1,0 +1,174 @@
+"""Feature materialisation throughput (issue #4), on the real 1h set of ../shared/data.
+
+* full: ``features.materialise`` from a partitioned raw lake (the 8 spot symbols written with
+  ``qt.lake.write_candles``) to an empty store: read -> features + labels -> write, rows/s
+  (rows = feature rows stored);
+* compute only: ``compute_features`` + ``make_labels`` (triple barrier on) on the candles
+  already in memory, rows/s;
+* reference, measured in the same run: the plain loop a person would write - per symbol
+  ``pd.read_parquet`` of the flat file, TA-Lib calls and pandas rolling windows for the same
+  default feature set, forward-return labels with ``shift``, triple-barrier labels with a
+  per-row Python loop over the holding window, ``to_parquet``. Its triple-barrier loop is
+  timed apart, so the ratio without it is reported too;
+* incremental: 24 new bars appended per symbol, then ``materialise`` again, seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import talib
+
+from qt.config import Params
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SYMBOLS = [f"{b}/USDT" for b in ("BTC", "ETH", "BNB", "SOL", "XRP", "ADA", "DOGE", "LTC")]
+APPENDED_BARS = 24
+
+
+def _reference_features(df: pd.DataFrame, params: Params) -> pd.DataFrame:
+    """The default feature set, written the plain pandas + TA-Lib way."""
+    f = params.features
+    o, h, lo, c, v = (df[k].to_numpy() for k in ("open", "high", "low", "close", "volume"))
+    close, volume = df["close"], df["volume"]
+    out = pd.DataFrame({"symbol": df["symbol"], "timestamp": df["timestamp"]})
+    for p in f.rsi:
+        out[f"rsi_{p}"] = talib.RSI(c, timeperiod=p)
+    for p in f.ema:
+        out[f"ema_{p}"] = talib.EMA(c, timeperiod=p) / c - 1
+    for p in f.sma:
+        out[f"sma_{p}"] = talib.SMA(c, timeperiod=p) / c - 1
+    macd, signal, hist = talib.MACD(c, *f.macd)
+    out["macd"], out["macd_signal"], out["macd_hist"] = macd / c, signal / c, hist / c
+    upper, middle, lower = talib.BBANDS(c, timeperiod=f.bbands[0], nbdevup=f.bbands[1], nbdevdn=f.bbands[1])
+    out["bb_upper"], out["bb_lower"], out["bb_width"] = upper / c - 1, lower / c - 1, (upper - lower) / middle
+    for p in f.atr:
+        out[f"atr_{p}"] = talib.ATR(h, lo, c, timeperiod=p) / c
+    log_close = np.log(close)
+    for n in f.log_return:
+        out[f"logret_{n}"] = log_close.diff(n)
+    for w in f.realised_vol:
+        out[f"rvol_{w}"] = log_close.diff().rolling(w).std()
+    for w in f.volume_z:
+        out[f"volz_{w}"] = ((volume - volume.rolling(w).mean()) / volume.rolling(w).std()).fillna(0.0)
+    for p in f.adx:
+        out[f"adx_{p}"] = talib.ADX(h, lo, c, timeperiod=p)
+    k, d, s = f.stoch
+    out["stoch_k"], out["stoch_d"] = talib.STOCH(h, lo, c, fastk_period=k, slowk_period=s, slowd_period=d)
+    obv = pd.Series(talib.OBV(c, v))
+    for w in f.obv_z:
+        out[f"obv_z_{w}"] = (obv.diff(w) / (math.sqrt(w) * obv.diff().rolling(w).std())).to_numpy()
+    typical_volume = (df["high"] + df["low"] + close) / 3 * volume
+    for w in f.vwap_dist:
+        out[f"vwap_dist_{w}"] = close / (typical_volume.rolling(w).sum() / volume.rolling(w).sum()) - 1
+    if f.candle_shape:
+        span = df["high"] - df["low"]
+        out["body_frac"] = (close - df["open"]) / span
+        out["upper_wick_frac"] = (df["high"] - df[["open", "close"]].max(axis=1)) / span
+        out["lower_wick_frac"] = (df[["open", "close"]].min(axis=1) - df["low"]) / span
+        out["range_log"] = np.log(df["high"] / df["low"])
+    from features.compute import warmup_bars
+    return out.iloc[warmup_bars(f):]
+
+
+def _reference_triple_barrier(df: pd.DataFrame, params: Params) -> pd.DataFrame:
+    """Triple-barrier labels, one Python loop per bar over its holding window."""
+    r, slip = params.risk, params.costs.slippage_bps / 1e4
+    o, h, lo = df["open"].to_numpy(), df["high"].to_numpy(), df["low"].to_numpy()
+    m = r.max_holding_bars
+    rows = []
+    for t in range(len(df) - m - 1):
+        fill = o[t + 1] * (1 + slip)
+        stop, take = fill * (1 - r.stop_loss_pct), fill * (1 + r.take_profit_pct)
+        label, price, held = 0, o[t + m + 1], m
+        for k in range(1, m + 1):
+            j = t + k
+            if o[j] <= stop or lo[j] <= stop:
+                label, price, held = -1, min(o[j], stop), k - 1
+                break
+            if o[j] >= take or h[j] >= take:
+                label, price, held = 1, max(o[j], take), k - 1
+                break
+        rows.append((label, math.log(price / o[t + 1]), held))
+    return pd.DataFrame(rows, columns=["tb_label", "tb_return", "tb_bars"])
+
+
+def _reference_run(symbols: list[str], params: Params, out: Path) -> dict:
+    from features.labels import dead_zone
+    out.mkdir(parents=True, exist_ok=True)
+    rows, tb_seconds, columns = 0, 0.0, 0
+    t0 = time.perf_counter()
+    for sym in symbols:
+        stem = sym.replace("/", "_")
+        df = pd.read_parquet(SHARED / "ohlcv" / "binance" / f"{stem}-1h.parquet").iloc[:-APPENDED_BARS]
+        df.insert(0, "symbol", sym)
+        feats = _reference_features(df, params)
+        log_close = np.log(df["close"])
+        labels = df[["symbol", "timestamp"]].copy()
+        labels["fwd_return"] = log_close.shift(-params.labels.horizon_bars) - log_close
+        labels["up"] = (labels["fwd_return"] > 0).astype("int64")
+        zone = dead_zone(params.costs)
+        labels["direction"] = np.sign(labels["fwd_return"].where(labels["fwd_return"].abs() > zone, 0.0))
+        t_tb = time.perf_counter()
+        tb = _reference_triple_barrier(df, params)
+        tb_seconds += time.perf_counter() - t_tb
+        labels = pd.concat([labels.iloc[:len(tb)].reset_index(drop=True), tb], axis=1)
+        feats.to_parquet(out / f"{stem}.features.parquet", index=False)
+        labels.to_parquet(out / f"{stem}.labels.parquet", index=False)
+        rows, columns = rows + len(feats), feats.shape[1] - 2
+    return {"seconds": time.perf_counter() - t0, "rows": rows, "tb_loop_seconds": tb_seconds, "columns": columns}
+
+
+def run() -> dict:
+    from features.compute import compute_features, feature_columns
+    from features.labels import make_labels
+    from features.materialise import materialise
+    from qt.lake import read_datadir_candles, write_candles
+
+    if not (SHARED / "ohlcv").is_dir():
+        return {"skipped": "../shared/data absent"}
+    params = Params()
+    candles = read_datadir_candles(SHARED, SYMBOLS, "1h")
+    with tempfile.TemporaryDirectory() as tmp:
+        lake, store = Path(tmp) / "lake", Path(tmp) / "store"
+        held_back = {}
+        for sym, part in candles.groupby("symbol", sort=True):
+            write_candles(lake, str(sym), "1h", part.iloc[:-APPENDED_BARS])
+            held_back[str(sym)] = part.iloc[-APPENDED_BARS:]
+
+        full = materialise(lake, SYMBOLS, "1h", params, store, workers=2)
+        ref = _reference_run(SYMBOLS, params, Path(tmp) / "reference")
+
+        t0 = time.perf_counter()
+        feats = compute_features(candles, params.features)
+        make_labels(candles, params.labels, params.costs, params.risk)
+        compute_s = time.perf_counter() - t0
+
+        for sym, part in held_back.items():
+            write_candles(lake, sym, "1h", part)
+        incremental = materialise(lake, SYMBOLS, "1h", params, store, workers=2)
+
+    return {"symbols": len(SYMBOLS), "timeframe": "1h", "feature_columns": len(feature_columns(params.features)),
+            "full_rows": full["rows"], "full_seconds": full["seconds"],
+            "full_rows_per_s": round(full["rows"] / full["seconds"]),
+            "compute_only_seconds": round(compute_s, 3), "compute_only_rows_per_s": round(len(feats) / compute_s),
+            "reference_feature_columns": ref["columns"], "reference_rows": ref["rows"],
+            "reference_seconds": round(ref["seconds"], 3),
+            "reference_rows_per_s": round(ref["rows"] / ref["seconds"]),
+            "reference_triple_barrier_loop_seconds": round(ref["tb_loop_seconds"], 3),
+            "reference_vs_ours_time_ratio": round(ref["seconds"] / full["seconds"], 2),
+            "reference_without_tb_loop_vs_ours_time_ratio":
+                round((ref["seconds"] - ref["tb_loop_seconds"]) / full["seconds"], 2),
+            "incremental_appended_bars_per_symbol": APPENDED_BARS,
+            "incremental_seconds": incremental["seconds"], "incremental_rows_computed": incremental["rows_computed"],
+            "incremental_files_written": len(incremental["files"])}
+
+
+if __name__ == "__main__":
+    import json
+    print(json.dumps(run(), indent=2))
