@@ -39,7 +39,7 @@ class SyntheticParams(_Frozen):
     bars: int = Field(6000, ge=300)
     start: str = "2023-01-01"
     # Strength of the planted, learnable drift (0 = pure noise, the negative control).
-    signal_strength: float = Field(0.15, ge=0.0, le=1.0)
+    signal_strength: float = Field(0.2, ge=0.0, le=1.0)
     # Bars of past return the planted drift looks at (momentum lookback).
     signal_lookback_bars: int = Field(24, ge=2)
     correlation: float = Field(0.5, ge=0.0, lt=1.0)
