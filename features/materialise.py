@@ -41,7 +41,8 @@ from features.labels import label_set_hash, make_labels
 from features.multi_input import uses_funding, uses_reference
 from qt.config import Params
 from qt.errors import ConfigError, DataError
-from qt.lake import candle_path, monthly_partitions, partition_bounds, read_candles, stored_timestamps_ms
+from qt.lake import (candle_path, monthly_partitions, partition_bounds, read_candles, remove_orphan_temp_files,
+                     stored_timestamps_ms)
 
 
 def materialise(candles_root: Path, symbols: list[str], timeframe: str, params: Params, out_root: Path,
@@ -112,7 +113,7 @@ class _Job:
         raw = _raw_fingerprints(candle_path(self.candles_root, symbol, self.timeframe))
         config = {"symbol": symbol, "timeframe": self.timeframe,
                   "feature_set_hash": self.feature_hash, "label_set_hash": self.label_hash}
-        _remove_dead_writers_temp_files(directory)
+        remove_orphan_temp_files(directory)
         old = store.read_manifest(directory)
         if old is not None and (old.get("config") != config or not _files_present(directory, old)):
             old = None
@@ -202,27 +203,6 @@ def _files_present(directory: Path, manifest: dict) -> bool:
     """Every partition the manifest lists is on disk (someone may have deleted files by hand)."""
     return all(store.partition_path(directory, key, kind).is_file()
                for kind in store.KINDS for key in manifest.get(kind, {}))
-
-
-def _remove_dead_writers_temp_files(directory: Path) -> None:
-    """Temp files (``.<name>.<pid>.<thread>.tmp``) left by a writer process that was killed."""
-    for tmp in directory.glob(".*.tmp"):
-        try:
-            pid = int(tmp.name.split(".")[-3])
-        except (ValueError, IndexError):
-            continue
-        if pid != os.getpid() and not _pid_alive(pid):
-            tmp.unlink(missing_ok=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _summary(manifest: dict, rows_computed: int, files: list[str]) -> dict:

@@ -273,7 +273,7 @@ def repair_series(root: Path, symbol: str, timeframe: str) -> list[str]:
     directory = candle_path(root, symbol, timeframe)
     if not directory.is_dir():
         return []
-    _remove_orphan_temp_files(directory)
+    remove_orphan_temp_files(directory)
     fixed = []
     describe = {"symbol": symbol, "timeframe": timeframe}
     for path in sorted(directory.glob("*.parquet")):
@@ -287,7 +287,7 @@ def repair_series(root: Path, symbol: str, timeframe: str) -> list[str]:
     return fixed
 
 
-def _remove_orphan_temp_files(directory: Path) -> None:
+def remove_orphan_temp_files(directory: Path) -> None:
     """Temp files (``.<name>.<pid>.<thread>.tmp``) whose writer process no longer exists."""
     for tmp in directory.glob(".*.tmp"):
         parts = tmp.name.split(".")
