@@ -4,6 +4,7 @@
 * ``portfolio`` - value types (Bar, Fill, Position) and the ledger
 * ``core``      - pure decisions: bar + signals + portfolio -> order intents
 * ``risk``      - RiskEngine: Approved / Denied(reason, numbers); ACTIVE/REDUCING/HALTED
+* ``funding``   - perpetual funding: schedule, coverage check, pure settlement rule
 * ``paper``     - PaperBroker: next-open fills, slippage, fees, intrabar stop/TP
 * ``loop``      - TradingLoop: the bar-by-bar driver shared by backtest and daemon
 * ``backtest``  - run_backtest, buy_and_hold, flat_baseline, metrics

@@ -19,8 +19,14 @@ Metrics (all computed from per-bar equity at the close, starting equity prepende
   denominator is 0 (e.g. never traded)
 * ``max_drawdown`` largest fall from a running peak, positive fraction
 * ``trades`` closed round trips; ``hit_rate`` fraction of them with pnl > 0 after both fees
-  (0.0 without trades); ``fees`` total USDT; ``turnover`` traded notional / mean equity;
-  ``exposure`` fraction of bars with any position open at the close.
+  and funding (0.0 without trades); ``fees`` total USDT; ``turnover`` traded notional / mean
+  equity; ``exposure`` fraction of bars with any position open at the close.
+* ``funding`` USDT of funding paid by perpetual positions (negative = received); already
+  inside equity, ``net_return`` and ``net_pnl``. 0.0 for spot.
+
+Perpetuals (``BASE/USDT:USDT``) are traded long-only and pay funding from the ``funding``
+frame (``symbol, timestamp, funding_rate``) by the rule in ``executor.funding``; a perp
+without funding history is refused (``DataError``), never charged zero.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from executor.funding import (PAYMENT_COLUMNS, FundingSchedule, as_schedule, holding_payments, is_perp,
+                              payments_frame, require_funding)
 from executor.loop import LoopResult, TradingLoop, infer_bar_ms
 from executor.paper import PaperBroker
 from executor.signals import FrameSignalSource
@@ -43,13 +51,13 @@ from qt.synthetic import timeframe_ms
 log = logging.getLogger(__name__)
 
 METRIC_KEYS = ("net_return", "net_pnl", "sharpe", "sortino", "max_drawdown", "trades", "fees", "turnover",
-               "hit_rate", "exposure")
+               "hit_rate", "exposure", "funding")
 FILL_COLUMNS = ["order_id", "symbol", "timestamp", "side", "purpose", "reason", "qty", "price", "notional_usdt",
                 "fee_usdt"]
 DECISION_COLUMNS = ["timestamp", "symbol", "signal_action", "outcome", "reason", "notional_usdt", "confidence",
                     "model_version", "details"]
 TRADE_COLUMNS = ["symbol", "entry_ts", "exit_ts", "qty", "entry_price", "exit_price", "fees_usdt", "pnl_usdt",
-                 "exit_reason", "bars_held"]
+                 "exit_reason", "bars_held", "funding_usdt"]
 
 
 @dataclass
@@ -63,6 +71,7 @@ class BacktestResult:
     alerts: list = field(default_factory=list)
     start: pd.Timestamp | None = None
     end: pd.Timestamp | None = None
+    funding: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PAYMENT_COLUMNS))  # payments
 
 
 def bars_per_year(bar_ms: int) -> float:
@@ -70,7 +79,8 @@ def bars_per_year(bar_ms: int) -> float:
 
 
 def compute_metrics(equity: pd.Series, starting_equity_usdt: float, bar_ms: int, traded_notional_usdt: float,
-                    fees_usdt: float, trade_pnls: list[float], exposure: pd.Series) -> tuple[dict, pd.Series]:
+                    fees_usdt: float, trade_pnls: list[float], exposure: pd.Series,
+                    funding_usdt: float = 0.0) -> tuple[dict, pd.Series]:
     """The metric dict and the bar-return series (see module docstring for definitions)."""
     values = equity.to_numpy(dtype="float64")
     path = np.concatenate([[starting_equity_usdt], values])
@@ -100,6 +110,7 @@ def compute_metrics(equity: pd.Series, starting_equity_usdt: float, bar_ms: int,
         "turnover": float(traded_notional_usdt / np.mean(values)) if len(values) else 0.0,
         "hit_rate": float(sum(p > 0 for p in trade_pnls) / n_trades) if n_trades else 0.0,
         "exposure": float(exposure.mean()) if len(exposure) else 0.0,
+        "funding": float(funding_usdt),
     }
     return metrics, bar_returns
 
@@ -108,11 +119,13 @@ def result_from_loop(loop_result: LoopResult, start=None, end=None) -> BacktestR
     r = loop_result
     fills = _frame(r.fills, FILL_COLUMNS)
     trades = _frame(r.closed_trades, TRADE_COLUMNS)
+    funding = payments_frame(r.funding)
     metrics, bar_returns = compute_metrics(
         r.equity, r.starting_equity_usdt, r.bar_ms, float(fills["notional_usdt"].sum()) if len(fills) else 0.0,
-        float(fills["fee_usdt"].sum()) if len(fills) else 0.0, trades["pnl_usdt"].tolist(), r.exposure)
+        float(fills["fee_usdt"].sum()) if len(fills) else 0.0, trades["pnl_usdt"].tolist(), r.exposure,
+        funding_usdt=float(sum(p.amount_usdt for p in r.funding)))
     return BacktestResult(metrics, r.equity, bar_returns, fills, decisions_frame(r.decisions), trades,
-                          list(r.alerts), start, end)
+                          list(r.alerts), start, end, funding)
 
 
 def _frame(items: list, columns: list[str]) -> pd.DataFrame:
@@ -135,18 +148,22 @@ def check_timeframe(candles: pd.DataFrame, params: Params) -> int:
 
 
 def warn_if_perps(symbols) -> None:
-    perps = sorted(s for s in symbols if ":" in s)
+    """Say once per run that perps are long-only (a ``sell`` never opens a short)."""
+    perps = sorted(s for s in symbols if is_perp(s))
     if perps:
-        log.warning("perpetual symbols %s are traded long-only like spot and funding is NOT charged "
-                    "(shorting/funding not implemented yet); their PnL is optimistic by the funding paid", perps)
+        log.info("perpetual symbols %s are traded long-only (no shorts); funding is charged from their "
+                 "funding history", perps)
 
 
 def run_backtest(candles: pd.DataFrame, signals_df: pd.DataFrame, params: Params,
-                 close_at_end: bool = True) -> BacktestResult:
+                 close_at_end: bool = True,
+                 funding: pd.DataFrame | FundingSchedule | None = None) -> BacktestResult:
     """Replay ``signals_df`` over ``candles`` through the trading loop with the paper broker.
 
-    Only symbols present in ``signals_df`` are traded. Raises ``DataError`` when there are
-    no signals, no candles in the window, or the candles' bar size is not the configured one.
+    Only symbols present in ``signals_df`` are traded. ``funding`` (``symbol, timestamp,
+    funding_rate``) is required when a perp symbol is traded. Raises ``DataError`` when there
+    are no signals, no candles in the window, the candles' bar size is not the configured
+    one, or a perp lacks funding history over the window.
     """
     if signals_df is None or len(signals_df) == 0:
         raise DataError("signals frame is empty; nothing to backtest (check the prediction step)")
@@ -157,7 +174,7 @@ def run_backtest(candles: pd.DataFrame, signals_df: pd.DataFrame, params: Params
     warn_if_perps(symbols)
     start = source.first_timestamp
     end = source.last_timestamp + pd.Timedelta(milliseconds=bar_ms)
-    loop = TradingLoop(params, source, PaperBroker(params.costs), bar_ms=bar_ms)
+    loop = TradingLoop(params, source, PaperBroker(params.costs), bar_ms=bar_ms, funding=funding)
     result = loop.run(traded, start=start, end=end, close_at_end=close_at_end)
     return result_from_loop(result, start, end)
 
@@ -175,14 +192,17 @@ def _window(candles: pd.DataFrame, start, end) -> pd.DataFrame:
     return out
 
 
-def buy_and_hold(candles: pd.DataFrame, params: Params, start=None, end=None) -> BacktestResult:
+def buy_and_hold(candles: pd.DataFrame, params: Params, start=None, end=None,
+                 funding: pd.DataFrame | FundingSchedule | None = None) -> BacktestResult:
     """Equal-weight buy-and-hold of every symbol in ``candles`` over [start, end].
 
     Each symbol gets ``starting_equity / n`` of cash; it is spent, fee included, at the
     open of the symbol's first bar (price ``open * (1 + slippage)``, notional
     ``cash / (1 + fee_rate)``); everything is sold at the last close
     (``close * (1 - slippage)``, fee on that notional). Equity is marked at each close
-    (gaps carry the last close); the last point is the liquidation value.
+    (gaps carry the last close); the last point is the liquidation value. A perp symbol
+    pays funding on its held quantity by the loop's rule (``executor.funding``), so the
+    baseline is charged exactly like the strategy would be.
     """
     df = _window(candles, start, end)
     bar_ms = check_timeframe(df, params) if df.groupby("symbol").size().max() > 1 else timeframe_ms(
@@ -193,10 +213,12 @@ def buy_and_hold(candles: pd.DataFrame, params: Params, start=None, end=None) ->
     opens = df.pivot(index="timestamp", columns="symbol", values="open").sort_index()
     symbols = list(closes.columns)
     warn_if_perps(symbols)
+    schedule = as_schedule(funding)
+    require_funding(schedule, {s: (opens[s].first_valid_index(), closes[s].last_valid_index()) for s in symbols})
     budget = start_eq / len(symbols)
     index = closes.index
     equity = np.zeros(len(index))
-    fills, pnls = [], []
+    fills, pnls, payments = [], [], []
     for sym in symbols:
         first = opens[sym].first_valid_index()
         last = closes[sym].last_valid_index()
@@ -208,20 +230,25 @@ def buy_and_hold(candles: pd.DataFrame, params: Params, start=None, end=None) ->
         held = (index >= first).astype(float)
         mark = closes[sym].ffill().fillna(0.0).to_numpy()
         equity += np.where(held > 0, qty * mark, budget)
+        sym_pay = holding_payments(schedule, sym, qty, closes[sym].dropna(), index)
+        for pay in sym_pay:
+            equity -= np.where(index >= pay.timestamp, pay.amount_usdt, 0.0)
+        payments += sym_pay
         fills.append((0, sym, first, "buy", "entry", "buy_and_hold", qty, entry_price, entry_notional,
                       entry_notional * fee))
         fills.append((0, sym, last, "sell", "exit", "end_of_run", qty, exit_price, exit_notional,
                       exit_notional * fee))
-        pnls.append(exit_notional * (1.0 - fee) - budget)
-    # the last point is the liquidation value: every symbol sold at its last close, fee paid
-    equity[-1] = sum(f[8] - f[9] for f in fills if f[4] == "exit")
+        pnls.append(exit_notional * (1.0 - fee) - budget - sum(p.amount_usdt for p in sym_pay))
+    # the last point is the liquidation value: every symbol sold at its last close, fee and funding paid
+    paid = float(sum(p.amount_usdt for p in payments))
+    equity[-1] = sum(f[8] - f[9] for f in fills if f[4] == "exit") - paid
     eq = pd.Series(equity, index=pd.DatetimeIndex(index, name="timestamp"), name="equity_usdt")
     fills_df = pd.DataFrame(fills, columns=FILL_COLUMNS)
     exposure = pd.Series(np.ones(len(index), dtype=bool), index=eq.index)
     metrics, bar_returns = compute_metrics(eq, start_eq, bar_ms, float(fills_df["notional_usdt"].sum()),
-                                           float(fills_df["fee_usdt"].sum()), pnls, exposure)
+                                           float(fills_df["fee_usdt"].sum()), pnls, exposure, funding_usdt=paid)
     return BacktestResult(metrics, eq, bar_returns, fills_df, pd.DataFrame(columns=DECISION_COLUMNS),
-                          start=index[0], end=index[-1])
+                          start=index[0], end=index[-1], funding=payments_frame(payments))
 
 
 def flat_baseline(candles: pd.DataFrame, params: Params, start=None, end=None) -> BacktestResult:

@@ -15,8 +15,8 @@ most one intent:
   price) that the broker places on the exchange right after the fill.
 
 Long-only: ``sell`` never opens a short, also not for perpetual symbols (``BASE/USDT:USDT``);
-shorting and funding accrual are left for later (perps are traded like spot, long-only,
-and funding is NOT charged - the backtest logs a warning when a perp symbol is traded).
+shorting is left for later. Perp positions pay funding, settled by the loop outside this
+core (``executor.funding``).
 
 Anything that is not an intent is still a ``Decision`` with a reason, so a person can read
 why nothing happened.

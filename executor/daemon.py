@@ -91,8 +91,12 @@ class ExecutorReport:
 
 
 def run_paper_replay(candles: pd.DataFrame, signal_source, params: Params, state_db: Path,
-                     redis_url: str | None, start: pd.Timestamp | None = None) -> ExecutorReport:
+                     redis_url: str | None, start: pd.Timestamp | None = None,
+                     funding: pd.DataFrame | None = None) -> ExecutorReport:
     """Replay ``candles`` from ``start`` through the trading loop, asking ``signal_source`` each bar.
+
+    ``funding`` (``symbol, timestamp, funding_rate``) is required when ``candles`` hold a
+    perp symbol; it is settled by the same loop code as in ``run_backtest`` (parity).
 
     Writes every order/fill/decision/equity point to ``state_db`` (new ``run_id`` per call)
     and, when ``redis_url`` is given, publishes events and obeys the ``qt:kill`` switch.
@@ -105,7 +109,7 @@ def run_paper_replay(candles: pd.DataFrame, signal_source, params: Params, state
     store = StateStore(Path(state_db), run_id)
     listeners = [store] + ([EventRecorder(publisher)] if publisher else [])
     loop = TradingLoop(params, signal_source, PaperBroker(params.costs), listeners=listeners,
-                       kill_switch=publisher.is_killed if publisher else None, bar_ms=bar_ms)
+                       kill_switch=publisher.is_killed if publisher else None, bar_ms=bar_ms, funding=funding)
     try:
         result = loop.run(candles, start=start, close_at_end=False)
     finally:

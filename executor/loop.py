@@ -2,6 +2,8 @@
 
 Per bar t (all symbols sharing the open time ``ts``), in this order:
 
+  0. funding events since the previous bar (``prev < F <= ts``) are settled on the perp
+     positions held into this open, marked at their last close (``executor.funding``);
   a. the broker fills the orders decided at the close of t-1 at the open of t;
   b. the broker triggers protective orders intrabar (stop before take-profit);
   c. positions are marked at the close of t, equity is recorded, the risk engine updates
@@ -9,6 +11,9 @@ Per bar t (all symbols sharing the open time ``ts``), in this order:
   d. the signal source is asked for signals ``as_of=ts`` (features of bar t); the pure core
      proposes intents, the risk engine approves or denies each, approved ones go to the
      broker for the open of t+1.
+
+Perpetual symbols need a funding schedule: ``run`` refuses a perp without funding history
+covering its bars (``DataError``), so funding is never silently zero.
 
 Every decision is recorded with its reason; listeners (SQLite state, Redis events) see
 every signal, order, fill, decision, equity point and alert as it happens. A listener
@@ -25,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from executor.core import Decision, OrderIntent, decide
+from executor.funding import FundingPayment, FundingSchedule, as_schedule, require_funding, settle_funding
 from executor.paper import MarketOrder, PaperBroker
 from executor.portfolio import Bar, ClosedTrade, Fill, Portfolio
 from executor.risk import Approved, RiskAlert, RiskEngine, TradingState
@@ -45,6 +51,7 @@ class LoopListener:
     def on_order(self, order: MarketOrder, decision: Decision) -> None: ...
     def on_cancel(self, order: MarketOrder, ts: pd.Timestamp) -> None: ...
     def on_fill(self, fill: Fill, portfolio: Portfolio, trade: ClosedTrade | None) -> None: ...
+    def on_funding(self, payment: FundingPayment, portfolio: Portfolio) -> None: ...
     def on_decision(self, decision: Decision) -> None: ...
     def on_equity(self, ts: pd.Timestamp, equity_usdt: float, cash_usdt: float, state: TradingState,
                   portfolio: Portfolio) -> None: ...
@@ -59,6 +66,7 @@ class LoopResult:
     equity: pd.Series  # USDT at the close of each bar, indexed by bar open time
     exposure: pd.Series  # bool: any position open at the close of the bar
     fills: list[Fill] = field(default_factory=list)
+    funding: list[FundingPayment] = field(default_factory=list)
     orders: list[MarketOrder] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
     alerts: list[RiskAlert] = field(default_factory=list)
@@ -90,6 +98,17 @@ def infer_bar_ms(candles: pd.DataFrame) -> int:
     return best
 
 
+def _symbol_spans(table: _BarTable) -> dict[str, tuple[pd.Timestamp, pd.Timestamp]]:
+    """symbol -> (first, last) bar open time in the table."""
+    present = ~np.isnan(table.ohlc[:, :, 0]) & ~np.isnan(table.ohlc[:, :, 3])
+    spans = {}
+    for j, sym in enumerate(table.symbols):
+        rows = np.flatnonzero(present[:, j])
+        if len(rows):
+            spans[sym] = (table.timestamps[rows[0]], table.timestamps[rows[-1]])
+    return spans
+
+
 def _bar_table(candles: pd.DataFrame, start: pd.Timestamp | None, end: pd.Timestamp | None) -> _BarTable:
     missing = {"symbol", "timestamp", "open", "high", "low", "close"} - set(candles.columns)
     if missing:
@@ -116,8 +135,10 @@ def _bar_table(candles: pd.DataFrame, start: pd.Timestamp | None, end: pd.Timest
 class TradingLoop:
     def __init__(self, params: Params, source: SignalSource, broker: PaperBroker,
                  listeners: Sequence[LoopListener] = (), kill_switch: Callable[[], bool] | None = None,
-                 bar_ms: int | None = None):
+                 bar_ms: int | None = None, funding: pd.DataFrame | FundingSchedule | None = None):
         self.params = params
+        self.funding = as_schedule(funding)
+        self._funding_after: pd.Timestamp | None = None  # open time of the last bar stepped
         self.source = source
         self.broker = broker
         self.listeners = list(listeners)
@@ -140,6 +161,7 @@ class TradingLoop:
             close_at_end: bool = False) -> LoopResult:
         """Step every bar with ``start <= ts <= end``; optionally liquidate at the last close."""
         table = _bar_table(candles, start, end)
+        require_funding(self.funding, _symbol_spans(table))
         last_bars: dict[str, Bar] = {}
         for i, ts in enumerate(table.timestamps):
             bars: dict[str, Bar] = {}
@@ -155,6 +177,7 @@ class TradingLoop:
         return self.result()
 
     def step(self, ts: pd.Timestamp, bars: dict[str, Bar], symbols: list[str]) -> None:
+        self._settle_funding(ts)
         self._execute(ts, bars)
         self._mark(ts, bars)
         self._decide(ts, bars, symbols)
@@ -171,6 +194,14 @@ class TradingLoop:
         return r
 
     # ---- steps -----------------------------------------------------------------------
+    def _settle_funding(self, ts: pd.Timestamp) -> None:
+        pf = self.portfolio
+        for pay in settle_funding(self.funding, pf.positions, pf.marks, self._funding_after, ts):
+            pf.apply_funding(pay.symbol, pay.amount_usdt)
+            self._result.funding.append(pay)
+            self._emit("on_funding", pay, pf)
+        self._funding_after = ts
+
     def _execute(self, ts: pd.Timestamp, bars: dict[str, Bar]) -> None:
         exe = self.broker.process_bar(bars)
         for order in exe.cancelled:

@@ -4,9 +4,10 @@ Units: prices in USDT per base unit, ``qty`` in base units, ``*_usdt`` in USDT. 
 are bar OPEN times (UTC); a fill's ``timestamp`` is the open time of the bar in which it
 happened. Only long positions exist for now (spot, long-only; see ``executor.core``).
 
-The ``Portfolio`` is the executor's own ledger, changed only by ``apply_fill`` (and the
-reservation bookkeeping for approved-but-unfilled entries), so that the backtest and the
-paper daemon account for money in exactly one way.
+The ``Portfolio`` is the executor's own ledger, changed only by ``apply_fill``,
+``apply_funding`` (perpetuals, see ``executor.funding``) and the reservation bookkeeping for
+approved-but-unfilled entries, so that the backtest and the paper daemon account for money
+in exactly one way.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class Position:
     stop_price: float
     take_profit_price: float
     bars_held: int = 0  # closes of this symbol seen while open (the entry bar counts as 1)
+    funding_usdt: float = 0.0  # funding paid (+) / received (-) while open (perpetuals)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +64,10 @@ class ClosedTrade:
     entry_price: float
     exit_price: float
     fees_usdt: float
-    pnl_usdt: float  # net of both fees (slippage is already in the prices)
+    pnl_usdt: float  # net of both fees and of funding (slippage is already in the prices)
     exit_reason: str
     bars_held: int
+    funding_usdt: float = 0.0  # funding paid (+) / received (-) during the trade
 
 
 @dataclass(slots=True)
@@ -76,6 +79,7 @@ class Portfolio:
     pending_exits: set[str] = field(default_factory=set)
     last_exit_ts: dict[str, pd.Timestamp] = field(default_factory=dict)  # open time of the exit bar
     closed_trades: list[ClosedTrade] = field(default_factory=list)
+    funding_paid_usdt: float = 0.0  # total funding paid (+) / received (-) so far
 
     def equity_usdt(self) -> float:
         """Cash plus open positions marked at the last close (no exit costs deducted)."""
@@ -107,7 +111,15 @@ class Portfolio:
             symbol=fill.symbol, entry_ts=pos.entry_ts, exit_ts=fill.timestamp, qty=pos.qty,
             entry_price=pos.entry_price, exit_price=fill.price,
             fees_usdt=pos.entry_fee_usdt + fill.fee_usdt,
-            pnl_usdt=fill.notional_usdt - fill.fee_usdt - pos.entry_notional_usdt - pos.entry_fee_usdt,
-            exit_reason=fill.reason, bars_held=pos.bars_held)
+            pnl_usdt=(fill.notional_usdt - fill.fee_usdt - pos.entry_notional_usdt - pos.entry_fee_usdt
+                      - pos.funding_usdt),
+            exit_reason=fill.reason, bars_held=pos.bars_held, funding_usdt=pos.funding_usdt)
         self.closed_trades.append(trade)
         return trade
+
+    def apply_funding(self, symbol: str, amount_usdt: float) -> None:
+        """Book a funding settlement of an open position: ``amount_usdt`` paid (+) leaves
+        cash, received (-) adds to it; the position remembers it for its trade's PnL."""
+        self.cash_usdt -= amount_usdt
+        self.funding_paid_usdt += amount_usdt
+        self.positions[symbol].funding_usdt += amount_usdt

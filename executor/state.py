@@ -1,4 +1,4 @@
-"""SQLite (WAL) store of everything the executor did: orders, fills, positions, equity, decisions.
+"""SQLite (WAL) store of everything the executor did: orders, fills, funding, positions, equity, decisions.
 
 One file per executor (``StatePaths.executor_db``). It is the record a person reads after
 the fact ("why did it not buy at 10:00?" -> ``decisions.reason``) and what a restarted
@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from executor.core import Decision
+from executor.funding import FundingPayment
 from executor.loop import LoopListener
 from executor.paper import MarketOrder
 from executor.portfolio import ClosedTrade, Fill, Portfolio
@@ -40,6 +41,9 @@ CREATE TABLE IF NOT EXISTS equity (
 CREATE TABLE IF NOT EXISTS decisions (
     run_id TEXT NOT NULL, ts TEXT NOT NULL, symbol TEXT NOT NULL, signal_action TEXT, outcome TEXT NOT NULL,
     reason TEXT NOT NULL, notional_usdt REAL, confidence REAL, model_version TEXT, details TEXT);
+CREATE TABLE IF NOT EXISTS funding (
+    run_id TEXT NOT NULL, symbol TEXT NOT NULL, funding_ts TEXT NOT NULL, ts TEXT NOT NULL, rate REAL NOT NULL,
+    qty REAL NOT NULL, mark_price REAL NOT NULL, notional_usdt REAL NOT NULL, amount_usdt REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS alerts (
     run_id TEXT NOT NULL, ts TEXT NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL, numbers TEXT);
 CREATE INDEX IF NOT EXISTS decisions_ts ON decisions (run_id, ts);
@@ -100,6 +104,11 @@ class StateStore(LoopListener):
         if fill.purpose == "exit":
             self.conn.execute("DELETE FROM positions WHERE run_id=? AND symbol=?", (self.run_id, fill.symbol))
 
+    def on_funding(self, p: FundingPayment, portfolio: Portfolio) -> None:
+        self.conn.execute("INSERT INTO funding VALUES (?,?,?,?,?,?,?,?,?)",
+                          (self.run_id, p.symbol, _iso(p.funding_ts), _iso(p.timestamp), p.rate, p.qty,
+                           p.mark_price, p.notional_usdt, p.amount_usdt))
+
     def on_equity(self, ts: pd.Timestamp, equity_usdt: float, cash_usdt: float, state: TradingState,
                   portfolio: Portfolio) -> None:
         iso = _iso(ts)
@@ -126,6 +135,6 @@ class StateStore(LoopListener):
 
     # ---- reading ---------------------------------------------------------------------
     def read(self, table: str) -> pd.DataFrame:
-        if table not in {"orders", "fills", "positions", "equity", "decisions", "alerts"}:
+        if table not in {"orders", "fills", "positions", "equity", "decisions", "alerts", "funding"}:
             raise ValueError(f"unknown table {table!r}")
         return pd.read_sql_query(f"SELECT * FROM {table} WHERE run_id=?", self.conn, params=(self.run_id,))

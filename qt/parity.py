@@ -11,31 +11,28 @@ from __future__ import annotations
 
 import pandas as pd
 
-from qt.config import FeatureParams, Params
+from qt.config import Params
 
 
 def offline_signals(candles: pd.DataFrame, model, params: Params, start: pd.Timestamp,
-                    model_version: str | None) -> pd.DataFrame:
-    """The champion's signals for every bar from ``start``, computed in process."""
+                    model_version: str | None, funding: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The champion's signals for every bar from ``start``, computed in process through
+    ``model_predictions`` (the features and return window the model logged)."""
     from executor.signals import signals_from_predictions
-    from features.compute import compute_features
+    from training.backtest_model import model_predictions
 
-    md = dict(model.metadata.metadata or {})
-    feats = compute_features(candles, FeatureParams(**md["feature_params"]))
-    feats = feats[feats["timestamp"] >= start].reset_index(drop=True)
-    out = model.predict(feats[list(md["feature_columns"])])
-    preds = feats[["symbol", "timestamp"]].assign(prob_up=out["prob_up"].to_numpy(),
-                                                  expected_return=out["expected_return"].to_numpy())
+    preds = model_predictions(model, candles, start, funding=funding)
     return signals_from_predictions(preds, params.signal, model_version)
 
 
 def check_parity(candles: pd.DataFrame, model, params: Params, start: pd.Timestamp,
-                 replay_report, model_version: str | None) -> dict:
-    """Compare the HTTP-driven paper replay with an in-process backtest of the same bars."""
+                 replay_report, model_version: str | None, funding: pd.DataFrame | None = None) -> dict:
+    """Compare the HTTP-driven paper replay with an in-process backtest of the same bars
+    (perpetuals settle the same ``funding`` in both)."""
     from executor.backtest import run_backtest
 
-    signals = offline_signals(candles, model, params, start, model_version)
-    bt = run_backtest(candles, signals, params, close_at_end=False)
+    signals = offline_signals(candles, model, params, start, model_version, funding=funding)
+    bt = run_backtest(candles, signals, params, close_at_end=False, funding=funding)
     replay = replay_report.metrics
     tolerance_usdt = 1e-6 * params.risk.starting_equity_usdt
     same_pnl = abs(float(bt.metrics["net_pnl"]) - float(replay_report.net_pnl)) <= tolerance_usdt

@@ -163,7 +163,8 @@ def test_buy_and_hold_over_a_window_only_uses_its_bars():
 def test_flat_baseline_earns_nothing():
     res = flat_baseline(candles_from_rows({"AAA/USDT": AAA}), _params())
     assert res.metrics == {"net_return": 0.0, "net_pnl": 0.0, "sharpe": 0.0, "sortino": 0.0, "max_drawdown": 0.0,
-                           "trades": 0, "fees": 0.0, "turnover": 0.0, "hit_rate": 0.0, "exposure": 0.0}
+                           "trades": 0, "fees": 0.0, "turnover": 0.0, "hit_rate": 0.0, "exposure": 0.0,
+                           "funding": 0.0}
 
 
 def test_sortino_and_drawdown_on_a_three_bar_equity():
