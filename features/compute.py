@@ -199,18 +199,47 @@ def compute_features(candles: pd.DataFrame, params: FeatureParams, funding: pd.D
     (symbol, timestamp) rows or non-finite prices/volumes: a NaN would poison every
     recursive indicator after it.
     """
+    frame, codes = sort_candles(candles)
+    starts, ends = symbol_blocks(codes)
+    return _compute_blocks(frame, starts, ends, params, funding, reference)
+
+
+def compute_features_windows(candles: pd.DataFrame, params: FeatureParams, windows: list[tuple[int, int]],
+                             funding: pd.DataFrame | None = None, reference: pd.DataFrame | None = None,
+                             ) -> pd.DataFrame:
+    """``compute_features`` of several row windows of ONE symbol's candles, in one pass.
+
+    ``candles``: one symbol, sorted by timestamp (``features.materialise`` reads them so);
+    ``windows``: ``[start, end)`` row ranges, possibly overlapping. The result is the
+    concatenation, in window order, of ``compute_features(candles.iloc[start:end], ...)`` for
+    each window (each computed from its own first row on, warm-up dropped), without the
+    per-call overhead: materialisation computes every period from its own warm-up prefix.
+    """
+    frame, codes = sort_candles(candles)
+    if len(codes) and codes.max() > 0:
+        raise DataError("compute_features_windows takes one symbol's candles; call it once per symbol")
+    if frame is not candles:
+        raise DataError("compute_features_windows needs candles sorted by timestamp (windows are row ranges)")
+    bounds = np.asarray(windows, dtype=np.int64).reshape(-1, 2)
+    if len(bounds) and (bounds.min() < 0 or bounds[:, 1].max() > len(frame) or (bounds[:, 0] > bounds[:, 1]).any()):
+        raise DataError(f"windows {windows} are not row ranges of the {len(frame)} candles")
+    return _compute_blocks(frame, bounds[:, 0], bounds[:, 1], params, funding, reference)
+
+
+def _compute_blocks(frame: pd.DataFrame, starts: np.ndarray, ends: np.ndarray, params: FeatureParams,
+                    funding: pd.DataFrame | None, reference: pd.DataFrame | None) -> pd.DataFrame:
+    """The features of each row block ``[starts[i], ends[i])`` of the sorted ``frame``, each
+    computed on its own (warm-up dropped per block), concatenated in block order."""
     columns = feature_columns(params)
     warmup = warmup_bars(params)
     n_candle = len(_candle_columns(params))
     n_multi = len(multi_input_columns(params))
     funding_by_symbol = split_funding(funding, params)
     reference_by_symbol = split_reference(reference, params)
-    frame, codes = sort_candles(candles)
     ohlcv = {c: frame[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low", "close", "volume")}
     _check_finite(frame, ohlcv)
     open_ms = frame["timestamp"].to_numpy(dtype="datetime64[ms]").view("int64")
 
-    starts, ends = symbol_blocks(codes)
     long_enough = (ends - starts) > warmup
     starts, ends = starts[long_enough], ends[long_enough]
     bar_ms = _bar_ms(open_ms, starts, ends) if (params.htf or uses_funding(params)) and len(starts) else 0

@@ -1,7 +1,7 @@
 """Materialise features and labels from the raw lake into the feature store, incrementally.
 
-``materialise`` reads each symbol's candles (``qt.lake.read_candles``), computes features
-(``features.compute.compute_features``, the one implementation serving also uses) and labels
+``materialise`` reads each symbol's candles (the rows ``qt.lake.read_candles`` gives), computes
+features (``features.compute``, the one implementation serving also uses) and labels
 (``features.labels.make_labels``, triple-barrier ones when ``labels.triple_barrier``) and
 writes them as period partitions (``features.store`` layout), one symbol per worker.
 
@@ -15,10 +15,18 @@ declared tolerance (``features.pit.check_recursive``: after the warm-up a recurs
 indicator no longer depends on where history starts); the first partition, which starts
 with the history, agrees exactly. Labels look forward only, so they are exact everywhere.
 
+Multi-input families (``features.multi_input``: funding, basis, cross-asset): the symbol's
+funding history and the reference candles it needs (``required_inputs``) are read from the
+same lake, whole (each once per run), and passed to the same ``compute_features``; a missing
+input is a DataError naming what to collect or which family to switch off. Their partitions
+are fingerprinted like the symbol's own: a changed input partition starting at R recomputes
+the features from the period holding the bar before R (that bar's close may see R's data).
+
 Incremental rule, per symbol: the manifest records the feature-set and label-set hashes, the
-timeframe, a fingerprint (size, mtime) of every raw candle partition and a digest of every
-stored partition. A raw partition that is new, changed or gone at period R means: features
-are recomputed for R and later periods (reading the warm-up bars before R), labels for the
+timeframe, a fingerprint (size, mtime) of every raw candle partition (and of every input
+partition) and a digest of every stored partition. A raw partition that is new, changed or
+gone at period R means: features are recomputed for R and later periods (reading the warm-up
+bars before R), labels for the
 period before R and later (its last bars were waiting for R's bars), and a partition is
 rewritten only when its content differs, so untouched periods keep their bytes and mtime.
 A different hash or timeframe, or a missing manifest, recomputes the symbol in full. The
@@ -29,29 +37,37 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from features import store
-from features.compute import compute_features, feature_set_hash, warmup_bars
+from features.compute import compute_features_windows, feature_set_hash, warmup_bars
 from features.labels import label_set_hash, make_labels
-from features.multi_input import uses_funding, uses_reference
+from features.multi_input import (no_funding, no_reference, reference_window, required_inputs, uses_funding,
+                                  uses_reference)
 from qt.config import Params
-from qt.errors import ConfigError, DataError
-from qt.lake import (candle_path, monthly_partitions, partition_bounds, read_candles, remove_orphan_temp_files,
-                     stored_timestamps_ms)
+from qt.errors import DataError
+from qt.lake import (OHLCV_COLUMNS, candle_path, funding_dir, monthly_partitions, partition_bounds, partition_key,
+                     read_candles, read_funding, remove_orphan_temp_files, stored_timestamps_ms)
 
 
 def materialise(candles_root: Path, symbols: list[str], timeframe: str, params: Params, out_root: Path,
                 workers: int = 2) -> dict:
     """Bring the store under ``out_root`` up to date with the lake for ``symbols``.
 
-    Returns ``{rows, label_rows, rows_computed, files, seconds, feature_set_hash,
+    Returns ``{rows, label_rows, rows_computed, files, seconds, phase_seconds, feature_set_hash,
     label_set_hash, symbols}``: stored feature/label rows after the run, feature rows computed
-    now, the files (re)written now (paths relative to ``out_root``), and per-symbol detail.
+    now, the files (re)written now (paths relative to ``out_root``), the seconds each phase took
+    summed over symbols (``read``, ``features``, ``labels``, ``write_features``,
+    ``write_labels``: thread time, so with 2 workers they add up to about twice the wall
+    time), and per-symbol detail.
     Symbols stored under ``out_root`` but absent from ``symbols`` are removed (a store never
     mixes a shrunk universe with stale symbols). Raises the first symbol's error after every
     other symbol has finished (DataError for absent candles), with the others noted.
@@ -76,11 +92,12 @@ def materialise(candles_root: Path, symbols: list[str], timeframe: str, params: 
             first.add_note("also failed: " + "; ".join(f"{s}: {e}" for s, e in failures[1:]))
         raise first
     _remove_other_symbols(out_root, set(symbols))
+    phases = {k: round(sum(r["phase_seconds"].get(k, 0.0) for r in results.values()), 3) for k in _PHASES}
     return {"rows": sum(r["rows"] for r in results.values()),
             "label_rows": sum(r["label_rows"] for r in results.values()),
             "rows_computed": sum(r["rows_computed"] for r in results.values()),
             "files": sorted(f for r in results.values() for f in r["files"]),
-            "seconds": round(time.perf_counter() - t0, 3),
+            "seconds": round(time.perf_counter() - t0, 3), "phase_seconds": phases,
             "feature_set_hash": job.feature_hash, "label_set_hash": job.label_hash, "symbols": results}
 
 
@@ -94,25 +111,46 @@ def read_training_frame(out_root: Path, symbols: list[str] | None = None) -> pd.
     return feats.merge(labels, on=store.KEYS, how="inner", sort=False, validate="one_to_one")
 
 
+def read_feature_inputs(candles_root: Path, symbols: list[str], timeframe: str, params: Params,
+                        ) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """(funding, reference candles) that ``compute_features`` needs for ``symbols``, read from the
+    lake exactly as ``materialise`` reads them (None when no enabled family needs one); DataError
+    naming the missing input. For callers computing over several symbols at once (the point-in-time
+    check of the features stage)."""
+    inputs = _LakeInputs(Path(candles_root), timeframe, params)
+    fundings, references = [], {}
+    for symbol in symbols:
+        funding, reference = inputs.load(symbol)
+        if funding is not None:
+            fundings.append(funding)
+        references |= reference
+    funding = pd.concat(fundings, ignore_index=True) if fundings else None
+    if references:
+        return funding, pd.concat(list(references.values()), ignore_index=True)
+    return funding, (no_reference() if uses_reference(params.features) else None)
+
+
 class _Job:
     """One materialisation run's constant inputs; ``run(symbol)`` is the per-symbol unit of work."""
 
     def __init__(self, candles_root: Path, timeframe: str, params: Params, out_root: Path):
-        if uses_funding(params.features) or uses_reference(params.features):
-            raise ConfigError("features.funding_last/funding_mean/basis/cross need funding or reference candles, "
-                              "which materialise does not read yet; switch them off to materialise")
         self.candles_root, self.timeframe, self.params, self.out_root = candles_root, timeframe, params, out_root
         self.monthly = monthly_partitions(timeframe)
         self.warmup = warmup_bars(params.features)
         self.risk = params.risk if params.labels.triple_barrier else None
         self.feature_hash = feature_set_hash(params.features)
         self.label_hash = label_set_hash(params.labels, params.costs, self.risk)
+        self.inputs = _LakeInputs(candles_root, timeframe, params)
 
     def run(self, symbol: str) -> dict:
+        clock = _PhaseClock()
         directory = store.symbol_dir(self.out_root, symbol)
         raw = _raw_fingerprints(candle_path(self.candles_root, symbol, self.timeframe))
+        inputs = self.inputs.fingerprints(symbol)
         config = {"symbol": symbol, "timeframe": self.timeframe,
                   "feature_set_hash": self.feature_hash, "label_set_hash": self.label_hash}
+        if inputs:
+            config["inputs"] = sorted(inputs)
         remove_orphan_temp_files(directory)
         old = store.read_manifest(directory)
         if old is not None and (old.get("config") != config or not _files_present(directory, old)):
@@ -122,25 +160,51 @@ class _Job:
             first = keys[0] if keys else ""
         else:
             changed = [k for k in keys if old["raw"].get(k) != raw[k]] + [k for k in old["raw"] if k not in raw]
+            changed += self._periods_seeing(keys, old.get("inputs", {}), inputs)
             if not changed:
-                return _summary(old, rows_computed=0, files=[])
+                return _summary(old, rows_computed=0, files=[], phases=clock.seconds)
             first = min(changed)
         before = [k for k in keys if k < first]
         label_first = before[-1] if (before and old is not None) else first
-        candles = read_candles(self.candles_root, [symbol], self.timeframe,
-                               start=None if old is None else self._read_start(symbol, first, label_first))
-        feats = self._features(candles, first)
-        lab_candles = candles[candles["timestamp"] >= partition_bounds(label_first)[0]] if old is not None else candles
-        labels = make_labels(lab_candles, self.params.labels, self.params.costs, self.risk)
+        with clock("read"):
+            candles = _read_symbol_candles(self.candles_root, symbol, self.timeframe,
+                                           None if old is None else self._read_start(symbol, first, label_first))
+            funding, reference = self.inputs.load(symbol)
+        with clock("features"):
+            feats = self._features(candles, first, funding, reference)
+        with clock("labels"):
+            lab_candles = candles[candles["timestamp"] >= partition_bounds(label_first)[0]] if old is not None \
+                else candles
+            labels = make_labels(lab_candles, self.params.labels, self.params.costs, self.risk)
 
         manifest = {"config": config, "raw": raw, "features": {}, "labels": {}}
+        if inputs:
+            manifest["inputs"] = inputs
         written: list[str] = []
         for kind, frame, since in (("features", feats, first), ("labels", labels, label_first)):
-            kept = {k: v for k, v in (old or {}).get(kind, {}).items() if k < since}
-            manifest[kind] = kept | self._write_parts(directory, kind, frame, since, (old or {}).get(kind, {}),
-                                                      written)
+            with clock(f"write_{kind}"):
+                kept = {k: v for k, v in (old or {}).get(kind, {}).items() if k < since}
+                manifest[kind] = kept | self._write_parts(directory, kind, frame, since,
+                                                          (old or {}).get(kind, {}), written)
         store.write_manifest(directory, manifest)
-        return _summary(manifest, rows_computed=len(feats), files=written)
+        return _summary(manifest, rows_computed=len(feats), files=written, phases=clock.seconds)
+
+    def _periods_seeing(self, keys: list[str], old: dict, new: dict) -> list[str]:
+        """Candle periods to recompute because an input partition changed: the period holding
+        the last bar that opens before the changed partition starts (its close can see the
+        partition's first event or candle), or the first period when that is earlier."""
+        out = []
+        for name in set(old) | set(new):
+            before, now = old.get(name, {}), new.get(name, {})
+            for period in set(before) | set(now):
+                if before.get(period) == now.get(period):
+                    continue
+                start_ms = int(partition_bounds(period)[0].value // 1_000_000)
+                key = partition_key(start_ms - 1, self.monthly)
+                hit = next((k for k in keys if k >= key), None)
+                if hit is not None:
+                    out.append(hit)
+        return out
 
     def _read_start(self, symbol: str, first: str, label_first: str) -> pd.Timestamp | None:
         """Open time of the first candle needed: the warm-up bars before ``first`` and the whole
@@ -157,18 +221,16 @@ class _Job:
         warm_start = pd.Timestamp(int(before_ms[-self.warmup]), unit="ms", tz="UTC")
         return min(warm_start, partition_bounds(label_first)[0])
 
-    def _features(self, candles: pd.DataFrame, first: str) -> pd.DataFrame:
+    def _features(self, candles: pd.DataFrame, first: str, funding: pd.DataFrame | None,
+                  reference: dict[str, pd.DataFrame]) -> pd.DataFrame:
         """Anchored features of every period from ``first`` on (see the module docstring)."""
-        parts = []
-        for key, lo, hi in store.partition_slices(candles["timestamp"], self.monthly):
-            if key < first:
-                continue
-            window = candles.iloc[max(0, lo - self.warmup):hi]
-            computed = compute_features(window, self.params.features)
-            parts.append(computed[computed["timestamp"] >= candles["timestamp"].iat[lo]])
-        if not parts:
-            return compute_features(candles.iloc[:0], self.params.features)
-        return pd.concat(parts, ignore_index=True)
+        fp = self.params.features
+        candles = candles.reset_index(drop=True)
+        # each period's window starts `warmup` bars before it, so every row it yields is in the period
+        windows = [(max(0, lo - self.warmup), hi)
+                   for key, lo, hi in store.partition_slices(candles["timestamp"], self.monthly) if key >= first]
+        return compute_features_windows(candles, fp, windows, funding=funding,
+                                        reference=_reference_for(candles, reference, fp))
 
     def _write_parts(self, directory: Path, kind: str, frame: pd.DataFrame, since: str, old_entries: dict,
                      written: list[str]) -> dict:
@@ -189,6 +251,108 @@ class _Job:
         return entries
 
 
+_PHASES = ("read", "features", "labels", "write_features", "write_labels")
+
+
+class _PhaseClock:
+    """Seconds per phase of one symbol's run (``with clock("read"): ...``)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = dict.fromkeys(_PHASES, 0.0)
+
+    @contextmanager
+    def __call__(self, phase: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.perf_counter() - t0
+
+
+class _LakeInputs:
+    """The multi-input families' inputs read from the lake: each symbol's funding history and
+    each reference symbol's candles, whole, read at most once per run (thread-safe)."""
+
+    def __init__(self, root: Path, timeframe: str, params: Params):
+        self.root, self.timeframe, self.features = root, timeframe, params.features
+        self._lock = threading.Lock()
+        self._reference: dict[str, pd.DataFrame] = {}
+
+    def fingerprints(self, symbol: str) -> dict[str, dict[str, list[int]]]:
+        """``{input name: {period: [size, mtime_ns]}}`` of the inputs ``symbol``'s features read."""
+        needs_funding, references = required_inputs(symbol, self.features)
+        out = {f"candles:{ref}": _raw_fingerprints(candle_path(self.root, ref, self.timeframe)) for ref in references}
+        if needs_funding:
+            out["funding"] = _raw_fingerprints(funding_dir(self.root, symbol))
+        return out
+
+    def load(self, symbol: str) -> tuple[pd.DataFrame | None, dict[str, pd.DataFrame]]:
+        """(funding frame or None, {reference symbol: candles}); DataError naming the missing input."""
+        fp = self.features
+        needs_funding, references = required_inputs(symbol, fp)
+        funding = None
+        if uses_funding(fp):
+            events = read_funding(self.root, symbol) if needs_funding else None
+            if needs_funding and events.empty:
+                raise DataError(f"{symbol}: no funding history under {funding_dir(self.root, symbol)}; features."
+                                f"funding_last/funding_mean need it: collect it (collect.funding: true) or switch "
+                                f"those features off")
+            funding = events.assign(symbol=symbol) if events is not None else no_funding()
+        return funding, {ref: self._reference_candles(symbol, ref) for ref in references}
+
+    def _reference_candles(self, symbol: str, ref: str) -> pd.DataFrame:
+        with self._lock:
+            hit = self._reference.get(ref)
+        if hit is not None:
+            return hit
+        if not any(candle_path(self.root, ref, self.timeframe).glob("*.parquet")):
+            family = "basis" if ref == symbol.split(":")[0] and ":" in symbol else "cross"
+            raise DataError(f"{symbol}: features.{family} needs {ref} {self.timeframe} candles, absent under "
+                            f"{self.root}; collect {ref} (add it to data.symbols) or switch features.{family} off")
+        frame = read_candles(self.root, [ref], self.timeframe)
+        with self._lock:
+            return self._reference.setdefault(ref, frame)
+
+
+def _reference_for(window: pd.DataFrame, reference: dict[str, pd.DataFrame], fp) -> pd.DataFrame | None:
+    """The reference candles the bars of ``window`` align to (None when no family needs any)."""
+    if not uses_reference(fp):
+        return None
+    if window.empty or not reference:
+        return no_reference()
+    first, last = window["timestamp"].iat[0], window["timestamp"].iat[-1]
+    return pd.concat([reference_window(r, first, last) for r in reference.values()], ignore_index=True)
+
+
+_CANDLE_SCHEMA = pa.schema([("timestamp", pa.timestamp("ms", tz="UTC"))] +
+                           [(c, pa.float64()) for c in OHLCV_COLUMNS[1:]])
+
+
+def _read_symbol_candles(root: Path, symbol: str, timeframe: str, start: pd.Timestamp | None) -> pd.DataFrame:
+    """``qt.lake.read_candles(root, [symbol], timeframe, start)``, the same frame, read faster:
+    the lake's reader converts every yearly partition to pandas on its own, which cost more than
+    computing the features; here the partitions are read as Arrow tables (each through one open
+    file handle, so an atomic replace cannot mix two files), cast to the lake's types and
+    converted once. Anything unusual (no partitions, an unreadable one) is left to the lake's
+    reader and its DataError."""
+    paths = [p for p in sorted(candle_path(root, symbol, timeframe).glob("*.parquet"))
+             if start is None or partition_bounds(p.name[: -len(".parquet")])[1] > start]
+    try:
+        tables = []
+        for path in paths:
+            with open(path, "rb") as fh:
+                tables.append(pq.ParquetFile(fh).read(columns=OHLCV_COLUMNS).cast(_CANDLE_SCHEMA))
+        frame = pa.concat_tables(tables).to_pandas() if tables else None
+    except Exception:  # noqa: BLE001 - the lake's reader raises the DataError a user can act on
+        frame = None
+    if frame is None or (start is not None and not (frame["timestamp"] >= start).any()):
+        return read_candles(root, [symbol], timeframe, start=start)
+    if start is not None:
+        frame = frame[frame["timestamp"] >= start].reset_index(drop=True)
+    frame.insert(0, "symbol", pd.array([symbol] * len(frame), dtype="str"))
+    return frame
+
+
 def _raw_fingerprints(directory: Path) -> dict[str, list[int]]:
     """``{period: [size, mtime_ns]}`` of each raw candle partition: the lake rewrites a partition
     only when its rows change (and always by rename), so an equal fingerprint means equal candles."""
@@ -205,10 +369,10 @@ def _files_present(directory: Path, manifest: dict) -> bool:
                for kind in store.KINDS for key in manifest.get(kind, {}))
 
 
-def _summary(manifest: dict, rows_computed: int, files: list[str]) -> dict:
+def _summary(manifest: dict, rows_computed: int, files: list[str], phases: dict[str, float]) -> dict:
     return {"rows": sum(e["rows"] for e in manifest["features"].values()),
             "label_rows": sum(e["rows"] for e in manifest["labels"].values()),
-            "rows_computed": int(rows_computed), "files": files,
+            "rows_computed": int(rows_computed), "files": files, "phase_seconds": phases,
             "partitions": sorted(manifest["features"])}
 
 

@@ -1,9 +1,11 @@
 """Features that need more than the symbol's own candles: funding, basis, cross-asset.
 
 OFF by default. ``compute_features(candles, params, funding=..., reference=...)`` must be
-given the extra inputs when one of these families is enabled (DataError otherwise). The
-serving path (``serving.inference.compute_signals``) passes candles only, so a model using
-these columns cannot be served until serving reads funding and reference candles too.
+given the extra inputs when one of these families is enabled (DataError otherwise).
+``required_inputs`` says which inputs a symbol needs and ``reference_window`` cuts the
+reference candles a window of bars needs: materialisation (``features.materialise``) and
+serving (``serving.inference.select_inputs``) both read them from the lake with these two
+functions, so a served row is computed from the same inputs as the stored one.
 
 Point in time: a base row opening at ``t`` closes at ``t + bar_ms``; it sees
 
@@ -62,6 +64,44 @@ def uses_funding(params: FeatureParams) -> bool:
 
 def uses_reference(params: FeatureParams) -> bool:
     return params.basis or bool(params.cross)
+
+
+def required_inputs(symbol: str, params: FeatureParams) -> tuple[bool, list[str]]:
+    """(needs its funding history, reference symbols whose candles it needs) for ``symbol``.
+
+    Funding only for a perpetual (``BASE/QUOTE:SETTLE``; a spot symbol's funding columns are 0);
+    basis needs a perpetual's spot symbol (``BASE/QUOTE``); cross needs ``params.cross_reference``.
+    """
+    perp = ":" in symbol
+    references = [symbol.split(":")[0]] if (params.basis and perp) else []
+    if params.cross and params.cross_reference not in references:
+        references.append(params.cross_reference)
+    return uses_funding(params) and perp, references
+
+
+def reference_window(reference: pd.DataFrame, first_open: pd.Timestamp, last_open: pd.Timestamp) -> pd.DataFrame:
+    """The rows of ``reference`` (one symbol's candles, sorted by time) that bars opening in
+    ``[first_open, last_open]`` align to: the last candle opening at or before ``first_open``
+    (a gap carries it forward) through the last one opening at or before ``last_open``.
+    ``align_closes`` gives the same values on this slice as on the whole history."""
+    ts = reference["timestamp"]
+    lo = max(int(ts.searchsorted(first_open, side="right")) - 1, 0)
+    hi = int(ts.searchsorted(last_open, side="right"))
+    return reference.iloc[lo:hi]
+
+
+def no_funding() -> pd.DataFrame:
+    """An empty funding frame: the input when the funding features are on but no symbol is a perpetual."""
+    return pd.DataFrame({"symbol": pd.Series(dtype="str"), "timestamp": pd.Series(dtype="datetime64[ms, UTC]"),
+                         "funding_rate": pd.Series(dtype="float64")})
+
+
+def no_reference() -> pd.DataFrame:
+    """An empty candles frame: the input when basis is on but no symbol is a perpetual."""
+    frame = pd.DataFrame({c: pd.Series(dtype="float64") for c in ("open", "high", "low", "close", "volume")})
+    frame.insert(0, "timestamp", pd.Series(dtype="datetime64[ms, UTC]"))
+    frame.insert(0, "symbol", pd.Series(dtype="str"))
+    return frame
 
 
 def split_funding(funding: pd.DataFrame | None, params: FeatureParams) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -5,6 +5,10 @@ size): the collector replaces files atomically (write + rename), so any new
 data changes the key and the next request re-reads the file. A request then
 only slices the cached arrays (binary search on the open-time array), which
 keeps ``/signals`` far below the bar interval even for many symbols.
+
+``FundingCache`` does the same for the perpetuals' funding histories, which a model using the
+funding features needs (``features.multi_input``); reference candles (cross-asset, basis)
+come from the ``CandleCache`` like any symbol's.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from qt.lake import available_symbols, candle_path, read_symbol
+from qt.lake import available_symbols, candle_path, funding_dir, read_funding, read_symbol
 
 
 @dataclass(frozen=True)
@@ -80,3 +84,30 @@ class CandleCache:
         with self._lock:
             self._entries[symbol] = (key, entry)
         return entry
+
+
+class FundingCache:
+    """Thread-safe cache of the lake's funding histories (whole, as ``features.materialise``
+    reads them, so the rolling funding means start from the same first event)."""
+
+    def __init__(self, raw_root: Path):
+        self.raw_root = Path(raw_root)
+        self._entries: dict[str, tuple[tuple, pd.DataFrame]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, symbol: str) -> pd.DataFrame:
+        """``symbol``, ``timestamp``, ``funding_rate`` of every stored event (sorted; empty when none).
+
+        Keyed by the (name, size, mtime) of every partition: the collector replaces them atomically.
+        """
+        directory = funding_dir(self.raw_root, symbol)
+        files = sorted(directory.glob("*.parquet")) if directory.is_dir() else []
+        key = tuple((f.name, st.st_size, st.st_mtime_ns) for f in files for st in (f.stat(),))
+        with self._lock:
+            hit = self._entries.get(symbol)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        frame = read_funding(self.raw_root, symbol).assign(symbol=symbol)
+        with self._lock:
+            self._entries[symbol] = (key, frame)
+        return frame

@@ -52,6 +52,9 @@ class LoadedModel:
     timeframe: str = ""
     run_id: str | None = None
     loaded_at: str = ""
+    # Bars of 1-bar log returns each input row carries (``features.sequence``): the model's
+    # sequence members read them; 0 for a model without such members.
+    sequence_length: int = 0
 
     def predict(self, features: pd.DataFrame) -> pd.DataFrame:
         """``prob_up`` and ``expected_return`` per row of ``features`` (exactly the model's columns).
@@ -87,6 +90,7 @@ class LoadedModel:
             "timeframe": self.timeframe,
             "feature_set_hash": md.get("feature_set_hash"),
             "feature_columns": list(self.feature_columns),
+            "sequence_length": self.sequence_length,
             "train_start": md.get("train_start"),
             "train_end": md.get("train_end"),
             "trained_at": md.get("trained_at"),
@@ -94,14 +98,29 @@ class LoadedModel:
         }
 
 
+def sequence_length_of(name: str, version: str, metadata: dict | None) -> int:
+    """``sequence_length`` from the logged metadata: absent or 0 = no return window; else an int >= 1."""
+    raw = (metadata or {}).get("sequence_length") or 0
+    try:
+        length = int(raw)
+    except (TypeError, ValueError):
+        length = -1
+    if length < 0 or str(length) != str(raw).strip():
+        raise ModelContractError(f"model {name} v{version}: metadata sequence_length {raw!r} is not a "
+                                 f"non-negative integer; log the model with the bars of its return window")
+    return length
+
+
 def check_model_metadata(name: str, version: str, metadata: dict | None) -> tuple[FeatureParams, tuple[str, ...], str]:
     """Feature params, feature columns and timeframe from the logged metadata.
 
-    The service recomputes features with exactly these params, so a model
-    without them cannot be served (ModelContractError).
+    The service recomputes features with exactly these params (and the return window of
+    ``sequence_length`` bars, ``features.sequence``), so a model without them cannot be served
+    (ModelContractError).
     """
     from features.compute import feature_columns as declared_columns
     from features.compute import feature_set_hash
+    from features.sequence import SOURCE_COLUMN, window_columns
 
     md = metadata or {}
     missing = [k for k in _REQUIRED_METADATA if k not in md]
@@ -113,10 +132,16 @@ def check_model_metadata(name: str, version: str, metadata: dict | None) -> tupl
     except Exception as exc:  # noqa: BLE001 - any invalid params block makes the model unservable
         raise ModelContractError(f"model {name} v{version}: metadata feature_params invalid: {exc}") from None
     cols = tuple(str(c) for c in md["feature_columns"])
-    unknown = sorted(set(cols) - set(declared_columns(fp)))
+    length = sequence_length_of(name, version, md)
+    produced = declared_columns(fp)
+    unknown = sorted(set(cols) - set(produced) - set(window_columns(length)))
     if not cols or unknown:
         raise ModelContractError(f"model {name} v{version}: feature_columns {unknown or '[]'} are not "
-                                 f"produced by features.compute for its feature_params")
+                                 f"produced by features.compute for its feature_params"
+                                 + (f" nor by a return window of sequence_length {length}" if length else ""))
+    if length and SOURCE_COLUMN not in produced:
+        raise ModelContractError(f"model {name} v{version}: sequence_length {length} needs the {SOURCE_COLUMN} "
+                                 f"feature, which its feature_params do not produce (features.log_return lacks 1)")
     if md["feature_set_hash"] != feature_set_hash(fp):
         raise ModelContractError(f"model {name} v{version}: trained on feature set {str(md['feature_set_hash'])[:12]} "
                                  f"but this code computes {feature_set_hash(fp)[:12]} for the same params; "
@@ -147,6 +172,7 @@ def load_model_version(client, model_name: str, version: str) -> LoadedModel:
     fp, cols, timeframe = check_model_metadata(model_name, version, metadata)
     return LoadedModel(name=model_name, version=str(version), alias=CHAMPION_ALIAS, pyfunc=pyfunc,
                        metadata=metadata, feature_params=fp, feature_columns=cols, timeframe=timeframe,
+                       sequence_length=sequence_length_of(model_name, version, metadata),
                        run_id=getattr(mv, "run_id", None),
                        loaded_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
 

@@ -6,10 +6,15 @@ and one line saying what to do):
 1. ``parse_as_of`` / ``check_symbols`` - validate the request;
 2. ``select_windows`` - per symbol the last ``bars`` candles with open time
    <= as_of, refusing unknown symbols, an as_of before the data, too little
-   history for the feature warm-up, and stale candles;
+   history for the feature warm-up (plus the model's return window), and stale candles;
+   ``select_inputs`` - the funding history and reference candles the model's
+   multi-input features need, from the same lake and cut by the same functions as
+   ``features.materialise`` uses (a missing one is refused with 422);
 3. ``compute_signals`` - ONE ``features.compute.compute_features`` call for all
-   symbols (the function training used), the row of the last bar per symbol,
-   ONE batched ``predict``, and ``executor.signals.action_from_probability``.
+   symbols (the function training used), the return windows of the model's
+   ``sequence_length`` (``features.sequence.add_return_windows``, as training adds them),
+   the row of the last bar per symbol (``latest_feature_rows``), ONE batched
+   ``predict``, and ``executor.signals.action_from_probability``.
 
 Time convention (same as the Signal contract): ``as_of`` selects the last bar
 whose OPEN time is <= as_of; that bar's close must already be in the lake. With
@@ -27,9 +32,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from qt.config import SignalParams
+from qt.config import FeatureParams, SignalParams
 from qt.errors import UserError
-from serving.candles import CandleCache, UnknownSymbol
+from serving.candles import CandleCache, FundingCache, UnknownSymbol
 from serving.champion import LoadedModel
 
 
@@ -71,13 +76,22 @@ def check_symbols(symbols: Sequence[str]) -> list[str]:
     return list(symbols)
 
 
+def min_history_bars(warmup_bars: int, sequence_length: int = 0) -> int:
+    """Candles a symbol needs for one complete model input row at its last bar: the features
+    drop the first ``warmup_bars`` rows, and a return window of ``sequence_length`` bars needs
+    that many feature rows (the row itself included)."""
+    return int(warmup_bars) + max(1, int(sequence_length))
+
+
 def select_windows(cache: CandleCache, symbols: Sequence[str], as_of: pd.Timestamp | None, bars: int,
-                   warmup_bars: int, timeframe_ms: int, max_staleness_bars: int,
+                   warmup_bars: int, timeframe_ms: int, max_staleness_bars: int, sequence_length: int = 0,
                    ) -> tuple[dict[str, pd.DataFrame], pd.Timestamp]:
     """Per symbol the candles the features of the last bar <= as_of need; and the reference time.
 
-    ``bars`` must exceed ``warmup_bars`` (the caller reads ``max(history_bars, warmup+1)``).
+    ``bars`` must be at least ``min_history_bars(warmup_bars, sequence_length)`` (the caller
+    reads the larger of that and ``serving.history_bars``).
     """
+    need = min_history_bars(warmup_bars, sequence_length)
     try:
         series = {sym: cache.get(sym) for sym in symbols}
     except UnknownSymbol as exc:
@@ -103,33 +117,97 @@ def select_windows(cache: CandleCache, symbols: Sequence[str], as_of: pd.Timesta
                                        f"{_iso(pd.Timestamp(last_ms, unit='ms', tz='UTC'))}, {lag_bars:g} bars "
                                        f"before as_of {_iso(ref)} (limit {max_staleness_bars}); "
                                        f"collect fresh candles before asking for signals")
-        if len(window) <= warmup_bars:
+        if len(window) < need:
+            what = f"warm-up {warmup_bars}" + (f" + return window {sequence_length}" if sequence_length else "")
             raise RequestRejected(422, f"{sym}: only {len(window)} candles at or before {_iso(ref)}; the "
-                                       f"features need more than {warmup_bars} (warm-up); ask for a later as_of")
+                                       f"features need {need} ({what}); ask for a later as_of")
         windows[sym] = window
     return windows, ref
 
 
-def compute_signals(windows: Mapping[str, pd.DataFrame], model: LoadedModel,
-                    signal_params: SignalParams) -> tuple[list[dict], np.ndarray]:
-    """One signal per symbol (request order) from the features of each window's last bar.
+def select_inputs(candles: CandleCache, funding: FundingCache, windows: Mapping[str, pd.DataFrame],
+                  params: FeatureParams) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """(funding, reference candles) for ``compute_features`` over ``windows`` (None when no enabled
+    family needs one), read as ``features.materialise`` reads them: each perpetual's whole funding
+    history, and the reference candles the bars of the windows align to (``reference_window``).
+    A model needing an input the lake lacks is refused with 422 naming what to collect."""
+    from features.multi_input import (no_funding, no_reference, reference_window, required_inputs, uses_funding,
+                                      uses_reference)
 
-    Returns the signal dicts and the prob_up array (for the metrics histogram).
+    fundings, spans = [], {}
+    for sym, window in windows.items():
+        needs_funding, references = required_inputs(sym, params)
+        if needs_funding:
+            events = funding.get(sym)
+            if events.empty:
+                raise RequestRejected(422, f"{sym}: the model's funding features need its funding history, "
+                                           f"absent from the lake; collect it (collect.funding: true)")
+            fundings.append(events)
+        first, last = window["timestamp"].iat[0], window["timestamp"].iat[-1]
+        for ref in references:
+            lo, hi = spans.get(ref, (first, last))
+            spans[ref] = (min(lo, first), max(hi, last))
+    parts = []
+    for ref, (first, last) in spans.items():
+        try:
+            parts.append(reference_window(candles.get(ref).frame, first, last))
+        except UnknownSymbol:
+            raise RequestRejected(422, f"the model's basis/cross-asset features need {ref} {candles.timeframe} "
+                                       f"candles, absent from the lake; collect {ref}") from None
+    funding_frame = (pd.concat(fundings, ignore_index=True) if fundings else no_funding()) \
+        if uses_funding(params) else None
+    reference_frame = (pd.concat(parts, ignore_index=True) if parts else no_reference()) \
+        if uses_reference(params) else None
+    return funding_frame, reference_frame
+
+
+def latest_feature_rows(windows: Mapping[str, pd.DataFrame], model: LoadedModel,
+                        funding: pd.DataFrame | None = None, reference: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The model input of each window's last bar: ``symbol``, ``timestamp`` and the model's
+    feature columns, one row per symbol in request order; 422 when a row is missing or incomplete.
+
+    Features by ``compute_features`` (with the multi-input families' inputs), then the return
+    windows of ``model.sequence_length`` bars: the functions training and backtest use.
     """
-    from executor.signals import action_from_probability
     from features.compute import compute_features
+    from features.sequence import add_return_windows
 
     candles = pd.concat(list(windows.values()), ignore_index=True)
-    feats = compute_features(candles, model.feature_params)
+    feats = compute_features(candles, model.feature_params, funding=funding, reference=reference)
+    if model.sequence_length:
+        feats = add_return_windows(feats, model.sequence_length)
     last = feats.groupby("symbol", sort=False).tail(1).set_index("symbol")
     symbols = list(windows)
+    columns = list(model.feature_columns)
     for sym in symbols:
         want = windows[sym]["timestamp"].iloc[-1]
         if sym not in last.index or last.at[sym, "timestamp"] != want:
             raise RequestRejected(422, f"{sym}: no feature row for the bar {_iso(want)} "
                                        f"(too little history before it); ask for a later as_of")
-    rows = last.loc[symbols]
-    pred = model.predict(rows.loc[:, list(model.feature_columns)].reset_index(drop=True))
+    rows = last.loc[symbols, ["timestamp", *columns]].reset_index()
+    finite = np.isfinite(rows[columns].to_numpy(dtype=np.float64))
+    if not finite.all():
+        i = int(np.flatnonzero(~finite.all(axis=1))[0])
+        undefined = [c for c, ok in zip(columns, finite[i]) if not ok]
+        raise RequestRejected(422, f"{symbols[i]}: features {undefined[:3]} of the bar "
+                                   f"{_iso(rows['timestamp'].iat[i])} are undefined (too little history before "
+                                   f"it for the return window); ask for a later as_of")
+    return rows
+
+
+def compute_signals(windows: Mapping[str, pd.DataFrame], model: LoadedModel, signal_params: SignalParams,
+                    funding: pd.DataFrame | None = None, reference: pd.DataFrame | None = None,
+                    ) -> tuple[list[dict], np.ndarray]:
+    """One signal per symbol (request order) from the model input of each window's last bar.
+
+    ``funding`` / ``reference``: from ``select_inputs`` when the model uses those families.
+    Returns the signal dicts and the prob_up array (for the metrics histogram).
+    """
+    from executor.signals import action_from_probability
+
+    rows = latest_feature_rows(windows, model, funding, reference)
+    symbols = list(windows)
+    pred = model.predict(rows.loc[:, list(model.feature_columns)])
     prob = pred["prob_up"].to_numpy()
     out = []
     for i, sym in enumerate(symbols):

@@ -30,8 +30,8 @@ from starlette.responses import JSONResponse
 
 from qt.errors import DataError
 from serving.champion import ChampionWatcher, LoadedModel, ModelContractError
-from serving.inference import (RequestRejected, check_symbols, compute_signals, parse_as_of,
-                               parse_predict_rows, select_windows)
+from serving.inference import (RequestRejected, check_symbols, compute_signals, min_history_bars, parse_as_of,
+                               parse_predict_rows, select_inputs, select_windows)
 
 log = logging.getLogger("qt.serving")
 
@@ -48,7 +48,7 @@ class SignalService:
         import mlflow
         from mlflow import MlflowClient
 
-        from serving.candles import CandleCache
+        from serving.candles import CandleCache, FundingCache
         from serving.champion import load_model_version, resolve_champion_version
         from serving.metrics import ServingMetrics
         from serving.settings import ServingSettings
@@ -62,6 +62,7 @@ class SignalService:
         name = self.settings.model_name
         self._caches: dict[str, CandleCache] = {}
         self._cache_factory = lambda tf: CandleCache(self.settings.lake, tf)
+        self._funding = FundingCache(self.settings.lake)
         self.watcher = ChampionWatcher(
             resolve=lambda: resolve_champion_version(client, name),
             load=lambda version: load_model_version(client, name, version),
@@ -113,11 +114,14 @@ class SignalService:
         when = parse_as_of(as_of)
         warmup = warmup_bars(model.feature_params)
         serving = self.settings.params.serving
-        windows, _ = select_windows(self._cache(model.timeframe), wanted, when,
-                                    bars=max(serving.history_bars, warmup + 1), warmup_bars=warmup,
+        cache = self._cache(model.timeframe)
+        need = min_history_bars(warmup, model.sequence_length)
+        windows, _ = select_windows(cache, wanted, when, bars=max(serving.history_bars, need), warmup_bars=warmup,
                                     timeframe_ms=timeframe_ms(model.timeframe),
-                                    max_staleness_bars=serving.max_staleness_bars)
-        signals, probs = compute_signals(windows, model, self.settings.params.signal)
+                                    max_staleness_bars=serving.max_staleness_bars,
+                                    sequence_length=model.sequence_length)
+        funding, reference = select_inputs(cache, self._funding, windows, model.feature_params)
+        signals, probs = compute_signals(windows, model, self.settings.params.signal, funding, reference)
         self.metrics.observe_probabilities(model.version, probs)
         return {"model_version": model.version, "signals": signals}
 

@@ -148,3 +148,29 @@ def test_symbols_left_out_are_removed_and_an_absent_one_is_a_data_error(tmp_path
     assert not (tmp_path / "store" / "binanceusdm" / "ETH_USDT").exists()
     with pytest.raises(DataError, match="SOL/USDT"):
         materialise(lake, ["BTC/USDT", "SOL/USDT"], "1d", PARAMS, tmp_path / "store")
+
+
+def test_windows_in_one_pass_equal_one_compute_features_call_per_window():
+    from features.compute import compute_features_windows
+
+    btc = CANDLES[CANDLES["symbol"] == "BTC/USDT"].reset_index(drop=True)
+    windows = [(0, 400), (130, 800), (500, 1200), (900, 1000)]  # overlapping; the last one too short: no rows
+    got = compute_features_windows(btc, PARAMS.features, windows)
+    expected = pd.concat([compute_features(btc.iloc[a:b], PARAMS.features) for a, b in windows], ignore_index=True)
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+    with pytest.raises(DataError, match="one symbol"):
+        compute_features_windows(CANDLES, PARAMS.features, windows)
+
+
+@pytest.mark.parametrize("start", [None, "2022-03-05", "2024-04-01"])
+def test_the_fast_candle_reader_gives_the_lakes_frame(tmp_path, start):
+    from features.materialise import _read_symbol_candles
+    from qt.lake import read_candles
+
+    lake = _lake(tmp_path / "lake", CANDLES)
+    ts = None if start is None else pd.Timestamp(start, tz="UTC")
+    for sym in SYMBOLS:
+        pd.testing.assert_frame_equal(_read_symbol_candles(lake, sym, "1d", ts),
+                                      read_candles(lake, [sym], "1d", start=ts), check_exact=True)
+    with pytest.raises(DataError, match="no 1d candles for SOL/USDT"):
+        _read_symbol_candles(lake, "SOL/USDT", "1d", ts)

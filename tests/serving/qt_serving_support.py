@@ -37,8 +37,14 @@ def init_registry(tracking_uri: str) -> None:
 
 
 def register_toy_champion(paths: StatePaths, model_name: str, k: float, timeframe: str = "1h",
-                          feature_params: FeatureParams | None = None) -> str:
-    """Log the toy model with the contract metadata, register it, point ``champion`` at it."""
+                          feature_params: FeatureParams | None = None, sequence_length: int = 0) -> str:
+    """Log the toy model with the contract metadata, register it, point ``champion`` at it.
+
+    ``sequence_length`` > 0 declares a return window (``features.sequence``) among its inputs,
+    as an ensemble with sequence members does; the toy model still reads ``logret_4`` only.
+    """
+    from features.sequence import window_columns
+
     fp = feature_params or FeatureParams()
     from qt_serving_toy_model import SigmoidMomentumModel
 
@@ -51,7 +57,8 @@ def register_toy_champion(paths: StatePaths, model_name: str, k: float, timefram
         "serving-tests", artifact_location=paths.mlflow_artifacts.as_uri())
     metadata = {
         "feature_params": fp.model_dump(mode="json"),
-        "feature_columns": feature_columns(fp),
+        "feature_columns": feature_columns(fp) + window_columns(sequence_length),
+        "sequence_length": sequence_length,
         "feature_set_hash": feature_set_hash(fp),
         "timeframe": timeframe,
         "train_start": "2023-01-01T00:00:00+00:00",

@@ -6,7 +6,8 @@ with the real ``bentoml serve``, and checks that ``/signals`` at holdout bars
 gives the same prob_up/expected_return as the training run's own holdout
 predictions (principle 5: the code that decides live is the code that was tested).
 Service features use a ``history_bars`` window instead of the full history; the
-warm-up makes that difference negligible (< 1e-6), which this test also pins.
+warm-up makes that difference negligible (< 1e-6), which this test also pins. The ensemble
+holds a (tiny) N-HiTS member, so the service must also build its return window.
 """
 
 from __future__ import annotations
@@ -35,9 +36,14 @@ def served_ensemble(tmp_path_factory):
 
     home = tmp_path_factory.mktemp("qt_home_ensemble")
     paths = StatePaths(home).ensure()
+    # a tiny N-HiTS member too: the served ensemble then needs its return window (seq_ret_*) built
+    # by the service exactly as training built it
     overrides = {"data": {"symbols": SYMBOLS, "timeframe": "1h"},
                  "train": {"folds": 2, "xgboost": {"n_estimators": 30, "max_depth": 3, "learning_rate": 0.1},
-                           "lightgbm": {"n_estimators": 30, "num_leaves": 7, "learning_rate": 0.1}}}
+                           "lightgbm": {"n_estimators": 30, "num_leaves": 7, "learning_rate": 0.1},
+                           "members": ["xgboost", "lightgbm", "nhits"], "sequence_length": 16,
+                           "nhits": {"max_steps": 5, "batch_size": 8, "windows_batch_size": 64,
+                                     "mlp_units": [[16, 16], [16, 16], [16, 16]]}}}
     params_file = home / "params.yaml"
     params_file.write_text(yaml.safe_dump(overrides))
     params = load_params(params_file)
@@ -78,6 +84,7 @@ def test_metadata_reports_the_trained_range_and_feature_set(served_ensemble):
     svc, params, result, version = served_ensemble
     md = httpx.get(svc.url + "/metadata", timeout=10).json()
     assert md["model_version"] == version
+    assert md["sequence_length"] == 16 and md["feature_columns"][-16:] == [f"seq_ret_{k}" for k in range(16)]
     assert md["feature_set_hash"] == feature_set_hash(params.features)
     assert pd.Timestamp(md["train_start"]) == result.train_range[0]
     assert pd.Timestamp(md["train_end"]) == result.train_range[1]

@@ -302,6 +302,8 @@ def test_eight_symbol_batch_and_latency_report(stack):
 
 
 def test_hot_reload_switches_version_without_failed_requests(stack):
+    """v2 also declares a return window of 40 bars: the service must then read more than
+    history_bars (300 < warm-up 270 + 40) and hand the model its seq_ret_* columns."""
     assert _current_version(stack) == stack.v1
     results: list[tuple[int, str | None]] = []
     stop = threading.Event()
@@ -319,7 +321,7 @@ def test_hot_reload_switches_version_without_failed_requests(stack):
     thread.start()
     try:
         time.sleep(1.0)
-        v2 = support.register_toy_champion(stack.paths, stack.model_name, K_V2)
+        v2 = support.register_toy_champion(stack.paths, stack.model_name, K_V2, sequence_length=40)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and sum(v == v2 for _, v in results) < 10:
             time.sleep(0.2)
@@ -335,6 +337,14 @@ def test_hot_reload_switches_version_without_failed_requests(stack):
     # the new champion is what decides now
     sig = _post_signals(stack, ["BTC/USDT"]).json()["signals"][0]
     assert sig["confidence"] == pytest.approx(_hand_prob(stack, "BTC/USDT", LAST_BAR, K_V2), rel=1e-9)
+    meta = httpx.get(stack.url + "/metadata", timeout=10).json()
+    assert meta["sequence_length"] == 40 and meta["feature_columns"][-1] == "seq_ret_39"
+    # 270 + 40 candles are needed now: 309 bars into the lake is one too few, 310 enough
+    first = LAST_BAR - pd.Timedelta(hours=699)
+    short = _post_signals(stack, ["BTC/USDT"], (first + pd.Timedelta(hours=308)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    assert short.status_code == 422 and "need 310" in short.json()["error"], short.text
+    assert _post_signals(stack, ["BTC/USDT"],
+                         (first + pd.Timedelta(hours=309)).strftime("%Y-%m-%dT%H:%M:%SZ")).status_code == 200
     reloads = [s.value for s in _metric_samples(stack)
                if s.name == "qt_serving_model_reloads_total" and s.labels.get("model_version") == v2]
     assert reloads == [1.0]
