@@ -177,11 +177,22 @@ def execute(mode: Annotated[str, typer.Option("--mode", help="paper | testnet | 
     first = pd.Timestamp(start, tz="UTC") if start else holdout_start(paths)
     from qt.pipeline import only_validated
 
+    from executor.funding import read_lake_funding
+    from qt.collect import lake_root
+
     p = only_validated(p, paths)
+    funding = read_lake_funding(lake_root(p, paths), p.data.symbols)  # perps pay funding; None without perps
     report = run_paper_replay(read_lake(p, paths), HttpSignalSource(url, timeout_s=10.0), p,
-                              state_db=paths.executor_db, redis_url=os.environ.get("REDIS_URL"), start=first)
+                              state_db=paths.executor_db, redis_url=os.environ.get("REDIS_URL"), start=first,
+                              funding=funding)
     typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
 
+
+from qt.cli_backtest import backtest as _backtest  # noqa: E402  (sub-commands register after app exists)
+from qt.cli_models import models_app  # noqa: E402
+
+app.add_typer(models_app, name="models")
+app.command("backtest")(_backtest)
 
 exchange_app = typer.Typer(no_args_is_help=True, help="The local Binance-compatible exchange (offline and tests).")
 app.add_typer(exchange_app, name="exchange")

@@ -129,6 +129,21 @@ class CostParams(_Frozen):
     slippage_bps: float = Field(2.0, ge=0.0, lt=500.0)  # adverse price move per fill
 
 
+# Hyper-parameters ``train.nhits`` / ``train.patchtst`` may set (passed to the neuralforecast
+# constructors by training.deep). The horizon, input size, seed, scaler and loss are set by the
+# pipeline itself, so they are not among them.
+_DEEP_COMMON_KEYS = frozenset({"max_steps", "learning_rate", "num_lr_decays", "batch_size", "windows_batch_size",
+                               "step_size"})
+DEEP_HPARAM_KEYS: dict[str, frozenset[str]] = {
+    "nhits": _DEEP_COMMON_KEYS | {"stack_types", "n_blocks", "mlp_units", "n_pool_kernel_size", "n_freq_downsample",
+                                  "pooling_mode", "interpolation_mode", "dropout_prob_theta", "activation"},
+    "patchtst": _DEEP_COMMON_KEYS | {"encoder_layers", "n_heads", "hidden_size", "linear_hidden_size", "dropout",
+                                     "fc_dropout", "head_dropout", "attn_dropout", "patch_len", "stride", "revin",
+                                     "revin_affine", "revin_subtract_last", "activation", "res_attention",
+                                     "batch_normalization", "learn_pos_embed"},
+}
+
+
 class TrainParams(_Frozen):
     model_name: str = Field("quantum-trader-ensemble", min_length=1)
     holdout_fraction: float = Field(0.25, gt=0.05, lt=0.6)  # final slice, never seen in training
@@ -142,6 +157,33 @@ class TrainParams(_Frozen):
     lightgbm: dict[str, float | int | str] = Field(
         default_factory=lambda: {"n_estimators": 200, "num_leaves": 15, "learning_rate": 0.05, "subsample": 0.8}
     )
+    # Ensemble members, fitted in this order. nhits/patchtst (training.deep) read the window of the
+    # last ``sequence_length`` 1-bar log returns (features.sequence), so they need logret_1.
+    members: list[Literal["xgboost", "lightgbm", "nhits", "patchtst"]] = Field(
+        default_factory=lambda: ["xgboost", "lightgbm", "nhits", "patchtst"], min_length=1)
+    sequence_length: int = Field(64, ge=8, le=512)  # bars of return history the sequence members read
+    # Sized for the retrain budget (< 15 min for 4 members x 5 fits on 8 symbols x ~57k 1h bars, 2 cores):
+    # one fit of each ~20-30 s. batch_size = series per step: neuralforecast rebuilds every window of
+    # each series it draws at every step, so 4 of the 8 symbols per step halves the fit time.
+    nhits: dict[str, int | float | str | bool | list] = Field(default_factory=lambda: {
+        "max_steps": 150, "learning_rate": 0.001, "batch_size": 4, "windows_batch_size": 512,
+        "mlp_units": [[64, 64], [64, 64], [64, 64]], "n_pool_kernel_size": [4, 2, 1],
+        "n_freq_downsample": [4, 2, 1]})
+    patchtst: dict[str, int | float | str | bool | list] = Field(default_factory=lambda: {
+        "max_steps": 150, "learning_rate": 0.001, "batch_size": 4, "windows_batch_size": 512,
+        "hidden_size": 32, "n_heads": 4, "linear_hidden_size": 64, "encoder_layers": 2,
+        "patch_len": 16, "stride": 8})
+
+    @model_validator(mode="after")
+    def _check_members(self) -> "TrainParams":
+        if len(set(self.members)) != len(self.members):
+            raise ValueError(f"train.members lists a member twice: {self.members}")
+        for kind in ("nhits", "patchtst"):
+            unknown = sorted(set(getattr(self, kind)) - DEEP_HPARAM_KEYS[kind])
+            if unknown:
+                raise ValueError(f"train.{kind} has unknown hyper-parameter(s) {unknown}; "
+                                 f"allowed: {sorted(DEEP_HPARAM_KEYS[kind])}")
+        return self
 
 
 class SignalParams(_Frozen):
@@ -180,12 +222,19 @@ class GateParams(_Frozen):
     confidence: float = Field(0.95, gt=0.5, lt=1.0)  # lower CI bound of the Sharpe difference > 0
     # Deflated Sharpe ratio (Bailey & Lopez de Prado): P(true Sharpe > best of n_trials null trials).
     min_deflated_sharpe: float = Field(0.95, gt=0.0, lt=1.0)
+    # Largest fall from a running equity peak the strategy may show on the holdout (fraction).
+    max_drawdown: float = Field(0.25, gt=0.0, le=1.0)
+    # auto: champion moves when every gate passes; manual: it waits for `qt models approve`.
+    mode: Literal["auto", "manual"] = "auto"
 
 
 class ServingParams(_Frozen):
     port: int = Field(3000, ge=1024, le=65535)
     reload_interval_seconds: float = Field(10.0, gt=0.0)
-    history_bars: int = Field(300, ge=50)  # candles read per symbol to compute the latest features
+    # Candles read per symbol to compute the latest features; the service reads more when the
+    # champion needs more (feature warm-up + its return window, serving.inference.min_history_bars:
+    # 270 + 64 for the default features and train.sequence_length).
+    history_bars: int = Field(400, ge=50)
     max_staleness_bars: int = Field(2, ge=1)  # candles older than this (vs as_of) are refused
 
 

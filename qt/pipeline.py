@@ -62,12 +62,14 @@ def only_validated(params: Params, paths: StatePaths) -> Params:
     return params.model_copy(update={"data": params.data.model_copy(update={"symbols": passed})})
 
 
-def check_point_in_time(candles, params: Params, bars_per_symbol: int = 3000, cuts: int = 20) -> dict:
+def check_point_in_time(candles, params: Params, bars_per_symbol: int = 3000, cuts: int = 20,
+                        funding=None, reference=None) -> dict:
     """The lookahead and recursive-indicator checks on the declared feature set, as a stage step.
 
     Runs on each symbol's last ``bars_per_symbol`` bars (enough for the warm-up many times over,
     cheap enough for every run). A violation stops the run: no model is trained, so none can be
     promoted, on features that see the future or depend on where the history starts.
+    ``funding`` / ``reference``: the multi-input families' inputs (``read_feature_inputs``).
     """
     from features.compute import compute_features
     from features.pit import check_lookahead, check_recursive
@@ -77,8 +79,9 @@ def check_point_in_time(candles, params: Params, bars_per_symbol: int = 3000, cu
     def compute(c, **kw):
         return compute_features(c, params.features, **kw)
 
-    lookahead = check_lookahead(sample, compute, cuts=cuts, seed=params.train.seed)
-    recursive = check_recursive(sample, compute, params.features)
+    lookahead = check_lookahead(sample, compute, cuts=cuts, seed=params.train.seed, funding=funding,
+                                reference=reference)
+    recursive = check_recursive(sample, compute, params.features, funding=funding, reference=reference)
     if lookahead or recursive:
         shown = "; ".join((lookahead + recursive)[:3])
         raise DataError(f"point-in-time check failed ({len(lookahead)} lookahead, {len(recursive)} "
@@ -92,14 +95,16 @@ def features(params: Params, paths: StatePaths) -> dict:
     """Point-in-time-checked features and labels from validated candles, materialised to Parquet
     (incrementally: only partitions whose candles changed are recomputed)."""
     from features.compute import feature_columns
-    from features.materialise import materialise
+    from features.materialise import materialise, read_feature_inputs
     from qt.collect import lake_root
 
     params = only_validated(params, paths)
     candles = read_lake(params, paths)
     require_validated(candles, paths)
     t0 = time.perf_counter()
-    pit = check_point_in_time(candles, params)
+    funding, reference = read_feature_inputs(lake_root(params, paths), list(params.data.symbols),
+                                             params.data.timeframe, params)
+    pit = check_point_in_time(candles, params, funding=funding, reference=reference)
     pit["seconds"] = round(time.perf_counter() - t0, 3)
     out = materialise(lake_root(params, paths), list(params.data.symbols), params.data.timeframe, params,
                       paths.features)
@@ -156,7 +161,10 @@ def serve_and_execute(params: Params, paths: StatePaths, redis_url: str | None) 
     candles = read_lake(params, paths)
     start = holdout_start(paths)
     has_champion = champion_version(paths.tracking_uri, params.train.model_name) is not None
+    from executor.funding import read_lake_funding
     from qt.collect import lake_root
+
+    funding = read_lake_funding(lake_root(params, paths), params.data.symbols)  # None without perps
 
     with ServiceProcess(paths, params_path=write_effective_params(params, paths),
                         extra_env={"QT_LAKE": str(lake_root(params, paths))}) as service:
@@ -167,7 +175,7 @@ def serve_and_execute(params: Params, paths: StatePaths, redis_url: str | None) 
             log.warning("no champion model: the executor will open nothing (NO_SIGNAL)")
         source = _TimedSource(HttpSignalSource(service.url, timeout_s=10.0))
         report = run_paper_replay(candles, source, params, state_db=paths.executor_db,
-                                  redis_url=redis_url, start=start)
+                                  redis_url=redis_url, start=start, funding=funding)
         meta = _get_json(service.url + "/metadata") if has_champion else {}
     parity = None
     if has_champion:
@@ -175,7 +183,7 @@ def serve_and_execute(params: Params, paths: StatePaths, redis_url: str | None) 
         from training.registry import load_champion
 
         parity = check_parity(candles, load_champion(paths.tracking_uri, params.train.model_name), params,
-                              start, report, meta.get("model_version"))
+                              start, report, meta.get("model_version"), funding=funding)
         if not parity["match"]:
             log.error("PARITY BROKEN: paper replay %s vs in-process backtest %s", parity["replay_net_pnl"],
                       parity["backtest_net_pnl"])

@@ -69,12 +69,24 @@ class EnsembleModel(PythonModel):
     """
 
     def __init__(self, feature_columns: list[str], members: dict[str, object], weights: dict[str, float],
-                 return_intercept: float, return_slope: float):
+                 return_intercept: float, return_slope: float,
+                 member_columns: dict[str, list[str]] | None = None, sequence_length: int = 0):
         self.feature_columns = list(feature_columns)
         self.members = dict(members)
         self.weights = {name: float(weights[name]) for name in self.members}
         self.return_intercept = float(return_intercept)
         self.return_slope = float(return_slope)
+        # Which input columns each member reads: the tree members the tabular features, the
+        # sequence members the ``seq_ret_*`` return window (``features.sequence``).
+        self.member_columns = {name: list((member_columns or {}).get(name, self.feature_columns))
+                               for name in self.members}
+        self.sequence_length = int(sequence_length)
+
+    def __setstate__(self, state: dict) -> None:
+        """Models pickled before members had their own columns: every member read all columns."""
+        self.__dict__.update(state)
+        self.__dict__.setdefault("member_columns", {n: list(self.feature_columns) for n in self.members})
+        self.__dict__.setdefault("sequence_length", 0)
 
     def _matrix(self, frame: pd.DataFrame) -> np.ndarray:
         if not isinstance(frame, pd.DataFrame):
@@ -98,8 +110,12 @@ class EnsembleModel(PythonModel):
     def member_probabilities(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Each member's P(up) as a column, for per-model metrics."""
         x = self._matrix(frame)
-        return pd.DataFrame({name: predict_up_probability(m, x) for name, m in self.members.items()},
-                            index=frame.index)
+        position = {c: i for i, c in enumerate(self.feature_columns)}
+        out = {}
+        for name, member in self.members.items():
+            cols = [position[c] for c in self.member_columns[name]]
+            out[name] = predict_up_probability(member, x[:, cols])
+        return pd.DataFrame(out, index=frame.index)
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """``prob_up`` and ``expected_return`` for every row of ``frame`` (same index)."""
@@ -121,4 +137,4 @@ class EnsembleModel(PythonModel):
         """The numbers a model card shows."""
         return {"members": list(self.members), "weights": self.weights,
                 "return_intercept": self.return_intercept, "return_slope": self.return_slope,
-                "feature_columns": self.feature_columns}
+                "feature_columns": self.feature_columns, "sequence_length": self.sequence_length}

@@ -19,7 +19,17 @@ Gates (each reported with its value, threshold and a sentence a person can check
   the probability that the true Sharpe exceeds the best Sharpe expected from
   ``n_trials`` skill-less trials, corrected for skew and kurtosis. The variance of
   the trials' Sharpes is the estimator's own variance under the null, 1/(T-1)
-  per bar, unless the caller passes the measured one. Gate: > ``min_deflated_sharpe``.
+  per bar, unless the caller passes the measured one. Gate: > ``min_deflated_sharpe``;
+* ``max_drawdown`` - the strategy's holdout max drawdown <= ``max_drawdown``: a model whose
+  equity falls further than the owner accepts is not promoted however good its Sharpe;
+* ``point_in_time`` - the features stage's lookahead and recursive-indicator checks
+  (``reports/features.json``) passed, on the same feature set the model was trained on.
+  A missing record, a violation or a record of another feature set fails: a model built
+  on features that may see the future must never serve.
+
+The gates decide; *who* moves the champion is ``GateParams.mode``: ``auto`` promotes when
+every gate passes, ``manual`` leaves the version as challenger with ``approval=pending``
+until a person approves it (``qt models approve``).
 """
 
 from __future__ import annotations
@@ -133,10 +143,56 @@ def _as_returns(obj, index: pd.Index) -> np.ndarray:
     return s.reindex(index).fillna(0.0).to_numpy(dtype=np.float64)
 
 
+def max_drawdown_gate(strategy_metrics: dict, limit: float) -> GateResult:
+    """Holdout max drawdown (positive fraction) <= ``limit``; an unreported drawdown fails."""
+    dd = strategy_metrics.get("max_drawdown")
+    if dd is None or not math.isfinite(float(dd)):
+        return GateResult("max_drawdown", False, float("nan"), limit,
+                          "the holdout backtest reported no max_drawdown; rerun `qt evaluate`")
+    dd = float(dd)
+    return GateResult("max_drawdown", dd <= limit, dd, limit,
+                      f"holdout max drawdown {dd:.2%} (limit {limit:.2%}, gates.max_drawdown)")
+
+
+def point_in_time_gate(features_record: dict | None, model_feature_set_hash: str | None) -> GateResult:
+    """The features stage's point-in-time result for the model's feature set; value = violations.
+
+    ``features_record`` is the ``features`` part of ``reports/features.json`` (with
+    ``feature_set_hash`` and ``point_in_time``), or None when the file is missing.
+    """
+    rerun = "rerun `qt features` (it runs the lookahead and recursive checks) before promoting"
+    pit = (features_record or {}).get("point_in_time")
+    if not pit:
+        return GateResult("point_in_time", False, float("nan"), 0.0,
+                          f"no lookahead/recursive check result recorded (reports/features.json); {rerun}")
+    checked_hash = features_record.get("feature_set_hash")
+    if model_feature_set_hash is not None and checked_hash != model_feature_set_hash:
+        return GateResult("point_in_time", False, float("nan"), 0.0,
+                          f"the recorded check ran on feature set {str(checked_hash)[:12]} but the model was "
+                          f"trained on {str(model_feature_set_hash)[:12]}; {rerun}")
+    look = pit.get("lookahead_violations")
+    rec = pit.get("recursive_violations")
+    if look is None or rec is None:
+        return GateResult("point_in_time", False, float("nan"), 0.0,
+                          f"the recorded check lacks its lookahead/recursive violation counts; {rerun}")
+    bad = int(look) + int(rec)
+    if bad:
+        return GateResult("point_in_time", False, float(bad), 0.0,
+                          f"{int(look)} lookahead and {int(rec)} recursive violation(s); fix the feature and {rerun}")
+    return GateResult("point_in_time", True, 0.0, 0.0,
+                      f"lookahead ({pit.get('lookahead_cuts', '?')} cuts) and recursive checks passed on "
+                      f"{pit.get('rows_checked', '?')} rows of the model's feature set")
+
+
 def evaluate_gates(strategy_bar_returns: pd.Series, baseline_results: dict, champion_bar_returns: pd.Series | None,
                    strategy_metrics: dict, gates: GateParams, n_trials: int, periods_per_year: float = 1.0,
-                   seed: int = 0, trial_sharpe_variance: float | None = None) -> GateReport:
-    """Run every gate; ``passed`` only when all pass. See the module docstring for each gate."""
+                   seed: int = 0, trial_sharpe_variance: float | None = None, *,
+                   point_in_time: dict | None, feature_set_hash: str | None = None) -> GateReport:
+    """Run every gate; ``passed`` only when all pass. See the module docstring for each gate.
+
+    ``point_in_time``: the features stage's record (``features`` part of reports/features.json)
+    or None when there is none (the gate then fails); ``feature_set_hash``: the model's.
+    """
     if not isinstance(strategy_bar_returns, pd.Series):
         strategy_bar_returns = pd.Series(np.asarray(strategy_bar_returns, dtype=np.float64))
     index = strategy_bar_returns.index
@@ -185,6 +241,8 @@ def evaluate_gates(strategy_bar_returns: pd.Series, baseline_results: dict, cham
         f"(per-bar Sharpe {dsr['sharpe']:.4f} vs expected null maximum {dsr['sharpe_star']:.4f}; "
         f"{dsr['bars']} bars, skew {dsr['skew']:.2f}, kurtosis {dsr['kurtosis']:.2f}; "
         f"need > {gates.min_deflated_sharpe})"))
+    results.append(max_drawdown_gate(strategy_metrics, gates.max_drawdown))
+    results.append(point_in_time_gate(point_in_time, feature_set_hash))
 
     as_dicts = [asdict(g) for g in results]
     return GateReport(passed=all(g.passed for g in results), gates=as_dicts)

@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import pandas as pd
 from lightgbm import LGBMClassifier
 from xgboost import XGBClassifier
 
-from qt.config import TrainParams
+from qt.config import Params, TrainParams
 
 _INT_KEYS = {"n_estimators", "max_depth", "num_leaves", "min_child_samples", "subsample_freq",
              "max_bin"}
@@ -50,6 +51,9 @@ MEMBER_BUILDERS: dict[str, Callable[[TrainParams], object]] = {
 }
 
 
+SEQUENCE_MEMBERS = ("nhits", "patchtst")  # neuralforecast nets on the return window (training.deep)
+
+
 def fit_member(name: str, features: np.ndarray, up: np.ndarray, train: TrainParams):
     """A freshly built, fitted member ``name`` (one of ``MEMBER_BUILDERS``)."""
     model = MEMBER_BUILDERS[name](train)
@@ -57,13 +61,31 @@ def fit_member(name: str, features: np.ndarray, up: np.ndarray, train: TrainPara
     return model
 
 
+def fit_any_member(name: str, rows: pd.DataFrame, up: np.ndarray, params: Params, columns: list[str]):
+    """A fitted member of any kind: trees on ``rows[columns]``, sequence nets on the rows' windows.
+
+    A sequence member also needs ``symbol``/``timestamp``/``logret_1`` in ``rows``: it trains its
+    network on each symbol's return series, then calibrates P(up) on the rows (``training.deep``)."""
+    if name in SEQUENCE_MEMBERS:
+        from training.deep import SequenceForecaster
+
+        tp = params.train
+        net = SequenceForecaster(name, horizon=params.labels.horizon_bars, input_size=tp.sequence_length,
+                                 hparams=dict(getattr(tp, name)), seed=tp.seed, n_jobs=tp.n_jobs)
+        return net.fit(rows, np.asarray(up, dtype=np.int64))
+    return fit_member(name, rows[columns].to_numpy(dtype=np.float64), up, params.train)
+
+
 def predict_up_probability(model, features: np.ndarray) -> np.ndarray:
     """P(up) from a fitted member as float64 in [0, 1]."""
     return np.asarray(model.predict_proba(np.asarray(features, dtype=np.float64))[:, 1], dtype=np.float64)
 
 
-def feature_importance(model) -> np.ndarray:
+def feature_importance(model, n_features: int) -> np.ndarray:
     """Normalised importances (sum 1) so members are comparable in one table."""
-    imp = np.asarray(model.feature_importances_, dtype=np.float64)
+    raw = getattr(model, "feature_importances_", None)
+    if raw is None:  # a sequence net has no per-feature importance: NaN, not a fake zero
+        return np.full(n_features, np.nan)
+    imp = np.asarray(raw, dtype=np.float64)
     total = imp.sum()
     return imp / total if total > 0 else imp

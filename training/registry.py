@@ -27,9 +27,13 @@ EXPERIMENT_NAME = "quantum-trader"
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 MODEL_ARTIFACT = "model"
+PREVIOUS_CHAMPION_TAG = "previous_champion"  # on a champion: the one it replaced (rollback target)
 # Distributions the logged model needs at load time (pinned to what trained it).
 _MODEL_REQUIREMENTS = ["mlflow", "cloudpickle", "numpy", "pandas", "scipy", "scikit-learn", "xgboost",
-                       "lightgbm", "pydantic", "pyyaml", "ta-lib"]
+                       "lightgbm", "pydantic", "pyyaml", "ta-lib",
+                       # the sequence members; torch is the CPU build (``+cpu``): install it from
+                       # PyTorch's CPU index, never the CUDA wheel from PyPI
+                       "torch", "neuralforecast"]
 # Our packages copied into the model so it loads in any process (features/qt: imported by training).
 _CODE_PACKAGES = ["qt", "features", "training"]
 
@@ -102,6 +106,9 @@ class ModelRegistry:
             "data_sha256": raw_data_sha256 or result.data_sha256,
             "training_frame_sha256": result.data_sha256,
             "weights": ensemble.weights,
+            "members": list(ensemble.members),
+            # bars of 1-bar log-return history each input row carries (``seq_ret_*``); 0 = none
+            "sequence_length": int(getattr(ensemble, "sequence_length", 0)),
         }
         with mlflow.start_run(experiment_id=experiment_id) as run:
             mlflow.log_params({
@@ -139,6 +146,14 @@ class ModelRegistry:
     def log_model_card(self, run_id: str, model_card: str) -> None:
         """(Re)write ``model_card.md`` of the run."""
         self.client.log_text(run_id, model_card, "model_card.md")
+
+    def log_artifacts(self, run_id: str, paths: list[Path], artifact_path: str | None = None) -> None:
+        """Attach files (plots, tables) to the run, so a reviewer finds them beside the model."""
+        for path in paths:
+            if not Path(path).is_file():
+                raise DataError(f"artefact {path} does not exist; it was not written by the stage")
+        for path in paths:
+            self.client.log_artifact(run_id, str(path), artifact_path)
 
     def log_evaluation(self, run_id: str, evaluation: dict[str, dict], plot_path: Path | None, model_card: str) -> None:
         """Add holdout backtest metrics (``holdout_<name>_<metric>``), the plot and the updated card."""
@@ -228,6 +243,71 @@ class ModelRegistry:
             raise DataError(f"model {name!r} has no champion yet; run the promote stage first")
         self._activate()
         return mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")
+
+    # -- approvals and champion history (``qt models``) ---------------------------------------
+    def set_champion(self, version: str, tags: dict[str, str]) -> str | None:
+        """Move ``champion`` to ``version`` (a promotion or an approval) -> the previous champion.
+
+        The previous champion is written on ``version`` as tag ``previous_champion``: that
+        chain of tags is the history ``restore_champion`` (rollback) walks back along.
+        """
+        previous = self.champion_version()
+        self.require_version(version)
+        stamp = {"promoted_at": utc_now(), **tags}
+        if previous is not None and previous != version:
+            stamp[PREVIOUS_CHAMPION_TAG] = previous
+        self.client.set_registered_model_alias(self.model_name, CHAMPION, version)
+        self.set_version_tags(version, stamp)
+        return previous
+
+    def restore_champion(self, version: str, tags: dict[str, str]) -> None:
+        """Move ``champion`` back to ``version`` WITHOUT rewriting its ``previous_champion``
+        (a rollback walks the history; it does not add to it)."""
+        self.require_version(version)
+        self.client.set_registered_model_alias(self.model_name, CHAMPION, version)
+        self.set_version_tags(version, tags)
+
+    def set_version_tags(self, version: str, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(self.model_name, version, key, str(value))
+
+    def require_version(self, version: str) -> None:
+        """DataError naming the versions that exist when ``version`` is not registered."""
+        try:
+            self.client.get_model_version(self.model_name, str(version))
+        except MlflowException:
+            known = [v["version"] for v in self.list_versions()]
+            raise DataError(f"model {self.model_name!r} has no version {version!r}; registered: "
+                            f"{', '.join(known) if known else 'none (run `qt promote` first)'}") from None
+
+    def list_versions(self) -> list[dict]:
+        """Every registered version, oldest first: version, aliases, created (UTC), run_id, tags."""
+        try:
+            # search results carry no aliases in this store; the registered model has them all
+            aliases = self.client.get_registered_model(self.model_name).aliases or {}
+        except MlflowException:
+            return []
+        out = []
+        for mv in self.client.search_model_versions(f"name='{self.model_name}'"):
+            held = sorted(a for a, v in aliases.items() if str(v) == str(mv.version))
+            out.append({"version": str(mv.version), "aliases": held,
+                        "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, timezone.utc),
+                        "run_id": mv.run_id, "tags": dict(mv.tags or {})})
+        return sorted(out, key=lambda v: int(v["version"]))
+
+    def run_metrics(self, run_id: str | None) -> dict[str, float]:
+        """The run's logged metrics (``holdout_strategy_sharpe``, ...); {} when the run is gone."""
+        if not run_id:
+            return {}
+        try:
+            return dict(self.client.get_run(run_id).data.metrics)
+        except MlflowException:
+            return {}
+
+
+def utc_now() -> str:
+    """Now, UTC ISO to the second (the stamp on promotions, approvals and rollbacks)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def champion_version(tracking_uri: str, model_name: str) -> str | None:

@@ -34,6 +34,7 @@ log = logging.getLogger("qt.training")
 
 TRAIN_JSON = "train.json"
 PREDICTIONS = "holdout_predictions.parquet"
+IMPORTANCE_CSV = "feature_importance.csv"  # feature x member importances of the trained ensemble
 EVALUATION_JSON = "evaluation.json"
 RETURNS = "holdout_returns.parquet"
 EQUITY = "holdout_equity.parquet"
@@ -133,6 +134,8 @@ def train_stage(params: Params, paths: StatePaths) -> dict:
         "config_digest": params.digest(),
         "trained_at": result.trained_at,
         "rows": result.rows,
+        "members": list(ens.members),
+        "sequence_length": ens.sequence_length,
         "weights": ens.weights,
         "return_intercept": ens.return_intercept,
         "return_slope": ens.return_slope,
@@ -146,6 +149,10 @@ def train_stage(params: Params, paths: StatePaths) -> dict:
     tmp = pred_path.with_name(f".{pred_path.name}.{os.getpid()}.tmp")
     result.holdout_predictions.to_parquet(tmp, index=False)
     os.replace(tmp, pred_path)
+    importance_path = paths.models / IMPORTANCE_CSV
+    tmp = importance_path.with_name(f".{importance_path.name}.{os.getpid()}.tmp")
+    result.feature_importance.to_csv(tmp, index=False)
+    os.replace(tmp, importance_path)
     _write_json(info, paths.models / TRAIN_JSON)
     log.info("trained run %s: holdout auc %.4f (ensemble)", info["run_id"],
              result.metrics_by_name()["ensemble"]["oos"]["auc"])
@@ -156,7 +163,10 @@ def train_stage(params: Params, paths: StatePaths) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 def evaluate_stage(params: Params, paths: StatePaths) -> dict:
-    """Holdout backtests of the strategy and the baselines through ``executor.backtest``."""
+    """Holdout backtests of the strategy and the baselines through ``executor.backtest``
+    (perpetuals pay funding from the lake), plus the artefacts a person checks before
+    approving: equity/drawdown, feature importance and calibration plots and the model card,
+    all logged to the training run."""
     from executor.backtest import buy_and_hold, flat_baseline, run_backtest
     from executor.signals import signals_from_predictions
     from features.compute import warmup_bars
@@ -168,14 +178,15 @@ def evaluate_stage(params: Params, paths: StatePaths) -> dict:
     h_start, h_end = _holdout_window(info)
     history = _read_candles_with_history(params, paths, h_start, warmup_bars(_RULE_FEATURES))
     candles = history[history["timestamp"] >= h_start].reset_index(drop=True)
+    funding = _holdout_funding(params, paths, h_start)
 
     signals = signals_from_predictions(preds, params.signal, model_version=f"run-{info['run_id'][:8]}")
-    results = {"strategy": run_backtest(candles, signals, params)}
+    results = {"strategy": run_backtest(candles, signals, params, funding=funding)}
     strat = results["strategy"]
     rule = make_rule_signals(history)
     rule = rule[(rule["timestamp"] >= h_start) & (rule["timestamp"] <= h_end)]
-    results["rule_rsi_macd"] = run_backtest(candles, rule, params)
-    results["buy_and_hold"] = buy_and_hold(candles, params, strat.start, strat.end)
+    results["rule_rsi_macd"] = run_backtest(candles, rule, params, funding=funding)
+    results["buy_and_hold"] = buy_and_hold(candles, params, strat.start, strat.end, funding=funding)
     results["flat"] = flat_baseline(candles, params, strat.start, strat.end)
 
     evaluation = {name: {k: _number(v) for k, v in res.metrics.items()} for name, res in results.items()}
@@ -193,10 +204,46 @@ def evaluate_stage(params: Params, paths: StatePaths) -> dict:
     plot = plot_equity_and_drawdown({n: r.equity for n, r in results.items()}, paths.reports / "holdout_equity.png",
                                     f"Holdout {h_start:%Y-%m-%d} .. {h_end:%Y-%m-%d}, net of costs "
                                     f"(run {info['run_id'][:8]})")
+    extra = _review_plots(preds, paths)
     metrics_only = {n: {k: v for k, v in m.items() if k not in ("start", "end")} for n, m in evaluation.items()}
-    _registry(params, paths).log_evaluation(info["run_id"], metrics_only, plot,
-                                            render_model_card(info, metrics_only))
+    registry = _registry(params, paths)
+    registry.log_evaluation(info["run_id"], metrics_only, plot,
+                            render_model_card(info, metrics_only, figures=[p.name for p in [plot, *extra]]))
+    if extra:
+        registry.log_artifacts(info["run_id"], extra)
     return _jsonable({"evaluation": evaluation})
+
+
+def _holdout_funding(params: Params, paths: StatePaths, h_start: pd.Timestamp) -> pd.DataFrame | None:
+    """Funding of the perp symbols from one funding interval before the holdout on (None
+    without perps). A perp with nothing stored makes the backtest refuse it, saying what to collect."""
+    from executor.funding import MAX_FUNDING_INTERVAL, read_lake_funding
+    from qt.collect import lake_root
+
+    return read_lake_funding(lake_root(params, paths), params.data.symbols, start=h_start - MAX_FUNDING_INTERVAL)
+
+
+def _review_plots(preds: pd.DataFrame, paths: StatePaths) -> list[Path]:
+    """Feature-importance and calibration PNGs in ``paths.reports``; each is skipped with a
+    log line when its input is absent (no importance table / no ``up`` label column /
+    only sequence members, which have no per-feature importance)."""
+    from training.report import importance_columns, plot_calibration, plot_feature_importance
+
+    out = []
+    imp_path = paths.models / IMPORTANCE_CSV
+    if not imp_path.is_file():
+        log.info("no %s; feature-importance plot skipped", imp_path)
+    else:
+        importance = pd.read_csv(imp_path)
+        if importance_columns(importance):
+            out.append(plot_feature_importance(importance, paths.reports / "feature_importance.png"))
+        else:
+            log.info("no member has per-feature importances; feature-importance plot skipped")
+    if "up" not in preds.columns:
+        log.info("holdout predictions have no 'up' label column; calibration plot skipped")
+    else:
+        out.append(plot_calibration(preds["prob_up"], preds["up"], paths.reports / "calibration.png"))
+    return out
 
 
 def _number(v):
@@ -205,8 +252,13 @@ def _number(v):
 
 # ---------------------------------------------------------------------------------------------
 def promote_stage(params: Params, paths: StatePaths) -> dict:
-    """Register (alias challenger), run the gates (vs baselines and the re-evaluated champion),
-    tag the version with every gate, move ``champion`` only when all pass."""
+    """Register (alias challenger), run the gates (vs baselines and the re-evaluated champion,
+    drawdown limit, the features stage's point-in-time record), tag the version with every gate.
+
+    ``gates.mode`` auto: move ``champion`` when all pass (tag ``approval=auto``; the replaced
+    champion is recorded for rollback). manual: never move it; a version that passes stays
+    challenger with ``approval=pending`` until ``qt models approve VERSION --by NAME``.
+    """
     from executor.backtest import bars_per_year
     from training.gates import evaluate_gates
     from training.report import render_model_card
@@ -227,18 +279,29 @@ def promote_stage(params: Params, paths: StatePaths) -> dict:
         returns["strategy"],
         {name: {"bar_returns": returns[name], "metrics": evaluation[name]} for name in BASELINES},
         champion_returns, evaluation["strategy"], params.gates, n_trials,
-        periods_per_year=bars_per_year(timeframe_ms(params.data.timeframe)), seed=params.train.seed)
+        periods_per_year=bars_per_year(timeframe_ms(params.data.timeframe)), seed=params.train.seed,
+        point_in_time=_point_in_time_record(paths), feature_set_hash=info.get("feature_set_hash"))
     registry.set_gate_tags(version, report)
-    if report.passed:
-        registry.promote(version)
+    manual = params.gates.mode == "manual"
+    promoted = report.passed and not manual
+    approval = None
+    if promoted:
+        approval = "auto"
+        registry.set_champion(version, {"approval": approval})
+    elif report.passed:
+        approval = "pending"
+        registry.set_version_tags(version, {"approval": approval})
     reasons = report.reasons() if not report.passed else []
     summary = {
         "model_name": params.train.model_name,
         "version": version,
-        "alias": "champion" if report.passed else "challenger",
-        "promoted": report.passed,
+        "alias": "champion" if promoted else "challenger",
+        "promoted": promoted,
+        "mode": params.gates.mode,
+        "approval": approval,
+        "next_step": f"qt models approve {version} --by NAME" if approval == "pending" else None,
         "previous_champion": previous,
-        "champion": version if report.passed else previous,
+        "champion": version if promoted else previous,
         "n_trials": n_trials,
         "gates": report.gates,
         "reasons": reasons,
@@ -247,36 +310,46 @@ def promote_stage(params: Params, paths: StatePaths) -> dict:
     registry.log_promotion(info["run_id"], summary,
                            render_model_card(info, {n: {k: v for k, v in m.items() if k not in ("start", "end")}
                                                     for n, m in evaluation.items()}, summary))
-    if report.passed:
+    if approval == "pending":  # log_promotion's "rejected" would misstate a version awaiting approval
+        registry.client.set_tag(info["run_id"], "stage", "awaiting_approval")
+    if promoted:
         log.info("version %s promoted to champion (was %s)", version, previous)
+    elif report.passed:
+        log.warning("version %s passed every gate; gates.mode is manual, so champion stays %s until "
+                    "`qt models approve %s --by NAME`", version, previous, version)
     else:
         log.warning("version %s NOT promoted; champion stays %s: %s", version, previous, "; ".join(reasons))
     return _jsonable({"registry": summary})
 
 
+def _point_in_time_record(paths: StatePaths) -> dict | None:
+    """The features stage's record (``features`` part of reports/features.json), None if absent."""
+    path = paths.reports / "features.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text()).get("features")
+
+
 def _reevaluate_champion(registry, version: str, params: Params, paths: StatePaths, info: dict):
-    """The champion's holdout backtest on the challenger's holdout window, with the champion's
-    own feature params (from its logged metadata) and the registered artefact's predictions."""
+    """The champion's holdout backtest on the challenger's holdout window, on the input the
+    champion itself logged (feature params, return window, columns: ``model_predictions``)."""
     from executor.backtest import run_backtest
     from executor.signals import signals_from_predictions
-    from features.compute import compute_features, warmup_bars
+    from training.backtest_model import history_bars_needed, logged_metadata, model_predictions
 
     model = registry.load_version(version)
-    md = dict(model.metadata.metadata or {})
+    md = logged_metadata(model)
     if md.get("timeframe") != params.data.timeframe:
         raise DataError(f"champion v{version} trades {md.get('timeframe')} bars but this run is "
                         f"{params.data.timeframe}; they cannot be compared on one holdout - "
                         f"retrain with the champion's timeframe or remove its alias deliberately")
-    fp = FeatureParams(**md["feature_params"])
     h_start, h_end = _holdout_window(info)
-    history = _read_candles_with_history(params, paths, h_start, warmup_bars(fp))
-    feats = compute_features(history, fp)
-    feats = feats[(feats["timestamp"] >= h_start) & (feats["timestamp"] <= h_end)].reset_index(drop=True)
-    pred = model.predict(feats[list(md["feature_columns"])])
-    pred_df = pd.concat([feats[["symbol", "timestamp"]], pred[["prob_up", "expected_return"]]], axis=1)
+    history = _read_candles_with_history(params, paths, h_start, history_bars_needed(md))
+    funding = _holdout_funding(params, paths, history["timestamp"].min())
+    pred_df = model_predictions(model, history, h_start, h_end, funding=funding)
     signals = signals_from_predictions(pred_df, params.signal, model_version=str(version))
     candles = history[history["timestamp"] >= h_start].reset_index(drop=True)
-    res = run_backtest(candles, signals, params)
+    res = run_backtest(candles, signals, params, funding=funding)
     metrics = {k: _number(v) for k, v in res.metrics.items()}
     metrics["version"] = version
     return metrics, res.bar_returns

@@ -13,12 +13,19 @@ Order of operations, and why:
 5. final members are refitted on all pre-holdout rows;
 6. the holdout is predicted once, by each member and by the ensemble -> ``oos`` metrics.
 
+Members (``params.train.members``): XGBoost and LightGBM on the tabular features; N-HiTS and
+PatchTST (``training.deep``) on each row's window of the last ``train.sequence_length`` 1-bar log
+returns (``features.sequence``), so every row - in training, backtest and serving - carries its
+own model input and nothing is read from beyond it.
+
 The ensemble's ``cv`` numbers use weights fitted on those same OOF rows (two numbers
 fitted on thousands of rows: mildly optimistic); its ``oos`` numbers are clean.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -27,15 +34,18 @@ import pandas as pd
 
 from features.compute import feature_columns
 from qt.config import Params
-from qt.errors import DataError
+from features.sequence import SOURCE_COLUMN, add_return_windows, window_columns
+from qt.errors import ConfigError, DataError
 from qt.lake import content_sha256
 from training.ensemble import EnsembleModel, fit_convex_weights, fit_return_map
 from training.metrics import compute_classification_metrics
-from training.models import MEMBER_BUILDERS, feature_importance, fit_member, predict_up_probability
+from training.models import SEQUENCE_MEMBERS, feature_importance, fit_any_member, predict_up_probability
 from training.splits import holdout_split, walk_forward_folds
 
+log = logging.getLogger(__name__)
 KEYS = ["symbol", "timestamp"]
-PREDICTION_COLUMNS = ["symbol", "timestamp", "prob_up", "expected_return"]
+# the holdout's realised label travels with the prediction (calibration plot, model card)
+PREDICTION_COLUMNS = ["symbol", "timestamp", "prob_up", "expected_return", "fwd_return", "up"]
 
 
 @dataclass(frozen=True)
@@ -75,39 +85,73 @@ def join_features_labels(features_df: pd.DataFrame, labels_df: pd.DataFrame, col
     return data.sort_values(["timestamp", "symbol"], kind="stable").reset_index(drop=True)
 
 
+def member_columns(params: Params) -> tuple[list[str], dict[str, list[str]]]:
+    """(all model input columns, the columns each configured member reads).
+
+    Tree members read the tabular features; sequence members read the ``seq_ret_*`` return
+    window of ``params.train.sequence_length`` bars (built by ``features.sequence``)."""
+    tabular = feature_columns(params.features)
+    members = list(params.train.members)
+    if not any(name in SEQUENCE_MEMBERS for name in members):
+        return tabular, {name: tabular for name in members}
+    if SOURCE_COLUMN not in tabular:
+        raise ConfigError(f"train.members {members} include sequence models, which read the 1-bar log return "
+                          f"{SOURCE_COLUMN!r}: add 1 to features.log_return or drop nhits/patchtst from train.members")
+    window = window_columns(params.train.sequence_length)
+    return tabular + window, {name: window if name in SEQUENCE_MEMBERS else tabular for name in members}
+
+
+def sequence_length_of(params: Params) -> int:
+    """Bars of return history the model input needs beyond the feature warm-up (0: none)."""
+    return params.train.sequence_length if any(n in SEQUENCE_MEMBERS for n in params.train.members) else 0
+
+
 def train_models(features_df: pd.DataFrame, labels_df: pd.DataFrame, params: Params) -> TrainResult:
     """Walk-forward OOF -> ensemble -> final fit -> one holdout prediction. Deterministic per seed."""
     tp = params.train
     horizon = params.labels.horizon_bars
-    columns = feature_columns(params.features)
+    columns, by_member = member_columns(params)
+    seq_len = sequence_length_of(params)
+    if seq_len:
+        features_df = add_return_windows(features_df, seq_len)
     data = join_features_labels(features_df, labels_df, columns)
 
     train_mask, holdout_mask = holdout_split(data["timestamp"], tp.holdout_fraction, tp.embargo_bars, horizon)
     train = data[train_mask].reset_index(drop=True)
     holdout = data[holdout_mask].reset_index(drop=True)
-    x_train = train[columns].to_numpy(dtype=np.float64)
     y_train = train["up"].to_numpy(dtype=np.int64)
     r_train = train["fwd_return"].to_numpy(dtype=np.float64)
     if len(np.unique(y_train)) < 2:
         raise DataError("training labels are all one class; the market slice is too short or degenerate")
 
     folds = walk_forward_folds(train["timestamp"], tp.folds, horizon, tp.embargo_bars)
-    names = list(MEMBER_BUILDERS)
+    names = list(tp.members)
     oof = np.full((len(train), len(names)), np.nan)
     fold_of_row = np.full(len(train), -1)
+    member_seconds = {name: 0.0 for name in names}
     for f, (tr, te) in enumerate(folds):
         fold_of_row[te] = f
         for j, name in enumerate(names):
-            member = fit_member(name, x_train[tr], y_train[tr], tp)
-            oof[te, j] = predict_up_probability(member, x_train[te])
+            t0 = time.perf_counter()
+            member = fit_any_member(name, train.iloc[tr], y_train[tr], params, by_member[name])
+            oof[te, j] = predict_up_probability(member, train.iloc[te][by_member[name]].to_numpy(np.float64))
+            member_seconds[name] += time.perf_counter() - t0
+            log.info("fold %d/%d: %s fitted and predicted in %.1f s", f + 1, len(folds), name,
+                     time.perf_counter() - t0)
     has_oof = fold_of_row >= 0
 
     weights = fit_convex_weights(oof[has_oof], y_train[has_oof])
     ens_oof = oof[has_oof] @ weights
     intercept, slope = fit_return_map(ens_oof, r_train[has_oof])
 
-    finals = {name: fit_member(name, x_train, y_train, tp) for name in names}
-    ensemble = EnsembleModel(columns, finals, dict(zip(names, weights)), intercept, slope)
+    finals = {}
+    for name in names:
+        t0 = time.perf_counter()
+        finals[name] = fit_any_member(name, train, y_train, params, by_member[name])
+        member_seconds[name] += time.perf_counter() - t0
+        log.info("final fit: %s in %.1f s", name, time.perf_counter() - t0)
+    ensemble = EnsembleModel(columns, finals, dict(zip(names, weights)), intercept, slope,
+                             member_columns=by_member, sequence_length=seq_len)
 
     member_holdout = ensemble.member_probabilities(holdout)
     pred = ensemble.predict_frame(holdout)
@@ -133,15 +177,19 @@ def train_models(features_df: pd.DataFrame, labels_df: pd.DataFrame, params: Par
             for f in range(len(folds))
         ]
         models.append({"name": name, "oos": compute_classification_metrics(y_hold, hold_p, r_hold, hold_er),
-                       "cv": cv})
+                       "cv": cv, "fit_seconds": round(member_seconds.get(name, 0.0), 2)})
 
-    importance = pd.DataFrame({"feature": columns})
+    tabular = feature_columns(params.features)
+    importance = pd.DataFrame({"feature": tabular})
     for name in names:
-        importance[name] = feature_importance(finals[name])
-    importance["ensemble"] = sum(importance[n] * w for n, w in zip(names, weights))
+        importance[name] = feature_importance(finals[name], len(tabular))
+    # weight-averaged over the members that have per-feature importances, renormalised
+    has_imp = [(n, w) for n, w in zip(names, weights) if not importance[n].isna().all()]
+    total = sum(w for _, w in has_imp)
+    importance["ensemble"] = (sum(importance[n] * w for n, w in has_imp) / total) if total > 0 else np.nan
     importance = importance.sort_values("ensemble", ascending=False).reset_index(drop=True)
 
-    predictions = pd.concat([holdout[KEYS], pred], axis=1)[PREDICTION_COLUMNS]
+    predictions = pd.concat([holdout[KEYS], pred, holdout[["fwd_return", "up"]]], axis=1)[PREDICTION_COLUMNS]
     return TrainResult(
         ensemble=ensemble,
         models=models,

@@ -34,7 +34,8 @@ def test_sigterm_during_serving_stops_redis_and_bentoml(tmp_path):
     params.write_text(yaml.safe_dump({
         "data": {"symbols": ["BTC/USDT", "ETH/USDT"]},
         "synthetic": {"bars": 1500, "signal_strength": 0.35},
-        "train": {"folds": 2, "xgboost": {"n_estimators": 30}, "lightgbm": {"n_estimators": 30}},
+        "train": {"folds": 2, "members": ["xgboost", "lightgbm"], "xgboost": {"n_estimators": 30},
+                  "lightgbm": {"n_estimators": 30}},  # deep members: tests/e2e/test_pipeline.py
         "gates": {"bootstrap_samples": 100},
     }))
     env = {**os.environ, "QT_HOME": str(tmp_path / "home")}

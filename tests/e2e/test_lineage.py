@@ -22,7 +22,7 @@ STAGES = ["collect", "validate", "features", "train", "evaluate", "promote"]
 TINY = {
     "data": {"source": "synthetic:5", "symbols": ["BTC/USDT", "ETH/USDT"]},
     "synthetic": {"bars": 1500, "signal_strength": 0.35},
-    "train": {"folds": 2, "xgboost": {"n_estimators": 40, "max_depth": 3},
+    "train": {"folds": 2, "members": ["xgboost", "lightgbm"], "xgboost": {"n_estimators": 40, "max_depth": 3},
               "lightgbm": {"n_estimators": 40, "num_leaves": 7}},
     "gates": {"bootstrap_samples": 100},
 }

@@ -22,8 +22,14 @@ pytestmark = pytest.mark.e2e
 TINY = {
     "data": {"source": "synthetic:21", "symbols": ["BTC/USDT", "ETH/USDT", "SOL/USDT"]},
     "synthetic": {"bars": 2400, "signal_strength": 0.35},
+    # all four members, the sequence networks tiny: the served champion needs its return window
     "train": {"folds": 3, "xgboost": {"n_estimators": 80, "max_depth": 3, "learning_rate": 0.1},
-              "lightgbm": {"n_estimators": 80, "num_leaves": 7, "learning_rate": 0.1}},
+              "lightgbm": {"n_estimators": 80, "num_leaves": 7, "learning_rate": 0.1},
+              "members": ["xgboost", "lightgbm", "nhits", "patchtst"], "sequence_length": 16,
+              "nhits": {"max_steps": 20, "mlp_units": [[16, 16]] * 3, "windows_batch_size": 128, "batch_size": 2},
+              "patchtst": {"max_steps": 20, "hidden_size": 16, "n_heads": 2, "linear_hidden_size": 32,
+                           "encoder_layers": 1, "patch_len": 8, "stride": 4, "windows_batch_size": 128,
+                           "batch_size": 2}},
     "gates": {"bootstrap_samples": 200},
 }
 
@@ -75,7 +81,7 @@ def test_data_and_validation_describe_what_was_used(run):
 def test_learns_the_planted_signal_and_promotes_it(run):
     summary, _, _, _ = run
     models = {m["name"]: m for m in summary["models"]}
-    assert {"xgboost", "lightgbm", "ensemble"} <= set(models)
+    assert {"xgboost", "lightgbm", "nhits", "patchtst", "ensemble"} <= set(models)
     assert models["ensemble"]["oos"]["auc"] > 0.55
     reg = summary["registry"]
     assert reg["version"] == "1" and reg["promoted"] is True and reg["alias"] == "champion"

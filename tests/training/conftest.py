@@ -9,12 +9,18 @@ from qt.paths import StatePaths
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
 STRONG_SIGNAL = 0.4  # planted momentum drift: a model that learns it must pass the gates
-# Small trees and few folds keep the suite fast; the logic under test is the same as the defaults'.
+# Small trees, tiny sequence networks and few folds keep the suite fast; all four members are
+# trained, through the same code as the defaults'.
 FAST_TRAIN = {
     "folds": 3,
     "n_jobs": 2,
+    "members": ["xgboost", "lightgbm", "nhits", "patchtst"],
+    "sequence_length": 16,
     "xgboost": {"n_estimators": 60, "max_depth": 3, "learning_rate": 0.1, "subsample": 0.8},
     "lightgbm": {"n_estimators": 60, "num_leaves": 7, "learning_rate": 0.1, "subsample": 0.8},
+    "nhits": {"max_steps": 20, "mlp_units": [[16, 16]] * 3, "windows_batch_size": 128, "batch_size": 2},
+    "patchtst": {"max_steps": 20, "hidden_size": 16, "n_heads": 2, "linear_hidden_size": 32, "encoder_layers": 1,
+                 "patch_len": 8, "stride": 4, "windows_batch_size": 128, "batch_size": 2},
 }
 
 

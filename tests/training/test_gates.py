@@ -1,4 +1,4 @@
-"""Promotion gates on hand-built return series: each gate passes and fails when it should."""
+"""Promotion gates on hand-built return series and records: each gate passes and fails when it should."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from training.gates import (
     compute_sharpe,
     deflated_sharpe_probability,
     evaluate_gates,
+    max_drawdown_gate,
+    point_in_time_gate,
     stationary_bootstrap_indices,
 )
 
@@ -40,6 +42,21 @@ def _baselines(buy_and_hold: pd.Series | None = None) -> dict:
     }
 
 
+FEATURE_SET = "f" * 64
+PIT_OK = {"feature_set_hash": FEATURE_SET,
+          "point_in_time": {"rows_checked": 9000, "lookahead_cuts": 20, "lookahead_violations": 0,
+                            "recursive_violations": 0}}
+
+
+def _metrics(trades: int, max_drawdown: float = 0.05) -> dict:
+    return {"trades": trades, "max_drawdown": max_drawdown}
+
+
+def _evaluate(*args, point_in_time=PIT_OK, **kw):
+    """evaluate_gates with a passing point-in-time record of the model's feature set."""
+    return evaluate_gates(*args, point_in_time=point_in_time, feature_set_hash=FEATURE_SET, **kw)
+
+
 def _gate(report, name: str) -> dict:
     return next(g for g in report.gates if g["name"] == name)
 
@@ -52,11 +69,11 @@ def test_sharpe_matches_a_hand_computed_value():
 
 def test_a_clearly_skilled_strategy_passes_every_gate():
     strat = _noise(3, mean=0.003)  # per-bar Sharpe 0.3 over 1500 bars: far beyond luck
-    report = evaluate_gates(strat, _baselines(), None, {"trades": 120}, GATES, n_trials=5)
+    report = _evaluate(strat, _baselines(), None, _metrics(120), GATES, n_trials=5)
     assert report.passed, report.reasons()
     names = [g["name"] for g in report.gates]
     assert names == ["min_trades", "sharpe_vs_flat", "sharpe_vs_buy_and_hold", "sharpe_vs_rule_rsi_macd",
-                     "bootstrap_vs_best_baseline", "deflated_sharpe"]
+                     "bootstrap_vs_best_baseline", "deflated_sharpe", "max_drawdown", "point_in_time"]
     assert report.reasons() == []
     for g in report.gates:  # every number is there for a person to check
         assert set(g) == {"name", "passed", "value", "threshold", "detail"}
@@ -64,14 +81,14 @@ def test_a_clearly_skilled_strategy_passes_every_gate():
 
 
 def test_too_few_trades_fails_the_min_trades_gate_only():
-    report = evaluate_gates(_noise(3, mean=0.003), _baselines(), None, {"trades": 9}, GATES, n_trials=1)
+    report = _evaluate(_noise(3, mean=0.003), _baselines(), None, _metrics(9), GATES, n_trials=1)
     assert not report.passed
     assert [g["name"] for g in report.failed()] == ["min_trades"]
     assert "9 trades" in report.reasons()[0]
 
 
 def test_pure_noise_strategy_is_refused_by_the_luck_gates():
-    report = evaluate_gates(_noise(4, mean=0.0), _baselines(), None, {"trades": 300}, GATES, n_trials=3)
+    report = _evaluate(_noise(4, mean=0.0), _baselines(), None, _metrics(300), GATES, n_trials=3)
     assert not report.passed
     failed = {g["name"] for g in report.failed()}
     assert "bootstrap_vs_best_baseline" in failed
@@ -81,7 +98,7 @@ def test_pure_noise_strategy_is_refused_by_the_luck_gates():
 
 def test_strategy_equal_to_buy_and_hold_does_not_beat_it():
     bh = _noise(5, mean=0.003)
-    report = evaluate_gates(bh.copy(), _baselines(buy_and_hold=bh), None, {"trades": 50}, GATES, n_trials=1)
+    report = _evaluate(bh.copy(), _baselines(buy_and_hold=bh), None, _metrics(50), GATES, n_trials=1)
     assert not _gate(report, "sharpe_vs_buy_and_hold")["passed"]
     assert _gate(report, "sharpe_vs_buy_and_hold")["value"] == pytest.approx(0.0)
     boot = _gate(report, "bootstrap_vs_best_baseline")
@@ -94,7 +111,7 @@ def test_sharpe_margin_is_applied_in_annualised_units():
     per_bar_gap = compute_sharpe(strat.to_numpy())
     margin = per_bar_gap * math.sqrt(8760) + 0.1  # just above the annualised Sharpe vs flat
     gates = GATES.model_copy(update={"min_sharpe_margin": margin})
-    report = evaluate_gates(strat, _baselines(), None, {"trades": 100}, gates, n_trials=1, periods_per_year=8760)
+    report = _evaluate(strat, _baselines(), None, _metrics(100), gates, n_trials=1, periods_per_year=8760)
     flat = _gate(report, "sharpe_vs_flat")
     assert flat["value"] == pytest.approx(per_bar_gap * math.sqrt(8760))
     assert not flat["passed"]
@@ -102,25 +119,25 @@ def test_sharpe_margin_is_applied_in_annualised_units():
 
 def test_champion_gates_appear_only_with_a_champion_and_refuse_a_worse_challenger():
     strat = _noise(3, mean=0.002)
-    without = evaluate_gates(strat, _baselines(), None, {"trades": 100}, GATES, n_trials=1)
+    without = _evaluate(strat, _baselines(), None, _metrics(100), GATES, n_trials=1)
     assert not any("champion" in g["name"] for g in without.gates)
 
     better_champion = strat + 0.003  # same noise, higher drift: strictly better every bar
-    report = evaluate_gates(strat, _baselines(), better_champion, {"trades": 100}, GATES, n_trials=1)
+    report = _evaluate(strat, _baselines(), better_champion, _metrics(100), GATES, n_trials=1)
     assert not _gate(report, "sharpe_vs_champion")["passed"]
     assert not _gate(report, "bootstrap_vs_champion")["passed"]
     assert not report.passed
 
     worse_champion = _noise(7, mean=0.0)
-    report = evaluate_gates(strat, _baselines(), worse_champion, {"trades": 100}, GATES, n_trials=1)
+    report = _evaluate(strat, _baselines(), worse_champion, _metrics(100), GATES, n_trials=1)
     assert _gate(report, "sharpe_vs_champion")["passed"]
     assert _gate(report, "bootstrap_vs_champion")["passed"]
 
 
 def test_bootstrap_is_reproducible_for_a_seed():
     strat = _noise(8, mean=0.0005)
-    a = evaluate_gates(strat, _baselines(), None, {"trades": 100}, GATES, n_trials=2, seed=11)
-    b = evaluate_gates(strat, _baselines(), None, {"trades": 100}, GATES, n_trials=2, seed=11)
+    a = _evaluate(strat, _baselines(), None, _metrics(100), GATES, n_trials=2, seed=11)
+    b = _evaluate(strat, _baselines(), None, _metrics(100), GATES, n_trials=2, seed=11)
     assert a.gates == b.gates
 
 
@@ -159,3 +176,45 @@ def test_stationary_bootstrap_blocks_have_the_requested_mean_length():
     breaks = (np.diff(idx, axis=1) % 5000) != 1
     mean_block = idx.shape[1] / (breaks.sum(axis=1).mean() + 1)
     assert 16 < mean_block < 25
+
+
+def test_drawdown_beyond_the_limit_fails_with_the_numbers():
+    report = _evaluate(_noise(3, mean=0.003), _baselines(), None, _metrics(120, max_drawdown=0.31), GATES,
+                       n_trials=1)
+    assert not report.passed
+    assert [g["name"] for g in report.failed()] == ["max_drawdown"]
+    reason = report.reasons()[0]
+    assert "31.00%" in reason and f"{GATES.max_drawdown:.2%}" in reason
+
+
+@pytest.mark.parametrize("drawdown, passed", [(0.0, True), (GATES.max_drawdown, True),
+                                              (GATES.max_drawdown + 1e-9, False), (None, False)])
+def test_drawdown_limit_is_inclusive_and_a_missing_drawdown_fails(drawdown, passed):
+    gate = max_drawdown_gate({"max_drawdown": drawdown}, GATES.max_drawdown)
+    assert gate.passed is passed
+
+
+def test_missing_point_in_time_record_fails_and_says_to_rerun_features():
+    report = _evaluate(_noise(3, mean=0.003), _baselines(), None, _metrics(120), GATES, n_trials=1,
+                       point_in_time=None)
+    assert [g["name"] for g in report.failed()] == ["point_in_time"]
+    assert "rerun `qt features`" in report.reasons()[0]
+
+
+@pytest.mark.parametrize("record, fragment", [
+    ({"feature_set_hash": FEATURE_SET}, "no lookahead/recursive check result"),
+    ({"feature_set_hash": FEATURE_SET, "point_in_time": {"lookahead_violations": 2, "recursive_violations": 0}},
+     "2 lookahead and 0 recursive violation(s)"),
+    ({"feature_set_hash": FEATURE_SET, "point_in_time": {"lookahead_violations": 0, "recursive_violations": 1}},
+     "0 lookahead and 1 recursive violation(s)"),
+    ({"feature_set_hash": "a" * 64, "point_in_time": PIT_OK["point_in_time"]}, "but the model was trained on"),
+])
+def test_failed_or_foreign_point_in_time_record_fails_the_gate(record, fragment):
+    gate = point_in_time_gate(record, FEATURE_SET)
+    assert not gate.passed
+    assert fragment in gate.detail and "rerun `qt features`" in gate.detail
+
+
+def test_passing_point_in_time_record_of_the_same_feature_set_passes():
+    gate = point_in_time_gate(PIT_OK, FEATURE_SET)
+    assert gate.passed and gate.value == 0.0

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.sequence import add_return_windows
 from features.store import read_features, read_labels
 from training.registry import ModelRegistry, champion_version
 from training.stages import evaluate_stage, promote_stage, train_stage
@@ -60,6 +61,17 @@ def test_positive_control_learns_the_planted_drift(runs):
         assert m["oos"]["ic"] > 0.2
         assert m["cv"]["auc"] > 0.65 and len(m["cv"]["folds"]) == 3
     assert _model(runs["noise"]["train"], "ensemble")["oos"]["auc"] < 0.58
+
+
+def test_all_four_members_are_trained_scored_and_weighted(runs):
+    strong = runs["strong"]["train"]
+    for name in ("xgboost", "lightgbm", "nhits", "patchtst"):
+        m = _model(strong, name)
+        assert len(m["cv"]["folds"]) == 3 and 0.0 <= m["oos"]["auc"] <= 1.0, (name, m)
+        assert m["fit_seconds"] > 0
+    weights = runs["strong"]["train_json"]["weights"]
+    assert set(weights) == {"xgboost", "lightgbm", "nhits", "patchtst"}
+    assert sum(weights.values()) == pytest.approx(1.0)
 
 
 def test_positive_control_passes_every_gate_and_becomes_champion(runs):
@@ -114,7 +126,8 @@ def test_handover_files_describe_the_run(runs):
         assert info[key]
     assert pd.Timestamp(info["train_end"]) < pd.Timestamp(info["holdout_start"])
     pred = runs["strong"]["predictions"]
-    assert list(pred.columns) == ["symbol", "timestamp", "prob_up", "expected_return"]
+    assert list(pred.columns)[:4] == ["symbol", "timestamp", "prob_up", "expected_return"]
+    assert {"fwd_return", "up"} <= set(pred.columns)  # the calibration plot and the IC read these
     assert pred["timestamp"].min() == pd.Timestamp(info["holdout_start"])
     assert ((pred["prob_up"] >= 0) & (pred["prob_up"] <= 1)).all()
     assert (runs["strong"]["paths"].reports / "holdout_equity.png").stat().st_size > 10_000
@@ -124,8 +137,10 @@ def test_registered_challenger_loads_in_a_new_process_and_predicts_identically(r
     noise = runs["noise"]
     paths, params = noise["paths"], noise["params"]
     info = noise["train_json"]
-    columns = [c for c in noise["features"].columns if c not in ("symbol", "timestamp")]
-    rows = noise["features"][noise["features"]["timestamp"] >= pd.Timestamp(info["holdout_start"])].head(200)
+    # the sequence members read a window of past returns, built from each symbol's history
+    features = add_return_windows(noise["features"], params.train.sequence_length)
+    columns = [c for c in features.columns if c not in ("symbol", "timestamp")]
+    rows = features[features["timestamp"] >= pd.Timestamp(info["holdout_start"])].head(200)
     rows[columns].reset_index(drop=True).to_parquet(tmp_path / "rows.parquet")
     script = textwrap.dedent(f"""
         import sys, mlflow, pandas as pd
@@ -162,7 +177,8 @@ def test_mlflow_run_holds_params_metrics_and_artefacts_a_person_reads(runs):
     assert metrics["holdout_strategy_sharpe"] == pytest.approx(strong["evaluation"]["strategy"]["sharpe"])
     assert "holdout_buy_and_hold_sharpe" in metrics and "holdout_rule_rsi_macd_trades" in metrics
     artefacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"feature_importance.csv", "model_card.md", "holdout_equity.png", "promotion.json"} <= artefacts
+    assert {"feature_importance.csv", "model_card.md", "holdout_equity.png", "promotion.json",
+            "feature_importance.png", "calibration.png"} <= artefacts
     card = client.download_artifacts(run.info.run_id, "model_card.md")
     text = open(card).read()
     assert "PROMOTED to champion" in text and "deflated_sharpe" in text and "buy_and_hold" in text

@@ -1,0 +1,104 @@
+"""``qt backtest``: any logged model on any source's candles, beside the baselines.
+
+The candles come through the collect stage exactly as the pipeline's do (``qt.collect``:
+synthetic, parquet:DIR, ccxt), but into a temporary state directory that is deleted
+afterwards: a backtest never changes the user's lake. The logic is
+``training.backtest_model.backtest_model``; this module only reads, prints and writes.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from qt.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from qt.config import Params
+
+_COLUMNS = (("net_return", "{:.2%}"), ("sharpe", "{:.2f}"), ("sortino", "{:.2f}"), ("max_drawdown", "{:.2%}"),
+            ("trades", "{:.0f}"), ("hit_rate", "{:.1%}"), ("fees", "{:.2f}"), ("exposure", "{:.1%}"))
+
+
+def read_source_candles(params: Params, start: str | None, end: str | None,
+                        history_bars: int) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """(candles, funding or None) of ``params.data`` in ``[start - history_bars bars, end)``,
+    collected from ``params.data.source`` into a throw-away lake."""
+    import pandas as pd
+
+    from qt import lake
+    from qt.collect import collect_stage, read_lake
+    from qt.paths import StatePaths
+    from qt.synthetic import timeframe_ms
+
+    first = None
+    if start is not None:
+        first = (lake._ts(start) - pd.Timedelta(milliseconds=timeframe_ms(params.data.timeframe) * (history_bars + 1)))
+    data = params.data.model_copy(update={"start": first.isoformat() if first is not None else None, "end": end})
+    params = params.model_copy(update={"data": data,
+                                       "collect": params.collect.model_copy(update={"universe": "list"})})
+    with tempfile.TemporaryDirectory(prefix="qt-backtest-") as tmp:
+        paths = StatePaths(Path(tmp)).ensure()
+        collect_stage(params, paths)
+        candles = read_lake(params, paths)
+        from executor.funding import read_lake_funding
+        from qt.collect import lake_root
+
+        funding = read_lake_funding(lake_root(params, paths), params.data.symbols, first, end)
+    return candles, funding
+
+
+def backtest(
+    model: Annotated[str, typer.Option("--model", help="models:/NAME@champion | models:/NAME/3 | runs:/ID/model")],
+    source: Annotated[Optional[str], typer.Option("--source", help="synthetic[:SEED] | parquet:DIR | ccxt")] = None,
+    symbols: Annotated[Optional[str], typer.Option("--symbols", help="comma-separated (default: the model's)")] = None,
+    start: Annotated[Optional[str], typer.Option("--start", help="first traded date, inclusive")] = None,
+    end: Annotated[Optional[str], typer.Option("--end", help="last date, exclusive")] = None,
+    timeframe: Annotated[Optional[str], typer.Option("--timeframe", help="default: the model's")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", help="write the evaluation block as JSON")] = None,
+    params: Annotated[Optional[Path], typer.Option("--params", help="costs, risk, signal thresholds")] = None,
+) -> None:
+    """Backtest a logged model on a source's candles beside buy-and-hold, the RSI/MACD rule and flat."""
+    from qt.cli import _context
+    from training.backtest_model import backtest_model, history_bars_for_backtest, load_logged_model, logged_metadata
+
+    if start is not None and end is not None:
+        from qt.lake import _ts
+
+        if _ts(start) >= _ts(end):
+            raise UserError(f"--start {start} is not before --end {end}")
+    p, paths = _context(params, source, symbols, timeframe, None, None)
+    loaded = load_logged_model(model, paths.tracking_uri)
+    md = logged_metadata(loaded)
+    data = {"timeframe": timeframe or md["timeframe"]}
+    if symbols is None and md.get("symbols"):
+        data["symbols"] = list(md["symbols"])
+    p = p.model_copy(update={"data": p.data.model_copy(update=data)})
+    candles, funding = read_source_candles(p, start, end, history_bars_for_backtest(md))
+    evaluation = backtest_model(model, candles, funding, p, start=start, model=loaded)
+    _print_table(evaluation, model, p)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(evaluation, indent=2, allow_nan=False))
+        typer.echo(f"wrote {output}")
+
+
+def _print_table(evaluation: dict, model: str, params: Params) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    strat = evaluation["strategy"]
+    table = Table(title=f"{model} on {params.data.source} {params.data.timeframe} "
+                        f"{', '.join(params.data.symbols)}: {strat['start']} .. {strat['end']} (net of costs)")
+    table.add_column("run")
+    for name, _ in _COLUMNS:
+        table.add_column(name, justify="right")
+    for run, metrics in evaluation.items():
+        table.add_row(run, *(fmt.format(metrics[k]) if metrics.get(k) is not None else "-" for k, fmt in _COLUMNS))
+    Console().print(table)

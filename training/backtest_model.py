@@ -1,0 +1,173 @@
+"""Backtest any logged model on any candles: ``qt backtest`` and the champion re-evaluation.
+
+``model_predictions`` is the ONE way a logged model's input is rebuilt from candles outside
+training: ``compute_features`` with the feature params the model logged, then (for models with
+sequence members) ``features.sequence.add_return_windows`` with its logged ``sequence_length``,
+then the rows of ``[start, end]``, then ``model.predict`` on the logged ``feature_columns``.
+The promote stage's champion re-evaluation and ``qt backtest`` both call it, so a champion is
+judged on exactly the input it would see when served.
+
+``backtest_model`` returns the same block the evaluate stage writes (``evaluation.json`` and
+summary.json's ``evaluation``): ``strategy``, ``rule_rsi_macd``, ``buy_and_hold``, ``flat``,
+each the backtest metrics plus ``start``/``end``, through the same ``executor.backtest``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from qt.config import FeatureParams, Params
+from qt.errors import DataError, UserError
+
+EVALUATION_KEYS = ("strategy", "rule_rsi_macd", "buy_and_hold", "flat")
+URI_FORMS = "models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/model"
+
+
+def logged_metadata(model) -> dict:
+    """The model's logged metadata; DataError when it was not logged by ``qt train``."""
+    md = dict(getattr(getattr(model, "metadata", None), "metadata", None) or {})
+    missing = [k for k in ("feature_params", "feature_columns", "timeframe") if k not in md]
+    if missing:
+        raise DataError(f"the model's metadata lacks {missing}: it was not logged by `qt train`, "
+                        f"so its input cannot be rebuilt")
+    return md
+
+
+def sequence_length_of(metadata: dict) -> int:
+    """Bars of return window the model reads (0 for models logged before sequence members)."""
+    return int(metadata.get("sequence_length") or 0)
+
+
+def history_bars_needed(metadata: dict) -> int:
+    """Bars of candles before the first predicted bar: the feature warm-up plus the return window."""
+    from features.compute import warmup_bars
+
+    return warmup_bars(FeatureParams(**metadata["feature_params"])) + sequence_length_of(metadata)
+
+
+def history_bars_for_backtest(metadata: dict) -> int:
+    """History ``backtest_model`` needs: the model's input and the RSI/MACD rule's warm-up."""
+    from features.compute import warmup_bars
+    from training.stages import _RULE_FEATURES
+
+    return max(history_bars_needed(metadata), warmup_bars(_RULE_FEATURES))
+
+
+def model_predictions(model, history_candles: pd.DataFrame, start=None, end=None,
+                      funding: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Predictions ``symbol, timestamp, prob_up, expected_return`` for the bars in ``[start, end]``.
+
+    ``history_candles`` must reach back ``history_bars_needed`` bars before ``start``: earlier
+    rows are the warm-up. A row without a full return window is not predictable (like a warm-up
+    row) and is left out; DataError when no row of the window is left.
+    """
+    from features.compute import compute_features
+
+    md = logged_metadata(model)
+    feats = compute_features(history_candles, FeatureParams(**md["feature_params"]), funding=funding)
+    seq = sequence_length_of(md)
+    if seq > 0:
+        from features.sequence import add_return_windows
+
+        feats = add_return_windows(feats, seq)
+    ts = feats["timestamp"]
+    mask = pd.Series(True, index=feats.index)
+    if start is not None:
+        mask &= ts >= _utc(start)
+    if end is not None:
+        mask &= ts <= _utc(end)
+    columns = list(md["feature_columns"])
+    absent = [c for c in columns if c not in feats.columns]
+    if absent:
+        raise DataError(f"the rebuilt features lack the model's columns {absent[:5]}; the model was logged "
+                        f"by a different feature code version - retrain it")
+    window = feats[mask].dropna(subset=columns).reset_index(drop=True)
+    if window.empty:
+        raise DataError(f"no predictable bars in [{start or 'start'}, {end or 'end'}]: the model needs "
+                        f"{history_bars_needed(md)} bars of history before the first one; widen the range")
+    pred = model.predict(window[columns])
+    return window[["symbol", "timestamp"]].assign(prob_up=pred["prob_up"].to_numpy(),
+                                                  expected_return=pred["expected_return"].to_numpy())
+
+
+def evaluate_predictions(history_candles: pd.DataFrame, predictions: pd.DataFrame, params: Params,
+                         model_version: str, funding: pd.DataFrame | None = None) -> tuple[dict[str, dict], dict]:
+    """The evaluate stage's comparison on the predictions' window -> (evaluation block, results).
+
+    The strategy trades the predictions; the RSI/MACD rule runs on the same bars (its indicators
+    warmed up on the history before); buy-and-hold and flat cover the strategy's window.
+    Perpetuals settle ``funding`` (required for them) in every one of them.
+    """
+    from executor.backtest import buy_and_hold, flat_baseline, run_backtest
+    from executor.signals import signals_from_predictions
+    from training.baselines import make_rule_signals
+
+    start, end = predictions["timestamp"].min(), predictions["timestamp"].max()
+    candles = history_candles[history_candles["timestamp"] >= start].reset_index(drop=True)
+    signals = signals_from_predictions(predictions, params.signal, model_version=model_version)
+    results = {"strategy": run_backtest(candles, signals, params, funding=funding)}
+    strat = results["strategy"]
+    rule = make_rule_signals(history_candles)
+    rule = rule[(rule["timestamp"] >= start) & (rule["timestamp"] <= end)]
+    results["rule_rsi_macd"] = run_backtest(candles, rule, params, funding=funding)
+    results["buy_and_hold"] = buy_and_hold(candles, params, strat.start, strat.end, funding=funding)
+    results["flat"] = flat_baseline(candles, params, strat.start, strat.end)
+    evaluation = {}
+    for name, res in results.items():
+        evaluation[name] = {k: _number(v) for k, v in res.metrics.items()}
+        evaluation[name]["start"] = str(res.start)
+        evaluation[name]["end"] = str(res.end)
+    return evaluation, results
+
+
+def load_logged_model(model_uri: str, tracking_uri: str | None = None):
+    """The pyfunc at ``model_uri``; UserError for a malformed URI, DataError when it cannot be loaded."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    if not model_uri.startswith(("models:/", "runs:/")) or model_uri.rstrip("/") in ("models:", "runs:"):
+        raise UserError(f"--model {model_uri!r} is not a model URI; use {URI_FORMS}")
+    if tracking_uri is not None:
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+    try:
+        return mlflow.pyfunc.load_model(model_uri)
+    except (MlflowException, OSError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DataError(f"cannot load model {model_uri!r}: {first[:200]} (forms: {URI_FORMS})") from None
+
+
+def backtest_model(model_uri: str, candles: pd.DataFrame, funding: pd.DataFrame | None, params: Params, *,
+                   start=None, end=None, tracking_uri: str | None = None, model=None) -> dict:
+    """Evaluation block (``EVALUATION_KEYS``) of the model at ``model_uri`` on ``candles``.
+
+    ``candles`` carry the history (``history_bars_needed`` bars before ``start``); the bars
+    traded are ``[start, end]`` (default: every predictable bar). ``params`` supplies costs,
+    risk and signal thresholds, and its ``data.timeframe`` must be the model's. ``model``:
+    an already loaded pyfunc for ``model_uri`` (skips loading).
+    """
+    model = model if model is not None else load_logged_model(model_uri, tracking_uri)
+    md = logged_metadata(model)
+    if md["timeframe"] != params.data.timeframe:
+        raise UserError(f"{model_uri} was trained on {md['timeframe']} bars, not {params.data.timeframe}; "
+                        f"backtest it with --timeframe {md['timeframe']}")
+    predictions = model_predictions(model, candles, start, end, funding=funding)
+    evaluation, _ = evaluate_predictions(candles, predictions, params, model_version=model_uri, funding=funding)
+    return evaluation
+
+
+def _utc(value) -> pd.Timestamp:
+    """A bound as a UTC timestamp (a naive date is UTC, like every timestamp in the lake)."""
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _number(v):
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, int):
+        return int(v)
+    v = float(v)
+    return v if math.isfinite(v) else None

@@ -1,0 +1,240 @@
+"""The sequence members: N-HiTS and PatchTST (neuralforecast) as P(up) classifiers.
+
+Each member is a neural forecaster of the next ``horizon`` one-bar log returns, trained with
+neuralforecast's public ``NeuralForecast.fit`` on every symbol's ``logret_1`` series, and
+turned into a probability by a two-number logistic calibration of the label ``up`` on the
+forecast sum ``z`` (the forecast of the label's own forward log return):
+``P(up) = sigmoid(a + b * z)``.
+
+Why prediction bypasses ``NeuralForecast.predict``: the ensemble is one pickled MLflow model
+that must score any row - in a backtest, in serving - from that row alone. Every row carries
+its own input window (``features.sequence``: ``seq_ret_0`` = this bar, newest first), so the
+member calls the trained torch module on a batch of windows. That equals what
+``NeuralForecast.predict`` computes because the network sees exactly what neuralforecast fed
+it: ``scaler_type="identity"`` and a series standardised here by one scale fitted at training
+time (the pooled std of the training returns), mask all ones, same float32 arithmetic
+(proved per symbol in tests/training/test_deep.py).
+
+Determinism: ``random_seed`` (window sampling, initialisation) and ``torch.set_num_threads(n_jobs)``
+- same rows + same params => bit-identical forecasts. Pickling keeps only the trained module
+(``eval()`` mode, no trainer), the scale and the calibration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from features.sequence import SOURCE_COLUMN
+from qt.config import DEEP_HPARAM_KEYS
+from qt.errors import ConfigError, DataError
+
+KINDS = ("nhits", "patchtst")
+CALIBRATION_MAX_ROWS = 50_000  # in-sample rows the logistic calibration is fitted on (strided subsample)
+PREDICT_BATCH_ROWS = 16_384  # windows per forward pass: bounds memory, not results
+_INT_KEYS = {"max_steps", "batch_size", "windows_batch_size", "step_size", "num_lr_decays", "encoder_layers",
+             "n_heads", "hidden_size", "linear_hidden_size", "patch_len", "stride"}
+_TRAINER = dict(enable_progress_bar=False, enable_model_summary=False, logger=False, enable_checkpointing=False,
+                accelerator="cpu", devices=1)
+_NOISY_LOGGERS = ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric",
+                  "lightning.fabric", "neuralforecast")
+
+
+class SequenceForecaster:
+    """neuralforecast N-HiTS / PatchTST trained on per-symbol 1-bar log-return series; predicts the
+    sum of the next ``horizon`` returns from a row's window; a logistic calibration maps that to P(up).
+
+    ``predict_proba`` takes the ``seq_ret_*`` window columns (``features.sequence.window_columns``,
+    newest first) like an sklearn classifier takes its features.
+    """
+
+    feature_importances_ = None  # no per-tabular-feature importance: the ensemble table shows NaN
+
+    def __init__(self, kind: str, horizon: int, input_size: int, hparams: dict, seed: int, n_jobs: int):
+        if kind not in KINDS:
+            raise ConfigError(f"sequence member {kind!r} unknown; use one of {list(KINDS)}")
+        unknown = sorted(set(hparams) - DEEP_HPARAM_KEYS[kind])
+        if unknown:
+            raise ConfigError(f"train.{kind}: unknown hyper-parameter(s) {unknown}; "
+                              f"allowed: {sorted(DEEP_HPARAM_KEYS[kind])}")
+        if horizon < 1 or input_size < 1:
+            raise ConfigError(f"sequence member needs horizon >= 1 and input_size >= 1, got {horizon}, {input_size}")
+        self.kind = kind
+        self.horizon = int(horizon)
+        self.input_size = int(input_size)
+        self.hparams = {k: int(v) if k in _INT_KEYS else v for k, v in dict(hparams).items()}
+        self.seed = int(seed)
+        self.n_jobs = int(n_jobs)
+        self.scale_: float | None = None
+        self.calibration_: tuple[float, float] | None = None
+        self.module_ = None
+
+    # ------------------------------------------------------------------ training
+    def fit(self, frame: pd.DataFrame, up: np.ndarray) -> "SequenceForecaster":
+        """Train the network on each symbol's ``SOURCE_COLUMN`` series, then calibrate P(up).
+
+        ``frame``: the training slice's rows (several symbols, any order) with ``symbol``,
+        ``timestamp``, ``SOURCE_COLUMN`` and the ``window_columns(input_size)``; ``up`` the labels
+        aligned with ``frame``'s rows. Each symbol's rows, in time order, are one series (rows,
+        not hours: gaps are not filled, as in ``features.compute``). The calibration is fitted on
+        the in-sample forecasts of at most ``CALIBRATION_MAX_ROWS`` rows (a fixed stride).
+        """
+        up = np.asarray(up, dtype=np.float64)
+        if len(up) != len(frame):
+            raise DataError(f"{self.kind}: {len(frame)} rows but {len(up)} labels; pass labels aligned with the rows")
+        missing = [c for c in ("symbol", "timestamp", SOURCE_COLUMN) if c not in frame.columns]
+        if missing:
+            raise DataError(f"{self.kind}: training rows lack columns {missing}; pass the joined feature rows")
+        # one canonical row order: the fit (incl. the calibration's subsample) ignores the input order
+        order = np.lexsort((frame["timestamp"].to_numpy(dtype="datetime64[ns]").view("int64"),
+                            frame["symbol"].astype(str).to_numpy()))
+        frame, up = frame.iloc[order], up[order]
+        series = self._training_series(frame)
+        self.scale_ = float(np.std(series["y"].to_numpy(), ddof=1))
+        if not np.isfinite(self.scale_) or self.scale_ <= 0:
+            raise DataError(f"{self.kind}: the training returns are constant; nothing to learn")
+        series["y"] = series["y"] / self.scale_
+        self.module_ = self._train_network(series)
+
+        windows = _window_matrix(frame, self.input_size, self.kind)
+        pick = _strided(len(frame), CALIBRATION_MAX_ROWS)
+        self.calibration_ = fit_logistic(self.forecast_sum(windows[pick]), up[pick])
+        return self
+
+    def _training_series(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """neuralforecast's long frame: unique_id = symbol, ds = row position in time, y = return."""
+        rows = frame[["symbol", "timestamp", SOURCE_COLUMN]]  # sorted by symbol, then time (``fit``)
+        y = rows[SOURCE_COLUMN].to_numpy(dtype=np.float64)
+        if not np.isfinite(y).all():
+            raise DataError(f"{self.kind}: {int((~np.isfinite(y)).sum())} training rows have NaN/inf "
+                            f"{SOURCE_COLUMN}; drop warm-up rows before fitting")
+        series = pd.DataFrame({"unique_id": rows["symbol"].astype(str).to_numpy(), "y": y})
+        series["ds"] = series.groupby("unique_id", sort=False).cumcount().astype(np.int64)
+        sizes = series.groupby("unique_id", sort=False)["y"].transform("size")
+        need = self.input_size + self.horizon
+        series = series[sizes >= need]
+        if series.empty:
+            raise DataError(f"{self.kind}: no symbol has {need} training rows (input_size + horizon); "
+                            f"lower train.sequence_length or train on a longer period")
+        return series.reset_index(drop=True)
+
+    def _train_network(self, series: pd.DataFrame):
+        """The fitted torch module, in eval mode, detached from its trainer."""
+        import torch
+        from neuralforecast import NeuralForecast
+        from neuralforecast.models import NHITS, PatchTST
+
+        torch.set_num_threads(self.n_jobs)
+        model_class = {"nhits": NHITS, "patchtst": PatchTST}[self.kind]
+        max_steps = int(self.hparams.get("max_steps", 100))
+        with _quiet():
+            model = model_class(h=self.horizon, input_size=self.input_size, scaler_type="identity",
+                                random_seed=self.seed, val_check_steps=max_steps, **self.hparams, **_TRAINER)
+            nf = NeuralForecast(models=[model], freq=1)
+            nf.fit(series[["unique_id", "ds", "y"]], val_size=0)
+        module = nf.models[0]
+        module.eval()
+        module.trainer = None  # no trainer, callbacks or data module in the pickle
+        return module
+
+    # ------------------------------------------------------------------ prediction
+    def forecast_sum(self, windows: np.ndarray) -> np.ndarray:
+        """Sum of the ``horizon`` forecast returns for each window ([n, input_size], newest first)."""
+        import torch
+
+        if self.module_ is None:
+            raise DataError(f"{self.kind}: forecast before fit; fit the member first")
+        x = np.asarray(windows, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.input_size:
+            raise DataError(f"{self.kind}: windows must be [rows, {self.input_size}] (seq_ret_0..), got {x.shape}")
+        if not np.isfinite(x).all():
+            raise DataError(f"{self.kind}: {int((~np.isfinite(x).all(axis=1)).sum())} window(s) hold NaN/inf; "
+                            f"drop rows with fewer than {self.input_size} bars of history")
+        torch.set_num_threads(self.n_jobs)
+        # oldest first, standardised exactly as the training series (float64 divide, then float32)
+        scaled = np.ascontiguousarray(x[:, ::-1] / self.scale_).astype(np.float32)
+        out = np.empty(len(x), dtype=np.float64)
+        with torch.no_grad():
+            for start in range(0, len(x), PREDICT_BATCH_ROWS):
+                batch = torch.from_numpy(scaled[start:start + PREDICT_BATCH_ROWS]).unsqueeze(-1)  # [B, L, 1]
+                windows_batch = dict(insample_y=batch, insample_mask=torch.ones_like(batch),
+                                     futr_exog=None, hist_exog=None, stat_exog=None)
+                y_hat = self.module_.loss.domain_map(self.module_(windows_batch))  # [B, h, 1]
+                out[start:start + len(batch)] = y_hat.reshape(len(batch), -1).double().sum(dim=1).numpy()
+        return out * self.scale_
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """sklearn-style ``[n, 2]``: columns (1 - P(up), P(up)); ``x`` = the rows' windows."""
+        if self.calibration_ is None:
+            raise DataError(f"{self.kind}: predict before fit; fit the member first")
+        a, b = self.calibration_
+        p = _sigmoid(a + b * self.forecast_sum(x))
+        return np.column_stack([1.0 - p, p])
+
+
+def fit_logistic(z: np.ndarray, y: np.ndarray, iterations: int = 50) -> tuple[float, float]:
+    """(a, b) maximising the Bernoulli likelihood of ``y`` under ``sigmoid(a + b * z)`` (Newton).
+
+    Two numbers, no penalty: enough rows make it well posed. ``z`` is standardised inside for
+    conditioning. A constant ``z`` cannot rank rows: slope 0, intercept = logit of the base rate.
+    """
+    z = np.asarray(z, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    base = float(np.clip(y.mean(), 1e-6, 1 - 1e-6)) if len(y) else 0.5
+    sd = float(np.std(z)) if len(z) > 1 else 0.0
+    if sd == 0.0 or not np.isfinite(sd):
+        return float(np.log(base / (1 - base))), 0.0
+    mu = float(np.mean(z))
+    design = np.column_stack([np.ones_like(z), (z - mu) / sd])
+    w = np.array([np.log(base / (1 - base)), 0.0])
+    for _ in range(iterations):
+        p = _sigmoid(design @ w)
+        grad = design.T @ (y - p)
+        hess = (design * (p * (1 - p))[:, None]).T @ design + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        w = w + step
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    slope = w[1] / sd
+    return float(w[0] - slope * mu), float(slope)
+
+
+def _sigmoid(t: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(t, dtype=np.float64)))  # overflow-free logistic
+
+
+def _strided(n: int, at_most: int) -> np.ndarray:
+    """Deterministic subsample: every k-th row, at most ``at_most`` rows."""
+    step = max(1, -(-n // at_most))
+    return np.arange(0, n, step)
+
+
+def _window_matrix(frame: pd.DataFrame, input_size: int, kind: str) -> np.ndarray:
+    from features.sequence import window_columns
+
+    columns = window_columns(input_size)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"{kind}: rows lack the return window {missing[:2]}...; build it with "
+                        f"features.sequence.add_return_windows(features, {input_size})")
+    return frame[columns].to_numpy(dtype=np.float64)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Lightning's banner lines ("GPU available", "Seed set") and its deprecation warnings are noise
+    in a pipeline log: raise those loggers to WARNING and drop library warnings while fitting."""
+    saved = {name: logging.getLogger(name).level for name in _NOISY_LOGGERS}
+    try:
+        for name in _NOISY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
