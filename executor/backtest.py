@@ -3,7 +3,7 @@
 ``run_backtest`` runs the SAME decision core, risk engine and paper broker as the paper
 daemon (``executor.daemon.run_paper_replay``); only the signal source differs. Baselines
 (``buy_and_hold``, ``flat_baseline``) return the same metric keys so the promotion gate
-can compare like with like, net of fees and slippage.
+can compare like with like, net of fees, slippage and (perpetuals) funding.
 
 Window: the backtest steps the bars from the first signal's bar to the bar after the last
 signal (where that signal's orders would fill). With ``close_at_end`` (default) every

@@ -22,8 +22,10 @@ if TYPE_CHECKING:
 
     from qt.config import Params
 
-_COLUMNS = (("net_return", "{:.2%}"), ("sharpe", "{:.2f}"), ("sortino", "{:.2f}"), ("max_drawdown", "{:.2%}"),
-            ("trades", "{:.0f}"), ("hit_rate", "{:.1%}"), ("fees", "{:.2f}"), ("exposure", "{:.1%}"))
+# (metric key, row label, format)
+_COLUMNS = (("net_return", "net", "{:+.2%}"), ("sharpe", "Sharpe", "{:.2f}"), ("sortino", "Sortino", "{:.2f}"),
+            ("max_drawdown", "max DD", "{:.1%}"), ("trades", "trades", "{:.0f}"), ("hit_rate", "hit", "{:.0%}"),
+            ("fees", "fees", "{:.0f}"), ("funding", "funding", "{:.0f}"), ("exposure", "exposure", "{:.0%}"))
 
 
 def read_source_candles(params: Params, start: str | None, end: str | None,
@@ -90,15 +92,18 @@ def backtest(
 
 
 def _print_table(evaluation: dict, model: str, params: Params) -> None:
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
     strat = evaluation["strategy"]
     table = Table(title=f"{model} on {params.data.source} {params.data.timeframe} "
-                        f"{', '.join(params.data.symbols)}: {strat['start']} .. {strat['end']} (net of costs)")
-    table.add_column("run")
-    for name, _ in _COLUMNS:
-        table.add_column(name, justify="right")
-    for run, metrics in evaluation.items():
-        table.add_row(run, *(fmt.format(metrics[k]) if metrics.get(k) is not None else "-" for k, fmt in _COLUMNS))
+                        f"{', '.join(params.data.symbols)}: {strat['start']} .. {strat['end']} (net of costs)",
+                  box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    # one row per metric, one column per run: fits an 80-column terminal whatever the metric count
+    table.add_column("metric", no_wrap=True)
+    for run in evaluation:
+        table.add_column(run, justify="right", no_wrap=True)
+    for key, header, fmt in _COLUMNS:
+        table.add_row(header, *(fmt.format(m[key]) if m.get(key) is not None else "-" for m in evaluation.values()))
     Console().print(table)

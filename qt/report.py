@@ -35,12 +35,12 @@ def print_summary(summary: dict, paths: StatePaths, console: Console | None = No
                 f"log loss {_num(oos.get('log_loss'), '{:.4f}')}")
     ev = summary.get("evaluation", {})
     if ev:
-        t = Table(title="holdout backtest, net of fees and slippage")
-        for col in ("strategy", "net return", "Sharpe", "max DD", "trades", "fees USDT"):
+        t = Table(title="holdout backtest, net of fees, slippage and funding")
+        for col in ("strategy", "net return", "Sharpe", "max DD", "trades", "fees USDT", "funding USDT"):
             t.add_column(col)
         for name, m in ev.items():
             t.add_row(name, _pct(m.get("net_return")), _num(m.get("sharpe")), _pct(m.get("max_drawdown"), signed=False),
-                      str(m.get("trades")), _num(m.get("fees")))
+                      str(m.get("trades")), _num(m.get("fees")), _num(m.get("funding")))
         c.print(t)
     r = summary.get("registry", {})
     verdict = "[green]promoted to champion[/]" if r.get("promoted") else "[yellow]stays challenger[/]"
