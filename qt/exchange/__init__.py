@@ -1,7 +1,12 @@
 """The project's local Binance-compatible exchange (offline stand-in for binance.com).
 
 * ``create_app`` / ``Clock`` (``qt.exchange.local``): Binance's public REST endpoints over a
-  Parquet data dir, at the wall clock or a replayed instant.
+  Parquet data dir, at the wall clock or a replayed instant, plus the signed order, account,
+  position and leverage endpoints (``qt.exchange.trading``) over a small matching engine
+  (``qt.exchange.matching``), and a test-control surface (``qt.exchange.control``).
+* API keys: ``{"api key": "secret"}`` as JSON in the environment variable
+  ``QT_EXCHANGE_API_KEYS`` of the server process (never on the command line, where ``ps``
+  shows it, and never logged). Without keys every signed request is refused (-2015).
 * ``FaultInjector`` (``qt.exchange.faults``): seeded latency, 429/418/5xx, timeouts, dropped
   connections, reconfigurable at run time through ``/_qt/faults``.
 * ``make_ccxt`` (``qt.exchange.client``): the real ccxt client, optionally pointed at it.
@@ -12,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -25,35 +31,54 @@ from qt.procs import ManagedProcess, free_port
 
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
+API_KEYS_ENV = "QT_EXCHANGE_API_KEYS"
 
 
-def serve(datadir: Path, host: str, port: int, clock: Clock, faults: FaultInjector) -> None:
+def parse_api_keys(raw: str | None) -> dict[str, str]:
+    """``{"key": "secret", ...}`` from JSON text; ConfigError that never echoes the text."""
+    if not raw:
+        return {}
+    try:
+        keys = json.loads(raw)
+    except ValueError:
+        keys = None
+    if not isinstance(keys, dict) or not all(isinstance(k, str) and isinstance(v, str) and k and v
+                                             for k, v in keys.items()):
+        raise ConfigError(f"{API_KEYS_ENV} must be a JSON object of non-empty strings "
+                          f'{{"api key": "secret"}} (its value is not shown)')
+    return keys
+
+
+def serve(datadir: Path, host: str, port: int, clock: Clock, faults: FaultInjector,
+          api_keys: dict[str, str] | None = None) -> None:
     """Serve the exchange on ``host:port`` until SIGINT/SIGTERM (blocking).
 
     In-flight requests get 1 s at shutdown: a "timeout" fault stalls for longer than any
     client waits, and must not keep a stopping server alive."""
     import uvicorn
 
-    app = create_app(Path(datadir), clock, faults)
+    app = create_app(Path(datadir), clock, faults, api_keys)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                             lifespan="off", timeout_graceful_shutdown=1)
-    print(f"local Binance-compatible exchange on http://{host}:{port} serving {datadir} "
-          f"(Ctrl-C to stop)", flush=True)
+    print(f"local Binance-compatible exchange on http://{host}:{port} serving {datadir}, "
+          f"{len(api_keys or {})} API key(s) (Ctrl-C to stop)", flush=True)
     uvicorn.Server(config).run()
 
 
 def run_server_cli(data: Path, port: int, host: str = LOOPBACK, now: str | None = None,
-                   faults_json: str | None = None) -> None:
+                   faults_json: str | None = None, api_keys: dict[str, str] | None = None) -> None:
     """``qt exchange serve --data DIR --port P [--host H] [--now ISO] [--faults JSON]``.
 
-    Every argument is checked before the port is bound: a bad one raises a UserError
+    API keys come from ``api_keys`` or else ``$QT_EXCHANGE_API_KEYS`` (read here, at the entry
+    point). Every argument is checked before the port is bound: a bad one raises a UserError
     (ConfigError/DataError) with one line saying what to fix."""
     if not 1 <= port <= 65535:
         raise ConfigError(f"--port {port} is not a TCP port (1-65535)")
     clock = Clock.from_iso(now)
     faults = FaultInjector(parse_fault_config(faults_json))
+    keys = api_keys if api_keys is not None else parse_api_keys(os.environ.get(API_KEYS_ENV))
     DataDir(Path(data))  # DataError now, not at the first request
-    serve(Path(data), host, port, clock, faults)
+    serve(Path(data), host, port, clock, faults, keys)
 
 
 class LocalExchange:
@@ -65,7 +90,8 @@ class LocalExchange:
     """
 
     def __init__(self, data: Path, now: str | None = None, faults: dict | FaultConfig | None = None,
-                 port: int | None = None, log_path: Path | None = None, start_timeout_s: float = 30.0):
+                 port: int | None = None, log_path: Path | None = None, start_timeout_s: float = 30.0,
+                 api_keys: dict[str, str] | None = None):
         self.data = Path(data)
         self.port = port or free_port()
         self.now = now
@@ -80,7 +106,10 @@ class LocalExchange:
                 "--host", LOOPBACK, "--faults", self._faults_json]
         if now is not None:
             argv += ["--now", now]
-        self.process = ManagedProcess(f"local exchange :{self.port}", argv, log_path=self.log_path,
+        env = {k: v for k, v in os.environ.items() if k != API_KEYS_ENV}
+        if api_keys:
+            env[API_KEYS_ENV] = json.dumps(api_keys)  # the environment, not argv: ps shows argv
+        self.process = ManagedProcess(f"local exchange :{self.port}", argv, env=env, log_path=self.log_path,
                                       cwd=_PROJECT_ROOT)
 
     @property
@@ -135,6 +164,43 @@ class LocalExchange:
         """Injected faults by kind since the last ``set_faults`` (or start)."""
         return self.fault_report()["injected"]
 
+    def _control(self, method: str, path: str, body: dict | None = None) -> dict:
+        import httpx
+
+        response = httpx.request(method, f"{self.url}{path}", content=json.dumps(body or {}), timeout=30.0)
+        if response.status_code != 200:
+            raise ConfigError(f"local exchange refused {method} {path}: {response.text}")
+        return response.json()
+
+    def advance(self, bars: int = 1, interval: str = "1h") -> dict:
+        """Move the replay clock ``bars`` x ``interval`` forward; resting orders are matched on
+        every bar opened on the way. Returns ``{"now_ms", "bars_offered"}``."""
+        return self._control("POST", "/_qt/clock", {"advance_bars": bars, "interval": interval})
+
+    def move_clock_to(self, when: str | int) -> dict:
+        return self._control("POST", "/_qt/clock", {"to": when})
+
+    def now_ms(self) -> int:
+        return self._control("GET", "/_qt/clock")["now_ms"]
+
+    def reset_account(self, spot: dict | None = None, futures_usdt: float | str | None = None,
+                      fees: dict | None = None, max_fill_qty_per_bar: dict | None = None) -> dict:
+        """A fresh account (no orders, positions or trades) with these balances and settings."""
+        body: dict = {}
+        if spot is not None:
+            body["spot"] = {k: str(v) for k, v in spot.items()}
+        if futures_usdt is not None:
+            body["futures"] = {"USDT": str(futures_usdt)}
+        if fees is not None:
+            body["fees"] = {k: str(v) for k, v in fees.items()}
+        if max_fill_qty_per_bar is not None:
+            body["max_fill_qty_per_bar"] = {k: str(v) for k, v in max_fill_qty_per_bar.items()}
+        return self._control("POST", "/_qt/reset", body)
+
+    def account_state(self) -> dict:
+        """The raw account (``GET /_qt/account``): balances, positions, order and trade counts."""
+        return self._control("GET", "/_qt/account")
+
     def __enter__(self) -> "LocalExchange":
         return self.start()
 
@@ -142,5 +208,5 @@ class LocalExchange:
         self.stop()
 
 
-__all__ = ["Clock", "DataDir", "FaultConfig", "FaultInjector", "LocalExchange", "create_app", "make_ccxt",
-           "parse_fault_config", "run_server_cli", "serve", "write_datadir"]
+__all__ = ["API_KEYS_ENV", "Clock", "DataDir", "FaultConfig", "FaultInjector", "LocalExchange", "create_app",
+           "make_ccxt", "parse_api_keys", "parse_fault_config", "run_server_cli", "serve", "write_datadir"]

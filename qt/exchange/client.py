@@ -10,10 +10,19 @@ offline machine try the network and fail in a confusing way.
 ``load_markets`` is kept to one request (``exchangeInfo`` of the one market type):
 currencies and margin pairs need signed ``/sapi`` calls the local exchange does not
 serve and the pipeline does not need.
+
+Error mapping: ccxt's binance picks its per-market error table (spot / linear) from the
+*host* of the failing URL (``https://fapi.binance.com/...``); on any other host it falls back
+to the common table, so the same Binance answer would raise a different exception class
+(``-2019 Margin is insufficient.`` -> ``ExchangeError`` instead of ``InsufficientFunds``).
+For a redirected client the table is chosen from the URL's *path* (``/api/`` spot, ``/fapi/``
+linear, ``/dapi/`` inverse), so a broker tested against the local exchange sees the classes
+it will see on Binance.
 """
 
 from __future__ import annotations
 
+import types
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -28,18 +37,22 @@ _CCXT_CLASS = {"spot": "binance", "perp": "binanceusdm"}
 _FETCH_MARKET_TYPES = {"spot": ["spot"], "perp": ["linear"]}
 
 
-def make_ccxt(market: Market, exchange_url: str | None, timeout_ms: int = 10_000) -> ccxt.Exchange:
+def make_ccxt(market: Market, exchange_url: str | None, timeout_ms: int = 10_000,
+              api_key: str | None = None, secret: str | None = None) -> ccxt.Exchange:
     """A ccxt Binance client for ``market``; ``exchange_url`` (e.g. ``http://127.0.0.1:8123``)
     redirects every API URL to that host, None means the real Binance (needs a network).
 
     ``timeout_ms`` is ccxt's per-request timeout; past it ccxt raises ``RequestTimeout``.
+    ``api_key`` / ``secret`` enable the signed (order and account) endpoints.
     """
     if market not in _CCXT_CLASS:
         raise ConfigError(f"market {market!r} is not one of {sorted(_CCXT_CLASS)}; use 'spot' or 'perp'")
     if timeout_ms <= 0:
         raise ConfigError(f"timeout_ms must be positive, got {timeout_ms}")
     exchange_cls = getattr(ccxt, _CCXT_CLASS[market])
+    credentials = {"apiKey": api_key, "secret": secret} if api_key is not None else {}
     exchange = exchange_cls({
+        **credentials,
         "enableRateLimit": True,
         "timeout": int(timeout_ms),
         "options": {
@@ -50,7 +63,21 @@ def make_ccxt(market: Market, exchange_url: str | None, timeout_ms: int = 10_000
     })
     if exchange_url is not None:
         exchange.urls["api"] = rewrite_api_urls(exchange.urls["api"], exchange_url)
+        exchange.get_exceptions_by_url = types.MethodType(_exceptions_by_path, exchange)
     return exchange
+
+
+_PATH_MARKET_TYPES = (("/api/", "spot"), ("/fapi/", "linear"), ("/dapi/", "inverse"), ("/eapi/", "option"),
+                      ("/papi/", "portfolioMargin"))
+
+
+def _exceptions_by_path(exchange: ccxt.Exchange, url: str, exact_or_broad: str) -> dict:
+    """ccxt's per-market error table for ``url``, chosen by its path instead of its host."""
+    path = urlsplit(url).path
+    for prefix, market_type in _PATH_MARKET_TYPES:
+        if path.startswith(prefix):
+            return exchange.safe_dict(exchange.safe_dict(exchange.exceptions, market_type, {}), exact_or_broad, {})
+    return {}
 
 
 def rewrite_api_urls(api_urls: dict[str, str], exchange_url: str) -> dict[str, str]:

@@ -1,17 +1,20 @@
 """Injected failures for the local exchange, so clients are tested against what Binance does
 on a bad day: added latency, HTTP 429 (with ``Retry-After``), 418 (IP ban), 500/502/503, a
-timeout (the answer comes after the client gave up) and a dropped connection (the socket is
-closed without any response).
+timeout (the answer comes after the client gave up), a dropped connection (the socket is
+closed without any response) and ``drop_after`` - the request is fully processed (an order is
+accepted) and then the connection is closed before the answer, the case a client must
+resolve by looking its order up by client order id instead of sending it again.
 
 Configuration (JSON, also accepted by ``POST /_qt/faults``)::
 
     {"seed": 7, "latency_ms": 0,
-     "rules": [{"kind": "429", "path_prefix": "/api/v3/klines", "symbol": "BTCUSDT",
+     "rules": [{"kind": "429", "path_prefix": "/api/v3/klines", "symbol": "BTCUSDT", "method": "GET",
                 "probability": 0.5, "every_nth": null, "first_k": null,
                 "retry_after_s": 1, "timeout_s": 15.0}]}
 
-A rule *matches* a request when the path starts with ``path_prefix`` and the request's
-``symbol`` parameter equals ``symbol`` (each when set). The n-th matching request (n from 1)
+A rule *matches* a request when the path starts with ``path_prefix``, the request's
+``symbol`` parameter (query string or form body) equals ``symbol`` and its HTTP method equals
+``method`` (each when set). The n-th matching request (n from 1)
 is *eligible* when ``first_k`` is unset or n <= first_k; it *fires* when ``every_nth`` divides
 n, or else with ``probability`` (default 1) drawn from a hash of (seed, rule, n) - so the same
 config gives the same faults for the same request sequence, whatever else is going on. The
@@ -30,8 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from qt.errors import ConfigError
 
-FaultKind = Literal["429", "418", "500", "502", "503", "timeout", "drop"]
-FAULT_KINDS: tuple[str, ...] = ("429", "418", "500", "502", "503", "timeout", "drop")
+FaultKind = Literal["429", "418", "500", "502", "503", "timeout", "drop", "drop_after"]
+FAULT_KINDS: tuple[str, ...] = ("429", "418", "500", "502", "503", "timeout", "drop", "drop_after")
 
 
 class FaultRule(BaseModel):
@@ -40,6 +43,7 @@ class FaultRule(BaseModel):
     kind: FaultKind
     path_prefix: str | None = None
     symbol: str | None = None  # Binance id, e.g. BTCUSDT
+    method: Literal["GET", "POST", "PUT", "DELETE"] | None = None
     probability: float | None = Field(None, ge=0.0, le=1.0)
     every_nth: int | None = Field(None, ge=1)
     first_k: int | None = Field(None, ge=0)
@@ -86,10 +90,12 @@ class FaultDecision:
     timeout_s: float = 0.0
 
 
-def rule_matches(rule: FaultRule, path: str, symbol: str | None) -> bool:
+def rule_matches(rule: FaultRule, path: str, symbol: str | None, method: str | None = None) -> bool:
     if rule.path_prefix is not None and not path.startswith(rule.path_prefix):
         return False
     if rule.symbol is not None and symbol != rule.symbol:
+        return False
+    if rule.method is not None and method != rule.method:
         return False
     return True
 
@@ -138,12 +144,12 @@ class FaultInjector:
         with self._lock:
             self._set(config)
 
-    def decide(self, path: str, symbol: str | None) -> FaultDecision:
+    def decide(self, path: str, symbol: str | None, method: str | None = None) -> FaultDecision:
         with self._lock:
             self._requests += 1
             ordinals = []
             for i, rule in enumerate(self.config.rules):
-                if rule_matches(rule, path, symbol):
+                if rule_matches(rule, path, symbol, method):
                     self._matched[i] += 1
                     ordinals.append(self._matched[i])
                 else:

@@ -24,11 +24,12 @@ now is visible, a symbol is listed once its first candle opened; see ``qt.exchan
 Every answer carries ``X-MBX-USED-WEIGHT-1M`` (request weights summed per wall-clock minute,
 Binance's table, approximate); the limit is not enforced - use a 429 fault to test that.
 
-ORDER / ACCOUNT ENDPOINTS (issue #7, not implemented yet)
-    ``ORDER_ENDPOINTS_TODO`` lists the routes the executor will need (spot and USDT-M orders,
-    open orders, account/balance, positions, leverage, user trades). Each is routed to an
-    explicit HTTP 501 answer naming the issue, so a client that calls one fails loudly
-    instead of receiving a 404 it might treat as transient.
+Orders and accounts (issue #7): ``qt.exchange.trading`` serves Binance's signed order,
+account, position and leverage endpoints over the matching engine (``qt.exchange.matching``);
+``qt.exchange.control`` adds the test-control surface (``/_qt/clock``, ``/_qt/reset``,
+``/_qt/account``). Routes still not simulated (``NOT_SIMULATED``: OCO order lists) answer an
+explicit HTTP 501, so a client that calls one fails loudly instead of receiving a 404 it might
+treat as transient.
 """
 
 from __future__ import annotations
@@ -48,10 +49,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from qt.exchange.control import control_routes
 from qt.exchange.datadir import Bars, DataDir, Kind, MarketFiles
 from qt.exchange.faults import FaultInjector, parse_fault_config
-from qt.exchange.views import (KlineSource, aggregate_bars, derive_filters, format_number, kline_rows,
-                               next_funding_ms, ticker_24h, visible_funding, visible_window)
+from qt.exchange.trading import TradingVenue, starlette_routes
+from qt.exchange.views import (PERP_MARKET_MAX_QTY, PERP_MAX_QTY, SPOT_MAX_QTY, KlineSource, aggregate_bars,
+                               derive_filters, format_number, kline_rows, next_funding_ms, ticker_24h,
+                               visible_funding, visible_window)
 from qt.errors import ConfigError, DataError
 
 # Binance intervals we can build from stored candles (epoch-aligned buckets). 3d/1w/1M are
@@ -65,16 +69,9 @@ KLINES_DEFAULT_LIMIT = 500
 FUNDING_DEFAULT_LIMIT, FUNDING_MAX_LIMIT = 100, 1000
 OI_PERIODS = ("5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d")
 
-# Routes the executor will need (issue #7). Answered with HTTP 501 until implemented.
-ORDER_ENDPOINTS_TODO: list[tuple[str, str]] = [
-    ("POST", "/api/v3/order"), ("GET", "/api/v3/order"), ("DELETE", "/api/v3/order"),
-    ("GET", "/api/v3/openOrders"), ("DELETE", "/api/v3/openOrders"), ("GET", "/api/v3/allOrders"),
-    ("POST", "/api/v3/orderList/oco"), ("GET", "/api/v3/account"), ("GET", "/api/v3/myTrades"),
-    ("POST", "/fapi/v1/order"), ("GET", "/fapi/v1/order"), ("DELETE", "/fapi/v1/order"),
-    ("GET", "/fapi/v1/openOrders"), ("DELETE", "/fapi/v1/allOpenOrders"), ("GET", "/fapi/v1/userTrades"),
-    ("POST", "/fapi/v1/leverage"), ("POST", "/fapi/v1/marginType"), ("GET", "/fapi/v2/account"),
-    ("GET", "/fapi/v2/balance"), ("GET", "/fapi/v2/positionRisk"), ("GET", "/fapi/v3/positionRisk"),
-]
+# Binance routes the local exchange does not simulate: answered with HTTP 501.
+NOT_SIMULATED: list[tuple[str, str]] = [("POST", "/api/v3/orderList/oco"), ("POST", "/api/v3/orderList/oto"),
+                                        ("POST", "/fapi/v1/batchOrders")]
 
 
 class Clock:
@@ -85,6 +82,12 @@ class Clock:
 
     def now_ms(self) -> int:
         return self.fixed_ms if self.fixed_ms is not None else int(time.time() * 1000)
+
+    def move_to(self, now_ms: int) -> None:
+        """Set the replay instant (``POST /_qt/clock``); a wall clock cannot be moved."""
+        if self.fixed_ms is None:
+            raise ConfigError("the exchange follows the wall clock; start it with --now ISO to control its time")
+        self.fixed_ms = int(now_ms)
 
     @classmethod
     def from_iso(cls, iso: str | None) -> "Clock":
@@ -271,7 +274,7 @@ class _Market:
                 "filters": [
                     {"filterType": "PRICE_FILTER", "minPrice": f.tick_size, "maxPrice": "1000000.00000000",
                      "tickSize": f.tick_size},
-                    {"filterType": "LOT_SIZE", "minQty": f.step_size, "maxQty": "9000000.00000000",
+                    {"filterType": "LOT_SIZE", "minQty": f.step_size, "maxQty": SPOT_MAX_QTY,
                      "stepSize": f.step_size},
                     {"filterType": "NOTIONAL", "minNotional": f.min_notional, "applyMinToMarket": True,
                      "maxNotional": "9000000.00000000", "applyMaxToMarket": False, "avgPriceMins": 5},
@@ -292,8 +295,9 @@ class _Market:
             "filters": [
                 {"filterType": "PRICE_FILTER", "minPrice": f.tick_size, "maxPrice": "4529764",
                  "tickSize": f.tick_size},
-                {"filterType": "LOT_SIZE", "minQty": f.step_size, "maxQty": "1000", "stepSize": f.step_size},
-                {"filterType": "MARKET_LOT_SIZE", "minQty": f.step_size, "maxQty": "120", "stepSize": f.step_size},
+                {"filterType": "LOT_SIZE", "minQty": f.step_size, "maxQty": PERP_MAX_QTY, "stepSize": f.step_size},
+                {"filterType": "MARKET_LOT_SIZE", "minQty": f.step_size, "maxQty": PERP_MARKET_MAX_QTY,
+                 "stepSize": f.step_size},
                 {"filterType": "MAX_NUM_ORDERS", "limit": 200},
                 {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": 10},
                 {"filterType": "MIN_NOTIONAL", "notional": f.min_notional},
@@ -400,13 +404,18 @@ def _json(payload, status: int = 200) -> Response:
     return Response(json.dumps(payload, separators=(",", ":")), status_code=status, media_type="application/json")
 
 
-def create_app(datadir: Path, clock: Clock, faults: FaultInjector) -> "_FaultsAndWeight":
+def create_app(datadir: Path, clock: Clock, faults: FaultInjector,
+               api_keys: dict[str, str] | None = None) -> "_FaultsAndWeight":
     """The ASGI app of the local exchange over ``datadir`` (checked now: DataError if unusable).
+
+    ``api_keys`` ({api key: secret}) are the only credentials the signed endpoints accept;
+    without any, every signed request is refused with Binance's -2015.
 
     The fault middleware is the outermost layer on purpose: a dropped connection needs the
     ``send`` uvicorn hands to the app, which Starlette's own middleware would wrap."""
     data = DataDir(datadir)
     spot, perp = _Market(data, "spot", clock), _Market(data, "perp", clock)
+    venue = TradingVenue(data, clock, api_keys or {})
 
     def endpoint(fn):
         def handler(request: Request) -> Response:
@@ -433,8 +442,7 @@ def create_app(datadir: Path, clock: Clock, faults: FaultInjector) -> "_FaultsAn
 
     def not_implemented(method: str, path: str):
         async def handler(_request: Request) -> Response:
-            return _json({"code": -1000, "msg": f"local exchange: {method} {path} is not implemented yet "
-                                               f"(issue #7: order and account endpoints)"}, status=501)
+            return _json({"code": -1000, "msg": f"local exchange: {method} {path} is not simulated"}, status=501)
         return handler
 
     routes = [
@@ -453,7 +461,9 @@ def create_app(datadir: Path, clock: Clock, faults: FaultInjector) -> "_FaultsAn
         Route("/futures/data/openInterestHist", endpoint(perp.open_interest_hist)),
         Route("/_qt/faults", get_faults, methods=["GET"]),
         Route("/_qt/faults", post_faults, methods=["POST"]),
-        *[Route(path, not_implemented(method, path), methods=[method]) for method, path in ORDER_ENDPOINTS_TODO],
+        *starlette_routes(venue),
+        *control_routes(venue, clock),
+        *[Route(path, not_implemented(method, path), methods=[method]) for method, path in NOT_SIMULATED],
     ]
 
     async def binance_error(_request: Request, exc: BinanceError) -> Response:
@@ -491,14 +501,19 @@ class _FaultsAndWeight:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["path"].startswith("/_qt/"):
             return await self.app(scope, receive, send)
-        path = scope["path"]
+        path, method = scope["path"], scope["method"]
         params = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
-        decision = self.faults.decide(path, params.get("symbol"))
+        if method in ("POST", "PUT", "DELETE") and "symbol" not in params:
+            receive, body = await _buffered(receive)  # signed POSTs carry their parameters in the body
+            params.update({k: v[-1] for k, v in parse_qs(body.decode("latin-1")).items()})
+        decision = self.faults.decide(path, params.get("symbol"), method)
         if decision.latency_ms:
             await asyncio.sleep(decision.latency_ms / 1000)
         used = str(self.weight.add(request_weight(path, params))).encode()
         if decision.kind == "drop":
             return await _drop_connection(scope, receive, send)
+        if decision.kind == "drop_after":
+            return await _answer_then_drop(self.app, scope, receive, send)
         if decision.kind == "timeout":
             await asyncio.sleep(decision.timeout_s)
         elif decision.kind is not None:
@@ -517,6 +532,38 @@ class _FaultsAndWeight:
             await send(message)
 
         await self.app(scope, receive, send_with_weight)
+
+
+async def _buffered(receive):
+    """Read the whole request body; returns a ``receive`` that replays it, and the body."""
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    body, replayed = b"".join(chunks), False
+
+    async def replay():
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay, body
+
+
+async def _answer_then_drop(app, scope, receive, send) -> None:
+    """Let the app process the request completely (an order is accepted), then close the
+    connection instead of sending its answer: the client cannot know what happened."""
+
+    async def swallow(_message):
+        return None
+
+    await app(scope, receive, swallow)
+    await _drop_connection(scope, receive, send)
 
 
 async def _drop_connection(scope, receive, send) -> None:

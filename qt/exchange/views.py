@@ -26,6 +26,11 @@ from qt.exchange.datadir import Bars, Funding
 
 FUNDING_INTERVAL_MS = 8 * 3_600_000
 DAY_MS = 86_400_000
+# Maximum order quantities served in exchangeInfo (LOT_SIZE / MARKET_LOT_SIZE maxQty) and
+# enforced by the matching engine: one source for both.
+SPOT_MAX_QTY = "9000000.00000000"
+PERP_MAX_QTY = "1000"
+PERP_MARKET_MAX_QTY = "120"
 
 
 def format_number(value: float) -> str:

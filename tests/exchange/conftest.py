@@ -55,3 +55,24 @@ def faulty(exchange) -> LocalExchange:
     exchange.set_faults({})
     yield exchange
     exchange.set_faults({})
+
+
+API_KEY, API_SECRET = "qt-test-key", "qt-test-secret"
+
+
+@pytest.fixture(scope="session")
+def trading_exchange(datadir) -> LocalExchange:
+    """A second server for the order tests (they move its clock), with one API key."""
+    with LocalExchange(datadir, now=NOW, api_keys={API_KEY: API_SECRET}) as ex:
+        yield ex
+
+
+@pytest.fixture
+def venue(trading_exchange) -> LocalExchange:
+    """The trading server with a fresh default account (10 000 USDT spot and futures, base
+    fees, no liquidity cap), its clock back at NOW and no faults."""
+    trading_exchange.set_faults({})
+    trading_exchange.reset_account()
+    trading_exchange.move_clock_to(NOW_MS)
+    yield trading_exchange
+    trading_exchange.set_faults({})

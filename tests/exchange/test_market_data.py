@@ -146,8 +146,10 @@ def test_premium_index_and_open_interest_answer_in_binance_shapes(exchange):
     assert client.fetch_open_interest_history("BTC/USDT:USDT", "1h") == []  # no OI in the data dir
 
 
-def test_order_endpoints_fail_loudly_until_issue_7(exchange):
+def test_order_endpoints_need_a_key_and_unsimulated_routes_fail_loudly(exchange):
     import httpx
 
-    response = httpx.post(f"{exchange.url}/api/v3/order", timeout=5)
-    assert response.status_code == 501 and "issue #7" in response.json()["msg"]
+    response = httpx.post(f"{exchange.url}/api/v3/order", timeout=5)  # issue #7: served, but signed
+    assert response.status_code == 401 and response.json()["code"] == -2014
+    response = httpx.post(f"{exchange.url}/api/v3/orderList/oco", timeout=5)
+    assert response.status_code == 501 and "not simulated" in response.json()["msg"]
