@@ -167,32 +167,18 @@ def evaluate_stage(params: Params, paths: StatePaths) -> dict:
     (perpetuals pay funding from the lake), plus the artefacts a person checks before
     approving: equity/drawdown, feature importance and calibration plots and the model card,
     all logged to the training run."""
-    from executor.backtest import buy_and_hold, flat_baseline, run_backtest
-    from executor.signals import signals_from_predictions
     from features.compute import warmup_bars
-    from training.baselines import make_rule_signals
+    from training.backtest_model import evaluate_predictions
     from training.report import plot_equity_and_drawdown, render_model_card
 
     info = _read_handover(paths, TRAIN_JSON, "train")
     preds = pd.read_parquet(paths.models / PREDICTIONS)
     h_start, h_end = _holdout_window(info)
     history = _read_candles_with_history(params, paths, h_start, warmup_bars(_RULE_FEATURES))
-    candles = history[history["timestamp"] >= h_start].reset_index(drop=True)
     funding = _holdout_funding(params, paths, h_start)
-
-    signals = signals_from_predictions(preds, params.signal, model_version=f"run-{info['run_id'][:8]}")
-    results = {"strategy": run_backtest(candles, signals, params, funding=funding)}
-    strat = results["strategy"]
-    rule = make_rule_signals(history)
-    rule = rule[(rule["timestamp"] >= h_start) & (rule["timestamp"] <= h_end)]
-    results["rule_rsi_macd"] = run_backtest(candles, rule, params, funding=funding)
-    results["buy_and_hold"] = buy_and_hold(candles, params, strat.start, strat.end, funding=funding)
-    results["flat"] = flat_baseline(candles, params, strat.start, strat.end)
-
-    evaluation = {name: {k: _number(v) for k, v in res.metrics.items()} for name, res in results.items()}
-    for name, res in results.items():
-        evaluation[name]["start"] = str(res.start)
-        evaluation[name]["end"] = str(res.end)
+    # the same comparison `qt backtest` prints for any registered model
+    evaluation, results = evaluate_predictions(history, preds, params, model_version=f"run-{info['run_id'][:8]}",
+                                               funding=funding)
     returns = pd.DataFrame({name: res.bar_returns for name, res in results.items()})
     equity = pd.DataFrame({name: res.equity for name, res in results.items()})
     paths.evaluation.mkdir(parents=True, exist_ok=True)
