@@ -9,5 +9,7 @@
 * ``loop``      - TradingLoop: the bar-by-bar driver shared by backtest and daemon
 * ``backtest``  - run_backtest, buy_and_hold, flat_baseline, metrics
 * ``state`` / ``events`` - SQLite record, Redis streams + kill switch + heartbeat
-* ``daemon``    - HttpSignalSource, run_paper_replay (live/testnet: issue #7)
+* ``daemon``    - HttpSignalSource, run_paper_replay, run_live
+* ``ccxt_broker`` / ``live`` / ``reconcile`` - the live broker (USDT-M, protectives on the
+  exchange, idempotent client ids), the exchange-clocked loop, start-up reconciliation
 """

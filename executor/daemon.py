@@ -1,9 +1,9 @@
 """The executor daemon: signals over HTTP from the serving service, the same loop, state + events.
 
-For now it only does PAPER REPLAY: bars from the lake are replayed through the same
-``TradingLoop`` the backtest uses (paper broker), with the signals asked from the service
-(``POST {url}/signals``) at each bar, every step written to SQLite and published to Redis.
-Live and testnet trading are not implemented (issue #7).
+PAPER REPLAY: bars from the lake are replayed through the same ``TradingLoop`` the backtest
+uses (paper broker), with the signals asked from the service (``POST {url}/signals``) at each
+bar, every step written to SQLite and published to Redis. LIVE / TESTNET (``run_live``): the
+same loop clocked by the exchange, orders through ccxt (``executor.live``).
 
 When the service cannot answer (connection refused, timeout, any 5xx incl. 503 "no
 champion", malformed reply, or a 4xx saying our request is wrong) the source raises
@@ -126,6 +126,42 @@ def run_paper_replay(candles: pd.DataFrame, signal_source, params: Params, state
                           run_id=run_id, alerts=[a.message for a in result.alerts if a.kind != "NO_SIGNAL"])
 
 
-def run_live(*_args, **_kwargs) -> ExecutorReport:
-    """Live / testnet trading through ccxt - not implemented yet."""
-    raise NotImplementedError("live/testnet trading is not implemented yet (issue #7); use run_paper_replay")
+def run_live(params: Params, exchange, signal_source, state_db: Path, namespace: str, redis_url: str | None,
+             poll_interval_s: float = 5.0, max_bars: int | None = None, secrets: tuple[str, ...] = (),
+             stop=None) -> dict:
+    """Trade ``params.data.symbols`` (USDT-M perpetuals) on ``exchange`` (a ccxt client with keys).
+
+    Reconciles with the exchange first (``executor.reconcile``), then steps every bar the
+    exchange closes through the same loop as the backtest (``executor.live``) until ``stop``
+    is set, ``max_bars`` bars were stepped, or the process is stopped (SIGTERM / Ctrl-C).
+    Returns a summary: reconciliation, bars stepped, orders, fills, rejections, open positions.
+    """
+    from executor.live import LiveTrader
+
+    import ccxt
+
+    from executor.ccxt_broker import one_line
+    from qt.errors import UserError
+
+    trader = LiveTrader(params, exchange, signal_source, state_db, namespace, redis_url=redis_url,
+                        secrets=secrets)
+    try:
+        report = trader.start()
+        print(f"reconciled: {report.summary()}", flush=True)
+        trader.run(poll_interval_s=poll_interval_s, max_bars=max_bars, stop=stop)
+    except KeyboardInterrupt:
+        pass
+    except (ccxt.AuthenticationError, ccxt.PermissionDenied, ccxt.AccountSuspended) as exc:
+        raise UserError(f"the exchange refused the API key: {one_line(exc, secrets)}; "
+                        f"check QT_API_KEY / QT_API_SECRET") from None
+    except ccxt.NetworkError as exc:
+        raise UserError(f"the exchange is unreachable at start-up: {one_line(exc, secrets)}") from None
+    finally:
+        result = trader.loop.result()
+        trader.close()
+    rejections = Counter(d.reason for d in result.decisions if d.outcome in ("denied", "rejected"))
+    return {"mode": "live", "run_id": trader.run_id, "bars": trader.bars_stepped,
+            "reconciled": trader.reconciled.summary() if trader.reconciled else None,
+            "orders": len(result.orders), "fills": len(result.fills), "rejections": dict(sorted(rejections.items())),
+            "open_positions": sorted(result.portfolio.positions), "final_state": result.final_state.value,
+            "lost_events": trader.publisher.lost_events if trader.publisher else 0}

@@ -110,6 +110,9 @@ class RiskEngine:
         self.day: object | None = None
         self.day_start_equity_usdt = risk.starting_equity_usdt
         self._last_equity_usdt = risk.starting_equity_usdt
+        # symbol -> the exchange's own minimum notional (live: from ccxt markets); the stricter
+        # of it and ``risk.min_notional_usdt`` applies. Empty in backtest and paper.
+        self.market_min_notional_usdt: dict[str, float] = {}
 
     @classmethod
     def from_params(cls, params) -> "RiskEngine":
@@ -192,8 +195,9 @@ class RiskEngine:
         if n_open >= r.max_open_positions:
             return Denied(MAX_OPEN_POSITIONS, open_positions=n_open, limit=r.max_open_positions)
         requested = intent.notional_usdt
-        if requested < r.min_notional_usdt:
-            return Denied(MIN_NOTIONAL, notional=requested, limit=r.min_notional_usdt)
+        min_notional = max(r.min_notional_usdt, self.market_min_notional_usdt.get(intent.symbol, 0.0))
+        if requested < min_notional:
+            return Denied(MIN_NOTIONAL, notional=requested, limit=min_notional)
         notional, clipped_by = requested, None
         if notional > r.max_position_notional_usdt:
             notional, clipped_by = r.max_position_notional_usdt, MAX_POSITION_NOTIONAL
@@ -207,8 +211,8 @@ class RiskEngine:
         affordable = max(cash_free, 0.0) / (1.0 + fee)
         if notional > affordable:
             notional, clipped_by = affordable, INSUFFICIENT_CASH
-        if notional < r.min_notional_usdt:
-            numbers = {"requested": requested, "notional": notional, "min_notional": r.min_notional_usdt}
+        if notional < min_notional:
+            numbers = {"requested": requested, "notional": notional, "min_notional": min_notional}
             if clipped_by == MAX_POSITION_NOTIONAL:
                 numbers["limit"] = r.max_position_notional_usdt
             elif clipped_by == MAX_GROSS_EXPOSURE:

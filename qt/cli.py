@@ -160,13 +160,27 @@ def serve(port: Annotated[Optional[int], typer.Option("--port", min=1024, max=65
 @app.command("execute")
 def execute(mode: Annotated[str, typer.Option("--mode", help="paper | testnet | live")] = "paper",
             service_url: Annotated[Optional[str], typer.Option("--service-url")] = None,
-            params: ParamsOpt = None, start: StartOpt = None, end: EndOpt = None) -> None:
-    """Run the executor. Paper mode replays the collected bars from --start (default: the holdout)."""
+            params: ParamsOpt = None, start: StartOpt = None, end: EndOpt = None,
+            symbols: SymbolsOpt = None,
+            exchange_url: Annotated[Optional[str], typer.Option(
+                "--exchange-url", help="testnet: a Binance-compatible server (e.g. the local exchange) "
+                                       "instead of Binance's sandbox")] = None,
+            i_understand_live: Annotated[bool, typer.Option(
+                "--i-understand-live", help="required by --mode live: real orders on Binance mainnet")] = False,
+            poll_seconds: Annotated[float, typer.Option("--poll-seconds", min=0.05)] = 5.0,
+            max_bars: Annotated[Optional[int], typer.Option("--max-bars", min=1, help="stop after N bars")] = None,
+            executor_id: Annotated[str, typer.Option(
+                "--executor-id", help="names this executor's client order ids; keep it across restarts")] = "qt",
+            ) -> None:
+    """Run the executor. Paper mode replays the collected bars from --start (default: the holdout);
+    testnet/live trade USDT-M perpetuals through ccxt (keys from QT_API_KEY / QT_API_SECRET)."""
     if mode not in ("paper", "testnet", "live"):
         raise UserError(f"--mode {mode!r} is not one of paper, testnet, live")
     if mode != "paper":
-        raise UserError(f"--mode {mode} is not available yet (issue #7: orders through ccxt); use --mode paper")
-    p, paths = _context(params, None, None, None, None, end)
+        _execute_live(mode, service_url, params, symbols, exchange_url, i_understand_live, poll_seconds,
+                      max_bars, executor_id)
+        return
+    p, paths = _context(params, None, symbols, None, None, end)
     import pandas as pd
 
     from executor.daemon import HttpSignalSource, run_paper_replay
@@ -186,6 +200,44 @@ def execute(mode: Annotated[str, typer.Option("--mode", help="paper | testnet | 
                               state_db=paths.executor_db, redis_url=os.environ.get("REDIS_URL"), start=first,
                               funding=funding)
     typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
+
+
+def _execute_live(mode, service_url, params, symbols, exchange_url, i_understand_live, poll_seconds, max_bars,
+                  executor_id) -> None:
+    """testnet: ccxt sandbox (or --exchange-url); live: mainnet, only with --i-understand-live.
+    The keys are read here from the environment and go only to the ccxt client."""
+    if mode == "live" and not i_understand_live:
+        raise UserError("--mode live sends real orders to Binance mainnet; confirm with --i-understand-live "
+                        "(keys in QT_API_KEY / QT_API_SECRET), or use --mode paper / --mode testnet first")
+    if mode == "live" and exchange_url is not None:
+        raise UserError("--exchange-url is for --mode testnet; --mode live always trades on Binance")
+    if exchange_url is not None and not exchange_url.startswith(("http://", "https://")):
+        raise UserError(f"--exchange-url {exchange_url!r} must be an http(s) URL, e.g. http://127.0.0.1:8900")
+    key, secret = os.environ.get("QT_API_KEY"), os.environ.get("QT_API_SECRET")
+    if not key or not secret:
+        raise UserError(f"--mode {mode} needs the exchange API key and secret in the environment variables "
+                        f"QT_API_KEY and QT_API_SECRET (never on the command line)")
+    p, paths = _context(params, None, symbols, None, None, None)
+    from executor.daemon import HttpSignalSource, run_live
+    from executor.live import check_live_universe
+    from qt.exchange import make_ccxt
+
+    check_live_universe(p.data.symbols)
+    exchange = make_ccxt("perp", exchange_url.rstrip("/") if exchange_url else None,
+                         timeout_ms=p.collect.timeout_ms, api_key=key, secret=secret)
+    exchange.options["recvWindow"] = 5_000  # Binance's default: after it a late request is refused, so a
+    # look-up after a timed-out order is final that much sooner
+    if mode == "testnet" and exchange_url is None:
+        try:
+            exchange.set_sandbox_mode(True)
+        except Exception as exc:  # noqa: BLE001 - ccxt raises NotSupported for a venue without a sandbox
+            raise UserError(f"ccxt has no sandbox for USDT-M futures ({type(exc).__name__}); "
+                            f"pass --exchange-url for a test exchange") from None
+    url = service_url or f"http://127.0.0.1:{p.serving.port}"
+    summary = run_live(p, exchange, HttpSignalSource(url, timeout_s=10.0), paths.executor_db,
+                       namespace=f"{executor_id}-{mode}", redis_url=os.environ.get("REDIS_URL"),
+                       poll_interval_s=poll_seconds, max_bars=max_bars, secrets=(key, secret))
+    typer.echo(json.dumps(summary, indent=2, default=str))
 
 
 from qt.cli_backtest import backtest as _backtest  # noqa: E402  (sub-commands register after app exists)

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from executor.backtest import run_backtest
-from executor.daemon import HttpSignalSource, run_live, run_paper_replay
+from executor.daemon import HttpSignalSource, run_paper_replay
 from executor.events import STREAMS
 from executor.signals import FrameSignalSource, SignalUnavailable
 from qt.config import SyntheticParams
@@ -185,8 +185,3 @@ def test_kill_switch_halts_entries_and_exits_continue(tmp_path):
                                  params=((first + pd.Timedelta(hours=60)).isoformat(),))
     assert (late["outcome"] != "enter").all()
     assert (late["reason"] == "HALTED").any()
-
-
-def test_live_mode_is_not_implemented_yet():
-    with pytest.raises(NotImplementedError, match="#7"):
-        run_live()

@@ -1,0 +1,256 @@
+"""The live (and testnet) trading loop: the backtest's loop, clocked by the exchange, orders through ccxt.
+
+``LiveTrader`` builds the SAME ``TradingLoop`` (decision core + RiskEngine) the backtest and the
+paper daemon use; only the broker (``CcxtBroker``) and the clock change:
+
+* the clock is the exchange's (``fetch_time``): a bar is stepped once it has closed on the
+  exchange (its open + one bar <= exchange now). If the daemon was away for several bars it
+  steps only the newest closed one (acting on old bars would be lookahead in reverse) and
+  ages the open positions by the bars it missed;
+* candles of the universe come from the exchange (``fetch_ohlcv``), signals from the serving
+  service (``HttpSignalSource``); the loop decides at the close of bar t and the broker sends
+  at once - the exchange is then at the open of t+1, where the paper broker fills;
+* before the first bar, ``reconcile`` makes journal, exchange and ledger agree and protects
+  every open position;
+* the last stepped bar is stored (``live_progress``) in the same transaction as the bar's
+  record: a crash mid-bar re-steps that bar, and the deterministic client order ids make the
+  re-step send nothing twice;
+* no signal, service down or stale signal: nothing opens (the RiskEngine refuses), exits and
+  protectives keep being managed, and a ``risk.alert`` is raised; Redis down: trading goes on
+  from SQLite, events are counted as lost, the publisher reconnects by itself.
+
+Perpetual funding is settled by the exchange into the wallet, not by the loop's schedule.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import ccxt
+import pandas as pd
+
+from executor.ccxt_broker import CcxtBroker, OrderJournal, Rejection, RetryPolicy, one_line
+from executor.core import NO_SIGNAL, Decision
+from executor.events import EventPublisher, EventRecorder
+from executor.funding import is_perp
+from executor.loop import LoopListener, TradingLoop
+from executor.portfolio import Bar
+from executor.reconcile import ReconcileReport, reconcile
+from executor.risk import STALE_SIGNAL, RiskAlert
+from executor.state import StateStore
+from qt.config import Params
+from qt.errors import UserError
+from qt.synthetic import timeframe_ms
+
+log = logging.getLogger(__name__)
+
+_PROGRESS = "CREATE TABLE IF NOT EXISTS live_progress (namespace TEXT PRIMARY KEY, last_bar_ts TEXT NOT NULL)"
+
+
+class _LiveLoop(TradingLoop):
+    """The trading loop with funding left to the exchange (it debits the wallet itself), and
+    the exchange's refusals booked back into the ledger and the record."""
+
+    def _settle_funding(self, ts: pd.Timestamp) -> None:
+        self._funding_after = ts
+
+    def adopt(self, portfolio, equity_usdt: float) -> None:
+        """Trade from the reconciled ledger; drawdown and daily loss count from its equity."""
+        self.portfolio = portfolio
+        self.risk.peak_equity_usdt = self.risk.day_start_equity_usdt = equity_usdt
+        self.risk._last_equity_usdt = equity_usdt
+
+    def book_refusals(self, ts: pd.Timestamp, rejections: list[Rejection]) -> None:
+        """A refused entry releases its reservation (its order row reads ``cancelled``); a
+        refused exit is decided again next bar (exits are never blocked). Each refusal is a
+        decision ``rejected`` with the reason and the exchange's one-line message."""
+        orders = {o.order_id: o for o in self._result.orders}
+        for rej in rejections:
+            details = {"order_id": rej.order_id, "message": rej.message, "client_id": rej.client_id}
+            self._record(Decision(ts, rej.symbol, None, "rejected", rej.reason, details=details))
+            if rej.purpose == "entry":
+                self.portfolio.reserved_usdt.pop(rej.symbol, None)
+                if rej.order_id in orders:
+                    self._emit("on_cancel", orders[rej.order_id], ts)
+            elif rej.purpose == "exit":
+                self.portfolio.pending_exits.discard(rej.symbol)
+
+    def raise_alert(self, alert: RiskAlert) -> None:
+        self._alert(alert)
+
+
+class _SignalWatch(LoopListener):
+    """Notes why entries were refused for want of a usable signal, for one alert per bar."""
+
+    def __init__(self) -> None:
+        self.reasons: dict[str, list[str]] = {}
+        self.source_down = False
+
+    def on_decision(self, d: Decision) -> None:
+        if d.outcome == "denied" and d.reason in (NO_SIGNAL, STALE_SIGNAL):
+            self.reasons.setdefault(d.reason, []).append(d.symbol)
+
+    def on_signal_unavailable(self, ts, error) -> None:
+        self.source_down = True
+
+    def reset(self) -> None:
+        self.reasons, self.source_down = {}, False
+
+
+def check_live_universe(symbols: Sequence[str]) -> None:
+    spot = [s for s in symbols if not is_perp(s)]
+    if spot:
+        raise UserError(f"live/testnet trading needs USDT-M perpetuals (BASE/USDT:USDT): {', '.join(spot)} are spot, "
+                        f"where a stop-loss and a take-profit cannot both guard one position; "
+                        f"set data.symbols to e.g. BTC/USDT:USDT")
+
+
+class LiveTrader:
+    """One executor on one account: ``start()`` (reconcile), then ``poll()`` per exchange bar.
+
+    ``namespace`` names the client order ids and the journal: keep it across restarts (a new
+    one would not recognise its own orders). Positions are opened at ``leverage`` (default 1:
+    the RiskEngine's cash and exposure limits then mean what they say)."""
+
+    def __init__(self, params: Params, exchange: ccxt.Exchange, source, state_db: Path, namespace: str,
+                 redis_url: str | None = None, retry: RetryPolicy = RetryPolicy(),
+                 sleep: Callable[[float], None] = time.sleep, secrets: tuple[str, ...] = (),
+                 leverage: int = 1):
+        check_live_universe(params.data.symbols)
+        self.params = params
+        self.ex = exchange
+        self.source = source
+        self.namespace = namespace
+        self.symbols = list(params.data.symbols)
+        self.bar_ms = timeframe_ms(params.data.timeframe)
+        self.leverage = leverage
+        self._secrets = secrets
+        self.run_id = pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
+        self.store = StateStore(Path(state_db), self.run_id)
+        self.store.conn.execute(_PROGRESS)
+        self.store.conn.commit()
+        self.journal = OrderJournal(self.store.conn, namespace, self.run_id)
+        self.publisher = EventPublisher(redis_url) if redis_url else None
+        self.broker = CcxtBroker(exchange, self.journal, namespace, self.bar_ms, retry=retry, sleep=sleep,
+                                 secrets=secrets)
+        self._watch = _SignalWatch()
+        listeners = [self.store, self._watch] + ([EventRecorder(self.publisher)] if self.publisher else [])
+        self.loop = _LiveLoop(params, source, self.broker, listeners=listeners,
+                              kill_switch=self.publisher.is_killed if self.publisher else None, bar_ms=self.bar_ms)
+        self.reconciled: ReconcileReport | None = None
+        self.bars_stepped = 0
+
+    # ---- start-up ----------------------------------------------------------------------
+    def start(self) -> ReconcileReport:
+        """Markets, leverage and reconciliation; nothing is traded before this returns."""
+        b = self.broker
+        b.read(lambda: self.ex.load_markets())
+        for sym in self.symbols:
+            if sym not in self.ex.markets:
+                raise UserError(f"{sym} is not listed on the exchange; fix data.symbols")
+            self.loop.risk.market_min_notional_usdt[sym] = b.min_notional_usdt(sym)
+            try:
+                b.read(lambda: self.ex.set_leverage(self.leverage, sym))
+            except (ccxt.AuthenticationError, ccxt.PermissionDenied):
+                raise
+            except ccxt.ExchangeError as exc:
+                log.warning("%s: leverage not set (%s)", sym, one_line(exc, self._secrets))
+        last = self._last_bar()
+        now_bar = self._newest_closed_ms()
+        next_bar = pd.Timestamp(now_bar if last is None or last.value // 1_000_000 < now_bar else now_bar
+                                + self.bar_ms, unit="ms", tz="UTC")
+        portfolio, report = reconcile(b, self.symbols, self.params.risk, next_bar, self.bar_ms)
+        self.loop.adopt(portfolio, portfolio.equity_usdt())
+        for fill in report.fills:  # into the record only: the ledger above already reflects them
+            self.store.on_fill(fill, portfolio, None)
+        self.reconciled = report
+        self.loop.raise_alert(RiskAlert(next_bar, "RECONCILE", "reconciled with the exchange before trading",
+                                        report.summary()))
+        self.store.conn.commit()
+        return report
+
+    # ---- the clock -----------------------------------------------------------------------
+    def _newest_closed_ms(self) -> int:
+        now_ms = int(self.broker.read(lambda: self.ex.fetch_time()))
+        return now_ms - now_ms % self.bar_ms - self.bar_ms
+
+    def _last_bar(self) -> pd.Timestamp | None:
+        row = self.store.conn.execute("SELECT last_bar_ts FROM live_progress WHERE namespace=?",
+                                      (self.namespace,)).fetchone()
+        return pd.Timestamp(row[0]) if row else None
+
+    def _bars(self, bar_ms: int) -> dict[str, Bar]:
+        ts = pd.Timestamp(bar_ms, unit="ms", tz="UTC")
+        out = {}
+        for sym in self.symbols:
+            rows = self.broker.read(lambda: self.ex.fetch_ohlcv(sym, self.params.data.timeframe, since=bar_ms,
+                                                                 limit=1))
+            if rows and int(rows[0][0]) == bar_ms:
+                o, h, lo, c = (float(x) for x in rows[0][1:5])
+                out[sym] = Bar(sym, ts, o, h, lo, c)
+        return out
+
+    def poll(self) -> pd.Timestamp | None:
+        """Step the newest closed bar if it has not been stepped; returns its open time or None."""
+        newest = self._newest_closed_ms()
+        last = self._last_bar()
+        if last is not None and newest <= last.value // 1_000_000:
+            return None
+        if last is not None:
+            missed = (newest - last.value // 1_000_000) // self.bar_ms - 1
+            if missed > 0:
+                log.warning("%d bar(s) passed unstepped since %s; open positions aged accordingly", missed, last)
+                for pos in self.loop.portfolio.positions.values():
+                    pos.bars_held += missed
+        ts = pd.Timestamp(newest, unit="ms", tz="UTC")
+        self._step(ts, self._bars(newest))
+        return ts
+
+    def _step(self, ts: pd.Timestamp, bars: dict[str, Bar]) -> None:
+        self._watch.reset()
+        self.loop.step(ts, bars, self.symbols)
+        self._after_step(ts)
+        self.store.conn.execute("INSERT OR REPLACE INTO live_progress VALUES (?, ?)", (self.namespace, ts.isoformat()))
+        self.store.conn.commit()
+        self.bars_stepped += 1
+
+    def _after_step(self, ts: pd.Timestamp) -> None:
+        """Refusals by the exchange (or the broker's filters), broker alerts and signal problems."""
+        rejections, self.broker.rejections = self.broker.rejections, []
+        self.loop.book_refusals(ts, rejections)
+        alerts, self.broker.alerts = self.broker.alerts, []
+        for kind, message, numbers in alerts:
+            self.loop.raise_alert(RiskAlert(ts, kind, message, numbers))
+        if not self._watch.source_down:  # an outage already raised its own alert in the loop
+            for reason, syms in sorted(self._watch.reasons.items()):
+                self.loop.raise_alert(RiskAlert(ts, reason, f"no usable signal ({reason}) for {', '.join(syms)}: "
+                                                            f"opening nothing, exits still managed",
+                                                {"symbols": syms}))
+        self.store.conn.commit()
+
+    # ---- running ---------------------------------------------------------------------------
+    def run(self, poll_interval_s: float = 5.0, max_bars: int | None = None,
+            stop: threading.Event | None = None) -> None:
+        """Poll the exchange clock until ``stop`` is set or ``max_bars`` bars were stepped."""
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            try:
+                self.poll()
+            except ccxt.NetworkError as exc:
+                log.error("exchange unreachable (%s); trying again in %.1fs", type(exc).__name__, poll_interval_s)
+            if max_bars is not None and self.bars_stepped >= max_bars:
+                return
+            stop.wait(poll_interval_s)
+
+    def close(self) -> None:
+        try:
+            self.store.close()
+        finally:
+            close = getattr(self.source, "close", None)
+            if close is not None:
+                close()
