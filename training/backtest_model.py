@@ -71,7 +71,7 @@ def model_predictions(model, history_candles: pd.DataFrame, start=None, end=None
     if seq > 0:
         from features.sequence import add_return_windows
 
-        feats = add_return_windows(feats, seq)
+        feats = add_return_windows(feats, seq, exog=md.get("sequence_exog") or [])
     ts = feats["timestamp"]
     mask = pd.Series(True, index=feats.index)
     if start is not None:

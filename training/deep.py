@@ -15,6 +15,11 @@ it: ``scaler_type="identity"`` and a series standardised here by one scale fitte
 time (the pooled std of the training returns), mask all ones, same float32 arithmetic
 (proved per symbol in tests/training/test_deep.py).
 
+Exogenous inputs: N-HiTS takes historic exogenous series (neuralforecast's ``hist_exog_list``;
+PatchTST takes none). With ``exog`` (``train.sequence_exog``) the network also reads the same
+window of those feature columns (``seq_<column>_k``), each standardised by its training mean and
+std, fed as ``hist_exog`` exactly as neuralforecast's windows carry it.
+
 Determinism: ``random_seed`` (window sampling, initialisation) and ``torch.set_num_threads(n_jobs)``
 - same rows + same params => bit-identical forecasts. Pickling keeps only the trained module
 (``eval()`` mode, no trainer), the scale and the calibration.
@@ -29,11 +34,12 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from features.sequence import SOURCE_COLUMN
+from features.sequence import SOURCE_COLUMN, all_window_columns
 from qt.config import DEEP_HPARAM_KEYS
 from qt.errors import ConfigError, DataError
 
 KINDS = ("nhits", "patchtst")
+EXOG_KINDS = ("nhits",)  # neuralforecast models with EXOGENOUS_HIST
 CALIBRATION_MAX_ROWS = 50_000  # in-sample rows the logistic calibration is fitted on (strided subsample)
 PREDICT_BATCH_ROWS = 16_384  # windows per forward pass: bounds memory, not results
 _INT_KEYS = {"max_steps", "batch_size", "windows_batch_size", "step_size", "num_lr_decays", "encoder_layers",
@@ -54,9 +60,13 @@ class SequenceForecaster:
 
     feature_importances_ = None  # no per-tabular-feature importance: the ensemble table shows NaN
 
-    def __init__(self, kind: str, horizon: int, input_size: int, hparams: dict, seed: int, n_jobs: int):
+    def __init__(self, kind: str, horizon: int, input_size: int, hparams: dict, seed: int, n_jobs: int,
+                 exog: tuple[str, ...] | list[str] = ()):
         if kind not in KINDS:
             raise ConfigError(f"sequence member {kind!r} unknown; use one of {list(KINDS)}")
+        if exog and kind not in EXOG_KINDS:
+            raise ConfigError(f"{kind} takes no exogenous inputs in neuralforecast; only {list(EXOG_KINDS)} read "
+                              f"train.sequence_exog")
         unknown = sorted(set(hparams) - DEEP_HPARAM_KEYS[kind])
         if unknown:
             raise ConfigError(f"train.{kind}: unknown hyper-parameter(s) {unknown}; "
@@ -69,9 +79,24 @@ class SequenceForecaster:
         self.hparams = {k: int(v) if k in _INT_KEYS else v for k, v in dict(hparams).items()}
         self.seed = int(seed)
         self.n_jobs = int(n_jobs)
+        self.exog = tuple(exog)
+        self.exog_mean_ = np.zeros(0)
+        self.exog_scale_ = np.ones(0)
         self.scale_: float | None = None
         self.calibration_: tuple[float, float] | None = None
         self.module_ = None
+
+    def __setstate__(self, state: dict) -> None:
+        """Members pickled before exogenous inputs existed read none."""
+        state.setdefault("exog", ())
+        state.setdefault("exog_mean_", np.zeros(0))
+        state.setdefault("exog_scale_", np.ones(0))
+        self.__dict__.update(state)
+
+    @property
+    def input_columns(self) -> list[str]:
+        """The window columns ``predict_proba`` reads, in order."""
+        return all_window_columns(self.input_size, self.exog)
 
     # ------------------------------------------------------------------ training
     def fit(self, frame: pd.DataFrame, up: np.ndarray) -> "SequenceForecaster":
@@ -86,7 +111,7 @@ class SequenceForecaster:
         up = np.asarray(up, dtype=np.float64)
         if len(up) != len(frame):
             raise DataError(f"{self.kind}: {len(frame)} rows but {len(up)} labels; pass labels aligned with the rows")
-        missing = [c for c in ("symbol", "timestamp", SOURCE_COLUMN) if c not in frame.columns]
+        missing = [c for c in ("symbol", "timestamp", SOURCE_COLUMN, *self.exog) if c not in frame.columns]
         if missing:
             raise DataError(f"{self.kind}: training rows lack columns {missing}; pass the joined feature rows")
         # one canonical row order: the fit (incl. the calibration's subsample) ignores the input order
@@ -98,21 +123,34 @@ class SequenceForecaster:
         if not np.isfinite(self.scale_) or self.scale_ <= 0:
             raise DataError(f"{self.kind}: the training returns are constant; nothing to learn")
         series["y"] = series["y"] / self.scale_
+        if self.exog:
+            raw = series[list(self.exog)].to_numpy(dtype=np.float64)
+            self.exog_mean_ = raw.mean(axis=0)
+            self.exog_scale_ = raw.std(axis=0, ddof=1)
+            flat = [c for c, sd in zip(self.exog, self.exog_scale_) if not (np.isfinite(sd) and sd > 0)]
+            if flat:
+                raise DataError(f"{self.kind}: exogenous column(s) {flat} are constant on the training rows; "
+                                f"remove them from train.sequence_exog")
+            series[list(self.exog)] = (raw - self.exog_mean_) / self.exog_scale_
         self.module_ = self._train_network(series)
 
-        windows = _window_matrix(frame, self.input_size, self.kind)
+        windows = _window_matrix(frame, self.input_columns, self.kind, self.input_size)
         pick = _strided(len(frame), CALIBRATION_MAX_ROWS)
         self.calibration_ = fit_logistic(self.forecast_sum(windows[pick]), up[pick])
         return self
 
     def _training_series(self, frame: pd.DataFrame) -> pd.DataFrame:
         """neuralforecast's long frame: unique_id = symbol, ds = row position in time, y = return."""
-        rows = frame[["symbol", "timestamp", SOURCE_COLUMN]]  # sorted by symbol, then time (``fit``)
+        rows = frame[["symbol", "timestamp", SOURCE_COLUMN, *self.exog]]  # sorted by symbol, then time (``fit``)
         y = rows[SOURCE_COLUMN].to_numpy(dtype=np.float64)
-        if not np.isfinite(y).all():
-            raise DataError(f"{self.kind}: {int((~np.isfinite(y)).sum())} training rows have NaN/inf "
-                            f"{SOURCE_COLUMN}; drop warm-up rows before fitting")
+        for column in (SOURCE_COLUMN, *self.exog):
+            bad = int((~np.isfinite(rows[column].to_numpy(dtype=np.float64))).sum())
+            if bad:
+                raise DataError(f"{self.kind}: {bad} training rows have NaN/inf {column}; drop warm-up rows "
+                                f"before fitting")
         series = pd.DataFrame({"unique_id": rows["symbol"].astype(str).to_numpy(), "y": y})
+        for column in self.exog:
+            series[column] = rows[column].to_numpy(dtype=np.float64)
         series["ds"] = series.groupby("unique_id", sort=False).cumcount().astype(np.int64)
         sizes = series.groupby("unique_id", sort=False)["y"].transform("size")
         need = self.input_size + self.horizon
@@ -132,10 +170,11 @@ class SequenceForecaster:
         model_class = {"nhits": NHITS, "patchtst": PatchTST}[self.kind]
         max_steps = int(self.hparams.get("max_steps", 100))
         with _quiet():
+            exog = {"hist_exog_list": list(self.exog)} if self.exog else {}
             model = model_class(h=self.horizon, input_size=self.input_size, scaler_type="identity",
-                                random_seed=self.seed, val_check_steps=max_steps, **self.hparams, **_TRAINER)
+                                random_seed=self.seed, val_check_steps=max_steps, **exog, **self.hparams, **_TRAINER)
             nf = NeuralForecast(models=[model], freq=1)
-            nf.fit(series[["unique_id", "ds", "y"]], val_size=0)
+            nf.fit(series[["unique_id", "ds", "y", *self.exog]], val_size=0)
         module = nf.models[0]
         module.eval()
         module.trainer = None  # no trainer, callbacks or data module in the pickle
@@ -143,26 +182,35 @@ class SequenceForecaster:
 
     # ------------------------------------------------------------------ prediction
     def forecast_sum(self, windows: np.ndarray) -> np.ndarray:
-        """Sum of the ``horizon`` forecast returns for each window ([n, input_size], newest first)."""
+        """Sum of the ``horizon`` forecast returns for each row of windows: ``[n, input_size]``
+        returns, newest first, then ``input_size`` columns per exogenous column (``input_columns``)."""
         import torch
 
         if self.module_ is None:
             raise DataError(f"{self.kind}: forecast before fit; fit the member first")
         x = np.asarray(windows, dtype=np.float64)
-        if x.ndim != 2 or x.shape[1] != self.input_size:
-            raise DataError(f"{self.kind}: windows must be [rows, {self.input_size}] (seq_ret_0..), got {x.shape}")
+        width = self.input_size * (1 + len(self.exog))
+        if x.ndim != 2 or x.shape[1] != width:
+            raise DataError(f"{self.kind}: windows must be [rows, {width}] ({', '.join(self.input_columns[:2])}..), "
+                            f"got {x.shape}")
         if not np.isfinite(x).all():
             raise DataError(f"{self.kind}: {int((~np.isfinite(x).all(axis=1)).sum())} window(s) hold NaN/inf; "
                             f"drop rows with fewer than {self.input_size} bars of history")
         torch.set_num_threads(self.n_jobs)
-        # oldest first, standardised exactly as the training series (float64 divide, then float32)
-        scaled = np.ascontiguousarray(x[:, ::-1] / self.scale_).astype(np.float32)
+        # oldest first, standardised exactly as the training series (float64 arithmetic, then float32)
+        blocks = x.reshape(len(x), 1 + len(self.exog), self.input_size)[:, :, ::-1]  # [n, 1+X, L] oldest first
+        scaled = np.ascontiguousarray(blocks[:, 0, :] / self.scale_).astype(np.float32)
+        exog = None
+        if self.exog:
+            standard = (blocks[:, 1:, :] - self.exog_mean_[None, :, None]) / self.exog_scale_[None, :, None]
+            exog = np.ascontiguousarray(standard.transpose(0, 2, 1)).astype(np.float32)  # [n, L, X]
         out = np.empty(len(x), dtype=np.float64)
         with torch.no_grad():
             for start in range(0, len(x), PREDICT_BATCH_ROWS):
                 batch = torch.from_numpy(scaled[start:start + PREDICT_BATCH_ROWS]).unsqueeze(-1)  # [B, L, 1]
+                hist = torch.from_numpy(exog[start:start + PREDICT_BATCH_ROWS]) if exog is not None else None
                 windows_batch = dict(insample_y=batch, insample_mask=torch.ones_like(batch),
-                                     futr_exog=None, hist_exog=None, stat_exog=None)
+                                     futr_exog=None, hist_exog=hist, stat_exog=None)
                 y_hat = self.module_.loss.domain_map(self.module_(windows_batch))  # [B, h, 1]
                 out[start:start + len(batch)] = y_hat.reshape(len(batch), -1).double().sum(dim=1).numpy()
         return out * self.scale_
@@ -213,14 +261,11 @@ def _strided(n: int, at_most: int) -> np.ndarray:
     return np.arange(0, n, step)
 
 
-def _window_matrix(frame: pd.DataFrame, input_size: int, kind: str) -> np.ndarray:
-    from features.sequence import window_columns
-
-    columns = window_columns(input_size)
+def _window_matrix(frame: pd.DataFrame, columns: list[str], kind: str, input_size: int) -> np.ndarray:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise DataError(f"{kind}: rows lack the return window {missing[:2]}...; build it with "
-                        f"features.sequence.add_return_windows(features, {input_size})")
+        raise DataError(f"{kind}: rows lack the window columns {missing[:2]}...; build them with "
+                        f"features.sequence.add_return_windows(features, {input_size}, exog=...)")
     return frame[columns].to_numpy(dtype=np.float64)
 
 

@@ -70,7 +70,8 @@ class EnsembleModel(PythonModel):
 
     def __init__(self, feature_columns: list[str], members: dict[str, object], weights: dict[str, float],
                  return_intercept: float, return_slope: float,
-                 member_columns: dict[str, list[str]] | None = None, sequence_length: int = 0):
+                 member_columns: dict[str, list[str]] | None = None, sequence_length: int = 0,
+                 sequence_exog: list[str] | None = None):
         self.feature_columns = list(feature_columns)
         self.members = dict(members)
         self.weights = {name: float(weights[name]) for name in self.members}
@@ -81,12 +82,15 @@ class EnsembleModel(PythonModel):
         self.member_columns = {name: list((member_columns or {}).get(name, self.feature_columns))
                                for name in self.members}
         self.sequence_length = int(sequence_length)
+        # feature columns whose windows (``seq_<column>_k``) ride along with the return window
+        self.sequence_exog = list(sequence_exog or [])
 
     def __setstate__(self, state: dict) -> None:
         """Models pickled before members had their own columns: every member read all columns."""
         self.__dict__.update(state)
         self.__dict__.setdefault("member_columns", {n: list(self.feature_columns) for n in self.members})
         self.__dict__.setdefault("sequence_length", 0)
+        self.__dict__.setdefault("sequence_exog", [])
 
     def _matrix(self, frame: pd.DataFrame) -> np.ndarray:
         if not isinstance(frame, pd.DataFrame):
@@ -137,4 +141,5 @@ class EnsembleModel(PythonModel):
         """The numbers a model card shows."""
         return {"members": list(self.members), "weights": self.weights,
                 "return_intercept": self.return_intercept, "return_slope": self.return_slope,
-                "feature_columns": self.feature_columns, "sequence_length": self.sequence_length}
+                "feature_columns": self.feature_columns, "sequence_length": self.sequence_length,
+                "sequence_exog": self.sequence_exog}

@@ -70,8 +70,11 @@ def fit_any_member(name: str, rows: pd.DataFrame, up: np.ndarray, params: Params
         from training.deep import SequenceForecaster
 
         tp = params.train
+        from training.deep import EXOG_KINDS
+
         net = SequenceForecaster(name, horizon=params.labels.horizon_bars, input_size=tp.sequence_length,
-                                 hparams=dict(getattr(tp, name)), seed=tp.seed, n_jobs=tp.n_jobs)
+                                 hparams=dict(getattr(tp, name)), seed=tp.seed, n_jobs=tp.n_jobs,
+                                 exog=tuple(tp.sequence_exog) if name in EXOG_KINDS else ())
         return net.fit(rows, np.asarray(up, dtype=np.int64))
     return fit_member(name, rows[columns].to_numpy(dtype=np.float64), up, params.train)
 

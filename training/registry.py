@@ -109,6 +109,8 @@ class ModelRegistry:
             "members": list(ensemble.members),
             # bars of 1-bar log-return history each input row carries (``seq_ret_*``); 0 = none
             "sequence_length": int(getattr(ensemble, "sequence_length", 0)),
+            # feature columns whose windows of the same length ride along (``seq_<column>_k``)
+            "sequence_exog": list(getattr(ensemble, "sequence_exog", [])),
         }
         with mlflow.start_run(experiment_id=experiment_id) as run:
             mlflow.log_params({

@@ -34,7 +34,7 @@ import pandas as pd
 
 from features.compute import feature_columns
 from qt.config import Params
-from features.sequence import SOURCE_COLUMN, add_return_windows, window_columns
+from features.sequence import SOURCE_COLUMN, add_return_windows, all_window_columns, window_columns
 from qt.errors import ConfigError, DataError
 from qt.lake import content_sha256
 from training.ensemble import EnsembleModel, fit_convex_weights, fit_return_map
@@ -89,7 +89,8 @@ def member_columns(params: Params) -> tuple[list[str], dict[str, list[str]]]:
     """(all model input columns, the columns each configured member reads).
 
     Tree members read the tabular features; sequence members read the ``seq_ret_*`` return
-    window of ``params.train.sequence_length`` bars (built by ``features.sequence``)."""
+    window of ``params.train.sequence_length`` bars (built by ``features.sequence``), N-HiTS also
+    the windows of the ``train.sequence_exog`` feature columns."""
     tabular = feature_columns(params.features)
     members = list(params.train.members)
     if not any(name in SEQUENCE_MEMBERS for name in members):
@@ -97,8 +98,26 @@ def member_columns(params: Params) -> tuple[list[str], dict[str, list[str]]]:
     if SOURCE_COLUMN not in tabular:
         raise ConfigError(f"train.members {members} include sequence models, which read the 1-bar log return "
                           f"{SOURCE_COLUMN!r}: add 1 to features.log_return or drop nhits/patchtst from train.members")
-    window = window_columns(params.train.sequence_length)
-    return tabular + window, {name: window if name in SEQUENCE_MEMBERS else tabular for name in members}
+    from training.deep import EXOG_KINDS
+
+    length, exog = params.train.sequence_length, sequence_exog_of(params)
+    if len(set(exog)) != len(exog):
+        raise ConfigError(f"train.sequence_exog {exog} names a column twice; list each once")
+    unknown = [c for c in exog if c not in tabular]
+    if unknown:
+        raise ConfigError(f"train.sequence_exog {unknown} are not columns of the declared feature set; "
+                          f"choose from {tabular}")
+    by_member = {name: (all_window_columns(length, exog) if name in EXOG_KINDS else window_columns(length))
+                 if name in SEQUENCE_MEMBERS else tabular for name in members}
+    return tabular + all_window_columns(length, exog), by_member
+
+
+def sequence_exog_of(params: Params) -> list[str]:
+    """The feature columns whose windows the model input carries: ``train.sequence_exog`` when a
+    member that reads exogenous inputs (N-HiTS) is configured, else none."""
+    from training.deep import EXOG_KINDS
+
+    return list(params.train.sequence_exog) if any(n in EXOG_KINDS for n in params.train.members) else []
 
 
 def sequence_length_of(params: Params) -> int:
@@ -113,7 +132,7 @@ def train_models(features_df: pd.DataFrame, labels_df: pd.DataFrame, params: Par
     columns, by_member = member_columns(params)
     seq_len = sequence_length_of(params)
     if seq_len:
-        features_df = add_return_windows(features_df, seq_len)
+        features_df = add_return_windows(features_df, seq_len, exog=sequence_exog_of(params))
     data = join_features_labels(features_df, labels_df, columns)
 
     train_mask, holdout_mask = holdout_split(data["timestamp"], tp.holdout_fraction, tp.embargo_bars, horizon)
@@ -151,7 +170,8 @@ def train_models(features_df: pd.DataFrame, labels_df: pd.DataFrame, params: Par
         member_seconds[name] += time.perf_counter() - t0
         log.info("final fit: %s in %.1f s", name, time.perf_counter() - t0)
     ensemble = EnsembleModel(columns, finals, dict(zip(names, weights)), intercept, slope,
-                             member_columns=by_member, sequence_length=seq_len)
+                             member_columns=by_member, sequence_length=seq_len,
+                             sequence_exog=sequence_exog_of(params))
 
     member_holdout = ensemble.member_probabilities(holdout)
     pred = ensemble.predict_frame(holdout)

@@ -10,7 +10,7 @@ import pytest
 
 from features.compute import compute_features
 from features.pit import check_lookahead
-from features.sequence import SOURCE_COLUMN, add_return_windows, window_columns
+from features.sequence import SOURCE_COLUMN, add_return_windows, all_window_columns, window_columns
 from qt.config import FeatureParams
 from qt.errors import DataError
 
@@ -48,6 +48,25 @@ def test_window_holds_the_symbols_own_lagged_returns():
                 assert got.tolist() == [src[i - k] for k in range(LENGTH)], (symbol, i)
     # the other columns are untouched
     pd.testing.assert_frame_equal(out[frame.columns], frame)
+
+
+def test_exogenous_windows_hold_the_same_lags_of_their_own_column():
+    frame = _two_symbols()
+    out = add_return_windows(frame, LENGTH, exog=["rsi_14"])
+    assert list(out.columns[len(frame.columns):]) == all_window_columns(LENGTH, ["rsi_14"])
+    assert window_columns(2, "rsi_14") == ["seq_rsi_14_0", "seq_rsi_14_1"]
+    for _, rows in out.groupby("symbol"):
+        src = rows["rsi_14"].to_numpy()
+        ret = rows[window_columns(LENGTH)].to_numpy()
+        got = rows[window_columns(LENGTH, "rsi_14")].to_numpy()
+        for i in range(len(rows)):
+            if i + 1 < LENGTH:
+                assert np.isnan(got[i]).all()
+            else:
+                assert got[i].tolist() == [src[i - k] for k in range(LENGTH)]
+        assert (np.isnan(got) == np.isnan(ret)).all()  # the same rows have full windows
+    with pytest.raises(DataError, match="rvol_24"):
+        add_return_windows(frame, LENGTH, exog=["rvol_24"])
 
 
 def test_shuffled_input_gives_the_same_windows_in_its_own_row_order():

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from scipy.stats import spearmanr
 from sklearn.linear_model import LogisticRegression
 
-from features.sequence import SOURCE_COLUMN, add_return_windows, window_columns
+from features.sequence import SOURCE_COLUMN, add_return_windows, all_window_columns, window_columns
 from qt.config import SyntheticParams, TrainParams
 from qt.errors import ConfigError, DataError
 from qt.synthetic import generate_market
@@ -129,6 +129,61 @@ def test_learns_a_planted_signal_and_nothing_from_noise(kind):
         ics[strength] = spearmanr(z, test["fwd_return"]).statistic
     assert ics[0.4] > 0.2, ics
     assert abs(ics[0.0]) < 0.12, ics  # measured: |IC| <= 0.07 on noise, >= 0.35 with the signal
+
+
+EXOG = ("vol_8",)
+
+
+@pytest.fixture(scope="module")
+def exog_fitted():
+    """N-HiTS with a historic exogenous series (a rolling volatility), fitted once, with the
+    NeuralForecast object its fit used."""
+    from neuralforecast import NeuralForecast
+
+    data = _rows(bars=1200, strength=0.4, input_size=1, seed=5).drop(columns=window_columns(1))
+    data["vol_8"] = data.groupby("symbol")[SOURCE_COLUMN].transform(lambda r: r.rolling(8).std())
+    data = add_return_windows(data.dropna(subset=["vol_8"]), INPUT, exog=EXOG)
+    data = data.dropna(subset=all_window_columns(INPUT, EXOG)).reset_index(drop=True)
+    captured: dict = {}
+    original_fit = NeuralForecast.fit
+
+    def spy(self, *args, **kwargs):
+        captured["nf"] = self
+        return original_fit(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(NeuralForecast, "fit", spy)
+        model = SequenceForecaster("nhits", HORIZON, INPUT, TINY["nhits"], seed=1, n_jobs=2, exog=EXOG)
+        model.fit(data, (data["fwd_return"] > 0).to_numpy())
+    return model, captured["nf"], data
+
+
+def test_nhits_with_exogenous_input_equals_neuralforecast_predict(exog_fitted):
+    model, nf, data = exog_fitted
+    assert list(nf.models[0].hist_exog_list) == list(EXOG)
+    library = nf.predict()
+    column = [c for c in library.columns if c not in ("unique_id", "ds")][0]
+    expected = library.groupby("unique_id")[column].apply(lambda s: s.to_numpy(np.float64).sum()) * model.scale_
+    last = data.sort_values("timestamp").groupby("symbol").tail(1).set_index("symbol")
+    got = model.forecast_sum(last[model.input_columns].to_numpy())
+    np.testing.assert_allclose(got, expected.loc[last.index].to_numpy(), rtol=1e-5, atol=1e-9)
+
+
+def test_the_exogenous_window_changes_the_forecast_and_survives_pickling(exog_fitted):
+    model, _, data = exog_fitted
+    x = data[model.input_columns].to_numpy()[:500]
+    shifted = x.copy()
+    shifted[:, INPUT:] *= 3.0  # a different volatility regime, same returns
+    assert not np.allclose(model.forecast_sum(x), model.forecast_sum(shifted))
+    restored = cloudpickle.loads(cloudpickle.dumps(model))
+    assert np.array_equal(restored.predict_proba(x), model.predict_proba(x))
+    with pytest.raises(DataError, match="windows must be"):
+        model.forecast_sum(x[:, :INPUT])  # the return window alone is not this model's input
+
+
+def test_patchtst_refuses_exogenous_inputs():
+    with pytest.raises(ConfigError, match="no exogenous"):
+        SequenceForecaster("patchtst", HORIZON, INPUT, TINY["patchtst"], seed=1, n_jobs=2, exog=("vol_8",))
 
 
 def test_logistic_calibration_matches_an_unpenalised_logistic_regression():

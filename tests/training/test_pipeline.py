@@ -138,7 +138,7 @@ def test_registered_challenger_loads_in_a_new_process_and_predicts_identically(r
     paths, params = noise["paths"], noise["params"]
     info = noise["train_json"]
     # the sequence members read a window of past returns, built from each symbol's history
-    features = add_return_windows(noise["features"], params.train.sequence_length)
+    features = add_return_windows(noise["features"], params.train.sequence_length, exog=params.train.sequence_exog)
     columns = [c for c in features.columns if c not in ("symbol", "timestamp")]
     rows = features[features["timestamp"] >= pd.Timestamp(info["holdout_start"])].head(200)
     rows[columns].reset_index(drop=True).to_parquet(tmp_path / "rows.parquet")
