@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export UV_LINK_MODE := copy
 
-.PHONY: run test bench repro install redis clean-state
+.PHONY: run test bench repro install redis clean-state deploy deploy-stop
 
 # uv resolves this stack (pip cannot); it lives in its own small venv, not in the project's.
 $(UV):
@@ -47,6 +47,36 @@ bench: install
 # Rebuild the lineage with DVC (default state directory, where dvc.yaml looks).
 repro: install
 	$(VENV)/bin/dvc repro
+
+# A local Prefect server and a `process` worker (PIDs in the state directory), every deployment of
+# prefect.yaml registered; `make deploy-stop` stops both by PID. PREFECT_PORT moves the server.
+STATE := $(abspath $(or $(QT_HOME),data))
+PREFECT_PORT ?= 4200
+PREFECT_UI := http://127.0.0.1:$(PREFECT_PORT)
+PREFECT_ENV := PREFECT_HOME=$(STATE)/prefect PREFECT_API_URL=$(PREFECT_UI)/api
+
+deploy: install
+	@mkdir -p $(STATE)/prefect $(STATE)/logs
+	@if [ -f $(STATE)/prefect/server.pid ] && kill -0 $$(cat $(STATE)/prefect/server.pid) 2>/dev/null; then \
+	  echo "prefect server already running (PID $$(cat $(STATE)/prefect/server.pid))"; else \
+	  $(PREFECT_ENV) setsid $(VENV)/bin/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT) \
+	    >> $(STATE)/logs/prefect-server.log 2>&1 & echo $$! > $(STATE)/prefect/server.pid; fi
+	@for i in $$(seq 120); do curl -sf $(PREFECT_UI)/api/health >/dev/null && break; sleep 1; done; \
+	  curl -sf $(PREFECT_UI)/api/health >/dev/null || { echo "prefect server not healthy; see $(STATE)/logs/prefect-server.log"; exit 1; }
+	@$(PREFECT_ENV) $(VENV)/bin/prefect work-pool inspect process >/dev/null 2>&1 || \
+	  $(PREFECT_ENV) $(VENV)/bin/prefect work-pool create process --type process >/dev/null
+	@if [ -f $(STATE)/prefect/worker.pid ] && kill -0 $$(cat $(STATE)/prefect/worker.pid) 2>/dev/null; then \
+	  echo "prefect worker already running (PID $$(cat $(STATE)/prefect/worker.pid))"; else \
+	  $(PREFECT_ENV) QT_HOME=$(STATE) setsid $(VENV)/bin/prefect worker start --pool process --type process \
+	    >> $(STATE)/logs/prefect-worker.log 2>&1 & echo $$! > $(STATE)/prefect/worker.pid; fi
+	$(PREFECT_ENV) $(VENV)/bin/prefect deploy --all --no-prompt > $(STATE)/logs/prefect-deploy.log
+	@grep -o "Deployment '[^']*' successfully created" $(STATE)/logs/prefect-deploy.log
+	@echo "Prefect UI: $(PREFECT_UI)  (server PID $$(cat $(STATE)/prefect/server.pid), worker PID $$(cat $(STATE)/prefect/worker.pid); make deploy-stop)"
+
+deploy-stop:
+	@for name in worker server; do f=$(STATE)/prefect/$$name.pid; [ -f $$f ] || continue; pid=$$(cat $$f); \
+	  kill -TERM -- -$$pid 2>/dev/null; for i in $$(seq 10); do kill -0 $$pid 2>/dev/null || break; sleep 1; done; \
+	  kill -KILL -- -$$pid 2>/dev/null; rm -f $$f; echo "stopped prefect $$name (PID $$pid)"; done
 
 clean-state:
 	rm -rf data/raw data/features data/models data/evaluation data/reports data/mlflow data/prefect data/bentoml data/executor data/logs

@@ -55,3 +55,52 @@ def _collection_flow(params: Params, home: str) -> dict:
 def collection_flow(params: Params, home: str) -> dict:
     """Collect the universe into the lake of ``home`` on the configured task runner."""
     return _collection_flow.with_options(task_runner=make_task_runner(params.collect))(params=params, home=home)
+
+
+def resolve_params_path(params_path: str | None) -> Path | None:
+    """``params_path``, else ``QT_PARAMS``, else ./params.yaml, else the project's, else None (the
+    embedded defaults) - as the ``qt`` CLI resolves it."""
+    import os
+
+    from qt.paths import PROJECT_ROOT
+
+    if params_path is not None:
+        return Path(params_path).resolve()
+    env = os.environ.get("QT_PARAMS")
+    if env:
+        return Path(env).resolve()
+    return next((c.resolve() for c in (Path.cwd() / "params.yaml", PROJECT_ROOT / "params.yaml") if c.is_file()), None)
+
+
+def deployment_context(params_path: str | None, home: str | None, overrides: dict | None = None):
+    """(params, paths) for a flow started by a deployment.
+
+    ``params_path`` None means ``QT_PARAMS``, else ``params.yaml`` in the working directory
+    (the project root for a deployment), else the project's; ``home`` None means ``QT_HOME``,
+    else ``<project>/data`` - the same resolution as the ``qt`` CLI, so a worker started with
+    ``QT_HOME``/``QT_PARAMS`` runs every deployment (also the ones a trigger starts, which carry
+    no parameters of their own) on that state directory and config.
+    """
+    import os
+
+    from qt.config import load_params
+
+    params = load_params(resolve_params_path(params_path), overrides)
+    paths = (StatePaths(Path(home).expanduser().resolve()) if home else StatePaths.from_env()).ensure()
+    # the tools' state goes under ``home``; Prefect's own settings stay the worker's (its API URL)
+    os.environ.update({k: v for k, v in paths.tool_env().items() if not k.startswith("PREFECT_")})
+    return params, paths
+
+
+@flow(name="quantum-trader-collect", log_prints=True)
+def collect_flow(params_path: str | None = None, home: str | None = None, overrides: dict | None = None) -> dict:
+    """The ``collect`` deployment (every bar): newest closed candles into the raw lake.
+
+    Incremental, so an hourly run fetches one new bar per symbol. Its completion is the event
+    the ``features`` deployment's trigger waits for (prefect.yaml).
+    """
+    params, paths = deployment_context(params_path, home, overrides)
+    summary = collection_flow(params, str(paths.home))
+    print(f"collect: {summary.get('data', {}).get('rows', '?')} rows for {len(params.data.symbols)} symbol(s) "
+          f"in {paths.home}")
+    return summary

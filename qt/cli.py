@@ -245,6 +245,9 @@ from qt.cli_models import models_app  # noqa: E402
 
 app.add_typer(models_app, name="models")
 app.command("backtest")(_backtest)
+from qt.cli_drift import drift as _drift  # noqa: E402
+
+app.command("drift")(_drift)
 
 exchange_app = typer.Typer(no_args_is_help=True, help="The local Binance-compatible exchange (offline and tests).")
 app.add_typer(exchange_app, name="exchange")

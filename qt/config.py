@@ -162,6 +162,9 @@ class TrainParams(_Frozen):
     members: list[Literal["xgboost", "lightgbm", "nhits", "patchtst"]] = Field(
         default_factory=lambda: ["xgboost", "lightgbm", "nhits", "patchtst"], min_length=1)
     sequence_length: int = Field(64, ge=8, le=512)  # bars of return history the sequence members read
+    # Feature columns N-HiTS also reads as historic exogenous series over the same window
+    # (neuralforecast ``hist_exog_list``; PatchTST takes none): volatility and volume regime.
+    sequence_exog: list[str] = Field(default_factory=list)
     # Sized for the retrain budget (< 15 min for 4 members x 5 fits on 8 symbols x ~57k 1h bars, 2 cores):
     # one fit of each ~20-30 s. batch_size = series per step: neuralforecast rebuilds every window of
     # each series it draws at every step, so 4 of the 8 symbols per step halves the fit time.
@@ -272,6 +275,56 @@ class CollectParams(_Frozen):
         return self
 
 
+class DriftParams(_Frozen):
+    """Drift and decay monitoring of the champion (``training.drift``, ``qt drift``, the ``drift``
+    deployment). PSI conventions: < 0.1 stable, 0.1-0.25 watch, > 0.25 shifted."""
+
+    recent_bars: int = Field(168, ge=20)  # per symbol: the newest materialised bars compared
+    bins: int = Field(10, ge=2, le=50)  # quantile bins of the training window
+    feature_psi: float = Field(0.25, gt=0.0)  # a feature whose PSI exceeds this has drifted
+    # How many drifted features are tolerated before the monitor trips (0 = any one trips it).
+    max_drifted_features: int = Field(0, ge=0)
+    # Left out of the feature PSI (shell-style patterns): price-level columns follow the price
+    # itself, so they "drift" whenever the market trends, whatever the model's inputs mean.
+    exclude_features: list[str] = Field(default_factory=lambda: [
+        "ema_*", "sma_*", "bb_upper_*", "bb_lower_*", "atr_*", "macd*", "htf*_atr_*", "seq_ret_*"])
+    prediction_psi: float = Field(0.25, gt=0.0)  # recent vs holdout predictions of the champion
+    # Live (executor state) against the champion's holdout backtest; needs this many closed trades.
+    min_live_trades: int = Field(20, ge=1)
+    hit_rate_drop: float = Field(0.15, gt=0.0, lt=1.0)  # trips when live hit rate < backtest's - this
+    # Trips when live mean PnL per trade < backtest's - this fraction of |backtest's| (1.0: a
+    # profitable backtest trips once live trades lose on average).
+    pnl_shortfall_fraction: float = Field(1.0, gt=0.0)
+    # What a trip starts: auto = run the ``retrain`` deployment when the monitor itself runs
+    # under a deployment, else call the retrain flow in-process; off = alert only.
+    retrain: Literal["auto", "deployment", "direct", "off"] = "auto"
+    retrain_deployment: str = Field("quantum-trader-retrain/retrain", min_length=3)
+
+
+class NotifyParams(_Frozen):
+    """Where alerts go (``qt.notify``). The webhook URL (it often embeds a token) and the Telegram
+    bot token are read from the environment variables named here - never from this file (which
+    is logged with every training run), never logged."""
+
+    webhook_url_env: str = Field("QT_NOTIFY_WEBHOOK_URL", min_length=1)  # generic JSON POST; unset = off
+    telegram_chat_id: str | None = None  # None = Telegram off
+    telegram_api_base: str = "https://api.telegram.org"
+    telegram_token_env: str = Field("QT_TELEGRAM_BOT_TOKEN", min_length=1)
+    events: list[Literal["fill", "risk_alert", "kill_switch", "promotion", "drift"]] = Field(
+        default_factory=lambda: ["fill", "risk_alert", "kill_switch", "promotion", "drift"])
+    # Token bucket per event kind: ``burst`` at once, then ``per_minute``; the rest is counted and
+    # reported as "N more ... suppressed" with the next message of that kind that goes out.
+    burst: int = Field(3, ge=1)
+    per_minute: float = Field(6.0, gt=0.0)
+    timeout_s: float = Field(5.0, gt=0.0, le=60.0)
+
+    @model_validator(mode="after")
+    def _check_urls(self) -> "NotifyParams":
+        if not self.telegram_api_base.startswith(("http://", "https://")):
+            raise ValueError(f"notify.telegram_api_base must be an http(s) URL, got {self.telegram_api_base!r}")
+        return self
+
+
 class Params(_Frozen):
     data: DataParams = DataParams()
     synthetic: SyntheticParams = SyntheticParams()
@@ -285,6 +338,8 @@ class Params(_Frozen):
     gates: GateParams = GateParams()
     serving: ServingParams = ServingParams()
     collect: CollectParams = CollectParams()
+    drift: DriftParams = DriftParams()
+    notify: NotifyParams = NotifyParams()
 
     @model_validator(mode="after")
     def _check_cross_fields(self) -> "Params":

@@ -136,6 +136,7 @@ def train_stage(params: Params, paths: StatePaths) -> dict:
         "rows": result.rows,
         "members": list(ens.members),
         "sequence_length": ens.sequence_length,
+        "sequence_exog": ens.sequence_exog,
         "weights": ens.weights,
         "return_intercept": ens.return_intercept,
         "return_slope": ens.return_slope,
@@ -305,6 +306,9 @@ def promote_stage(params: Params, paths: StatePaths) -> dict:
                     "`qt models approve %s --by NAME`", version, previous, version)
     else:
         log.warning("version %s NOT promoted; champion stays %s: %s", version, previous, "; ".join(reasons))
+    from qt.notify import notify_promotion
+
+    notify_promotion(params.notify, _jsonable(summary))  # best effort; nothing when no channel is set
     return _jsonable({"registry": summary})
 
 
