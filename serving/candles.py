@@ -13,6 +13,7 @@ come from the ``CandleCache`` like any symbol's.
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,9 @@ class SymbolCandles:
     symbol: str
     frame: pd.DataFrame
     open_ms: np.ndarray
+    # (inode, mtime_ns, size) of the symbol's lake directory when it was read: changes on every
+    # write (atomic rename), so anything derived from these candles may be cached under it
+    generation: tuple[int, int, int] = (0, 0, 0)
 
     def window_before(self, as_of_ms: int, bars: int) -> pd.DataFrame:
         """The last ``bars`` candles with open time <= ``as_of_ms`` (empty if none)."""
@@ -48,6 +52,7 @@ class CandleCache:
         self.raw_root = Path(raw_root)
         self.timeframe = timeframe
         self._entries: dict[str, tuple[tuple[int, int, int], SymbolCandles]] = {}
+        self._paths: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def latest_open_ms(self) -> int | None:
@@ -65,13 +70,15 @@ class CandleCache:
 
         A malformed symbol raises ``qt.errors.DataError`` from ``qt.lake``.
         """
-        path = candle_path(self.raw_root, symbol, self.timeframe)
+        # a name's path is fixed and building it costs more than the stat: kept for names that exist
+        path = self._paths.get(symbol) or str(candle_path(self.raw_root, symbol, self.timeframe))
         try:
-            st = path.stat()
+            st = os.stat(path)
         except FileNotFoundError:
             have = ", ".join(available_symbols(self.raw_root, self.timeframe)) or "none"
             raise UnknownSymbol(f"unknown symbol {symbol!r}: no {self.timeframe} candles in the lake "
                                 f"(have: {have})") from None
+        self._paths[symbol] = path
         key = (st.st_ino, st.st_mtime_ns, st.st_size)
         with self._lock:
             hit = self._entries.get(symbol)
@@ -80,7 +87,7 @@ class CandleCache:
         frame = read_symbol(self.raw_root, symbol, self.timeframe)
         frame = frame.sort_values("timestamp", kind="stable").reset_index(drop=True).assign(symbol=symbol)
         open_ms = frame["timestamp"].dt.tz_convert(None).to_numpy().astype("datetime64[ms]").astype(np.int64)
-        entry = SymbolCandles(symbol=symbol, frame=frame, open_ms=open_ms)
+        entry = SymbolCandles(symbol=symbol, frame=frame, open_ms=open_ms, generation=key)
         with self._lock:
             self._entries[symbol] = (key, entry)
         return entry
@@ -95,14 +102,19 @@ class FundingCache:
         self._entries: dict[str, tuple[tuple, pd.DataFrame]] = {}
         self._lock = threading.Lock()
 
+    def generation(self, symbol: str) -> tuple:
+        """The (name, size, mtime) of every funding partition of ``symbol``: the collector replaces
+        them atomically, so this changes whenever the history does (empty when none is stored)."""
+        directory = funding_dir(self.raw_root, symbol)
+        files = sorted(directory.glob("*.parquet")) if directory.is_dir() else []
+        return tuple((f.name, st.st_size, st.st_mtime_ns) for f in files for st in (f.stat(),))
+
     def get(self, symbol: str) -> pd.DataFrame:
         """``symbol``, ``timestamp``, ``funding_rate`` of every stored event (sorted; empty when none).
 
-        Keyed by the (name, size, mtime) of every partition: the collector replaces them atomically.
+        Cached under ``generation(symbol)``.
         """
-        directory = funding_dir(self.raw_root, symbol)
-        files = sorted(directory.glob("*.parquet")) if directory.is_dir() else []
-        key = tuple((f.name, st.st_size, st.st_mtime_ns) for f in files for st in (f.stat(),))
+        key = self.generation(symbol)
         with self._lock:
             hit = self._entries.get(symbol)
         if hit is not None and hit[0] == key:

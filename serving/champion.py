@@ -55,6 +55,12 @@ class LoadedModel:
     # Bars of 1-bar log returns each input row carries (``features.sequence``): the model's
     # sequence members read them; 0 for a model without such members.
     sequence_length: int = 0
+    # Feature columns whose windows of the same length ride along (``seq_<column>_k``, N-HiTS's
+    # exogenous inputs); empty for models without them.
+    sequence_exog: tuple[str, ...] = ()
+    # The pyfunc's own implementation without MLflow's per-call schema check (``direct_predictor``),
+    # or None: then ``predict_rows`` goes through ``pyfunc.predict`` like ``predict``.
+    direct: Callable[[pd.DataFrame], Any] | None = field(default=None, repr=False, compare=False)
 
     def predict(self, features: pd.DataFrame) -> pd.DataFrame:
         """``prob_up`` and ``expected_return`` per row of ``features`` (exactly the model's columns).
@@ -62,21 +68,34 @@ class LoadedModel:
         Raises ModelContractError when the model returns something else: a wrong
         probability must never become a trade.
         """
-        out = self.pyfunc.predict(features.loc[:, list(self.feature_columns)])
+        return self._checked(self.pyfunc.predict(features.loc[:, list(self.feature_columns)]), len(features))
+
+    def predict_rows(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """``predict`` for a frame the service built itself: exactly ``feature_columns``, float64, finite.
+
+        Such a frame already satisfies the logged signature, so MLflow's schema enforcement
+        (~4 ms a call, more than the four members take for one row) is skipped when the model
+        was proved to answer identically without it (``direct_predictor``).
+        """
+        if self.direct is None:
+            return self.predict(rows)
+        return self._checked(self.direct(rows), len(rows))
+
+    def _checked(self, out: Any, n_rows: int) -> pd.DataFrame:
         if not isinstance(out, pd.DataFrame):
             out = pd.DataFrame(out)
         missing = [c for c in OUTPUT_COLUMNS if c not in out.columns]
         if missing:
             raise ModelContractError(f"model {self.name} v{self.version} output lacks {missing}")
-        if len(out) != len(features):
+        if len(out) != n_rows:
             raise ModelContractError(f"model {self.name} v{self.version} returned {len(out)} rows "
-                                     f"for {len(features)} inputs")
-        out = out.loc[:, list(OUTPUT_COLUMNS)].astype("float64").reset_index(drop=True)
-        prob = out["prob_up"].to_numpy()
-        if not np.all(np.isfinite(out.to_numpy())) or np.any((prob < 0) | (prob > 1)):
+                                     f"for {n_rows} inputs")
+        values = np.column_stack([out[c].to_numpy(dtype=np.float64) for c in OUTPUT_COLUMNS])
+        prob = values[:, 0]
+        if not np.all(np.isfinite(values)) or np.any((prob < 0) | (prob > 1)):
             raise ModelContractError(f"model {self.name} v{self.version} returned a non-finite value "
                                      f"or a prob_up outside [0, 1]")
-        return out
+        return pd.DataFrame(values, columns=list(OUTPUT_COLUMNS), copy=False)
 
     def describe(self) -> dict:
         """What ``/metadata`` shows: which model decides, and on what data it was trained."""
@@ -91,6 +110,7 @@ class LoadedModel:
             "feature_set_hash": md.get("feature_set_hash"),
             "feature_columns": list(self.feature_columns),
             "sequence_length": self.sequence_length,
+            "sequence_exog": list(self.sequence_exog),
             "train_start": md.get("train_start"),
             "train_end": md.get("train_end"),
             "trained_at": md.get("trained_at"),
@@ -109,6 +129,16 @@ def sequence_length_of(name: str, version: str, metadata: dict | None) -> int:
         raise ModelContractError(f"model {name} v{version}: metadata sequence_length {raw!r} is not a "
                                  f"non-negative integer; log the model with the bars of its return window")
     return length
+
+
+def sequence_exog_of(name: str, version: str, metadata: dict | None) -> tuple[str, ...]:
+    """``sequence_exog`` from the logged metadata: the feature columns windowed beside the returns
+    (absent = none); ModelContractError when it is not a list of column names."""
+    raw = (metadata or {}).get("sequence_exog") or []
+    if not isinstance(raw, (list, tuple)) or not all(isinstance(c, str) and c for c in raw):
+        raise ModelContractError(f"model {name} v{version}: metadata sequence_exog {raw!r} is not a list of "
+                                 f"feature columns; log the model with the columns its windows carry")
+    return tuple(raw)
 
 
 def check_model_metadata(name: str, version: str, metadata: dict | None) -> tuple[FeatureParams, tuple[str, ...], str]:
@@ -133,8 +163,14 @@ def check_model_metadata(name: str, version: str, metadata: dict | None) -> tupl
         raise ModelContractError(f"model {name} v{version}: metadata feature_params invalid: {exc}") from None
     cols = tuple(str(c) for c in md["feature_columns"])
     length = sequence_length_of(name, version, md)
+    exog = sequence_exog_of(name, version, md)
     produced = declared_columns(fp)
-    unknown = sorted(set(cols) - set(produced) - set(window_columns(length)))
+    not_produced = [c for c in exog if c not in produced]
+    if not_produced:
+        raise ModelContractError(f"model {name} v{version}: sequence_exog {not_produced} are not produced by "
+                                 f"features.compute for its feature_params")
+    windows = set(window_columns(length)).union(*(window_columns(length, c) for c in exog))
+    unknown = sorted(set(cols) - set(produced) - windows)
     if not cols or unknown:
         raise ModelContractError(f"model {name} v{version}: feature_columns {unknown or '[]'} are not "
                                  f"produced by features.compute for its feature_params"
@@ -170,11 +206,64 @@ def load_model_version(client, model_name: str, version: str) -> LoadedModel:
     pyfunc = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
     metadata = dict(pyfunc.metadata.metadata or {})
     fp, cols, timeframe = check_model_metadata(model_name, version, metadata)
+    use_one_thread(pyfunc)
     return LoadedModel(name=model_name, version=str(version), alias=CHAMPION_ALIAS, pyfunc=pyfunc,
                        metadata=metadata, feature_params=fp, feature_columns=cols, timeframe=timeframe,
                        sequence_length=sequence_length_of(model_name, version, metadata),
+                       sequence_exog=sequence_exog_of(model_name, version, metadata),
+                       direct=direct_predictor(pyfunc, cols),
                        run_id=getattr(mv, "run_id", None),
                        loaded_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+def use_one_thread(pyfunc) -> None:
+    """Predict on one thread: members trained with ``train.n_jobs`` threads keep that count in the
+    pickle, and on a 2-core machine shared with other work a request's small batch (1 to a few
+    hundred rows) is far slower on two threads than on one (measured on the default ensemble:
+    one symbol 300 ms -> 17 ms, as OpenMP/torch threads wait for each other). Thread count changes
+    no prediction of the trees, and on the networks the 566-row batch was bit-identical.
+    Members are reached through the ensemble's ``members`` (``training.ensemble``); any other
+    model is left as it is."""
+    try:
+        members = getattr(pyfunc.unwrap_python_model(), "members", None)
+    except Exception:  # noqa: BLE001 - not a PythonModel flavour: nothing of ours to tune
+        return
+    for member in (members or {}).values():
+        if hasattr(member, "get_params") and "n_jobs" in member.get_params():
+            member.set_params(n_jobs=1)  # XGBoost / LightGBM (sklearn API)
+        elif isinstance(getattr(member, "n_jobs", None), int):
+            member.n_jobs = 1  # training.deep.SequenceForecaster: torch.set_num_threads(n_jobs)
+
+
+def direct_predictor(pyfunc, feature_columns: tuple[str, ...]) -> Callable[[pd.DataFrame], Any] | None:
+    """The pyfunc's implementation called without MLflow's per-call input-schema enforcement, if
+    the model answers its own logged input example identically both ways; else None.
+
+    Enforcement converts a frame to the signature's columns and types; the service's frames already
+    have exactly those (float64 ``feature_columns``), so the check only costs time. The comparison
+    on the example is the proof for this model; a model without an example keeps the checked path.
+    """
+    impl = getattr(pyfunc, "_model_impl", None)
+    direct = getattr(impl, "predict", None)
+    try:
+        example = pyfunc.input_example
+    except Exception:  # noqa: BLE001 - no readable example: no proof
+        return None
+    if direct is None or not isinstance(example, pd.DataFrame) or example.empty:
+        return None
+    try:
+        frame = pd.DataFrame(example.loc[:, list(feature_columns)].to_numpy(dtype=np.float64),
+                             columns=list(feature_columns))
+        checked, unchecked = pyfunc.predict(frame), direct(frame)
+    except Exception:  # noqa: BLE001 - any failure: keep the checked path
+        return None
+    same = (isinstance(checked, pd.DataFrame) and isinstance(unchecked, pd.DataFrame)
+            and checked.columns.equals(unchecked.columns)
+            and np.array_equal(checked.to_numpy(), unchecked.to_numpy(), equal_nan=True))
+    if not same:
+        log.warning("model answers differently without MLflow's schema enforcement; serving it with it")
+        return None
+    return direct
 
 
 class ChampionWatcher:

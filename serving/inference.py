@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from qt.config import FeatureParams, SignalParams
 from qt.errors import UserError
-from serving.candles import CandleCache, FundingCache, UnknownSymbol
+from serving.candles import CandleCache, FundingCache, SymbolCandles, UnknownSymbol
 from serving.champion import LoadedModel
 
 
@@ -83,10 +84,31 @@ def min_history_bars(warmup_bars: int, sequence_length: int = 0) -> int:
     return int(warmup_bars) + max(1, int(sequence_length))
 
 
-def select_windows(cache: CandleCache, symbols: Sequence[str], as_of: pd.Timestamp | None, bars: int,
-                   warmup_bars: int, timeframe_ms: int, max_staleness_bars: int, sequence_length: int = 0,
-                   ) -> tuple[dict[str, pd.DataFrame], pd.Timestamp]:
-    """Per symbol the candles the features of the last bar <= as_of need; and the reference time.
+@dataclass(frozen=True)
+class WindowSpan:
+    """Rows ``[start, end)`` of one symbol's cached candles: the window its last bar's features need.
+
+    Only the bounds: the frame is sliced (``frame()``) when features must actually be computed.
+    """
+
+    candles: SymbolCandles
+    start: int
+    end: int
+
+    def frame(self) -> pd.DataFrame:
+        return self.candles.frame.iloc[self.start:self.end]
+
+    @property
+    def last_open_ms(self) -> int:
+        return int(self.candles.open_ms[self.end - 1])
+
+
+def plan_windows(cache: CandleCache, symbols: Sequence[str], as_of: pd.Timestamp | None, bars: int,
+                 warmup_bars: int, timeframe_ms: int, max_staleness_bars: int, sequence_length: int = 0,
+                 ) -> tuple[dict[str, WindowSpan], int]:
+    """Per symbol the bounds of the last ``bars`` candles with open time <= as_of, and the reference
+    time (ms). Refuses, in this order per symbol: an unknown symbol (404, checked for all symbols
+    first), an as_of before the data, stale candles, too little history (422).
 
     ``bars`` must be at least ``min_history_bars(warmup_bars, sequence_length)`` (the caller
     reads the larger of that and ``serving.history_bars``).
@@ -102,27 +124,39 @@ def select_windows(cache: CandleCache, symbols: Sequence[str], as_of: pd.Timesta
             raise RequestRejected(422, "the candle lake is empty; collect candles first")
     else:
         ref_ms = int(as_of.value // 1_000_000)
-    ref = pd.Timestamp(ref_ms, unit="ms", tz="UTC")
-    windows: dict[str, pd.DataFrame] = {}
+    spans: dict[str, WindowSpan] = {}
     for sym, s in series.items():
-        window = s.window_before(ref_ms, bars)
-        if window.empty:
-            first = _iso(pd.Timestamp(int(s.open_ms[0]), unit="ms", tz="UTC")) if len(s.open_ms) else "none"
-            raise RequestRejected(422, f"{sym}: as_of {_iso(ref)} is before the first candle ({first}); "
+        end = int(np.searchsorted(s.open_ms, ref_ms, side="right"))
+        if end == 0:
+            ref = pd.Timestamp(ref_ms, unit="ms", tz="UTC")
+            first = iso_utc(pd.Timestamp(int(s.open_ms[0]), unit="ms", tz="UTC")) if len(s.open_ms) else "none"
+            raise RequestRejected(422, f"{sym}: as_of {iso_utc(ref)} is before the first candle ({first}); "
                                        f"ask for a later time")
-        last_ms = int(s.open_ms[np.searchsorted(s.open_ms, ref_ms, side="right") - 1])
+        last_ms = int(s.open_ms[end - 1])
         lag_bars = (ref_ms - last_ms) / timeframe_ms
         if lag_bars > max_staleness_bars:
+            ref = pd.Timestamp(ref_ms, unit="ms", tz="UTC")
             raise RequestRejected(422, f"{sym}: candles are stale: the last one opened "
-                                       f"{_iso(pd.Timestamp(last_ms, unit='ms', tz='UTC'))}, {lag_bars:g} bars "
-                                       f"before as_of {_iso(ref)} (limit {max_staleness_bars}); "
+                                       f"{iso_utc(pd.Timestamp(last_ms, unit='ms', tz='UTC'))}, {lag_bars:g} bars "
+                                       f"before as_of {iso_utc(ref)} (limit {max_staleness_bars}); "
                                        f"collect fresh candles before asking for signals")
-        if len(window) < need:
+        start = max(0, end - bars)
+        if end - start < need:
+            ref = pd.Timestamp(ref_ms, unit="ms", tz="UTC")
             what = f"warm-up {warmup_bars}" + (f" + return window {sequence_length}" if sequence_length else "")
-            raise RequestRejected(422, f"{sym}: only {len(window)} candles at or before {_iso(ref)}; the "
+            raise RequestRejected(422, f"{sym}: only {end - start} candles at or before {iso_utc(ref)}; the "
                                        f"features need {need} ({what}); ask for a later as_of")
-        windows[sym] = window
-    return windows, ref
+        spans[sym] = WindowSpan(s, start, end)
+    return spans, ref_ms
+
+
+def select_windows(cache: CandleCache, symbols: Sequence[str], as_of: pd.Timestamp | None, bars: int,
+                   warmup_bars: int, timeframe_ms: int, max_staleness_bars: int, sequence_length: int = 0,
+                   ) -> tuple[dict[str, pd.DataFrame], pd.Timestamp]:
+    """``plan_windows`` with each window sliced: per symbol the candles of the window, and the reference time."""
+    spans, ref_ms = plan_windows(cache, symbols, as_of, bars, warmup_bars, timeframe_ms, max_staleness_bars,
+                                 sequence_length)
+    return {sym: span.frame() for sym, span in spans.items()}, pd.Timestamp(ref_ms, unit="ms", tz="UTC")
 
 
 def select_inputs(candles: CandleCache, funding: FundingCache, windows: Mapping[str, pd.DataFrame],
@@ -134,6 +168,8 @@ def select_inputs(candles: CandleCache, funding: FundingCache, windows: Mapping[
     from features.multi_input import (no_funding, no_reference, reference_window, required_inputs, uses_funding,
                                       uses_reference)
 
+    if not (uses_funding(params) or uses_reference(params)):
+        return None, None  # the default, candle-only feature set
     fundings, spans = [], {}
     for sym, window in windows.items():
         needs_funding, references = required_inputs(sym, params)
@@ -166,31 +202,38 @@ def latest_feature_rows(windows: Mapping[str, pd.DataFrame], model: LoadedModel,
     """The model input of each window's last bar: ``symbol``, ``timestamp`` and the model's
     feature columns, one row per symbol in request order; 422 when a row is missing or incomplete.
 
-    Features by ``compute_features`` (with the multi-input families' inputs), then the return
-    windows of ``model.sequence_length`` bars: the functions training and backtest use.
+    Features by ONE ``compute_features`` call (with the multi-input families' inputs), then the
+    return windows of ``model.sequence_length`` bars (and the windows of ``model.sequence_exog``):
+    the functions training and backtest use.
+    Only the last row of each symbol is wanted, so the return window is built on each symbol's
+    last ``sequence_length`` feature rows (the last row's window is exactly those rows), and the
+    candles are concatenated in symbol order, the order ``compute_features`` works in (no re-sort).
     """
     from features.compute import compute_features
     from features.sequence import add_return_windows
 
-    candles = pd.concat(list(windows.values()), ignore_index=True)
-    feats = compute_features(candles, model.feature_params, funding=funding, reference=reference)
-    if model.sequence_length:
-        feats = add_return_windows(feats, model.sequence_length)
-    last = feats.groupby("symbol", sort=False).tail(1).set_index("symbol")
     symbols = list(windows)
+    candles = pd.concat([windows[sym] for sym in sorted(symbols)], ignore_index=True)
+    feats = compute_features(candles, model.feature_params, funding=funding, reference=reference)
+    length = int(model.sequence_length)
+    tail = feats.groupby("symbol", sort=False).tail(max(1, length))
+    if length:
+        exog = {"exog": list(model.sequence_exog)} if model.sequence_exog else {}
+        tail = add_return_windows(tail, length, **exog)
+    last = tail.groupby("symbol", sort=False).tail(1).set_index("symbol").reindex(symbols)
+    wanted = [windows[sym]["timestamp"].iat[-1] for sym in symbols]
+    present = last["timestamp"].notna().to_numpy()
+    for i in np.flatnonzero(~present | (last["timestamp"].to_numpy() != pd.Series(wanted).to_numpy())):
+        raise RequestRejected(422, f"{symbols[i]}: no feature row for the bar {iso_utc(wanted[i])} "
+                                   f"(too little history before it); ask for a later as_of")
     columns = list(model.feature_columns)
-    for sym in symbols:
-        want = windows[sym]["timestamp"].iloc[-1]
-        if sym not in last.index or last.at[sym, "timestamp"] != want:
-            raise RequestRejected(422, f"{sym}: no feature row for the bar {_iso(want)} "
-                                       f"(too little history before it); ask for a later as_of")
-    rows = last.loc[symbols, ["timestamp", *columns]].reset_index()
+    rows = last.loc[:, ["timestamp", *columns]].reset_index()
     finite = np.isfinite(rows[columns].to_numpy(dtype=np.float64))
     if not finite.all():
         i = int(np.flatnonzero(~finite.all(axis=1))[0])
         undefined = [c for c, ok in zip(columns, finite[i]) if not ok]
         raise RequestRejected(422, f"{symbols[i]}: features {undefined[:3]} of the bar "
-                                   f"{_iso(rows['timestamp'].iat[i])} are undefined (too little history before "
+                                   f"{iso_utc(rows['timestamp'].iat[i])} are undefined (too little history before "
                                    f"it for the return window); ask for a later as_of")
     return rows
 
@@ -203,24 +246,22 @@ def compute_signals(windows: Mapping[str, pd.DataFrame], model: LoadedModel, sig
     ``funding`` / ``reference``: from ``select_inputs`` when the model uses those families.
     Returns the signal dicts and the prob_up array (for the metrics histogram).
     """
-    from executor.signals import action_from_probability
-
     rows = latest_feature_rows(windows, model, funding, reference)
-    symbols = list(windows)
     pred = model.predict(rows.loc[:, list(model.feature_columns)])
     prob = pred["prob_up"].to_numpy()
-    out = []
-    for i, sym in enumerate(symbols):
-        p = float(prob[i])
-        out.append({
-            "symbol": sym,
-            "action": action_from_probability(p, signal_params),
-            "confidence": p,
-            "expected_return": float(pred["expected_return"].iat[i]),
-            "model_version": model.version,
-            "feature_timestamp": _iso(rows["timestamp"].iat[i]),
-        })
-    return out, prob
+    stamps = [iso_utc(ts) for ts in rows["timestamp"]]
+    return signal_dicts(list(windows), prob, pred["expected_return"].to_numpy(), stamps, model.version,
+                        signal_params), prob
+
+
+def signal_dicts(symbols: Sequence[str], prob_up: np.ndarray, expected_return: np.ndarray,
+                 feature_timestamps: Sequence[str], model_version: str, signal_params: SignalParams) -> list[dict]:
+    """The Signal contract's dicts, one per symbol in order (``feature_timestamp`` already ISO)."""
+    from executor.signals import action_from_probability
+
+    return [{"symbol": sym, "action": action_from_probability(p, signal_params), "confidence": p,
+             "expected_return": e, "model_version": model_version, "feature_timestamp": ts}
+            for sym, p, e, ts in zip(symbols, prob_up.tolist(), expected_return.tolist(), feature_timestamps)]
 
 
 def parse_predict_rows(rows: Sequence[Mapping[str, float]], feature_columns: Sequence[str]) -> pd.DataFrame:
@@ -240,7 +281,8 @@ def parse_predict_rows(rows: Sequence[Mapping[str, float]], feature_columns: Seq
     return pd.DataFrame([[float(r[c]) for c in want] for r in rows], columns=want, dtype="float64")
 
 
-def _iso(ts: pd.Timestamp) -> str:
+def iso_utc(ts: pd.Timestamp) -> str:
+    """``YYYY-MM-DDTHH:MM:SSZ`` of a time (naive = UTC): the Signal contract's time format."""
     ts = pd.Timestamp(ts)
     ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
     return ts.strftime("%Y-%m-%dT%H:%M:%SZ")

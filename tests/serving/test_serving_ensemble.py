@@ -84,7 +84,11 @@ def test_metadata_reports_the_trained_range_and_feature_set(served_ensemble):
     svc, params, result, version = served_ensemble
     md = httpx.get(svc.url + "/metadata", timeout=10).json()
     assert md["model_version"] == version
-    assert md["sequence_length"] == 16 and md["feature_columns"][-16:] == [f"seq_ret_{k}" for k in range(16)]
+    assert md["sequence_length"] == 16
+    # the return window, then N-HiTS's exogenous windows (train.sequence_exog), each newest first
+    windows = [f"seq_ret_{k}" for k in range(16)] + [f"seq_{c}_{k}" for c in md["sequence_exog"] for k in range(16)]
+    assert md["sequence_exog"] == list(params.train.sequence_exog)
+    assert md["feature_columns"][-len(windows):] == windows
     assert md["feature_set_hash"] == feature_set_hash(params.features)
     assert pd.Timestamp(md["train_start"]) == result.train_range[0]
     assert pd.Timestamp(md["train_end"]) == result.train_range[1]

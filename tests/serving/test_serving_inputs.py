@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.compute import feature_columns, feature_set_hash, warmup_bars
+from features.compute import compute_features, feature_columns, feature_set_hash, warmup_bars
 from features.materialise import materialise
 from features.sequence import window_columns
 from features.store import read_features
@@ -123,6 +123,28 @@ def test_a_model_with_a_return_window_gets_the_last_returns_newest_first(tmp_pat
                                 sequence_length=length)
     compute_signals(windows, model, SignalParams())
     assert list(model.pyfunc.inputs[-1].columns) == list(model.feature_columns)
+
+
+def test_a_model_with_exogenous_windows_gets_each_column_k_rows_earlier(tmp_path):
+    lake = _lake(tmp_path / "lake", CANDLES, None)
+    fp, length, exog = FeatureParams(), 12, ("rvol_24", "volz_24")
+    cols = feature_columns(fp) + window_columns(length) + [f"seq_{c}_{k}" for c in exog for k in range(length)]
+    model = LoadedModel(name="m", version="1", alias="champion", pyfunc=_Recorder(), metadata={}, feature_params=fp,
+                        feature_columns=tuple(cols), timeframe="1h", sequence_length=length, sequence_exog=exog)
+    served = _serve_rows(lake, ["BTC/USDT"], model).iloc[0]
+    # by hand: the feature rows of the same 400 BTC candles the service reads, read k rows back
+    btc = CANDLES[(CANDLES["symbol"] == "BTC/USDT") & (CANDLES["timestamp"] <= AS_OF)].tail(400)
+    feats = compute_features(btc, fp)
+    for c in exog:
+        np.testing.assert_array_equal(served[[f"seq_{c}_{k}" for k in range(length)]].to_numpy(dtype=float),
+                                      feats[c].to_numpy()[::-1][:length])
+
+
+def test_model_metadata_with_exogenous_windows_of_unknown_columns_is_refused():
+    md = _metadata(FeatureParams(), 8)
+    md["sequence_exog"] = ["not_a_feature"]
+    with pytest.raises(ModelContractError, match="not_a_feature"):
+        check_model_metadata("m", "1", md)
 
 
 def test_too_few_candles_for_warmup_plus_return_window_is_refused(tmp_path):

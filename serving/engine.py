@@ -1,0 +1,148 @@
+"""The ``/signals`` request path over the lake, free of HTTP: what the service runs per request.
+
+``SignalEngine.signals(model, symbols, as_of)`` validates the request, finds each symbol's
+window in the cached lake (``serving.inference.plan_windows``), takes the model input row of
+the window's last bar from ``FeatureRowCache`` or computes it with the one feature code path
+(``serving.inference.latest_feature_rows``: ``compute_features`` + the return window), makes
+ONE batched model call and returns the signals.
+
+The BentoML service calls it inside its request handler; ``bench.serving`` calls the very same
+object in process, so the ratio HTTP / in-process measures the HTTP layer alone.
+
+Why a row cache is correct: a row is a pure function of the window's candles (rows
+``[start, end)`` of the symbol's lake data as read), the model's feature definition (feature
+params, return window, column order) and, for the multi-input families, the funding history and
+reference candles. The key holds each of them: the lake directory's generation (changes on every
+write: a new candle, a repair), the window bounds (a moved ``as_of`` moves ``end``), the model's
+feature definition and the generations of the auxiliary inputs. The executor asks for the whole
+universe once per bar, so after the first request of a bar every symbol is a hit.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from qt.config import FeatureParams, ServingParams, SignalParams
+from serving.candles import CandleCache, FundingCache
+from serving.champion import LoadedModel
+from serving.inference import (WindowSpan, check_symbols, iso_utc, latest_feature_rows, min_history_bars,
+                               parse_as_of, plan_windows, select_inputs, signal_dicts)
+
+
+@dataclass(frozen=True)
+class FeatureRow:
+    """One symbol's model input at one bar: the values in the model's column order."""
+
+    feature_timestamp: str  # ISO open time of the bar
+    values: np.ndarray  # float64, finite, len(model.feature_columns)
+
+
+class FeatureRowCache:
+    """The last served row per symbol, valid while its key is unchanged (see the module docstring).
+
+    One entry per symbol (the executor moves forward bar by bar; a request for another bar
+    replaces it), so memory is bounded by the universe, not by the requests.
+    """
+
+    def __init__(self) -> None:
+        self._rows: dict[str, tuple[tuple, FeatureRow]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, symbol: str, key: tuple) -> FeatureRow | None:
+        hit = self._rows.get(symbol)
+        return hit[1] if hit is not None and hit[0] == key else None
+
+    def put(self, symbol: str, key: tuple, row: FeatureRow) -> None:
+        with self._lock:
+            self._rows[symbol] = (key, row)
+
+
+class SignalEngine:
+    """Signals from the lake for any loaded model; thread-safe (the caches lock their own maps)."""
+
+    def __init__(self, lake: Path, serving: ServingParams, signal: SignalParams):
+        self.lake = Path(lake)
+        self.serving = serving
+        self.signal = signal
+        self.rows = FeatureRowCache()
+        self._candles: dict[str, CandleCache] = {}
+        self._funding = FundingCache(self.lake)
+        self._warmups: dict[str, int] = {}
+
+    def candles(self, timeframe: str) -> CandleCache:
+        cache = self._candles.get(timeframe)
+        if cache is None:
+            cache = self._candles.setdefault(timeframe, CandleCache(self.lake, timeframe))
+        return cache
+
+    def signals(self, model: LoadedModel, symbols: list[str], as_of: str | None) -> tuple[list[dict], np.ndarray]:
+        """One signal per symbol (request order) and the prob_up array; ``RequestRejected`` on bad input."""
+        from qt.synthetic import timeframe_ms
+
+        wanted = check_symbols(symbols)
+        when = parse_as_of(as_of)
+        warmup = self._warmup(model.feature_params)
+        cache = self.candles(model.timeframe)
+        need = min_history_bars(warmup, model.sequence_length)
+        spans, _ = plan_windows(cache, wanted, when, bars=max(self.serving.history_bars, need), warmup_bars=warmup,
+                                timeframe_ms=timeframe_ms(model.timeframe),
+                                max_staleness_bars=self.serving.max_staleness_bars,
+                                sequence_length=model.sequence_length)
+        rows = self.feature_rows(model, spans)
+        frame = pd.DataFrame(np.vstack([r.values for r in rows]), columns=list(model.feature_columns), copy=False)
+        pred = model.predict_rows(frame)
+        prob = pred["prob_up"].to_numpy()
+        return signal_dicts(wanted, prob, pred["expected_return"].to_numpy(), [r.feature_timestamp for r in rows],
+                            model.version, self.signal), prob
+
+    def feature_rows(self, model: LoadedModel, spans: dict[str, WindowSpan]) -> list[FeatureRow]:
+        """The input row of each window's last bar (spans' order): cached, or computed for the
+        missing symbols in ONE ``latest_feature_rows`` call (422 when a row is incomplete)."""
+        from features.multi_input import uses_funding, uses_reference
+
+        model_key = (model.feature_params, model.sequence_length, model.sequence_exog, model.feature_columns)
+        inputs = uses_funding(model.feature_params) or uses_reference(model.feature_params)
+        keys = {sym: (model_key, span.candles.generation, span.start, span.end,
+                      self._inputs_key(model, sym) if inputs else ())
+                for sym, span in spans.items()}
+        found = {sym: self.rows.get(sym, keys[sym]) for sym in spans}
+        missing = [sym for sym, row in found.items() if row is None]
+        if missing:
+            windows = {sym: spans[sym].frame() for sym in missing}
+            funding, reference = select_inputs(self.candles(model.timeframe), self._funding, windows,
+                                               model.feature_params)
+            computed = latest_feature_rows(windows, model, funding, reference)
+            values = computed.loc[:, list(model.feature_columns)].to_numpy(dtype=np.float64)
+            for i, (sym, ts) in enumerate(zip(missing, computed["timestamp"])):
+                row = FeatureRow(iso_utc(ts), values[i].copy())
+                self.rows.put(sym, keys[sym], row)
+                found[sym] = row
+        return [found[sym] for sym in spans]
+
+    def _inputs_key(self, model: LoadedModel, symbol: str) -> tuple:
+        """Generations of the funding history and reference candles ``symbol``'s row reads (called
+        only for a model using the funding, basis or cross-asset families)."""
+        from features.multi_input import required_inputs
+
+        needs_funding, references = required_inputs(symbol, model.feature_params)
+        cache = self.candles(model.timeframe)
+        refs = []
+        for ref in references:
+            try:
+                refs.append((ref, cache.get(ref).generation))
+            except LookupError:
+                refs.append((ref, None))  # select_inputs refuses it with 422 when computing
+        return (self._funding.generation(symbol) if needs_funding else None, tuple(refs))
+
+    def _warmup(self, params: FeatureParams) -> int:
+        from features.compute import feature_set_hash, warmup_bars
+
+        key = feature_set_hash(params)  # FeatureParams holds lists: not hashable itself
+        if key not in self._warmups:
+            self._warmups[key] = warmup_bars(params)
+        return self._warmups[key]
