@@ -164,7 +164,7 @@ class TrainParams(_Frozen):
     sequence_length: int = Field(64, ge=8, le=512)  # bars of return history the sequence members read
     # Feature columns N-HiTS also reads as historic exogenous series over the same window
     # (neuralforecast ``hist_exog_list``; PatchTST takes none): volatility and volume regime.
-    sequence_exog: list[str] = Field(default_factory=list)
+    sequence_exog: list[str] = Field(default_factory=lambda: ["rvol_24", "volz_24"])
     # Sized for the retrain budget (< 15 min for 4 members x 5 fits on 8 symbols x ~57k 1h bars, 2 cores):
     # one fit of each ~20-30 s. batch_size = series per step: neuralforecast rebuilds every window of
     # each series it draws at every step, so 4 of the 8 symbols per step halves the fit time.
