@@ -14,9 +14,10 @@ max holding), records ``NO_SIGNAL`` decisions, publishes a ``risk.alert`` and lo
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,12 +27,23 @@ import pandas as pd
 from executor.backtest import check_timeframe, warn_if_perps, result_from_loop
 from executor.events import EventPublisher, EventRecorder
 from executor.loop import TradingLoop
+from executor.metrics import start_metrics
 from executor.paper import PaperBroker
 from executor.signals import ACTIONS, Signal, SignalUnavailable
 from executor.state import StateStore
 from qt.config import Params
+from qt.notify import Notifier, NotifyingListener
 
 log = logging.getLogger(__name__)
+
+
+def start_notifier(params: Params, environ: Mapping[str, str] | None = None) -> Notifier | None:
+    """A notifier when a channel is configured (``notify:`` + its environment variables), else None."""
+    notifier = Notifier.from_params(params.notify, os.environ if environ is None else environ)
+    if notifier.enabled:
+        return notifier
+    notifier.close()
+    return None
 
 
 class HttpSignalSource:
@@ -92,7 +104,8 @@ class ExecutorReport:
 
 def run_paper_replay(candles: pd.DataFrame, signal_source, params: Params, state_db: Path,
                      redis_url: str | None, start: pd.Timestamp | None = None,
-                     funding: pd.DataFrame | None = None) -> ExecutorReport:
+                     funding: pd.DataFrame | None = None, metrics_port: int | None = None,
+                     environ: Mapping[str, str] | None = None) -> ExecutorReport:
     """Replay ``candles`` from ``start`` through the trading loop, asking ``signal_source`` each bar.
 
     ``funding`` (``symbol, timestamp, funding_rate``) is required when ``candles`` hold a
@@ -101,19 +114,34 @@ def run_paper_replay(candles: pd.DataFrame, signal_source, params: Params, state
     Writes every order/fill/decision/equity point to ``state_db`` (new ``run_id`` per call)
     and, when ``redis_url`` is given, publishes events and obeys the ``qt:kill`` switch.
     Positions still open at the end stay open (reported in ``open_positions``).
+    ``metrics_port``: serve Prometheus metrics on loopback while replaying (``executor.metrics``).
+    A configured notify channel (``environ``, default ``os.environ``) hears fills and risk alerts.
     """
     bar_ms = check_timeframe(candles, params)
     warn_if_perps(candles["symbol"].unique())
     run_id = pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
     publisher = EventPublisher(redis_url) if redis_url else None
-    store = StateStore(Path(state_db), run_id)
-    listeners = [store] + ([EventRecorder(publisher)] if publisher else [])
-    loop = TradingLoop(params, signal_source, PaperBroker(params.costs), listeners=listeners,
-                       kill_switch=publisher.is_killed if publisher else None, bar_ms=bar_ms, funding=funding)
+    metrics, metrics_server = start_metrics(metrics_port, params.risk.starting_equity_usdt)
+    notifier = start_notifier(params, environ)
+    store = None
     try:
+        store = StateStore(Path(state_db), run_id)
+        listeners = [store] + ([EventRecorder(publisher)] if publisher else [])
+        if metrics:
+            listeners.append(metrics)
+        if notifier:
+            listeners.append(NotifyingListener(notifier))
+        loop = TradingLoop(params, signal_source, PaperBroker(params.costs), listeners=listeners,
+                           kill_switch=publisher.is_killed if publisher else None, bar_ms=bar_ms, funding=funding)
         result = loop.run(candles, start=start, close_at_end=False)
     finally:
-        store.close()
+        if store is not None:
+            store.close()
+        if metrics_server:
+            metrics_server.stop()
+        if notifier:
+            notifier.flush()
+            notifier.close()
     bt = result_from_loop(result)
     rejections = Counter(d.reason for d in result.decisions if d.outcome == "denied")
     lost = publisher.lost_events if publisher else 0
@@ -128,7 +156,7 @@ def run_paper_replay(candles: pd.DataFrame, signal_source, params: Params, state
 
 def run_live(params: Params, exchange, signal_source, state_db: Path, namespace: str, redis_url: str | None,
              poll_interval_s: float = 5.0, max_bars: int | None = None, secrets: tuple[str, ...] = (),
-             stop=None) -> dict:
+             stop=None, metrics_port: int | None = None) -> dict:
     """Trade ``params.data.symbols`` (USDT-M perpetuals) on ``exchange`` (a ccxt client with keys).
 
     Reconciles with the exchange first (``executor.reconcile``), then steps every bar the
@@ -144,7 +172,7 @@ def run_live(params: Params, exchange, signal_source, state_db: Path, namespace:
     from qt.errors import UserError
 
     trader = LiveTrader(params, exchange, signal_source, state_db, namespace, redis_url=redis_url,
-                        secrets=secrets)
+                        secrets=secrets, metrics_port=metrics_port)
     try:
         report = trader.start()
         print(f"reconciled: {report.summary()}", flush=True)

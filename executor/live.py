@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import ccxt
@@ -36,15 +36,18 @@ import pandas as pd
 
 from executor.ccxt_broker import CcxtBroker, OrderJournal, Rejection, RetryPolicy, one_line
 from executor.core import NO_SIGNAL, Decision
+from executor.daemon import start_notifier
 from executor.events import EventPublisher, EventRecorder
 from executor.funding import is_perp
 from executor.loop import LoopListener, TradingLoop
+from executor.metrics import start_metrics
 from executor.portfolio import Bar
 from executor.reconcile import ReconcileReport, reconcile
 from executor.risk import STALE_SIGNAL, RiskAlert
 from executor.state import StateStore
 from qt.config import Params
 from qt.errors import UserError
+from qt.notify import NotifyingListener
 from qt.synthetic import timeframe_ms
 
 log = logging.getLogger(__name__)
@@ -120,7 +123,7 @@ class LiveTrader:
     def __init__(self, params: Params, exchange: ccxt.Exchange, source, state_db: Path, namespace: str,
                  redis_url: str | None = None, retry: RetryPolicy = RetryPolicy(),
                  sleep: Callable[[float], None] = time.sleep, secrets: tuple[str, ...] = (),
-                 leverage: int = 1):
+                 leverage: int = 1, metrics_port: int | None = None, environ: Mapping[str, str] | None = None):
         check_live_universe(params.data.symbols)
         self.params = params
         self.ex = exchange
@@ -140,6 +143,13 @@ class LiveTrader:
                                  secrets=secrets)
         self._watch = _SignalWatch()
         listeners = [self.store, self._watch] + ([EventRecorder(self.publisher)] if self.publisher else [])
+        # metrics endpoint and notifications (``executor.metrics``, ``qt.notify``) when configured
+        self.notifier = start_notifier(params, environ)
+        if self.notifier:
+            listeners.append(NotifyingListener(self.notifier))
+        self.metrics, self.metrics_server = start_metrics(metrics_port)
+        if self.metrics:
+            listeners.append(self.metrics)
         self.loop = _LiveLoop(params, source, self.broker, listeners=listeners,
                               kill_switch=self.publisher.is_killed if self.publisher else None, bar_ms=self.bar_ms)
         self.reconciled: ReconcileReport | None = None
@@ -218,6 +228,8 @@ class LiveTrader:
         self.store.conn.execute("INSERT OR REPLACE INTO live_progress VALUES (?, ?)", (self.namespace, ts.isoformat()))
         self.store.conn.commit()
         self.bars_stepped += 1
+        if self.notifier:
+            self.notifier.flush()  # "N more ... suppressed" once the storm's bucket has a token again
 
     def _after_step(self, ts: pd.Timestamp) -> None:
         """Refusals by the exchange (or the broker's filters), broker alerts and signal problems."""
@@ -251,6 +263,11 @@ class LiveTrader:
         try:
             self.store.close()
         finally:
+            if self.metrics_server:
+                self.metrics_server.stop()
+            if self.notifier:
+                self.notifier.flush()
+                self.notifier.close()
             close = getattr(self.source, "close", None)
             if close is not None:
                 close()

@@ -171,6 +171,9 @@ def execute(mode: Annotated[str, typer.Option("--mode", help="paper | testnet | 
             max_bars: Annotated[Optional[int], typer.Option("--max-bars", min=1, help="stop after N bars")] = None,
             executor_id: Annotated[str, typer.Option(
                 "--executor-id", help="names this executor's client order ids; keep it across restarts")] = "qt",
+            metrics_port: Annotated[Optional[int], typer.Option(
+                "--metrics-port", min=0, max=65535,
+                help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics while running")] = None,
             ) -> None:
     """Run the executor. Paper mode replays the collected bars from --start (default: the holdout);
     testnet/live trade USDT-M perpetuals through ccxt (keys from QT_API_KEY / QT_API_SECRET)."""
@@ -178,7 +181,7 @@ def execute(mode: Annotated[str, typer.Option("--mode", help="paper | testnet | 
         raise UserError(f"--mode {mode!r} is not one of paper, testnet, live")
     if mode != "paper":
         _execute_live(mode, service_url, params, symbols, exchange_url, i_understand_live, poll_seconds,
-                      max_bars, executor_id)
+                      max_bars, executor_id, metrics_port)
         return
     p, paths = _context(params, None, symbols, None, None, end)
     import pandas as pd
@@ -198,12 +201,12 @@ def execute(mode: Annotated[str, typer.Option("--mode", help="paper | testnet | 
     funding = read_lake_funding(lake_root(p, paths), p.data.symbols)  # perps pay funding; None without perps
     report = run_paper_replay(read_lake(p, paths), HttpSignalSource(url, timeout_s=10.0), p,
                               state_db=paths.executor_db, redis_url=os.environ.get("REDIS_URL"), start=first,
-                              funding=funding)
+                              funding=funding, metrics_port=metrics_port)
     typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
 
 
 def _execute_live(mode, service_url, params, symbols, exchange_url, i_understand_live, poll_seconds, max_bars,
-                  executor_id) -> None:
+                  executor_id, metrics_port=None) -> None:
     """testnet: ccxt sandbox (or --exchange-url); live: mainnet, only with --i-understand-live.
     The keys are read here from the environment and go only to the ccxt client."""
     if mode == "live" and not i_understand_live:
@@ -236,7 +239,8 @@ def _execute_live(mode, service_url, params, symbols, exchange_url, i_understand
     url = service_url or f"http://127.0.0.1:{p.serving.port}"
     summary = run_live(p, exchange, HttpSignalSource(url, timeout_s=10.0), paths.executor_db,
                        namespace=f"{executor_id}-{mode}", redis_url=os.environ.get("REDIS_URL"),
-                       poll_interval_s=poll_seconds, max_bars=max_bars, secrets=(key, secret))
+                       poll_interval_s=poll_seconds, max_bars=max_bars, secrets=(key, secret),
+                       metrics_port=metrics_port)
     typer.echo(json.dumps(summary, indent=2, default=str))
 
 
