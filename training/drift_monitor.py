@@ -33,6 +33,7 @@ import pandas as pd
 from qt.config import Params
 from qt.paths import StatePaths
 from training import drift
+from training.stages import _jsonable  # NaN/inf -> null, as every report of the pipeline
 
 log = logging.getLogger("qt.drift")
 EXPERIMENT = "drift"
@@ -250,13 +251,3 @@ def _span(frame: pd.DataFrame) -> list[str | None]:
     if frame.empty:
         return [None, None]
     return [pd.Timestamp(frame["timestamp"].min()).isoformat(), pd.Timestamp(frame["timestamp"].max()).isoformat()]
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
