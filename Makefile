@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export UV_LINK_MODE := copy
 
-.PHONY: run test bench repro install redis clean-state deploy deploy-stop
+.PHONY: run test bench repro install redis browser clean-state deploy deploy-stop
 
 # uv resolves this stack (pip cannot); it lives in its own small venv, not in the project's.
 $(UV):
@@ -32,12 +32,19 @@ redis:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
+# Debian's chromium and chromedriver: the dashboard's tests drive a real headless browser.
+browser:
+	@command -v chromedriver >/dev/null || { \
+	  echo "installing Debian's chromium and chromium-driver"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
 # The main job, offline, on the embedded defaults (synthetic market).
 run: install
 	$(VENV)/bin/qt run
 
 # The whole suite, end-to-end tests included.
-test: install
+test: install browser
 	$(VENV)/bin/pytest -q
 
 # Measurements, not tests: ratios against a reference measured in the same run; JSON in reports/.
