@@ -18,7 +18,9 @@ What this adapter guarantees (issue #7):
   TAKE_PROFIT_MARKET orders for the FILLED quantity are placed (``risk.stop_loss_pct`` /
   ``take_profit_pct`` of the fill price, as the paper broker does). Each ``process_bar``
   checks them: triggered -> an exit fill; cancelled or missing while the position is open
-  -> re-placed (new client id generation); the sibling of a triggered one is cancelled.
+  -> re-placed (new client id generation); the sibling of a triggered one is cancelled. With
+  ``risk.trailing_stop_pct`` a native TRAILING_STOP_MARKET joins them (or, managed, the stop is
+  moved up each bar: ``executor.ccxt_orders``, which also keeps limit entries resting).
 * **Exits** (signal flip, max holding) cancel the protectives, then close reduce-only.
 * **Filters before sending.** Quantities and prices go through ccxt's ``amount_to_precision``
   / ``price_to_precision``; an entry below the market's min notional or min quantity after
@@ -26,8 +28,9 @@ What this adapter guarantees (issue #7):
 * **Refusals are values.** ccxt exceptions become ``Rejection(reason, message)`` (one line,
   no traceback, API key and signatures redacted), e.g. ``INSUFFICIENT_FUNDS`` for -2019.
 
-Only USDT-M perpetuals (``BASE/USDT:USDT``, ccxt ``binanceusdm``) are traded live: spot has
-no reduce-only orders, so a stop and a take-profit cannot both guard one spot position.
+This class trades USDT-M perpetuals (``BASE/USDT:USDT``, ccxt ``binanceusdm``). Spot has no
+reduce-only orders, so a stop and a take-profit cannot both guard one spot position as two
+orders: ``executor.ccxt_spot.SpotBroker`` subclasses this one with an OCO order list as guard.
 """
 
 from __future__ import annotations
@@ -36,7 +39,6 @@ import hashlib
 import logging
 import random
 import re
-import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -44,13 +46,17 @@ from dataclasses import dataclass, field
 import ccxt
 import pandas as pd
 
+from executor.ccxt_orders import RestingEntry, check_resting, move_managed_stops, place_limit_entry
+from executor.journal import OrderJournal
 from executor.paper import BarExecution, MarketOrder, Protective
 from executor.portfolio import Bar, Fill
 from qt.backoff import parse_retry_after_s, retry_call
 
 log = logging.getLogger(__name__)
 
-PURPOSE_CODES = {"entry": "e", "exit": "x", "stop_loss": "s", "take_profit": "t"}
+PURPOSE_CODES = {"entry": "e", "exit": "x", "stop_loss": "s", "take_profit": "t", "trailing_stop": "r",
+                 "oco": "o"}  # oco: a spot OCO order list (executor.ccxt_spot)
+GUARD_KINDS = ("stop_loss", "take_profit", "trailing_stop")
 
 # ccxt exception class -> the reason recorded with the refusal (most specific first).
 _REASONS: tuple[tuple[type, str], ...] = (
@@ -121,9 +127,35 @@ class Guard:
     stop_id: str | None = None
     take_profit_id: str | None = None
     generation: int = 0
+    trail_pct: float = 0.0  # 0 = no trailing stop (executor.trailing)
+    trail_mode: str = "native"  # native: a TRAILING_STOP_MARKET; managed: stop_price follows the trail
+    trail_id: str | None = None  # native trailing order on the exchange
+    peak: float = float("nan")  # managed: highest completed high since entry
+    fixed_stop: float = float("nan")  # the stop-loss level before any trail moved it
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        native = self.trail_pct > 0 and self.trail_mode == "native"
+        return GUARD_KINDS if native else GUARD_KINDS[:2]
+
+    def order_id_of(self, kind: str) -> str | None:
+        return {"stop_loss": self.stop_id, "take_profit": self.take_profit_id, "trailing_stop": self.trail_id}[kind]
+
+    def set_order_id(self, kind: str, oid: str | None) -> None:
+        setattr(self, {"stop_loss": "stop_id", "take_profit": "take_profit_id", "trailing_stop": "trail_id"}[kind],
+                oid)
+
+    def clear_ids(self) -> None:
+        self.stop_id = self.take_profit_id = self.trail_id = None
+
+    def exit_reason(self, kind: str) -> str:
+        """A managed stop that the trail moved up exits as ``trailing_stop``, as in paper."""
+        moved = self.trail_pct > 0 and self.stop_price > self.fixed_stop  # False while fixed_stop is NaN
+        return "trailing_stop" if kind == "stop_loss" and moved else kind
 
     def as_protective(self) -> Protective:
-        return Protective(self.symbol, self.qty, self.stop_price, self.take_profit_price, self.entry_order_id)
+        return Protective(self.symbol, self.qty, self.stop_price, self.take_profit_price, self.entry_order_id,
+                          trail_pct=self.trail_pct, peak=self.peak)
 
 
 @dataclass(frozen=True)
@@ -133,60 +165,12 @@ class RetryPolicy:
     cap_s: float = 2.0
 
 
-class OrderJournal:
-    """Every order this executor sends, by client id, written BEFORE the request leaves.
-
-    Shares the state store's SQLite connection (one writer per file) and commits each row at
-    once: after ``kill -9`` the restarted daemon knows which client ids it may have sent.
-    """
-
-    SCHEMA = """
-    CREATE TABLE IF NOT EXISTS exchange_orders (
-        client_id TEXT PRIMARY KEY, namespace TEXT NOT NULL, run_id TEXT, symbol TEXT NOT NULL,
-        purpose TEXT NOT NULL, decided_ts TEXT, order_id INTEGER, entry_cid TEXT, exchange_id TEXT,
-        qty REAL, price REAL, status TEXT NOT NULL, filled_qty REAL, avg_price REAL, fee_usdt REAL,
-        reason TEXT, message TEXT, fill_ts TEXT, updated_ms INTEGER);
-    CREATE INDEX IF NOT EXISTS exchange_orders_status ON exchange_orders (namespace, status);
-    """
-
-    def __init__(self, conn: sqlite3.Connection, namespace: str, run_id: str):
-        self.conn, self.namespace, self.run_id = conn, namespace, run_id
-        self.conn.executescript(self.SCHEMA)
-        self.conn.commit()
-
-    def sending(self, cid: str, symbol: str, purpose: str, decided_ts, order_id: int, qty: float,
-                price: float | None = None, entry_cid: str | None = None) -> None:
-        self.conn.execute(
-            "INSERT INTO exchange_orders (client_id, namespace, run_id, symbol, purpose, decided_ts, order_id, "
-            "entry_cid, qty, price, status, updated_ms) VALUES (?,?,?,?,?,?,?,?,?,?, 'sending', ?) "
-            "ON CONFLICT(client_id) DO UPDATE SET status='sending', qty=excluded.qty, price=excluded.price, "
-            "run_id=excluded.run_id, updated_ms=excluded.updated_ms",
-            (cid, self.namespace, self.run_id, symbol, purpose, None if decided_ts is None else str(decided_ts),
-             order_id, entry_cid, qty, price, int(time.time() * 1000)))
-        self.conn.commit()
-
-    def update(self, cid: str, **cols) -> None:
-        cols["updated_ms"] = int(time.time() * 1000)
-        sets = ", ".join(f"{k}=?" for k in cols)
-        self.conn.execute(f"UPDATE exchange_orders SET {sets} WHERE client_id=?", (*cols.values(), cid))
-        self.conn.commit()
-
-    def rows(self, where: str = "1=1", params: tuple = ()) -> list[dict]:
-        cur = self.conn.execute(f"SELECT * FROM exchange_orders WHERE namespace=? AND ({where}) ORDER BY rowid",
-                                (self.namespace, *params))
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, r)) for r in cur.fetchall()]
-
-    def get(self, cid: str) -> dict | None:
-        rows = self.rows("client_id=?", (cid,))
-        return rows[0] if rows else None
-
-
 @dataclass
 class _Execution:
     fills: list[Fill] = field(default_factory=list)
     cancelled: list[MarketOrder] = field(default_factory=list)
     placed: dict[str, Protective] = field(default_factory=dict)
+    expired: list[MarketOrder] = field(default_factory=list)  # limit entries past their TTL
 
 
 class CcxtBroker:
@@ -211,6 +195,7 @@ class CcxtBroker:
         self._pending_exits: dict[str, MarketOrder] = {}  # exits not (fully) done yet, re-tried each bar
         self._partial_exit_fills: dict[str, list[Fill]] = {}  # merged into one exit fill when flat
         self._unbooked: list[tuple[MarketOrder, str, dict]] = []  # placed entries whose booking failed
+        self.resting: dict[str, RestingEntry] = {}  # limit entries working on the exchange (ccxt_orders)
 
     # ---- market rules ------------------------------------------------------------------
     def min_notional_usdt(self, symbol: str) -> float:
@@ -249,6 +234,7 @@ class CcxtBroker:
     def process_bar(self, bars: Mapping[str, Bar]) -> BarExecution:
         """Everything that happened since the last call: entry/exit fills, protective triggers
         (with the sibling cancelled), protectives re-placed when cancelled or missing."""
+        guarded = set(self.guards)  # positions guarded during this bar (their trail sees its high)
         unbooked, self._unbooked = self._unbooked, []
         for order, cid, placed in unbooked:
             self._book_or_defer(order, cid, placed)
@@ -256,8 +242,10 @@ class CcxtBroker:
             self._exit(order)
         for symbol in sorted(self.guards):
             self._check_guard(symbol)
+        move_managed_stops(self, bars, guarded)
+        check_resting(self, bars)
         done, self._pending = self._pending, _Execution()
-        return BarExecution(done.fills, done.cancelled, done.placed)
+        return BarExecution(done.fills, done.cancelled, done.placed, done.expired)
 
     # ---- entries ---------------------------------------------------------------------------
     def _enter(self, order: MarketOrder) -> None:
@@ -268,6 +256,8 @@ class CcxtBroker:
         except ccxt.BaseError as exc:
             self._reject(order, reason_for(exc), one_line(exc, self._secrets), cid)
             return
+        if order.is_limit:  # sized at its own price
+            last = self.round_price(sym, order.limit_price)
         qty = self.round_amount(sym, order.notional_usdt / last)
         min_cost = self.min_notional_usdt(sym)
         min_qty = float((self.ex.market(sym)["limits"].get("amount") or {}).get("min") or 0.0)
@@ -285,6 +275,9 @@ class CcxtBroker:
                 self._reject(order, "ALREADY_SENT", f"{sym}: entry {cid} is already on the exchange "
                                                     f"({found.get('status')}); not sent again", cid, journal=False)
                 return
+        if order.is_limit:
+            place_limit_entry(self, order, cid, qty, last)
+            return
         self.journal.sending(cid, sym, "entry", order.decided_ts, order.order_id, qty)
         try:
             placed = self._place(cid, sym, False, lambda: self.ex.create_order(
@@ -317,11 +310,14 @@ class CcxtBroker:
         if fill is None:
             self._reject(order, "NOT_FILLED", f"{sym} market buy {placed.get('amount')} expired unfilled", cid)
             return None
-        if fill.qty < float(placed.get("amount") or fill.qty):
+        # the order's own filled amount: a spot fill's qty is net of the fee paid in the base asset
+        if float(placed.get("filled") or fill.qty) < float(placed.get("amount") or fill.qty):
             log.warning("%s entry %s partially filled: %s of %s; protecting the filled quantity", sym, cid,
                         fill.qty, placed.get("amount"))
         guard = Guard(sym, fill.qty, self.round_price(sym, fill.price * (1.0 - order.stop_loss_pct)),
-                      self.round_price(sym, fill.price * (1.0 + order.take_profit_pct)), order.order_id, cid)
+                      self.round_price(sym, fill.price * (1.0 + order.take_profit_pct)), order.order_id, cid,
+                      trail_pct=order.trailing_stop_pct, trail_mode=order.trailing_mode, peak=fill.price)
+        guard.fixed_stop = guard.stop_price
         self.guards[sym] = guard
         self.ensure_guard(guard, open_algo=[])
         self._pending.fills.append(fill)
@@ -336,8 +332,8 @@ class CcxtBroker:
             open_algo = self.read(lambda: self.ex.fetch_open_orders(guard.symbol, params={"trigger": True}))
         open_ids = {str(o["id"]) for o in open_algo}
         placed = []
-        for kind in ("stop_loss", "take_profit"):
-            current = guard.stop_id if kind == "stop_loss" else guard.take_profit_id
+        for kind in guard.kinds:
+            current = guard.order_id_of(kind)
             if current is not None and current in open_ids:
                 continue
             self._place_protective(guard, kind)
@@ -347,10 +343,12 @@ class CcxtBroker:
     def _place_protective(self, guard: Guard, kind: str) -> None:
         sym = guard.symbol
         price = guard.stop_price if kind == "stop_loss" else guard.take_profit_price
+        if kind == "trailing_stop":  # ccxt: trailingPercent -> callbackRate (percent) on the algo endpoint
+            price = round(guard.trail_pct * 100.0, 1)
         cid = client_order_id(self.namespace, pd.Timestamp(0, tz="UTC"), f"{guard.entry_cid}|{sym}", kind,
                               guard.generation)
         guard.generation += 1
-        key = "stopLossPrice" if kind == "stop_loss" else "takeProfitPrice"
+        key = {"stop_loss": "stopLossPrice", "take_profit": "takeProfitPrice", "trailing_stop": "trailingPercent"}[kind]
         qty = self.round_amount(sym, guard.qty)
         self.journal.sending(cid, sym, kind, None, guard.entry_order_id, qty, price, entry_cid=guard.entry_cid)
         try:
@@ -364,17 +362,14 @@ class CcxtBroker:
                                 {"symbol": sym, "kind": kind, "price": price}))
             return
         self.journal.update(cid, exchange_id=str(placed["id"]), status="open")
-        if kind == "stop_loss":
-            guard.stop_id = str(placed["id"])
-        else:
-            guard.take_profit_id = str(placed["id"])
+        guard.set_order_id(kind, str(placed["id"]))
 
     def _check_guard(self, symbol: str) -> None:
         guard = self.guards[symbol]
         try:
             open_algo = self.read(lambda: self.ex.fetch_open_orders(symbol, params={"trigger": True}))
             open_ids = {str(o["id"]) for o in open_algo}
-            for kind, oid in (("stop_loss", guard.stop_id), ("take_profit", guard.take_profit_id)):
+            for kind, oid in ((k, guard.order_id_of(k)) for k in guard.kinds):
                 if oid is None or oid in open_ids:
                     continue
                 order = self.read(lambda: self.ex.fetch_order(oid, symbol, {"trigger": True}))
@@ -387,7 +382,7 @@ class CcxtBroker:
                 self._cancel_guard(guard)
                 del self.guards[symbol]
                 return
-            strays = [o for o in open_algo if str(o["id"]) not in (guard.stop_id, guard.take_profit_id)]
+            strays = [o for o in open_algo if str(o["id"]) not in (guard.stop_id, guard.take_profit_id, guard.trail_id)]
             for o in strays:  # e.g. a duplicate guard that reached the exchange after a lost answer
                 log.warning("%s: cancelling conditional order %s (client id %s) that is not this position's guard",
                             symbol, o["id"], o.get("clientOrderId"))
@@ -406,8 +401,8 @@ class CcxtBroker:
         sym = guard.symbol
         actual = (algo.get("info") or {}).get("actualOrderId")
         regular = self.read(lambda: self.ex.fetch_order(str(actual), sym)) if actual else algo
-        fill = self.fill_from_order(regular, -guard.entry_order_id, "sell", "exit", kind)
-        oid = guard.stop_id if kind == "stop_loss" else guard.take_profit_id
+        fill = self.fill_from_order(regular, -guard.entry_order_id, "sell", "exit", guard.exit_reason(kind))
+        oid = guard.order_id_of(kind)
         rows = self.journal.rows("exchange_id=? AND purpose=?", (oid, kind))
         if rows:
             self.journal.update(rows[0]["client_id"], status="triggered", filled_qty=fill.qty if fill else 0.0,
@@ -436,7 +431,7 @@ class CcxtBroker:
             pass
 
     def _cancel_guard(self, guard: Guard) -> None:
-        for oid in (guard.stop_id, guard.take_profit_id):
+        for oid in (guard.stop_id, guard.take_profit_id, guard.trail_id):
             if oid is None:
                 continue
             try:
@@ -469,43 +464,21 @@ class CcxtBroker:
             self._cancel_guard(guard)
         qty = self.round_amount(sym, self._position_qty(sym))
         if qty <= 0:  # nothing (left) to sell
-            self._pending_exits.pop(sym, None)
-            self.guards.pop(sym, None)
-            parts = self._partial_exit_fills.pop(sym, [])
-            if parts:
-                self._pending.fills.append(_merge(parts))
-            elif order.order_id > 0:
-                self._pending.cancelled.append(order)
+            self._flat_now(order)
             return
-        attempt = self.journal.rows("purpose='exit' AND symbol=? AND order_id=? AND run_id=?",
-                                    (sym, order.order_id, self.journal.run_id))
-        cid = client_order_id(self.namespace, order.decided_ts, sym, "exit", len(attempt))
-        self.journal.sending(cid, sym, "exit", order.decided_ts, order.order_id, qty)
-        try:
-            placed = self._place(cid, sym, False, lambda: self.ex.create_order(
-                sym, "market", "sell", qty, None, {"reduceOnly": True, "clientOrderId": cid}))
-        except ccxt.BaseError as exc:
-            msg = one_line(exc, self._secrets)
-            self.journal.update(cid, status="rejected", reason=reason_for(exc), message=msg)
-            self.rejections.append(Rejection(order.order_id, sym, "exit", reason_for(exc), msg, cid))
-            if order.order_id < 0:  # the broker's own (finishing a triggered guard): it keeps trying
-                self._pending_exits[sym] = order
-            else:  # the loop's: it decides the exit again at the next bar
-                self._pending_exits.pop(sym, None)
+        cid, fill = self._sell_at_market(order, qty, {"reduceOnly": True})
+        if cid is None:  # refused
             if guard is not None:  # meanwhile the position is guarded again
-                guard.stop_id = guard.take_profit_id = None
+                guard.clear_ids()
                 self.guards[sym] = guard
                 self.ensure_guard(guard)
             return
-        fill = self.fill_from_order(placed, order.order_id, "sell", "exit", order.reason)
-        self.journal.update(cid, exchange_id=str(placed["id"]), status="filled" if fill else "expired",
-                            filled_qty=fill.qty if fill else 0.0, avg_price=fill.price if fill else None,
-                            fee_usdt=fill.fee_usdt if fill else None)
         left = self._position_qty(sym)
         if left > 0:  # partial: keep the rest protected and close it next bar
             self._pending_exits[sym] = order
             if guard is not None:
-                guard.qty, guard.stop_id, guard.take_profit_id = left, None, None
+                guard.qty = left
+                guard.clear_ids()
                 self.guards[sym] = guard
                 self.ensure_guard(guard)
             if fill is not None:
@@ -516,6 +489,44 @@ class CcxtBroker:
         parts = self._partial_exit_fills.pop(sym, []) + ([fill] if fill else [])
         if parts:
             self._pending.fills.append(_merge(parts))
+
+    def _flat_now(self, order: MarketOrder) -> None:
+        """Nothing (left) to sell: the exit is done - one fill from its parts - or was never needed."""
+        sym = order.symbol
+        self._pending_exits.pop(sym, None)
+        self.guards.pop(sym, None)
+        parts = self._partial_exit_fills.pop(sym, [])
+        if parts:
+            self._pending.fills.append(_merge(parts))
+        elif order.order_id > 0:
+            self._pending.cancelled.append(order)
+
+    def _sell_at_market(self, order: MarketOrder, qty: float, params: dict) -> tuple[str | None, Fill | None]:
+        """Journal, then send a market sell of ``qty`` for an exit: ``(client id, fill or None)``.
+        A refusal is journalled and recorded; the broker's own exit (finishing a triggered guard)
+        keeps trying next bar, the loop's is decided again: ``(None, None)``."""
+        sym = order.symbol
+        attempt = self.journal.rows("purpose='exit' AND symbol=? AND order_id=? AND run_id=?",
+                                    (sym, order.order_id, self.journal.run_id))
+        cid = client_order_id(self.namespace, order.decided_ts, sym, "exit", len(attempt))
+        self.journal.sending(cid, sym, "exit", order.decided_ts, order.order_id, qty)
+        try:
+            placed = self._place(cid, sym, False, lambda: self.ex.create_order(
+                sym, "market", "sell", qty, None, {**params, "clientOrderId": cid}))
+        except ccxt.BaseError as exc:
+            msg = one_line(exc, self._secrets)
+            self.journal.update(cid, status="rejected", reason=reason_for(exc), message=msg)
+            self.rejections.append(Rejection(order.order_id, sym, "exit", reason_for(exc), msg, cid))
+            if order.order_id < 0:
+                self._pending_exits[sym] = order
+            else:
+                self._pending_exits.pop(sym, None)
+            return None, None
+        fill = self.fill_from_order(placed, order.order_id, "sell", "exit", order.reason)
+        self.journal.update(cid, exchange_id=str(placed["id"]), status="filled" if fill else "expired",
+                            filled_qty=fill.qty if fill else 0.0, avg_price=fill.price if fill else None,
+                            fee_usdt=fill.fee_usdt if fill else None)
+        return cid, fill
 
     # ---- plumbing --------------------------------------------------------------------------
     def _position_qty(self, symbol: str) -> float:

@@ -12,7 +12,10 @@ most one intent:
   old information is allowed, opening on it is not (the risk engine refuses stale entries).
 * flat: an ENTRY on ``buy``, sized ``risk.position_fraction`` of equity at the close of t,
   carrying the protective levels (``stop_loss_pct`` / ``take_profit_pct`` of the entry fill
-  price) that the broker places on the exchange right after the fill.
+  price) that the broker places on the exchange right after the fill, and the trailing stop
+  (``risk.trailing_stop_pct``, see ``executor.trailing``). With ``risk.entry_order: limit`` the
+  entry is a limit order at ``close of t x (1 - limit_offset_bps / 10 000)`` that works for
+  ``limit_ttl_bars`` bars; while it rests the symbol is ENTRY_PENDING (its notional reserved).
 
 Long-only: ``sell`` never opens a short, also not for perpetual symbols (``BASE/USDT:USDT``);
 shorting is left for later. Perp positions pay funding, settled by the loop outside this
@@ -55,6 +58,11 @@ class OrderIntent:
     signal: Signal | None = None
     stop_loss_pct: float = 0.0
     take_profit_pct: float = 0.0
+    order_type: str = "market"  # entries: "market" | "limit"
+    limit_price: float = 0.0  # limit entries: close of the deciding bar x (1 - offset)
+    ttl_bars: int = 0  # limit entries: bars it works before it is cancelled
+    trailing_stop_pct: float = 0.0
+    trailing_mode: str = "native"  # live only: "native" | "managed" (paper follows the same rule either way)
 
     @property
     def is_exit(self) -> bool:
@@ -124,9 +132,19 @@ def decide(bar_ts: pd.Timestamp, bars: Mapping[str, Bar], signals: Mapping[str, 
             # a missing signal still goes to the risk engine, which records NO_SIGNAL
             entries.append(OrderIntent(sym, "buy", "entry", "signal_buy",
                                        notional_usdt=risk.position_fraction * equity, signal=sig,
-                                       stop_loss_pct=risk.stop_loss_pct, take_profit_pct=risk.take_profit_pct))
+                                       stop_loss_pct=risk.stop_loss_pct, take_profit_pct=risk.take_profit_pct,
+                                       trailing_stop_pct=risk.trailing_stop_pct,
+                                       trailing_mode=risk.trailing_mode, **_entry_order(bars[sym], risk)))
         else:
             reason = SELL_WHILE_FLAT if action == "sell" else HOLD_SIGNAL
             decisions.append(Decision(bar_ts, sym, action, "hold", reason, confidence=conf, model_version=version))
     entries.sort(key=lambda i: (-(i.signal.confidence if i.signal is not None else -1.0), i.symbol))
     return CoreOutput(intents=exits + entries, decisions=decisions)
+
+
+def _entry_order(bar: Bar, risk: RiskParams) -> dict:
+    """The order type of an entry: market, or a limit below the deciding close."""
+    if risk.entry_order != "limit":
+        return {}
+    return {"order_type": "limit", "limit_price": bar.close * (1.0 - risk.limit_offset_bps / 10_000.0),
+            "ttl_bars": risk.limit_ttl_bars}

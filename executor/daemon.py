@@ -157,9 +157,9 @@ def run_paper_replay(candles: pd.DataFrame, signal_source, params: Params, state
 def run_live(params: Params, exchange, signal_source, state_db: Path, namespace: str, redis_url: str | None,
              poll_interval_s: float = 5.0, max_bars: int | None = None, secrets: tuple[str, ...] = (),
              stop=None, metrics_port: int | None = None) -> dict:
-    """Trade ``params.data.symbols`` (USDT-M perpetuals) on ``exchange`` (a ccxt client with keys).
+    """Trade ``params.data.symbols`` (USDT-M perpetuals, or spot) on ``exchange`` (a ccxt client with keys).
 
-    Reconciles with the exchange first (``executor.reconcile``), then steps every bar the
+    Reconciles with the exchange first (``executor.reconcile``; spot: ``executor.ccxt_spot``), then steps every bar the
     exchange closes through the same loop as the backtest (``executor.live``) until ``stop``
     is set, ``max_bars`` bars were stepped, or the process is stopped (SIGTERM / Ctrl-C).
     Returns a summary: reconciliation, bars stepped, orders, fills, rejections, open positions.

@@ -3,7 +3,8 @@
 Streams (XADD with approximate ``MAXLEN``): ``trade.intent`` (every approved order and every
 denied entry except NO_SIGNAL), ``execution.result`` (fills and cancellations),
 ``position.update`` (position after each fill), ``risk.alert`` (state changes, signal
-outages). Keys: ``qt:kill`` (any value => HALTED: no new entries, exits continue),
+outages). Keys: ``qt:kill`` (any value => HALTED: no new entries, exits continue; deleted =>
+trading again - ``qt kill`` / ``qt resume``, ``set_kill_switch`` / ``clear_kill_switch``),
 ``qt:executor:heartbeat`` (ISO time of the last finished bar, expires after ``ttl``).
 
 If Redis is down the executor keeps trading: each lost event is counted (``lost_events``),
@@ -31,6 +32,23 @@ log = logging.getLogger(__name__)
 STREAMS = ("trade.intent", "execution.result", "position.update", "risk.alert")
 KILL_KEY = "qt:kill"
 HEARTBEAT_KEY = "qt:executor:heartbeat"
+HEARTBEAT_TTL_S = 120  # the heartbeat key's lifetime: its age is HEARTBEAT_TTL_S - TTL left
+
+
+def set_kill_switch(client: redis.Redis, reason: str, by: str) -> dict:
+    """What ``qt kill`` and the dashboard's Kill button write: ``qt:kill`` = JSON who/why/when.
+
+    Every executor on this Redis reads any value as HALTED at its next bar (no new entries,
+    exits go on). Connection errors are left to the caller, who names the URL."""
+    value = {"reason": reason, "by": by, "at": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds")}
+    client.set(KILL_KEY, json.dumps(value))
+    return value
+
+
+def clear_kill_switch(client: redis.Redis) -> bool:
+    """What ``qt resume`` and the Resume button do: delete ``qt:kill`` (True if it was set).
+    A running executor halted by the switch goes back to trading at its next bar."""
+    return bool(client.delete(KILL_KEY))
 
 
 def _flat(fields: dict) -> dict[str, str]:
@@ -86,14 +104,14 @@ class EventPublisher:
             self._killed = value is not None
         return self._killed
 
-    def heartbeat(self, ts: pd.Timestamp, ttl_s: int = 120) -> None:
+    def heartbeat(self, ts: pd.Timestamp, ttl_s: int = HEARTBEAT_TTL_S) -> None:
         self._call(lambda: self.client.set(HEARTBEAT_KEY, pd.Timestamp(ts).isoformat(), ex=ttl_s))
 
 
 class EventRecorder(LoopListener):
     """Loop listener that turns loop events into stream entries."""
 
-    def __init__(self, publisher: EventPublisher, heartbeat_ttl_s: int = 120):
+    def __init__(self, publisher: EventPublisher, heartbeat_ttl_s: int = HEARTBEAT_TTL_S):
         self.pub = publisher
         self.heartbeat_ttl_s = heartbeat_ttl_s
 

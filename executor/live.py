@@ -4,9 +4,15 @@
 paper daemon use; only the broker (``CcxtBroker``) and the clock change:
 
 * the clock is the exchange's (``fetch_time``): a bar is stepped once it has closed on the
-  exchange (its open + one bar <= exchange now). If the daemon was away for several bars it
-  steps only the newest closed one (acting on old bars would be lookahead in reverse) and
-  ages the open positions by the bars it missed;
+  exchange (its open + one bar <= exchange now). If the daemon was away for several bars (a
+  slow poll, a restart) every missed bar is still accounted for, oldest first
+  (``_LiveLoop.catch_up``): the broker's fills and protective triggers are collected, positions
+  are marked and aged (``bars_held``: a max-holding exit is decided at the bar it falls due,
+  not late), an equity point is recorded and max-holding exits are sent; funding stays with
+  the exchange's wallet, as on every live bar (below).
+  New entries are decided only on the newest bar: opening on an old bar's signal would trade
+  on stale information (the risk engine's stale-signal rule), so the service is not even asked
+  for the missed bars;
 * candles of the universe come from the exchange (``fetch_ohlcv``), signals from the serving
   service (``HttpSignalSource``); the loop decides at the close of bar t and the broker sends
   at once - the exchange is then at the open of t+1, where the paper broker fills;
@@ -20,6 +26,10 @@ paper daemon use; only the broker (``CcxtBroker``) and the clock change:
   from SQLite, events are counted as lost, the publisher reconnects by itself.
 
 Perpetual funding is settled by the exchange into the wallet, not by the loop's schedule.
+
+Spot (``BASE/USDT`` through ccxt ``binance``) uses ``SpotBroker`` and ``reconcile_spot``
+(``executor.ccxt_spot``): the guard is one OCO order list instead of two reduce-only orders.
+One executor trades one market: a universe mixing spot and perpetuals is refused.
 """
 
 from __future__ import annotations
@@ -34,8 +44,10 @@ from pathlib import Path
 import ccxt
 import pandas as pd
 
-from executor.ccxt_broker import CcxtBroker, OrderJournal, Rejection, RetryPolicy, one_line
-from executor.core import NO_SIGNAL, Decision
+from executor.ccxt_broker import CcxtBroker, Rejection, RetryPolicy, one_line
+from executor.journal import OrderJournal
+from executor.ccxt_spot import SpotBroker, reconcile_spot
+from executor.core import NO_SIGNAL, Decision, decide
 from executor.daemon import start_notifier
 from executor.events import EventPublisher, EventRecorder
 from executor.funding import is_perp
@@ -52,6 +64,7 @@ from qt.synthetic import timeframe_ms
 
 log = logging.getLogger(__name__)
 
+MISSED_BAR = "MISSED_BAR"
 _PROGRESS = "CREATE TABLE IF NOT EXISTS live_progress (namespace TEXT PRIMARY KEY, last_bar_ts TEXT NOT NULL)"
 
 
@@ -86,6 +99,25 @@ class _LiveLoop(TradingLoop):
     def raise_alert(self, alert: RiskAlert) -> None:
         self._alert(alert)
 
+    def catch_up(self, ts: pd.Timestamp, bars: dict[str, Bar], symbols: list[str]) -> None:
+        """Step a bar that closed while the daemon was not looking: the same accounting as
+        ``step`` (funding bookkeeping, fills and triggers, marks, ``bars_held``, equity) but no signals and
+        no entries - only exits that need no signal (max holding). Flat symbols get a
+        ``skip`` / ``MISSED_BAR`` decision so the record says why nothing was opened."""
+        self._settle_funding(ts)
+        self._execute(ts, bars)
+        self._mark(ts, bars)
+        out = decide(ts, bars, {}, self.portfolio, self.params.risk, symbols)
+        now = ts + self._bar_delta
+        for intent in out.intents:
+            if intent.is_exit:
+                self._submit(ts, intent, self.risk.check(intent, self.portfolio, now))
+            else:
+                self._record(Decision(ts, intent.symbol, None, "skip", MISSED_BAR,
+                                      details={"why": "bar closed while the executor was not polling; "
+                                                      "entries are decided on the newest bar only"}))
+        self._emit("on_bar_done", ts)
+
 
 class _SignalWatch(LoopListener):
     """Notes why entries were refused for want of a usable signal, for one alert per bar."""
@@ -105,12 +137,38 @@ class _SignalWatch(LoopListener):
         self.reasons, self.source_down = {}, False
 
 
-def check_live_universe(symbols: Sequence[str]) -> None:
+def live_market(symbols: Sequence[str]) -> str:
+    """``"perp"`` (all ``BASE/USDT:USDT``, ccxt ``binanceusdm``) or ``"spot"`` (all ``BASE/USDT``,
+    ccxt ``binance``); a mixed universe is refused: one executor trades one account type (one
+    ccxt client, one wallet, one reconciliation), run one executor id per market instead."""
     spot = [s for s in symbols if not is_perp(s)]
-    if spot:
-        raise UserError(f"live/testnet trading needs USDT-M perpetuals (BASE/USDT:USDT): {', '.join(spot)} are spot, "
-                        f"where a stop-loss and a take-profit cannot both guard one position; "
-                        f"set data.symbols to e.g. BTC/USDT:USDT")
+    perp = [s for s in symbols if is_perp(s)]
+    if spot and perp:
+        raise UserError(f"live/testnet trading takes spot or USDT-M perpetual symbols, not both: {', '.join(spot)} "
+                        f"are spot, {', '.join(perp)} perpetuals; run one executor per market (--executor-id)")
+    return "spot" if spot else "perp"
+
+
+def check_live_universe(symbols: Sequence[str], exchange: ccxt.Exchange | None = None,
+                        risk=None) -> str:
+    """The universe's market (``live_market``), checked against the ccxt client and the risk
+    settings spot supports; a mismatch is a one-line UserError."""
+    market = live_market(symbols)
+    if exchange is not None:
+        client = getattr(exchange, "id", "")
+        if market == "spot" and client != "binance":
+            raise UserError(f"{', '.join(symbols)} are spot but the exchange client is {client} (USDT-M perpetuals); "
+                            f"spot trades through ccxt binance, perpetuals need BASE/USDT:USDT symbols")
+        if market == "perp" and client == "binance":
+            raise UserError(f"{', '.join(symbols)} are USDT-M perpetuals but the exchange client is binance (spot); "
+                            f"use binanceusdm")
+    if market == "spot" and risk is not None:
+        if getattr(risk, "trailing_stop_pct", 0.0) > 0:
+            raise UserError("risk.trailing_stop_pct is not supported for spot live trading (the OCO guard has a "
+                            "fixed stop); set it to 0 or trade perpetuals")
+        if getattr(risk, "entry_order", "market") != "market":
+            raise UserError("risk.entry_order: limit is not supported for spot live trading yet; use market")
+    return market
 
 
 class LiveTrader:
@@ -124,7 +182,7 @@ class LiveTrader:
                  redis_url: str | None = None, retry: RetryPolicy = RetryPolicy(),
                  sleep: Callable[[float], None] = time.sleep, secrets: tuple[str, ...] = (),
                  leverage: int = 1, metrics_port: int | None = None, environ: Mapping[str, str] | None = None):
-        check_live_universe(params.data.symbols)
+        self.market = check_live_universe(params.data.symbols, exchange, params.risk)
         self.params = params
         self.ex = exchange
         self.source = source
@@ -139,7 +197,8 @@ class LiveTrader:
         self.store.conn.commit()
         self.journal = OrderJournal(self.store.conn, namespace, self.run_id)
         self.publisher = EventPublisher(redis_url) if redis_url else None
-        self.broker = CcxtBroker(exchange, self.journal, namespace, self.bar_ms, retry=retry, sleep=sleep,
+        broker_cls = SpotBroker if self.market == "spot" else CcxtBroker
+        self.broker = broker_cls(exchange, self.journal, namespace, self.bar_ms, retry=retry, sleep=sleep,
                                  secrets=secrets)
         self._watch = _SignalWatch()
         listeners = [self.store, self._watch] + ([EventRecorder(self.publisher)] if self.publisher else [])
@@ -164,6 +223,8 @@ class LiveTrader:
             if sym not in self.ex.markets:
                 raise UserError(f"{sym} is not listed on the exchange; fix data.symbols")
             self.loop.risk.market_min_notional_usdt[sym] = b.min_notional_usdt(sym)
+            if self.market == "spot":
+                continue  # no leverage on spot
             try:
                 b.read(lambda: self.ex.set_leverage(self.leverage, sym))
             except (ccxt.AuthenticationError, ccxt.PermissionDenied):
@@ -172,9 +233,12 @@ class LiveTrader:
                 log.warning("%s: leverage not set (%s)", sym, one_line(exc, self._secrets))
         last = self._last_bar()
         now_bar = self._newest_closed_ms()
-        next_bar = pd.Timestamp(now_bar if last is None or last.value // 1_000_000 < now_bar else now_bar
-                                + self.bar_ms, unit="ms", tz="UTC")
-        portfolio, report = reconcile(b, self.symbols, self.params.risk, next_bar, self.bar_ms)
+        # the first bar ``poll`` will step: the one after the last stepped (missed bars are all
+        # stepped, each ages the positions by one), or the newest closed one on a first start
+        next_bar = pd.Timestamp(now_bar if last is None else last.value // 1_000_000 + self.bar_ms,
+                                unit="ms", tz="UTC")
+        reconcile_fn = reconcile_spot if self.market == "spot" else reconcile
+        portfolio, report = reconcile_fn(b, self.symbols, self.params.risk, next_bar, self.bar_ms)
         self.loop.adopt(portfolio, portfolio.equity_usdt())
         for fill in report.fills:  # into the record only: the ledger above already reflects them
             self.store.on_fill(fill, portfolio, None)
@@ -194,36 +258,50 @@ class LiveTrader:
                                       (self.namespace,)).fetchone()
         return pd.Timestamp(row[0]) if row else None
 
-    def _bars(self, bar_ms: int) -> dict[str, Bar]:
-        ts = pd.Timestamp(bar_ms, unit="ms", tz="UTC")
-        out = {}
+    def _bars(self, first_ms: int, last_ms: int) -> dict[int, dict[str, Bar]]:
+        """bar open (ms) -> symbol -> Bar for every bar in [first_ms, last_ms], in pages of 1000."""
+        out: dict[int, dict[str, Bar]] = {}
         for sym in self.symbols:
-            rows = self.broker.read(lambda: self.ex.fetch_ohlcv(sym, self.params.data.timeframe, since=bar_ms,
-                                                                 limit=1))
-            if rows and int(rows[0][0]) == bar_ms:
-                o, h, lo, c = (float(x) for x in rows[0][1:5])
-                out[sym] = Bar(sym, ts, o, h, lo, c)
+            since = first_ms
+            while since <= last_ms:
+                n = min(1000, (last_ms - since) // self.bar_ms + 1)
+                rows = self.broker.read(lambda: self.ex.fetch_ohlcv(sym, self.params.data.timeframe, since=since,
+                                                                     limit=n))
+                for row in rows:
+                    t = int(row[0])
+                    if first_ms <= t <= last_ms:
+                        o, h, lo, c = (float(x) for x in row[1:5])
+                        out.setdefault(t, {})[sym] = Bar(sym, pd.Timestamp(t, unit="ms", tz="UTC"), o, h, lo, c)
+                if not rows or int(rows[-1][0]) < since:
+                    break
+                since = max(since + n * self.bar_ms, int(rows[-1][0]) + self.bar_ms)
         return out
 
     def poll(self) -> pd.Timestamp | None:
-        """Step the newest closed bar if it has not been stepped; returns its open time or None."""
+        """Step every closed bar not stepped yet - the missed ones without entries (``catch_up``),
+        the newest one in full; returns the newest bar's open time, or None if it was stepped."""
         newest = self._newest_closed_ms()
         last = self._last_bar()
         if last is not None and newest <= last.value // 1_000_000:
             return None
-        if last is not None:
-            missed = (newest - last.value // 1_000_000) // self.bar_ms - 1
-            if missed > 0:
-                log.warning("%d bar(s) passed unstepped since %s; open positions aged accordingly", missed, last)
-                for pos in self.loop.portfolio.positions.values():
-                    pos.bars_held += missed
+        first = newest if last is None else last.value // 1_000_000 + self.bar_ms
+        bars = self._bars(first, newest)
+        if first < newest:
+            log.warning("%d bar(s) closed unstepped since %s: accounted for one by one, entries only on the "
+                        "newest (%s)", (newest - first) // self.bar_ms, last,
+                        pd.Timestamp(newest, unit="ms", tz="UTC"))
+        for bar_ms in range(first, newest, self.bar_ms):
+            self._step(pd.Timestamp(bar_ms, unit="ms", tz="UTC"), bars.get(bar_ms, {}), missed=True)
         ts = pd.Timestamp(newest, unit="ms", tz="UTC")
-        self._step(ts, self._bars(newest))
+        self._step(ts, bars.get(newest, {}))
         return ts
 
-    def _step(self, ts: pd.Timestamp, bars: dict[str, Bar]) -> None:
+    def _step(self, ts: pd.Timestamp, bars: dict[str, Bar], missed: bool = False) -> None:
         self._watch.reset()
-        self.loop.step(ts, bars, self.symbols)
+        if missed:
+            self.loop.catch_up(ts, bars, self.symbols)
+        else:
+            self.loop.step(ts, bars, self.symbols)
         self._after_step(ts)
         self.store.conn.execute("INSERT OR REPLACE INTO live_progress VALUES (?, ?)", (self.namespace, ts.isoformat()))
         self.store.conn.commit()

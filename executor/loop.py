@@ -5,7 +5,11 @@ Per bar t (all symbols sharing the open time ``ts``), in this order:
   0. funding events since the previous bar (``prev < F <= ts``) are settled on the perp
      positions held into this open, marked at their last close (``executor.funding``);
   a. the broker fills the orders decided at the close of t-1 at the open of t;
-  b. the broker triggers protective orders intrabar (stop before take-profit);
+  a'. resting limit entries fill (at the open, or intrabar strictly below the limit) or, past
+     ``risk.limit_ttl_bars``, expire: the reservation is released and a ``cancelled`` decision
+     with reason ``LIMIT_EXPIRED`` is recorded;
+  b. the broker triggers protective orders intrabar (stop - fixed or trailing, whichever is
+     higher - before take-profit), then the trailing stops' peaks take this bar's high;
   c. positions are marked at the close of t, equity is recorded, the risk engine updates
      its state (daily loss -> REDUCING, drawdown / kill switch -> HALTED);
   d. the signal source is asked for signals ``as_of=ts`` (features of bar t); the pure core
@@ -31,7 +35,7 @@ import pandas as pd
 
 from executor.core import Decision, OrderIntent, decide
 from executor.funding import FundingPayment, FundingSchedule, as_schedule, require_funding, settle_funding
-from executor.paper import MarketOrder, PaperBroker
+from executor.paper import LIMIT_EXPIRED, MarketOrder, PaperBroker
 from executor.portfolio import Bar, ClosedTrade, Fill, Portfolio
 from executor.risk import Approved, RiskAlert, RiskEngine, TradingState
 from executor.signals import Signal, SignalSource, SignalUnavailable
@@ -207,6 +211,12 @@ class TradingLoop:
         for order in exe.cancelled:
             self.portfolio.reserved_usdt.pop(order.symbol, None)
             self._emit("on_cancel", order, ts)
+        for order in exe.expired:  # limit entries past their TTL
+            self.portfolio.reserved_usdt.pop(order.symbol, None)
+            self._emit("on_cancel", order, ts)
+            self._record(Decision(ts, order.symbol, None, "cancelled", LIMIT_EXPIRED,
+                                  details={"order_id": order.order_id, "limit_price": order.limit_price,
+                                           "ttl_bars": order.ttl_bars}))
         for fill in exe.fills:
             self._book(fill, exe.protective_placed.get(fill.symbol))
 
@@ -227,8 +237,11 @@ class TradingLoop:
                 pos.bars_held += 1
         equity = pf.equity_usdt()
         alerts = self.risk.observe_equity(equity, ts)
-        if self.kill_switch is not None and self.kill_switch():
-            alert = self.risk.halt(ts, "kill switch set (qt:kill): no new entries, exits only")
+        if self.kill_switch is not None:
+            if self.kill_switch():
+                alert = self.risk.halt(ts, "kill switch set (qt:kill): no new entries, exits only")
+            else:
+                alert = self.risk.resume(ts, "kill switch cleared (qt resume): trading again")
             if alert is not None:
                 alerts.append(alert)
         for alert in alerts:
@@ -273,7 +286,9 @@ class TradingLoop:
         order = MarketOrder(oid, intent.symbol, intent.side, intent.purpose, intent.reason,
                             notional_usdt=verdict.notional_usdt, qty=intent.qty,
                             stop_loss_pct=intent.stop_loss_pct, take_profit_pct=intent.take_profit_pct,
-                            decided_ts=ts)
+                            decided_ts=ts, order_type=intent.order_type, limit_price=intent.limit_price,
+                            ttl_bars=intent.ttl_bars, trailing_stop_pct=intent.trailing_stop_pct,
+                            trailing_mode=intent.trailing_mode)
         if intent.is_exit:
             self.portfolio.pending_exits.add(intent.symbol)
             decision = _decision_for(ts, intent, "exit", intent.reason, 0.0,
@@ -281,6 +296,8 @@ class TradingLoop:
         else:
             self.portfolio.reserved_usdt[intent.symbol] = verdict.notional_usdt
             details = {"order_id": oid, "requested": intent.notional_usdt}
+            if intent.order_type == "limit":
+                details.update(order_type="limit", limit_price=intent.limit_price, ttl_bars=intent.ttl_bars)
             if verdict.clipped_by:
                 details["clipped_by"] = verdict.clipped_by
             decision = _decision_for(ts, intent, "enter", intent.reason, verdict.notional_usdt, details)

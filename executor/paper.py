@@ -20,19 +20,45 @@ Fill rules (the backtest and the paper daemon both use exactly these):
   4. ``high >= tp``    -> fills at the take-profit price.
 
   Protective fills pay the same slippage (adverse) and fee as market orders.
+* **Trailing stop** (``risk.trailing_stop_pct`` > 0): the rule of ``executor.trailing``, the
+  same function the local exchange matches its TRAILING_STOP_MARKET with. The peak starts at
+  the entry fill price and rises to each completed bar's high; the level in force during a bar
+  is ``peak x (1 - pct)`` from the bars before it. It does not replace the fixed stop: the
+  effective stop is ``max(fixed, trail)``; a fill is reason ``trailing_stop`` when the trail was
+  the higher of the two, ``stop_loss`` otherwise.
+* **Limit entries** (``risk.entry_order: limit``), price ``close of the deciding bar x (1 -
+  limit_offset_bps / 10 000)``, working from the next bar for ``limit_ttl_bars`` bars of the
+  symbol, conservatively:
+
+  1. ``open <= limit`` -> fills at the open (the market came to us);
+  2. ``low < limit``   -> fills at the limit price. Strictly below: a bar that only touches
+     the limit may have traded the whole queue ahead of us;
+  3. otherwise it rests; after ``limit_ttl_bars`` bars without a fill it expires (the loop
+     releases the reservation and records ``LIMIT_EXPIRED``).
+
+  A limit fill pays no slippage and the maker fee (``costs.maker_fee_rate`` when the cost model
+  has one, else ``costs.fee_rate``). Protective orders are placed from the fill price. After a
+  fill at the open they work that bar like after a market entry; after an intrabar fill only
+  the stop is checked in that bar (at its level: the low may have come after the fill, the high
+  may have come before it) and the trail's peak stays at the fill price (the bar's high may
+  precede the fill).
 * A market exit that fills cancels the position's protective orders.
 * Partial fills do not exist in paper.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
 from executor.portfolio import Bar, Fill
+from executor.trailing import step_trail, trail_level
 from qt.config import CostParams
+
+LIMIT_EXPIRED = "LIMIT_EXPIRED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +73,15 @@ class MarketOrder:
     stop_loss_pct: float = 0.0
     take_profit_pct: float = 0.0
     decided_ts: pd.Timestamp | None = None  # open time of the bar whose close decided it
+    order_type: str = "market"  # entries: "market" | "limit"
+    limit_price: float = 0.0  # limit entries
+    ttl_bars: int = 0  # limit entries: bars of the symbol it works before it expires
+    trailing_stop_pct: float = 0.0  # entries: the trail the position gets (0 = none)
+    trailing_mode: str = "native"  # live: the exchange's trailing order or the executor's moved stop
+
+    @property
+    def is_limit(self) -> bool:
+        return self.order_type == "limit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +91,17 @@ class Protective:
     stop_price: float
     take_profit_price: float
     entry_order_id: int  # its fills carry order_id = -entry_order_id
+    trail_pct: float = 0.0  # 0 = no trailing stop
+    peak: float = math.nan  # highest completed high since entry (the fill price to start with)
+
+    @property
+    def trail_price(self) -> float:
+        """The trail level in force now (-inf without a trail)."""
+        return trail_level(self.peak, self.trail_pct) if self.trail_pct > 0 else -math.inf
+
+    @property
+    def effective_stop(self) -> float:
+        return max(self.stop_price, self.trail_price)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +109,19 @@ class BarExecution:
     fills: list[Fill]  # in execution order: open fills first, then intrabar
     cancelled: list[MarketOrder]  # entries that could not fill (no bar)
     protective_placed: dict[str, Protective]  # placed after this bar's entry fills
+    expired: list[MarketOrder] = field(default_factory=list)  # limit entries past their TTL (LIMIT_EXPIRED)
 
 
 class PaperBroker:
     def __init__(self, costs: CostParams):
         self.costs = costs
         self._slip = costs.slippage_bps / 10_000.0
+        self._maker_fee = getattr(costs, "maker_fee_rate", None)
+        if self._maker_fee is None:
+            self._maker_fee = costs.fee_rate
         self._pending: list[MarketOrder] = []
         self._protective: dict[str, Protective] = {}
+        self._limit_age: dict[int, int] = {}  # limit order id -> bars of its symbol it has worked
 
     @property
     def pending_orders(self) -> list[MarketOrder]:
@@ -83,15 +134,35 @@ class PaperBroker:
         self._pending.append(order)
 
     def process_bar(self, bars: Mapping[str, Bar]) -> BarExecution:
-        """Execute one bar: pending market orders at the open, then protective orders intrabar."""
+        """Execute one bar: pending orders at the open (limits also intrabar), then protective orders."""
         fills: list[Fill] = []
         cancelled: list[MarketOrder] = []
+        expired: list[MarketOrder] = []
         placed: dict[str, Protective] = {}
+        intrabar_entries: set[str] = set()
         still_pending: list[MarketOrder] = []
         for order in self._pending:
             bar = bars.get(order.symbol)
             if bar is None:
-                (cancelled if order.purpose == "entry" else still_pending).append(order)
+                keep = order.purpose != "entry" or order.is_limit  # a resting limit waits for the next bar
+                (still_pending if keep else cancelled).append(order)
+                continue
+            if order.purpose == "entry" and order.is_limit:
+                fill = self._fill_limit(order, bar)
+                if fill is None:
+                    age = self._limit_age.get(order.order_id, 0) + 1
+                    if age >= order.ttl_bars:
+                        self._limit_age.pop(order.order_id, None)
+                        expired.append(order)
+                    else:
+                        self._limit_age[order.order_id] = age
+                        still_pending.append(order)
+                    continue
+                self._limit_age.pop(order.order_id, None)
+                if fill.price != bar.open:
+                    intrabar_entries.add(order.symbol)
+                fills.append(fill)
+                placed[order.symbol] = self._protective[order.symbol]
                 continue
             fills.append(self._fill_market(order, bar))
             if order.purpose == "entry":
@@ -101,15 +172,18 @@ class PaperBroker:
             bar = bars.get(symbol)
             if bar is None:
                 continue
-            fill = self._trigger(self._protective[symbol], bar)
+            fill, peak = self._trigger(self._protective[symbol], bar, stop_only=symbol in intrabar_entries)
             if fill is not None:
                 del self._protective[symbol]
                 fills.append(fill)
-        return BarExecution(fills, cancelled, placed)
+            elif self._protective[symbol].trail_pct > 0 and symbol not in intrabar_entries:
+                self._protective[symbol] = replace(self._protective[symbol], peak=peak)
+        return BarExecution(fills, cancelled, placed, expired)
 
     def cancel_all(self) -> list[MarketOrder]:
-        """Drop every pending market order (end of a run); protective orders stay."""
+        """Drop every pending order (end of a run); protective orders stay."""
         dropped, self._pending = self._pending, []
+        self._limit_age.clear()
         return dropped
 
     def close_at_close(self, symbol: str, qty: float, bar: Bar, order_id: int, reason: str = "end_of_run") -> Fill:
@@ -119,31 +193,59 @@ class PaperBroker:
         return self._make_fill(order_id, symbol, bar.timestamp, "sell", "exit", reason, qty, bar.close)
 
     # ---- internals -------------------------------------------------------------------
+    def _protect(self, order: MarketOrder, qty: float, price: float) -> None:
+        self._protective[order.symbol] = Protective(
+            order.symbol, qty, price * (1.0 - order.stop_loss_pct), price * (1.0 + order.take_profit_pct),
+            order.order_id, trail_pct=order.trailing_stop_pct, peak=price)
+
     def _fill_market(self, order: MarketOrder, bar: Bar) -> Fill:
         if order.purpose == "entry":
             price = bar.open * (1.0 + self._slip)
             qty = order.notional_usdt / price
             fill = Fill(order.order_id, order.symbol, bar.timestamp, "buy", "entry", order.reason, qty, price,
                         order.notional_usdt, order.notional_usdt * self.costs.fee_rate)
-            self._protective[order.symbol] = Protective(order.symbol, qty, price * (1.0 - order.stop_loss_pct),
-                                                        price * (1.0 + order.take_profit_pct), order.order_id)
+            self._protect(order, qty, price)
             return fill
         self._protective.pop(order.symbol, None)
         return self._make_fill(order.order_id, order.symbol, bar.timestamp, "sell", "exit", order.reason,
                                order.qty, bar.open)
 
-    def _trigger(self, p: Protective, bar: Bar) -> Fill | None:
+    def _fill_limit(self, order: MarketOrder, bar: Bar) -> Fill | None:
+        """Open at or below the limit -> the open; strictly below intrabar -> the limit; no slippage."""
+        if bar.open <= order.limit_price:
+            price = bar.open
+        elif bar.low < order.limit_price:
+            price = order.limit_price
+        else:
+            return None
+        qty = order.notional_usdt / price
+        fill = Fill(order.order_id, order.symbol, bar.timestamp, "buy", "entry", order.reason, qty, price,
+                    order.notional_usdt, order.notional_usdt * self._maker_fee)
+        self._protect(order, qty, price)
+        return fill
+
+    def _trigger(self, p: Protective, bar: Bar, stop_only: bool = False) -> tuple[Fill | None, float]:
+        """(exit fill or None, the trail's peak after this bar)."""
         oid = -p.entry_order_id
-        if bar.open <= p.stop_price:
-            return self._make_fill(oid, p.symbol, bar.timestamp, "sell", "exit", "stop_loss", p.qty, bar.open)
-        if bar.low <= p.stop_price:
-            return self._make_fill(oid, p.symbol, bar.timestamp, "sell", "exit", "stop_loss", p.qty, p.stop_price)
+        fixed = bar.open if bar.open <= p.stop_price else p.stop_price if bar.low <= p.stop_price else None
+        trail, peak = step_trail(p.peak, p.trail_pct, bar) if p.trail_pct > 0 else (None, p.peak)
+        if stop_only:  # entered intrabar: the open was before the entry, the stop works at its level
+            fixed = p.stop_price if bar.low <= p.stop_price else None
+            trail = p.trail_price if trail is not None else None
+        if fixed is not None or trail is not None:
+            by_trail = trail is not None and p.trail_price > p.stop_price
+            price = max(x for x in (fixed, trail) if x is not None)
+            return self._make_fill(oid, p.symbol, bar.timestamp, "sell", "exit",
+                                   "trailing_stop" if by_trail else "stop_loss", p.qty, price), peak
+        if stop_only:
+            return None, peak
         if bar.open >= p.take_profit_price:
-            return self._make_fill(oid, p.symbol, bar.timestamp, "sell", "exit", "take_profit", p.qty, bar.open)
+            return self._make_fill(oid, p.symbol, bar.timestamp, "sell", "exit", "take_profit", p.qty,
+                                   bar.open), peak
         if bar.high >= p.take_profit_price:
             return self._make_fill(oid, p.symbol, bar.timestamp, "sell", "exit", "take_profit", p.qty,
-                                   p.take_profit_price)
-        return None
+                                   p.take_profit_price), peak
+        return None, peak
 
     def _make_fill(self, order_id: int, symbol: str, ts: pd.Timestamp, side: str, purpose: str, reason: str,
                    qty: float, ref_price: float) -> Fill:

@@ -9,13 +9,19 @@ sent. In this order:
    found -> adopted with its fills; not found -> ``not_sent``. Nothing is re-sent here, so an
    id the exchange already has is never sent again. Guards that fired while we were away
    have their fills adopted too (they go into the record);
-2. resting non-reduce-only orders in the universe are orphans (our entries are market
-   orders, they never rest): cancelled;
+2. resting non-reduce-only orders in the universe are orphans, except this executor's own
+   limit entries (journalled ``resting``): those are adopted - tracked again by the broker,
+   their notional reserved in the ledger - and left to fill or expire at their TTL as if
+   nothing had happened; one that filled while we were away has its fill adopted, a partly
+   filled one has its remainder cancelled (its position is adopted and guarded in 3.);
 3. every open long position is adopted (quantity and entry price from the exchange, entry
    bar and fees from the journal when it knows the entry) and gets its stop-loss and
    take-profit: an open protective with the right quantity is kept, a wrong one replaced,
    a missing one placed (the prices follow ``risk.stop_loss_pct`` / ``take_profit_pct`` of the
-   entry price, as for a fresh entry);
+   entry price, as for a fresh entry). With a trailing stop: a native TRAILING_STOP_MARKET of
+   the right quantity is kept (its trail state lives on the exchange), a missing one placed;
+   a managed stop that the trail had moved up is kept at its level, and the trail's peak is
+   taken back from it (``stop / (1 - pct)``);
 4. conditional orders of symbols without a position are cancelled (a stale guard could
    otherwise open a short);
 5. the ledger is rebuilt: cash = wallet balance - entry notional of the open positions, so
@@ -31,6 +37,8 @@ import ccxt
 import pandas as pd
 
 from executor.ccxt_broker import CcxtBroker, Guard, one_line, reason_for
+from executor.ccxt_orders import RestingEntry, last_working_bar
+from executor.paper import MarketOrder
 from executor.portfolio import Fill, Portfolio, Position
 from qt.config import RiskParams
 
@@ -57,7 +65,7 @@ class ReconcileReport:
 def _resolve_unanswered(broker: CcxtBroker, report: ReconcileReport) -> None:
     journal = broker.journal
     for row in journal.rows("status='sending'"):
-        algo = row["purpose"] in ("stop_loss", "take_profit")
+        algo = row["purpose"] in ("stop_loss", "take_profit", "trailing_stop")
         # a request still in flight when we died may reach the server late; after its
         # recvWindow the server refuses it, so only then is "not found" final
         broker.outwait_recv_window(float(row["updated_ms"]) / 1000.0)
@@ -72,6 +80,9 @@ def _resolve_unanswered(broker: CcxtBroker, report: ReconcileReport) -> None:
                            status="open" if found.get("status") == "open" else str(found.get("status")))
             continue
         side = "buy" if row["purpose"] == "entry" else "sell"
+        if row["purpose"] == "entry" and found.get("status") == "open":  # a limit entry, resting
+            journal.update(row["client_id"], exchange_id=str(found["id"]), status="resting")
+            continue
         fill = broker.fill_from_order(found, int(row["order_id"] or 0), side, row["purpose"],
                                       "signal_buy" if row["purpose"] == "entry" else "exit_adopted")
         if fill is not None:
@@ -85,7 +96,7 @@ def _resolve_unanswered(broker: CcxtBroker, report: ReconcileReport) -> None:
 def _adopt_triggered_guards(broker: CcxtBroker, report: ReconcileReport) -> None:
     """A stop or take-profit that fired while we were down: its fill goes into the record."""
     journal = broker.journal
-    for row in journal.rows("status='open' AND purpose IN ('stop_loss', 'take_profit')"):
+    for row in journal.rows("status='open' AND purpose IN ('stop_loss', 'take_profit', 'trailing_stop')"):
         try:
             order = broker.read(lambda: broker.ex.fetch_order(row["exchange_id"], row["symbol"], {"trigger": True}))
         except ccxt.OrderNotFound:
@@ -104,9 +115,50 @@ def _adopt_triggered_guards(broker: CcxtBroker, report: ReconcileReport) -> None
                        filled_qty=fill.qty if fill else 0.0, avg_price=fill.price if fill else None)
 
 
-def _is_stop(order: dict) -> bool:
+def _guard_kind(order: dict) -> str:
     kind = str((order.get("info") or {}).get("orderType") or (order.get("info") or {}).get("type") or "")
-    return kind in ("STOP_MARKET", "STOP")
+    return ("stop_loss" if kind in ("STOP_MARKET", "STOP") else
+            "trailing_stop" if kind == "TRAILING_STOP_MARKET" else "take_profit")
+
+
+def _adopt_resting_entries(broker: CcxtBroker, risk: RiskParams, portfolio: Portfolio,
+                           report: ReconcileReport) -> set[str]:
+    """Our limit entries still working: tracked and reserved again; filled ones: fills adopted;
+    partly filled ones: the rest cancelled. Returns the exchange ids kept resting."""
+    journal, kept = broker.journal, set()
+    for row in journal.rows("purpose='entry' AND status='resting'"):
+        sym, cid, oid = row["symbol"], row["client_id"], row["exchange_id"]
+        try:
+            found = broker.read(lambda: broker.ex.fetch_order(oid, sym))
+            if found.get("status") == "open" and float(found.get("filled") or 0.0) > 0:
+                try:
+                    broker.read(lambda: broker.ex.cancel_order(oid, sym))
+                except ccxt.OrderNotFound:
+                    pass
+                found = broker.read(lambda: broker.ex.fetch_order(oid, sym))
+        except ccxt.OrderNotFound:
+            journal.update(cid, status="missing")
+            continue
+        decided = pd.Timestamp(row["decided_ts"])
+        qty, price = float(row["qty"] or 0.0), float(row["price"] or 0.0)
+        order = MarketOrder(int(row["order_id"] or 0), sym, "buy", "entry", "signal_buy", notional_usdt=qty * price,
+                            stop_loss_pct=risk.stop_loss_pct, take_profit_pct=risk.take_profit_pct,
+                            decided_ts=decided, order_type="limit", limit_price=price, ttl_bars=risk.limit_ttl_bars,
+                            trailing_stop_pct=risk.trailing_stop_pct, trailing_mode=risk.trailing_mode)
+        if found.get("status") == "open":
+            broker.resting[sym] = RestingEntry(order, cid, str(oid),
+                                               last_working_bar(decided, risk.limit_ttl_bars, broker.bar_ms))
+            portfolio.reserved_usdt[sym] = qty * price
+            kept.add(str(oid))
+            report.adopted_orders.append(cid)
+            continue
+        fill = broker.fill_from_order(found, order.order_id, "buy", "entry", "signal_buy")
+        if fill is not None:
+            report.fills.append(fill)
+        journal.update(cid, status="filled" if fill is not None else str(found.get("status")),
+                       filled_qty=fill.qty if fill else 0.0, avg_price=fill.price if fill else None,
+                       fee_usdt=fill.fee_usdt if fill else None, fill_ts=str(fill.timestamp) if fill else None)
+    return kept
 
 
 def reconcile(broker: CcxtBroker, symbols: list[str], risk: RiskParams, next_bar_ts: pd.Timestamp,
@@ -129,10 +181,12 @@ def reconcile(broker: CcxtBroker, symbols: list[str], risk: RiskParams, next_bar
     report.wallet_usdt = wallet
     portfolio = Portfolio(cash_usdt=wallet)
     broker.guards.clear()
+    broker.resting.clear()
+    resting = _adopt_resting_entries(broker, risk, portfolio, report)
 
     for sym in symbols:
         for order in broker.read(lambda: ex.fetch_open_orders(sym)):
-            if order.get("reduceOnly"):
+            if order.get("reduceOnly") or str(order["id"]) in resting:
                 continue
             try:
                 broker.read(lambda: ex.cancel_order(order["id"], sym))
@@ -160,19 +214,24 @@ def reconcile(broker: CcxtBroker, symbols: list[str], risk: RiskParams, next_bar
         guard = Guard(sym, qty, broker.round_price(sym, entry_price * (1.0 - risk.stop_loss_pct)),
                       broker.round_price(sym, entry_price * (1.0 + risk.take_profit_pct)),
                       int(last["order_id"] or 0) if last else 0,
-                      last["client_id"] if last else f"adopted-{sym}")
+                      last["client_id"] if last else f"adopted-{sym}",
+                      trail_pct=risk.trailing_stop_pct, trail_mode=risk.trailing_mode, peak=entry_price)
+        guard.fixed_stop = guard.stop_price
         guard.generation = len(journal.rows("entry_cid=?", (guard.entry_cid,)))
         keep: list[dict] = []
         for order in open_algo:
-            kind = "stop_loss" if _is_stop(order) else "take_profit"
-            taken = guard.stop_id if kind == "stop_loss" else guard.take_profit_id
-            right = (order.get("side") == "sell" and order.get("reduceOnly")
-                     and abs(float(order.get("amount") or 0.0) - qty) <= 1e-12 * max(qty, 1.0) and taken is None)
+            kind = _guard_kind(order)
+            right = (order.get("side") == "sell" and order.get("reduceOnly") and kind in guard.kinds
+                     and abs(float(order.get("amount") or 0.0) - qty) <= 1e-12 * max(qty, 1.0)
+                     and guard.order_id_of(kind) is None)
             if right:
+                guard.set_order_id(kind, str(order["id"]))
                 if kind == "stop_loss":
-                    guard.stop_id, guard.stop_price = str(order["id"]), float(order["triggerPrice"])
-                else:
-                    guard.take_profit_id, guard.take_profit_price = str(order["id"]), float(order["triggerPrice"])
+                    guard.stop_price = float(order["triggerPrice"])
+                    if guard.trail_pct > 0 and guard.stop_price > guard.fixed_stop:  # moved by a managed trail
+                        guard.peak = max(entry_price, guard.stop_price / (1.0 - guard.trail_pct))
+                elif kind == "take_profit":
+                    guard.take_profit_price = float(order["triggerPrice"])
                 keep.append(order)
                 continue
             try:

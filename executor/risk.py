@@ -20,7 +20,8 @@ Sizing policy (decided here, documented once):
 Trading state is one enum. ACTIVE -> REDUCING when equity falls ``daily_loss_limit_pct``
 below the equity at the start of the UTC day (no entries until the next UTC day);
 any -> HALTED when the drawdown from the peak reaches ``max_drawdown_pct`` or the kill
-switch is set. HALTED is sticky: only a restart by a person clears it. Exits (stops,
+switch is set. A drawdown halt is sticky: only a restart by a person clears it; a kill-switch
+halt ends when a person clears the switch (``qt resume``, ``resume``). Exits (stops,
 take-profits, max holding, signal flip) are never blocked, in any state.
 """
 
@@ -106,6 +107,7 @@ class RiskEngine:
         self.bar_ms = bar_ms
         self.state = TradingState.ACTIVE
         self.state_reason = ""
+        self.halted_from_outside = False  # HALTED by ``halt`` (kill switch), not by the drawdown limit
         self.peak_equity_usdt = risk.starting_equity_usdt
         self.day: object | None = None
         self.day_start_equity_usdt = risk.starting_equity_usdt
@@ -152,10 +154,25 @@ class RiskEngine:
         return alerts
 
     def halt(self, bar_ts: pd.Timestamp, why: str) -> RiskAlert | None:
-        """Kill switch from outside (e.g. the ``qt:kill`` key). Sticky."""
+        """Kill switch from outside (the ``qt:kill`` key): HALTED until ``resume`` (switch cleared)."""
         if self.state is TradingState.HALTED:
             return None
+        self.halted_from_outside = True
         return self._set_state(TradingState.HALTED, bar_ts, why, {})
+
+    def resume(self, bar_ts: pd.Timestamp, why: str) -> RiskAlert | None:
+        """Kill switch cleared: end a halt ``halt`` set, into the state the limits allow now
+        (HALTED stays if the drawdown limit is reached, REDUCING past the daily loss limit).
+        A drawdown halt is left alone: it needs a restart."""
+        if self.state is not TradingState.HALTED or not self.halted_from_outside:
+            return None
+        self.halted_from_outside = False
+        if 1.0 - self._last_equity_usdt / self.peak_equity_usdt >= self.risk.max_drawdown_pct:
+            self.state_reason = "max drawdown reached: kill switch, exits only"
+            return None
+        day_loss = 1.0 - self._last_equity_usdt / self.day_start_equity_usdt
+        to = TradingState.REDUCING if day_loss >= self.risk.daily_loss_limit_pct else TradingState.ACTIVE
+        return self._set_state(to, bar_ts, why, {})
 
     def _set_state(self, state: TradingState, ts: pd.Timestamp, why: str, numbers: dict) -> RiskAlert:
         old = self.state

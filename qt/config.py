@@ -213,6 +213,27 @@ class RiskParams(_Frozen):
     daily_loss_limit_pct: float = Field(0.05, gt=0.0, lt=1.0)
     max_drawdown_pct: float = Field(0.25, gt=0.0, lt=1.0)  # kill switch: HALTED past this
     exit_on_signal_flip: bool = True
+    # Entries (executor.paper / executor.ccxt_broker): "market" fills at the next open; "limit"
+    # rests at close x (1 - limit_offset_bps / 10 000) for limit_ttl_bars bars, then is cancelled.
+    entry_order: Literal["market", "limit"] = "market"
+    limit_offset_bps: float = Field(0.0, ge=0.0, lt=10_000.0)
+    limit_ttl_bars: int = Field(1, ge=1)
+    # Trailing stop (executor.trailing): peak x (1 - pct) beside the fixed stop; 0 = off.
+    # native: the exchange's TRAILING_STOP_MARKET (callbackRate = pct x 100, 0.1..10 %, step 0.1);
+    # managed: the executor moves its STOP_MARKET up at each bar close.
+    trailing_stop_pct: float = Field(0.0, ge=0.0, lt=1.0)
+    trailing_mode: Literal["native", "managed"] = "native"
+
+    @model_validator(mode="after")
+    def _check_trailing(self) -> "RiskParams":
+        pct = self.trailing_stop_pct
+        if pct > 0 and self.trailing_mode == "native":
+            tenths = pct * 1000.0  # Binance's callbackRate is a percent in steps of 0.1
+            if not 1.0 - 1e-9 <= tenths <= 100.0 + 1e-9 or abs(tenths - round(tenths)) > 1e-6:
+                raise ValueError(f"risk.trailing_stop_pct {pct} cannot be a native Binance trailing stop "
+                                 f"(callbackRate 0.1..10 % in steps of 0.1 %, i.e. 0.001..0.1 in steps of 0.001); "
+                                 f"use such a value or risk.trailing_mode: managed")
+        return self
 
 
 class GateParams(_Frozen):
@@ -261,9 +282,7 @@ class CollectParams(_Frozen):
     backoff_cap_s: float = Field(8.0, gt=0.0)
     timeout_ms: int = Field(10_000, ge=100)  # ccxt per-request timeout
     backfill_start: str = "2017-01-01"  # first candle asked for when nothing is stored and data.start is unset
-    concurrency: int = Field(4, ge=1, le=32)  # symbols collected at once
-    task_runner: Literal["local", "dask"] = "local"
-    dask_address: str | None = None  # scheduler address for task_runner "dask"; None = in-process cluster
+    concurrency: int = Field(4, ge=1, le=32)  # symbols downloaded at once (exchange politeness)
     funding: bool = True  # perpetuals: funding-rate history
     open_interest: bool = True  # perpetuals: open-interest history (Binance keeps ~30 days)
     progress_every_pages: int = Field(10, ge=1)  # one progress line per this many pages when not a TTY
@@ -272,6 +291,33 @@ class CollectParams(_Frozen):
     def _check_backoff(self) -> "CollectParams":
         if self.backoff_cap_s < self.backoff_base_s:
             raise ValueError("collect.backoff_cap_s must be >= collect.backoff_base_s")
+        return self
+
+
+_RUNNER_KEYS_MOVED = ("task_runner", "dask_address")  # were collect.*, now runner.*
+
+
+class RunnerParams(_Frozen):
+    """Where the flows' per-symbol tasks run (collection, validation, features): the one setting for
+    scale-out. ``local``: a thread pool in the flow's process; ``dask``: a Dask cluster through
+    prefect-dask - an in-process ``LocalCluster`` of ``workers`` processes, or the scheduler at
+    ``dask_address`` (``tcp://HOST:8786``) whose workers run the same image and see the same state
+    directory. Results are byte-identical either way (``tests/flows/test_symbol_stages_flow.py``)."""
+
+    task_runner: Literal["local", "dask"] = "local"
+    dask_address: str | None = None  # None = an in-process LocalCluster for task_runner "dask"
+    workers: int = Field(2, ge=1, le=64)  # threads (local) or LocalCluster worker processes (dask)
+
+    @model_validator(mode="after")
+    def _check_address(self) -> "RunnerParams":
+        if self.dask_address is not None:
+            if self.task_runner != "dask":
+                raise ValueError("runner.dask_address is set but runner.task_runner is 'local'; "
+                                 "set runner.task_runner: dask or remove the address")
+            scheme, sep, rest = self.dask_address.partition("://")
+            if not sep or scheme not in ("tcp", "tls", "ws", "wss", "ucx") or ":" not in rest:
+                raise ValueError(f"runner.dask_address {self.dask_address!r} is not a Dask scheduler address; "
+                                 f"use tcp://HOST:PORT (e.g. tcp://dask-scheduler:8786)")
         return self
 
 
@@ -338,8 +384,26 @@ class Params(_Frozen):
     gates: GateParams = GateParams()
     serving: ServingParams = ServingParams()
     collect: CollectParams = CollectParams()
+    runner: RunnerParams = RunnerParams()
     drift: DriftParams = DriftParams()
     notify: NotifyParams = NotifyParams()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _move_runner_keys(cls, data):
+        """``collect.task_runner`` / ``collect.dask_address`` (the old names, when only collection
+        was mapped) still work: they are read as ``runner.task_runner`` / ``runner.dask_address``."""
+        collect = data.get("collect") if isinstance(data, dict) else None
+        if not isinstance(collect, dict) or not any(k in collect for k in _RUNNER_KEYS_MOVED):
+            return data
+        runner = dict(data.get("runner") or {})
+        for key in _RUNNER_KEYS_MOVED:
+            if key in collect:
+                if key in runner and runner[key] != collect[key]:
+                    raise ValueError(f"collect.{key} (the old name) and runner.{key} disagree; keep runner.{key} only")
+                runner[key] = collect[key]
+        return {**data, "collect": {k: v for k, v in collect.items() if k not in _RUNNER_KEYS_MOVED},
+                "runner": runner}
 
     @model_validator(mode="after")
     def _check_cross_fields(self) -> "Params":

@@ -197,6 +197,11 @@ class LocalExchange:
             body["max_fill_qty_per_bar"] = {k: str(v) for k, v in max_fill_qty_per_bar.items()}
         return self._control("POST", "/_qt/reset", body)
 
+    def set_liquidity(self, max_fill_qty_per_bar: dict) -> dict:
+        """Change the per-bar quantity cap of the running account (``{}``: no cap); nothing else changes."""
+        return self._control("POST", "/_qt/liquidity",
+                             {"max_fill_qty_per_bar": {k: str(v) for k, v in max_fill_qty_per_bar.items()}})
+
     def account_state(self) -> dict:
         """The raw account (``GET /_qt/account``): balances, positions, order and trade counts."""
         return self._control("GET", "/_qt/account")

@@ -10,6 +10,9 @@
                         a fresh account: these balances, no orders, positions or trades (every key
                         optional; defaults 10 000 USDT spot and futures, Binance's base fee tier,
                         no liquidity cap).
+    POST /_qt/liquidity {"max_fill_qty_per_bar": {"BTCUSDT": "0.02"}} changes the per-bar liquidity cap
+                        of the running account (orders, balances and positions kept), e.g. so that
+                        an exit fills only in part after an entry filled in full; {} removes every cap.
     GET  /_qt/account   the raw account (balances, wallet, positions, order and trade counts) for tests.
 
 A bad body is answered 400 ``{"code": -1130, "msg": ...}`` with one line naming the key.
@@ -58,6 +61,18 @@ class ClockMove(BaseModel):
         ts = pd.Timestamp(self.to)
         ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
         return int(ts.value // 1_000_000)
+
+
+class LiquidityChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_fill_qty_per_bar: dict[str, Decimal] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _sane(self) -> "LiquidityChange":
+        if any(v < 0 for v in self.max_fill_qty_per_bar.values()):
+            raise ValueError("caps must be >= 0")
+        return self
 
 
 class AccountReset(BaseModel):
@@ -137,6 +152,15 @@ def control_routes(venue: TradingVenue, clock) -> list:
         venue.reset(dict(reset.spot), reset.futures.get("USDT", Decimal(0)), fees, dict(reset.max_fill_qty_per_bar))
         return ok({"reset": True, "now_ms": clock.now_ms()})
 
+    async def post_liquidity(request: Request) -> Response:
+        try:
+            change = _parse(LiquidityChange, await request.body())
+        except ConfigError as err:
+            return _error(str(err))
+        with venue.lock:
+            venue.engine.max_fill_qty_per_bar = dict(change.max_fill_qty_per_bar)
+        return ok({"max_fill_qty_per_bar": {k: num(v) for k, v in change.max_fill_qty_per_bar.items()}})
+
     async def get_account(_request: Request) -> Response:
         with venue.lock:
             e = venue.engine
@@ -151,4 +175,5 @@ def control_routes(venue: TradingVenue, clock) -> list:
             })
 
     return [Route("/_qt/clock", get_clock, methods=["GET"]), Route("/_qt/clock", post_clock, methods=["POST"]),
-            Route("/_qt/reset", post_reset, methods=["POST"]), Route("/_qt/account", get_account, methods=["GET"])]
+            Route("/_qt/reset", post_reset, methods=["POST"]), Route("/_qt/account", get_account, methods=["GET"]),
+            Route("/_qt/liquidity", post_liquidity, methods=["POST"])]

@@ -27,7 +27,8 @@ Binance's table, approximate); the limit is not enforced - use a 429 fault to te
 Orders and accounts (issue #7): ``qt.exchange.trading`` serves Binance's signed order,
 account, position and leverage endpoints over the matching engine (``qt.exchange.matching``);
 ``qt.exchange.control`` adds the test-control surface (``/_qt/clock``, ``/_qt/reset``,
-``/_qt/account``). Routes still not simulated (``NOT_SIMULATED``: OCO order lists) answer an
+``/_qt/account``); ``qt.exchange.oco`` the spot OCO order lists. Routes still not simulated
+(``NOT_SIMULATED``: OTO lists, batch orders) answer an
 explicit HTTP 501, so a client that calls one fails loudly instead of receiving a 404 it might
 treat as transient.
 """
@@ -70,7 +71,7 @@ FUNDING_DEFAULT_LIMIT, FUNDING_MAX_LIMIT = 100, 1000
 OI_PERIODS = ("5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d")
 
 # Binance routes the local exchange does not simulate: answered with HTTP 501.
-NOT_SIMULATED: list[tuple[str, str]] = [("POST", "/api/v3/orderList/oco"), ("POST", "/api/v3/orderList/oto"),
+NOT_SIMULATED: list[tuple[str, str]] = [("POST", "/api/v3/orderList/oto"),
                                         ("POST", "/fapi/v1/batchOrders")]
 
 

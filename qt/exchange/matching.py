@@ -9,7 +9,9 @@ candle containing the clock, the one the ticker's ``lastPrice`` comes from):
   (previous now, now]) is offered to the symbol's open orders, oldest first, stop-type orders
   before take-profits and limits, so a bar that touches both a stop and a take-profit fills the
   stop first (the conservative reading of an OHLC bar).
-  - LIMIT buy at P fills when low <= P, sell when high >= P, at P (maker).
+  - A resting LIMIT buy at P fills when the low goes strictly below P, a sell when the high goes
+    strictly above P, at P (maker): a touch is not enough (the queue ahead of the order may take
+    all of it) - the executor's paper broker uses the same rule.
   - A stop or take-profit triggers when the bar reaches its trigger price and fills at the
     trigger price, or at the bar's open when the bar opened beyond it (a gap).
   - Spot STOP_LOSS_LIMIT / TAKE_PROFIT_LIMIT become limit orders when triggered.
@@ -17,10 +19,12 @@ candle containing the clock, the one the ticker's ``lastPrice`` comes from):
     TRAILING_STOP_MARKET) live in the separate *algo* book, as on Binance since 2025-12-09:
     when triggered they place a regular order (``actualOrderId``) and end FINISHED; a
     reduce-only one with nothing left to reduce ends EXPIRED; one whose margin fails, REJECTED.
-  - TRAILING_STOP_MARKET: the trigger trails the best price seen since activation by
-    ``callbackRate`` percent. Per bar: the low (high for a buy) is checked against the level
-    from the extreme *before* the bar; then the extreme moves with the bar and its close is
-    checked against the new level.
+  - TRAILING_STOP_MARKET: the trigger trails the best price seen since activation (the
+    current close when placed without ``activatePrice``) by ``callbackRate`` percent, by the
+    executor's own rule (``executor.trailing``): per bar, the low (high for a buy) is checked
+    against the level from the extreme of the bars *before* it (at the open on a gap); only
+    an untriggered bar moves the extreme. Several stops of one symbol touched by one bar fill
+    in the order a moving price reaches them (a sell's highest level first).
 * Partial fills: ``max_fill_qty_per_bar`` caps the quantity one symbol can trade per bar
   (shared by all its orders). A limit order keeps its remainder working
   (PARTIALLY_FILLED); a market order's remainder EXPIRES, as on Binance when liquidity runs out.
@@ -40,6 +44,7 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
+from executor.trailing import step_trail, trail_level
 from qt.exchange.ledger import (MAX_LEVERAGE, ZERO, FuturesLedger, Rejected, SpotWallet, insufficient_margin,
                                 insufficient_spot_balance)
 
@@ -411,6 +416,10 @@ class MatchingEngine:
             raise
         if not order.is_open:
             raise _unknown_order()
+        if getattr(order, "order_list_id", None) is not None:  # a leg: the whole OCO list goes (Binance)
+            from qt.exchange.oco import cancel_list, list_of
+            cancel_list(self, list_of(self, order), rules, now_ms)
+            return order
         self._close(order, "CANCELED", rules, now_ms)
         return order
 
@@ -437,11 +446,16 @@ class MatchingEngine:
     def on_bar(self, rules: SymbolRules, bar: Bar, now_ms: int, marks: dict[str, Decimal]) -> None:
         """Offer one new bar of ``rules.symbol`` to its resting orders (stops first)."""
         key = lambda o: (0 if o.type in _STOP_FIRST else 1, o.created_ms, o.order_id)  # noqa: E731
-        for order in sorted(self.open_orders(rules.market, rules.symbol, algo=True), key=key):
+        algo_key = lambda o: (0 if o.type in _STOP_FIRST else 1, self._stop_rank(o), o.created_ms,  # noqa: E731
+                              o.order_id)
+        for order in sorted(self.open_orders(rules.market, rules.symbol, algo=True), key=algo_key):
             if order.is_open:
                 self._match_algo(order, rules, bar, now_ms, marks)
+        if rules.market == SPOT and getattr(self, "order_lists", None):
+            from qt.exchange.oco import match_lists  # oco builds on this module
+            match_lists(self, rules, bar, now_ms, marks)  # OCO legs: matched as a pair
         for order in sorted(self.open_orders(rules.market, rules.symbol), key=key):
-            if not order.is_open:
+            if not order.is_open or getattr(order, "order_list_id", None) is not None:
                 continue
             if not order.working:
                 if triggered_at(order, bar) is None:
@@ -449,7 +463,7 @@ class MatchingEngine:
                 order.working, order.trigger_ms = True, now_ms
             if order.type == "MARKET":
                 continue
-            crossed = bar.low <= order.price if order.side == "BUY" else bar.high >= order.price
+            crossed = bar.low < order.price if order.side == "BUY" else bar.high > order.price
             if crossed:
                 self._fill(order, rules, bar, order.price, maker=True, now_ms=now_ms, marks=marks)
 
@@ -491,21 +505,29 @@ class MatchingEngine:
 
     @staticmethod
     def _trailing_trigger(order: Order, bar: Bar) -> Decimal | None:
-        rate = order.callback_rate / 100
+        """``executor.trailing.step_trail``, the paper broker's own rule: the level in force is
+        the one from the extreme of the bars before this one; the bar's extreme moves it after."""
         selling = order.side == "SELL"
         if order.trail_extreme is None:  # waiting for the activation price
             act = order.activation_price
             if (selling and bar.high < act) or (not selling and bar.low > act):
                 return None
             order.trail_extreme = act
-        level = order.trail_extreme * (1 - rate) if selling else order.trail_extreme * (1 + rate)
-        if (selling and bar.low <= level) or (not selling and bar.high >= level):
-            return min(level, bar.open) if selling else max(level, bar.open)
-        order.trail_extreme = max(order.trail_extreme, bar.high) if selling else min(order.trail_extreme, bar.low)
-        level = order.trail_extreme * (1 - rate) if selling else order.trail_extreme * (1 + rate)
-        if (selling and bar.close <= level) or (not selling and bar.close >= level):
-            return bar.close
-        return None
+        price, order.trail_extreme = step_trail(order.trail_extreme, order.callback_rate / 100, bar, selling)
+        return price
+
+    @staticmethod
+    def _stop_rank(order: Order) -> Decimal:
+        """Among a symbol's stops, the one a falling (rising) price reaches first goes first."""
+        if order.type == "TRAILING_STOP_MARKET":
+            if order.trail_extreme is None:
+                return ZERO
+            level = trail_level(order.trail_extreme, order.callback_rate / 100, order.side == "SELL")
+        elif order.type in _STOP_FIRST:
+            level = order.stop_price
+        else:
+            return ZERO
+        return -level if order.side == "SELL" else level
 
     # -- filling --------------------------------------------------------------------------
     def _capacity(self, order: Order, bar: Bar) -> Decimal:

@@ -28,7 +28,9 @@ def num(value: Decimal | int | None) -> str:
 # -- spot -------------------------------------------------------------------------------------
 def spot_order(o: Order, trades: list[Trade] | None = None, resp_type: str = "QUERY") -> dict:
     """GET/openOrders shape (``QUERY``), or the POST answer (``ACK``/``RESULT``/``FULL``)."""
-    head = {"symbol": o.symbol, "orderId": o.order_id, "orderListId": -1, "clientOrderId": o.client_id}
+    list_id = getattr(o, "order_list_id", None)  # set on OCO legs (qt.exchange.oco)
+    head = {"symbol": o.symbol, "orderId": o.order_id, "orderListId": -1 if list_id is None else list_id,
+            "clientOrderId": o.client_id}
     if resp_type == "ACK":
         return {**head, "transactTime": o.created_ms}
     body = {"price": num(o.price), "origQty": num(o.qty), "executedQty": num(o.executed_qty),

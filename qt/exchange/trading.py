@@ -28,7 +28,7 @@ from decimal import Decimal, InvalidOperation
 
 import numpy as np
 
-from qt.exchange import shapes
+from qt.exchange import oco, shapes
 from qt.exchange.auth import verify
 from qt.exchange.datadir import Bars, DataDir, MarketFiles
 from qt.exchange.ledger import Rejected
@@ -227,7 +227,7 @@ class TradingVenue:
         if not orders:
             raise Rejected(-2011, "Unknown order sent.")
         return [shapes.spot_cancel(self.engine.cancel(SPOT, symbol, o.order_id, None, now_ms, rules),
-                                   f"cancel-{o.order_id}") for o in orders]
+                                   f"cancel-{o.order_id}") for o in orders if o.is_open]  # an OCO leg ends its sibling
 
     def _history(self, kind: str, params: dict, now_ms: int, algo: bool = False) -> list[Order]:
         symbol = _required(params, "symbol")
@@ -440,6 +440,7 @@ class TradingVenue:
             ("GET", "/fapi/v2/balance", self.futures_balance), ("GET", "/fapi/v3/balance", self.futures_balance),
             ("GET", "/fapi/v2/positionRisk", self.position_risk(2)),
             ("GET", "/fapi/v3/positionRisk", self.position_risk(3)),
+            *oco.venue_routes(self),  # spot OCO order lists
         ]
 
 

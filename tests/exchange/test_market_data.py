@@ -151,5 +151,7 @@ def test_order_endpoints_need_a_key_and_unsimulated_routes_fail_loudly(exchange)
 
     response = httpx.post(f"{exchange.url}/api/v3/order", timeout=5)  # issue #7: served, but signed
     assert response.status_code == 401 and response.json()["code"] == -2014
-    response = httpx.post(f"{exchange.url}/api/v3/orderList/oco", timeout=5)
+    response = httpx.post(f"{exchange.url}/api/v3/orderList/oco", timeout=5)  # OCO lists: served, signed
+    assert response.status_code == 401 and response.json()["code"] == -2014
+    response = httpx.post(f"{exchange.url}/api/v3/orderList/oto", timeout=5)
     assert response.status_code == 501 and "not simulated" in response.json()["msg"]

@@ -70,6 +70,22 @@ def test_spot_limit_buy_locks_quote_rests_and_fills_at_its_price_as_maker_when_a
     assert e.spot.free_of("BTC") == 1 - D("0.001") and e.trades[-1].maker
 
 
+def test_a_resting_limit_is_not_filled_by_a_bar_that_only_touches_its_price():
+    """The queue ahead of a resting order may take all of a touch: the same rule as the paper broker."""
+    e = engine()
+    buy = e.submit(req(type="LIMIT", qty="1", price=D("95")), SPOT, NOW_BAR, T0, marks())
+    e.on_bar(SPOT, bar(1, 100, 102, 95, 101), T0 + HOUR, marks())
+    assert buy.status == "NEW"  # low == 95: touched, not traded through
+    e.on_bar(SPOT, bar(2, 101, 101, 94.99, 97), T0 + 2 * HOUR, marks())
+    assert buy.status == "FILLED" and buy.avg_price == 95
+    sell = e.submit(req(side="SELL", type="LIMIT", qty="0.5", price=D("105")), SPOT, bar(2, 101, 101, 94.99, 97),
+                    T0 + 2 * HOUR, marks("97"))
+    e.on_bar(SPOT, bar(3, 97, 105, 96, 104), T0 + 3 * HOUR, marks("104"))
+    assert sell.status == "NEW"  # high == 105
+    e.on_bar(SPOT, bar(4, 104, 105.5, 103, 105), T0 + 4 * HOUR, marks("105"))
+    assert sell.status == "FILLED" and sell.avg_price == 105
+
+
 def test_marketable_limit_fills_at_once_at_the_current_price_and_refunds_the_difference():
     e = engine()
     order = e.submit(req(type="LIMIT", qty="1", price=D("110")), SPOT, NOW_BAR, T0, marks())
@@ -215,6 +231,58 @@ def test_trailing_stop_follows_the_high_and_triggers_on_the_pullback():
     e.on_bar(PERP, bar(2, 109, 109, 107, 108), T0 + 2 * HOUR, marks("108"))
     assert trail.status == "FINISHED" and e.trades[-1].price == D("110") * D("0.98")
 
+
+
+def test_trailing_stop_level_within_a_bar_comes_from_the_bars_before_it_and_a_gap_fills_at_the_open():
+    e = engine()
+    e.submit(req("perp", qty="1"), PERP, NOW_BAR, T0, marks())  # long 1 at 100; the trail starts at 100
+    trail = e.submit(req("perp", "SELL", "TRAILING_STOP_MARKET", qty="1", reduce_only=True,
+                         callback_rate=D("5"), algo=True), PERP, NOW_BAR, T0, marks())
+    # in force during bar 1: 100 x 0.95 = 95; its close (104) is below 110 x 0.95 = 104.5 but that
+    # level only applies from bar 2 on
+    e.on_bar(PERP, bar(1, 100, 110, 99, 104), T0 + HOUR, marks("104"))
+    assert trail.status == "NEW"
+    e.on_bar(PERP, bar(2, 104, 105, 103, 104), T0 + 2 * HOUR, marks("104"))  # opens below 104.5
+    assert trail.status == "FINISHED" and e.trades[-1].price == D("104")
+
+
+def test_trailing_stop_exits_on_the_bar_and_at_the_price_the_paper_broker_does():
+    from executor.paper import MarketOrder, PaperBroker
+    from executor.portfolio import Bar as PaperBar
+    from qt.config import CostParams
+
+    path = [(100, 103, 99.5, 102), (102, 106, 101, 105), (105, 105.5, 102, 103), (103, 104, 100, 101)]
+    e = engine()
+    e.submit(req("perp", qty="1"), PERP, NOW_BAR, T0, marks())
+    trail = e.submit(req("perp", "SELL", "TRAILING_STOP_MARKET", qty="1", reduce_only=True,
+                         callback_rate=D("2.5"), algo=True), PERP, NOW_BAR, T0, marks())
+    paper = PaperBroker(CostParams(fee_rate=0.0, slippage_bps=0.0))
+    paper.submit(MarketOrder(1, "X", "buy", "entry", "signal_buy", notional_usdt=100.0, stop_loss_pct=0.5,
+                             take_profit_pct=5.0, trailing_stop_pct=0.025))
+    exits = {}
+    for k, (o, h, lo, c) in enumerate(path, start=1):
+        if trail.is_open:
+            e.on_bar(PERP, bar(k, o, h, lo, c), T0 + k * HOUR, marks(str(c)))
+            if not trail.is_open:
+                exits["exchange"] = (k, float(e.trades[-1].price))
+        for f in paper.process_bar({"X": PaperBar("X", k, o, h, lo, c)}).fills:
+            if f.purpose == "exit":
+                exits["paper"] = (k, f.price)
+    # by hand: peak 103 after bar 1, 106 after bar 2; bar 3's low 102 <= 106 x 0.975 = 103.35
+    assert exits["exchange"] == (3, pytest.approx(103.35))
+    assert exits["paper"] == exits["exchange"]
+
+
+def test_when_one_bar_reaches_two_stops_the_higher_sell_stop_fills_first():
+    e = engine()
+    e.submit(req("perp", qty="1"), PERP, NOW_BAR, T0, marks())
+    stop = e.submit(req("perp", "SELL", "STOP_MARKET", qty="1", reduce_only=True, stop_price=D("95"), algo=True),
+                    PERP, NOW_BAR, T0, marks())
+    trail = e.submit(req("perp", "SELL", "TRAILING_STOP_MARKET", qty="1", reduce_only=True,
+                         callback_rate=D("2"), algo=True), PERP, NOW_BAR, T0 + 1, marks())
+    e.on_bar(PERP, bar(1, 100, 100.5, 90, 91), T0 + HOUR, marks("91"))  # a falling price meets 98 before 95
+    assert trail.status == "FINISHED" and e.trades[-1].price == D("98")
+    assert stop.status == "EXPIRED"  # nothing left to reduce
 
 # -- signatures -----------------------------------------------------------------------------
 # Binance's documented example (USDT-M futures "SIGNED Endpoint Examples for POST /fapi/v1/order").

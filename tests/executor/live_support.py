@@ -65,17 +65,43 @@ def start_exchange(root: Path) -> LocalExchange:
     return LocalExchange(root, now=T0.isoformat(), api_keys={API_KEY: API_SECRET}).start()
 
 
-def daemon_argv(venue_url: str, service_url: str, poll_seconds: float = 0.1) -> list[str]:
+def daemon_argv(venue_url: str, service_url: str, poll_seconds: float = 0.1, symbols: str = SYMBOL) -> list[str]:
     return [sys.executable, "-m", "qt.cli", "execute", "--mode", "testnet", "--exchange-url", venue_url,
-            "--service-url", service_url, "--symbols", SYMBOL, "--poll-seconds", str(poll_seconds)]
+            "--service-url", service_url, "--symbols", symbols, "--poll-seconds", str(poll_seconds)]
 
 
-def start_daemon(venue_url: str, service_url: str, home: Path, log_path: Path, **env) -> subprocess.Popen:
+def start_daemon(venue_url: str, service_url: str, home: Path, log_path: Path, symbols: str = SYMBOL,
+                 **env) -> subprocess.Popen:
     """``qt execute --mode testnet`` as a real process (its own session, so it is killed alone)."""
     e = {**os.environ, "QT_HOME": str(home), "QT_API_KEY": API_KEY, "QT_API_SECRET": API_SECRET,
          "QT_LOG_LEVEL": "WARNING", **env}
     e.pop("QT_PARAMS", None)
     e.pop("REDIS_URL", None) if "REDIS_URL" not in env else None
     log = open(log_path, "ab")
-    return subprocess.Popen(daemon_argv(venue_url, service_url), stdout=log, stderr=subprocess.STDOUT, env=e,
+    return subprocess.Popen(daemon_argv(venue_url, service_url, symbols=symbols), stdout=log, stderr=subprocess.STDOUT, env=e,
                             cwd=PROJECT_ROOT, start_new_session=True)
+
+
+# ---- spot (issue #7: spot live trading, OCO protection) -------------------------------------------
+SPOT_SYMBOL = "BTC/USDT"
+TP_BAR = 201  # trades 10 % above (the take-profit), nothing below
+GAP_BAR = 251  # opens 5 % lower (through a 3 % stop) and stays there for the bar
+
+
+def spot_candles() -> pd.DataFrame:
+    """The perpetual's calm/wide bars for spot ``BTC/USDT``, plus ``TP_BAR`` and ``GAP_BAR``."""
+    df = candles().assign(symbol=SPOT_SYMBOL)
+    df.loc[TP_BAR, "high"] = PRICE * 1.10
+    df.loc[GAP_BAR, ["open", "high", "low", "close"]] = [PRICE * 0.95, PRICE * 0.951, PRICE * 0.94, PRICE * 0.95]
+    return df
+
+
+def write_spot_market(root: Path) -> Path:
+    write_datadir(spot_candles(), root, "1h")
+    return root
+
+
+def spot_client(venue: LocalExchange, timeout_ms: int = 10_000) -> ccxt.Exchange:
+    c = make_ccxt("spot", venue.url, timeout_ms=timeout_ms, api_key=API_KEY, secret=API_SECRET)
+    c.load_markets()
+    return c

@@ -222,8 +222,8 @@ def _qt_execute(args, home, **env) -> subprocess.CompletedProcess:
     (["--mode", "live"], {"QT_API_KEY": "k-123", "QT_API_SECRET": "s-456"}, "--i-understand-live"),
     (["--mode", "live", "--i-understand-live", "--exchange-url", "http://127.0.0.1:9"],
      {"QT_API_KEY": "k-123", "QT_API_SECRET": "s-456"}, "--exchange-url is for --mode testnet"),
-    (["--mode", "testnet", "--exchange-url", "http://127.0.0.1:9", "--symbols", "BTC/USDT"],
-     {"QT_API_KEY": "k-123", "QT_API_SECRET": "s-456"}, "USDT-M perpetuals"),
+    (["--mode", "testnet", "--exchange-url", "http://127.0.0.1:9", "--symbols", "BTC/USDT,BTC/USDT:USDT"],
+     {"QT_API_KEY": "k-123", "QT_API_SECRET": "s-456"}, "not both"),  # spot alone trades (test_live_spot.py)
 ])
 def test_cli_refuses_unsafe_or_incomplete_live_setups_in_one_line(tmp_path, args, env, fragment):
     res = _qt_execute(args, tmp_path, **env)

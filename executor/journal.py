@@ -1,0 +1,59 @@
+"""The order journal: every order the live executor sends, by client id, in SQLite.
+
+Written BEFORE a request leaves, so that after ``kill -9`` the restarted daemon knows which
+client ids it may have sent and asks the exchange about those instead of sending again.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+
+class OrderJournal:
+    """Every order this executor sends, by client id, written BEFORE the request leaves.
+
+    Shares the state store's SQLite connection (one writer per file) and commits each row at
+    once: after ``kill -9`` the restarted daemon knows which client ids it may have sent.
+    """
+
+    SCHEMA = """
+    CREATE TABLE IF NOT EXISTS exchange_orders (
+        client_id TEXT PRIMARY KEY, namespace TEXT NOT NULL, run_id TEXT, symbol TEXT NOT NULL,
+        purpose TEXT NOT NULL, decided_ts TEXT, order_id INTEGER, entry_cid TEXT, exchange_id TEXT,
+        qty REAL, price REAL, status TEXT NOT NULL, filled_qty REAL, avg_price REAL, fee_usdt REAL,
+        reason TEXT, message TEXT, fill_ts TEXT, updated_ms INTEGER);
+    CREATE INDEX IF NOT EXISTS exchange_orders_status ON exchange_orders (namespace, status);
+    """
+
+    def __init__(self, conn: sqlite3.Connection, namespace: str, run_id: str):
+        self.conn, self.namespace, self.run_id = conn, namespace, run_id
+        self.conn.executescript(self.SCHEMA)
+        self.conn.commit()
+
+    def sending(self, cid: str, symbol: str, purpose: str, decided_ts, order_id: int, qty: float,
+                price: float | None = None, entry_cid: str | None = None) -> None:
+        self.conn.execute(
+            "INSERT INTO exchange_orders (client_id, namespace, run_id, symbol, purpose, decided_ts, order_id, "
+            "entry_cid, qty, price, status, updated_ms) VALUES (?,?,?,?,?,?,?,?,?,?, 'sending', ?) "
+            "ON CONFLICT(client_id) DO UPDATE SET status='sending', qty=excluded.qty, price=excluded.price, "
+            "run_id=excluded.run_id, updated_ms=excluded.updated_ms",
+            (cid, self.namespace, self.run_id, symbol, purpose, None if decided_ts is None else str(decided_ts),
+             order_id, entry_cid, qty, price, int(time.time() * 1000)))
+        self.conn.commit()
+
+    def update(self, cid: str, **cols) -> None:
+        cols["updated_ms"] = int(time.time() * 1000)
+        sets = ", ".join(f"{k}=?" for k in cols)
+        self.conn.execute(f"UPDATE exchange_orders SET {sets} WHERE client_id=?", (*cols.values(), cid))
+        self.conn.commit()
+
+    def rows(self, where: str = "1=1", params: tuple = ()) -> list[dict]:
+        cur = self.conn.execute(f"SELECT * FROM exchange_orders WHERE namespace=? AND ({where}) ORDER BY rowid",
+                                (self.namespace, *params))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur.fetchall()]
+
+    def get(self, cid: str) -> dict | None:
+        rows = self.rows("client_id=?", (cid,))
+        return rows[0] if rows else None
