@@ -39,7 +39,6 @@ import os
 import shutil
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -54,12 +53,21 @@ from features.multi_input import (no_funding, no_reference, reference_window, re
                                   uses_reference)
 from qt.config import Params
 from qt.errors import DataError
+from qt.fanout import in_threads
 from qt.lake import (OHLCV_COLUMNS, candle_path, funding_dir, monthly_partitions, partition_bounds, partition_key,
                      read_candles, read_funding, remove_orphan_temp_files, stored_timestamps_ms)
 
 
+def materialise_symbol(symbol: str, *, candles_root: str, timeframe: str, params: Params, out_root: str) -> dict:
+    """Bring one symbol's partitions up to date: the unit of work ``materialise`` fans out (a
+    Prefect task per symbol in the flows, on threads or a Dask worker). It reads its own candles
+    and inputs from the lake and writes only under its own symbol directory, so symbols never
+    touch each other's files and the result does not depend on where or in which order they run."""
+    return _Job(Path(candles_root), timeframe, params, Path(out_root)).run(symbol)
+
+
 def materialise(candles_root: Path, symbols: list[str], timeframe: str, params: Params, out_root: Path,
-                workers: int = 2) -> dict:
+                workers: int = 2, map_symbols=None) -> dict:
     """Bring the store under ``out_root`` up to date with the lake for ``symbols``.
 
     Returns ``{rows, label_rows, rows_computed, files, seconds, phase_seconds, feature_set_hash,
@@ -71,26 +79,21 @@ def materialise(candles_root: Path, symbols: list[str], timeframe: str, params: 
     Symbols stored under ``out_root`` but absent from ``symbols`` are removed (a store never
     mixes a shrunk universe with stale symbols). Raises the first symbol's error after every
     other symbol has finished (DataError for absent candles), with the others noted.
+    ``map_symbols`` (``qt.fanout``) runs ``materialise_symbol`` per symbol; default: ``workers``
+    threads sharing one job (the reference candles read once).
     """
     t0 = time.perf_counter()
     out_root = Path(out_root)
     if not symbols:
         raise DataError("no symbols to materialise; pass at least one (check --symbols / data.symbols)")
     job = _Job(Path(candles_root), timeframe, params, out_root)
-    results: dict[str, dict] = {}
-    failures: list[tuple[str, BaseException]] = []
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="materialise") as pool:
-        futures = {sym: pool.submit(job.run, sym) for sym in dict.fromkeys(symbols)}
-        for sym, fut in futures.items():
-            try:
-                results[sym] = fut.result()
-            except Exception as exc:  # noqa: BLE001 - re-raised below, after the other symbols finished
-                failures.append((sym, exc))
-    if failures:
-        first = failures[0][1]
-        if len(failures) > 1:
-            first.add_note("also failed: " + "; ".join(f"{s}: {e}" for s, e in failures[1:]))
-        raise first
+    unique = list(dict.fromkeys(symbols))
+    if map_symbols is None:
+        outs = in_threads(max(1, workers))(lambda sym: job.run(sym), unique)
+    else:
+        outs = map_symbols(materialise_symbol, unique, candles_root=str(candles_root), timeframe=timeframe,
+                           params=params, out_root=str(out_root))
+    results: dict[str, dict] = dict(zip(unique, outs, strict=True))
     _remove_other_symbols(out_root, set(symbols))
     phases = {k: round(sum(r["phase_seconds"].get(k, 0.0) for r in results.values()), 3) for k in _PHASES}
     return {"rows": sum(r["rows"] for r in results.values()),

@@ -1,10 +1,11 @@
 """Prefect collection flow: one task per symbol, on the configured task runner.
 
-``collect.task_runner: local`` maps the symbols over a thread pool of ``collect.concurrency``
-workers; ``dask`` runs them on a Dask cluster through prefect-dask - an in-process
-``LocalCluster`` by default, or the scheduler at ``collect.dask_address`` for a real cluster.
-The work per symbol is ``qt.collector.collect_one``, the same function the plain
-``collect_universe`` runs, so both runners store byte-identical lakes.
+``runner.task_runner: local`` maps the symbols over a thread pool of ``collect.concurrency``
+workers (the exchange-politeness limit); ``dask`` runs them on a Dask cluster through
+prefect-dask - an in-process ``LocalCluster`` by default, or the scheduler at
+``runner.dask_address`` for a real cluster (``flows.runner``). The work per symbol is
+``qt.collector.collect_one``, the same function the plain ``collect_universe`` runs, so both
+runners store byte-identical lakes.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from pathlib import Path
 
 from prefect import flow, task, unmapped
 from prefect.cache_policies import NONE
-from prefect.task_runners import ThreadPoolTaskRunner
 
-from qt.config import CollectParams, Params
+from flows.runner import make_task_runner
+from qt.config import Params
 from qt.paths import StatePaths
 
 
@@ -24,19 +25,6 @@ def collect_symbol_task(symbol: str, params: Params, root: str, exchange_url: st
     from qt.collector import collect_one
 
     return collect_one(params, root, exchange_url, symbol)
-
-
-def make_task_runner(collect: CollectParams):
-    """The task runner ``collect.task_runner`` names, sized by ``collect.concurrency``."""
-    if collect.task_runner == "dask":
-        from prefect_dask import DaskTaskRunner
-
-        if collect.dask_address:
-            return DaskTaskRunner(address=collect.dask_address)
-        return DaskTaskRunner(cluster_class="distributed.LocalCluster",
-                              cluster_kwargs={"n_workers": min(2, collect.concurrency), "threads_per_worker": 1,
-                                              "processes": True, "dashboard_address": None})
-    return ThreadPoolTaskRunner(max_workers=collect.concurrency)
 
 
 def _map_over_symbols(params: Params, root: Path, url: str | None, symbols: list[str]) -> list:
@@ -54,7 +42,8 @@ def _collection_flow(params: Params, home: str) -> dict:
 
 def collection_flow(params: Params, home: str) -> dict:
     """Collect the universe into the lake of ``home`` on the configured task runner."""
-    return _collection_flow.with_options(task_runner=make_task_runner(params.collect))(params=params, home=home)
+    runner = make_task_runner(params.runner, threads=params.collect.concurrency)
+    return _collection_flow.with_options(task_runner=runner)(params=params, home=home)
 
 
 def resolve_params_path(params_path: str | None) -> Path | None:

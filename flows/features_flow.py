@@ -6,9 +6,10 @@ starts one run of this flow (a Prefect automation the server creates at ``prefec
 The trigger passes no parameters, so the run resolves its config and state directory the way
 the worker's environment says (``QT_PARAMS``, ``QT_HOME``; see ``flows.collect.deployment_context``).
 
-The two stages are the plain ``qt.pipeline`` functions, as tasks (the same ones ``qt run``
-uses), so validation errors quarantine a symbol and the features stage refuses candles that
-changed since they were validated.
+The two stages are the plain ``qt.pipeline`` functions (the same ones ``qt run`` uses), their
+per-symbol work mapped as one task per symbol on the ``runner:`` task runner (threads or a Dask
+cluster; ``flows.pipeline.symbol_stages_flow``), so validation errors quarantine a symbol and
+the features stage refuses candles that changed since they were validated.
 """
 
 from __future__ import annotations
@@ -16,16 +17,14 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.collect import deployment_context
-from flows.pipeline import features_task, validate_task
+from flows.pipeline import symbol_stages_flow
 
 
 @flow(name="quantum-trader-features", log_prints=True)
 def features_flow(params_path: str | None = None, home: str | None = None, overrides: dict | None = None) -> dict:
     """validate -> features on the stored lake; returns both stages' summary parts."""
     params, paths = deployment_context(params_path, home, overrides)
-    summary: dict = {}
-    summary.update(validate_task(params, paths))
-    summary.update(features_task(params, paths))
+    summary = symbol_stages_flow(params, str(paths.home))
     feats = summary.get("features", {})
     print(f"features: {feats.get('rows')} rows ({feats.get('rows_computed')} recomputed) in {paths.features}")
     return summary

@@ -2,9 +2,10 @@
 
 Scheduled weekly by the ``retrain`` deployment in ``prefect.yaml`` (Mondays 03:00 UTC) and
 triggerable by hand (``prefect deployment run quantum-trader-retrain/retrain``, or calling
-``retrain_flow`` directly). It is ``qt run`` without serving: the same stage tasks as
-``flows/pipeline.py``, so the same gates and the same ``gates.mode`` decide whether the new
-version becomes champion; a running service picks a new champion up by itself.
+``retrain_flow`` directly). It is ``qt run`` without serving: the same subflows and stage tasks
+as ``flows/pipeline.py`` (per-symbol work on the ``runner:`` task runner), so the same gates and
+the same ``gates.mode`` decide whether the new version becomes champion; a running service picks
+a new champion up by itself.
 
 "Newest data" means collection runs up to now (it is incremental: only new candles are
 fetched), so a config with a fixed ``data.end`` is refused rather than silently retrained on
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.pipeline import evaluate_task, features_task, promote_task, train_task, validate_task
+from flows.pipeline import evaluate_task, promote_task, symbol_stages_flow, train_task
 from qt.config import Params, load_params
 from qt.errors import ConfigError
 from qt.paths import StatePaths
@@ -50,7 +51,8 @@ def retrain_flow(params_path: str | None = "params.yaml", home: str | None = Non
     params = retrain_params(params_path, overrides)
     paths = (StatePaths(Path(home)) if home else StatePaths.from_env()).ensure()
     summary: dict = collection_flow(params, str(paths.home))
-    for stage in (validate_task, features_task, train_task, evaluate_task, promote_task):
+    summary.update(symbol_stages_flow(params, str(paths.home)))
+    for stage in (train_task, evaluate_task, promote_task):
         summary.update(stage(params, paths))
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     out = paths.reports / "retrain.json"

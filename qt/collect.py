@@ -83,9 +83,30 @@ def source_key(source: Source, params: Params) -> str:
     return "binance" if url is None else f"exchange-{_digest(url)}"
 
 
+_UNIVERSE_FILE = "universe.json"  # in a synthetic lake: the symbols its market was generated for
+
+
 def lake_root(params: Params, paths: StatePaths) -> Path:
-    """Where this run's candles live (every stage and the service read from here)."""
-    return paths.raw / source_key(parse_source(params.data.source), params)
+    """Where this run's candles live (every stage and the service read from here).
+
+    A synthetic market is generated for a whole universe (its common factor couples the symbols),
+    so its lake is keyed by that universe. Stages after validation ask for a subset (the symbols
+    that passed): they get the lake of the collected universe that contains them.
+    """
+    source = parse_source(params.data.source)
+    root = paths.raw / source_key(source, params)
+    if source.kind != "synthetic" or root.is_dir():
+        return root
+    wanted = set(params.data.symbols)
+    for lake_dir in sorted(paths.raw.glob(f"synthetic-{source.seed}-*")):
+        universe_file = lake_dir / _UNIVERSE_FILE
+        if not universe_file.is_file():
+            continue
+        universe = json.loads(universe_file.read_text())["symbols"]
+        as_collected = params.model_copy(update={"data": params.data.model_copy(update={"symbols": universe})})
+        if wanted <= set(universe) and source_key(source, as_collected) == lake_dir.name:
+            return lake_dir
+    return root
 
 
 def with_collected_universe(params: Params, paths: StatePaths) -> Params:
@@ -187,6 +208,8 @@ def collect_stage(params: Params, paths: StatePaths,
         raise QTError(f"collection failed for {len(report.failed)} of {len(symbols)} symbol(s) "
                       f"(the others were stored): {names}")
     params = params.model_copy(update={"data": params.data.model_copy(update={"symbols": symbols})})
+    if source.kind == "synthetic":
+        (root / _UNIVERSE_FILE).write_text(json.dumps({"symbols": sorted(symbols)}))
     empty = [r.symbol for r in report.symbols if r.first_stored is None]
     if empty:
         d = params.data

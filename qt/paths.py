@@ -69,7 +69,10 @@ class StatePaths:
 
     @property
     def tracking_uri(self) -> str:
-        return f"sqlite:///{self.mlflow_db}"
+        """The MLflow tracking and registry store: the server at ``QT_MLFLOW_URI`` when set (e.g.
+        ``http://mlflow:5000`` in docker-compose.yml; artifacts still go to ``mlflow_artifacts``,
+        a path every service sees), else the sqlite database under ``home``."""
+        return os.environ.get("QT_MLFLOW_URI") or f"sqlite:///{self.mlflow_db}"
 
     def ensure(self) -> "StatePaths":
         for p in (self.raw, self.features, self.models, self.evaluation, self.reports, self.mlflow_db.parent,

@@ -4,6 +4,11 @@ Each returns its part of ``reports/summary.json``. The CLI runs one stage per
 command (that is what ``dvc repro`` calls); ``qt run`` runs them all through the
 Prefect flow in ``flows/pipeline.py``. Stages hand data over through the state
 directory, so any stage can run in a fresh process.
+
+Stages doing the same independent work per symbol (collect, validate, features) take a
+fan-out callable (``qt.fanout``): in order / on threads by default, Prefect tasks on the
+``runner:`` task runner (threads or a Dask cluster) in the flows - the same per-symbol
+functions either way, so the outputs are byte-identical.
 """
 
 from __future__ import annotations
@@ -13,14 +18,18 @@ import logging
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from qt.collect import collect_stage, read_lake
+from qt.collect import collect_stage
 from qt.config import Params
 from qt.errors import DataError
 from qt.paths import StatePaths
 from qt.quarantine import require_validated, validate_stage, validated_symbols
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("qt.pipeline")
 
@@ -30,8 +39,8 @@ def _recorded(stage):
     import functools
 
     @functools.wraps(stage)
-    def wrapper(params: Params, paths: StatePaths, *args) -> dict:
-        result = stage(params, paths, *args)
+    def wrapper(params: Params, paths: StatePaths, *args, **kwargs) -> dict:
+        result = stage(params, paths, *args, **kwargs)
         paths.reports.mkdir(parents=True, exist_ok=True)
         out = paths.reports / f"{stage.__name__.replace('_', '-')}.json"
         tmp = out.with_suffix(".tmp")
@@ -48,9 +57,10 @@ def collect(params: Params, paths: StatePaths, collect_symbols=None) -> dict:
     return collect_stage(params, paths, collect_symbols)
 
 
-def validate(params: Params, paths: StatePaths) -> dict:
-    """Writes ``reports/validation.json`` itself (also when it fails)."""
-    return validate_stage(params, paths)
+def validate(params: Params, paths: StatePaths, map_symbols=None) -> dict:
+    """Both suites per symbol (``qt.validate.validate_lake_symbol`` through ``map_symbols``);
+    writes ``reports/validation.json`` itself (also when it fails)."""
+    return validate_stage(params, paths, map_symbols=map_symbols)
 
 
 def only_validated(params: Params, paths: StatePaths) -> Params:
@@ -60,6 +70,21 @@ def only_validated(params: Params, paths: StatePaths) -> Params:
         dropped = [s for s in params.data.symbols if s not in passed]
         log.error("quarantined by validation, left out of this run: %s", ", ".join(dropped))
     return params.model_copy(update={"data": params.data.model_copy(update={"symbols": passed})})
+
+
+def _validated_lake(params: Params, paths: StatePaths) -> tuple[Params, Path, pd.DataFrame]:
+    """(params cut to the validated symbols, the lake they were collected into, their candles).
+
+    The lake is located before the universe is cut: a synthetic market's lake is keyed by the
+    whole universe it was generated for, so the cut params would point at a lake that does not exist.
+    """
+    from qt.collect import lake_root, with_collected_universe
+    from qt.lake import read_candles
+
+    root = lake_root(with_collected_universe(params, paths), paths)
+    params = only_validated(params, paths)
+    data = params.data
+    return params, root, read_candles(root, data.symbols, data.timeframe, data.start, data.end)
 
 
 def check_point_in_time(candles, params: Params, bars_per_symbol: int = 3000, cuts: int = 20,
@@ -91,23 +116,24 @@ def check_point_in_time(candles, params: Params, bars_per_symbol: int = 3000, cu
 
 
 @_recorded
-def features(params: Params, paths: StatePaths) -> dict:
+def features(params: Params, paths: StatePaths, map_symbols=None) -> dict:
     """Point-in-time-checked features and labels from validated candles, materialised to Parquet
-    (incrementally: only partitions whose candles changed are recomputed)."""
+    (incrementally: only partitions whose candles changed are recomputed).
+
+    The point-in-time check runs here, once, on a sample of every symbol (it judges the declared
+    feature set, not a symbol); materialisation runs per symbol through ``map_symbols``
+    (``features.materialise.materialise_symbol``)."""
     from features.compute import feature_columns
     from features.materialise import materialise, read_feature_inputs
-    from qt.collect import lake_root
 
-    params = only_validated(params, paths)
-    candles = read_lake(params, paths)
+    params, root, candles = _validated_lake(params, paths)
     require_validated(candles, paths)
     t0 = time.perf_counter()
-    funding, reference = read_feature_inputs(lake_root(params, paths), list(params.data.symbols),
-                                             params.data.timeframe, params)
+    funding, reference = read_feature_inputs(root, list(params.data.symbols), params.data.timeframe, params)
     pit = check_point_in_time(candles, params, funding=funding, reference=reference)
     pit["seconds"] = round(time.perf_counter() - t0, 3)
-    out = materialise(lake_root(params, paths), list(params.data.symbols), params.data.timeframe, params,
-                      paths.features)
+    out = materialise(root, list(params.data.symbols), params.data.timeframe, params, paths.features,
+                      map_symbols=map_symbols)
     if not out["rows"]:
         raise DataError("no feature rows left after the warm-up; collect a longer history (--start earlier)")
     return {"features": {"rows": int(out["rows"]), "columns": feature_columns(params.features),
@@ -157,17 +183,15 @@ def serve_and_execute(params: Params, paths: StatePaths, redis_url: str | None) 
     from serving.launcher import ServiceProcess
     from training.registry import champion_version
 
-    params = only_validated(params, paths)
-    candles = read_lake(params, paths)
+    params, root, candles = _validated_lake(params, paths)
     start = holdout_start(paths)
     has_champion = champion_version(paths.tracking_uri, params.train.model_name) is not None
     from executor.funding import read_lake_funding
-    from qt.collect import lake_root
 
-    funding = read_lake_funding(lake_root(params, paths), params.data.symbols)  # None without perps
+    funding = read_lake_funding(root, params.data.symbols)  # None without perps
 
     with ServiceProcess(paths, params_path=write_effective_params(params, paths),
-                        extra_env={"QT_LAKE": str(lake_root(params, paths))}) as service:
+                        extra_env={"QT_LAKE": str(root)}) as service:
         if has_champion:
             service.wait_ready(timeout_s=180)
         else:

@@ -17,27 +17,41 @@ from qt.config import Params
 from qt.errors import DataError
 from qt.lake import content_sha256
 from qt.paths import StatePaths
-from qt.validate import ValidationReport, validate_candles, validate_funding
+from qt.validate import ValidationReport
 
 REPORT_JSON = "validation.json"
 REPORT_MD = "validation.md"
 
 
-def validate_stage(params: Params, paths: StatePaths, now: pd.Timestamp | None = None) -> dict:
+def validate_stage(params: Params, paths: StatePaths, now: pd.Timestamp | None = None,
+                   map_symbols=None) -> dict:
     """Validate candles (and funding where stored) per symbol; quarantine symbols with errors.
 
-    Raises DataError only when no symbol passed; the caller decides what a partial
+    ``map_symbols`` (``qt.fanout``) runs ``qt.validate.validate_lake_symbol`` once per symbol
+    (Prefect tasks on the configured runner in the flows); without it every symbol is validated
+    in one run (``validate_lake_symbols``), which gives the same per-symbol results. They are
+    merged here. Raises DataError only when no symbol passed; the caller decides what a partial
     quarantine means (``qt validate`` exits non-zero, ``qt run`` goes on without them).
     """
-    from qt.collect import read_lake, with_collected_universe
+    from qt.collect import lake_root, with_collected_universe
+    from qt.lake import read_candles
+    from qt.validate import CANDLE_SUITE, FUNDING_SUITE, merge_reports, validate_lake_symbol, validate_lake_symbols
 
     params = with_collected_universe(params, paths)
-    candles = read_lake(params, paths)
     if now is None and params.validation.max_staleness_bars is not None:
         now = _collected_at(paths)
-    report = validate_candles(candles, params.data.timeframe, params.validation, now=now)
-    funding = _read_funding(params, paths)
-    funding_report = validate_funding(funding, params.validation) if funding is not None else None
+    root = lake_root(params, paths)
+    symbols = sorted(dict.fromkeys(params.data.symbols))  # the lake's order (read_candles sorts by symbol)
+    where = {"root": str(root), "timeframe": params.data.timeframe, "start": params.data.start,
+             "end": params.data.end, "params": params.validation, "now": now}
+    if map_symbols is None:  # one run over every symbol, split per symbol: the same results, faster
+        results = validate_lake_symbols(symbols, **where)
+    else:
+        results = map_symbols(validate_lake_symbol, symbols, **where)
+    by_symbol = {r.symbol: r for r in results}
+    report = merge_reports(CANDLE_SUITE, [r.candles for r in results])
+    fundings = [r.funding for r in results if r.funding is not None]
+    funding_report = merge_reports(FUNDING_SUITE, fundings) if fundings else None
     quarantined = list(report.quarantined)
     if funding_report is not None:
         quarantined += [s for s in funding_report.quarantined if s not in quarantined]
@@ -45,13 +59,16 @@ def validate_stage(params: Params, paths: StatePaths, now: pd.Timestamp | None =
     per_symbol = {
         sym: {"status": "quarantined" if sym in quarantined else "passed",
               "rows": report.rows_by_symbol.get(sym, 0),
-              "data_sha256": content_sha256(_one(candles, sym))}
+              "data_sha256": by_symbol[sym].data_sha256}
         for sym in params.data.symbols
     }
+    # the hash training records as its data lineage: the candles of the symbols that passed, as
+    # one frame (the collect stage's hash when all pass) - so they are read together, here
+    lineage = read_candles(root, passed, params.data.timeframe, params.data.start, params.data.end) if passed \
+        else None
     record = {
         "suite": report.suite, "success": not quarantined, "rows": report.rows,
-        # the hash training records as its data lineage: the candles of the symbols that passed
-        "data_sha256": content_sha256(candles[candles["symbol"].isin(passed)].reset_index(drop=True)),
+        "data_sha256": content_sha256(lineage) if lineage is not None else None,
         "passed_symbols": passed, "quarantined_symbols": quarantined, "symbols": per_symbol,
         "candles": report.to_dict(), "funding": funding_report.to_dict() if funding_report else None,
     }
@@ -108,22 +125,6 @@ def render_markdown(report: ValidationReport, funding: ValidationReport | None, 
             lines.append(f"| {f.symbol} | {'ERROR' if f.is_error else 'warning'} | {f.expectation} | "
                          f"{f.column} | {f.count} | {eg} |")
     return "\n".join(lines) + "\n"
-
-
-def _read_funding(params: Params, paths: StatePaths) -> pd.DataFrame | None:
-    from qt.collect import lake_root
-
-    perps = [s for s in params.data.symbols if ":" in s]
-    reader = getattr(__import__("qt.lake", fromlist=["read_funding"]), "read_funding", None)
-    if not perps or reader is None:
-        return None
-    frames = []
-    for sym in perps:
-        try:
-            frames.append(reader(lake_root(params, paths), sym).assign(symbol=sym))
-        except DataError:
-            continue  # no funding stored for it (not collected): nothing to validate
-    return pd.concat(frames, ignore_index=True) if frames else None
 
 
 def _collected_at(paths: StatePaths) -> pd.Timestamp:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-import pytest
 
 from qt import lake
 from qt.collector import collect_universe
 from qt.exchange import LocalExchange
 from tests.collector.conftest import (HOURLY, MINUTE, MINUTE_BARS, collect_params, funding_file, read_source,
-                                      source_file, write_source)
+                                      write_source)
 from tests.conftest import require_shared_data
 
 

@@ -31,7 +31,7 @@ def _run(tmp_path, runner: str):
     paths = StatePaths(tmp_path / runner).ensure()
     params = load_params(None, {"data": {"source": "synthetic:5", "symbols": SYMBOLS},
                                 "synthetic": {"bars": 800},
-                                "collect": {"task_runner": runner, "concurrency": 2}})
+                                "collect": {"concurrency": 2}, "runner": {"task_runner": runner, "workers": 2}})
     saved = dict(os.environ)
     try:
         out = collection_flow(params, str(paths.home))

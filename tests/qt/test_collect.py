@@ -64,6 +64,23 @@ def test_another_synthetic_market_gets_its_own_lake(tmp_path):
     assert not read_lake(a, paths)["close"].equals(read_lake(b, paths)["close"])
 
 
+def test_stages_after_a_quarantine_find_the_synthetic_lake_of_the_whole_universe(tmp_path):
+    """A synthetic market is generated for its universe; the symbols that passed validation are a
+    subset, and later stages asking for them must read the lake that was collected, not an empty one."""
+    paths = StatePaths(tmp_path).ensure()
+    whole = _params(source="synthetic:3", symbols=["BTC/USDT", "ETH/USDT", "SOL/USDT"])
+    collect_stage(whole, paths)
+    passed = _params(source="synthetic:3", symbols=["BTC/USDT", "SOL/USDT"])
+    assert lake_root(passed, paths) == lake_root(whole, paths)
+    got = read_lake(passed, paths)
+    assert sorted(got["symbol"].unique()) == ["BTC/USDT", "SOL/USDT"]
+    stored = read_lake(whole, paths)
+    pd.testing.assert_frame_equal(got.reset_index(drop=True),
+                                  stored[stored.symbol != "ETH/USDT"].reset_index(drop=True))
+    other_seed = _params(source="synthetic:4", symbols=["BTC/USDT"])
+    assert lake_root(other_seed, paths) != lake_root(whole, paths)
+
+
 def test_parquet_source_copies_real_candles_exactly(tmp_path):
     root = require_shared_data()
     paths = StatePaths(tmp_path).ensure()
