@@ -89,10 +89,14 @@ def _check_dates(params) -> None:
 
 def _run_stage(name: str, params_path, source, symbols, timeframe, start, end, exchange_url=None) -> None:
     params, paths = _context(params_path, source, symbols, timeframe, start, end, exchange_url)
-    if name == "collect" and params.collect.task_runner == "dask":  # Dask needs the Prefect flow
+    if name == "collect" and params.runner.task_runner == "dask":  # Dask needs the Prefect flow
         from flows.collect import collection_flow
 
         result = collection_flow(params, str(paths.home))
+    elif name in ("validate", "features") and params.runner.task_runner == "dask":
+        from flows.pipeline import symbol_stages_flow
+
+        result = symbol_stages_flow(params, str(paths.home), stages=[name])
     else:
         from qt import pipeline
 
@@ -176,7 +180,7 @@ def execute(mode: Annotated[str, typer.Option("--mode", help="paper | testnet | 
                 help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics while running")] = None,
             ) -> None:
     """Run the executor. Paper mode replays the collected bars from --start (default: the holdout);
-    testnet/live trade USDT-M perpetuals through ccxt (keys from QT_API_KEY / QT_API_SECRET)."""
+    testnet/live trade USDT-M perpetuals or spot through ccxt (keys from QT_API_KEY / QT_API_SECRET)."""
     if mode not in ("paper", "testnet", "live"):
         raise UserError(f"--mode {mode!r} is not one of paper, testnet, live")
     if mode != "paper":
@@ -225,8 +229,8 @@ def _execute_live(mode, service_url, params, symbols, exchange_url, i_understand
     from executor.live import check_live_universe
     from qt.exchange import make_ccxt
 
-    check_live_universe(p.data.symbols)
-    exchange = make_ccxt("perp", exchange_url.rstrip("/") if exchange_url else None,
+    market = check_live_universe(p.data.symbols, risk=p.risk)  # spot -> ccxt binance, perpetuals -> binanceusdm
+    exchange = make_ccxt(market, exchange_url.rstrip("/") if exchange_url else None,
                          timeout_ms=p.collect.timeout_ms, api_key=key, secret=secret)
     exchange.options["recvWindow"] = 5_000  # Binance's default: after it a late request is refused, so a
     # look-up after a timed-out order is final that much sooner
@@ -234,7 +238,7 @@ def _execute_live(mode, service_url, params, symbols, exchange_url, i_understand
         try:
             exchange.set_sandbox_mode(True)
         except Exception as exc:  # noqa: BLE001 - ccxt raises NotSupported for a venue without a sandbox
-            raise UserError(f"ccxt has no sandbox for USDT-M futures ({type(exc).__name__}); "
+            raise UserError(f"ccxt has no sandbox for {exchange.id} ({type(exc).__name__}); "
                             f"pass --exchange-url for a test exchange") from None
     url = service_url or f"http://127.0.0.1:{p.serving.port}"
     summary = run_live(p, exchange, HttpSignalSource(url, timeout_s=10.0), paths.executor_db,
@@ -252,6 +256,63 @@ app.command("backtest")(_backtest)
 from qt.cli_drift import drift as _drift  # noqa: E402
 
 app.command("drift")(_drift)
+
+
+def _kill_switch_client():
+    """The executors' Redis (REDIS_URL) for ``qt kill`` / ``qt resume``; one-line errors."""
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        raise UserError("REDIS_URL is not set: the kill switch lives in the Redis the executor uses "
+                        "(e.g. REDIS_URL=redis://127.0.0.1:6379/0)")
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        raise UserError(f"Redis at {url} is unreachable ({type(exc).__name__}); the kill switch is unchanged") from None
+    return client, url
+
+
+@app.command("kill")
+def kill(reason: Annotated[str, typer.Option("--reason", help="why (recorded in the key)")] = "manual",
+         by: Annotated[Optional[str], typer.Option("--by", help="who (default: login)")] = None) -> None:
+    """Set the kill switch: every executor on REDIS_URL halts new entries at its next bar (exits go on)."""
+    from executor.events import set_kill_switch
+    from qt.cli_models import _login
+
+    client, url = _kill_switch_client()
+    value = set_kill_switch(client, reason=reason, by=by or _login())
+    typer.echo(f"kill switch ON on {url}: {json.dumps(value)}")
+
+
+@app.command("resume")
+def resume() -> None:
+    """Clear the kill switch: executors halted by it trade again from their next bar."""
+    from executor.events import clear_kill_switch
+
+    client, url = _kill_switch_client()
+    typer.echo(f"kill switch cleared on {url}" if clear_kill_switch(client) else f"kill switch was not set on {url}")
+
+
+@app.command("dashboard")
+def dashboard(host: Annotated[str, typer.Option("--host", help="bind address (loopback by default)")] = "127.0.0.1",
+              port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 8050,
+              refresh_seconds: Annotated[float, typer.Option("--refresh-seconds", min=0.5)] = 5.0,
+              service_url: Annotated[Optional[str], typer.Option("--service-url")] = None,
+              params: ParamsOpt = None) -> None:
+    """Serve the trader's dashboard (state DB, Redis, MLflow, lake) until Ctrl-C."""
+    p, paths = _context(params, None, None, None, None, None)
+    from dashboard.server import serve
+    from dashboard.snapshot import Sources
+
+    sources = Sources(p, paths, os.environ.get("REDIS_URL"), service_url or f"http://127.0.0.1:{p.serving.port}")
+    try:
+        serve(sources, host, port, refresh_seconds, on_ready=lambda url: typer.echo(f"dashboard on {url}", err=True))
+    except OSError as exc:
+        raise UserError(f"cannot serve the dashboard on {host}:{port}: {exc.strerror or exc}") from None
+    except KeyboardInterrupt:
+        return
 
 exchange_app = typer.Typer(no_args_is_help=True, help="The local Binance-compatible exchange (offline and tests).")
 app.add_typer(exchange_app, name="exchange")
