@@ -21,7 +21,9 @@ Measured (sequential requests on one keep-alive ``httpx`` client, after warm-up 
   feature rows are cached: the cost of the first request after a new candle (no target);
 * ``in_process``: the same work - ``serving.engine.SignalEngine`` (lake cache -> the one feature
   code path -> the same pyfunc -> signals) - called directly in this process on the same lake and
-  model version, and the ratios HTTP / in-process.
+  model version, and the ratios HTTP / in-process;
+* ``http_floor``: ``GET /livez`` on the same client, no model, no middleware: what the load
+  generator, loopback and the HTTP server cost per request before any work (no target).
 
 The service is stopped by PID in a ``finally``. The machine's load average is recorded at the
 start and the end: the 2 cores may be shared with other work, which every latency here feels.
@@ -49,6 +51,7 @@ SINGLE_TARGET_P50_MS = 10.0
 BATCH_REQUESTS, BATCH_WARMUP = 200, 20
 SINGLE_REQUESTS, SINGLE_WARMUP = 1000, 100
 NEW_BAR_REQUESTS = 20
+FLOOR_REQUESTS, FLOOR_WARMUP = 300, 30
 
 
 def universe() -> list[str]:
@@ -187,8 +190,17 @@ def run() -> dict:
                             raise RuntimeError(f"/signals answered {resp.status_code}: {resp.text[:300]}")
                     return check
 
+                def livez(_body: dict):
+                    resp = client.get("/livez")
+
+                    def check() -> None:
+                        if resp.status_code != 200:
+                            raise RuntimeError(f"/livez answered {resp.status_code}")
+                    return check
+
                 served = client.get("/metadata").json()
                 http = _measure(over_http, work)
+                floor = _summary(_drive(livez, [{}] * FLOOR_REQUESTS, FLOOR_WARMUP))
                 check = client.post("/signals", json=work["batch"][0]).json()
         finally:
             svc.stop()
@@ -211,6 +223,7 @@ def run() -> dict:
                     "client": "httpx, one keep-alive connection, sequential requests over loopback",
                     "as_of": "the newest bar (as the executor asks); batch_new_bar: a different bar per request"},
         "http": http,
+        "http_floor": floor,
         "in_process": in_process,
         "ratio_http_to_in_process": ratios,
         "in_process_answer_equals_http": same_answer,

@@ -61,6 +61,15 @@ class LoadedModel:
     # The pyfunc's own implementation without MLflow's per-call schema check (``direct_predictor``),
     # or None: then ``predict_rows`` goes through ``pyfunc.predict`` like ``predict``.
     direct: Callable[[pd.DataFrame], Any] | None = field(default=None, repr=False, compare=False)
+    # The model's own matrix entry (``values [n, feature_columns] -> [n, (prob_up, expected_return)]``,
+    # ``training.ensemble.EnsembleModel.predict_matrix``) when proved to answer as the pyfunc
+    # (``matrix_predictor``), or None: then ``predict_values`` builds a frame for ``predict_rows``.
+    matrix: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False, compare=False)
+    # One call into the model at a time: a forward pass may keep state on the model between its
+    # steps (neuralforecast's RevIN in PatchTST stores the batch's mean and std on the module and
+    # reads them back to de-normalise), so two overlapping calls could mix their batches. The
+    # service answers cached requests on its event loop while a worker thread computes features.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def predict(self, features: pd.DataFrame) -> pd.DataFrame:
         """``prob_up`` and ``expected_return`` per row of ``features`` (exactly the model's columns).
@@ -68,7 +77,10 @@ class LoadedModel:
         Raises ModelContractError when the model returns something else: a wrong
         probability must never become a trade.
         """
-        return self._checked(self.pyfunc.predict(features.loc[:, list(self.feature_columns)]), len(features))
+        frame = features.loc[:, list(self.feature_columns)]
+        with self.lock:
+            out = self.pyfunc.predict(frame)
+        return self._checked(out, len(features))
 
     def predict_rows(self, rows: pd.DataFrame) -> pd.DataFrame:
         """``predict`` for a frame the service built itself: exactly ``feature_columns``, float64, finite.
@@ -79,7 +91,27 @@ class LoadedModel:
         """
         if self.direct is None:
             return self.predict(rows)
-        return self._checked(self.direct(rows), len(rows))
+        with self.lock:
+            out = self.direct(rows)
+        return self._checked(out, len(rows))
+
+    def predict_values(self, values: np.ndarray) -> np.ndarray:
+        """``predict_rows`` for a float64 matrix in ``feature_columns`` order, without frames:
+        ``[n, 2]`` (prob_up, expected_return), checked against the Model contract.
+
+        The service's rows are such a matrix already; a model with a proved matrix entry
+        (``matrix_predictor``) takes it as it is (~1 ms a call less than frames in and out),
+        any other model gets the frame ``predict_rows`` takes.
+        """
+        if self.matrix is None:
+            frame = pd.DataFrame(values, columns=list(self.feature_columns), copy=False)
+            return self.predict_rows(frame).to_numpy()  # checked there
+        with self.lock:
+            out = np.asarray(self.matrix(values), dtype=np.float64)
+        if out.ndim != 2 or out.shape[1] != len(OUTPUT_COLUMNS):
+            raise ModelContractError(f"model {self.name} v{self.version} returned shape {out.shape}, not "
+                                     f"[rows, {len(OUTPUT_COLUMNS)}] {list(OUTPUT_COLUMNS)}")
+        return self._checked_values(out, len(values))
 
     def _checked(self, out: Any, n_rows: int) -> pd.DataFrame:
         if not isinstance(out, pd.DataFrame):
@@ -87,15 +119,18 @@ class LoadedModel:
         missing = [c for c in OUTPUT_COLUMNS if c not in out.columns]
         if missing:
             raise ModelContractError(f"model {self.name} v{self.version} output lacks {missing}")
-        if len(out) != n_rows:
-            raise ModelContractError(f"model {self.name} v{self.version} returned {len(out)} rows "
-                                     f"for {n_rows} inputs")
         values = np.column_stack([out[c].to_numpy(dtype=np.float64) for c in OUTPUT_COLUMNS])
+        return pd.DataFrame(self._checked_values(values, n_rows), columns=list(OUTPUT_COLUMNS), copy=False)
+
+    def _checked_values(self, values: np.ndarray, n_rows: int) -> np.ndarray:
+        if len(values) != n_rows:
+            raise ModelContractError(f"model {self.name} v{self.version} returned {len(values)} rows "
+                                     f"for {n_rows} inputs")
         prob = values[:, 0]
         if not np.all(np.isfinite(values)) or np.any((prob < 0) | (prob > 1)):
             raise ModelContractError(f"model {self.name} v{self.version} returned a non-finite value "
                                      f"or a prob_up outside [0, 1]")
-        return pd.DataFrame(values, columns=list(OUTPUT_COLUMNS), copy=False)
+        return values
 
     def describe(self) -> dict:
         """What ``/metadata`` shows: which model decides, and on what data it was trained."""
@@ -211,7 +246,7 @@ def load_model_version(client, model_name: str, version: str) -> LoadedModel:
                        metadata=metadata, feature_params=fp, feature_columns=cols, timeframe=timeframe,
                        sequence_length=sequence_length_of(model_name, version, metadata),
                        sequence_exog=sequence_exog_of(model_name, version, metadata),
-                       direct=direct_predictor(pyfunc, cols),
+                       direct=direct_predictor(pyfunc, cols), matrix=matrix_predictor(pyfunc, cols),
                        run_id=getattr(mv, "run_id", None),
                        loaded_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
@@ -264,6 +299,37 @@ def direct_predictor(pyfunc, feature_columns: tuple[str, ...]) -> Callable[[pd.D
         log.warning("model answers differently without MLflow's schema enforcement; serving it with it")
         return None
     return direct
+
+
+def matrix_predictor(pyfunc, feature_columns: tuple[str, ...]) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The model's ``predict_matrix`` (values in ``feature_columns`` order -> ``[n, 2]`` prob_up,
+    expected_return) if it has one for exactly these columns and answers its own logged input
+    example bit for bit as ``pyfunc.predict`` (MLflow's checked path) does; else None.
+
+    It is the arithmetic ``predict`` runs (``training.ensemble``), minus building the input and
+    output frames; the comparison on the example is the proof for this model, as for ``direct_predictor``.
+    """
+    try:
+        model = pyfunc.unwrap_python_model()
+        example = pyfunc.input_example
+    except Exception:  # noqa: BLE001 - not a PythonModel, or no readable example: no proof
+        return None
+    entry = getattr(model, "predict_matrix", None)
+    if (not callable(entry) or list(getattr(model, "feature_columns", [])) != list(feature_columns)
+            or not isinstance(example, pd.DataFrame) or example.empty):
+        return None
+    try:
+        values = example.loc[:, list(feature_columns)].to_numpy(dtype=np.float64)
+        checked = pyfunc.predict(pd.DataFrame(values, columns=list(feature_columns)))
+        unchecked = np.asarray(entry(values))
+    except Exception:  # noqa: BLE001 - any failure: keep the frame path
+        return None
+    same = (isinstance(checked, pd.DataFrame) and list(checked.columns) == list(OUTPUT_COLUMNS)
+            and unchecked.shape == checked.shape and np.array_equal(checked.to_numpy(), unchecked))
+    if not same:
+        log.warning("model's predict_matrix answers differently from its pyfunc; serving it through frames")
+        return None
+    return entry
 
 
 class ChampionWatcher:

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from qt.config import FeatureParams, ServingParams, SignalParams
 from serving.candles import CandleCache, FundingCache
@@ -62,6 +61,12 @@ class FeatureRowCache:
             self._rows[symbol] = (key, row)
 
 
+class RowsNotCached(Exception):
+    """``signals(..., compute=False)`` met a symbol whose input row is not cached: the answer needs
+    the feature computation, and the caller chooses where it runs (the service moves it off its
+    event loop, ``serving.service``)."""
+
+
 class SignalEngine:
     """Signals from the lake for any loaded model; thread-safe (the caches lock their own maps)."""
 
@@ -73,6 +78,7 @@ class SignalEngine:
         self._candles: dict[str, CandleCache] = {}
         self._funding = FundingCache(self.lake)
         self._warmups: dict[str, int] = {}
+        self._warmups_by_id: dict[int, tuple[FeatureParams, int]] = {}
 
     def candles(self, timeframe: str) -> CandleCache:
         cache = self._candles.get(timeframe)
@@ -80,8 +86,12 @@ class SignalEngine:
             cache = self._candles.setdefault(timeframe, CandleCache(self.lake, timeframe))
         return cache
 
-    def signals(self, model: LoadedModel, symbols: list[str], as_of: str | None) -> tuple[list[dict], np.ndarray]:
-        """One signal per symbol (request order) and the prob_up array; ``RequestRejected`` on bad input."""
+    def signals(self, model: LoadedModel, symbols: list[str], as_of: str | None,
+                compute: bool = True) -> tuple[list[dict], np.ndarray]:
+        """One signal per symbol (request order) and the prob_up array; ``RequestRejected`` on bad input.
+
+        ``compute=False``: answer only from cached rows, else raise ``RowsNotCached`` (after the
+        request was validated: a bad request is refused either way)."""
         from qt.synthetic import timeframe_ms
 
         wanted = check_symbols(symbols)
@@ -93,16 +103,16 @@ class SignalEngine:
                                 timeframe_ms=timeframe_ms(model.timeframe),
                                 max_staleness_bars=self.serving.max_staleness_bars,
                                 sequence_length=model.sequence_length)
-        rows = self.feature_rows(model, spans)
-        frame = pd.DataFrame(np.vstack([r.values for r in rows]), columns=list(model.feature_columns), copy=False)
-        pred = model.predict_rows(frame)
-        prob = pred["prob_up"].to_numpy()
-        return signal_dicts(wanted, prob, pred["expected_return"].to_numpy(), [r.feature_timestamp for r in rows],
-                            model.version, self.signal), prob
+        rows = self.feature_rows(model, spans, compute)
+        pred = model.predict_values(np.vstack([r.values for r in rows]))
+        prob = pred[:, 0]
+        return signal_dicts(wanted, prob, pred[:, 1], [r.feature_timestamp for r in rows], model.version,
+                            self.signal), prob
 
-    def feature_rows(self, model: LoadedModel, spans: dict[str, WindowSpan]) -> list[FeatureRow]:
+    def feature_rows(self, model: LoadedModel, spans: dict[str, WindowSpan], compute: bool = True) -> list[FeatureRow]:
         """The input row of each window's last bar (spans' order): cached, or computed for the
-        missing symbols in ONE ``latest_feature_rows`` call (422 when a row is incomplete)."""
+        missing symbols in ONE ``latest_feature_rows`` call (422 when a row is incomplete);
+        ``RowsNotCached`` instead of computing when ``compute`` is False."""
         from features.multi_input import uses_funding, uses_reference
 
         model_key = (model.feature_params, model.sequence_length, model.sequence_exog, model.feature_columns)
@@ -112,6 +122,8 @@ class SignalEngine:
                 for sym, span in spans.items()}
         found = {sym: self.rows.get(sym, keys[sym]) for sym in spans}
         missing = [sym for sym, row in found.items() if row is None]
+        if missing and not compute:
+            raise RowsNotCached(f"{len(missing)} of {len(spans)} rows to compute")
         if missing:
             windows = {sym: spans[sym].frame() for sym in missing}
             funding, reference = select_inputs(self.candles(model.timeframe), self._funding, windows,
@@ -140,9 +152,17 @@ class SignalEngine:
         return (self._funding.generation(symbol) if needs_funding else None, tuple(refs))
 
     def _warmup(self, params: FeatureParams) -> int:
+        """``warmup_bars(params)``, cached by the params object (a model keeps one for its
+        lifetime) and then by their hash: hashing them costs ~0.1 ms, a request's budget."""
         from features.compute import feature_set_hash, warmup_bars
 
+        hit = self._warmups_by_id.get(id(params))
+        if hit is not None and hit[0] is params:
+            return hit[1]
         key = feature_set_hash(params)  # FeatureParams holds lists: not hashable itself
         if key not in self._warmups:
             self._warmups[key] = warmup_bars(params)
+        if len(self._warmups_by_id) > 16:  # models come and go: keep the map small
+            self._warmups_by_id.clear()
+        self._warmups_by_id[id(params)] = (params, self._warmups[key])  # holds params: the id stays theirs
         return self._warmups[key]

@@ -205,7 +205,7 @@ class SequenceForecaster:
             standard = (blocks[:, 1:, :] - self.exog_mean_[None, :, None]) / self.exog_scale_[None, :, None]
             exog = np.ascontiguousarray(standard.transpose(0, 2, 1)).astype(np.float32)  # [n, L, X]
         out = np.empty(len(x), dtype=np.float64)
-        with torch.no_grad():
+        with torch.inference_mode():  # no autograd bookkeeping at all (same arithmetic as no_grad)
             for start in range(0, len(x), PREDICT_BATCH_ROWS):
                 batch = torch.from_numpy(scaled[start:start + PREDICT_BATCH_ROWS]).unsqueeze(-1)  # [B, L, 1]
                 hist = torch.from_numpy(exog[start:start + PREDICT_BATCH_ROWS]) if exog is not None else None

@@ -21,3 +21,17 @@ class SigmoidMomentumModel(PythonModel):
         x = np.asarray(model_input["logret_4"], dtype=np.float64)
         return pd.DataFrame({"prob_up": 1.0 / (1.0 + np.exp(-self.k * x)),
                              "expected_return": self.return_scale * x})
+
+
+class MatrixMomentumModel(SigmoidMomentumModel):
+    """The toy model with a ``predict_matrix`` entry like ``training.ensemble.EnsembleModel``'s;
+    ``matrix_offset`` != 0 makes that entry disagree with ``predict`` (a broken fast path)."""
+
+    def __init__(self, k: float, feature_columns: list[str], matrix_offset: float = 0.0):
+        super().__init__(k)
+        self.feature_columns = list(feature_columns)
+        self.matrix_offset = float(matrix_offset)
+
+    def predict_matrix(self, values):
+        x = np.asarray(values, dtype=np.float64)[:, self.feature_columns.index("logret_4")]
+        return np.column_stack([1.0 / (1.0 + np.exp(-self.k * x)) + self.matrix_offset, self.return_scale * x])

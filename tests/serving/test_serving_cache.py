@@ -17,8 +17,8 @@ from qt.lake import write_candles, write_funding
 from qt.synthetic import generate_market, timeframe_ms
 from serving.candles import CandleCache, FundingCache
 from serving.champion import LoadedModel
-from serving.engine import SignalEngine
-from serving.inference import latest_feature_rows, min_history_bars, select_inputs, select_windows
+from serving.engine import RowsNotCached, SignalEngine
+from serving.inference import RequestRejected, latest_feature_rows, min_history_bars, select_inputs, select_windows
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT"]
 BARS = 500
@@ -100,6 +100,25 @@ def test_a_repeated_request_is_served_from_the_cache_and_equals_the_row_from_scr
     assert _essentials(again) == _from_scratch(tmp_path, model, SYMBOLS, LAST)
     # the cached rows reach the model unchanged: same input frame both times
     pd.testing.assert_frame_equal(model.pyfunc.inputs[-1], model.pyfunc.inputs[-2])
+
+
+def test_a_cached_only_request_computes_nothing_and_equals_the_computed_answer(tmp_path, counted):
+    """What the service answers on its event loop: rows from the cache, or ``RowsNotCached``
+    (the computation then runs in a worker thread); a bad request is refused either way."""
+    _write(tmp_path, CANDLES[CANDLES["timestamp"] <= LAST])
+    engine, model = SignalEngine(tmp_path, SERVING, SignalParams()), _model()
+    with pytest.raises(RowsNotCached):
+        engine.signals(model, SYMBOLS, None, compute=False)
+    assert counted == [] and model.pyfunc.inputs == []
+    first, _ = engine.signals(model, SYMBOLS, None)
+    again, _ = engine.signals(model, SYMBOLS, None, compute=False)
+    assert again == first and counted == [SYMBOLS]
+    engine.signals(model, ["BTC/USDT"], _iso(LAST - pd.Timedelta(hours=1)))
+    with pytest.raises(RowsNotCached):  # ETH's row of that bar is not cached: no half answer
+        engine.signals(model, SYMBOLS, _iso(LAST - pd.Timedelta(hours=1)), compute=False)
+    with pytest.raises(RequestRejected) as err:
+        engine.signals(model, ["NOPE/USDT"], None, compute=False)
+    assert err.value.status == 404
 
 
 def test_a_candle_appended_to_the_lake_changes_the_next_answer(tmp_path, counted):

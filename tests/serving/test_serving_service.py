@@ -134,6 +134,31 @@ def test_signals_for_several_symbols_match_the_in_process_decision(stack):
     assert {s["feature_timestamp"] for s in body["signals"]} == {"2023-01-30T03:00:00Z"}
 
 
+def test_overlapping_requests_get_the_answers_they_get_one_at_a_time(stack):
+    """Cached requests are answered on the event loop while requests for new bars compute their
+    rows in a worker thread: overlapping, every answer equals the one given alone."""
+    bars = [f"2023-01-2{d}T0{h}:00:00Z" for d in (1, 2) for h in (1, 2, 3)]
+    alone = {bar: _post_signals(stack, FRESH, bar).json() for bar in bars}
+    answers: list[tuple[str, dict]] = []
+
+    def ask(sequence: list[str]) -> None:
+        with httpx.Client(timeout=30) as c:
+            for bar in sequence:
+                answers.append((bar, c.post(stack.url + "/signals", json={"symbols": FRESH, "as_of": bar}).json()))
+
+    # three clients cycle over three bars (a row per symbol is cached: some hits, some recomputed),
+    # three more ask one other bar each
+    threads = [threading.Thread(target=ask, args=(bars[:3] * 3,)) for _ in range(3)]
+    threads += [threading.Thread(target=ask, args=([bar] * 3,)) for bar in bars[3:]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(answers) == 3 * 9 + 3 * 3
+    for bar, body in answers:
+        assert body == alone[bar], bar
+
+
 def test_signal_probability_is_the_champion_applied_to_the_last_bar(stack):
     k = K_V1 if _current_version(stack) == stack.v1 else K_V2
     for sig in _post_signals(stack, FRESH).json()["signals"]:
