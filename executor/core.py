@@ -10,7 +10,8 @@ most one intent:
   span as a label of that horizon), or when the signal is ``sell`` and
   ``risk.exit_on_signal_flip``. Exits do not look at the signal's age: reducing risk on
   old information is allowed, opening on it is not (the risk engine refuses stale entries).
-* flat: an ENTRY on ``buy``, sized ``risk.position_fraction`` of equity at the close of t,
+* flat: an ENTRY on ``buy``, sized ``risk.position_fraction`` of equity at the close of t (or
+  volatility-targeted, capped at that fraction: ``executor.sizing``),
   carrying the protective levels (``stop_loss_pct`` / ``take_profit_pct`` of the entry fill
   price) that the broker places on the exchange right after the fill, and the trailing stop
   (``risk.trailing_stop_pct``, see ``executor.trailing``). With ``risk.entry_order: limit`` the
@@ -27,13 +28,14 @@ why nothing happened.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import pandas as pd
 
 from executor.portfolio import Bar, Portfolio
 from executor.signals import Signal
+from executor.sizing import VOL_WARMING_UP, entry_fraction
 from qt.config import RiskParams
 
 # Reasons for non-events (the risk engine adds the denial reasons).
@@ -91,8 +93,12 @@ class CoreOutput:
 
 
 def decide(bar_ts: pd.Timestamp, bars: Mapping[str, Bar], signals: Mapping[str, Signal] | None,
-           portfolio: Portfolio, risk: RiskParams, symbols: list[str]) -> CoreOutput:
+           portfolio: Portfolio, risk: RiskParams, symbols: list[str],
+           volatility: Callable[[str], float | None] | None = None) -> CoreOutput:
     """Intents for the open of the next bar. ``signals=None`` means the source was down.
+
+    ``volatility(symbol)`` is the annualised volatility ``risk.sizing: volatility_target`` sizes
+    with (``executor.sizing``; the loop's ``RealisedVolatility``); None = no estimate yet.
 
     Entry candidates are ordered by confidence (highest first), then symbol, so that when
     limits bind, the strongest signals get the capacity - deterministically.
@@ -130,8 +136,16 @@ def decide(bar_ts: pd.Timestamp, bars: Mapping[str, Bar], signals: Mapping[str, 
                                       model_version=version))
         elif action == "buy" or sig is None:
             # a missing signal still goes to the risk engine, which records NO_SIGNAL
+            sigma = volatility(sym) if volatility is not None and sig is not None else None
+            fraction = entry_fraction(risk, sigma) if sig is not None else risk.position_fraction
+            if fraction is None:
+                decisions.append(Decision(bar_ts, sym, action, "skip", VOL_WARMING_UP, confidence=conf,
+                                          model_version=version,
+                                          details={"why": f"fewer than {risk.vol_lookback_bars} returns seen "
+                                                          f"to size a volatility-targeted entry"}))
+                continue
             entries.append(OrderIntent(sym, "buy", "entry", "signal_buy",
-                                       notional_usdt=risk.position_fraction * equity, signal=sig,
+                                       notional_usdt=fraction * equity, signal=sig,
                                        stop_loss_pct=risk.stop_loss_pct, take_profit_pct=risk.take_profit_pct,
                                        trailing_stop_pct=risk.trailing_stop_pct,
                                        trailing_mode=risk.trailing_mode, **_entry_order(bars[sym], risk)))

@@ -240,6 +240,7 @@ class LiveTrader:
         reconcile_fn = reconcile_spot if self.market == "spot" else reconcile
         portfolio, report = reconcile_fn(b, self.symbols, self.params.risk, next_bar, self.bar_ms)
         self.loop.adopt(portfolio, portfolio.equity_usdt())
+        self._prime_volatility(next_bar)
         for fill in report.fills:  # into the record only: the ledger above already reflects them
             self.store.on_fill(fill, portfolio, None)
         self.reconciled = report
@@ -247,6 +248,18 @@ class LiveTrader:
                                         report.summary()))
         self.store.conn.commit()
         return report
+
+    def _prime_volatility(self, first_bar: pd.Timestamp) -> None:
+        """Volatility-targeted sizing: the exchange's candles before the first bar to step feed the
+        estimate (``TradingLoop.prime_volatility``), so a (re)start sizes entries at once."""
+        vol = self.loop.volatility
+        if vol is None:
+            return
+        first_ms = first_bar.value // 1_000_000
+        bars = self._bars(first_ms - (vol.lookback + 1) * self.bar_ms, first_ms - self.bar_ms)
+        rows = [(b.symbol, b.timestamp, b.close) for per_ts in bars.values() for b in per_ts.values()]
+        if rows:
+            self.loop.prime_volatility(pd.DataFrame(rows, columns=["symbol", "timestamp", "close"]), first_bar)
 
     # ---- the clock -----------------------------------------------------------------------
     def _newest_closed_ms(self) -> int:

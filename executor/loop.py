@@ -39,6 +39,7 @@ from executor.paper import LIMIT_EXPIRED, MarketOrder, PaperBroker
 from executor.portfolio import Bar, ClosedTrade, Fill, Portfolio
 from executor.risk import Approved, RiskAlert, RiskEngine, TradingState
 from executor.signals import Signal, SignalSource, SignalUnavailable
+from executor.sizing import RealisedVolatility
 from qt.config import Params
 from qt.errors import DataError
 from qt.synthetic import timeframe_ms
@@ -159,6 +160,20 @@ class TradingLoop:
         self._eq_ts: list[pd.Timestamp] = []
         self._eq_val: list[float] = []
         self._exposed: list[bool] = []
+        # volatility-targeted sizing: fed with every close the loop sees (``_mark``), before it decides
+        self.volatility = (RealisedVolatility(params.risk.vol_lookback_bars, self.bar_ms)
+                           if params.risk.sizing == "volatility_target" else None)
+
+    def prime_volatility(self, candles: pd.DataFrame, before: pd.Timestamp) -> None:
+        """Feed the volatility estimate with the closes of the bars before the first one stepped, so
+        that a run starting at ``before`` sizes from its first bar - the same numbers whether the
+        loop stepped those bars itself (a backtest from the start) or not (a replay or a restart)."""
+        if self.volatility is None or candles.empty:
+            return
+        past = candles[candles["timestamp"] < before].sort_values(["symbol", "timestamp"])
+        for sym, closes in past.groupby("symbol", sort=True)["close"]:
+            for close in closes.to_numpy()[-(self.volatility.lookback + 1):]:
+                self.volatility.observe(str(sym), float(close))
 
     # ---- public ----------------------------------------------------------------------
     def run(self, candles: pd.DataFrame, start: pd.Timestamp | None = None, end: pd.Timestamp | None = None,
@@ -166,6 +181,8 @@ class TradingLoop:
         """Step every bar with ``start <= ts <= end``; optionally liquidate at the last close."""
         table = _bar_table(candles, start, end)
         require_funding(self.funding, _symbol_spans(table))
+        if len(table.timestamps):
+            self.prime_volatility(candles, table.timestamps[0])
         last_bars: dict[str, Bar] = {}
         for i, ts in enumerate(table.timestamps):
             bars: dict[str, Bar] = {}
@@ -232,6 +249,8 @@ class TradingLoop:
         pf = self.portfolio
         for sym, bar in bars.items():
             pf.marks[sym] = bar.close
+            if self.volatility is not None:
+                self.volatility.observe(sym, bar.close)
             pos = pf.positions.get(sym)
             if pos is not None:
                 pos.bars_held += 1
@@ -269,7 +288,8 @@ class TradingLoop:
             self._result.signals_received += len(received)
             signals = {s.symbol: s for s in received}
             self._emit("on_signals", ts, received)
-        out = decide(ts, bars, signals, self.portfolio, self.params.risk, symbols)
+        out = decide(ts, bars, signals, self.portfolio, self.params.risk, symbols,
+                     None if self.volatility is None else self.volatility.annual)
         for d in out.decisions:
             self._record(d)
         now = ts + self._bar_delta

@@ -223,6 +223,12 @@ class RiskParams(_Frozen):
     # managed: the executor moves its STOP_MARKET up at each bar close.
     trailing_stop_pct: float = Field(0.0, ge=0.0, lt=1.0)
     trailing_mode: Literal["native", "managed"] = "native"
+    # Sizing (executor.sizing): "fixed_fraction" buys position_fraction x equity; "volatility_target"
+    # buys equity x vol_target_annual / the symbol's annualised volatility over vol_lookback_bars
+    # one-bar returns, capped at position_fraction.
+    sizing: Literal["fixed_fraction", "volatility_target"] = "fixed_fraction"
+    vol_target_annual: float = Field(0.15, gt=0.0, le=5.0)
+    vol_lookback_bars: int = Field(168, ge=2, le=10_000)
 
     @model_validator(mode="after")
     def _check_trailing(self) -> "RiskParams":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -95,3 +96,39 @@ def test_a_restart_after_missed_bars_ages_the_position_once_and_exits_on_time(ma
     restarted = make_trader()
     assert restarted.poll() == _ts(START + AWAY - 1)
     _assert_every_missed_bar_accounted_for(restarted, venue)
+
+
+def test_a_volatility_sized_daemon_is_primed_from_the_exchange_candles_and_sizes_its_first_entry(tmp_path):
+    """No week of warm-up after a (re)start: the candles before its first bar come from the exchange."""
+    from qt.exchange.datadir import write_datadir
+    from tests.executor.live_support import candles
+
+    lookback = 24
+    c = candles()
+    c["close"] = c["close"] * (1 + 0.01 * np.sin(np.arange(len(c))))  # a market that moves
+    c["high"], c["low"] = c[["open", "close"]].max(axis=1) * 1.001, c[["open", "close"]].min(axis=1) * 0.999
+    funding = pd.DataFrame({"symbol": SYMBOL, "timestamp": c["timestamp"].iloc[::8].to_numpy(), "funding_rate": 0.0})
+    root = tmp_path / "moving-market"
+    write_datadir(c, root, "1h", funding=funding)
+    venue = start_exchange(root)
+    p = params(data={"symbols": [SYMBOL]}, risk={"sizing": "volatility_target", "vol_target_annual": 0.1,
+                                                 "vol_lookback_bars": lookback, "position_fraction": 0.9})
+    try:
+        venue.move_clock_to(bar_ms(START))
+        with FakeSignalService(buy_signals()) as svc:
+            trader = LiveTrader(p, client(venue), HttpSignalSource(svc.url, timeout_s=5),
+                                tmp_path / "state.sqlite", "vol", sleep=time.sleep)
+            try:
+                trader.start()
+                decided_at = trader.poll()
+                closes = c[c["timestamp"] <= decided_at]["close"].to_numpy()[-(lookback + 1):]
+                sigma = float(pd.Series(np.diff(np.log(closes))).std(ddof=1)) * np.sqrt(365.25 * 24)
+                assert trader.loop.volatility.annual(SYMBOL) == pytest.approx(sigma, rel=1e-9)
+                decisions = trader.store.read("decisions")
+                entries = decisions[decisions["outcome"] == "enter"]
+                assert len(entries) == 1, decisions[["ts", "outcome", "reason"]]
+                assert entries["notional_usdt"].iloc[0] == pytest.approx(10_000 * min(0.9, 0.1 / sigma), rel=1e-6)
+            finally:
+                trader.close()
+    finally:
+        venue.stop()
