@@ -18,7 +18,11 @@ features only add orders that live longer than one bar.
   cancelled - new first, so the position is never without a stop on the exchange. If the cancel
   finds the old stop already gone, it has fired: the new one is withdrawn and the next check
   books the exit.
-  Spot positions (guarded by one OCO list, ``executor.ccxt_spot``) are not trailed yet.
+  Spot (one OCO list guards the coins, ``executor.ccxt_spot``): the same peak and level, but the
+  list is replaced by one whose stop leg is at the level (``SpotBroker.move_oco_stop``) - old
+  list cancelled first, because the coins it locks cannot be locked twice.
+  Limit entries work unchanged for spot: a GTC limit buy locks the USDT; its fill is guarded by
+  the OCO list through the broker's own ``ensure_guard``.
 """
 
 from __future__ import annotations
@@ -111,11 +115,12 @@ def move_managed_stops(broker, bars: Mapping[str, Bar], guarded: set[str]) -> No
         guard, bar = broker.guards.get(sym), bars.get(sym)
         if guard is None or bar is None or guard.trail_pct <= 0 or guard.trail_mode != "managed":
             continue
-        if hasattr(guard, "list_id"):  # a spot OCO pair (executor.ccxt_spot): not trailed yet
-            continue
         guard.peak = max(guard.peak, bar.high)
         level = broker.round_price(sym, trail_level(guard.peak, guard.trail_pct))
         if level <= guard.stop_price:
+            continue
+        if hasattr(guard, "list_id"):  # spot: one OCO list, replaced (executor.ccxt_spot)
+            broker.move_oco_stop(guard, level)
             continue
         old_id, old_price = guard.stop_id, guard.stop_price
         guard.stop_id, guard.stop_price = None, level

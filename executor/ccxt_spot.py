@@ -25,9 +25,15 @@ before sending, look-up after a lost answer, refusals as values, retries) is sha
 * **Exits** cancel the list first (its coins are locked), then sell the base balance at market.
   A partial fill keeps the rest guarded by a new list for the remaining quantity and sells it
   at the next bar.
+* **Limit entries** are the perpetual broker's (``executor.ccxt_orders``): the GTC buy locks its
+  USDT while it rests; its fill reaches ``book_entry`` and so this class's ``ensure_guard``.
+* **Managed trailing stop** (``move_oco_stop``): the shared trail rule gives the level; the list
+  is replaced by one with its stop leg there. Unlike perpetuals (new stop first), the old list
+  is cancelled first: the coins it locks cannot back two lists. ``native`` is refused upstream.
 * ``reconcile_spot`` is the start-up reconciliation for spot: it adopts an open list the journal
-  knows (by its list client id) when it still matches the holding, records a list that fired
-  while the executor was away, cancels other resting orders and lists, and guards every holding.
+  knows (by its list client id) when it still matches the holding (a trail-moved one with its
+  peak recovered), records a list that fired while the executor was away, keeps our resting
+  limit entries, cancels other resting orders and lists, and guards every holding.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ import pandas as pd
 from executor.ccxt_broker import CcxtBroker, Guard, client_order_id, one_line, reason_for
 from executor.paper import MarketOrder
 from executor.portfolio import Fill, Portfolio, Position
-from executor.reconcile import ReconcileReport, _resolve_unanswered
+from executor.reconcile import ReconcileReport, _adopt_resting_entries, _resolve_unanswered
 from qt.config import RiskParams
 
 log = logging.getLogger(__name__)
@@ -236,8 +242,9 @@ class SpotBroker(CcxtBroker):
     def _book_trigger(self, guard: Guard, kind: str, leg: dict) -> None:
         """A leg fired (or filled in part): book it as the exit; sell what is still held."""
         sym = guard.symbol
+        reason = guard.exit_reason(kind)  # a stop the managed trail moved up exits as trailing_stop
         self._cancel_guard(guard)  # ends the list if the leg is still working on a remainder
-        fill = self.fill_from_order(leg, -guard.entry_order_id, "sell", "exit", kind)
+        fill = self.fill_from_order(leg, -guard.entry_order_id, "sell", "exit", reason)
         for row in self.journal.rows("client_id=?", (guard.list_cid or "",)):
             self.journal.update(row["client_id"], status="triggered", filled_qty=fill.qty if fill else 0.0,
                                 avg_price=fill.price if fill else None)
@@ -252,12 +259,49 @@ class SpotBroker(CcxtBroker):
             rest = _as_spot_guard(Guard(sym, left, guard.stop_price, guard.take_profit_price, guard.entry_order_id,
                                         guard.entry_cid, generation=guard.generation))
             self.guards[sym] = rest  # guarded again if the market sell does not finish it
-            self._exit(MarketOrder(-guard.entry_order_id, sym, "sell", "exit", kind, qty=left,
+            self._exit(MarketOrder(-guard.entry_order_id, sym, "sell", "exit", reason, qty=left,
                                    decided_ts=fill.timestamp))
             return
         if fill is not None:
             parts = self._partial_exit_fills.pop(sym, [])
             self._pending.fills.append(_merge(parts + [fill]))
+
+    def move_oco_stop(self, guard: Guard, level: float) -> None:
+        """The managed trail rose above the list's stop leg: replace the list by one whose stop is
+        at ``level`` (the take-profit stays). Spot coins are locked by the list, so the old list is
+        cancelled first and the new one placed after (next client id generation, journalled). If
+        the old list fired meanwhile, that is the exit (booked now). A level at or above the last
+        price cannot be a resting stop (Binance refuses the list): the old list stays."""
+        sym = guard.symbol
+        last = float(self.read(lambda: self.ex.fetch_ticker(sym))["last"])
+        if level >= last:
+            log.warning("%s: trail level %s is not below the last price %s; the OCO keeps its stop %s", sym,
+                        level, last, guard.stop_price)
+            return
+        old_list, old_price = guard.list_id, guard.stop_price
+        try:
+            self.read(lambda: self.ex.private_delete_orderlist({"symbol": self.ex.market_id(sym),
+                                                               "orderListId": old_list}))
+        except ccxt.OrderNotFound:
+            pass  # already done: fired (booked below) or expired (re-placed below)
+        except ccxt.BaseError as exc:
+            log.error("%s: OCO %s not cancelled to move the trail (%s); tried again next bar", sym, old_list,
+                      one_line(exc, self._secrets))
+            return
+        for kind, leg in self._legs(guard):
+            if float(leg.get("filled") or 0.0) > 0:
+                log.warning("%s: OCO %s fired while the trail moved; that is the exit", sym, old_list)
+                self._book_trigger(guard, kind, leg)
+                return
+        for r in self.journal.rows("exchange_id=? AND purpose='oco' AND status='open'", (old_list,)):
+            self.journal.update(r["client_id"], status="cancelled", reason="TRAIL_MOVED")
+        guard.list_id = guard.list_cid = guard.stop_id = guard.take_profit_id = None
+        guard.stop_price = level
+        if self._place_oco(guard):
+            log.info("%s: trailing stop moved %s -> %s (peak %s)", sym, old_price, level, guard.peak)
+            return
+        guard.stop_price = old_price  # not placed (logged, alerted): back at the old level, at once
+        self._place_oco(guard)  # if this fails too, the next bar's check re-places it
 
     def _cancel_guard(self, guard: Guard) -> None:
         guard = _as_spot_guard(guard)
@@ -358,12 +402,15 @@ def reconcile_spot(broker: SpotBroker, symbols: list[str], risk: RiskParams, nex
         view = broker._fetch_list(row["exchange_id"]) if row["exchange_id"] else None
         if view is None or view["status"] == "open":
             continue
-        guard = _as_spot_guard(Guard(row["symbol"], float(row["qty"]), 0.0, 0.0, int(row["order_id"] or 0),
-                                     row["entry_cid"] or ""))
+        first = journal.rows("entry_cid=? AND purpose='oco'", (row["entry_cid"] or "",))
+        guard = _as_spot_guard(Guard(row["symbol"], float(row["qty"]), float(row["price"] or 0.0), 0.0,
+                                     int(row["order_id"] or 0), row["entry_cid"] or "",
+                                     trail_pct=risk.trailing_stop_pct,  # the list's stop vs the entry's first
+                                     fixed_stop=float(first[0]["price"] or 0.0) if first else float("nan")))
         _adopt_list(guard, view, row["client_id"])
         fills = [(kind, leg) for kind, leg in broker._legs(guard) if float(leg.get("filled") or 0.0) > 0]
-        fill = broker.fill_from_order(fills[0][1], -guard.entry_order_id, "sell", "exit", fills[0][0]) \
-            if fills else None
+        fill = broker.fill_from_order(fills[0][1], -guard.entry_order_id, "sell", "exit",
+                                      guard.exit_reason(fills[0][0])) if fills else None
         if fill is not None:
             report.fills.append(fill)
         journal.update(row["client_id"], status="triggered" if fill else "cancelled",
@@ -374,13 +421,15 @@ def reconcile_spot(broker: SpotBroker, symbols: list[str], risk: RiskParams, nex
     report.wallet_usdt = wallet
     portfolio = Portfolio(cash_usdt=wallet)
     broker.guards.clear()
+    broker.resting.clear()
+    resting = _adopt_resting_entries(broker, risk, portfolio, report)  # our limit buys: kept, reserved
     open_lists = [_list_view(x) for x in broker.read(lambda: ex.private_get_openorderlist())]
     for sym in symbols:
         market_id = ex.market_id(sym)
         mine = [v for v in open_lists if v["info"].get("symbol") == market_id]
         for order in broker.read(lambda: ex.fetch_open_orders(sym)):
-            if int((order.get("info") or {}).get("orderListId", -1)) != -1:
-                continue  # a list leg: handled with its list below
+            if int((order.get("info") or {}).get("orderListId", -1)) != -1 or str(order["id"]) in resting:
+                continue  # a list leg (handled with its list below) or our resting limit entry
             try:
                 broker.read(lambda: ex.cancel_order(order["id"], sym))
                 report.cancelled_orphans.append(str(order["id"]))
@@ -418,12 +467,17 @@ def reconcile_spot(broker: SpotBroker, symbols: list[str], risk: RiskParams, nex
         guard = _as_spot_guard(Guard(sym, held, broker.round_price(sym, entry_price * (1.0 - risk.stop_loss_pct)),
                                      broker.round_price(sym, entry_price * (1.0 + risk.take_profit_pct)),
                                      int(last["order_id"] or 0) if last else 0,
-                                     last["client_id"] if last else f"adopted-{sym}"))
+                                     last["client_id"] if last else f"adopted-{sym}",
+                                     trail_pct=risk.trailing_stop_pct, trail_mode=risk.trailing_mode,
+                                     peak=entry_price))
+        guard.fixed_stop = guard.stop_price
         guard.generation = len(journal.rows("entry_cid=?", (guard.entry_cid,)))
         if keep is not None:
             _adopt_list(guard, keep, keep["clientOrderId"])
             row = ours[keep["clientOrderId"]]
             guard.stop_price = float(row["price"] or guard.stop_price)
+            if guard.trail_pct > 0 and guard.stop_price > guard.fixed_stop:  # moved by the managed trail
+                guard.peak = max(entry_price, guard.stop_price / (1.0 - guard.trail_pct))
             report.adopted_orders.append(keep["clientOrderId"])
         broker.guards[sym] = guard
         try:

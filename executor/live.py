@@ -163,11 +163,9 @@ def check_live_universe(symbols: Sequence[str], exchange: ccxt.Exchange | None =
             raise UserError(f"{', '.join(symbols)} are USDT-M perpetuals but the exchange client is binance (spot); "
                             f"use binanceusdm")
     if market == "spot" and risk is not None:
-        if getattr(risk, "trailing_stop_pct", 0.0) > 0:
-            raise UserError("risk.trailing_stop_pct is not supported for spot live trading (the OCO guard has a "
-                            "fixed stop); set it to 0 or trade perpetuals")
-        if getattr(risk, "entry_order", "market") != "market":
-            raise UserError("risk.entry_order: limit is not supported for spot live trading yet; use market")
+        if getattr(risk, "trailing_stop_pct", 0.0) > 0 and getattr(risk, "trailing_mode", "native") != "managed":
+            raise UserError("risk.trailing_mode: native is not supported for spot live trading (the local exchange "
+                            "does not simulate Binance spot's trailingDelta); use trailing_mode: managed")
     return market
 
 
