@@ -108,11 +108,21 @@ def _adopt_triggered_guards(broker: CcxtBroker, report: ReconcileReport) -> None
         actual = (order.get("info") or {}).get("actualOrderId")
         if order.get("status") == "closed" and actual:
             regular = broker.read(lambda: broker.ex.fetch_order(str(actual), row["symbol"]))
-            fill = broker.fill_from_order(regular, -int(row["order_id"] or 0), "sell", "exit", row["purpose"])
+            fill = broker.fill_from_order(regular, -int(row["order_id"] or 0), "sell", "exit",
+                                          _trigger_reason(journal, row))
         if fill is not None:
             report.fills.append(fill)
         journal.update(row["client_id"], status="triggered" if fill is not None else str(order.get("status")),
                        filled_qty=fill.qty if fill else 0.0, avg_price=fill.price if fill else None)
+
+
+def _trigger_reason(journal, row: dict) -> str:
+    """The exit reason of a guard that fired while we were down: a stop the managed trail had
+    moved above the entry's first stop exits as ``trailing_stop``, as it would have live and in paper."""
+    if row["purpose"] != "stop_loss" or not row.get("entry_cid") or row.get("price") is None:
+        return row["purpose"]
+    first = journal.rows("purpose='stop_loss' AND entry_cid=? AND price IS NOT NULL", (row["entry_cid"],))
+    return "trailing_stop" if first and row["price"] > first[0]["price"] else "stop_loss"
 
 
 def _guard_kind(order: dict) -> str:

@@ -255,6 +255,21 @@ def test_a_managed_stop_moved_by_the_trail_is_kept_at_its_level_after_restart(ma
     assert restarted.broker.guards[SYMBOL].peak == pytest.approx(31_500.0)
 
 
+def test_a_moved_managed_stop_that_fires_while_the_executor_is_down_is_recorded_as_a_trailing_stop(make_trader,
+                                                                                                       venue):
+    venue.move_clock_to(bar_ms(100))
+    first = make_trader(trailing_stop_pct=0.02, trailing_mode="managed")
+    first.poll()
+    for _ in range(2):
+        venue.advance(1)
+        first.poll()
+    assert _protectives(venue)[0][2] == pytest.approx(30_870.0)  # moved up from 29 100 by the trail
+    venue.advance(2)  # bar 103 falls to 30 500 while nobody polls: the moved stop fires on the exchange
+    restarted = make_trader(trailing_stop_pct=0.02, trailing_mode="managed")
+    adopted = [f for f in restarted.reconciled.fills if f.purpose == "exit"]
+    assert [(f.reason, f.price) for f in adopted] == [("trailing_stop", pytest.approx(30_870.0))]
+
+
 def test_a_native_trailing_stop_cancelled_behind_the_executors_back_is_re_placed(make_trader, venue):
     venue.move_clock_to(bar_ms(20))
     trader = make_trader(trailing_stop_pct=0.02, trailing_mode="native")
