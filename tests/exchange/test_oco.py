@@ -13,7 +13,8 @@ import ccxt
 import pytest
 
 from tests.executor.live_support import (GAP_BAR, MARKET_ID, PRICE, SPOT_SYMBOL, TP_BAR, WIDE_BARS, bar_ms,
-                                         spot_client, start_exchange, write_spot_market)
+                                         spot_client, write_spot_market)
+from tests.executor.live_support import running_exchange
 
 QTY = 0.1
 STOP, LIMIT = PRICE * 0.97, PRICE * 1.06  # 29 100 and 31 800
@@ -22,11 +23,8 @@ FEE = 0.001  # spot, maker and taker
 
 @pytest.fixture(scope="module")
 def exchange(tmp_path_factory):
-    ex = start_exchange(write_spot_market(tmp_path_factory.mktemp("oco-market")))
-    try:
+    with running_exchange(write_spot_market(tmp_path_factory.mktemp("oco-market"))) as ex:
         yield ex
-    finally:
-        ex.stop()
 
 
 @pytest.fixture

@@ -11,6 +11,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import ccxt
@@ -105,3 +108,39 @@ def spot_client(venue: LocalExchange, timeout_ms: int = 10_000) -> ccxt.Exchange
     c = make_ccxt("spot", venue.url, timeout_ms=timeout_ms, api_key=API_KEY, secret=API_SECRET)
     c.load_markets()
     return c
+
+
+@contextmanager
+def running_exchange(root: Path) -> Iterator[LocalExchange]:
+    """A local exchange serving ``root`` for one test module, stopped whatever happens."""
+    ex = start_exchange(root)
+    try:
+        yield ex
+    finally:
+        ex.stop()
+
+
+@contextmanager
+def trader_factory(make_client: Callable[[], ccxt.Exchange], signals: pd.DataFrame, symbol: str, db: Path,
+                   namespace: str):
+    """``make(**risk)``: a started LiveTrader on ``symbol``, fed by one signal service serving
+    ``signals``; every trader is closed and the service stopped at the end."""
+    from executor.daemon import HttpSignalSource
+    from executor.live import LiveTrader
+    from tests.executor.exec_support import FakeSignalService, params
+
+    made = []
+    with FakeSignalService(signals) as svc:
+        def make(**risk) -> LiveTrader:
+            p = params(data={"symbols": [symbol]}, risk=risk)
+            trader = LiveTrader(p, make_client(), HttpSignalSource(svc.url, timeout_s=5), db, namespace,
+                                sleep=time.sleep)
+            made.append(trader)
+            trader.start()
+            return trader
+
+        try:
+            yield make
+        finally:
+            for t in made:
+                t.close()

@@ -18,7 +18,8 @@ from executor.live import LiveTrader
 from qt.errors import UserError
 from tests.executor.exec_support import FakeSignalService, params
 from tests.executor.live_support import (MARKET_ID, PRICE, SYMBOL, WIDE_BARS, bar_ms, buy_signals, client,
-                                         start_exchange, write_market)
+                                         write_market)
+from tests.executor.live_support import running_exchange
 
 CALM_BAR = 100  # the clock starts at this bar's open (bar 99 just closed); bars 99..150 are calm
 WIDE_NEXT = WIDE_BARS[0] - 1  # start here when the bar after the entry must touch both levels
@@ -27,11 +28,8 @@ SL, TP = 0.03, 0.06  # the default risk.stop_loss_pct / take_profit_pct
 
 @pytest.fixture(scope="module")
 def exchange(tmp_path_factory):
-    ex = start_exchange(write_market(tmp_path_factory.mktemp("live-market")))
-    try:
+    with running_exchange(write_market(tmp_path_factory.mktemp("live-market"))) as ex:
         yield ex
-    finally:
-        ex.stop()
 
 
 @pytest.fixture

@@ -19,18 +19,16 @@ from executor.live import LiveTrader
 from qt.procs import start_redis
 from tests.executor.exec_support import FakeSignalService, params
 from tests.executor.live_support import (API_KEY, API_SECRET, PRICE, SYMBOL, WIDE_BARS, bar_ms, buy_signals, client,
-                                         start_daemon, start_exchange, write_market)
+                                         start_daemon, write_market)
+from tests.executor.live_support import running_exchange
 
 CALM_BAR = 100
 
 
 @pytest.fixture(scope="module")
 def exchange(tmp_path_factory):
-    ex = start_exchange(write_market(tmp_path_factory.mktemp("live-daemon-market")))
-    try:
+    with running_exchange(write_market(tmp_path_factory.mktemp("live-daemon-market"))) as ex:
         yield ex
-    finally:
-        ex.stop()
 
 
 @pytest.fixture

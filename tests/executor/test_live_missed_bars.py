@@ -18,6 +18,7 @@ from executor.daemon import HttpSignalSource
 from executor.live import LiveTrader
 from tests.executor.exec_support import FakeSignalService, params
 from tests.executor.live_support import SYMBOL, bar_ms, buy_signals, client, start_exchange, write_market
+from tests.executor.live_support import running_exchange
 
 START = 100  # the clock starts at this bar's open: bar 99 has just closed, the entry is decided there
 MAX_HOLD = 4  # entry decided at 99, filled at the open of 100: held through 100..103, exit decided at 103
@@ -30,11 +31,8 @@ def _ts(i: int) -> pd.Timestamp:
 
 @pytest.fixture(scope="module")
 def exchange(tmp_path_factory):
-    ex = start_exchange(write_market(tmp_path_factory.mktemp("missed-market")))
-    try:
+    with running_exchange(write_market(tmp_path_factory.mktemp("missed-market"))) as ex:
         yield ex
-    finally:
-        ex.stop()
 
 
 @pytest.fixture

@@ -23,7 +23,8 @@ from executor.live import LiveTrader
 from qt.errors import UserError
 from tests.executor.exec_support import FakeSignalService, params
 from tests.executor.live_support import (API_SECRET, MARKET_ID, PRICE, SPOT_SYMBOL, SYMBOL, WIDE_BARS, bar_ms,
-                                         buy_signals, spot_client, start_daemon, start_exchange, write_spot_market)
+                                         buy_signals, spot_client, start_daemon, write_spot_market)
+from tests.executor.live_support import running_exchange
 
 CALM_BAR = 100  # the clock starts at this bar's open: bar 99 has closed, the entry is decided there
 WIDE_NEXT = WIDE_BARS[0] - 1  # start here when the bar after the entry touches both legs
@@ -42,11 +43,8 @@ PAID = BOUGHT * PRICE  # USDT that left the wallet for the entry
 
 @pytest.fixture(scope="module")
 def exchange(tmp_path_factory):
-    ex = start_exchange(write_spot_market(tmp_path_factory.mktemp("spot-market")))
-    try:
+    with running_exchange(write_spot_market(tmp_path_factory.mktemp("spot-market"))) as ex:
         yield ex
-    finally:
-        ex.stop()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ computed here, never by the code under test.
 
 from __future__ import annotations
 
-import time
 
 import pandas as pd
 import pytest
@@ -21,8 +20,9 @@ from executor.live import LiveTrader
 from executor.paper import LIMIT_EXPIRED
 from qt.errors import UserError
 from qt.exchange import write_datadir
-from tests.executor.exec_support import FakeSignalService, params
-from tests.executor.live_support import MARKET_ID, SPOT_SYMBOL, T0, bar_ms, buy_signals, spot_client, start_exchange
+from tests.executor.exec_support import params
+from tests.executor.live_support import MARKET_ID, SPOT_SYMBOL, T0, bar_ms, buy_signals, spot_client
+from tests.executor.live_support import running_exchange, trader_factory
 
 FLAT = 30_000.0
 N_BARS = 200
@@ -52,11 +52,8 @@ def _candles() -> pd.DataFrame:
 def exchange(tmp_path_factory):
     root = tmp_path_factory.mktemp("spot-orders-market")
     write_datadir(_candles(), root, "1h")
-    ex = start_exchange(root)
-    try:
+    with running_exchange(root) as ex:
         yield ex
-    finally:
-        ex.stop()
 
 
 @pytest.fixture
@@ -68,23 +65,9 @@ def venue(exchange):
 
 @pytest.fixture
 def make_trader(venue, tmp_path):
-    made = []
-    svc = FakeSignalService(buy_signals().assign(symbol=SPOT_SYMBOL)).__enter__()
-
-    def make(**risk) -> LiveTrader:
-        p = params(data={"symbols": [SPOT_SYMBOL]}, risk=risk)
-        trader = LiveTrader(p, spot_client(venue), HttpSignalSource(svc.url, timeout_s=5), tmp_path / "state.sqlite",
-                            "spot", sleep=time.sleep)
-        made.append(trader)
-        trader.start()
-        return trader
-
-    try:
+    with trader_factory(lambda: spot_client(venue), buy_signals().assign(symbol=SPOT_SYMBOL), SPOT_SYMBOL,
+                        tmp_path / "state.sqlite", "spot") as make:
         yield make
-    finally:
-        for t in made:
-            t.close()
-        svc.__exit__(None, None, None)
 
 
 def _lists(venue) -> list[tuple]:

@@ -10,17 +10,14 @@ daemon, polling at the open of bar k, steps bar k-1 (the newest closed one).
 
 from __future__ import annotations
 
-import time
 
 import pandas as pd
 import pytest
 
-from executor.daemon import HttpSignalSource
-from executor.live import LiveTrader
 from executor.paper import LIMIT_EXPIRED
 from qt.exchange import write_datadir
-from tests.executor.exec_support import FakeSignalService, params
-from tests.executor.live_support import SYMBOL, T0, bar_ms, buy_signals, client, start_exchange
+from tests.executor.live_support import SYMBOL, T0, bar_ms, buy_signals, client
+from tests.executor.live_support import running_exchange, trader_factory
 
 FLAT = 30_000.0
 N_BARS = 200
@@ -46,11 +43,8 @@ def exchange(tmp_path_factory):
     funding = pd.DataFrame({"symbol": SYMBOL, "timestamp": pd.date_range(T0, periods=N_BARS // 8, freq="8h",
                                                                          tz="UTC"), "funding_rate": 0.0})
     write_datadir(_candles(), root, "1h", funding=funding)
-    ex = start_exchange(root)
-    try:
+    with running_exchange(root) as ex:
         yield ex
-    finally:
-        ex.stop()
 
 
 @pytest.fixture
@@ -62,23 +56,8 @@ def venue(exchange):
 
 @pytest.fixture
 def make_trader(venue, tmp_path):
-    made = []
-    svc = FakeSignalService(buy_signals()).__enter__()
-
-    def make(**risk) -> LiveTrader:
-        p = params(data={"symbols": [SYMBOL]}, risk=risk)
-        trader = LiveTrader(p, client(venue), HttpSignalSource(svc.url, timeout_s=5), tmp_path / "state.sqlite",
-                            "test", sleep=time.sleep)
-        made.append(trader)
-        trader.start()
-        return trader
-
-    try:
+    with trader_factory(lambda: client(venue), buy_signals(), SYMBOL, tmp_path / "state.sqlite", "test") as make:
         yield make
-    finally:
-        for t in made:
-            t.close()
-        svc.__exit__(None, None, None)
 
 
 def _qty(price: float, notional: float = 2_000.0) -> float:
