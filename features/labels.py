@@ -28,6 +28,10 @@ at the close of bar t, replayed with the paper broker's own fill rules (``execut
     ``tb_bars`` = exit bar - entry bar (int64), the executor's ``bars_held`` of that trade:
     0 for a stop inside the entry bar, M for the vertical barrier.
 
+Label end time: ``label_end_times`` gives, per label row, the timestamp of the bar its
+forward return reads (the symbol's own row h rows later). On a symbol with a gap that is
+much later than t + h bars of the clock; the splits purge by it (``training.splits``).
+
 Rows: the last bars of every symbol have no outcome yet; they are absent, never NaN, so
 nothing downstream can silently train on a missing label. Without ``risk`` a row needs bar
 t+h; with it, bar t+M+1 as well (a row whose barrier happens to be touched early is NOT
@@ -105,6 +109,32 @@ def make_labels(candles: pd.DataFrame, labels: LabelParams, costs: CostParams,
                                                       risk, costs.slippage_bps / 1e4)
         out.update({"tb_label": tb_label, "tb_return": tb_return, "tb_bars": tb_bars})
     return pd.DataFrame(out)
+
+
+def label_end_times(label_keys: pd.DataFrame, bar_keys: pd.DataFrame, horizon_bars: int) -> pd.DatetimeIndex:
+    """Per row of ``label_keys`` (symbol, timestamp): the timestamp of the bar its forward return
+    ends on - the same symbol's row ``horizon_bars`` rows later in ``bar_keys`` (symbol, timestamp:
+    the candles, or any frame holding every candle row from t on, e.g. the features).
+
+    Rows count per symbol, so across a gap in a symbol's candles the end lies further in time than
+    t + h bars. NaT where that row is absent (the end is unknown: a split must not train on it).
+    Returned in the row order of ``label_keys`` (UTC).
+    """
+    out = np.full(len(label_keys), np.datetime64("NaT"), dtype="datetime64[ns]")
+    lab_ts = pd.to_datetime(label_keys["timestamp"], utc=True).to_numpy(dtype="datetime64[ns]")
+    lab_sym = label_keys["symbol"].to_numpy()
+    bar_ts = pd.to_datetime(bar_keys["timestamp"], utc=True).to_numpy(dtype="datetime64[ns]")
+    bar_sym = bar_keys["symbol"].to_numpy()
+    for symbol in pd.unique(lab_sym):
+        rows = np.flatnonzero(lab_sym == symbol)
+        clock = np.unique(bar_ts[bar_sym == symbol])  # sorted, one entry per bar of this symbol
+        pos = np.searchsorted(clock, lab_ts[rows])
+        found = (pos < len(clock)) & (clock[np.minimum(pos, len(clock) - 1)] == lab_ts[rows]) if len(clock) else \
+            np.zeros(len(rows), dtype=bool)
+        end = pos + horizon_bars
+        ok = found & (end < len(clock))
+        out[rows[ok]] = clock[end[ok]]
+    return pd.DatetimeIndex(out).tz_localize("UTC")
 
 
 def triple_barrier(open_: np.ndarray, high: np.ndarray, low: np.ndarray, rows: np.ndarray,

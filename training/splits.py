@@ -10,6 +10,13 @@ only when ``i + horizon_bars < test_start - embargo_bars``:
 * **embargo** - a further ``embargo_bars`` gap, so slowly decaying serial
   dependence (volatility clustering, overlapping features) does not carry over.
 
+With ``label_end`` (per row, the timestamp of the bar the label ends on:
+``features.labels.label_end_times``) the purge is by *time*: a training row is kept
+only when its label ends before the clock's bar ``test_start - embargo_bars``. Labels
+count rows per symbol, so a symbol with a gap at the cut has a label that ends far
+later than ``i + horizon_bars`` bars of the shared clock; counting bars would let it
+reach into the test period. On gap-free data both rules keep the same rows.
+
 Both functions are pure and return positions into the ``timestamps`` given, in
 its original (any) row order.
 """
@@ -24,39 +31,58 @@ import pandas as pd
 from qt.errors import DataError
 
 
-def _bar_positions(timestamps) -> tuple[np.ndarray, int]:
-    """Bar index on the shared clock for every row, and the number of unique bars."""
-    ts = pd.to_datetime(pd.Series(timestamps).reset_index(drop=True), utc=True)
-    codes, uniques = pd.factorize(ts, sort=True)
-    return np.asarray(codes, dtype=np.int64), len(uniques)
+class _Clock:
+    """Bar index on the shared clock for every row, the unique bars, and each row's label end."""
+
+    def __init__(self, timestamps, label_end=None):
+        ts = pd.to_datetime(pd.Series(timestamps).reset_index(drop=True), utc=True)
+        codes, uniques = pd.factorize(ts, sort=True)
+        self.bar_pos = np.asarray(codes, dtype=np.int64)
+        self.bars = pd.DatetimeIndex(uniques)
+        self.n_bars = len(uniques)
+        self.label_end = None
+        if label_end is not None:
+            end = pd.DatetimeIndex(pd.to_datetime(pd.Series(label_end).reset_index(drop=True), utc=True))
+            if len(end) != len(ts):
+                raise DataError(f"{len(end)} label end times for {len(ts)} rows; pass one per row")
+            self.label_end = end
+
+    def keep_before(self, test_start_bar: int, horizon_bars: int, embargo_bars: int) -> np.ndarray:
+        """Rows whose label ends before the test block, with the embargo gap in between.
+
+        By time when label ends are known (an unknown end, NaT, is never kept), else by bars."""
+        cut_bar = test_start_bar - embargo_bars
+        if self.label_end is None:
+            return self.bar_pos + horizon_bars < cut_bar
+        if cut_bar <= 0:
+            return np.zeros(len(self.bar_pos), dtype=bool)
+        return np.asarray(self.label_end < self.bars[cut_bar], dtype=bool)  # NaT compares False
 
 
-def _keep_before(bar_pos: np.ndarray, test_start_bar: int, horizon_bars: int, embargo_bars: int) -> np.ndarray:
-    """Rows whose label window ends before the test block, with the embargo gap in between."""
-    return bar_pos + horizon_bars < test_start_bar - embargo_bars
-
-
-def holdout_split(timestamps, fraction: float, embargo_bars: int, horizon_bars: int) -> tuple[np.ndarray, np.ndarray]:
+def holdout_split(timestamps, fraction: float, embargo_bars: int, horizon_bars: int,
+                  label_end=None) -> tuple[np.ndarray, np.ndarray]:
     """Boolean masks (train, holdout): the last ``fraction`` of the unique bars is the holdout.
 
-    Rows between the two (purged + embargoed) are in neither mask. Raises DataError
+    Rows between the two (purged + embargoed) are in neither mask; ``label_end``: see the
+    module docstring. Raises DataError
     when too few bars remain on the training side to train anything.
     """
     if not 0.0 < fraction < 1.0:
         raise DataError(f"holdout fraction {fraction} must be in (0, 1); fix train.holdout_fraction")
-    bar_pos, n_bars = _bar_positions(timestamps)
+    clock = _Clock(timestamps, label_end)
+    n_bars = clock.n_bars
     n_holdout = max(1, math.ceil(n_bars * fraction))
     holdout_start = n_bars - n_holdout
-    holdout_mask = bar_pos >= holdout_start
-    train_mask = _keep_before(bar_pos, holdout_start, horizon_bars, embargo_bars)
+    holdout_mask = clock.bar_pos >= holdout_start
+    train_mask = clock.keep_before(holdout_start, horizon_bars, embargo_bars)
     if not train_mask.any():
         raise DataError(f"only {n_bars} bars: nothing left to train on after a {fraction:.0%} holdout, "
                         f"{horizon_bars}-bar purge and {embargo_bars}-bar embargo; collect more history")
     return train_mask, holdout_mask
 
 
-def walk_forward_folds(timestamps, n_folds: int, horizon_bars: int,
-                       embargo_bars: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def walk_forward_folds(timestamps, n_folds: int, horizon_bars: int, embargo_bars: int,
+                       label_end=None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Expanding-window folds ``[(train_idx, test_idx), ...]`` in time order.
 
     The unique bars are cut into ``n_folds + 1`` equal blocks; fold k tests block
@@ -66,13 +92,14 @@ def walk_forward_folds(timestamps, n_folds: int, horizon_bars: int,
     """
     if n_folds < 1:
         raise DataError(f"n_folds={n_folds}: need at least one fold; fix train.folds")
-    bar_pos, n_bars = _bar_positions(timestamps)
+    clock = _Clock(timestamps, label_end)
+    bar_pos, n_bars = clock.bar_pos, clock.n_bars
     edges = np.linspace(0, n_bars, n_folds + 2).round().astype(int)
     folds = []
     for k in range(n_folds):
         test_start, test_end = edges[k + 1], edges[k + 2]
         test_idx = np.flatnonzero((bar_pos >= test_start) & (bar_pos < test_end))
-        train_idx = np.flatnonzero(_keep_before(bar_pos, test_start, horizon_bars, embargo_bars))
+        train_idx = np.flatnonzero(clock.keep_before(test_start, horizon_bars, embargo_bars))
         if len(train_idx) == 0 or len(test_idx) == 0:
             raise DataError(f"{n_bars} bars are too few for {n_folds} walk-forward folds with a "
                             f"{horizon_bars}-bar purge and {embargo_bars}-bar embargo; lower train.folds "

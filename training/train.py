@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from features.compute import feature_columns
+from features.labels import label_end_times
 from qt.config import Params
 from features.sequence import SOURCE_COLUMN, add_return_windows, all_window_columns, window_columns
 from qt.errors import ConfigError, DataError
@@ -77,7 +78,8 @@ def join_features_labels(features_df: pd.DataFrame, labels_df: pd.DataFrame, col
     for need in ("fwd_return", "up"):
         if need not in labels_df.columns:
             raise DataError(f"labels lack column {need!r}; re-run the features stage")
-    data = features_df[KEYS + columns].merge(labels_df[KEYS + ["fwd_return", "up"]], on=KEYS, how="inner")
+    carried = ["label_end"] if "label_end" in labels_df.columns else []
+    data = features_df[KEYS + columns].merge(labels_df[KEYS + ["fwd_return", "up"] + carried], on=KEYS, how="inner")
     data = data.dropna(subset=columns + ["fwd_return", "up"])
     if data.empty:
         raise DataError("no row has both features and a label; check that features and labels "
@@ -133,9 +135,13 @@ def train_models(features_df: pd.DataFrame, labels_df: pd.DataFrame, params: Par
     seq_len = sequence_length_of(params)
     if seq_len:
         features_df = add_return_windows(features_df, seq_len, exog=sequence_exog_of(params))
+    # each label's end time, counted in the symbol's own rows (a gap pushes it later): the purge
+    # is by time, so no training label reaches into a test period (``training.splits``)
+    labels_df = labels_df.assign(label_end=label_end_times(labels_df, features_df, horizon))
     data = join_features_labels(features_df, labels_df, columns)
 
-    train_mask, holdout_mask = holdout_split(data["timestamp"], tp.holdout_fraction, tp.embargo_bars, horizon)
+    train_mask, holdout_mask = holdout_split(data["timestamp"], tp.holdout_fraction, tp.embargo_bars, horizon,
+                                             label_end=data["label_end"])
     train = data[train_mask].reset_index(drop=True)
     holdout = data[holdout_mask].reset_index(drop=True)
     y_train = train["up"].to_numpy(dtype=np.int64)
@@ -143,7 +149,7 @@ def train_models(features_df: pd.DataFrame, labels_df: pd.DataFrame, params: Par
     if len(np.unique(y_train)) < 2:
         raise DataError("training labels are all one class; the market slice is too short or degenerate")
 
-    folds = walk_forward_folds(train["timestamp"], tp.folds, horizon, tp.embargo_bars)
+    folds = walk_forward_folds(train["timestamp"], tp.folds, horizon, tp.embargo_bars, label_end=train["label_end"])
     names = list(tp.members)
     oof = np.full((len(train), len(names)), np.nan)
     fold_of_row = np.full(len(train), -1)
@@ -218,7 +224,7 @@ def train_models(features_df: pd.DataFrame, labels_df: pd.DataFrame, params: Par
         feature_importance=importance,
         train_range=(train["timestamp"].min(), train["timestamp"].max()),
         holdout_range=(holdout["timestamp"].min(), holdout["timestamp"].max()),
-        data_sha256=content_sha256(data),
+        data_sha256=content_sha256(data.drop(columns="label_end")),  # label_end is derived, not data
         input_example=train[columns].head(5).reset_index(drop=True),
         rows={"train": int(len(train)), "holdout": int(len(holdout)), "oof": int(has_oof.sum()),
               "purged": int(len(data) - len(train) - len(holdout))},

@@ -81,3 +81,44 @@ def test_walk_forward_folds_are_purged_embargoed_and_expanding(horizon, embargo)
 def test_walk_forward_refuses_too_many_folds_for_the_data():
     with pytest.raises(DataError, match="too few"):
         walk_forward_folds(_timestamps(30), 5, horizon_bars=4, embargo_bars=10)
+
+
+def _gapped_candle_keys() -> tuple[pd.DataFrame, pd.Series]:
+    """Two symbols on one hourly clock of 100 bars; GAP/USDT has no candles for bars 60..89,
+    across the holdout cut at bar 75 (last 25 %) and longer than any embargo used below."""
+    clock = pd.Series(pd.date_range("2023-01-01", periods=100, freq="h", tz="UTC"))
+    full = pd.DataFrame({"symbol": "FULL/USDT", "timestamp": clock})
+    gapped = pd.DataFrame({"symbol": "GAP/USDT", "timestamp": clock[(clock.index < 60) | (clock.index >= 90)]})
+    keys = pd.concat([full, gapped], ignore_index=True).sample(frac=1.0, random_state=1).reset_index(drop=True)
+    return keys, clock
+
+
+@pytest.mark.parametrize("horizon,embargo", [(2, 5), (4, 10)])
+def test_purge_by_label_end_time_drops_a_label_reaching_across_a_gap(horizon, embargo):
+    from features.labels import label_end_times
+
+    keys, clock = _gapped_candle_keys()
+    ends = pd.Series(label_end_times(keys, keys, horizon))
+    labelled = ends.notna().to_numpy()  # rows whose label exists (each symbol's last h rows have none)
+    keys, ends = keys[labelled].reset_index(drop=True), ends[labelled].reset_index(drop=True)
+    # by hand: GAP/USDT's row at bar 59 reads the bar h rows later: bar 89 + h, inside the holdout
+    last_before_gap = (keys["symbol"] == "GAP/USDT") & (keys["timestamp"] == clock[59])
+    assert ends[last_before_gap].iloc[0] == clock[89 + horizon]
+
+    train, hold = holdout_split(keys["timestamp"], 0.25, embargo_bars=embargo, horizon_bars=horizon,
+                                label_end=ends)
+    start = int(clock.searchsorted(keys["timestamp"][hold].min()))  # first holdout bar on the clock
+    assert 60 < start < 90  # the cut lies inside GAP/USDT's gap ...
+    assert ends[last_before_gap].iloc[0] >= clock[start]  # ... so that row's label ends in the holdout
+    # no training label ends inside the holdout or its embargo (bars start - embargo ..)
+    assert (ends[train] < clock[start - embargo]).all()
+    assert not last_before_gap[train].any()
+    # gap-free rows are purged no more than before: FULL/USDT trains up to bar start - embargo - h - 1
+    full_train = keys["timestamp"][train & (keys["symbol"] == "FULL/USDT").to_numpy()]
+    assert full_train.max() == clock[start - embargo - horizon - 1]
+
+    for train_idx, test_idx in walk_forward_folds(keys["timestamp"], 3, horizon_bars=horizon,
+                                                  embargo_bars=embargo, label_end=ends):
+        first_test = keys["timestamp"][test_idx].min()
+        cut = clock[clock.searchsorted(first_test) - embargo]
+        assert (ends[train_idx] < cut).all(), "a training label ends inside a test block or its embargo"
