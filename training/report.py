@@ -47,6 +47,13 @@ def _save(fig, path: Path) -> Path:
 
 def plot_equity_and_drawdown(equities: dict[str, pd.Series], path: Path, title: str) -> Path:
     """PNG with equity (USDT) per strategy/baseline on top and drawdown (%) below."""
+    return _save(equity_and_drawdown_figure(equities, title), path)
+
+
+def equity_and_drawdown_figure(equities: dict[str, pd.Series], title: str):
+    """The figure ``plot_equity_and_drawdown`` saves: axes[0] one equity line per non-empty
+    series (labelled with its name), axes[1] its drawdown from the running peak in percent.
+    Returned open so its content can be checked; the caller closes it."""
     plt = _pyplot()
     fig, (ax_eq, ax_dd) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True,
                                        gridspec_kw={"height_ratios": [2, 1]})
@@ -65,7 +72,7 @@ def plot_equity_and_drawdown(equities: dict[str, pd.Series], path: Path, title: 
     ax_dd.legend(loc="lower left", fontsize=8)
     fig.autofmt_xdate()
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
 def importance_columns(importance: pd.DataFrame) -> list[str]:

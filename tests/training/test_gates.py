@@ -164,6 +164,33 @@ def test_deflated_sharpe_uses_the_expected_maximum_of_null_trials():
     assert out["dsr"] == pytest.approx(norm.cdf((sr - sr_star) * math.sqrt(t - 1)))
 
 
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_deflated_sharpe_skew_term_has_the_sign_of_bailey_and_lopez_de_prado(sign):
+    # Hand-built track record: nine bars of +a and one of sign*b. With p = 1/10 of the bars at the
+    # outlier, the population skew of a two-point series is (1 - 2p) / sqrt(p (1 - p)) with the
+    # sign of the outlier's side: -8/3 for a loss outlier, +8/3 for a gain outlier; the Pearson
+    # kurtosis is (1 - 3p + 3p^2) / (p (1 - p)) = 73/9.
+    t, p = 10, 0.1
+    a, b = 0.01, 0.03
+    r = np.array([a] * 9 + [sign * b])
+    g3 = sign * (1 - 2 * p) / math.sqrt(p * (1 - p))  # the outlier's side of the mean: sign * 8/3
+    g4 = (1 - 3 * p + 3 * p * p) / (p * (1 - p))
+    mean = (9 * a + sign * b) / t
+    sd = math.sqrt(sum((x - mean) ** 2 for x in r) / (t - 1))
+    sr = mean / sd
+    assert sr > 0  # both records make money; only the shape of their returns differs
+    out = deflated_sharpe_probability(r, n_trials=1)
+    assert out["skew"] == pytest.approx(g3)
+    assert out["kurtosis"] == pytest.approx(g4)
+    # Bailey & Lopez de Prado (2012, 2014): PSR = Phi((SR - SR*) sqrt(T-1) / sqrt(1 - g3 SR + (g4-1)/4 SR^2))
+    expected = norm.cdf(sr * math.sqrt(t - 1) / math.sqrt(1 - g3 * sr + (g4 - 1) / 4 * sr ** 2))
+    assert out["dsr"] == pytest.approx(expected)
+    # the sign of the skew term: with the same Sharpe, a positive skew (SR > 0) makes the estimate
+    # more credible than zero skew would, a negative skew less so
+    no_skew = norm.cdf(sr * math.sqrt(t - 1) / math.sqrt(1 + (g4 - 1) / 4 * sr ** 2))
+    assert (out["dsr"] > no_skew) == (sign > 0)
+
+
 def test_more_trials_deflate_the_same_track_record():
     strat = _noise(9, mean=0.0008).to_numpy()
     probs = [deflated_sharpe_probability(strat, n)["dsr"] for n in (1, 10, 100, 1000)]

@@ -10,8 +10,9 @@ from PIL import Image
 
 from executor.backtest import buy_and_hold, flat_baseline
 from qt.errors import DataError
-from training.report import (TRADING_COLUMNS, calibration_table, importance_columns, plot_calibration,
-                             plot_equity_and_drawdown, plot_feature_importance, render_model_card)
+from training.report import (TRADING_COLUMNS, calibration_table, equity_and_drawdown_figure, importance_columns,
+                             plot_calibration, plot_equity_and_drawdown, plot_feature_importance,
+                             render_model_card)
 
 from tests.executor.exec_support import candles_from_rows, params, ts
 
@@ -77,6 +78,32 @@ def test_equity_and_drawdown_plot_covers_strategy_and_baselines(tmp_path):
           for name in ("strategy", "buy_and_hold", "rule_rsi_macd")}
     eq["flat"] = pd.Series(10_000.0, index=idx)
     _assert_png(plot_equity_and_drawdown(eq, tmp_path / "eq.png", "holdout"))
+
+
+def test_equity_and_drawdown_figure_draws_each_curve_and_its_drawdown_from_the_peak():
+    idx = pd.date_range("2024-01-01", periods=6, freq="h", tz="UTC")
+    eq = {"strategy": pd.Series([100.0, 110.0, 99.0, 121.0, 108.9, 130.0], index=idx),
+          "buy_and_hold": pd.Series([100.0, 90.0, 95.0, 80.0, 100.0, 120.0], index=idx),
+          "flat": pd.Series(100.0, index=idx)}
+    # drawdown from the running peak, in percent, by hand
+    drawdown = {"strategy": [0.0, 0.0, -10.0, 0.0, -10.0, 0.0],
+                "buy_and_hold": [0.0, -10.0, -5.0, -20.0, 0.0, 0.0],
+                "flat": [0.0] * 6}
+    import matplotlib.pyplot as plt
+
+    fig = equity_and_drawdown_figure(eq, "holdout")
+    try:
+        ax_eq, ax_dd = fig.axes
+        assert ax_eq.get_title() == "holdout"
+        for ax, expected in ((ax_eq, {n: list(s) for n, s in eq.items()}), (ax_dd, drawdown)):
+            lines = {line.get_label(): line for line in ax.get_lines()}
+            assert set(lines) == set(expected)
+            for name, values in expected.items():
+                np.testing.assert_allclose(np.asarray(lines[name].get_ydata(), dtype=float), values, atol=1e-9)
+                assert len(lines[name].get_xdata()) == len(idx)
+            assert [t.get_text() for t in ax.get_legend().get_texts()] == list(eq)
+    finally:
+        plt.close(fig)
 
 
 # ---- the model card ---------------------------------------------------------------------------
