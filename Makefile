@@ -85,5 +85,9 @@ deploy-stop:
 	  kill -TERM -- -$$pid 2>/dev/null; for i in $$(seq 10); do kill -0 $$pid 2>/dev/null || break; sleep 1; done; \
 	  kill -KILL -- -$$pid 2>/dev/null; rm -f $$f; echo "stopped prefect $$name (PID $$pid)"; done
 
+# Keeps data/trials: the ledger of every (model, decision config) scored on a holdout, which the
+# deflated Sharpe counts as its trials; a fresh store must not make old tries look like none.
+# `make clean-state FORGET_TRIALS=1` deletes it too.
 clean-state:
 	rm -rf data/raw data/features data/models data/evaluation data/reports data/mlflow data/prefect data/bentoml data/executor data/logs
+	$(if $(FORGET_TRIALS),rm -rf data/trials,@echo "kept data/trials (the deflated Sharpe's trial ledger); FORGET_TRIALS=1 deletes it")

@@ -85,10 +85,30 @@ def backtest(
     candles, funding = read_source_candles(p, start, end, history_bars_for_backtest(md))
     evaluation = backtest_model(model, candles, funding, p, start=start, model=loaded)
     _print_table(evaluation, model, p)
+    run_id = getattr(loaded.metadata, "run_id", None)
+    typer.echo(_record_trial(evaluation, md, f"run:{run_id}" if run_id else model, p, paths.trials_ledger))
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(evaluation, indent=2, allow_nan=False))
         typer.echo(f"wrote {output}")
+
+
+def _record_trial(evaluation: dict, metadata: dict, fallback_id: str, params: Params, ledger_path: Path) -> str:
+    """A backtest is a try a person can pick a winner from: record it in the trial ledger
+    (``training.trials``) -> the line saying what the deflated Sharpe's N is now. ``fallback_id``
+    names a model logged before models carried their digest (its run); bars: 0 (not reported)."""
+    import math
+
+    from executor.backtest import bars_per_year
+    from qt.synthetic import timeframe_ms
+    from training.trials import Trial, TrialLedger, decision_digest, describe, model_identity
+
+    strat = evaluation["strategy"]
+    per_bar = (strat.get("sharpe") or 0.0) / math.sqrt(bars_per_year(timeframe_ms(params.data.timeframe)))
+    model_id = model_identity(metadata.get("model_digest"), metadata.get("training_frame_sha256"), fallback_id)
+    ledger = TrialLedger(ledger_path)
+    ledger.record(Trial(model_id, decision_digest(params), "backtest", per_bar, 0, params.train.model_name))
+    return describe(ledger.summary())
 
 
 def _print_table(evaluation: dict, model: str, params: Params) -> None:

@@ -90,6 +90,15 @@ def _registry(params_path):
     return ModelRegistry(paths.tracking_uri, p.train.model_name, artifact_location=paths.mlflow_artifacts)
 
 
+def _trials_line(params_path) -> str:
+    """The deflated Sharpe's N for the next promotion and where it comes from (``training.trials``)."""
+    from qt.cli import _context
+    from training.trials import TrialLedger, describe
+
+    _, paths = _context(params_path, None, None, None, None, None)
+    return describe(TrialLedger(paths.trials_ledger).summary())
+
+
 def version_rows(registry) -> list[dict]:
     """One row per version for ``qt models list`` (also its ``--json`` output)."""
     champion = registry.champion_version()
@@ -128,6 +137,7 @@ def list_versions(params: ParamsOpt = None,
         shown = [fmt.format(r[name]) if r[name] is not None else "-" for name, _, fmt in _METRICS]
         table.add_row(r["version"], ", ".join(r["aliases"]) or "-", r["created"], r["gates"], r["approval"], *shown)
     Console().print(table)
+    typer.echo(_trials_line(params))
 
 
 @models_app.command("approve")

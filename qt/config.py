@@ -254,6 +254,9 @@ class GateParams(_Frozen):
     min_deflated_sharpe: float = Field(0.95, gt=0.0, lt=1.0)
     # Largest fall from a running equity peak the strategy may show on the holdout (fraction).
     max_drawdown: float = Field(0.25, gt=0.0, le=1.0)
+    # Fewest challenger-holdout bars the champion must not have been fitted on for the two to be
+    # compared (training.champion_window); fewer: comparison refused, no automatic promotion.
+    min_champion_bars: int = Field(200, ge=2)
     # auto: champion moves when every gate passes; manual: it waits for `qt models approve`.
     mode: Literal["auto", "manual"] = "auto"
 

@@ -64,6 +64,10 @@ class StatePaths:
         return self.home / "executor" / "state.sqlite"
 
     @property
+    def trials_ledger(self) -> Path:  # every (model, decision config) scored on a holdout: training.trials
+        return self.home / "trials" / "ledger.sqlite"
+
+    @property
     def logs(self) -> Path:
         return self.home / "logs"
 

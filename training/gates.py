@@ -14,7 +14,12 @@ Gates (each reported with its value, threshold and a sentence a person can check
   Sharpe difference vs the best baseline, from a paired **stationary block
   bootstrap** (Politis & Romano; mean block ``bootstrap_block_bars``, seeded), > 0;
 * ``sharpe_vs_champion`` / ``bootstrap_vs_champion`` - the same two against the
-  current champion re-evaluated on the same holdout, when there is one;
+  current champion re-evaluated on the challenger's holdout, when there is one - only on the
+  bars the champion was never fitted on (``training.champion_window``), the challenger's
+  returns cut to the same bars;
+* ``champion_comparison`` - present (and failed) only when that comparison was refused (too
+  few such bars, or an unknown training end): a challenger that cannot be shown to beat the
+  champion is not promoted automatically;
 * ``deflated_sharpe`` - the deflated Sharpe ratio (Bailey & Lopez de Prado 2014):
   the probability that the true Sharpe exceeds the best Sharpe expected from
   ``n_trials`` skill-less trials, corrected for skew and kurtosis. The variance of
@@ -187,11 +192,14 @@ def point_in_time_gate(features_record: dict | None, model_feature_set_hash: str
 def evaluate_gates(strategy_bar_returns: pd.Series, baseline_results: dict, champion_bar_returns: pd.Series | None,
                    strategy_metrics: dict, gates: GateParams, n_trials: int, periods_per_year: float = 1.0,
                    seed: int = 0, trial_sharpe_variance: float | None = None, *,
-                   point_in_time: dict | None, feature_set_hash: str | None = None) -> GateReport:
+                   point_in_time: dict | None, feature_set_hash: str | None = None,
+                   champion_refusal: str | None = None) -> GateReport:
     """Run every gate; ``passed`` only when all pass. See the module docstring for each gate.
 
     ``point_in_time``: the features stage's record (``features`` part of reports/features.json)
     or None when there is none (the gate then fails); ``feature_set_hash``: the model's.
+    ``champion_bar_returns``: a Series on the bars the champion may be scored on (the challenger
+    is compared on those bars only); ``champion_refusal``: why the comparison was refused.
     """
     if not isinstance(strategy_bar_returns, pd.Series):
         strategy_bar_returns = pd.Series(np.asarray(strategy_bar_returns, dtype=np.float64))
@@ -213,8 +221,8 @@ def evaluate_gates(strategy_bar_returns: pd.Series, baseline_results: dict, cham
                                   f"strategy Sharpe {strat_sr:.3f} vs {name} {sr:.3f}: difference {diff:.3f} "
                                   f"(need > {gates.min_sharpe_margin})"))
 
-    def _bootstrap_gate(gate_name: str, label: str, other: np.ndarray) -> GateResult:
-        point, lower = bootstrap_sharpe_difference(strat, other, gates.bootstrap_samples, gates.bootstrap_block_bars,
+    def _bootstrap_gate(gate_name: str, label: str, other: np.ndarray, mine: np.ndarray = strat) -> GateResult:
+        point, lower = bootstrap_sharpe_difference(mine, other, gates.bootstrap_samples, gates.bootstrap_block_bars,
                                                    gates.confidence, seed)
         return GateResult(gate_name, lower > 0, lower * ann, 0.0,
                           f"Sharpe difference vs {label} {point * ann:.3f}, one-sided {gates.confidence:.0%} "
@@ -225,14 +233,22 @@ def evaluate_gates(strategy_bar_returns: pd.Series, baseline_results: dict, cham
         best = max(base_sr, key=base_sr.get)
         results.append(_bootstrap_gate("bootstrap_vs_best_baseline", f"best baseline {best}", baselines[best]))
 
-    if champion_bar_returns is not None:
-        champ = _as_returns(champion_bar_returns, index)
-        champ_sr = compute_sharpe(champ) * ann
-        diff = strat_sr - champ_sr
+    if champion_refusal is not None:
+        results.append(GateResult("champion_comparison", False, float("nan"), float(gates.min_champion_bars),
+                                  f"{champion_refusal}: the challenger cannot be shown to beat the champion, so it "
+                                  f"is not promoted automatically (`qt models approve VERSION --by NAME --force`)"))
+    elif champion_bar_returns is not None:
+        shared = index
+        if isinstance(champion_bar_returns, pd.Series):  # the bars the champion may be scored on
+            shared = index[index.isin(champion_bar_returns.index)]
+        mine = strategy_bar_returns.reindex(shared).fillna(0.0).to_numpy(dtype=np.float64)
+        champ = _as_returns(champion_bar_returns, shared)
+        mine_sr, champ_sr = compute_sharpe(mine) * ann, compute_sharpe(champ) * ann
+        diff = mine_sr - champ_sr
         results.append(GateResult("sharpe_vs_champion", diff > gates.min_sharpe_margin, diff, gates.min_sharpe_margin,
-                                  f"strategy Sharpe {strat_sr:.3f} vs champion {champ_sr:.3f}: difference "
-                                  f"{diff:.3f} (need > {gates.min_sharpe_margin})"))
-        results.append(_bootstrap_gate("bootstrap_vs_champion", "champion", champ))
+                                  f"strategy Sharpe {mine_sr:.3f} vs champion {champ_sr:.3f} on {len(shared)} bars: "
+                                  f"difference {diff:.3f} (need > {gates.min_sharpe_margin})"))
+        results.append(_bootstrap_gate("bootstrap_vs_champion", f"champion on {len(shared)} bars", champ, mine))
 
     dsr = deflated_sharpe_probability(strat, n_trials, trial_sharpe_variance)
     results.append(GateResult(

@@ -88,6 +88,8 @@ class ModelRegistry:
         """Log one training run (params, metrics, importance CSV, the ensemble) -> {run_id, model_uri}.
 
         The model card is added by ``log_model_card`` once the run id is known."""
+        from training.trials import model_digest
+
         experiment_id = self._activate()
         ensemble = result.ensemble
         example = result.input_example
@@ -97,6 +99,8 @@ class ModelRegistry:
             "feature_set_hash": feature_set_hash,
             "timeframe": params.data.timeframe,
             "horizon_bars": params.labels.horizon_bars,
+            # the purge gap after each training label: which later bars the model never saw
+            "embargo_bars": params.train.embargo_bars,
             "symbols": list(symbols),
             "train_start": result.train_range[0].isoformat(),
             "train_end": result.train_range[1].isoformat(),
@@ -105,6 +109,8 @@ class ModelRegistry:
             "trained_at": result.trained_at,
             "data_sha256": raw_data_sha256 or result.data_sha256,
             "training_frame_sha256": result.data_sha256,
+            # settings that change a prediction: with the frame hash, the model's trial identity
+            "model_digest": model_digest(params),
             "weights": ensemble.weights,
             "members": list(ensemble.members),
             # bars of 1-bar log-return history each input row carries (``seq_ret_*``); 0 = none
@@ -121,6 +127,7 @@ class ModelRegistry:
                 "training_frame_sha256": result.data_sha256,
                 "git_sha": read_git_sha(),
                 "config_digest": params.digest(),
+                "model_digest": model_digest(params),
                 **flatten_config(params),
             })
             mlflow.set_tags({"stage": "trained", "model_name": self.model_name})
@@ -178,8 +185,9 @@ class ModelRegistry:
                              "registered_version": str(registry_summary["version"])})
 
     def count_trials(self) -> int:
-        """Distinct configurations trained so far in this experiment (>= 1): the deflated
-        Sharpe's number of trials. Re-running the same config is not a new trial."""
+        """Distinct whole-config digests trained in this store (>= 1). Not the deflated Sharpe's N any
+        more: that comes from the trial ledger (``training.trials``), which also counts decision
+        configs, backtests and champion re-evaluations and survives a new store."""
         exp = self.client.get_experiment_by_name(self.experiment_name)
         if exp is None:
             return 1

@@ -104,6 +104,7 @@ def train_stage(params: Params, paths: StatePaths) -> dict:
     from features.store import read_features, read_labels
     from training.report import render_model_card
     from training.train import train_models
+    from training.trials import model_digest
 
     paths.ensure()
     feats = read_features(paths.features, params.data.symbols)
@@ -132,6 +133,7 @@ def train_stage(params: Params, paths: StatePaths) -> dict:
         "data_sha256": raw_sha,
         "training_frame_sha256": result.data_sha256,
         "config_digest": params.digest(),
+        "model_digest": model_digest(params),
         "trained_at": result.trained_at,
         "rows": result.rows,
         "members": list(ens.members),
@@ -186,6 +188,7 @@ def evaluate_stage(params: Params, paths: StatePaths) -> dict:
     returns.to_parquet(paths.evaluation / RETURNS)
     equity.to_parquet(paths.evaluation / EQUITY)
     _write_json(evaluation, paths.evaluation / EVALUATION_JSON)
+    _record_trial(params, paths, _challenger_identity(info), "evaluate", returns["strategy"], info["run_id"])
 
     paths.reports.mkdir(parents=True, exist_ok=True)
     plot = plot_equity_and_drawdown({n: r.equity for n, r in results.items()}, paths.reports / "holdout_equity.png",
@@ -259,15 +262,23 @@ def promote_stage(params: Params, paths: StatePaths) -> dict:
     version = registry.register_version(info["run_id"], model_uri=info.get("model_uri"))
     champion_returns, champion_eval = None, None
     if previous is not None and previous != version:
-        champion_eval, champion_returns = _reevaluate_champion(registry, previous, params, paths, info)
+        champion_eval, champion_returns = _reevaluate_champion(registry, previous, params, paths, info, returns)
 
-    n_trials = registry.count_trials()
+    _record_trial(params, paths, _challenger_identity(info), "promote", returns["strategy"], info["run_id"])
+    from training.trials import TrialLedger
+
+    trials = TrialLedger(paths.trials_ledger).summary()  # after the champion's re-evaluation: it is a trial too
+    n_trials = trials["n_trials"]
+    from training.trials import describe
+
+    log.info("%s", describe(trials))
     report = evaluate_gates(
         returns["strategy"],
         {name: {"bar_returns": returns[name], "metrics": evaluation[name]} for name in BASELINES},
         champion_returns, evaluation["strategy"], params.gates, n_trials,
         periods_per_year=bars_per_year(timeframe_ms(params.data.timeframe)), seed=params.train.seed,
-        point_in_time=_point_in_time_record(paths), feature_set_hash=info.get("feature_set_hash"))
+        point_in_time=_point_in_time_record(paths), feature_set_hash=info.get("feature_set_hash"),
+        champion_refusal=(champion_eval or {}).get("refused"))
     registry.set_gate_tags(version, report)
     manual = params.gates.mode == "manual"
     promoted = report.passed and not manual
@@ -290,6 +301,7 @@ def promote_stage(params: Params, paths: StatePaths) -> dict:
         "previous_champion": previous,
         "champion": version if promoted else previous,
         "n_trials": n_trials,
+        "trials": trials,
         "gates": report.gates,
         "reasons": reasons,
         "champion_evaluation": champion_eval,
@@ -312,6 +324,23 @@ def promote_stage(params: Params, paths: StatePaths) -> dict:
     return _jsonable({"registry": summary})
 
 
+def _challenger_identity(info: dict) -> str:
+    from training.trials import model_identity
+
+    return model_identity(info.get("model_digest"), info.get("training_frame_sha256"), f"run:{info['run_id']}")
+
+
+def _record_trial(params: Params, paths: StatePaths, model_id: str, origin: str, bar_returns: pd.Series,
+                  run_id: str = "") -> None:
+    """One holdout scoring into the trial ledger (``training.trials``): what the deflated Sharpe counts."""
+    from training.gates import compute_sharpe
+    from training.trials import Trial, TrialLedger, decision_digest
+
+    r = pd.Series(bar_returns, dtype="float64").fillna(0.0).to_numpy()
+    TrialLedger(paths.trials_ledger).record(Trial(model_id, decision_digest(params), origin, compute_sharpe(r),
+                                                  len(r), params.train.model_name, run_id))
+
+
 def _point_in_time_record(paths: StatePaths) -> dict | None:
     """The features stage's record (``features`` part of reports/features.json), None if absent."""
     path = paths.reports / "features.json"
@@ -320,9 +349,15 @@ def _point_in_time_record(paths: StatePaths) -> dict | None:
     return json.loads(path.read_text()).get("features")
 
 
-def _reevaluate_champion(registry, version: str, params: Params, paths: StatePaths, info: dict):
-    """The champion's holdout backtest on the challenger's holdout window, on the input the
-    champion itself logged (feature params, return window, columns: ``model_predictions``)."""
+def _reevaluate_champion(registry, version: str, params: Params, paths: StatePaths, info: dict,
+                         challenger_returns: pd.DataFrame):
+    """The champion's backtest on the challenger's holdout bars it was never fitted on
+    (``training.champion_window``), on the input the champion itself logged (feature params,
+    return window, columns: ``model_predictions``) -> (evaluation, bar returns).
+
+    The evaluation carries ``overlap`` (bars used, dropped and why); when too few bars are
+    left it carries ``refused`` (the reason) and the returns are None: nothing to compare."""
+    from training.champion_window import champion_scoring_window
     from executor.backtest import run_backtest
     from executor.signals import signals_from_predictions
     from training.backtest_model import history_bars_needed, logged_metadata, model_predictions
@@ -334,6 +369,13 @@ def _reevaluate_champion(registry, version: str, params: Params, paths: StatePat
                         f"{params.data.timeframe}; they cannot be compared on one holdout - "
                         f"retrain with the champion's timeframe or remove its alias deliberately")
     h_start, h_end = _holdout_window(info)
+    # the bars of the challenger's holdout backtest: what the comparison trades
+    window = champion_scoring_window(challenger_returns.index, md, timeframe_ms(params.data.timeframe),
+                                     params.train.embargo_bars, params.gates.min_champion_bars)
+    if window["status"] == "refused":
+        log.warning("champion v%s not compared: %s", version, window["why"])
+        return {"version": version, "refused": window["why"], "overlap": window}, None
+    h_start = max(h_start, pd.Timestamp(window["scored_from"]))
     history = _read_candles_with_history(params, paths, h_start, history_bars_needed(md))
     funding = _holdout_funding(params, paths, history["timestamp"].min())
     pred_df = model_predictions(model, history, h_start, h_end, funding=funding)
@@ -341,5 +383,10 @@ def _reevaluate_champion(registry, version: str, params: Params, paths: StatePat
     candles = history[history["timestamp"] >= h_start].reset_index(drop=True)
     res = run_backtest(candles, signals, params, funding=funding)
     metrics = {k: _number(v) for k, v in res.metrics.items()}
-    metrics["version"] = version
+    metrics.update(version=version, start=str(res.start), end=str(res.end), overlap=window)
+    from training.trials import model_identity
+
+    champion_id = model_identity(md.get("model_digest"), md.get("training_frame_sha256"),
+                                 f"version:{registry.model_name}/{version}")
+    _record_trial(params, paths, champion_id, "champion_reevaluation", res.bar_returns)
     return metrics, res.bar_returns

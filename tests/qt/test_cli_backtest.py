@@ -201,3 +201,25 @@ def test_rows_without_a_full_return_window_are_not_predicted():
     # a window of `length` returns needs `length` feature rows: the first length-1 rows have none
     assert preds.groupby("symbol").size().to_dict() == (rows - (length - 1)).to_dict()
     assert not model.seen.isna().any().any()
+
+
+def test_backtest_is_recorded_as_one_of_the_deflated_sharpe_trials(trained, tmp_path):
+    from training.trials import TrialLedger
+
+    paths, params, _, info, _ = trained
+    ledger = TrialLedger(paths.trials_ledger)
+    before = ledger.summary()
+    changed = params.model_dump(mode="json")
+    changed["signal"]["buy_threshold"] = params.signal.buy_threshold + 0.03  # a decision config not tried yet
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(changed))
+    args = ("backtest", "--model", _champion_uri(params), "--source", f"synthetic:{SEED}",
+            "--start", info["holdout_start"][:10], "--params", str(params_file))
+    res = _cli(paths, *args)
+    assert res.exit_code == 0, res.output
+    after = ledger.summary()
+    assert after["n_trials"] == before["n_trials"] + 1
+    assert after["by_origin"].get("backtest", 0) == before["by_origin"].get("backtest", 0) + 1
+    assert "trials N=" in res.output.replace("\n", "")
+    assert _cli(paths, *args).exit_code == 0  # the same model and decision config again: not a new trial
+    assert ledger.summary()["n_trials"] == after["n_trials"]

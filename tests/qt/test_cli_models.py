@@ -221,3 +221,18 @@ def test_approving_an_unknown_version_names_the_registered_ones(store, cli):
     res = cli("models", "approve", "99", "--by", "alice")
     assert res.exit_code != 0
     assert "no version '99'" in str(res.exception) and version in str(res.exception)
+
+
+def test_list_shows_the_deflated_sharpe_trials_and_where_they_come_from(store, cli):
+    from training.stages import promote_stage
+
+    paths = _write_handover(store[0], store[1], store[2])
+    params = load_params(cli.params_file, {"gates": {"bootstrap_samples": 200}})
+    out = promote_stage(params, paths)["registry"]
+    n = out["n_trials"]
+    assert out["trials"]["ledger"] == str(paths.trials_ledger) and out["trials"]["by_origin"].get("promote")
+    table = cli("models", "list")
+    assert table.exit_code == 0, table.output
+    text = table.output.replace("\n", "")
+    assert f"trials N={n}" in text and str(paths.trials_ledger) in text
+    assert f"{out['trials']['by_origin']['promote']} promote" in text
