@@ -252,6 +252,7 @@ def promote_stage(params: Params, paths: StatePaths) -> dict:
     from executor.backtest import bars_per_year
     from training.gates import evaluate_gates
     from training.report import render_model_card
+    from training.trials import TrialLedger, describe
 
     info = _read_handover(paths, TRAIN_JSON, "train")
     evaluation = _read_handover(paths, EVALUATION_JSON, "evaluate")
@@ -265,12 +266,8 @@ def promote_stage(params: Params, paths: StatePaths) -> dict:
         champion_eval, champion_returns = _reevaluate_champion(registry, previous, params, paths, info, returns)
 
     _record_trial(params, paths, _challenger_identity(info), "promote", returns["strategy"], info["run_id"])
-    from training.trials import TrialLedger
-
     trials = TrialLedger(paths.trials_ledger).summary()  # after the champion's re-evaluation: it is a trial too
     n_trials = trials["n_trials"]
-    from training.trials import describe
-
     log.info("%s", describe(trials))
     report = evaluate_gates(
         returns["strategy"],
@@ -357,10 +354,11 @@ def _reevaluate_champion(registry, version: str, params: Params, paths: StatePat
 
     The evaluation carries ``overlap`` (bars used, dropped and why); when too few bars are
     left it carries ``refused`` (the reason) and the returns are None: nothing to compare."""
-    from training.champion_window import champion_scoring_window
     from executor.backtest import run_backtest
     from executor.signals import signals_from_predictions
     from training.backtest_model import history_bars_needed, logged_metadata, model_predictions
+    from training.champion_window import champion_scoring_window
+    from training.trials import model_identity
 
     model = registry.load_version(version)
     md = logged_metadata(model)
@@ -384,8 +382,6 @@ def _reevaluate_champion(registry, version: str, params: Params, paths: StatePat
     res = run_backtest(candles, signals, params, funding=funding)
     metrics = {k: _number(v) for k, v in res.metrics.items()}
     metrics.update(version=version, start=str(res.start), end=str(res.end), overlap=window)
-    from training.trials import model_identity
-
     champion_id = model_identity(md.get("model_digest"), md.get("training_frame_sha256"),
                                  f"version:{registry.model_name}/{version}")
     _record_trial(params, paths, champion_id, "champion_reevaluation", res.bar_returns)
