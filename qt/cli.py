@@ -220,6 +220,9 @@ def _execute_live(mode, service_url, params, symbols, exchange_url, i_understand
         raise UserError("--exchange-url is for --mode testnet; --mode live always trades on Binance")
     if exchange_url is not None and not exchange_url.startswith(("http://", "https://")):
         raise UserError(f"--exchange-url {exchange_url!r} must be an http(s) URL, e.g. http://127.0.0.1:8900")
+    from qt.live_guard import refuse_production_url_for_testnet
+
+    refuse_production_url_for_testnet(exchange_url)  # before keys are read or any client is built
     key, secret = os.environ.get("QT_API_KEY"), os.environ.get("QT_API_SECRET")
     if not key or not secret:
         raise UserError(f"--mode {mode} needs the exchange API key and secret in the environment variables "
