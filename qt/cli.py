@@ -137,6 +137,11 @@ def run(params: ParamsOpt = None, source: SourceOpt = None, symbols: SymbolsOpt 
 
     summary = run_all(p, paths, redis_url=os.environ.get("REDIS_URL"))
     print_summary(summary, paths)
+    from qt.report import parity_failure
+
+    failure = parity_failure(summary)
+    if failure:  # summary.json is written; the run still fails (exit 1): it is not a user mistake
+        raise QTError(failure)
 
 
 @app.command("serve")

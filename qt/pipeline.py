@@ -203,11 +203,12 @@ def serve_and_execute(params: Params, paths: StatePaths, redis_url: str | None) 
         meta = _get_json(service.url + "/metadata") if has_champion else {}
     parity = None
     if has_champion:
-        from qt.parity import check_parity
+        from qt.parity import check_parity, read_replay_fills
         from training.registry import load_champion
 
         parity = check_parity(candles, load_champion(paths.tracking_uri, params.train.model_name), params,
-                              start, report, meta.get("model_version"), funding=funding)
+                              start, report, meta.get("model_version"), funding=funding,
+                              replay_fills=read_replay_fills(paths.executor_db, report.run_id))
         if not parity["match"]:
             log.error("PARITY BROKEN: paper replay %s vs in-process backtest %s", parity["replay_net_pnl"],
                       parity["backtest_net_pnl"])

@@ -62,4 +62,27 @@ def print_summary(summary: dict, paths: StatePaths, console: Console | None = No
         c.print(f"[bold]parity[/]: paper replay over HTTP {verdict} the in-process backtest "
                 f"({parity['replay_trades']} vs {parity['backtest_trades']} trades, "
                 f"{parity['replay_net_pnl']:.2f} vs {parity['backtest_net_pnl']:.2f} USDT)")
+    failure = parity_failure(summary)
+    if failure:
+        c.print(f"[red]{failure}[/]")
     c.print(f"[bold]total[/]: {summary.get('seconds')} s; summary: {paths.reports / 'summary.json'}")
+
+
+def _leg(leg: dict | None) -> str:
+    return "no such trade" if leg is None else \
+        f"{leg['purpose']} {leg['side']} {leg['qty']:g} @ {leg['price']:g} at {leg['timestamp']}"
+
+
+def parity_failure(summary: dict) -> str | None:
+    """One line naming what broke the backtest/paper parity (the first diverging trade if known), or None.
+
+    ``qt run`` exits non-zero on it: a paper replay that trades differently from the backtest means
+    serving or the executor no longer does what was evaluated, so the run must not look green."""
+    parity = (summary.get("executor") or {}).get("parity_with_backtest")
+    if not parity or parity.get("match"):
+        return None
+    first = parity.get("first_divergent_trade")
+    where = (f"first divergent trade: {first['symbol']} #{first['index']} backtest {_leg(first['backtest'])} "
+             f"vs replay {_leg(first['replay'])}") if first else "every trade leg matches; the PnL differs"
+    return (f"parity broken: paper replay {parity['replay_trades']} trades / {parity['replay_net_pnl']:.2f} USDT vs "
+            f"backtest {parity['backtest_trades']} trades / {parity['backtest_net_pnl']:.2f} USDT; {where}")
