@@ -156,13 +156,34 @@ def exchange_url_for(params: Params, paths: StatePaths) -> Iterator[str | None]:
         yield exchange.url
 
 
-def _check_listed(symbols: list[str], url: str | None, params: Params) -> None:
-    """UserError naming every requested symbol the exchange does not list (before any download)."""
+def _refusal_reason(exchange, symbol: str) -> str | None:
+    """The exchange's own one-line reason for not listing ``symbol``, when it gives more than Binance's
+    bare "Invalid symbol." (the local exchange names a bad data file there); None if simply unknown."""
+    import ccxt
+
+    ask = exchange.fapiPublicGetExchangeInfo if ":" in symbol else exchange.publicGetExchangeInfo
+    try:
+        ask({"symbol": symbol.split(":")[0].replace("/", "")})
+    except ccxt.BaseError as exc:
+        text = str(exc)
+        try:
+            msg = str(json.loads(text[text.index("{"):]).get("msg", ""))
+        except ValueError:
+            return None
+        return msg if msg.strip() not in ("", "Invalid symbol.") else None
+    return None
+
+
+def _check_listed(symbols: list[str], url: str | None, params: Params) -> dict[str, str]:
+    """UserError naming every requested symbol the exchange does not list (before any download).
+
+    Returns the symbols the exchange refused with a reason of its own (e.g. a corrupt source file):
+    those are not a typo, so the others are still collected and the stage fails afterwards."""
     import ccxt
 
     from qt.exchange.client import make_ccxt
 
-    unknown, listed = [], []
+    unknown, listed, refused = [], [], {}
     for market in sorted({"perp" if ":" in s else "spot" for s in symbols}):
         exchange = make_ccxt(market, url, params.collect.timeout_ms)
         try:
@@ -171,10 +192,17 @@ def _check_listed(symbols: list[str], url: str | None, params: Params) -> None:
             raise QTError(f"cannot reach the {market} exchange at {url or 'Binance'} "
                           f"({type(exc).__name__}); check --exchange-url or the network") from None
         listed += sorted(markets)
-        unknown += [s for s in symbols if ("perp" if ":" in s else "spot") == market and s not in markets]
+        for s in symbols:
+            if ("perp" if ":" in s else "spot") == market and s not in markets:
+                reason = _refusal_reason(exchange, s)
+                if reason is None:
+                    unknown.append(s)
+                else:
+                    refused[s] = reason
     if unknown:
         raise UserError(f"unknown symbol(s) {', '.join(unknown)} on {url or 'Binance'}; "
                         f"listed there: {', '.join(listed[:12])}{' ...' if len(listed) > 12 else ''}")
+    return refused
 
 
 def collect_stage(params: Params, paths: StatePaths,
@@ -194,19 +222,24 @@ def collect_stage(params: Params, paths: StatePaths,
     root.mkdir(parents=True, exist_ok=True)
     with exchange_url_for(params, paths) as url:
         symbols = select_universe(make_ccxt(params.collect.market, url, params.collect.timeout_ms), params)
-        _check_listed(symbols, url, params)
+        refused = _check_listed(symbols, url, params)
+        servable = [s for s in symbols if s not in refused]
         if collect_symbols is None:
-            report = collect_universe(params, root, exchange_url=url, symbols=symbols)
+            report = collect_universe(params, root, exchange_url=url, symbols=servable)
         else:
-            report = CollectReport(timeframe=params.data.timeframe, symbols=collect_symbols(params, root, url, symbols),
+            report = CollectReport(timeframe=params.data.timeframe,
+                                   symbols=collect_symbols(params, root, url, servable) if servable else [],
                                    seconds=time.perf_counter() - t0)
     collected = report.to_dict()
-    if report.failed:
+    if report.failed or refused:
         paths.reports.mkdir(parents=True, exist_ok=True)
-        (paths.reports / "collect-failures.json").write_text(json.dumps(collected, indent=2, default=str))
-        names = "; ".join(f"{r.symbol}: {r.error}" for r in report.failed)
-        raise QTError(f"collection failed for {len(report.failed)} of {len(symbols)} symbol(s) "
-                      f"(the others were stored): {names}")
+        (paths.reports / "collect-failures.json").write_text(
+            json.dumps(collected | {"refused": refused}, indent=2, default=str))
+        names = "; ".join([f"{s}: refused by the exchange: {why}" for s, why in refused.items()]
+                          + [f"{r.symbol}: {r.error}" for r in report.failed])
+        error = QTError if report.failed else DataError  # a bad source file is the user's to fix (exit 2)
+        raise error(f"collection failed for {len(report.failed) + len(refused)} of {len(symbols)} symbol(s) "
+                    f"(the others were stored): {names}")
     params = params.model_copy(update={"data": params.data.model_copy(update={"symbols": symbols})})
     if source.kind == "synthetic":
         (root / _UNIVERSE_FILE).write_text(json.dumps({"symbols": sorted(symbols)}))

@@ -97,7 +97,7 @@ class DataDir:
             raise DataError(f"{self.root}: no ohlcv/ folder; point --data at a directory laid out like "
                             f"../shared/data (ohlcv/binance, ohlcv/binanceusdm)")
         self._lock = threading.Lock()
-        self._cache: dict[tuple[str, int], Bars | Funding] = {}
+        self._cache: dict[tuple[str, int], Bars | Funding | DataError] = {}
 
     def markets(self, kind: Kind) -> dict[str, MarketFiles]:
         """Markets of ``kind`` by Binance id (``BTCUSDT``); rescanned on each call (a few stats)."""
@@ -136,13 +136,20 @@ class DataDir:
         key = (str(path), mtime_ns)
         with self._lock:
             hit = self._cache.get(key)
+        if isinstance(hit, DataError):
+            raise hit  # a bad file is judged once per version, not re-read on every request
         if hit is not None:
             return hit
-        value = reader(path)
+        try:
+            value = reader(path)
+        except DataError as exc:
+            value = exc
         with self._lock:
             for old in [k for k in self._cache if k[0] == key[0]]:
                 del self._cache[old]
             self._cache[key] = value
+        if isinstance(value, DataError):
+            raise value
         return value
 
 
@@ -160,10 +167,21 @@ def _read_bars(path: Path) -> Bars:
         raise DataError(f"{path}: missing columns {missing}; expected {OHLCV_COLUMNS}")
     ts = _ts_ms(df["timestamp"])
     if len(ts) > 1 and not (np.diff(ts) > 0).all():
-        raise DataError(f"{path}: timestamps not strictly increasing; the exchange cannot serve "
-                        f"duplicated or unsorted candles - rewrite the file sorted and de-duplicated")
+        raise DataError(f"{path}: {_order_problem(ts)}; the exchange cannot serve it - rewrite the file "
+                        f"sorted and de-duplicated")
     cols = {c: df[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low", "close", "volume")}
     return Bars(ts, **cols)
+
+
+def _order_problem(ts_ms: np.ndarray) -> str:
+    """What is wrong with timestamps that are not strictly increasing: duplicates (the first one named)
+    or, if none, the first step backwards."""
+    dup = pd.Series(ts_ms).duplicated()
+    if dup.any():
+        first = pd.Timestamp(int(ts_ms[int(np.argmax(dup.to_numpy()))]), unit="ms", tz="UTC")
+        return f"{int(dup.sum())} duplicated timestamp(s), the first {first.isoformat()}"
+    back = int(np.argmax(np.diff(ts_ms) <= 0)) + 1
+    return f"timestamps unsorted (row {back} is earlier than row {back - 1})"
 
 
 def _read_funding(path: Path) -> Funding:

@@ -111,8 +111,9 @@ class BinanceError(Exception):
         self.status, self.code, self.msg = status, code, msg
 
 
-def _invalid_symbol() -> BinanceError:
-    return BinanceError(400, -1121, "Invalid symbol.")
+def _invalid_symbol(reason: str | None = None) -> BinanceError:
+    """Binance's -1121; ``reason`` (a bad data file) is appended so a client sees why in one line."""
+    return BinanceError(400, -1121, "Invalid symbol." + (f" (local exchange: {reason})" if reason else ""))
 
 
 def _mandatory(name: str) -> BinanceError:
@@ -184,13 +185,19 @@ class _Market:
         self.data, self.kind, self.clock = data, kind, clock
         self._agg_lock = threading.Lock()
         self._agg_cache: dict[tuple[str, int, int], Bars] = {}
+        self.refused: dict[str, str] = {}  # exchange id -> why its data file cannot be served
 
     # -- what is listed -------------------------------------------------------------------
     def listed(self, now_ms: int) -> dict[str, tuple[MarketFiles, Bars]]:
         """Markets whose first candle opened by ``now``, with their finest stored candles."""
         out = {}
         for exchange_id, market in self.data.markets(self.kind).items():
-            bars = self.data.bars(market, market.finest_timeframe)
+            try:
+                bars = self.data.bars(market, market.finest_timeframe)
+            except DataError as exc:  # one bad file refuses its own symbol, never the others
+                self.refused[exchange_id] = str(exc)
+                continue
+            self.refused.pop(exchange_id, None)
             if len(bars) and bars.ts_ms[0] <= now_ms:
                 out[exchange_id] = (market, bars)
         return out
@@ -203,7 +210,7 @@ class _Market:
             return None
         hit = self.listed(now_ms).get(symbol)
         if hit is None:
-            raise _invalid_symbol()
+            raise _invalid_symbol(self.refused.get(symbol))
         return hit
 
     # -- klines ---------------------------------------------------------------------------
@@ -236,7 +243,10 @@ class _Market:
         interval = params.get("interval")
         if not interval:
             raise _mandatory("interval")
-        source = self.kline_source(market, interval)
+        try:
+            source = self.kline_source(market, interval)
+        except DataError as exc:  # another timeframe's file of this symbol is bad
+            raise _invalid_symbol(str(exc)) from None
         limit = _limit_param(params, KLINES_DEFAULT_LIMIT, KLINES_MAX_LIMIT[self.kind])
         start, end = _time_range(params)
         return kline_rows(visible_window(source, now_ms, start, end, limit), source.interval_ms)
@@ -249,7 +259,7 @@ class _Market:
         if wanted is not None:
             unknown = [s for s in wanted if s not in listed]
             if unknown:
-                raise _invalid_symbol()
+                raise _invalid_symbol(next((self.refused[s] for s in unknown if s in self.refused), None))
             listed = {s: listed[s] for s in wanted}
         symbols = [self._symbol_info(market, bars, now_ms) for market, bars in listed.values()]
         info = {"timezone": "UTC", "serverTime": now_ms, "rateLimits": _RATE_LIMITS, "exchangeFilters": [],
