@@ -201,8 +201,17 @@ def render_model_card(train: dict, evaluation: dict | None = None, registry: dic
     if registry:
         verdict = "PROMOTED to champion" if registry.get("promoted") else "NOT promoted"
         lines += ["", f"## Promotion: version {registry.get('version')} {verdict}",
-                  f"- trials counted for the deflated Sharpe: {registry.get('n_trials')}", "",
-                  "| gate | passed | value | threshold | detail |", "|---|---|---|---|---|"]
+                  f"- trials counted for the deflated Sharpe: {registry.get('n_trials')}"]
+        if registry.get("trials"):  # where N came from: the trial ledger (training.trials)
+            from training.trials import describe
+
+            lines.append(f"- {describe(registry['trials'])}")
+        window = (registry.get("champion_evaluation") or {}).get("overlap")
+        if window:  # which of the holdout bars the champion was scored on (training.champion_window)
+            lines.append(f"- champion v{registry['champion_evaluation'].get('version')} comparison "
+                         f"{window['status']}: scored on {window['bars_used']} of {window['bars_total']} holdout "
+                         f"bars, {window['bars_dropped']} dropped - {window['why']}")
+        lines += ["", "| gate | passed | value | threshold | detail |", "|---|---|---|---|---|"]
         for g in registry.get("gates", []):
             lines.append(f"| {g['name']} | {'yes' if g['passed'] else 'NO'} | {_fmt(g['value'])} | "
                          f"{_fmt(g['threshold'])} | {g['detail']} |")

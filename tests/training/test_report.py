@@ -157,3 +157,26 @@ def test_model_card_has_per_model_holdout_metrics_and_gates_when_present():
     assert "| beats_buy_and_hold | NO | -0.0100 | 0.0000 | sharpe diff |" in card
     assert "`calibration.png`" in card
     assert "Promotion" not in render_model_card(train, evaluation)
+
+
+def test_model_card_shows_how_many_trials_and_where_they_were_counted():
+    train, evaluation = _card_inputs()
+    trials = {"n_trials": 5, "recorded": 5, "ledger": "/state/trials/ledger.sqlite",
+              "by_origin": {"backtest": 1, "evaluate": 3, "promote": 1}, "sharpe_variance": None}
+    card = render_model_card(train, evaluation, {"version": "3", "promoted": False, "n_trials": 5,
+                                                 "trials": trials, "gates": []})
+    line = next(ln for ln in card.splitlines() if "ledger" in ln)
+    assert "N=5" in line and "/state/trials/ledger.sqlite" in line
+    assert "3 evaluate" in line and "1 backtest" in line and "1 promote" in line
+
+
+@pytest.mark.parametrize("status", ["compared", "refused"])
+def test_model_card_states_the_champion_overlap_bars_used_and_dropped(status):
+    train, evaluation = _card_inputs()
+    why = f"40 of 100 holdout bars dropped: the champion may have been fitted on them; {status}"
+    window = {"status": status, "bars_total": 100, "bars_used": 60, "bars_dropped": 40, "why": why}
+    champion = {"version": "2", "overlap": window, **({"refused": why} if status == "refused" else {})}
+    card = render_model_card(train, evaluation, {"version": "3", "promoted": False, "n_trials": 1, "gates": [],
+                                                 "previous_champion": "2", "champion_evaluation": champion})
+    line = next(ln for ln in card.splitlines() if "champion v2" in ln)
+    assert status in line and "60" in line and "40" in line and why in line
