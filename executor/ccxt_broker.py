@@ -38,7 +38,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -47,9 +46,11 @@ import ccxt
 import pandas as pd
 
 from executor.ccxt_orders import RestingEntry, check_resting, move_managed_stops, place_limit_entry
+from executor.emergency import exit_crossed_guard, refused_as_crossed
 from executor.journal import OrderJournal
 from executor.paper import BarExecution, MarketOrder, Protective
 from executor.portfolio import Bar, Fill
+from qt import redact
 from qt.backoff import parse_retry_after_s, retry_call
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,6 @@ _REASONS: tuple[tuple[type, str], ...] = (
     (ccxt.NetworkError, "EXCHANGE_UNAVAILABLE"),
     (ccxt.ExchangeError, "EXCHANGE_ERROR"),
 )
-_SIGNATURE = re.compile(r"(signature|apikey|x-mbx-apikey|secret)(\"?\s*[:=]\s*\"?)([^&\"\s,}]+)", re.IGNORECASE)
 
 
 def client_order_id(namespace: str, decided_ts: pd.Timestamp, symbol: str, purpose: str,
@@ -91,12 +91,9 @@ def reason_for(exc: BaseException) -> str:
 
 
 def one_line(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:
-    """``ClassName: message`` on one line, at most 300 characters, secrets and signatures removed."""
-    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
-    for s in secrets:
-        if s:
-            text = text.replace(s, "***")
-    return _SIGNATURE.sub(r"\1\2***", text)[:300]
+    """``ClassName: message`` on one line, at most 300 characters, secrets and signatures removed
+    (``qt.redact``: the one redaction every exchange error goes through)."""
+    return redact.one_line(exc, secrets)
 
 
 def is_lost_answer(exc: BaseException) -> bool:
@@ -319,15 +316,17 @@ class CcxtBroker:
                       trail_pct=order.trailing_stop_pct, trail_mode=order.trailing_mode, peak=fill.price)
         guard.fixed_stop = guard.stop_price
         self.guards[sym] = guard
-        self.ensure_guard(guard, open_algo=[])
-        self._pending.fills.append(fill)
+        self._pending.fills.append(fill)  # before the guard: an emergency exit's fill comes after it
         self._pending.placed[sym] = guard.as_protective()
+        self.ensure_guard(guard, open_algo=[])
         return guard
 
     # ---- protective orders -----------------------------------------------------------------
     def ensure_guard(self, guard: Guard, open_algo: list[dict] | None = None) -> list[str]:
         """Place whichever of the stop / take-profit is not open on the exchange; returns the
-        kinds placed. ``open_algo``: the symbol's open conditional orders if already read."""
+        kinds placed. ``open_algo``: the symbol's open conditional orders if already read.
+        A stop the price is already through is not placed: the position is closed at market
+        (``executor.emergency``) and the guard dropped."""
         if open_algo is None:
             open_algo = self.read(lambda: self.ex.fetch_open_orders(guard.symbol, params={"trigger": True}))
         open_ids = {str(o["id"]) for o in open_algo}
@@ -336,11 +335,16 @@ class CcxtBroker:
             current = guard.order_id_of(kind)
             if current is not None and current in open_ids:
                 continue
-            self._place_protective(guard, kind)
+            crossed = self._place_protective(guard, kind)
+            if crossed is not None:
+                exit_crossed_guard(self, guard, crossed)
+                return placed
             placed.append(kind)
         return placed
 
-    def _place_protective(self, guard: Guard, kind: str) -> None:
+    def _place_protective(self, guard: Guard, kind: str) -> str | None:
+        """Place one protective; returns the exchange's answer when it refused a stop as already
+        crossed (the caller exits at market), None otherwise."""
         sym = guard.symbol
         price = guard.stop_price if kind == "stop_loss" else guard.take_profit_price
         if kind == "trailing_stop":  # ccxt: trailingPercent -> callbackRate (percent) on the algo endpoint
@@ -357,12 +361,15 @@ class CcxtBroker:
         except ccxt.BaseError as exc:
             msg = one_line(exc, self._secrets)
             self.journal.update(cid, status="rejected", reason=reason_for(exc), message=msg)
+            if kind == "stop_loss" and refused_as_crossed(exc):
+                return msg
             log.error("%s: could not place the %s at %s: %s (retried next bar)", sym, kind, price, msg)
             self.alerts.append(("UNPROTECTED", f"{sym} {kind} could not be placed: {msg}",
                                 {"symbol": sym, "kind": kind, "price": price}))
-            return
+            return None
         self.journal.update(cid, exchange_id=str(placed["id"]), status="open")
         guard.set_order_id(kind, str(placed["id"]))
+        return None
 
     def _check_guard(self, symbol: str) -> None:
         guard = self.guards[symbol]

@@ -55,6 +55,7 @@ from executor.loop import LoopListener, TradingLoop
 from executor.metrics import start_metrics
 from executor.portfolio import Bar
 from executor.reconcile import ReconcileReport, reconcile
+from executor.protection import EMERGENCY_EXIT
 from executor.risk import STALE_SIGNAL, RiskAlert
 from executor.state import StateStore
 from qt.config import Params
@@ -98,6 +99,11 @@ class _LiveLoop(TradingLoop):
 
     def raise_alert(self, alert: RiskAlert) -> None:
         self._alert(alert)
+
+    def record_emergency_exit(self, ts: pd.Timestamp, numbers: dict) -> None:
+        """The broker closed a position whose stop was already crossed (``executor.emergency``):
+        one ``exit`` / ``EMERGENCY_EXIT`` decision, as paper and backtest record a gap through the stop."""
+        self._record(Decision(ts, numbers["symbol"], None, "exit", EMERGENCY_EXIT, details=dict(numbers)))
 
     def catch_up(self, ts: pd.Timestamp, bars: dict[str, Bar], symbols: list[str]) -> None:
         """Step a bar that closed while the daemon was not looking: the same accounting as
@@ -326,6 +332,8 @@ class LiveTrader:
         self.loop.book_refusals(ts, rejections)
         alerts, self.broker.alerts = self.broker.alerts, []
         for kind, message, numbers in alerts:
+            if kind == EMERGENCY_EXIT:
+                self.loop.record_emergency_exit(ts, numbers)
             self.loop.raise_alert(RiskAlert(ts, kind, message, numbers))
         if not self._watch.source_down:  # an outage already raised its own alert in the loop
             for reason, syms in sorted(self._watch.reasons.items()):

@@ -55,6 +55,7 @@ from dataclasses import dataclass, field, replace
 import pandas as pd
 
 from executor.portfolio import Bar, Fill
+from executor.protection import stop_crossed
 from executor.trailing import step_trail, trail_level
 from qt.config import CostParams
 
@@ -227,7 +228,9 @@ class PaperBroker:
     def _trigger(self, p: Protective, bar: Bar, stop_only: bool = False) -> tuple[Fill | None, float]:
         """(exit fill or None, the trail's peak after this bar)."""
         oid = -p.entry_order_id
-        fixed = bar.open if bar.open <= p.stop_price else p.stop_price if bar.low <= p.stop_price else None
+        # a bar opening through the stop exits at the open: the rule live applies when the exchange
+        # refuses a stop as already crossed (executor.protection, executor.emergency)
+        fixed = bar.open if stop_crossed(p.stop_price, bar.open) else p.stop_price if bar.low <= p.stop_price else None
         trail, peak = step_trail(p.peak, p.trail_pct, bar) if p.trail_pct > 0 else (None, p.peak)
         if stop_only:  # entered intrabar: the open was before the entry, the stop works at its level
             fixed = p.stop_price if bar.low <= p.stop_price else None
