@@ -9,9 +9,16 @@ _LAYOUT = dict(margin=dict(l=50, r=20, t=70, b=30), height=340, template="plotly
                title_y=0.96, legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1.0, xanchor="right"))
 
 
+def _wrapped(text: str, width: int = 60) -> str:
+    """Plotly annotations never wrap on their own: break the line so it stays inside the panel."""
+    import textwrap
+
+    return "<br>".join(textwrap.wrap(text, width, break_long_words=True)) or text
+
+
 def _empty(title: str, why: str) -> go.Figure:
     fig = go.Figure(layout=dict(title=title, **_LAYOUT))
-    fig.add_annotation(text=why, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    fig.add_annotation(text=_wrapped(why), showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     return fig

@@ -16,6 +16,7 @@ import pandas as pd
 
 from dashboard import calc
 from dashboard.health import Health, read_health
+from dashboard.lake_reader import LakeMissing, read_symbol_candles
 from dashboard.registry_reader import ChampionView, read_champion, read_drift
 from dashboard.state_reader import RunView, StateMissing, read_run
 from qt.config import Params
@@ -72,15 +73,6 @@ class Sources:
             self._champion = (now, view)
         return self._champion[1]
 
-    def candles(self, symbols: list[str], start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-        """The lake's candles of ``symbols`` with open times in [start, end] (``qt.lake``)."""
-        from qt import lake
-        from qt.collect import lake_root
-
-        step = pd.Timedelta(milliseconds=1)
-        return lake.read_candles(lake_root(self.params, self.paths), symbols, self.params.data.timeframe,
-                                 start, end + step)
-
     def snapshot(self, symbol: str | None = None, run_id: str | None = None) -> Snapshot:
         missing: dict[str, str] = {}
         health = read_health(self.redis_url, self.service_url)
@@ -97,14 +89,20 @@ class Sources:
             dd = calc.drawdown(run.equity.set_index("ts")["equity_usdt"], start_equity)
             closes: dict[str, float] = {}
             if run.symbols and not run.equity.empty:
+                first, last_ts = run.equity["ts"].iloc[0], run.equity["ts"].iloc[-1]
+                try:  # the selected symbol on its own: another symbol's missing candles never blank it
+                    candles = read_symbol_candles(self.params, self.paths, symbol, first, last_ts)
+                except (LakeMissing, QTError, OSError) as exc:
+                    missing["candles"] = str(exc) if isinstance(exc, LakeMissing) else \
+                        f"candles of {symbol} unreadable ({type(exc).__name__})"
                 try:
-                    all_candles = self.candles(run.symbols, run.equity["ts"].iloc[0], run.equity["ts"].iloc[-1])
+                    all_candles = pd.concat([read_symbol_candles(self.params, self.paths, s, first, last_ts)
+                                             for s in run.symbols], ignore_index=True)
                     bh = calc.buy_and_hold(all_candles, run.equity["ts"], start_equity)
-                    candles = all_candles[all_candles["symbol"] == symbol]
                     last = all_candles.sort_values("timestamp").groupby("symbol").tail(1)
                     closes = dict(zip(last["symbol"], last["close"].astype(float)))
-                except (QTError, OSError) as exc:
-                    missing["candles"] = f"no candles in the lake for this run: {exc}"
+                except (LakeMissing, QTError, OSError) as exc:
+                    log.info("buy-and-hold and marks unavailable: %s", exc)
             positions = calc.unrealised_pnl(run.positions, closes)
         return Snapshot(health=health, run=run, symbol=symbol, candles=candles, buy_and_hold=bh, drawdown=dd,
                         positions=positions, champion=self.champion(), drift=read_drift(self.paths.reports),
