@@ -38,7 +38,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -51,6 +50,7 @@ from executor.emergency import exit_crossed_guard, refused_as_crossed
 from executor.journal import OrderJournal
 from executor.paper import BarExecution, MarketOrder, Protective
 from executor.portfolio import Bar, Fill
+from qt import redact
 from qt.backoff import parse_retry_after_s, retry_call
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,6 @@ _REASONS: tuple[tuple[type, str], ...] = (
     (ccxt.NetworkError, "EXCHANGE_UNAVAILABLE"),
     (ccxt.ExchangeError, "EXCHANGE_ERROR"),
 )
-_SIGNATURE = re.compile(r"(signature|apikey|x-mbx-apikey|secret)(\"?\s*[:=]\s*\"?)([^&\"\s,}]+)", re.IGNORECASE)
 
 
 def client_order_id(namespace: str, decided_ts: pd.Timestamp, symbol: str, purpose: str,
@@ -92,12 +91,9 @@ def reason_for(exc: BaseException) -> str:
 
 
 def one_line(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:
-    """``ClassName: message`` on one line, at most 300 characters, secrets and signatures removed."""
-    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
-    for s in secrets:
-        if s:
-            text = text.replace(s, "***")
-    return _SIGNATURE.sub(r"\1\2***", text)[:300]
+    """``ClassName: message`` on one line, at most 300 characters, secrets and signatures removed
+    (``qt.redact``: the one redaction every exchange error goes through)."""
+    return redact.one_line(exc, secrets)
 
 
 def is_lost_answer(exc: BaseException) -> bool:

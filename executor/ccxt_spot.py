@@ -483,7 +483,7 @@ def reconcile_spot(broker: SpotBroker, symbols: list[str], risk: RiskParams, nex
         try:
             placed = broker.ensure_guard(guard)
         except ccxt.BaseError as exc:
-            log.error("%s: OCO could not be placed at start-up: %s", sym, one_line(exc))
+            log.error("%s: OCO could not be placed at start-up: %s", sym, one_line(exc, broker._secrets))
             placed = []
         if placed:
             report.protectives_placed[sym] = placed

@@ -170,7 +170,9 @@ def run_live(params: Params, exchange, signal_source, state_db: Path, namespace:
 
     from executor.ccxt_broker import one_line
     from qt.errors import UserError
+    from qt.redact import install_log_redaction, remove_log_redaction
 
+    redaction = install_log_redaction(secrets)  # tracebacks and %s args too, not only one_line paths
     trader = LiveTrader(params, exchange, signal_source, state_db, namespace, redis_url=redis_url,
                         secrets=secrets, metrics_port=metrics_port)
     try:
@@ -187,6 +189,7 @@ def run_live(params: Params, exchange, signal_source, state_db: Path, namespace:
     finally:
         result = trader.loop.result()
         trader.close()
+        remove_log_redaction(redaction)
     rejections = Counter(d.reason for d in result.decisions if d.outcome in ("denied", "rejected"))
     return {"mode": "live", "run_id": trader.run_id, "bars": trader.bars_stepped,
             "reconciled": trader.reconciled.summary() if trader.reconciled else None,

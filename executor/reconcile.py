@@ -254,7 +254,7 @@ def reconcile(broker: CcxtBroker, symbols: list[str], risk: RiskParams, next_bar
             placed = broker.ensure_guard(guard, keep)
         except ccxt.BaseError as exc:
             log.error("%s: protectives could not be placed at start-up: %s (reason %s)", sym,
-                      one_line(exc), reason_for(exc))
+                      one_line(exc, broker._secrets), reason_for(exc))
             placed = []
         if placed:
             report.protectives_placed[sym] = placed

@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from qt import lake
+from qt.redact import redact
 from qt.backoff import parse_retry_after_s, retry_call
 from qt.config import CollectParams, Params, load_params
 from qt.errors import DataError, QTError, RetryableError, UserError
@@ -249,7 +250,7 @@ def _retry_after_s(exc: BaseException) -> float | None:
 
 
 def _one_line(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(exc).split())
+    text = redact(" ".join(str(exc).split()))  # ccxt messages carry signed URLs
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
