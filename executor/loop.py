@@ -21,7 +21,10 @@ covering its bars (``DataError``), so funding is never silently zero.
 
 Every decision is recorded with its reason; listeners (SQLite state, Redis events) see
 every signal, order, fill, decision, equity point and alert as it happens. A listener
-that fails never stops the loop (exits must keep being managed), it is logged.
+that fails never stops the loop (exits must keep being managed) and is never silent
+(``executor.listeners``): the state recorder failing blocks new entries (``STATE_WRITE_FAILED``)
+until it writes a whole bar again; any other listener's failures are counted and logged once per
+outage.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import pandas as pd
 
 from executor.core import Decision, OrderIntent, decide
 from executor.funding import FundingPayment, FundingSchedule, as_schedule, require_funding, settle_funding
+from executor.listeners import STATE_WRITE_FAILED, STATE_WRITE_RECOVERED, ListenerHealth
 from executor.paper import LIMIT_EXPIRED, MarketOrder, PaperBroker
 from executor.portfolio import Bar, ClosedTrade, Fill, Portfolio
 from executor.risk import Approved, RiskAlert, RiskEngine, TradingState
@@ -62,6 +66,7 @@ class LoopListener:
                   portfolio: Portfolio) -> None: ...
     def on_alert(self, alert: RiskAlert) -> None: ...
     def on_bar_done(self, ts: pd.Timestamp) -> None: ...
+    def on_listener_failure(self, listener: str) -> None: ...  # another listener raised (metrics count it)
 
 
 @dataclass
@@ -147,6 +152,8 @@ class TradingLoop:
         self.source = source
         self.broker = broker
         self.listeners = list(listeners)
+        self.health = ListenerHealth()
+        self._ts: pd.Timestamp | None = None  # bar being stepped (for alerts raised by listener failures)
         self.kill_switch = kill_switch
         self.bar_ms = bar_ms or timeframe_ms(params.data.timeframe)
         self.risk = RiskEngine(params.risk, params.costs, params.signal, self.bar_ms)
@@ -198,11 +205,17 @@ class TradingLoop:
         return self.result()
 
     def step(self, ts: pd.Timestamp, bars: dict[str, Bar], symbols: list[str]) -> None:
+        self._ts = ts
         self._settle_funding(ts)
         self._execute(ts, bars)
         self._mark(ts, bars)
         self._decide(ts, bars, symbols)
         self._emit("on_bar_done", ts)
+        since = self.health.end_bar()
+        if since is not None:
+            self._alert(RiskAlert(ts, STATE_WRITE_RECOVERED, "state recorder writes again: new entries allowed "
+                                  "from the next bar; the journal lacks what happened in between",
+                                  {"failed_since": str(since)}))
 
     def result(self) -> LoopResult:
         r = self._result
@@ -294,6 +307,10 @@ class TradingLoop:
             self._record(d)
         now = ts + self._bar_delta
         for intent in out.intents:
+            if not intent.is_exit and self.health.entries_blocked:
+                self._record(_decision_for(ts, intent, "denied", STATE_WRITE_FAILED, 0.0,
+                                           {"failed_since": str(self.health.state_write_failed_since)}))
+                continue
             verdict = self.risk.check(intent, self.portfolio, now)
             if isinstance(verdict, Approved):
                 self._submit(ts, intent, verdict)
@@ -360,7 +377,19 @@ class TradingLoop:
             try:
                 getattr(listener, method)(*args)
             except Exception:  # noqa: BLE001 - a broken recorder must not stop exits
-                log.exception("listener %s.%s failed; trading continues", type(listener).__name__, method)
+                self._count_listener_failure(type(listener).__name__)
+                if self.health.failed(listener, method, self._ts):
+                    self._alert(RiskAlert(self._ts, STATE_WRITE_FAILED, f"state recorder failed in {method}: "
+                                          "no new entries until it writes again, exits still managed", {}))
+            else:
+                self.health.succeeded(listener, method)
+
+    def _count_listener_failure(self, name: str) -> None:
+        for listener in self.listeners:
+            try:
+                listener.on_listener_failure(name)
+            except Exception:  # noqa: BLE001 - the counter itself is best effort
+                log.debug("listener %s could not count a failure of %s", type(listener).__name__, name)
 
 
 def _decision_for(ts: pd.Timestamp, intent: OrderIntent, outcome: str, reason: str, notional: float,

@@ -13,6 +13,8 @@ global one), what an operator alerts on:
   by the exchange), by reason (``NO_SIGNAL``, ``MAX_OPEN_POSITIONS``, ``HALTED`` ...);
 * ``qt_executor_heartbeat_age_seconds``: wall-clock seconds since the loop last completed a
   bar (computed at scrape time, so a hung daemon shows a growing age);
+* ``qt_executor_listener_failures_total{listener}``: loop listener calls that raised (the loop
+  logs each outage once, ``executor.listeners``);
 * ``qt_executor_kill_switch``: 1 while the risk engine is HALTED (the ``qt:kill`` key or the
   drawdown limit), ``qt_executor_trading_state{state}``: 1 for the current state, 0 for the others.
 
@@ -58,6 +60,8 @@ class MetricsListener(LoopListener):
                                   registry=r)
         self.alerts = Counter(f"{_PREFIX}_alerts", "Risk alerts by kind", ["kind"], registry=r)
         self.bars = Counter(f"{_PREFIX}_bars", "Bars stepped", registry=r)
+        self.listener_failures = Counter(f"{_PREFIX}_listener_failures", "Loop listener calls that raised",
+                                         ["listener"], registry=r)
         self.last_bar = Gauge(f"{_PREFIX}_last_bar_timestamp_seconds", "Open time of the last completed bar",
                               registry=r)
         self.heartbeat_age = Gauge(f"{_PREFIX}_heartbeat_age_seconds",
@@ -99,6 +103,9 @@ class MetricsListener(LoopListener):
 
     def on_alert(self, alert) -> None:
         self.alerts.labels(kind=alert.kind).inc()
+
+    def on_listener_failure(self, listener: str) -> None:
+        self.listener_failures.labels(listener=listener).inc()
 
     def on_bar_done(self, ts) -> None:
         self._last_beat = self._clock()

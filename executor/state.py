@@ -59,7 +59,10 @@ def _nan_to_none(x: float) -> float | None:
 
 
 class StateStore(LoopListener):
-    """Loop listener that persists the run under ``run_id`` in ``path``."""
+    """Loop listener that persists the run under ``run_id`` in ``path``. ``critical``: when a write
+    fails the loop opens nothing new until a whole bar is written again (``executor.listeners``)."""
+
+    critical = True
 
     def __init__(self, path: Path, run_id: str):
         path = Path(path)
