@@ -44,6 +44,7 @@ import ccxt
 import pandas as pd
 
 from executor.ccxt_broker import CcxtBroker, Guard, client_order_id, one_line, reason_for
+from executor.emergency import exit_crossed_guard, oco_stop_crossed
 from executor.paper import MarketOrder
 from executor.portfolio import Fill, Portfolio, Position
 from executor.reconcile import ReconcileReport, _adopt_resting_entries, _resolve_unanswered
@@ -187,6 +188,8 @@ class SpotBroker(CcxtBroker):
         except ccxt.BaseError as exc:
             msg = one_line(exc, self._secrets)
             self.journal.update(cid, status="rejected", reason=reason_for(exc), message=msg)
+            if oco_stop_crossed(self, guard, exc):  # the stop leg is already through: sell the coins now
+                return exit_crossed_guard(self, guard, msg)
             log.error("%s: could not place the OCO (stop %s, take-profit %s): %s (retried next bar)", sym,
                       guard.stop_price, guard.take_profit_price, msg)
             self.alerts.append(("UNPROTECTED", f"{sym} OCO could not be placed: {msg}",

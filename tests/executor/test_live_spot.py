@@ -22,7 +22,7 @@ from executor.daemon import HttpSignalSource
 from executor.live import LiveTrader
 from qt.errors import UserError
 from tests.executor.exec_support import FakeSignalService, params
-from tests.executor.live_support import (API_SECRET, MARKET_ID, PRICE, SPOT_SYMBOL, SYMBOL, WIDE_BARS, bar_ms,
+from tests.executor.live_support import (API_SECRET, GAP_BAR, MARKET_ID, PRICE, SPOT_SYMBOL, SYMBOL, WIDE_BARS, bar_ms,
                                          buy_signals, spot_client, start_daemon, write_spot_market)
 from tests.executor.live_support import running_exchange
 
@@ -297,3 +297,22 @@ def test_qt_execute_testnet_trades_a_spot_symbol_as_a_real_process(venue, tmp_pa
                                   pytest.approx(PRICE * (1 + TP))), text
     assert len(_buys(venue)) == 1
     assert "Traceback" not in text and API_SECRET not in text
+
+
+def test_emergency_exit_sells_the_coins_when_the_oco_is_cancelled_during_a_fall_through_its_stop(make_trader,
+                                                                                                  venue):
+    venue.move_clock_to(bar_ms(GAP_BAR - 1))
+    trader = make_trader(signal_bars=GAP_BAR - 1)  # no buy after the entry: an exit is not re-entered
+    trader.poll()  # buys at 30 000, guarded by a list with its stop at 29 100
+    spot_client(venue).private_delete_orderlist({"symbol": MARKET_ID, "listClientOrderId": _lists(venue)[0][0]})
+    venue.advance(1)  # GAP_BAR: 28 500, below where the stop was; nothing fires on the exchange
+    trader.poll()  # a new list is impossible (its stop would trigger at once): the coins are sold at market
+    assert _lists(venue) == []
+    sells = [o for o in spot_client(venue).fetch_orders(SPOT_SYMBOL)
+             if o["side"] == "sell" and int(o["info"].get("orderListId", -1)) == -1]  # not a list's leg
+    assert [(o["type"], o["status"], o["amount"]) for o in sells] == [("market", "closed", pytest.approx(HELD))]
+    exit_ = _exit_fill(trader)
+    assert (exit_["reason"], exit_["price"]) == ("emergency_exit", pytest.approx(PRICE * 0.95))
+    assert "EMERGENCY_EXIT" in trader.store.read("decisions")["reason"].tolist()
+    assert "EMERGENCY_EXIT" in trader.store.read("alerts")["kind"].tolist()
+    assert _btc(venue) == pytest.approx(0.0, abs=1e-5)  # the coins left are below one lot step
