@@ -65,7 +65,9 @@ def find_run_lake(params: Params, paths: StatePaths, symbol: str) -> RunLake:
     for cand in candidates:
         if cand is not None and symbol in lake.available_symbols(cand.root, cand.timeframe):
             return cand
-    shown = next((c for c in candidates if c is not None and c.root.is_dir()), candidates[-1])
+    known = [c for c in candidates if c is not None]
+    # an existing folder without the symbol, else the run's own (recorded) lake: the one to restore
+    shown = next((c for c in known if c.root.is_dir()), known[0])
     raise LakeMissing(f"no candles for {symbol} in this run's lake ({shown.root.name}); "
                       f"collect them with `qt collect`")
 

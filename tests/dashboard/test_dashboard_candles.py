@@ -123,3 +123,19 @@ def test_dashboard_candles_show_the_selected_symbol_of_a_finished_run(tmp_path):
         if driver is not None:
             driver.quit()
         dash.stop()
+
+
+def test_dashboard_candles_missing_lake_names_the_lake_the_run_collected(tmp_path):
+    """The run's collect record names its lake; with that lake gone, the panel's message names that folder
+    (the one to restore or re-collect), not a folder the dashboard's own params would have used."""
+    import json
+
+    from dashboard.lake_reader import LakeMissing, find_run_lake
+    from qt.config import load_params
+
+    paths = StatePaths(tmp_path / "home").ensure()
+    run_lake = paths.raw / "synthetic-7-0123456789"  # recorded by the run's collect stage, since deleted
+    (paths.reports / "collect.json").write_text(json.dumps({"data": {"lake": str(run_lake), "timeframe": "1h"}}))
+    with pytest.raises(LakeMissing) as missing:
+        find_run_lake(load_params(None), paths, TRADED)
+    assert TRADED in str(missing.value) and run_lake.name in str(missing.value)
