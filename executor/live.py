@@ -44,7 +44,7 @@ from pathlib import Path
 import ccxt
 import pandas as pd
 
-from executor.ccxt_broker import CcxtBroker, Rejection, RetryPolicy, one_line
+from executor.ccxt_broker import CcxtBroker, Rejection, RetryPolicy
 from executor.journal import OrderJournal
 from executor.ccxt_spot import SpotBroker, reconcile_spot
 from executor.core import NO_SIGNAL, Decision, decide
@@ -55,6 +55,7 @@ from executor.loop import LoopListener, TradingLoop
 from executor.metrics import start_metrics
 from executor.portfolio import Bar
 from executor.reconcile import ReconcileReport, reconcile
+from executor.leverage import LEVERAGE_UNVERIFIED, set_and_verify_leverage
 from executor.protection import EMERGENCY_EXIT
 from executor.risk import STALE_SIGNAL, RiskAlert
 from executor.state import StateStore
@@ -223,18 +224,18 @@ class LiveTrader:
         """Markets, leverage and reconciliation; nothing is traded before this returns."""
         b = self.broker
         b.read(lambda: self.ex.load_markets())
+        unverified: list[tuple[str, str]] = []
         for sym in self.symbols:
             if sym not in self.ex.markets:
                 raise UserError(f"{sym} is not listed on the exchange; fix data.symbols")
             self.loop.risk.market_min_notional_usdt[sym] = b.min_notional_usdt(sym)
             if self.market == "spot":
                 continue  # no leverage on spot
-            try:
-                b.read(lambda: self.ex.set_leverage(self.leverage, sym))
-            except (ccxt.AuthenticationError, ccxt.PermissionDenied):
-                raise
-            except ccxt.ExchangeError as exc:
-                log.warning("%s: leverage not set (%s)", sym, one_line(exc, self._secrets))
+            mismatch = set_and_verify_leverage(b, sym, self.leverage, self._secrets)
+            if mismatch is not None:  # this symbol is not traded; the others are
+                log.error("%s", mismatch)
+                self.loop.risk.refused_symbols[sym] = (LEVERAGE_UNVERIFIED, mismatch)
+                unverified.append((sym, mismatch))
         last = self._last_bar()
         now_bar = self._newest_closed_ms()
         # the first bar ``poll`` will step: the one after the last stepped (missed bars are all
@@ -250,6 +251,9 @@ class LiveTrader:
         self.reconciled = report
         self.loop.raise_alert(RiskAlert(next_bar, "RECONCILE", "reconciled with the exchange before trading",
                                         report.summary()))
+        for sym, mismatch in unverified:
+            self.loop.raise_alert(RiskAlert(next_bar, LEVERAGE_UNVERIFIED, mismatch,
+                                            {"symbol": sym, "wanted": self.leverage}))
         self.store.conn.commit()
         return report
 

@@ -115,6 +115,9 @@ class RiskEngine:
         # symbol -> the exchange's own minimum notional (live: from ccxt markets); the stricter
         # of it and ``risk.min_notional_usdt`` applies. Empty in backtest and paper.
         self.market_min_notional_usdt: dict[str, float] = {}
+        # symbol -> (reason, one line) for symbols the exchange set-up could not confirm (live:
+        # ``executor.leverage``): entries there are denied, exits never. Empty in backtest and paper.
+        self.refused_symbols: dict[str, tuple[str, str]] = {}
 
     @classmethod
     def from_params(cls, params) -> "RiskEngine":
@@ -190,6 +193,9 @@ class RiskEngine:
         sig = intent.signal
         if sig is None:
             return Denied(NO_SIGNAL)
+        if intent.symbol in self.refused_symbols:
+            reason, why = self.refused_symbols[intent.symbol]
+            return Denied(reason, why=why)
         if self.state is TradingState.HALTED:
             return Denied(HALTED_REASON, state=self.state.value, why=self.state_reason)
         if self.state is TradingState.REDUCING:

@@ -1,6 +1,7 @@
 """Injected failures for the local exchange, so clients are tested against what Binance does
 on a bad day: added latency, HTTP 429 (with ``Retry-After``), 418 (IP ban), 500/502/503, a
-timeout (the answer comes after the client gave up), a dropped connection (the socket is
+timeout (the answer comes after the client gave up), ``refuse`` (HTTP 400 with a Binance error
+code, -4028: the exchange declines the request, e.g. a leverage change), a dropped connection (the socket is
 closed without any response) and ``drop_after`` - the request is fully processed (an order is
 accepted) and then the connection is closed before the answer, the case a client must
 resolve by looking its order up by client order id instead of sending it again.
@@ -33,8 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from qt.errors import ConfigError
 
-FaultKind = Literal["429", "418", "500", "502", "503", "timeout", "drop", "drop_after"]
-FAULT_KINDS: tuple[str, ...] = ("429", "418", "500", "502", "503", "timeout", "drop", "drop_after")
+FaultKind = Literal["429", "418", "500", "502", "503", "timeout", "drop", "drop_after", "refuse"]
+FAULT_KINDS: tuple[str, ...] = ("429", "418", "500", "502", "503", "timeout", "drop", "drop_after", "refuse")
 
 
 class FaultRule(BaseModel):

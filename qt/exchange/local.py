@@ -499,6 +499,7 @@ _FAULT_BODIES = {
     "500": (500, b"Internal Server Error", "text/plain"),
     "502": (502, b"<html><head><title>502 Bad Gateway</title></head></html>", "text/html"),
     "503": (503, b"Service Unavailable.", "text/plain"),
+    "refuse": (400, b'{"code":-4028,"msg":"Request refused (local exchange fault rule)."}', "application/json"),
 }
 
 

@@ -341,6 +341,16 @@ class TradingVenue:
         self.engine.set_leverage(symbol, leverage, self.marks(now_ms, (symbol,)))
         return {"leverage": leverage, "maxNotionalValue": str(shapes.NOTIONAL_CAP), "symbol": symbol}
 
+    def symbol_config(self, params: dict, now_ms: int) -> list[dict]:
+        """Leverage and margin type per symbol (what ccxt's fetch_leverage / fetch_margin_mode read)."""
+        symbol = params.get("symbol")
+        if symbol:
+            self._listed(PERP, symbol, now_ms)
+        symbols = [symbol] if symbol else sorted(s for s in self.data.markets(PERP) if self._is_listed(s, now_ms))
+        lev = self.engine.futures.leverage_of
+        return [{"symbol": s, "marginType": "CROSSED", "isAutoAddMargin": False, "leverage": lev(s),
+                 "maxNotionalValue": str(shapes.NOTIONAL_CAP)} for s in symbols]
+
     def margin_type(self, params: dict, now_ms: int) -> dict:
         self._listed(PERP, _required(params, "symbol"), now_ms)
         margin_type = _required(params, "marginType").upper()
@@ -432,6 +442,7 @@ class TradingVenue:
             ("GET", "/fapi/v1/allAlgoOrders", self.algo_all),
             ("DELETE", "/fapi/v1/algoOpenOrders", self.algo_cancel_all),
             ("POST", "/fapi/v1/leverage", self.leverage), ("POST", "/fapi/v1/marginType", self.margin_type),
+            ("GET", "/fapi/v1/symbolConfig", self.symbol_config),
             ("GET", "/fapi/v1/positionSide/dual", self.position_mode),
             ("POST", "/fapi/v1/positionSide/dual", self.set_position_mode),
             ("GET", "/fapi/v1/leverageBracket", self.leverage_bracket),

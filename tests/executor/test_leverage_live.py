@@ -1,0 +1,56 @@
+"""Leverage is verified at start-up, not assumed: the executor sets the configured leverage,
+reads it back from the exchange, and refuses entries on a symbol where the two differ (one
+line naming symbol, wanted and actual), while the other symbols trade.
+
+Real ccxt against the real local exchange; its ``refuse`` fault rule declines the leverage
+change for one symbol, which then stays at the exchange's default (20x).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import pytest
+
+from executor.daemon import HttpSignalSource
+from executor.live import LiveTrader
+from qt.exchange import write_datadir
+from tests.executor.exec_support import FakeSignalService, params
+from tests.executor.live_support import SYMBOL, bar_ms, buy_signals, candles, client, running_exchange
+
+OTHER, OTHER_ID = "ETH/USDT:USDT", "ETHUSDT"
+EXCHANGE_DEFAULT_LEVERAGE = 20  # Binance's default, kept by the local exchange
+
+
+@pytest.fixture(scope="module")
+def venue(tmp_path_factory):
+    root = tmp_path_factory.mktemp("two-perps")
+    both = pd.concat([candles(), candles().assign(symbol=OTHER)], ignore_index=True)
+    write_datadir(both, root, "1h")
+    with running_exchange(root) as ex:
+        ex.move_clock_to(bar_ms(100))
+        yield ex
+
+
+def test_leverage_refused_by_the_exchange_means_no_entry_on_that_symbol_while_others_trade(venue, tmp_path, caplog):
+    venue.set_faults({"rules": [{"kind": "refuse", "path_prefix": "/fapi/v1/leverage", "symbol": OTHER_ID}]})
+    signals = pd.concat([buy_signals(), buy_signals().assign(symbol=OTHER)], ignore_index=True)
+    with FakeSignalService(signals) as svc:
+        trader = LiveTrader(params(data={"symbols": [SYMBOL, OTHER]}), client(venue),
+                            HttpSignalSource(svc.url, timeout_s=5), tmp_path / "state.sqlite", "lev",
+                            sleep=time.sleep, leverage=2)
+        try:
+            trader.start()
+            trader.poll()
+            decisions, alerts = trader.store.read("decisions"), trader.store.read("alerts")
+        finally:
+            trader.close()
+    positions = {p["symbol"]: p["contracts"] for p in client(venue).fetch_positions([SYMBOL, OTHER])}
+    assert positions.get(SYMBOL, 0) > 0 and positions.get(OTHER, 0) == 0
+    assert client(venue).fetch_leverage(SYMBOL)["longLeverage"] == 2
+    other = decisions[decisions["symbol"] == OTHER]
+    assert other["reason"].tolist() == ["LEVERAGE_UNVERIFIED"]
+    (line,) = alerts[alerts["kind"] == "LEVERAGE_UNVERIFIED"]["message"].tolist()
+    assert OTHER in line and "2x" in line and f"{EXCHANGE_DEFAULT_LEVERAGE}x" in line
+    assert "\n" not in line
