@@ -5,16 +5,23 @@ Why: ccxt puts the signed URL (``signature=...``), sometimes request headers
 messages travel on into logs, the SQLite journal, Redis events and reports. Every path that
 formats an exchange error calls ``one_line`` (or ``redact``); ``RedactingFilter`` on the log
 handlers catches what is logged any other way (``log.exception`` tracebacks, ``%s`` args).
-Plain functions, no I/O, importable from anywhere (ground floor: no project imports).
+The credentials the executor reads from ``QT_API_KEY`` / ``QT_API_SECRET`` are hidden on every
+call as well (values of at least ``MIN_ENV_SECRET_LEN`` characters), so a path that holds no keys
+itself (the collector) still cannot print one an exchange echoes back.
+Plain functions, no I/O apart from reading those two variables, importable from anywhere (ground
+floor: no project imports).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Iterable
 
 MASK = "***"
+CREDENTIAL_ENV = ("QT_API_KEY", "QT_API_SECRET")
+MIN_ENV_SECRET_LEN = 8  # a stray one-letter value must not mask every such letter
 # signature=..., apiKey: "...", "X-MBX-APIKEY": '...', secret=... (query strings, JSON, header dicts)
 _SENSITIVE = re.compile(
     r"""(signature|api[_-]?key|x-mbx-apikey|secret)(['"]?\s*[:=]\s*['"]?)([^&'"\s,}]+)""", re.IGNORECASE)
@@ -22,7 +29,9 @@ _SENSITIVE = re.compile(
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """``text`` with every non-empty secret and every signature/key-looking value replaced by ``***``."""
-    for s in sorted((s for s in secrets if s), key=len, reverse=True):
+    env = (os.environ.get(name, "") for name in CREDENTIAL_ENV)
+    hidden = {s for s in secrets if s} | {s for s in env if len(s) >= MIN_ENV_SECRET_LEN}
+    for s in sorted(hidden, key=len, reverse=True):
         text = text.replace(s, MASK)
     return _SENSITIVE.sub(rf"\1\2{MASK}", text)
 

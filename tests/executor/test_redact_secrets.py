@@ -9,6 +9,7 @@ is one we chose - an exchange echoing the credentials back is what we must survi
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sqlite3
 import time
@@ -154,3 +155,24 @@ def test_redact_start_up_protective_failure_keeps_credentials_out_of_logs_state_
     assert _leaks(_sqlite_text(db)) == []
     assert _leaks(_redis_text(redis_url)) == []
     assert _leaks(repr(report.summary())) == []
+
+
+def test_redact_collector_error_keeps_environment_credentials_out_of_its_report_and_logs(
+        exchange, tmp_path, monkeypatch, caplog):
+    """The collector holds no keys, yet an exchange error can echo them: the ones the executor reads
+    from QT_API_KEY / QT_API_SECRET are hidden there too (and everywhere ``qt.redact`` is used)."""
+    from qt.collector import collect_one
+
+    monkeypatch.setenv("QT_API_KEY", API_KEY)
+    monkeypatch.setenv("QT_API_SECRET", API_SECRET)
+
+    def echo_credentials(self, *args, **kwargs):
+        raise ccxt.ExchangeError(ECHO)
+
+    monkeypatch.setattr(ccxt.binance, "fetch_ohlcv", echo_credentials)
+    caplog.set_level(logging.INFO)
+    p = params(data={"symbols": [SPOT_SYMBOL]})
+    report = collect_one(p, tmp_path / "lake", exchange.url, SPOT_SYMBOL, progress=False)
+    assert report.error and "-1022" in report.error  # the path ran and kept the exchange's reason
+    assert _leaks(repr(dataclasses.asdict(report))) == []
+    assert _leaks("\n".join(r.getMessage() for r in caplog.records) + caplog.text) == []
