@@ -48,6 +48,7 @@ import pandas as pd
 from executor.ccxt_orders import RestingEntry, check_resting, move_managed_stops, place_limit_entry
 from executor.emergency import exit_crossed_guard, refused_as_crossed
 from executor.journal import OrderJournal
+from executor.leverage import LEVERAGE_UNVERIFIED
 from executor.paper import BarExecution, MarketOrder, Protective
 from executor.portfolio import Bar, Fill
 from qt import redact
@@ -193,6 +194,10 @@ class CcxtBroker:
         self._partial_exit_fills: dict[str, list[Fill]] = {}  # merged into one exit fill when flat
         self._unbooked: list[tuple[MarketOrder, str, dict]] = []  # placed entries whose booking failed
         self.resting: dict[str, RestingEntry] = {}  # limit entries working on the exchange (ccxt_orders)
+        # checked once per symbol right before its first entry (``executor.leverage``): the line that
+        # refuses it, or None; symbols that passed are remembered
+        self.before_first_entry: Callable[[str], str | None] | None = None
+        self._entry_checked: set[str] = set()
 
     # ---- market rules ------------------------------------------------------------------
     def min_notional_usdt(self, symbol: str) -> float:
@@ -248,6 +253,12 @@ class CcxtBroker:
     def _enter(self, order: MarketOrder) -> None:
         sym = order.symbol
         cid = client_order_id(self.namespace, order.decided_ts, sym, "entry")
+        if self.before_first_entry is not None and sym not in self._entry_checked:
+            refused = self.before_first_entry(sym)
+            if refused is not None:
+                self._reject(order, LEVERAGE_UNVERIFIED, refused, cid)
+                return
+            self._entry_checked.add(sym)
         try:
             last = float(self.read(lambda: self.ex.fetch_ticker(sym))["last"])
         except ccxt.BaseError as exc:

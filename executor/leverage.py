@@ -1,43 +1,69 @@
-"""Leverage is verified, not assumed: set it on the exchange, read it back, compare.
+"""Leverage and margin mode are verified, not assumed: set them on the exchange, read them back, compare.
 
-A perpetual traded at a leverage other than the configured one changes the liquidation price
-and the margin every entry locks, so a symbol whose leverage the exchange refused to change, or
-reports differently afterwards, is refused for entries (``LEVERAGE_UNVERIFIED``) while the other
-symbols trade. Spot has no leverage. Exits are never refused.
+A perpetual traded at a leverage or margin mode other than the configured one changes the
+liquidation price and the margin every entry locks (cross margin puts the whole wallet behind
+each position), so a symbol whose settings the exchange refused to change, or reports
+differently afterwards, is refused for entries (``LEVERAGE_UNVERIFIED``) while the other
+symbols trade. The check runs at start-up and again right before the first entry on each
+symbol (someone may change the setting in the exchange's UI in between). Spot has neither.
+Exits are never refused.
 """
 
 from __future__ import annotations
 
 import ccxt
 
+from qt import redact
+
 LEVERAGE_UNVERIFIED = "LEVERAGE_UNVERIFIED"
 
 
 def leverage_mismatch(symbol: str, wanted: int, actual: float | None, refusal: str | None = None) -> str | None:
     """None when the exchange reports the wanted leverage; else the one line that says why not."""
-    if refusal is None and actual is not None and int(actual) == int(wanted):
-        return None
+    if actual is not None and int(actual) == int(wanted):
+        return None  # what counts is what the exchange reports, whatever it answered to the change
     why = f" (the exchange refused the change: {refusal})" if refusal else ""
     reported = "nothing" if actual is None else f"{actual:g}x"
     return f"{symbol}: leverage wanted {wanted}x, exchange reports {reported}{why}; no entries on {symbol}"
 
 
-def set_and_verify_leverage(broker, symbol: str, wanted: int, secrets: tuple[str, ...] = ()) -> str | None:
-    """Set ``wanted`` on the exchange, read it back (``fetch_leverage``); the mismatch line or None.
-    Authentication problems are raised: they stop the daemon, not one symbol."""
-    from executor.ccxt_broker import one_line
+def margin_mode_mismatch(symbol: str, wanted: str, actual: str | None, refusal: str | None = None) -> str | None:
+    """None when the exchange reports the wanted margin mode (``cross`` / ``isolated``); else the line."""
+    if actual is not None and actual.lower() == wanted.lower():
+        return None  # a refused change that was not needed is fine: what counts is what the exchange reports
+    why = f" (the exchange refused the change: {refusal})" if refusal else ""
+    return (f"{symbol}: margin mode wanted {wanted}, exchange reports {actual or 'nothing'}{why}; "
+            f"no entries on {symbol}")
 
-    ex, refusal = broker.ex, None
+
+def _call(broker, fn, secrets: tuple[str, ...]):
+    """(answer, None) or (None, the one-line refusal); authentication problems are raised."""
     try:
-        broker.read(lambda: ex.set_leverage(wanted, symbol))
+        return broker.read(fn), None
     except (ccxt.AuthenticationError, ccxt.PermissionDenied):
         raise
     except ccxt.BaseError as exc:
-        refusal = one_line(exc, secrets)
-    try:
-        actual = broker.read(lambda: ex.fetch_leverage(symbol)).get("longLeverage")
-    except (ccxt.AuthenticationError, ccxt.PermissionDenied):
-        raise
-    except ccxt.BaseError as exc:
-        actual, refusal = None, refusal or f"read-back failed: {one_line(exc, secrets)}"
-    return leverage_mismatch(symbol, wanted, None if actual is None else float(actual), refusal)
+        return None, redact.one_line(exc, secrets)
+
+
+def set_and_verify_leverage(broker, symbol: str, wanted: int, secrets: tuple[str, ...] = (),
+                            margin_mode: str | None = None) -> str | None:
+    """Set the margin mode (when given) and ``wanted`` leverage on the exchange, read both back
+    (``fetch_margin_mode``, ``fetch_leverage``); None when both match, else the mismatch line(s).
+    Authentication problems are raised: they stop the daemon, not one symbol."""
+    ex, lines = broker.ex, []
+    if margin_mode is not None:
+        _, refusal = _call(broker, lambda: ex.set_margin_mode(margin_mode, symbol), secrets)
+        answer, failed = _call(broker, lambda: ex.fetch_margin_mode(symbol), secrets)
+        actual = None if answer is None else answer.get("marginMode")
+        if failed:
+            refusal = refusal or f"read-back failed: {failed}"
+        lines.append(margin_mode_mismatch(symbol, margin_mode, actual, refusal))
+    _, refusal = _call(broker, lambda: ex.set_leverage(wanted, symbol), secrets)
+    answer, failed = _call(broker, lambda: ex.fetch_leverage(symbol), secrets)
+    actual = None if answer is None or answer.get("longLeverage") is None else float(answer["longLeverage"])
+    if failed:
+        refusal = refusal or f"read-back failed: {failed}"
+    lines.append(leverage_mismatch(symbol, wanted, actual, refusal))
+    found = [line for line in lines if line]
+    return "; ".join(found) if found else None

@@ -231,10 +231,8 @@ class LiveTrader:
             self.loop.risk.market_min_notional_usdt[sym] = b.min_notional_usdt(sym)
             if self.market == "spot":
                 continue  # no leverage on spot
-            mismatch = set_and_verify_leverage(b, sym, self.leverage, self._secrets)
+            mismatch = self._verify_account_settings(sym)
             if mismatch is not None:  # this symbol is not traded; the others are
-                log.error("%s", mismatch)
-                self.loop.risk.refused_symbols[sym] = (LEVERAGE_UNVERIFIED, mismatch)
                 unverified.append((sym, mismatch))
         last = self._last_bar()
         now_bar = self._newest_closed_ms()
@@ -252,10 +250,33 @@ class LiveTrader:
         self.loop.raise_alert(RiskAlert(next_bar, "RECONCILE", "reconciled with the exchange before trading",
                                         report.summary()))
         for sym, mismatch in unverified:
-            self.loop.raise_alert(RiskAlert(next_bar, LEVERAGE_UNVERIFIED, mismatch,
-                                            {"symbol": sym, "wanted": self.leverage}))
+            self._alert_unverified(next_bar, sym, mismatch)
+        if self.market != "spot":
+            b.before_first_entry = self._verify_before_first_entry
         self.store.conn.commit()
         return report
+
+    def _verify_account_settings(self, sym: str) -> str | None:
+        """Set and read back leverage and margin mode (``executor.leverage``); on a mismatch the
+        symbol is refused for entries for the rest of this run and the line is logged."""
+        mismatch = set_and_verify_leverage(self.broker, sym, self.leverage, self._secrets,
+                                           margin_mode=self.params.risk.margin_mode)
+        if mismatch is not None:
+            log.error("%s", mismatch)
+            self.loop.risk.refused_symbols[sym] = (LEVERAGE_UNVERIFIED, mismatch)
+        return mismatch
+
+    def _verify_before_first_entry(self, sym: str) -> str | None:
+        """Again right before a symbol's first entry: the setting may have changed since start-up."""
+        mismatch = self._verify_account_settings(sym)
+        if mismatch is not None:
+            self._alert_unverified(pd.Timestamp(self._newest_closed_ms(), unit="ms", tz="UTC"), sym, mismatch)
+        return mismatch
+
+    def _alert_unverified(self, ts: pd.Timestamp, sym: str, mismatch: str) -> None:
+        self.loop.raise_alert(RiskAlert(ts, LEVERAGE_UNVERIFIED, mismatch,
+                                        {"symbol": sym, "wanted_leverage": self.leverage,
+                                         "wanted_margin_mode": self.params.risk.margin_mode}))
 
     def _prime_volatility(self, first_bar: pd.Timestamp) -> None:
         """Volatility-targeted sizing: the exchange's candles before the first bar to step feed the

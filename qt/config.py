@@ -227,6 +227,10 @@ class RiskParams(_Frozen):
     # buys equity x vol_target_annual / the symbol's annualised volatility over vol_lookback_bars
     # one-bar returns, capped at position_fraction.
     sizing: Literal["fixed_fraction", "volatility_target"] = "fixed_fraction"
+    # Perpetuals, live/testnet (executor.leverage): the margin mode set on the exchange and read
+    # back at start-up and before each symbol's first entry; a symbol reporting another mode
+    # gets no entries (LEVERAGE_UNVERIFIED). The local exchange simulates cross margin only.
+    margin_mode: Literal["cross", "isolated"] = "cross"
     vol_target_annual: float = Field(0.15, gt=0.0, le=5.0)
     vol_lookback_bars: int = Field(168, ge=2, le=10_000)
 

@@ -39,6 +39,8 @@ from qt.config import Params
 ORIGINS = ("evaluate", "promote", "champion_reevaluation", "backtest")
 # train settings that change how fast a model fits or what it is called, never what it predicts
 _TRAIN_COSMETIC = ("n_jobs", "model_name")
+# risk settings only the live executor reads (the exchange account's set-up): no backtest trade moves
+_RISK_LIVE_ONLY = ("margin_mode",)
 
 
 def _digest(blob: dict) -> str:
@@ -55,8 +57,9 @@ def model_digest(params: Params) -> str:
 
 def decision_digest(params: Params) -> str:
     """Digest of every setting that turns the same predictions into other trades or returns."""
-    return _digest({section: getattr(params, section).model_dump(mode="json")
-                    for section in ("signal", "risk", "costs")})
+    blob = {section: getattr(params, section).model_dump(mode="json") for section in ("signal", "risk", "costs")}
+    blob["risk"] = {k: v for k, v in blob["risk"].items() if k not in _RISK_LIVE_ONLY}
+    return _digest(blob)
 
 
 def model_identity(model_digest_value: str | None, training_frame_sha256: str | None, fallback: str) -> str:
