@@ -32,12 +32,15 @@ COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --frozen --no-dev --no-install-project --python /usr/local/bin/python3.11
 
 COPY qt/ qt/
+COPY data/ data/
+COPY exchange/ exchange/
 COPY flows/ flows/
 COPY features/ features/
 COPY training/ training/
 COPY serving/ serving/
 COPY executor/ executor/
 COPY dashboard/ dashboard/
+COPY cli/ cli/
 COPY params.yaml prefect.yaml dvc.yaml ./
 RUN uv sync --frozen --no-dev --python /usr/local/bin/python3.11
 

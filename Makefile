@@ -57,7 +57,7 @@ repro: install
 
 # A local Prefect server and a `process` worker (PIDs in the state directory), every deployment of
 # prefect.yaml registered; `make deploy-stop` stops both by PID. PREFECT_PORT moves the server.
-STATE := $(abspath $(or $(QT_HOME),data))
+STATE := $(abspath $(or $(QT_HOME),state))
 PREFECT_PORT ?= 4200
 PREFECT_UI := http://127.0.0.1:$(PREFECT_PORT)
 PREFECT_ENV := PREFECT_HOME=$(STATE)/prefect PREFECT_API_URL=$(PREFECT_UI)/api
@@ -85,9 +85,9 @@ deploy-stop:
 	  kill -TERM -- -$$pid 2>/dev/null; for i in $$(seq 10); do kill -0 $$pid 2>/dev/null || break; sleep 1; done; \
 	  kill -KILL -- -$$pid 2>/dev/null; rm -f $$f; echo "stopped prefect $$name (PID $$pid)"; done
 
-# Keeps data/trials: the ledger of every (model, decision config) scored on a holdout, which the
+# Keeps state/trials: the ledger of every (model, decision config) scored on a holdout, which the
 # deflated Sharpe counts as its trials; a fresh store must not make old tries look like none.
 # `make clean-state FORGET_TRIALS=1` deletes it too.
 clean-state:
-	rm -rf data/raw data/features data/models data/evaluation data/reports data/mlflow data/prefect data/bentoml data/executor data/logs
-	$(if $(FORGET_TRIALS),rm -rf data/trials,@echo "kept data/trials (the deflated Sharpe's trial ledger); FORGET_TRIALS=1 deletes it")
+	rm -rf state/raw state/features state/models state/evaluation state/reports state/mlflow state/prefect state/bentoml state/executor state/logs
+	$(if $(FORGET_TRIALS),rm -rf state/trials,@echo "kept state/trials (the deflated Sharpe's trial ledger); FORGET_TRIALS=1 deletes it")

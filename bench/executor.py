@@ -280,7 +280,7 @@ def _stream(candles: pd.DataFrame, signals: pd.DataFrame, params) -> dict:
 def run() -> dict:
     """Figures, each key saying what it measures (see the module docstring)."""
     from qt.config import Params
-    from qt.lake import read_datadir_candles
+    from data.lake import read_datadir_candles
 
     if not (SHARED / "ohlcv").is_dir():
         return {"skipped": "../shared/data absent"}

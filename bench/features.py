@@ -9,7 +9,7 @@ In memory, on the candles already loaded (best of 3, rows/s):
 End to end:
 
 * ``materialise``: ``features.materialise`` from a partitioned raw lake (the 8 spot symbols
-  written with ``qt.lake.write_candles``) to an empty store, 2 workers: read -> features +
+  written with ``data.lake.write_candles``) to an empty store, 2 workers: read -> features +
   labels -> write, rows/s (rows = feature rows stored), with its per-phase thread seconds;
 * ``reference_loop``, measured in the same run: the plain loop a person would write - per
   symbol ``pd.read_parquet`` of the flat file, TA-Lib calls and pandas rolling windows for the
@@ -156,7 +156,7 @@ def run() -> dict:
     from features.compute import compute_features, feature_columns
     from features.labels import make_labels
     from features.materialise import materialise
-    from qt.lake import read_datadir_candles, write_candles
+    from data.lake import read_datadir_candles, write_candles
 
     if not (SHARED / "ohlcv").is_dir():
         return {"skipped": "../shared/data absent"}

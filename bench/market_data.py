@@ -17,7 +17,7 @@ import httpx
 import pandas as pd
 
 from qt.config import SyntheticParams, ValidationParams, load_params
-from qt.synthetic import generate_market, timeframe_ms
+from data.synthetic import generate_market, timeframe_ms
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -40,9 +40,9 @@ def _raw_http_fetch(url: str, symbols: list[str], timeframe: str, start_ms: int,
 
 
 def bench_collection(symbols: list[str], bars: int, timeframe: str = "1h") -> dict:
-    from qt.collector import collect_universe
-    from qt.exchange import LocalExchange
-    from qt.exchange.datadir import write_datadir
+    from data.collector import collect_universe
+    from exchange import LocalExchange
+    from exchange.datadir import write_datadir
 
     candles = generate_market(symbols, timeframe, SyntheticParams(bars=bars, start="2022-01-01"), seed=3)
     with tempfile.TemporaryDirectory() as tmp:
@@ -82,8 +82,8 @@ def _pandas_checks(df: pd.DataFrame, timeframe: str) -> int:
 
 
 def bench_validation() -> dict | None:
-    from qt.lake import read_datadir_candles
-    from qt.validate import validate_candles
+    from data.lake import read_datadir_candles
+    from data.validate import validate_candles
 
     if not (SHARED / "ohlcv").is_dir():
         return None

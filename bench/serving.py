@@ -2,7 +2,7 @@
 
 Setup, in a throw-away state directory:
 
-* a lake of 566 symbols of 1h candles from ``qt.synthetic.generate_market`` (the shared data has
+* a lake of 566 symbols of 1h candles from ``data.synthetic.generate_market`` (the shared data has
   8 spot symbols only), ``BARS`` bars each: enough for the model's warm-up + return window and
   ``serving.history_bars``;
 * a champion with the DEFAULT four members (XGBoost, LightGBM, N-HiTS, PatchTST) and default
@@ -61,8 +61,8 @@ def universe() -> list[str]:
 def build_lake(raw: Path, symbols: list[str]) -> pd.DataFrame:
     """Synthetic 1h candles for ``symbols`` written to the partitioned lake under ``raw``."""
     from qt.config import SyntheticParams
-    from qt.lake import write_candles
-    from qt.synthetic import generate_market
+    from data.lake import write_candles
+    from data.synthetic import generate_market
 
     candles = generate_market(symbols, "1h", SyntheticParams(bars=BARS, signal_strength=0.2), SEED)
     for sym, part in candles.groupby("symbol", sort=False):
@@ -211,7 +211,7 @@ def run() -> dict:
                      "p99": round(http[name]["p99_ms"] / in_process[name]["p99_ms"], 2)} for name in http}
     return {
         "lake": {"symbols": N_SYMBOLS, "timeframe": "1h", "bars_per_symbol": BARS,
-                 "source": "synthetic (qt.synthetic.generate_market, seed 17)", "write_seconds": round(lake_s, 1)},
+                 "source": "synthetic (data.synthetic.generate_market, seed 17)", "write_seconds": round(lake_s, 1)},
         "model": {"version": served["model_version"], "members": list(params.train.members),
                   "sequence_length": served["sequence_length"], "sequence_exog": served.get("sequence_exog", []),
                   "input_columns": len(served["feature_columns"]),

@@ -39,7 +39,7 @@ def run() -> dict:
     from features.compute import compute_features
     from features.labels import make_labels
     from qt.config import Params
-    from qt.lake import read_datadir_candles
+    from data.lake import read_datadir_candles
 
     if not (SHARED / "ohlcv").is_dir():
         return {"skipped": "../shared/data absent"}

@@ -2,7 +2,7 @@
 
 The executor's state says which symbols were traded, not where their candles live. The lake's folder
 is keyed by the source *and*, for a synthetic market, by the universe it was generated for
-(``qt.collect.source_key``), so the params ``qt dashboard`` was started with (often the defaults, not
+(``data.sources.source_key``), so the params ``qt dashboard`` was started with (often the defaults, not
 the run's ``--symbols``) can name a folder that does not exist. The run's own records name the right
 one: ``reports/collect.json`` (written by the collect stage: ``lake`` and ``timeframe``), then the run's
 ``params.effective.yaml``; the dashboard's params come last.
@@ -40,7 +40,7 @@ def _recorded_lake(paths: StatePaths) -> RunLake | None:
 
 
 def _effective_params_lake(paths: StatePaths) -> RunLake | None:
-    from qt.collect import lake_root
+    from data.sources import lake_root
     from qt.config import load_params
 
     effective = paths.home / "params.effective.yaml"
@@ -55,8 +55,8 @@ def _effective_params_lake(paths: StatePaths) -> RunLake | None:
 
 def find_run_lake(params: Params, paths: StatePaths, symbol: str) -> RunLake:
     """The first candidate lake (run record, run params, dashboard params) holding ``symbol``'s candles."""
-    from qt import lake
-    from qt.collect import lake_root
+    from data import lake
+    from data.sources import lake_root
 
     own = params.model_copy(update={"data": params.data.model_copy(update={"symbols": [symbol]})})
     candidates = [_recorded_lake(paths), _effective_params_lake(paths),
@@ -75,7 +75,7 @@ def find_run_lake(params: Params, paths: StatePaths, symbol: str) -> RunLake:
 def read_symbol_candles(params: Params, paths: StatePaths, symbol: str, start: pd.Timestamp,
                         end: pd.Timestamp) -> pd.DataFrame:
     """``symbol``'s candles with open times in [start, end] from the run's lake; ``LakeMissing`` if none."""
-    from qt import lake
+    from data import lake
 
     from qt.errors import DataError
 

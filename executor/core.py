@@ -14,7 +14,7 @@ most one intent:
   volatility-targeted, capped at that fraction: ``executor.sizing``),
   carrying the protective levels (``stop_loss_pct`` / ``take_profit_pct`` of the entry fill
   price) that the broker places on the exchange right after the fill, and the trailing stop
-  (``risk.trailing_stop_pct``, see ``executor.trailing``). With ``risk.entry_order: limit`` the
+  (``risk.trailing_stop_pct``, see ``qt.fills``). With ``risk.entry_order: limit`` the
   entry is a limit order at ``close of t x (1 - limit_offset_bps / 10 000)`` that works for
   ``limit_ttl_bars`` bars; while it rests the symbol is ENTRY_PENDING (its notional reserved).
 

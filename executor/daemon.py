@@ -3,7 +3,7 @@
 PAPER REPLAY: bars from the lake are replayed through the same ``TradingLoop`` the backtest
 uses (paper broker), with the signals asked from the service (``POST {url}/signals``) at each
 bar, every step written to SQLite and published to Redis. LIVE / TESTNET (``run_live``): the
-same loop clocked by the exchange, orders through ccxt (``executor.live``).
+same loop clocked by the exchange, orders through ccxt (``executor.live.trader``).
 
 When the service cannot answer (connection refused, timeout, any 5xx incl. 503 "no
 champion", malformed reply, or a 4xx saying our request is wrong) the source raises
@@ -159,16 +159,16 @@ def run_live(params: Params, exchange, signal_source, state_db: Path, namespace:
              stop=None, metrics_port: int | None = None) -> dict:
     """Trade ``params.data.symbols`` (USDT-M perpetuals, or spot) on ``exchange`` (a ccxt client with keys).
 
-    Reconciles with the exchange first (``executor.reconcile``; spot: ``executor.ccxt_spot``), then steps every bar the
-    exchange closes through the same loop as the backtest (``executor.live``) until ``stop``
+    Reconciles with the exchange first (``executor.live.reconcile``; spot: ``executor.live.spot``), then steps every bar the
+    exchange closes through the same loop as the backtest (``executor.live.trader``) until ``stop``
     is set, ``max_bars`` bars were stepped, or the process is stopped (SIGTERM / Ctrl-C).
     Returns a summary: reconciliation, bars stepped, orders, fills, rejections, open positions.
     """
-    from executor.live import LiveTrader
+    from executor.live.trader import LiveTrader
 
     import ccxt
 
-    from executor.ccxt_broker import one_line
+    from executor.live.broker import one_line
     from qt.errors import UserError
     from qt.redact import install_log_redaction, remove_log_redaction
 

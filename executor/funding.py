@@ -203,7 +203,7 @@ def read_lake_funding(root: Path, symbols: Iterable[str], start=None, end=None) 
     """Adapter: the lake's funding history of the perp ``symbols`` as one frame
     (``FUNDING_FRAME_COLUMNS``), None when none of them is a perp. A perp with nothing stored
     contributes no rows - the backtest then refuses it with a message saying what to collect."""
-    from qt.lake import FUNDING_COLUMNS, read_funding
+    from data.lake import FUNDING_COLUMNS, read_funding
 
     perps = sorted(s for s in symbols if is_perp(s))
     if not perps:

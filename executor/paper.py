@@ -20,7 +20,7 @@ Fill rules (the backtest and the paper daemon both use exactly these):
   4. ``high >= tp``    -> fills at the take-profit price.
 
   Protective fills pay the same slippage (adverse) and fee as market orders.
-* **Trailing stop** (``risk.trailing_stop_pct`` > 0): the rule of ``executor.trailing``, the
+* **Trailing stop** (``risk.trailing_stop_pct`` > 0): the rule of ``qt.fills``, the
   same function the local exchange matches its TRAILING_STOP_MARKET with. The peak starts at
   the entry fill price and rises to each completed bar's high; the level in force during a bar
   is ``peak x (1 - pct)`` from the bars before it. It does not replace the fixed stop: the
@@ -56,7 +56,7 @@ import pandas as pd
 
 from executor.portfolio import Bar, Fill
 from executor.protection import stop_crossed
-from executor.trailing import step_trail, trail_level
+from qt.fills import step_trail, trail_level
 from qt.config import CostParams
 
 LIMIT_EXPIRED = "LIMIT_EXPIRED"
@@ -229,7 +229,7 @@ class PaperBroker:
         """(exit fill or None, the trail's peak after this bar)."""
         oid = -p.entry_order_id
         # a bar opening through the stop exits at the open: the rule live applies when the exchange
-        # refuses a stop as already crossed (executor.protection, executor.emergency)
+        # refuses a stop as already crossed (executor.protection, executor.live.emergency)
         fixed = bar.open if stop_crossed(p.stop_price, bar.open) else p.stop_price if bar.low <= p.stop_price else None
         trail, peak = step_trail(p.peak, p.trail_pct, bar) if p.trail_pct > 0 else (None, p.peak)
         if stop_only:  # entered intrabar: the open was before the entry, the stop works at its level

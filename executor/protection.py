@@ -11,7 +11,7 @@ decision all of them use, so the paper broker, the backtest and live decide the 
   position is closed at market now (paper/backtest: at the bar's open; live: a reduce-only
   market sell on perps, a market sell of the coins on spot), recorded as ``EMERGENCY_EXIT``;
 * the exchange's answer to a stop that would trigger at once means the same thing
-  (``executor.emergency.refused_as_crossed``), so it leads to the same exit, never a retry.
+  (``executor.live.emergency.refused_as_crossed``), so it leads to the same exit, never a retry.
 
 Pure: no I/O, no vendor types, so the backtest imports it without ccxt.
 """

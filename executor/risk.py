@@ -116,12 +116,12 @@ class RiskEngine:
         # of it and ``risk.min_notional_usdt`` applies. Empty in backtest and paper.
         self.market_min_notional_usdt: dict[str, float] = {}
         # symbol -> (reason, one line) for symbols the exchange set-up could not confirm (live:
-        # ``executor.leverage``): entries there are denied, exits never. Empty in backtest and paper.
+        # ``executor.live.leverage``): entries there are denied, exits never. Empty in backtest and paper.
         self.refused_symbols: dict[str, tuple[str, str]] = {}
 
     @classmethod
     def from_params(cls, params) -> "RiskEngine":
-        from qt.synthetic import timeframe_ms
+        from data.synthetic import timeframe_ms
 
         return cls(params.risk, params.costs, params.signal, timeframe_ms(params.data.timeframe))
 

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from qt.errors import DataError
-from qt.lake import CANDLE_COLUMNS
+from data.lake import CANDLE_COLUMNS
 
 
 def sort_candles(candles: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
@@ -15,7 +15,7 @@ def sort_candles(candles: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     missing columns or duplicate (symbol, timestamp) rows."""
     missing = [c for c in CANDLE_COLUMNS if c not in candles.columns]
     if missing:
-        raise DataError(f"candles lack columns {missing}; expected {CANDLE_COLUMNS} (see qt.lake.read_candles)")
+        raise DataError(f"candles lack columns {missing}; expected {CANDLE_COLUMNS} (see data.lake.read_candles)")
     codes, in_order = _symbol_codes_if_sorted(candles)
     if not in_order:
         candles = candles.sort_values(["symbol", "timestamp"], kind="stable")

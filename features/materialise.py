@@ -1,6 +1,6 @@
 """Materialise features and labels from the raw lake into the feature store, incrementally.
 
-``materialise`` reads each symbol's candles (the rows ``qt.lake.read_candles`` gives), computes
+``materialise`` reads each symbol's candles (the rows ``data.lake.read_candles`` gives), computes
 features (``features.compute``, the one implementation serving also uses) and labels
 (``features.labels.make_labels``, triple-barrier ones when ``labels.triple_barrier``) and
 writes them as period partitions (``features.store`` layout), one symbol per worker.
@@ -54,7 +54,7 @@ from features.multi_input import (no_funding, no_reference, reference_window, re
 from qt.config import Params
 from qt.errors import DataError
 from qt.fanout import in_threads
-from qt.lake import (OHLCV_COLUMNS, candle_path, funding_dir, monthly_partitions, partition_bounds, partition_key,
+from data.lake import (OHLCV_COLUMNS, candle_path, funding_dir, monthly_partitions, partition_bounds, partition_key,
                      read_candles, read_funding, remove_orphan_temp_files, stored_timestamps_ms)
 
 
@@ -332,7 +332,7 @@ _CANDLE_SCHEMA = pa.schema([("timestamp", pa.timestamp("ms", tz="UTC"))] +
 
 
 def _read_symbol_candles(root: Path, symbol: str, timeframe: str, start: pd.Timestamp | None) -> pd.DataFrame:
-    """``qt.lake.read_candles(root, [symbol], timeframe, start)``, the same frame, read faster:
+    """``data.lake.read_candles(root, [symbol], timeframe, start)``, the same frame, read faster:
     the lake's reader converts every yearly partition to pandas on its own, which cost more than
     computing the features; here the partitions are read as Arrow tables (each through one open
     file handle, so an atomic replace cannot mix two files), cast to the lake's types and

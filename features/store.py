@@ -6,7 +6,7 @@ Layout under ``root`` (the caller picks it, e.g. ``StatePaths.features``)::
     <root>/<market>/<BASE>_<QUOTE>/<period>.labels.parquet
     <root>/<market>/<BASE>_<QUOTE>/manifest.json     (written by features.materialise only)
 
-``market`` is ``binance`` (spot) or ``binanceusdm`` (perpetual), as in ``qt.lake``, so
+``market`` is ``binance`` (spot) or ``binanceusdm`` (perpetual), as in ``data.lake``, so
 ``BTC/USDT`` and ``BTC/USDT:USDT`` never share a file. ``period`` is the bar's UTC year
 (``YYYY``) from 1h bars up and its month (``YYYY-MM``) below, like the raw lake, so an
 append rewrites one small file. Features and labels are two kinds of file because their
@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from qt.errors import DataError
-from qt.lake import content_sha256, market_dir, symbol_stem
+from data.lake import content_sha256, market_dir, symbol_stem
 
 KEYS = ["symbol", "timestamp"]
 KINDS = ("features", "labels")

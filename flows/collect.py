@@ -4,7 +4,7 @@
 workers (the exchange-politeness limit); ``dask`` runs them on a Dask cluster through
 prefect-dask - an in-process ``LocalCluster`` by default, or the scheduler at
 ``runner.dask_address`` for a real cluster (``flows.runner``). The work per symbol is
-``qt.collector.collect_one``, the same function the plain ``collect_universe`` runs, so both
+``data.collector.collect_one``, the same function the plain ``collect_universe`` runs, so both
 runners store byte-identical lakes.
 """
 
@@ -22,7 +22,7 @@ from qt.paths import StatePaths
 
 @task(name="collect-symbol", cache_policy=NONE)
 def collect_symbol_task(symbol: str, params: Params, root: str, exchange_url: str | None):
-    from qt.collector import collect_one
+    from data.collector import collect_one
 
     return collect_one(params, root, exchange_url, symbol)
 
@@ -35,7 +35,7 @@ def _map_over_symbols(params: Params, root: Path, url: str | None, symbols: list
 
 @flow(name="collect", log_prints=True)
 def _collection_flow(params: Params, home: str) -> dict:
-    from qt.pipeline import collect
+    from flows.stages import collect
 
     return collect(params, StatePaths(Path(home)), _map_over_symbols)
 
@@ -66,7 +66,7 @@ def deployment_context(params_path: str | None, home: str | None, overrides: dic
 
     ``params_path`` None means ``QT_PARAMS``, else ``params.yaml`` in the working directory
     (the project root for a deployment), else the project's; ``home`` None means ``QT_HOME``,
-    else ``<project>/data`` - the same resolution as the ``qt`` CLI, so a worker started with
+    else ``<project>/state`` - the same resolution as the ``qt`` CLI, so a worker started with
     ``QT_HOME``/``QT_PARAMS`` runs every deployment (also the ones a trigger starts, which carry
     no parameters of their own) on that state directory and config.
     """

@@ -6,7 +6,7 @@ starts one run of this flow (a Prefect automation the server creates at ``prefec
 The trigger passes no parameters, so the run resolves its config and state directory the way
 the worker's environment says (``QT_PARAMS``, ``QT_HOME``; see ``flows.collect.deployment_context``).
 
-The two stages are the plain ``qt.pipeline`` functions (the same ones ``qt run`` uses), their
+The two stages are the plain ``flows.stages`` functions (the same ones ``qt run`` uses), their
 per-symbol work mapped as one task per symbol on the ``runner:`` task runner (threads or a Dask
 cluster; ``flows.pipeline.symbol_stages_flow``), so validation errors quarantine a symbol and
 the features stage refuses candles that changed since they were validated.

@@ -24,7 +24,7 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 
 from flows.runner import make_task_runner, symbol_map
-from qt import pipeline
+from flows import stages as pipeline
 from qt.config import Params
 from qt.paths import StatePaths
 

@@ -42,7 +42,7 @@ def retrain_flow(params_path: str | None = "params.yaml", home: str | None = Non
 
     ``params_path``: the params file (relative to the working directory, which is the project
     root for the deployment); ``home``: the state directory (default ``QT_HOME`` or
-    ``<project>/data``); ``overrides``: sections merged over the file (as the CLI does).
+    ``<project>/state``); ``overrides``: sections merged over the file (as the CLI does).
     Returns the run's summary (also written to ``reports/retrain.json``).
     """
     from flows.collect import collection_flow

@@ -34,7 +34,7 @@ class DataParams(_Frozen):
 
 
 class SyntheticParams(_Frozen):
-    """The project's own market generator (see ``qt.synthetic``)."""
+    """The project's own market generator (see ``data.synthetic``)."""
 
     bars: int = Field(6000, ge=300)
     start: str = "2023-01-01"
@@ -213,12 +213,12 @@ class RiskParams(_Frozen):
     daily_loss_limit_pct: float = Field(0.05, gt=0.0, lt=1.0)
     max_drawdown_pct: float = Field(0.25, gt=0.0, lt=1.0)  # kill switch: HALTED past this
     exit_on_signal_flip: bool = True
-    # Entries (executor.paper / executor.ccxt_broker): "market" fills at the next open; "limit"
+    # Entries (executor.paper / executor.live.broker): "market" fills at the next open; "limit"
     # rests at close x (1 - limit_offset_bps / 10 000) for limit_ttl_bars bars, then is cancelled.
     entry_order: Literal["market", "limit"] = "market"
     limit_offset_bps: float = Field(0.0, ge=0.0, lt=10_000.0)
     limit_ttl_bars: int = Field(1, ge=1)
-    # Trailing stop (executor.trailing): peak x (1 - pct) beside the fixed stop; 0 = off.
+    # Trailing stop (qt.fills): peak x (1 - pct) beside the fixed stop; 0 = off.
     # native: the exchange's TRAILING_STOP_MARKET (callbackRate = pct x 100, 0.1..10 %, step 0.1);
     # managed: the executor moves its STOP_MARKET up at each bar close.
     trailing_stop_pct: float = Field(0.0, ge=0.0, lt=1.0)
@@ -227,7 +227,7 @@ class RiskParams(_Frozen):
     # buys equity x vol_target_annual / the symbol's annualised volatility over vol_lookback_bars
     # one-bar returns, capped at position_fraction.
     sizing: Literal["fixed_fraction", "volatility_target"] = "fixed_fraction"
-    # Perpetuals, live/testnet (executor.leverage): the margin mode set on the exchange and read
+    # Perpetuals, live/testnet (executor.live.leverage): the margin mode set on the exchange and read
     # back at start-up and before each symbol's first entry; a symbol reporting another mode
     # gets no entries (LEVERAGE_UNVERIFIED). The local exchange simulates cross margin only.
     margin_mode: Literal["cross", "isolated"] = "cross"
@@ -276,7 +276,7 @@ class ServingParams(_Frozen):
 
 
 class CollectParams(_Frozen):
-    """Incremental collection from Binance (or the local exchange) into the raw lake (``qt.collector``)."""
+    """Incremental collection from Binance (or the local exchange) into the raw lake (``data.collector``)."""
 
     exchange_url: str | None = None  # http://HOST:PORT of a Binance-compatible server; None = Binance
     universe: Literal["list", "top"] = "list"  # "list" = data.symbols; "top" = top_n by 24h quote volume

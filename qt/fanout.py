@@ -1,7 +1,7 @@
 """Fan-out of per-symbol work: the one contract the stages' ``map_symbols`` argument follows.
 
 A stage that does the same independent work for each symbol (validation suites, feature
-materialisation; collection has its own in ``qt.collect``) takes a ``map_symbols`` callable:
+materialisation; collection has its own in ``data.sources``) takes a ``map_symbols`` callable:
 
     map_symbols(fn, symbols, **kwargs) -> [fn(symbol, **kwargs) for symbol in symbols]
 

@@ -1,6 +1,6 @@
 """The one state directory: everything the project writes lives below it.
 
-Default is ``<project>/data`` (the DVC-tracked lake); ``QT_HOME`` overrides it,
+Default is ``<project>/state`` (the DVC-tracked lake); ``QT_HOME`` overrides it,
 so two runs with different ``QT_HOME`` never touch each other.
 """
 
@@ -21,7 +21,7 @@ class StatePaths:
     def from_env(cls, environ: dict[str, str] | None = None) -> "StatePaths":
         env = os.environ if environ is None else environ
         home = env.get("QT_HOME")
-        return cls(Path(home).expanduser().resolve() if home else PROJECT_ROOT / "data")
+        return cls(Path(home).expanduser().resolve() if home else PROJECT_ROOT / "state")
 
     @property
     def raw(self) -> Path:  # candles as collected, one Parquet file per symbol/timeframe

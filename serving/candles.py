@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from qt.lake import available_symbols, candle_path, funding_dir, read_funding, read_symbol
+from data.lake import available_symbols, candle_path, funding_dir, read_funding, read_symbol
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class CandleCache:
     def get(self, symbol: str) -> SymbolCandles:
         """Cached candles of ``symbol``; UnknownSymbol (naming what exists) if the lake lacks it.
 
-        A malformed symbol raises ``qt.errors.DataError`` from ``qt.lake``.
+        A malformed symbol raises ``qt.errors.DataError`` from ``data.lake``.
         """
         # a name's path is fixed and building it costs more than the stat: kept for names that exist
         path = self._paths.get(symbol) or str(candle_path(self.raw_root, symbol, self.timeframe))

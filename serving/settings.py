@@ -3,7 +3,7 @@
 Only ``ServingSettings.from_environ`` looks at environment variables; everything
 below it receives typed values. Variables read:
 
-* ``QT_HOME`` - state directory (``qt.paths.StatePaths``); unset = ``<project>/data``.
+* ``QT_HOME`` - state directory (``qt.paths.StatePaths``); unset = ``<project>/state``.
 * ``QT_PARAMS`` - path of ``params.yaml``; unset = the embedded defaults.
 * ``MLFLOW_TRACKING_URI`` / ``MLFLOW_REGISTRY_URI`` - the registry holding the
   champion; unset = the sqlite database under ``QT_HOME``.
@@ -55,7 +55,7 @@ class ServingSettings:
                                   f"give seconds, e.g. 2") from None
             if not math.isfinite(reload_s) or reload_s <= 0:
                 raise ConfigError(f"QT_SERVING_RELOAD_SECONDS={raw!r} must be a positive number of seconds")
-        from qt.collect import lake_root
+        from data.sources import lake_root
 
         lake = Path(env["QT_LAKE"]) if env.get("QT_LAKE") else lake_root(params, paths)
         return cls(paths=paths, params=params, tracking_uri=tracking_uri,

@@ -114,9 +114,9 @@ def gather_inputs(params: Params, paths: StatePaths) -> DriftInputs | None:
 
 def _candles(params: Params, paths: StatePaths, start: pd.Timestamp, history_bars: int, symbols: list[str]):
     from executor.funding import read_lake_funding
-    from qt.collect import lake_root
-    from qt.lake import read_candles
-    from qt.synthetic import timeframe_ms
+    from data.sources import lake_root
+    from data.lake import read_candles
+    from data.synthetic import timeframe_ms
 
     lead = pd.Timedelta(milliseconds=timeframe_ms(params.data.timeframe) * (history_bars + 1))
     root = lake_root(params, paths)

@@ -26,9 +26,9 @@ import pandas as pd
 
 from qt.config import FeatureParams, Params
 from qt.errors import DataError
-from qt.lake import read_candles
+from data.lake import read_candles
 from qt.paths import StatePaths
-from qt.synthetic import timeframe_ms
+from data.synthetic import timeframe_ms
 
 log = logging.getLogger("qt.training")
 
@@ -80,7 +80,7 @@ def _holdout_window(info: dict) -> tuple[pd.Timestamp, pd.Timestamp]:
 def _read_candles_with_history(params: Params, paths: StatePaths, start: pd.Timestamp, history_bars: int):
     """Candles from ``history_bars`` before ``start`` to the end of the lake (indicators need the past)."""
     lead = pd.Timedelta(milliseconds=timeframe_ms(params.data.timeframe) * (history_bars + 1))
-    from qt.collect import lake_root
+    from data.sources import lake_root
 
     return read_candles(lake_root(params, paths), params.data.symbols, params.data.timeframe, start=start - lead)
 
@@ -208,7 +208,7 @@ def _holdout_funding(params: Params, paths: StatePaths, h_start: pd.Timestamp) -
     """Funding of the perp symbols from one funding interval before the holdout on (None
     without perps). A perp with nothing stored makes the backtest refuse it, saying what to collect."""
     from executor.funding import MAX_FUNDING_INTERVAL, read_lake_funding
-    from qt.collect import lake_root
+    from data.sources import lake_root
 
     return read_lake_funding(lake_root(params, paths), params.data.symbols, start=h_start - MAX_FUNDING_INTERVAL)
 

@@ -37,7 +37,7 @@ from features.labels import label_end_times
 from qt.config import Params
 from features.sequence import SOURCE_COLUMN, add_return_windows, all_window_columns, window_columns
 from qt.errors import ConfigError, DataError
-from qt.lake import content_sha256
+from data.lake import content_sha256
 from training.ensemble import EnsembleModel, fit_convex_weights, fit_return_map
 from training.metrics import compute_classification_metrics
 from training.models import SEQUENCE_MEMBERS, feature_importance, fit_any_member, predict_up_probability

@@ -10,11 +10,11 @@ import pandas as pd
 
 from executor.daemon import run_paper_replay
 from executor.signals import FrameSignalSource
-from qt import lake
-from qt.collect import lake_root
+from data import lake
+from data.sources import lake_root
 from qt.config import Params
 from qt.paths import StatePaths
-from qt.synthetic import generate_market
+from data.synthetic import generate_market
 
 from tests.executor.exec_support import params
 

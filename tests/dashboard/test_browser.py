@@ -127,7 +127,7 @@ def test_dashboard_shows_the_paper_run_and_its_kill_switch_halts_the_executor(tm
     env = {**os.environ, "QT_HOME": str(paths.home), "REDIS_URL": redis_url,
            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
     env.pop("QT_PARAMS", None)
-    dash_proc = ManagedProcess("dashboard", [sys.executable, "-m", "qt.cli", "dashboard", "--port", str(port),
+    dash_proc = ManagedProcess("dashboard", [sys.executable, "-m", "cli.main", "dashboard", "--port", str(port),
                                              "--refresh-seconds", "1", "--params", str(params_file),
                                              "--service-url", svc.url],
                                env=env, log_path=tmp_path / "dashboard.log", cwd=PROJECT_ROOT)

@@ -76,8 +76,8 @@ def _panel_message(driver) -> dict | None:
 
 
 def test_dashboard_candles_show_the_selected_symbol_of_a_finished_run(tmp_path):
-    from qt import pipeline
-    from qt.collect import read_lake
+    from flows import stages as pipeline
+    from data.sources import read_lake
 
     p = _run_params()
     paths = StatePaths(tmp_path / "home").ensure()
@@ -95,7 +95,7 @@ def test_dashboard_candles_show_the_selected_symbol_of_a_finished_run(tmp_path):
     env = {**os.environ, "QT_HOME": str(paths.home)}
     for var in ("QT_PARAMS", "REDIS_URL"):
         env.pop(var, None)
-    dash = ManagedProcess("dashboard", [sys.executable, "-m", "qt.cli", "dashboard", "--port", str(port),
+    dash = ManagedProcess("dashboard", [sys.executable, "-m", "cli.main", "dashboard", "--port", str(port),
                                         "--refresh-seconds", "1"],  # the default params, as a new user would
                           env=env, log_path=tmp_path / "dashboard.log", cwd=PROJECT_ROOT)
     driver = None

@@ -85,7 +85,7 @@ def test_a_drawdown_halt_stays_when_the_kill_switch_is_cleared():
 
 def _qt(*args, env_extra: dict | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"} | (env_extra or {})
-    return subprocess.run([sys.executable, "-m", "qt.cli", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], env=env, capture_output=True, text=True,
                           timeout=60)
 
 

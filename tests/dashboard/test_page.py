@@ -55,7 +55,7 @@ def test_a_busy_port_is_one_line_and_exit_2(tmp_path):
         port = busy.getsockname()[1]
         env = {**os.environ, "QT_HOME": str(tmp_path)}
         env.pop("QT_PARAMS", None)
-        out = subprocess.run([sys.executable, "-m", "qt.cli", "dashboard", "--port", str(port)], env=env,
+        out = subprocess.run([sys.executable, "-m", "cli.main", "dashboard", "--port", str(port)], env=env,
                              capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and out.stderr.strip() == \
         f"error: cannot serve the dashboard on 127.0.0.1:{port}: Address already in use"

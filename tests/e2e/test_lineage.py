@@ -1,7 +1,7 @@
 """`dvc repro` rebuilds the lineage from the raw data through the same CLI; `dvc dag` shows it.
 
 Runs in a copy of the tracked project (with the real venv linked in) so the developer's own
-`data/` is never touched.
+`state/` is never touched.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def project(tmp_path_factory) -> Path:
                            capture_output=True, text=True, check=True).stdout.split()
     for rel in files:
         src = ROOT / rel
-        if src.is_file() and not rel.startswith(("data/", "tests/")):
+        if src.is_file() and not rel.startswith(("state/", "tests/")):
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
     (dest / ".venv").symlink_to(ROOT / ".venv")
@@ -74,7 +74,7 @@ def test_repro_runs_every_stage_through_the_cli_then_is_up_to_date(project):
         assert f"Running stage '{stage}'" in res.stdout, res.stdout
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     assert set(lock["stages"]) == set(STAGES)
-    assert (project / "data/reports/promote.json").is_file()
+    assert (project / "state/reports/promote.json").is_file()
     again = _dvc(project, "repro")
     assert "Running stage" not in again.stdout
 

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 from qt.config import SyntheticParams
-from qt.exchange import LocalExchange, write_datadir
-from qt.synthetic import generate_market
+from exchange import LocalExchange, write_datadir
+from data.synthetic import generate_market
 
 NOW = "2023-03-01T10:30"
 NOW_MS = int(pd.Timestamp(NOW, tz="UTC").value // 1_000_000)

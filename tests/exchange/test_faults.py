@@ -8,7 +8,7 @@ import time
 import ccxt
 import pytest
 
-from qt.exchange import make_ccxt
+from exchange import make_ccxt
 
 
 def _spot(exchange, timeout_ms: int = 10_000):

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from qt.exchange import make_ccxt
+from exchange import make_ccxt
 from tests.exchange.conftest import NOW_MS, ts_ms
 
 HOUR_MS = 3_600_000

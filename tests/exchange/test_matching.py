@@ -7,9 +7,9 @@ from decimal import Decimal as D
 
 import pytest
 
-from qt.exchange.auth import sign, verify
-from qt.exchange.ledger import Rejected
-from qt.exchange.matching import Bar, FeeRates, MatchingEngine, OrderRequest, SymbolRules
+from exchange.auth import sign, verify
+from exchange.ledger import Rejected
+from exchange.matching import Bar, FeeRates, MatchingEngine, OrderRequest, SymbolRules
 
 T0 = 1_700_000_000_000
 HOUR = 3_600_000

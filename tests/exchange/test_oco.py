@@ -2,7 +2,7 @@
 ``/api/v3/orderList`` methods): one base quantity locked once, the stop first when a bar touches
 both legs, one leg ends the other, gaps fill at the open, the liquidity cap, Binance's refusals.
 
-Expected prices and balances come from the hand-made candles (``tests.executor.live_support``:
+Expected prices and balances come from the hand-made candles (``tests.executor.live.support``:
 calm bars at 30 000, bar 151 trading -10 %/+10 %, ``TP_BAR`` +10 %, ``GAP_BAR`` opening at -5 %)
 and Binance's 0.1 % spot fee, never from the code under test.
 """
@@ -12,9 +12,9 @@ from __future__ import annotations
 import ccxt
 import pytest
 
-from tests.executor.live_support import (GAP_BAR, MARKET_ID, PRICE, SPOT_SYMBOL, TP_BAR, WIDE_BARS, bar_ms,
+from tests.executor.live.support import (GAP_BAR, MARKET_ID, PRICE, SPOT_SYMBOL, TP_BAR, WIDE_BARS, bar_ms,
                                          spot_client, write_spot_market)
-from tests.executor.live_support import running_exchange
+from tests.executor.live.support import running_exchange
 
 QTY = 0.1
 STOP, LIMIT = PRICE * 0.97, PRICE * 1.06  # 29 100 and 31 800

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from qt.errors import ConfigError
-from qt.exchange.client import make_ccxt, rewrite_api_urls
-from qt.exchange.datadir import Bars
-from qt.exchange.faults import FaultInjector, parse_fault_config
-from qt.exchange.views import KlineSource, derive_filters, format_number, visible_window
+from qt.binance import make_ccxt, rewrite_api_urls
+from exchange.datadir import Bars
+from exchange.faults import FaultInjector, parse_fault_config
+from exchange.views import KlineSource, derive_filters, format_number, visible_window
 
 
 def _decisions(config: dict, requests: list[tuple[str, str | None]]) -> list[str | None]:
@@ -101,8 +101,8 @@ def test_written_data_dir_is_served_and_a_rewrite_is_picked_up(tmp_path):
 
     from qt.config import SyntheticParams
     from qt.errors import DataError
-    from qt.exchange import DataDir, write_datadir
-    from qt.synthetic import generate_market
+    from exchange import DataDir, write_datadir
+    from data.synthetic import generate_market
 
     write_datadir(generate_market(["BTC/USDT"], "1h", SyntheticParams(bars=300), seed=1), tmp_path, "1h")
     data = DataDir(tmp_path)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from qt.exchange import LocalExchange, make_ccxt
+from exchange import LocalExchange, make_ccxt
 from tests.conftest import require_shared_data
 from tests.exchange.conftest import ts_ms
 

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from qt.exchange import LocalExchange, make_ccxt
-from qt.exchange.views import derive_filters
+from exchange import LocalExchange, make_ccxt
+from exchange.views import derive_filters
 from tests.exchange.conftest import API_KEY, API_SECRET, NOW, NOW_MS, ts_ms
 
 HOUR_MS = 3_600_000
@@ -230,7 +230,7 @@ def test_malformed_api_keys_are_refused_at_start_in_one_line_without_echoing_the
     from tests.conftest import PROJECT_ROOT
 
     env = {**os.environ, "QT_EXCHANGE_API_KEYS": '["leaked-secret-value"]'}
-    run = subprocess.run([sys.executable, "-m", "qt.exchange", "--data", str(datadir), "--port", str(free_port())],
+    run = subprocess.run([sys.executable, "-m", "exchange", "--data", str(datadir), "--port", str(free_port())],
                          capture_output=True, text=True, cwd=PROJECT_ROOT, env=env, timeout=60)
     assert run.returncode == 2 and run.stderr.strip().count("\n") == 0
     assert "QT_EXCHANGE_API_KEYS" in run.stderr and "leaked-secret-value" not in run.stderr

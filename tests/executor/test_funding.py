@@ -13,7 +13,7 @@ from executor.daemon import HttpSignalSource, run_paper_replay
 from executor.signals import FrameSignalSource, signals_from_predictions
 from qt.config import SyntheticParams
 from qt.errors import DataError
-from qt.synthetic import generate_market
+from data.synthetic import generate_market
 
 from tests.conftest import require_shared_data
 from tests.executor.exec_support import FakeSignalService, candles_from_rows, params, signals_frame, ts

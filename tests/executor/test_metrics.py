@@ -26,7 +26,7 @@ from qt.errors import UserError
 from qt.procs import free_port, start_redis
 
 from tests.executor.exec_support import FakeSignalService, params
-from tests.executor.live_support import (API_KEY, API_SECRET, PROJECT_ROOT, bar_ms, buy_signals, daemon_argv,
+from tests.executor.live.support import (API_KEY, API_SECRET, PROJECT_ROOT, bar_ms, buy_signals, daemon_argv,
                                          start_exchange, write_market)
 from tests.executor.test_paper_daemon import _market, _momentum_signals, _params
 

@@ -1,6 +1,6 @@
 """Limit entries and trailing stops in paper and backtest, on tiny bars with hand-computed prices.
 
-Rules under test (``executor.paper``, ``executor.trailing``): a limit fills at the open when the
+Rules under test (``executor.paper``, ``qt.fills``): a limit fills at the open when the
 open is at or below it, intrabar at the limit only when the low goes strictly below it, never
 with slippage, and expires after ``limit_ttl_bars``; the trail level in force during a bar comes
 from the highs of the bars before it, the effective stop is the higher of the fixed stop and

@@ -16,7 +16,7 @@ from executor.events import STREAMS
 from executor.signals import FrameSignalSource, SignalUnavailable
 from qt.config import SyntheticParams
 from qt.procs import free_port, start_redis
-from qt.synthetic import generate_market
+from data.synthetic import generate_market
 
 from tests.executor.exec_support import FakeSignalService, params
 

@@ -12,7 +12,7 @@ import talib
 from features.compute import compute_features, feature_columns, feature_set_hash, warmup_bars
 from qt.config import FeatureParams, SyntheticParams
 from qt.errors import ConfigError, DataError
-from qt.synthetic import generate_market
+from data.synthetic import generate_market
 
 DEFAULT = FeatureParams()
 

@@ -13,7 +13,7 @@ import talib
 from features.compute import compute_features, feature_columns, warmup_bars
 from qt.config import FeatureParams, HtfFeatureParams, SyntheticParams
 from qt.errors import ConfigError, DataError
-from qt.synthetic import generate_market
+from data.synthetic import generate_market
 
 DEFAULT = FeatureParams()
 # every candle family at tiny periods: a warm-up of a few bars, so hand-made frames stay short

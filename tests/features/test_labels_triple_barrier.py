@@ -13,7 +13,7 @@ from executor.paper import MarketOrder, PaperBroker
 from executor.portfolio import Bar
 from features.labels import make_labels
 from qt.config import CostParams, LabelParams, RiskParams, SyntheticParams
-from qt.synthetic import generate_market
+from data.synthetic import generate_market
 
 NO_COSTS = CostParams(fee_rate=0.0, slippage_bps=0.0)
 # entry at 100 -> stop 95, take-profit 110, exit at the open of bar 4 at the latest

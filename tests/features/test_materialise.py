@@ -15,8 +15,8 @@ from features.materialise import materialise, read_training_frame
 from features.store import read_features, read_labels
 from qt.config import FeatureParams, Params, SyntheticParams
 from qt.errors import DataError
-from qt.lake import write_candles
-from qt.synthetic import generate_market
+from data.lake import write_candles
+from data.synthetic import generate_market
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT:USDT"]
 PARAMS = Params()
@@ -165,7 +165,7 @@ def test_windows_in_one_pass_equal_one_compute_features_call_per_window():
 @pytest.mark.parametrize("start", [None, "2022-03-05", "2024-04-01"])
 def test_the_fast_candle_reader_gives_the_lakes_frame(tmp_path, start):
     from features.materialise import _read_symbol_candles
-    from qt.lake import read_candles
+    from data.lake import read_candles
 
     lake = _lake(tmp_path / "lake", CANDLES)
     ts = None if start is None else pd.Timestamp(start, tz="UTC")

@@ -17,8 +17,8 @@ from features.multi_input import multi_input_columns
 from features.store import read_features
 from qt.config import Params, SyntheticParams
 from qt.errors import DataError
-from qt.lake import write_candles, write_funding
-from qt.synthetic import generate_market
+from data.lake import write_candles, write_funding
+from data.synthetic import generate_market
 
 PERP = "ETH/USDT:USDT"
 SYMBOLS = ["BTC/USDT", "ETH/USDT", PERP]
@@ -101,7 +101,7 @@ def test_a_missing_input_is_a_data_error_saying_what_to_collect(tmp_path, missin
 
 def test_the_point_in_time_check_of_the_features_stage_runs_on_the_lake_inputs(tmp_path):
     from features.materialise import read_feature_inputs
-    from qt.pipeline import check_point_in_time
+    from flows.stages import check_point_in_time
 
     lake = _lake(tmp_path / "lake", CANDLES)
     funding, reference = read_feature_inputs(lake, SYMBOLS, "1d", PARAMS)

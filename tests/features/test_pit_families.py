@@ -14,8 +14,8 @@ from features.compute import compute_features, warmup_bars
 from features.htf import htf_block_values, htf_columns
 from features.pit import check_lookahead, check_recursive
 from qt.config import FeatureParams, HtfFeatureParams, SyntheticParams
-from qt.lake import read_datadir_candles
-from qt.synthetic import generate_market, timeframe_ms
+from data.lake import read_datadir_candles
+from data.synthetic import generate_market, timeframe_ms
 from tests.conftest import require_shared_data
 
 BLOCK = HtfFeatureParams(timeframe="4h", rsi=[14], atr=[14], log_return=[1, 6])

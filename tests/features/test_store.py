@@ -13,8 +13,8 @@ from features.labels import make_labels
 from features.store import read_features, read_labels, stored_symbols, write_features, write_labels
 from qt.config import CostParams, FeatureParams, LabelParams, SyntheticParams
 from qt.errors import DataError
-from qt.lake import content_sha256
-from qt.synthetic import generate_market
+from data.lake import content_sha256
+from data.synthetic import generate_market
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "BTC/USDT:USDT"]
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from qt.collect import lake_root
+from data.sources import lake_root
 from qt.config import load_params
 from qt.paths import StatePaths
 

@@ -11,13 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from qt import lake, pipeline
-from qt.collect import lake_root
+from data import lake
+
+from flows import stages as pipeline
+from data.sources import lake_root
 from qt.config import ValidationParams, load_params
 from qt.errors import DataError
 from qt.paths import StatePaths
-from qt.synthetic import generate_market
-from qt.validate import CANDLE_SUITE, merge_reports, validate_candles, validate_symbol, validate_symbols
+from data.synthetic import generate_market
+from data.validate import CANDLE_SUITE, merge_reports, validate_candles, validate_symbol, validate_symbols
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
 BAD = "SOL/USDT"  # one corrupted candle (high below low): quarantined, left out of features

@@ -19,7 +19,7 @@ COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 PROJECT_SERVICES = {n: s for n, s in SERVICES.items() if s.get("image") == "quantum-trader:latest"}
 ENTRY_POINTS = {"qt", "bentoml", "prefect", "mlflow", "dask"}  # console scripts of the locked environment
-CODE_DIRS = ("qt", "flows", "features", "training", "serving", "executor", "dashboard")
+CODE_DIRS = ("qt", "data", "exchange", "features", "training", "serving", "executor", "flows", "dashboard", "cli")
 SECRET = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEY|WEBHOOK", re.IGNORECASE)
 SUBSTITUTION = re.compile(r"\$\{(\w+)(?::?([-?])([^}]*))?\}")
 # read by the upstream image itself (postgres's documented initialisation variables)

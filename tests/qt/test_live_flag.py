@@ -5,7 +5,7 @@ import pytest
 
 from qt.live_guard import is_binance_production_host, refuse_production_url_for_testnet
 from qt.errors import UserError
-from tests.qt.test_cli import _assert_one_line_error, _qt
+from tests.cli.test_cli import _assert_one_line_error, _qt
 
 FAKE_KEYS = {"QT_API_KEY": "k" * 64, "QT_API_SECRET": "s" * 64}
 

@@ -11,9 +11,9 @@ from mlflow import MlflowClient
 
 from features.compute import feature_columns, feature_set_hash
 from qt.config import FeatureParams, SyntheticParams
-from qt.lake import write_candles
+from data.lake import write_candles
 from qt.paths import StatePaths
-from qt.synthetic import generate_market
+from data.synthetic import generate_market
 
 TOY_MODEL_FILE = Path(__file__).resolve().parent / "qt_serving_toy_model.py"
 EIGHT_SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT", "ADA/USDT", "DOGE/USDT", "LTC/USDT"]

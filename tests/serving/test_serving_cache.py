@@ -13,8 +13,8 @@ import serving.engine as engine_module
 from features.compute import feature_columns, warmup_bars
 from features.sequence import window_columns
 from qt.config import FeatureParams, ServingParams, SignalParams, SyntheticParams
-from qt.lake import write_candles, write_funding
-from qt.synthetic import generate_market, timeframe_ms
+from data.lake import write_candles, write_funding
+from data.synthetic import generate_market, timeframe_ms
 from serving.candles import CandleCache, FundingCache
 from serving.champion import LoadedModel
 from serving.engine import RowsNotCached, SignalEngine

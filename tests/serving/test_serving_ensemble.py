@@ -21,9 +21,9 @@ from executor.signals import action_from_probability
 from features.compute import compute_features, feature_set_hash
 from features.labels import make_labels
 from qt.config import SyntheticParams, load_params
-from qt.lake import write_candles
+from data.lake import write_candles
 from qt.paths import StatePaths
-from qt.synthetic import generate_market
+from data.synthetic import generate_market
 from serving.launcher import ServiceProcess
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]

@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from executor.signals import action_from_probability
 from features.compute import compute_features, warmup_bars
 from qt.config import FeatureParams, Params, load_params
-from qt.lake import read_candles
+from data.lake import read_candles
 from qt.paths import StatePaths
 from serving.launcher import ServiceProcess
 

@@ -8,8 +8,8 @@ import pytest
 from features.compute import feature_columns, feature_set_hash
 from qt.config import FeatureParams, SyntheticParams
 from qt.errors import ConfigError
-from qt.lake import write_candles
-from qt.synthetic import generate_market
+from data.lake import write_candles
+from data.synthetic import generate_market
 from serving.candles import CandleCache, UnknownSymbol
 from serving.champion import ModelContractError, check_model_metadata
 from serving.inference import RequestRejected, parse_as_of

@@ -34,7 +34,7 @@ def make_params(signal_strength: float, bars: int = 2000, **sections) -> Params:
 
 def build_state(home: Path, params: Params, seed: int) -> StatePaths:
     """Synthetic candles -> raw lake -> validation -> features + labels, through the real stages."""
-    from qt import pipeline
+    from flows import stages as pipeline
 
     paths = StatePaths(Path(home)).ensure()
     assert params.data.source == f"synthetic:{seed}", "make_params(..., data={'source': 'synthetic:SEED'})"

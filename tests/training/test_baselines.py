@@ -8,7 +8,7 @@ import talib
 
 from executor.backtest import run_backtest
 from qt.config import Params, SyntheticParams
-from qt.synthetic import generate_market
+from data.synthetic import generate_market
 from training.baselines import make_rule_signals
 
 

@@ -18,7 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from features.sequence import SOURCE_COLUMN, add_return_windows, all_window_columns, window_columns
 from qt.config import SyntheticParams, TrainParams
 from qt.errors import ConfigError, DataError
-from qt.synthetic import generate_market
+from data.synthetic import generate_market
 from training.deep import SequenceForecaster, fit_logistic
 
 pytest.importorskip("neuralforecast")

@@ -251,7 +251,7 @@ TINY = {
 def trained_state(tmp_path_factory):
     """collect -> validate -> features -> train -> evaluate -> promote on a tiny market; the version
     is made champion whatever its gates said (the monitor watches whichever model is champion)."""
-    from qt import pipeline
+    from flows import stages as pipeline
     from qt.config import load_params
     from training.registry import ModelRegistry
 

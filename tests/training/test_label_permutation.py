@@ -10,7 +10,7 @@ import pytest
 from features.compute import compute_features
 from features.labels import make_labels
 from qt.config import SyntheticParams, load_params
-from qt.synthetic import generate_market
+from data.synthetic import generate_market
 from training.train import train_models
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT"]

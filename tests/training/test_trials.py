@@ -84,8 +84,8 @@ def test_clean_state_keeps_the_trials_ledger_unless_told_to_forget():
     def deleted(out: str) -> str:
         return " ".join(line for line in out.splitlines() if line.startswith("rm "))
 
-    assert "data/mlflow" in deleted(keep.stdout) and "data/trials" not in deleted(keep.stdout)
-    assert "data/trials" in deleted(forget.stdout)
+    assert "state/mlflow" in deleted(keep.stdout) and "state/trials" not in deleted(keep.stdout)
+    assert "state/trials" in deleted(forget.stdout)
     from qt.paths import StatePaths
 
     assert StatePaths(PROJECT_ROOT / "data").trials_ledger.parent == PROJECT_ROOT / "data" / "trials"

@@ -1,0 +1,152 @@
+"""The validate stage: run the suites, quarantine failing symbols, keep a record features trust.
+
+``reports/validation.json`` records, per symbol, whether it passed and the content hash of
+the candles that were validated. The features stage reads only symbols that passed, and only
+if their candles still hash to what was validated, so bad data never reaches features.
+``reports/validation.md`` is the same report for a person.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from qt.config import Params
+from qt.errors import DataError
+from data.lake import content_sha256
+from qt.paths import StatePaths
+from data.validate import ValidationReport
+
+REPORT_JSON = "validation.json"
+REPORT_MD = "validation.md"
+
+
+def validate_stage(params: Params, paths: StatePaths, now: pd.Timestamp | None = None,
+                   map_symbols=None) -> dict:
+    """Validate candles (and funding where stored) per symbol; quarantine symbols with errors.
+
+    ``map_symbols`` (``qt.fanout``) runs ``data.validate.validate_lake_symbol`` once per symbol
+    (Prefect tasks on the configured runner in the flows); without it every symbol is validated
+    in one run (``validate_lake_symbols``), which gives the same per-symbol results. They are
+    merged here. Raises DataError only when no symbol passed; the caller decides what a partial
+    quarantine means (``qt validate`` exits non-zero, ``qt run`` goes on without them).
+    """
+    from data.sources import lake_root, with_collected_universe
+    from data.lake import read_candles
+    from data.validate import CANDLE_SUITE, FUNDING_SUITE, merge_reports, validate_lake_symbol, validate_lake_symbols
+
+    params = with_collected_universe(params, paths)
+    if now is None and params.validation.max_staleness_bars is not None:
+        now = _collected_at(paths)
+    root = lake_root(params, paths)
+    symbols = sorted(dict.fromkeys(params.data.symbols))  # the lake's order (read_candles sorts by symbol)
+    where = {"root": str(root), "timeframe": params.data.timeframe, "start": params.data.start,
+             "end": params.data.end, "params": params.validation, "now": now}
+    if map_symbols is None:  # one run over every symbol, split per symbol: the same results, faster
+        results = validate_lake_symbols(symbols, **where)
+    else:
+        results = map_symbols(validate_lake_symbol, symbols, **where)
+    by_symbol = {r.symbol: r for r in results}
+    report = merge_reports(CANDLE_SUITE, [r.candles for r in results])
+    fundings = [r.funding for r in results if r.funding is not None]
+    funding_report = merge_reports(FUNDING_SUITE, fundings) if fundings else None
+    quarantined = list(report.quarantined)
+    if funding_report is not None:
+        quarantined += [s for s in funding_report.quarantined if s not in quarantined]
+    passed = [s for s in params.data.symbols if s not in quarantined]
+    per_symbol = {
+        sym: {"status": "quarantined" if sym in quarantined else "passed",
+              "rows": report.rows_by_symbol.get(sym, 0),
+              "data_sha256": by_symbol[sym].data_sha256}
+        for sym in params.data.symbols
+    }
+    # the hash training records as its data lineage: the candles of the symbols that passed, as
+    # one frame (the collect stage's hash when all pass) - so they are read together, here
+    lineage = read_candles(root, passed, params.data.timeframe, params.data.start, params.data.end) if passed \
+        else None
+    record = {
+        "suite": report.suite, "success": not quarantined, "rows": report.rows,
+        "data_sha256": content_sha256(lineage) if lineage is not None else None,
+        "passed_symbols": passed, "quarantined_symbols": quarantined, "symbols": per_symbol,
+        "candles": report.to_dict(), "funding": funding_report.to_dict() if funding_report else None,
+    }
+    paths.reports.mkdir(parents=True, exist_ok=True)
+    _atomic_write(paths.reports / REPORT_JSON, json.dumps(record, indent=2, default=str))
+    _atomic_write(paths.reports / REPORT_MD, render_markdown(report, funding_report, quarantined))
+    if not passed:
+        raise DataError(report.describe() + f"\nevery symbol is quarantined (see {paths.reports / REPORT_MD}); "
+                        "fix or re-collect the data")
+    failed = report.failed_expectations + (funding_report.failed_expectations if funding_report else [])
+    return {"validation": {"suite": report.suite, "success": not quarantined,
+                           "passed_symbols": passed, "quarantined_symbols": quarantined,
+                           "failed_expectations": [f.to_dict() for f in failed],
+                           "report": str(paths.reports / REPORT_MD)}}
+
+
+def validated_symbols(params: Params, paths: StatePaths) -> list[str]:
+    """Symbols of the collected universe that passed the last validation (DataError if none did)."""
+    from data.sources import with_collected_universe
+
+    params = with_collected_universe(params, paths)
+    record = _read_record(paths)
+    passed = [s for s in params.data.symbols if s in set(record.get("passed_symbols", []))]
+    if not passed:
+        raise DataError(f"no symbol of {', '.join(params.data.symbols)} passed validation "
+                        f"(see {paths.reports / REPORT_MD}); run `qt validate` after fixing the data")
+    return passed
+
+
+def require_validated(candles: pd.DataFrame, paths: StatePaths) -> None:
+    """DataError unless every symbol in ``candles`` passed and is unchanged since validation."""
+    record = _read_record(paths)
+    symbols = record.get("symbols", {})
+    for sym in candles["symbol"].unique():
+        entry = symbols.get(sym)
+        if entry is None:
+            raise DataError(f"{sym}: not validated; run `qt validate` first")
+        if entry["status"] != "passed":
+            raise DataError(f"{sym}: quarantined by the last validation (see {paths.reports / REPORT_MD})")
+        if entry["data_sha256"] != content_sha256(_one(candles, sym)):
+            raise DataError(f"{sym}: candles changed since they were validated; run `qt validate` again")
+
+
+def render_markdown(report: ValidationReport, funding: ValidationReport | None, quarantined: list[str]) -> str:
+    lines = ["# Data validation", ""]
+    lines.append(f"**Quarantined:** {', '.join(quarantined)}" if quarantined else "**All symbols passed.**")
+    for rep in (report, funding):
+        if rep is None:
+            continue
+        lines += ["", f"## {rep.suite}: {rep.rows} rows, {len(rep.errors)} error(s), {len(rep.warnings)} warning(s)",
+                  "", "| symbol | severity | expectation | column | rows | example |", "|---|---|---|---|---|---|"]
+        for f in rep.failed_expectations:
+            eg = (f.examples[0] if f.examples else "").replace("|", "\\|")
+            lines.append(f"| {f.symbol} | {'ERROR' if f.is_error else 'warning'} | {f.expectation} | "
+                         f"{f.column} | {f.count} | {eg} |")
+    return "\n".join(lines) + "\n"
+
+
+def _collected_at(paths: StatePaths) -> pd.Timestamp:
+    """When the last collection finished: freshness is judged against it, not the clock now."""
+    record = paths.reports / "collect.json"
+    if not record.is_file():
+        raise DataError("validation.max_staleness_bars is set but nothing was collected yet; run `qt collect`")
+    return pd.Timestamp(json.loads(record.read_text())["data"]["collected_at"])
+
+
+def _one(candles: pd.DataFrame, symbol: str) -> pd.DataFrame:
+    return candles[candles["symbol"] == symbol].reset_index(drop=True)
+
+
+def _read_record(paths: StatePaths) -> dict:
+    path = paths.reports / REPORT_JSON
+    if not path.is_file():
+        raise DataError("the candles have not been validated; run `qt validate` first")
+    return json.loads(path.read_text())
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

@@ -1,0 +1,1 @@
+"""Trading on an exchange through ccxt: broker (perps), spot, resting limit entries, reconcile, journal, trader."""

@@ -1,0 +1,269 @@
+"""Start-up reconciliation: make the executor's picture agree with the exchange BEFORE it trades.
+
+After a crash (``kill -9`` at any point) the exchange is the truth for what exists, the order
+journal (``exchange_orders``, written before every send) is the truth for what we may have
+sent. In this order:
+
+1. every journalled order still ``sending`` (its answer never arrived) is looked up by its
+   client id - after its ``recvWindow`` has passed, so a late request cannot land afterwards:
+   found -> adopted with its fills; not found -> ``not_sent``. Nothing is re-sent here, so an
+   id the exchange already has is never sent again. Guards that fired while we were away
+   have their fills adopted too (they go into the record);
+2. resting non-reduce-only orders in the universe are orphans, except this executor's own
+   limit entries (journalled ``resting``): those are adopted - tracked again by the broker,
+   their notional reserved in the ledger - and left to fill or expire at their TTL as if
+   nothing had happened; one that filled while we were away has its fill adopted, a partly
+   filled one has its remainder cancelled (its position is adopted and guarded in 3.);
+3. every open long position is adopted (quantity and entry price from the exchange, entry
+   bar and fees from the journal when it knows the entry) and gets its stop-loss and
+   take-profit: an open protective with the right quantity is kept, a wrong one replaced,
+   a missing one placed (the prices follow ``risk.stop_loss_pct`` / ``take_profit_pct`` of the
+   entry price, as for a fresh entry). With a trailing stop: a native TRAILING_STOP_MARKET of
+   the right quantity is kept (its trail state lives on the exchange), a missing one placed;
+   a managed stop that the trail had moved up is kept at its level, and the trail's peak is
+   taken back from it (``stop / (1 - pct)``);
+4. conditional orders of symbols without a position are cancelled (a stale guard could
+   otherwise open a short);
+5. the ledger is rebuilt: cash = wallet balance - entry notional of the open positions, so
+   equity = wallet + unrealised PnL, as the exchange computes it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import ccxt
+import pandas as pd
+
+from executor.live.broker import CcxtBroker, Guard, one_line, reason_for
+from executor.live.resting import RestingEntry, last_working_bar
+from executor.paper import MarketOrder
+from executor.portfolio import Fill, Portfolio, Position
+from qt.config import RiskParams
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReconcileReport:
+    adopted_orders: list[str] = field(default_factory=list)  # client ids found after a lost answer
+    not_sent: list[str] = field(default_factory=list)  # client ids the exchange never got
+    cancelled_orphans: list[str] = field(default_factory=list)  # exchange ids
+    positions: dict[str, float] = field(default_factory=dict)  # symbol -> qty adopted
+    protectives_placed: dict[str, list[str]] = field(default_factory=dict)  # symbol -> kinds placed
+    wallet_usdt: float = 0.0
+    fills: list[Fill] = field(default_factory=list)  # fills that happened while the executor was away
+
+    def summary(self) -> dict:
+        return {"adopted_orders": len(self.adopted_orders), "not_sent": len(self.not_sent),
+                "cancelled_orphans": len(self.cancelled_orphans), "positions": self.positions,
+                "protectives_placed": self.protectives_placed, "wallet_usdt": self.wallet_usdt,
+                "fills_adopted": len(self.fills)}
+
+
+def _resolve_unanswered(broker: CcxtBroker, report: ReconcileReport) -> None:
+    journal = broker.journal
+    for row in journal.rows("status='sending'"):
+        algo = row["purpose"] in ("stop_loss", "take_profit", "trailing_stop")
+        # a request still in flight when we died may reach the server late; after its
+        # recvWindow the server refuses it, so only then is "not found" final
+        broker.outwait_recv_window(float(row["updated_ms"]) / 1000.0)
+        found = broker.lookup(row["client_id"], row["symbol"], algo)
+        if found is None:
+            journal.update(row["client_id"], status="not_sent")
+            report.not_sent.append(row["client_id"])
+            continue
+        report.adopted_orders.append(row["client_id"])
+        if algo:
+            journal.update(row["client_id"], exchange_id=str(found["id"]),
+                           status="open" if found.get("status") == "open" else str(found.get("status")))
+            continue
+        side = "buy" if row["purpose"] == "entry" else "sell"
+        if row["purpose"] == "entry" and found.get("status") == "open":  # a limit entry, resting
+            journal.update(row["client_id"], exchange_id=str(found["id"]), status="resting")
+            continue
+        fill = broker.fill_from_order(found, int(row["order_id"] or 0), side, row["purpose"],
+                                      "signal_buy" if row["purpose"] == "entry" else "exit_adopted")
+        if fill is not None:
+            report.fills.append(fill)
+        journal.update(row["client_id"], exchange_id=str(found["id"]),
+                       status="filled" if fill is not None else str(found.get("status")),
+                       filled_qty=fill.qty if fill else 0.0, avg_price=fill.price if fill else None,
+                       fee_usdt=fill.fee_usdt if fill else None, fill_ts=str(fill.timestamp) if fill else None)
+
+
+def _adopt_triggered_guards(broker: CcxtBroker, report: ReconcileReport) -> None:
+    """A stop or take-profit that fired while we were down: its fill goes into the record."""
+    journal = broker.journal
+    for row in journal.rows("status='open' AND purpose IN ('stop_loss', 'take_profit', 'trailing_stop')"):
+        try:
+            order = broker.read(lambda: broker.ex.fetch_order(row["exchange_id"], row["symbol"], {"trigger": True}))
+        except ccxt.OrderNotFound:
+            journal.update(row["client_id"], status="missing")
+            continue
+        if order.get("status") == "open":
+            continue
+        fill = None
+        actual = (order.get("info") or {}).get("actualOrderId")
+        if order.get("status") == "closed" and actual:
+            regular = broker.read(lambda: broker.ex.fetch_order(str(actual), row["symbol"]))
+            fill = broker.fill_from_order(regular, -int(row["order_id"] or 0), "sell", "exit",
+                                          _trigger_reason(journal, row))
+        if fill is not None:
+            report.fills.append(fill)
+        journal.update(row["client_id"], status="triggered" if fill is not None else str(order.get("status")),
+                       filled_qty=fill.qty if fill else 0.0, avg_price=fill.price if fill else None)
+
+
+def _trigger_reason(journal, row: dict) -> str:
+    """The exit reason of a guard that fired while we were down: a stop the managed trail had
+    moved above the entry's first stop exits as ``trailing_stop``, as it would have live and in paper."""
+    if row["purpose"] != "stop_loss" or not row.get("entry_cid") or row.get("price") is None:
+        return row["purpose"]
+    first = journal.rows("purpose='stop_loss' AND entry_cid=? AND price IS NOT NULL", (row["entry_cid"],))
+    return "trailing_stop" if first and row["price"] > first[0]["price"] else "stop_loss"
+
+
+def _guard_kind(order: dict) -> str:
+    kind = str((order.get("info") or {}).get("orderType") or (order.get("info") or {}).get("type") or "")
+    return ("stop_loss" if kind in ("STOP_MARKET", "STOP") else
+            "trailing_stop" if kind == "TRAILING_STOP_MARKET" else "take_profit")
+
+
+def _adopt_resting_entries(broker: CcxtBroker, risk: RiskParams, portfolio: Portfolio,
+                           report: ReconcileReport) -> set[str]:
+    """Our limit entries still working: tracked and reserved again; filled ones: fills adopted;
+    partly filled ones: the rest cancelled. Returns the exchange ids kept resting."""
+    journal, kept = broker.journal, set()
+    for row in journal.rows("purpose='entry' AND status='resting'"):
+        sym, cid, oid = row["symbol"], row["client_id"], row["exchange_id"]
+        try:
+            found = broker.read(lambda: broker.ex.fetch_order(oid, sym))
+            if found.get("status") == "open" and float(found.get("filled") or 0.0) > 0:
+                try:
+                    broker.read(lambda: broker.ex.cancel_order(oid, sym))
+                except ccxt.OrderNotFound:
+                    pass
+                found = broker.read(lambda: broker.ex.fetch_order(oid, sym))
+        except ccxt.OrderNotFound:
+            journal.update(cid, status="missing")
+            continue
+        decided = pd.Timestamp(row["decided_ts"])
+        qty, price = float(row["qty"] or 0.0), float(row["price"] or 0.0)
+        order = MarketOrder(int(row["order_id"] or 0), sym, "buy", "entry", "signal_buy", notional_usdt=qty * price,
+                            stop_loss_pct=risk.stop_loss_pct, take_profit_pct=risk.take_profit_pct,
+                            decided_ts=decided, order_type="limit", limit_price=price, ttl_bars=risk.limit_ttl_bars,
+                            trailing_stop_pct=risk.trailing_stop_pct, trailing_mode=risk.trailing_mode)
+        if found.get("status") == "open":
+            broker.resting[sym] = RestingEntry(order, cid, str(oid),
+                                               last_working_bar(decided, risk.limit_ttl_bars, broker.bar_ms))
+            portfolio.reserved_usdt[sym] = qty * price
+            kept.add(str(oid))
+            report.adopted_orders.append(cid)
+            continue
+        fill = broker.fill_from_order(found, order.order_id, "buy", "entry", "signal_buy")
+        if fill is not None:
+            report.fills.append(fill)
+        journal.update(cid, status="filled" if fill is not None else str(found.get("status")),
+                       filled_qty=fill.qty if fill else 0.0, avg_price=fill.price if fill else None,
+                       fee_usdt=fill.fee_usdt if fill else None, fill_ts=str(fill.timestamp) if fill else None)
+    return kept
+
+
+def reconcile(broker: CcxtBroker, symbols: list[str], risk: RiskParams, next_bar_ts: pd.Timestamp,
+              bar_ms: int) -> tuple[Portfolio, ReconcileReport]:
+    """Bring journal, exchange and ledger into agreement; returns the ledger to trade from."""
+    ex, journal = broker.ex, broker.journal
+    report = ReconcileReport()
+    _resolve_unanswered(broker, report)
+
+    _adopt_triggered_guards(broker, report)
+    held = [p for p in broker.read(lambda: ex.fetch_positions(symbols)) if float(p.get("contracts") or 0.0) > 0]
+    positions = {p["symbol"]: p for p in held if p.get("side") == "long"}
+    shorts = [p["symbol"] for p in held if p.get("side") != "long"]
+    if shorts:
+        log.error("short positions %s found: this executor is long-only; they are left alone", shorts)
+
+    balance = broker.read(lambda: ex.fetch_balance())
+    info = balance.get("info") or {}
+    wallet = float(info.get("totalWalletBalance") or balance.get("USDT", {}).get("total") or 0.0)
+    report.wallet_usdt = wallet
+    portfolio = Portfolio(cash_usdt=wallet)
+    broker.guards.clear()
+    broker.resting.clear()
+    resting = _adopt_resting_entries(broker, risk, portfolio, report)
+
+    for sym in symbols:
+        for order in broker.read(lambda: ex.fetch_open_orders(sym)):
+            if order.get("reduceOnly") or str(order["id"]) in resting:
+                continue
+            try:
+                broker.read(lambda: ex.cancel_order(order["id"], sym))
+                report.cancelled_orphans.append(str(order["id"]))
+                log.warning("%s: cancelled resting order %s (client id %s) the executor does not keep", sym,
+                            order["id"], order.get("clientOrderId"))
+            except ccxt.OrderNotFound:
+                pass
+        open_algo = broker.read(lambda: ex.fetch_open_orders(sym, params={"trigger": True}))
+        pos = positions.get(sym)
+        if pos is None:
+            for order in open_algo:
+                try:
+                    broker.read(lambda: ex.cancel_order(order["id"], sym, {"trigger": True}))
+                    report.cancelled_orphans.append(str(order["id"]))
+                except ccxt.OrderNotFound:
+                    pass
+            continue
+        qty, entry_price = float(pos["contracts"]), float(pos["entryPrice"])
+        entries = journal.rows("symbol=? AND purpose='entry' AND filled_qty > 0", (sym,))
+        last = entries[-1] if entries else None
+        if last is None:
+            log.warning("%s: adopting a position of %s the journal does not know", sym, qty)
+        entry_ts = pd.Timestamp(last["fill_ts"]) if last and last["fill_ts"] else next_bar_ts
+        guard = Guard(sym, qty, broker.round_price(sym, entry_price * (1.0 - risk.stop_loss_pct)),
+                      broker.round_price(sym, entry_price * (1.0 + risk.take_profit_pct)),
+                      int(last["order_id"] or 0) if last else 0,
+                      last["client_id"] if last else f"adopted-{sym}",
+                      trail_pct=risk.trailing_stop_pct, trail_mode=risk.trailing_mode, peak=entry_price)
+        guard.fixed_stop = guard.stop_price
+        guard.generation = len(journal.rows("entry_cid=?", (guard.entry_cid,)))
+        keep: list[dict] = []
+        for order in open_algo:
+            kind = _guard_kind(order)
+            right = (order.get("side") == "sell" and order.get("reduceOnly") and kind in guard.kinds
+                     and abs(float(order.get("amount") or 0.0) - qty) <= 1e-12 * max(qty, 1.0)
+                     and guard.order_id_of(kind) is None)
+            if right:
+                guard.set_order_id(kind, str(order["id"]))
+                if kind == "stop_loss":
+                    guard.stop_price = float(order["triggerPrice"])
+                    if guard.trail_pct > 0 and guard.stop_price > guard.fixed_stop:  # moved by a managed trail
+                        guard.peak = max(entry_price, guard.stop_price / (1.0 - guard.trail_pct))
+                elif kind == "take_profit":
+                    guard.take_profit_price = float(order["triggerPrice"])
+                keep.append(order)
+                continue
+            try:
+                broker.read(lambda: ex.cancel_order(order["id"], sym, {"trigger": True}))
+                report.cancelled_orphans.append(str(order["id"]))
+            except ccxt.OrderNotFound:
+                pass
+        broker.guards[sym] = guard
+        try:
+            placed = broker.ensure_guard(guard, keep)
+        except ccxt.BaseError as exc:
+            log.error("%s: protectives could not be placed at start-up: %s (reason %s)", sym,
+                      one_line(exc, broker._secrets), reason_for(exc))
+            placed = []
+        if placed:
+            report.protectives_placed[sym] = placed
+        fee = float(last["fee_usdt"] or 0.0) if last else 0.0
+        bars_held = max(int((next_bar_ts - pd.Timestamp(entry_ts)).value // (bar_ms * 1_000_000)), 0)
+        portfolio.positions[sym] = Position(sym, qty, entry_price, entry_ts, qty * entry_price, fee,
+                                            guard.stop_price, guard.take_profit_price, bars_held=bars_held)
+        portfolio.marks[sym] = float(pos.get("markPrice") or entry_price)
+        portfolio.cash_usdt -= qty * entry_price
+        report.positions[sym] = qty
+    log.warning("reconciled with the exchange: %s", report.summary())
+    return portfolio, report

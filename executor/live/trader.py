@@ -1,0 +1,395 @@
+"""The live (and testnet) trading loop: the backtest's loop, clocked by the exchange, orders through ccxt.
+
+``LiveTrader`` builds the SAME ``TradingLoop`` (decision core + RiskEngine) the backtest and the
+paper daemon use; only the broker (``CcxtBroker``) and the clock change:
+
+* the clock is the exchange's (``fetch_time``): a bar is stepped once it has closed on the
+  exchange (its open + one bar <= exchange now). If the daemon was away for several bars (a
+  slow poll, a restart) every missed bar is still accounted for, oldest first
+  (``_LiveLoop.catch_up``): the broker's fills and protective triggers are collected, positions
+  are marked and aged (``bars_held``: a max-holding exit is decided at the bar it falls due,
+  not late), an equity point is recorded and max-holding exits are sent; funding stays with
+  the exchange's wallet, as on every live bar (below).
+  New entries are decided only on the newest bar: opening on an old bar's signal would trade
+  on stale information (the risk engine's stale-signal rule), so the service is not even asked
+  for the missed bars;
+* candles of the universe come from the exchange (``fetch_ohlcv``), signals from the serving
+  service (``HttpSignalSource``); the loop decides at the close of bar t and the broker sends
+  at once - the exchange is then at the open of t+1, where the paper broker fills;
+* before the first bar, ``reconcile`` makes journal, exchange and ledger agree and protects
+  every open position;
+* the last stepped bar is stored (``live_progress``) in the same transaction as the bar's
+  record: a crash mid-bar re-steps that bar, and the deterministic client order ids make the
+  re-step send nothing twice;
+* no signal, service down or stale signal: nothing opens (the RiskEngine refuses), exits and
+  protectives keep being managed, and a ``risk.alert`` is raised; Redis down: trading goes on
+  from SQLite, events are counted as lost, the publisher reconnects by itself.
+
+Perpetual funding is settled by the exchange into the wallet, not by the loop's schedule.
+
+Spot (``BASE/USDT`` through ccxt ``binance``) uses ``SpotBroker`` and ``reconcile_spot``
+(``executor.live.spot``): the guard is one OCO order list instead of two reduce-only orders.
+One executor trades one market: a universe mixing spot and perpetuals is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import ccxt
+import pandas as pd
+
+from executor.live.broker import CcxtBroker, Rejection, RetryPolicy
+from executor.live.journal import OrderJournal
+from executor.live.spot import SpotBroker, reconcile_spot
+from executor.core import NO_SIGNAL, Decision, decide
+from executor.daemon import start_notifier
+from executor.events import EventPublisher, EventRecorder
+from executor.funding import is_perp
+from executor.loop import LoopListener, TradingLoop
+from executor.metrics import start_metrics
+from executor.portfolio import Bar
+from executor.live.reconcile import ReconcileReport, reconcile
+from executor.live.leverage import LEVERAGE_UNVERIFIED, set_and_verify_leverage
+from executor.protection import EMERGENCY_EXIT
+from executor.risk import STALE_SIGNAL, RiskAlert
+from executor.state import StateStore
+from qt.config import Params
+from qt.errors import UserError
+from qt.notify import NotifyingListener
+from data.synthetic import timeframe_ms
+
+log = logging.getLogger(__name__)
+
+MISSED_BAR = "MISSED_BAR"
+_PROGRESS = "CREATE TABLE IF NOT EXISTS live_progress (namespace TEXT PRIMARY KEY, last_bar_ts TEXT NOT NULL)"
+
+
+class _LiveLoop(TradingLoop):
+    """The trading loop with funding left to the exchange (it debits the wallet itself), and
+    the exchange's refusals booked back into the ledger and the record."""
+
+    def _settle_funding(self, ts: pd.Timestamp) -> None:
+        self._funding_after = ts
+
+    def adopt(self, portfolio, equity_usdt: float) -> None:
+        """Trade from the reconciled ledger; drawdown and daily loss count from its equity."""
+        self.portfolio = portfolio
+        self.risk.peak_equity_usdt = self.risk.day_start_equity_usdt = equity_usdt
+        self.risk._last_equity_usdt = equity_usdt
+
+    def book_refusals(self, ts: pd.Timestamp, rejections: list[Rejection]) -> None:
+        """A refused entry releases its reservation (its order row reads ``cancelled``); a
+        refused exit is decided again next bar (exits are never blocked). Each refusal is a
+        decision ``rejected`` with the reason and the exchange's one-line message."""
+        orders = {o.order_id: o for o in self._result.orders}
+        for rej in rejections:
+            details = {"order_id": rej.order_id, "message": rej.message, "client_id": rej.client_id}
+            self._record(Decision(ts, rej.symbol, None, "rejected", rej.reason, details=details))
+            if rej.purpose == "entry":
+                self.portfolio.reserved_usdt.pop(rej.symbol, None)
+                if rej.order_id in orders:
+                    self._emit("on_cancel", orders[rej.order_id], ts)
+            elif rej.purpose == "exit":
+                self.portfolio.pending_exits.discard(rej.symbol)
+
+    def raise_alert(self, alert: RiskAlert) -> None:
+        self._alert(alert)
+
+    def record_emergency_exit(self, ts: pd.Timestamp, numbers: dict) -> None:
+        """The broker closed a position whose stop was already crossed (``executor.live.emergency``):
+        one ``exit`` / ``EMERGENCY_EXIT`` decision, as paper and backtest record a gap through the stop."""
+        self._record(Decision(ts, numbers["symbol"], None, "exit", EMERGENCY_EXIT, details=dict(numbers)))
+
+    def catch_up(self, ts: pd.Timestamp, bars: dict[str, Bar], symbols: list[str]) -> None:
+        """Step a bar that closed while the daemon was not looking: the same accounting as
+        ``step`` (funding bookkeeping, fills and triggers, marks, ``bars_held``, equity) but no signals and
+        no entries - only exits that need no signal (max holding). Flat symbols get a
+        ``skip`` / ``MISSED_BAR`` decision so the record says why nothing was opened."""
+        self._settle_funding(ts)
+        self._execute(ts, bars)
+        self._mark(ts, bars)
+        out = decide(ts, bars, {}, self.portfolio, self.params.risk, symbols)
+        now = ts + self._bar_delta
+        for intent in out.intents:
+            if intent.is_exit:
+                self._submit(ts, intent, self.risk.check(intent, self.portfolio, now))
+            else:
+                self._record(Decision(ts, intent.symbol, None, "skip", MISSED_BAR,
+                                      details={"why": "bar closed while the executor was not polling; "
+                                                      "entries are decided on the newest bar only"}))
+        self._emit("on_bar_done", ts)
+
+
+class _SignalWatch(LoopListener):
+    """Notes why entries were refused for want of a usable signal, for one alert per bar."""
+
+    def __init__(self) -> None:
+        self.reasons: dict[str, list[str]] = {}
+        self.source_down = False
+
+    def on_decision(self, d: Decision) -> None:
+        if d.outcome == "denied" and d.reason in (NO_SIGNAL, STALE_SIGNAL):
+            self.reasons.setdefault(d.reason, []).append(d.symbol)
+
+    def on_signal_unavailable(self, ts, error) -> None:
+        self.source_down = True
+
+    def reset(self) -> None:
+        self.reasons, self.source_down = {}, False
+
+
+def live_market(symbols: Sequence[str]) -> str:
+    """``"perp"`` (all ``BASE/USDT:USDT``, ccxt ``binanceusdm``) or ``"spot"`` (all ``BASE/USDT``,
+    ccxt ``binance``); a mixed universe is refused: one executor trades one account type (one
+    ccxt client, one wallet, one reconciliation), run one executor id per market instead."""
+    spot = [s for s in symbols if not is_perp(s)]
+    perp = [s for s in symbols if is_perp(s)]
+    if spot and perp:
+        raise UserError(f"live/testnet trading takes spot or USDT-M perpetual symbols, not both: {', '.join(spot)} "
+                        f"are spot, {', '.join(perp)} perpetuals; run one executor per market (--executor-id)")
+    return "spot" if spot else "perp"
+
+
+def check_live_universe(symbols: Sequence[str], exchange: ccxt.Exchange | None = None,
+                        risk=None) -> str:
+    """The universe's market (``live_market``), checked against the ccxt client and the risk
+    settings spot supports; a mismatch is a one-line UserError."""
+    market = live_market(symbols)
+    if exchange is not None:
+        client = getattr(exchange, "id", "")
+        if market == "spot" and client != "binance":
+            raise UserError(f"{', '.join(symbols)} are spot but the exchange client is {client} (USDT-M perpetuals); "
+                            f"spot trades through ccxt binance, perpetuals need BASE/USDT:USDT symbols")
+        if market == "perp" and client == "binance":
+            raise UserError(f"{', '.join(symbols)} are USDT-M perpetuals but the exchange client is binance (spot); "
+                            f"use binanceusdm")
+    if market == "spot" and risk is not None:
+        if getattr(risk, "trailing_stop_pct", 0.0) > 0 and getattr(risk, "trailing_mode", "native") != "managed":
+            raise UserError("risk.trailing_mode: native is not supported for spot live trading (the local exchange "
+                            "does not simulate Binance spot's trailingDelta); use trailing_mode: managed")
+    return market
+
+
+class LiveTrader:
+    """One executor on one account: ``start()`` (reconcile), then ``poll()`` per exchange bar.
+
+    ``namespace`` names the client order ids and the journal: keep it across restarts (a new
+    one would not recognise its own orders). Positions are opened at ``leverage`` (default 1:
+    the RiskEngine's cash and exposure limits then mean what they say)."""
+
+    def __init__(self, params: Params, exchange: ccxt.Exchange, source, state_db: Path, namespace: str,
+                 redis_url: str | None = None, retry: RetryPolicy = RetryPolicy(),
+                 sleep: Callable[[float], None] = time.sleep, secrets: tuple[str, ...] = (),
+                 leverage: int = 1, metrics_port: int | None = None, environ: Mapping[str, str] | None = None):
+        self.market = check_live_universe(params.data.symbols, exchange, params.risk)
+        self.params = params
+        self.ex = exchange
+        self.source = source
+        self.namespace = namespace
+        self.symbols = list(params.data.symbols)
+        self.bar_ms = timeframe_ms(params.data.timeframe)
+        self.leverage = leverage
+        self._secrets = secrets
+        self.run_id = pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
+        self.store = StateStore(Path(state_db), self.run_id)
+        self.store.conn.execute(_PROGRESS)
+        self.store.conn.commit()
+        self.journal = OrderJournal(self.store.conn, namespace, self.run_id)
+        self.publisher = EventPublisher(redis_url) if redis_url else None
+        broker_cls = SpotBroker if self.market == "spot" else CcxtBroker
+        self.broker = broker_cls(exchange, self.journal, namespace, self.bar_ms, retry=retry, sleep=sleep,
+                                 secrets=secrets)
+        self._watch = _SignalWatch()
+        listeners = [self.store, self._watch] + ([EventRecorder(self.publisher)] if self.publisher else [])
+        # metrics endpoint and notifications (``executor.metrics``, ``qt.notify``) when configured
+        self.notifier = start_notifier(params, environ)
+        if self.notifier:
+            listeners.append(NotifyingListener(self.notifier))
+        self.metrics, self.metrics_server = start_metrics(metrics_port)
+        if self.metrics:
+            listeners.append(self.metrics)
+        self.loop = _LiveLoop(params, source, self.broker, listeners=listeners,
+                              kill_switch=self.publisher.is_killed if self.publisher else None, bar_ms=self.bar_ms)
+        self.reconciled: ReconcileReport | None = None
+        self.bars_stepped = 0
+
+    # ---- start-up ----------------------------------------------------------------------
+    def start(self) -> ReconcileReport:
+        """Markets, leverage and reconciliation; nothing is traded before this returns."""
+        b = self.broker
+        b.read(lambda: self.ex.load_markets())
+        unverified: list[tuple[str, str]] = []
+        for sym in self.symbols:
+            if sym not in self.ex.markets:
+                raise UserError(f"{sym} is not listed on the exchange; fix data.symbols")
+            self.loop.risk.market_min_notional_usdt[sym] = b.min_notional_usdt(sym)
+            if self.market == "spot":
+                continue  # no leverage on spot
+            mismatch = self._verify_account_settings(sym)
+            if mismatch is not None:  # this symbol is not traded; the others are
+                unverified.append((sym, mismatch))
+        last = self._last_bar()
+        now_bar = self._newest_closed_ms()
+        # the first bar ``poll`` will step: the one after the last stepped (missed bars are all
+        # stepped, each ages the positions by one), or the newest closed one on a first start
+        next_bar = pd.Timestamp(now_bar if last is None else last.value // 1_000_000 + self.bar_ms,
+                                unit="ms", tz="UTC")
+        reconcile_fn = reconcile_spot if self.market == "spot" else reconcile
+        portfolio, report = reconcile_fn(b, self.symbols, self.params.risk, next_bar, self.bar_ms)
+        self.loop.adopt(portfolio, portfolio.equity_usdt())
+        self._prime_volatility(next_bar)
+        for fill in report.fills:  # into the record only: the ledger above already reflects them
+            self.store.on_fill(fill, portfolio, None)
+        self.reconciled = report
+        self.loop.raise_alert(RiskAlert(next_bar, "RECONCILE", "reconciled with the exchange before trading",
+                                        report.summary()))
+        for sym, mismatch in unverified:
+            self._alert_unverified(next_bar, sym, mismatch)
+        if self.market != "spot":
+            b.before_first_entry = self._verify_before_first_entry
+        self.store.conn.commit()
+        return report
+
+    def _verify_account_settings(self, sym: str) -> str | None:
+        """Set and read back leverage and margin mode (``executor.live.leverage``); on a mismatch the
+        symbol is refused for entries for the rest of this run and the line is logged."""
+        mismatch = set_and_verify_leverage(self.broker, sym, self.leverage, self._secrets,
+                                           margin_mode=self.params.risk.margin_mode)
+        if mismatch is not None:
+            log.error("%s", mismatch)
+            self.loop.risk.refused_symbols[sym] = (LEVERAGE_UNVERIFIED, mismatch)
+        return mismatch
+
+    def _verify_before_first_entry(self, sym: str) -> str | None:
+        """Again right before a symbol's first entry: the setting may have changed since start-up."""
+        mismatch = self._verify_account_settings(sym)
+        if mismatch is not None:
+            self._alert_unverified(pd.Timestamp(self._newest_closed_ms(), unit="ms", tz="UTC"), sym, mismatch)
+        return mismatch
+
+    def _alert_unverified(self, ts: pd.Timestamp, sym: str, mismatch: str) -> None:
+        self.loop.raise_alert(RiskAlert(ts, LEVERAGE_UNVERIFIED, mismatch,
+                                        {"symbol": sym, "wanted_leverage": self.leverage,
+                                         "wanted_margin_mode": self.params.risk.margin_mode}))
+
+    def _prime_volatility(self, first_bar: pd.Timestamp) -> None:
+        """Volatility-targeted sizing: the exchange's candles before the first bar to step feed the
+        estimate (``TradingLoop.prime_volatility``), so a (re)start sizes entries at once."""
+        vol = self.loop.volatility
+        if vol is None:
+            return
+        first_ms = first_bar.value // 1_000_000
+        bars = self._bars(first_ms - (vol.lookback + 1) * self.bar_ms, first_ms - self.bar_ms)
+        rows = [(b.symbol, b.timestamp, b.close) for per_ts in bars.values() for b in per_ts.values()]
+        if rows:
+            self.loop.prime_volatility(pd.DataFrame(rows, columns=["symbol", "timestamp", "close"]), first_bar)
+
+    # ---- the clock -----------------------------------------------------------------------
+    def _newest_closed_ms(self) -> int:
+        now_ms = int(self.broker.read(lambda: self.ex.fetch_time()))
+        return now_ms - now_ms % self.bar_ms - self.bar_ms
+
+    def _last_bar(self) -> pd.Timestamp | None:
+        row = self.store.conn.execute("SELECT last_bar_ts FROM live_progress WHERE namespace=?",
+                                      (self.namespace,)).fetchone()
+        return pd.Timestamp(row[0]) if row else None
+
+    def _bars(self, first_ms: int, last_ms: int) -> dict[int, dict[str, Bar]]:
+        """bar open (ms) -> symbol -> Bar for every bar in [first_ms, last_ms], in pages of 1000."""
+        out: dict[int, dict[str, Bar]] = {}
+        for sym in self.symbols:
+            since = first_ms
+            while since <= last_ms:
+                n = min(1000, (last_ms - since) // self.bar_ms + 1)
+                rows = self.broker.read(lambda: self.ex.fetch_ohlcv(sym, self.params.data.timeframe, since=since,
+                                                                     limit=n))
+                for row in rows:
+                    t = int(row[0])
+                    if first_ms <= t <= last_ms:
+                        o, h, lo, c = (float(x) for x in row[1:5])
+                        out.setdefault(t, {})[sym] = Bar(sym, pd.Timestamp(t, unit="ms", tz="UTC"), o, h, lo, c)
+                if not rows or int(rows[-1][0]) < since:
+                    break
+                since = max(since + n * self.bar_ms, int(rows[-1][0]) + self.bar_ms)
+        return out
+
+    def poll(self) -> pd.Timestamp | None:
+        """Step every closed bar not stepped yet - the missed ones without entries (``catch_up``),
+        the newest one in full; returns the newest bar's open time, or None if it was stepped."""
+        newest = self._newest_closed_ms()
+        last = self._last_bar()
+        if last is not None and newest <= last.value // 1_000_000:
+            return None
+        first = newest if last is None else last.value // 1_000_000 + self.bar_ms
+        bars = self._bars(first, newest)
+        if first < newest:
+            log.warning("%d bar(s) closed unstepped since %s: accounted for one by one, entries only on the "
+                        "newest (%s)", (newest - first) // self.bar_ms, last,
+                        pd.Timestamp(newest, unit="ms", tz="UTC"))
+        for bar_ms in range(first, newest, self.bar_ms):
+            self._step(pd.Timestamp(bar_ms, unit="ms", tz="UTC"), bars.get(bar_ms, {}), missed=True)
+        ts = pd.Timestamp(newest, unit="ms", tz="UTC")
+        self._step(ts, bars.get(newest, {}))
+        return ts
+
+    def _step(self, ts: pd.Timestamp, bars: dict[str, Bar], missed: bool = False) -> None:
+        self._watch.reset()
+        if missed:
+            self.loop.catch_up(ts, bars, self.symbols)
+        else:
+            self.loop.step(ts, bars, self.symbols)
+        self._after_step(ts)
+        self.store.conn.execute("INSERT OR REPLACE INTO live_progress VALUES (?, ?)", (self.namespace, ts.isoformat()))
+        self.store.conn.commit()
+        self.bars_stepped += 1
+        if self.notifier:
+            self.notifier.flush()  # "N more ... suppressed" once the storm's bucket has a token again
+
+    def _after_step(self, ts: pd.Timestamp) -> None:
+        """Refusals by the exchange (or the broker's filters), broker alerts and signal problems."""
+        rejections, self.broker.rejections = self.broker.rejections, []
+        self.loop.book_refusals(ts, rejections)
+        alerts, self.broker.alerts = self.broker.alerts, []
+        for kind, message, numbers in alerts:
+            if kind == EMERGENCY_EXIT:
+                self.loop.record_emergency_exit(ts, numbers)
+            self.loop.raise_alert(RiskAlert(ts, kind, message, numbers))
+        if not self._watch.source_down:  # an outage already raised its own alert in the loop
+            for reason, syms in sorted(self._watch.reasons.items()):
+                self.loop.raise_alert(RiskAlert(ts, reason, f"no usable signal ({reason}) for {', '.join(syms)}: "
+                                                            f"opening nothing, exits still managed",
+                                                {"symbols": syms}))
+        self.store.conn.commit()
+
+    # ---- running ---------------------------------------------------------------------------
+    def run(self, poll_interval_s: float = 5.0, max_bars: int | None = None,
+            stop: threading.Event | None = None) -> None:
+        """Poll the exchange clock until ``stop`` is set or ``max_bars`` bars were stepped."""
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            try:
+                self.poll()
+            except ccxt.NetworkError as exc:
+                log.error("exchange unreachable (%s); trying again in %.1fs", type(exc).__name__, poll_interval_s)
+            if max_bars is not None and self.bars_stepped >= max_bars:
+                return
+            stop.wait(poll_interval_s)
+
+    def close(self) -> None:
+        try:
+            self.store.close()
+        finally:
+            if self.metrics_server:
+                self.metrics_server.stop()
+            if self.notifier:
+                self.notifier.flush()
+                self.notifier.close()
+            close = getattr(self.source, "close", None)
+            if close is not None:
+                close()

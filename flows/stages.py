@@ -1,0 +1,285 @@
+"""The stages of the pipeline as plain functions ``stage(params, paths) -> dict``.
+
+Each returns its part of ``reports/summary.json``. The CLI runs one stage per
+command (that is what ``dvc repro`` calls); ``qt run`` runs them all through the
+Prefect flow in ``flows/pipeline.py``. Stages hand data over through the state
+directory, so any stage can run in a fresh process.
+
+Stages doing the same independent work per symbol (collect, validate, features) take a
+fan-out callable (``qt.fanout``): in order / on threads by default, Prefect tasks on the
+``runner:`` task runner (threads or a Dask cluster) in the flows - the same per-symbol
+functions either way, so the outputs are byte-identical.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from data.sources import collect_stage
+from qt.config import Params
+from qt.errors import DataError
+from qt.paths import StatePaths
+from data.quarantine import require_validated, validate_stage, validated_symbols
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger("flows.stages")
+
+
+def _recorded(stage):
+    """Also write the stage's summary part to ``reports/<stage>.json`` (DVC outs and metrics)."""
+    import functools
+
+    @functools.wraps(stage)
+    def wrapper(params: Params, paths: StatePaths, *args, **kwargs) -> dict:
+        result = stage(params, paths, *args, **kwargs)
+        paths.reports.mkdir(parents=True, exist_ok=True)
+        out = paths.reports / f"{stage.__name__.replace('_', '-')}.json"
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=2, default=str))
+        tmp.replace(out)
+        return result
+
+    return wrapper
+
+
+@_recorded
+def collect(params: Params, paths: StatePaths, collect_symbols=None) -> dict:
+    """``collect_symbols`` fans out over symbols (threads by default; Prefect tasks in the flow)."""
+    return collect_stage(params, paths, collect_symbols)
+
+
+def validate(params: Params, paths: StatePaths, map_symbols=None) -> dict:
+    """Both suites per symbol (``data.validate.validate_lake_symbol`` through ``map_symbols``);
+    writes ``reports/validation.json`` itself (also when it fails)."""
+    return validate_stage(params, paths, map_symbols=map_symbols)
+
+
+def only_validated(params: Params, paths: StatePaths) -> Params:
+    """``params`` with the universe cut to the symbols that passed validation (quarantine)."""
+    passed = validated_symbols(params, paths)
+    if passed != list(params.data.symbols):
+        dropped = [s for s in params.data.symbols if s not in passed]
+        log.error("quarantined by validation, left out of this run: %s", ", ".join(dropped))
+    return params.model_copy(update={"data": params.data.model_copy(update={"symbols": passed})})
+
+
+def _validated_lake(params: Params, paths: StatePaths) -> tuple[Params, Path, pd.DataFrame]:
+    """(params cut to the validated symbols, the lake they were collected into, their candles).
+
+    The lake is located before the universe is cut: a synthetic market's lake is keyed by the
+    whole universe it was generated for, so the cut params would point at a lake that does not exist.
+    """
+    from data.sources import lake_root, with_collected_universe
+    from data.lake import read_candles
+
+    root = lake_root(with_collected_universe(params, paths), paths)
+    params = only_validated(params, paths)
+    data = params.data
+    return params, root, read_candles(root, data.symbols, data.timeframe, data.start, data.end)
+
+
+def check_point_in_time(candles, params: Params, bars_per_symbol: int = 3000, cuts: int = 20,
+                        funding=None, reference=None) -> dict:
+    """The lookahead and recursive-indicator checks on the declared feature set, as a stage step.
+
+    Runs on each symbol's last ``bars_per_symbol`` bars (enough for the warm-up many times over,
+    cheap enough for every run). A violation stops the run: no model is trained, so none can be
+    promoted, on features that see the future or depend on where the history starts.
+    ``funding`` / ``reference``: the multi-input families' inputs (``read_feature_inputs``).
+    """
+    from features.compute import compute_features
+    from features.pit import check_lookahead, check_recursive
+
+    sample = candles.groupby("symbol", sort=False).tail(bars_per_symbol).reset_index(drop=True)
+
+    def compute(c, **kw):
+        return compute_features(c, params.features, **kw)
+
+    lookahead = check_lookahead(sample, compute, cuts=cuts, seed=params.train.seed, funding=funding,
+                                reference=reference)
+    recursive = check_recursive(sample, compute, params.features, funding=funding, reference=reference)
+    if lookahead or recursive:
+        shown = "; ".join((lookahead + recursive)[:3])
+        raise DataError(f"point-in-time check failed ({len(lookahead)} lookahead, {len(recursive)} "
+                        f"recursive violation(s)), e.g. {shown}; fix the feature before training")
+    return {"rows_checked": int(len(sample)), "lookahead_cuts": cuts, "lookahead_violations": 0,
+            "recursive_violations": 0}
+
+
+@_recorded
+def features(params: Params, paths: StatePaths, map_symbols=None) -> dict:
+    """Point-in-time-checked features and labels from validated candles, materialised to Parquet
+    (incrementally: only partitions whose candles changed are recomputed).
+
+    The point-in-time check runs here, once, on a sample of every symbol (it judges the declared
+    feature set, not a symbol); materialisation runs per symbol through ``map_symbols``
+    (``features.materialise.materialise_symbol``)."""
+    from features.compute import feature_columns
+    from features.materialise import materialise, read_feature_inputs
+
+    params, root, candles = _validated_lake(params, paths)
+    require_validated(candles, paths)
+    t0 = time.perf_counter()
+    funding, reference = read_feature_inputs(root, list(params.data.symbols), params.data.timeframe, params)
+    pit = check_point_in_time(candles, params, funding=funding, reference=reference)
+    pit["seconds"] = round(time.perf_counter() - t0, 3)
+    out = materialise(root, list(params.data.symbols), params.data.timeframe, params, paths.features,
+                      map_symbols=map_symbols)
+    if not out["rows"]:
+        raise DataError("no feature rows left after the warm-up; collect a longer history (--start earlier)")
+    return {"features": {"rows": int(out["rows"]), "columns": feature_columns(params.features),
+                         "seconds": round(out["seconds"], 3), "rows_computed": int(out["rows_computed"]),
+                         "feature_set_hash": out["feature_set_hash"], "label_set_hash": out["label_set_hash"],
+                         "label_rows": int(out["label_rows"]), "point_in_time": pit}}
+
+
+@_recorded
+def train(params: Params, paths: StatePaths) -> dict:
+    from training.stages import train_stage
+
+    return train_stage(only_validated(params, paths), paths)
+
+
+@_recorded
+def evaluate(params: Params, paths: StatePaths) -> dict:
+    from training.stages import evaluate_stage
+
+    return evaluate_stage(only_validated(params, paths), paths)
+
+
+@_recorded
+def promote(params: Params, paths: StatePaths) -> dict:
+    from training.stages import promote_stage
+
+    return promote_stage(only_validated(params, paths), paths)
+
+
+def holdout_start(paths: StatePaths):
+    """First bar of the out-of-sample slice, written by the train stage."""
+    import pandas as pd
+
+    info = json.loads((paths.models / "train.json").read_text())
+    return pd.Timestamp(info["holdout_start"])
+
+
+@_recorded
+def serve_and_execute(params: Params, paths: StatePaths, redis_url: str | None) -> dict:
+    """Start ``bentoml serve`` on the champion, replay the holdout through the paper executor.
+
+    If no champion exists the service starts but never becomes ready; the executor
+    then opens nothing and every bar is recorded as a NO_SIGNAL rejection - there is
+    no fallback signal.
+    """
+    from executor.daemon import HttpSignalSource, run_paper_replay
+    from serving.launcher import ServiceProcess
+    from training.registry import champion_version
+
+    params, root, candles = _validated_lake(params, paths)
+    start = holdout_start(paths)
+    has_champion = champion_version(paths.tracking_uri, params.train.model_name) is not None
+    from executor.funding import read_lake_funding
+
+    funding = read_lake_funding(root, params.data.symbols)  # None without perps
+
+    with ServiceProcess(paths, params_path=write_effective_params(params, paths),
+                        extra_env={"QT_LAKE": str(root)}) as service:
+        if has_champion:
+            service.wait_ready(timeout_s=180)
+        else:
+            service.wait_live(timeout_s=180)
+            log.warning("no champion model: the executor will open nothing (NO_SIGNAL)")
+        source = _TimedSource(HttpSignalSource(service.url, timeout_s=10.0))
+        report = run_paper_replay(candles, source, params, state_db=paths.executor_db,
+                                  redis_url=redis_url, start=start, funding=funding)
+        meta = _get_json(service.url + "/metadata") if has_champion else {}
+    parity = None
+    if has_champion:
+        from training.parity import check_parity, read_replay_fills
+        from training.registry import load_champion
+
+        parity = check_parity(candles, load_champion(paths.tracking_uri, params.train.model_name), params,
+                              start, report, meta.get("model_version"), funding=funding,
+                              replay_fills=read_replay_fills(paths.executor_db, report.run_id))
+        if not parity["match"]:
+            log.error("PARITY BROKEN: paper replay %s vs in-process backtest %s", parity["replay_net_pnl"],
+                      parity["backtest_net_pnl"])
+    lat = np.array(source.latencies_ms) if source.latencies_ms else np.array([np.nan])
+    return {
+        "serving": {"url": service.url, "model_version": meta.get("model_version"),
+                    "requests": len(source.latencies_ms),
+                    "p50_ms": _round(np.nanpercentile(lat, 50)), "p99_ms": _round(np.nanpercentile(lat, 99))},
+        "executor": report.to_dict() | {"parity_with_backtest": parity},
+    }
+
+
+def write_effective_params(params: Params, paths: StatePaths) -> Path:
+    """The exact config of this run (CLI overrides included), for processes we start."""
+    import yaml
+
+    out = paths.home / "params.effective.yaml"
+    out.write_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
+    return out
+
+
+def _get_json(url: str) -> dict:
+    import httpx
+
+    return httpx.get(url, timeout=10.0).json()
+
+
+class _TimedSource:
+    """Wraps a signal source to record client-side request latency (what the executor waits)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.latencies_ms: list[float] = []
+
+    def fetch(self, symbols, as_of):
+        t0 = time.perf_counter()
+        try:
+            return self.inner.fetch(symbols, as_of)
+        finally:
+            self.latencies_ms.append((time.perf_counter() - t0) * 1000.0)
+
+
+def _round(x) -> float | None:
+    return None if x is None or not np.isfinite(x) else round(float(x), 3)
+
+
+def run_all(params: Params, paths: StatePaths, redis_url: str | None = None) -> dict:
+    """``qt run``: start Redis if needed, run the Prefect flow, write ``reports/summary.json``.
+
+    Every process started here is stopped before returning, also on failure.
+    """
+    from qt.procs import start_redis
+
+    t0 = time.perf_counter()
+    paths.ensure()
+    with ExitStack() as stack:
+        if redis_url is None:
+            proc, redis_url = start_redis(paths.logs)
+            stack.callback(proc.stop)
+        from flows.pipeline import pipeline_flow
+
+        summary = pipeline_flow(params=params, home=str(paths.home), redis_url=redis_url)
+    summary["seconds"] = round(time.perf_counter() - t0, 1)
+    write_summary(summary, paths)
+    return summary
+
+
+def write_summary(summary: dict, paths: StatePaths) -> Path:
+    paths.reports.mkdir(parents=True, exist_ok=True)
+    out = paths.reports / "summary.json"
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(summary, indent=2, default=str))
+    tmp.replace(out)
+    return out

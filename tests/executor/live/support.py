@@ -1,0 +1,146 @@
+"""Builders for the live-executor tests: a hand-made perpetual market served by the real local
+exchange, a signal service, and a trader wired to both (no logic under test lives here).
+
+The market (``BTC/USDT:USDT``, 1h bars from 2024-01-01) sits at 30 000 with a 0.1 % range, so no
+protective order is touched, except the bars in ``WIDE_BARS``, which trade 10 % above and below:
+far enough for the default stop (-3 %) and take-profit (+6 %) at once.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import ccxt
+import pandas as pd
+
+from exchange import LocalExchange, make_ccxt, write_datadir
+
+SYMBOL = "BTC/USDT:USDT"
+MARKET_ID = "BTCUSDT"
+T0 = pd.Timestamp("2024-01-01", tz="UTC")
+HOUR_MS = 3_600_000
+PRICE = 30_000.0
+N_BARS = 400
+WIDE_BARS = (51, 151)  # bar indexes that touch both -10 % and +10 %
+API_KEY, API_SECRET = "live-test-key", "live-test-secret"
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+
+
+def bar_ms(i: int) -> int:
+    return int(T0.value // 1_000_000) + i * HOUR_MS
+
+
+def candles() -> pd.DataFrame:
+    ts = pd.date_range(T0, periods=N_BARS, freq="1h", tz="UTC")
+    high = [PRICE * (1.10 if i in WIDE_BARS else 1.001) for i in range(N_BARS)]
+    low = [PRICE * (0.90 if i in WIDE_BARS else 0.999) for i in range(N_BARS)]
+    return pd.DataFrame({"symbol": SYMBOL, "timestamp": ts, "open": PRICE, "high": high, "low": low,
+                         "close": PRICE, "volume": 1_000.0})
+
+
+def write_market(root: Path) -> Path:
+    funding = pd.DataFrame({"symbol": SYMBOL, "timestamp": pd.date_range(T0, periods=N_BARS // 8, freq="8h",
+                                                                         tz="UTC"), "funding_rate": 0.0})
+    write_datadir(candles(), root, "1h", funding=funding)
+    return root
+
+
+def buy_signals(n_bars: int = N_BARS) -> pd.DataFrame:
+    """A ``buy`` for each of the first ``n_bars`` bars (FakeSignalService answers the newest one <= as_of)."""
+    ts = pd.date_range(T0, periods=n_bars, freq="1h", tz="UTC")
+    return pd.DataFrame({"symbol": SYMBOL, "timestamp": ts, "action": "buy", "confidence": 0.8,
+                         "expected_return": 0.001, "model_version": "7"})
+
+
+def client(venue: LocalExchange, timeout_ms: int = 10_000) -> ccxt.Exchange:
+    c = make_ccxt("perp", venue.url, timeout_ms=timeout_ms, api_key=API_KEY, secret=API_SECRET)
+    c.load_markets()
+    return c
+
+
+def start_exchange(root: Path) -> LocalExchange:
+    return LocalExchange(root, now=T0.isoformat(), api_keys={API_KEY: API_SECRET}).start()
+
+
+def daemon_argv(venue_url: str, service_url: str, poll_seconds: float = 0.1, symbols: str = SYMBOL) -> list[str]:
+    return [sys.executable, "-m", "cli.main", "execute", "--mode", "testnet", "--exchange-url", venue_url,
+            "--service-url", service_url, "--symbols", symbols, "--poll-seconds", str(poll_seconds)]
+
+
+def start_daemon(venue_url: str, service_url: str, home: Path, log_path: Path, symbols: str = SYMBOL,
+                 **env) -> subprocess.Popen:
+    """``qt execute --mode testnet`` as a real process (its own session, so it is killed alone)."""
+    e = {**os.environ, "QT_HOME": str(home), "QT_API_KEY": API_KEY, "QT_API_SECRET": API_SECRET,
+         "QT_LOG_LEVEL": "WARNING", **env}
+    e.pop("QT_PARAMS", None)
+    e.pop("REDIS_URL", None) if "REDIS_URL" not in env else None
+    log = open(log_path, "ab")
+    return subprocess.Popen(daemon_argv(venue_url, service_url, symbols=symbols), stdout=log, stderr=subprocess.STDOUT, env=e,
+                            cwd=PROJECT_ROOT, start_new_session=True)
+
+
+# ---- spot (issue #7: spot live trading, OCO protection) -------------------------------------------
+SPOT_SYMBOL = "BTC/USDT"
+TP_BAR = 201  # trades 10 % above (the take-profit), nothing below
+GAP_BAR = 251  # opens 5 % lower (through a 3 % stop) and stays there for the bar
+
+
+def spot_candles() -> pd.DataFrame:
+    """The perpetual's calm/wide bars for spot ``BTC/USDT``, plus ``TP_BAR`` and ``GAP_BAR``."""
+    df = candles().assign(symbol=SPOT_SYMBOL)
+    df.loc[TP_BAR, "high"] = PRICE * 1.10
+    df.loc[GAP_BAR, ["open", "high", "low", "close"]] = [PRICE * 0.95, PRICE * 0.951, PRICE * 0.94, PRICE * 0.95]
+    return df
+
+
+def write_spot_market(root: Path) -> Path:
+    write_datadir(spot_candles(), root, "1h")
+    return root
+
+
+def spot_client(venue: LocalExchange, timeout_ms: int = 10_000) -> ccxt.Exchange:
+    c = make_ccxt("spot", venue.url, timeout_ms=timeout_ms, api_key=API_KEY, secret=API_SECRET)
+    c.load_markets()
+    return c
+
+
+@contextmanager
+def running_exchange(root: Path) -> Iterator[LocalExchange]:
+    """A local exchange serving ``root`` for one test module, stopped whatever happens."""
+    ex = start_exchange(root)
+    try:
+        yield ex
+    finally:
+        ex.stop()
+
+
+@contextmanager
+def trader_factory(make_client: Callable[[], ccxt.Exchange], signals: pd.DataFrame, symbol: str, db: Path,
+                   namespace: str):
+    """``make(**risk)``: a started LiveTrader on ``symbol``, fed by one signal service serving
+    ``signals``; every trader is closed and the service stopped at the end."""
+    from executor.daemon import HttpSignalSource
+    from executor.live.trader import LiveTrader
+    from tests.executor.exec_support import FakeSignalService, params
+
+    made = []
+    with FakeSignalService(signals) as svc:
+        def make(**risk) -> LiveTrader:
+            p = params(data={"symbols": [symbol]}, risk=risk)
+            trader = LiveTrader(p, make_client(), HttpSignalSource(svc.url, timeout_s=5), db, namespace,
+                                sleep=time.sleep)
+            made.append(trader)
+            trader.start()
+            return trader
+
+        try:
+            yield make
+        finally:
+            for t in made:
+                t.close()
