@@ -17,7 +17,8 @@ import httpx
 import pandas as pd
 
 from qt.config import SyntheticParams, ValidationParams, load_params
-from data.synthetic import generate_market, timeframe_ms
+from data.synthetic import generate_market
+from qt.timeframes import timeframe_ms
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

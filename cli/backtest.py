@@ -37,7 +37,7 @@ def read_source_candles(params: Params, start: str | None, end: str | None,
     from data import lake
     from data.sources import collect_stage, read_lake
     from qt.paths import StatePaths
-    from data.synthetic import timeframe_ms
+    from qt.timeframes import timeframe_ms
 
     first = None
     if start is not None:
@@ -100,7 +100,7 @@ def _record_trial(evaluation: dict, metadata: dict, fallback_id: str, params: Pa
     import math
 
     from executor.backtest import bars_per_year
-    from data.synthetic import timeframe_ms
+    from qt.timeframes import timeframe_ms
     from training.trials import Trial, TrialLedger, decision_digest, describe, model_identity
 
     strat = evaluation["strategy"]

@@ -50,7 +50,7 @@ from qt.redact import redact
 from qt.backoff import parse_retry_after_s, retry_call
 from qt.config import CollectParams, Params, load_params
 from qt.errors import DataError, QTError, RetryableError, UserError
-from data.synthetic import timeframe_ms
+from qt.timeframes import timeframe_ms
 
 # Transient by nature: the same request may succeed later. (ccxt maps 5xx to
 # ExchangeNotAvailable, 429 to RateLimitExceeded/DDoSProtection, socket errors to NetworkError.)

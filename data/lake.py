@@ -39,14 +39,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from qt.errors import DataError
+from qt.timeframes import timeframe_ms
 
 OHLCV_COLUMNS = ["timestamp", "open", "high", "low", "close", "volume"]
 CANDLE_COLUMNS = ["symbol", *OHLCV_COLUMNS]
 FUNDING_COLUMNS = ["timestamp", "funding_rate"]
 OPEN_INTEREST_COLUMNS = ["timestamp", "open_interest", "open_interest_value"]
 
-_TIMEFRAME_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000, "1h": 3_600_000,
-                 "2h": 7_200_000, "4h": 14_400_000, "6h": 21_600_000, "12h": 43_200_000, "1d": 86_400_000}
 _HOUR_MS = 3_600_000
 _MARKETS = ("binance", "binanceusdm")
 # Fixed writer options: the same rows must always give the same bytes (idempotent collection,
@@ -75,10 +74,7 @@ def _symbol_from(market: str, stem: str) -> str:
 
 
 def _step_ms(timeframe: str) -> int:
-    try:
-        return _TIMEFRAME_MS[timeframe]
-    except KeyError:
-        raise DataError(f"timeframe {timeframe!r} is not one of {list(_TIMEFRAME_MS)}") from None
+    return timeframe_ms(timeframe)
 
 
 def monthly_partitions(timeframe: str) -> bool:

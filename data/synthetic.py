@@ -22,15 +22,10 @@ import numpy as np
 import pandas as pd
 
 from qt.config import SyntheticParams
+from qt.timeframes import timeframe_ms
 
-_TIMEFRAME_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000,
-                 "4h": 14_400_000, "1d": 86_400_000}
 _START_PRICES = {"BTC": 30_000.0, "ETH": 2_000.0, "BNB": 300.0, "SOL": 25.0, "XRP": 0.5,
                  "ADA": 0.35, "DOGE": 0.08, "LTC": 90.0}
-
-
-def timeframe_ms(timeframe: str) -> int:
-    return _TIMEFRAME_MS[timeframe]
 
 
 def generate_market(symbols: list[str], timeframe: str, params: SyntheticParams, seed: int) -> pd.DataFrame:

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from qt.config import ValidationParams
-from data.synthetic import timeframe_ms
+from qt.timeframes import timeframe_ms
 
 CANDLE_SUITE = "candles"
 FUNDING_SUITE = "funding"

@@ -27,11 +27,11 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from qt.errors import ConfigError
+from qt.timeframes import TIMEFRAME_MS
 from exchange.matching import FeeRates
 from exchange.shapes import num
 from exchange.trading import DEFAULT_FUTURES_WALLET, DEFAULT_SPOT_BALANCES, TradingVenue
 
-_INTERVAL_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000, "4h": 14_400_000, "1d": 86_400_000}
 
 
 class ClockMove(BaseModel):
@@ -47,13 +47,13 @@ class ClockMove(BaseModel):
         given = [k for k in ("advance_bars", "advance_ms", "to") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of advance_bars, advance_ms, to")
-        if self.interval not in _INTERVAL_MS:
-            raise ValueError(f"interval must be one of {sorted(_INTERVAL_MS)}")
+        if self.interval not in TIMEFRAME_MS:
+            raise ValueError(f"interval must be one of {sorted(TIMEFRAME_MS)}")
         return self
 
     def target_ms(self, now_ms: int) -> int:
         if self.advance_bars is not None:
-            return now_ms + self.advance_bars * _INTERVAL_MS[self.interval]
+            return now_ms + self.advance_bars * TIMEFRAME_MS[self.interval]
         if self.advance_ms is not None:
             return now_ms + self.advance_ms
         if isinstance(self.to, int):

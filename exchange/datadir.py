@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from qt.errors import DataError
-from data.synthetic import timeframe_ms
+from qt.timeframes import timeframe_ms
 
 Kind = Literal["spot", "perp"]
 _MARKET_DIR: dict[str, Kind] = {"binance": "spot", "binanceusdm": "perp"}

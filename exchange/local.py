@@ -58,12 +58,11 @@ from exchange.views import (PERP_MARKET_MAX_QTY, PERP_MAX_QTY, SPOT_MAX_QTY, Kli
                                derive_filters, format_number, kline_rows, next_funding_ms, ticker_24h,
                                visible_funding, visible_window)
 from qt.errors import ConfigError, DataError
+from qt.timeframes import TIMEFRAME_MS
 
 # Binance intervals we can build from stored candles (epoch-aligned buckets). 3d/1w/1M are
 # aligned differently on Binance and are refused rather than served misaligned.
-INTERVAL_MS = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000,
-               "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000, "6h": 21_600_000,
-               "8h": 28_800_000, "12h": 43_200_000, "1d": 86_400_000}
+INTERVAL_MS = TIMEFRAME_MS
 BINANCE_INTERVALS = (*INTERVAL_MS, "1s", "3d", "1w", "1M")
 KLINES_MAX_LIMIT = {"spot": 1000, "perp": 1500}
 KLINES_DEFAULT_LIMIT = 500

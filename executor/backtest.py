@@ -46,7 +46,7 @@ from executor.paper import PaperBroker
 from executor.signals import FrameSignalSource
 from qt.config import Params
 from qt.errors import DataError
-from data.synthetic import timeframe_ms
+from qt.timeframes import timeframe_ms
 
 log = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ from executor.signals import Signal, SignalSource, SignalUnavailable
 from executor.sizing import RealisedVolatility
 from qt.config import Params
 from qt.errors import DataError
-from data.synthetic import timeframe_ms
+from qt.timeframes import timeframe_ms
 
 log = logging.getLogger(__name__)
 _EPOCH = pd.Timestamp(0, tz="UTC")

@@ -121,7 +121,7 @@ class RiskEngine:
 
     @classmethod
     def from_params(cls, params) -> "RiskEngine":
-        from data.synthetic import timeframe_ms
+        from qt.timeframes import timeframe_ms
 
         return cls(params.risk, params.costs, params.signal, timeframe_ms(params.data.timeframe))
 

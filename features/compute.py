@@ -78,7 +78,7 @@ from features.multi_input import (multi_input_columns, multi_input_values, split
                                   uses_funding)
 from qt.config import FeatureParams
 from qt.errors import ConfigError, DataError
-from data.synthetic import timeframe_ms
+from qt.timeframes import timeframe_ms
 
 # Bump when a formula changes without a params change: it invalidates the feature-set hash,
 # so a model trained on the old formulas is never served features computed by the new ones.

@@ -28,7 +28,7 @@ import talib
 
 from qt.config import HtfFeatureParams
 from qt.errors import ConfigError
-from data.synthetic import timeframe_ms
+from qt.timeframes import timeframe_ms
 
 
 def htf_columns(block: HtfFeatureParams) -> list[str]:

@@ -92,7 +92,7 @@ class SignalEngine:
 
         ``compute=False``: answer only from cached rows, else raise ``RowsNotCached`` (after the
         request was validated: a bad request is refused either way)."""
-        from data.synthetic import timeframe_ms
+        from qt.timeframes import timeframe_ms
 
         wanted = check_symbols(symbols)
         when = parse_as_of(as_of)

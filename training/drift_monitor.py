@@ -116,7 +116,7 @@ def _candles(params: Params, paths: StatePaths, start: pd.Timestamp, history_bar
     from executor.funding import read_lake_funding
     from data.sources import lake_root
     from data.lake import read_candles
-    from data.synthetic import timeframe_ms
+    from qt.timeframes import timeframe_ms
 
     lead = pd.Timedelta(milliseconds=timeframe_ms(params.data.timeframe) * (history_bars + 1))
     root = lake_root(params, paths)

@@ -28,7 +28,7 @@ from qt.config import FeatureParams, Params
 from qt.errors import DataError
 from data.lake import read_candles
 from qt.paths import StatePaths
-from data.synthetic import timeframe_ms
+from qt.timeframes import timeframe_ms
 
 log = logging.getLogger("qt.training")
 

@@ -62,7 +62,7 @@ from executor.state import StateStore
 from qt.config import Params
 from qt.errors import UserError
 from qt.notify import NotifyingListener
-from data.synthetic import timeframe_ms
+from qt.timeframes import timeframe_ms
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,8 @@ from features.htf import htf_block_values, htf_columns
 from features.pit import check_lookahead, check_recursive
 from qt.config import FeatureParams, HtfFeatureParams, SyntheticParams
 from data.lake import read_datadir_candles
-from data.synthetic import generate_market, timeframe_ms
+from data.synthetic import generate_market
+from qt.timeframes import timeframe_ms
 from tests.conftest import require_shared_data
 
 BLOCK = HtfFeatureParams(timeframe="4h", rsi=[14], atr=[14], log_return=[1, 6])

@@ -14,7 +14,8 @@ from features.compute import feature_columns, warmup_bars
 from features.sequence import window_columns
 from qt.config import FeatureParams, ServingParams, SignalParams, SyntheticParams
 from data.lake import write_candles, write_funding
-from data.synthetic import generate_market, timeframe_ms
+from data.synthetic import generate_market
+from qt.timeframes import timeframe_ms
 from serving.candles import CandleCache, FundingCache
 from serving.champion import LoadedModel
 from serving.engine import RowsNotCached, SignalEngine

@@ -17,7 +17,8 @@ from features.sequence import window_columns
 from features.store import read_features
 from qt.config import FeatureParams, Params, SignalParams, SyntheticParams
 from data.lake import write_candles, write_funding
-from data.synthetic import generate_market, timeframe_ms
+from data.synthetic import generate_market
+from qt.timeframes import timeframe_ms
 from serving.candles import CandleCache, FundingCache
 from serving.champion import LoadedModel, ModelContractError, check_model_metadata
 from serving.inference import (RequestRejected, compute_signals, latest_feature_rows, min_history_bars,

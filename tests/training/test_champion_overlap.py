@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 
-from data.synthetic import timeframe_ms
+from qt.timeframes import timeframe_ms
 from training.champion_window import champion_scoring_window
 from training.registry import ModelRegistry
 from training.stages import evaluate_stage, promote_stage, train_stage
