@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from cli.context import load_context
 from qt.errors import UserError
+from qt.timeframes import utc_timestamp
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -67,15 +69,12 @@ def backtest(
     params: Annotated[Optional[Path], typer.Option("--params", help="costs, risk, signal thresholds")] = None,
 ) -> None:
     """Backtest a logged model on a source's candles beside buy-and-hold, the RSI/MACD rule and flat."""
-    from cli.main import _context
     from training.backtest_model import backtest_model, history_bars_for_backtest, load_logged_model, logged_metadata
 
     if start is not None and end is not None:
-        from data.lake import _ts
-
-        if _ts(start) >= _ts(end):
+        if utc_timestamp(start) >= utc_timestamp(end):
             raise UserError(f"--start {start} is not before --end {end}")
-    p, paths = _context(params, source, symbols, timeframe, None, None)
+    p, paths = load_context(params, source, symbols, timeframe, None, None)
     loaded = load_logged_model(model, paths.tracking_uri)
     md = logged_metadata(loaded)
     data = {"timeframe": timeframe or md["timeframe"]}

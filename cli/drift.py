@@ -15,7 +15,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from cli.context import load_context
 from qt.errors import UserError
+from qt.paths import default_params_path
 
 RETRAIN_MODES = ("auto", "deployment", "direct", "off")
 
@@ -27,14 +29,12 @@ RetrainOpt = Annotated[Optional[str], typer.Option(
 
 def drift(params: ParamsOpt = None, retrain: RetrainOpt = None) -> None:
     """Check the champion for drift and decay; alert and retrain past the drift: thresholds."""
-    from cli.main import _context
 
     if retrain is not None and retrain not in RETRAIN_MODES:
         raise UserError(f"--retrain {retrain!r} is not one of {', '.join(RETRAIN_MODES)}")
-    _, paths = _context(params, None, None, None, None, None)  # validates params.yaml, prepares the state dir
+    _, paths = load_context(params, None, None, None, None, None)  # validates params.yaml, prepares the state dir
     from flows.drift import run_drift
-    from cli.main import _default_params_path
 
-    path = params or _default_params_path()
+    path = params or default_params_path()
     result = run_drift(str(path) if path else None, str(paths.home), retrain=retrain)
     typer.echo(json.dumps(result, indent=2, default=str))

@@ -15,8 +15,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from cli.context import load_context
 from qt.errors import QTError, UserError
-from qt.paths import PROJECT_ROOT, StatePaths
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Quantum Trader: collect, validate, features, train, evaluate, promote, serve, execute.")
@@ -31,64 +31,8 @@ ExchangeUrlOpt = Annotated[Optional[str], typer.Option(
 ParamsOpt = Annotated[Optional[Path], typer.Option("--params", help="params file (default: ./params.yaml)")]
 
 
-def _default_params_path() -> Path | None:
-    env = os.environ.get("QT_PARAMS")
-    if env:
-        return Path(env)
-    for cand in (Path.cwd() / "params.yaml", PROJECT_ROOT / "params.yaml"):
-        if cand.is_file():
-            return cand
-    return None
-
-
-def _context(params_path, source, symbols, timeframe, start, end, exchange_url=None):
-    """Load params with CLI overrides and prepare the state directory and tool environment."""
-    from qt.config import load_params
-
-    data: dict = {}
-    overrides: dict = {}
-    if exchange_url is not None:
-        if not exchange_url.startswith(("http://", "https://")):
-            raise UserError(f"--exchange-url {exchange_url!r} must be an http(s) URL, e.g. http://127.0.0.1:8900")
-        overrides["collect"] = {"exchange_url": exchange_url.rstrip("/")}
-    if source is not None:
-        data["source"] = source
-    if symbols is not None:
-        syms = [s.strip() for s in symbols.split(",") if s.strip()]
-        if not syms:
-            raise UserError("--symbols is empty; pass e.g. --symbols BTC/USDT,ETH/USDT")
-        data["symbols"] = syms
-    if timeframe is not None:
-        data["timeframe"] = timeframe
-    if start is not None:
-        data["start"] = start
-    if end is not None:
-        data["end"] = end
-    path = params_path or _default_params_path()
-    if data:
-        overrides["data"] = data
-    params = load_params(path, overrides or None)
-    _check_dates(params)
-    from data.sources import parse_source
-
-    parse_source(params.data.source)  # fail on a bad --source before anything runs
-    paths = StatePaths.from_env().ensure()
-    os.environ.update(paths.tool_env())
-    if path is not None:
-        os.environ["QT_PARAMS"] = str(Path(path).resolve())
-    return params, paths
-
-
-def _check_dates(params) -> None:
-    from data.lake import _ts
-
-    lo, hi = _ts(params.data.start), _ts(params.data.end)
-    if lo is not None and hi is not None and lo >= hi:
-        raise UserError(f"--start {params.data.start} is not before --end {params.data.end}")
-
-
 def _run_stage(name: str, params_path, source, symbols, timeframe, start, end, exchange_url=None) -> None:
-    params, paths = _context(params_path, source, symbols, timeframe, start, end, exchange_url)
+    params, paths = load_context(params_path, source, symbols, timeframe, start, end, exchange_url)
     if name == "collect" and params.runner.task_runner == "dask":  # Dask needs the Prefect flow
         from flows.collect import collection_flow
 
@@ -131,7 +75,7 @@ def run(params: ParamsOpt = None, source: SourceOpt = None, symbols: SymbolsOpt 
         timeframe: TimeframeOpt = None, start: StartOpt = None, end: EndOpt = None,
         exchange_url: ExchangeUrlOpt = None) -> None:
     """Run every stage (Prefect flow), serve the champion, replay the holdout in paper mode."""
-    p, paths = _context(params, source, symbols, timeframe, start, end, exchange_url)
+    p, paths = load_context(params, source, symbols, timeframe, start, end, exchange_url)
     from flows.stages import run_all
     from cli.report import print_summary
 
@@ -148,7 +92,7 @@ def run(params: ParamsOpt = None, source: SourceOpt = None, symbols: SymbolsOpt 
 def serve(port: Annotated[Optional[int], typer.Option("--port", min=1024, max=65535)] = None,
           params: ParamsOpt = None) -> None:
     """Run `bentoml serve` on the champion until interrupted."""
-    p, paths = _context(params, None, None, None, None, None)
+    p, paths = load_context(params, None, None, None, None, None)
     import time
 
     from flows.stages import write_effective_params
@@ -192,7 +136,7 @@ def execute(mode: Annotated[str, typer.Option("--mode", help="paper | testnet | 
         _execute_live(mode, service_url, params, symbols, exchange_url, i_understand_live, poll_seconds,
                       max_bars, executor_id, metrics_port)
         return
-    p, paths = _context(params, None, symbols, None, None, end)
+    p, paths = load_context(params, None, symbols, None, None, end)
     import pandas as pd
 
     from executor.daemon import HttpSignalSource, run_paper_replay
@@ -232,7 +176,7 @@ def _execute_live(mode, service_url, params, symbols, exchange_url, i_understand
     if not key or not secret:
         raise UserError(f"--mode {mode} needs the exchange API key and secret in the environment variables "
                         f"QT_API_KEY and QT_API_SECRET (never on the command line)")
-    p, paths = _context(params, None, symbols, None, None, None)
+    p, paths = load_context(params, None, symbols, None, None, None)
     from executor.daemon import HttpSignalSource, run_live
     from executor.live.trader import check_live_universe
     from exchange import make_ccxt
@@ -287,10 +231,10 @@ def kill(reason: Annotated[str, typer.Option("--reason", help="why (recorded in 
          by: Annotated[Optional[str], typer.Option("--by", help="who (default: login)")] = None) -> None:
     """Set the kill switch: every executor on REDIS_URL halts new entries at its next bar (exits go on)."""
     from executor.events import set_kill_switch
-    from cli.models import _login
+    from cli.models import login
 
     client, url = _kill_switch_client()
-    value = set_kill_switch(client, reason=reason, by=by or _login())
+    value = set_kill_switch(client, reason=reason, by=by or login())
     typer.echo(f"kill switch ON on {url}: {json.dumps(value)}")
 
 
@@ -310,7 +254,7 @@ def dashboard(host: Annotated[str, typer.Option("--host", help="bind address (lo
               service_url: Annotated[Optional[str], typer.Option("--service-url")] = None,
               params: ParamsOpt = None) -> None:
     """Serve the trader's dashboard (state DB, Redis, MLflow, lake) until Ctrl-C."""
-    p, paths = _context(params, None, None, None, None, None)
+    p, paths = load_context(params, None, None, None, None, None)
     from dashboard.server import serve
     from dashboard.snapshot import Sources
 

@@ -17,85 +17,31 @@ from typing import Annotated, Optional
 
 import typer
 
+from cli.context import load_context
 from qt.errors import UserError
+from training.approval import approval_label, approval_refusal, gate_summary, rollback_target
 
 models_app = typer.Typer(no_args_is_help=True, help="Registered versions: list, approve, rollback.")
 
 ParamsOpt = Annotated[Optional[Path], typer.Option("--params", help="params file (default: ./params.yaml)")]
-UI_APPROVAL = "approved in MLflow UI (no tag)"
 _METRICS = (("sharpe", "holdout_strategy_sharpe", "{:.2f}"), ("net_return", "holdout_strategy_net_return", "{:.2%}"),
             ("max_dd", "holdout_strategy_max_drawdown", "{:.2%}"), ("trades", "holdout_strategy_trades", "{:.0f}"))
 
 
-# -- pure decisions -----------------------------------------------------------------------------
-def gate_summary(tags: dict[str, str]) -> str:
-    """``passed`` | ``FAILED: name, ...`` | ``not gated`` from the version's gate tags."""
-    state = tags.get("gates_passed")
-    if state is None:
-        return "not gated"
-    if state == "true":
-        return "passed"
-    failed = sorted(k.removeprefix("gate.") for k, v in tags.items() if k.startswith("gate.") and v.startswith("FAIL"))
-    return "FAILED: " + ", ".join(failed)
-
-
-def approval_label(tags: dict[str, str], is_champion: bool) -> str:
-    """How the version got (or may get) the champion alias, from what the tags record."""
-    if tags.get("approved_by"):
-        label = f"approved by {tags['approved_by']} {tags.get('approved_at', '')}".rstrip()
-        if tags.get("approval") == "forced":
-            label += " (FORCED past failed gates)"
-    elif tags.get("approval") == "auto":
-        label = "auto (gates passed)"
-    elif is_champion:
-        return UI_APPROVAL
-    elif tags.get("approval") == "pending":
-        label = "pending"
-    else:
-        label = "-"
-    if is_champion and tags.get("restored_by"):
-        label += f"; restored by {tags['restored_by']} {tags.get('restored_at', '')}".rstrip()
-    if not is_champion and tags.get("rolled_back_by"):
-        label += f"; rolled back by {tags['rolled_back_by']} {tags.get('rolled_back_at', '')}".rstrip()
-    return label
-
-
-def approval_refusal(version: str, tags: dict[str, str]) -> str | None:
-    """Why ``version`` must not become champion without --force (None: its gates passed)."""
-    state = gate_summary(tags)
-    if state == "passed":
-        return None
-    if state == "not gated":
-        return f"v{version} has no gate results (it never went through `qt promote`)"
-    return f"v{version} failed its gates ({state.removeprefix('FAILED: ')})"
-
-
-def rollback_target(champion: str | None, champion_tags: dict[str, str]) -> str:
-    """The version rollback restores; UserError (one line) when there is none to restore."""
-    if champion is None:
-        raise UserError("there is no champion, so nothing to roll back")
-    previous = champion_tags.get("previous_champion")
-    if not previous:
-        raise UserError(f"no previous champion is recorded for v{champion} (the first champion, or set in the "
-                        f"MLflow UI); choose one with `qt models approve VERSION --by NAME`")
-    return previous
-
 
 # -- commands -------------------------------------------------------------------------------------
 def _registry(params_path):
-    from cli.main import _context
     from training.registry import ModelRegistry
 
-    p, paths = _context(params_path, None, None, None, None, None)
+    p, paths = load_context(params_path, None, None, None, None, None)
     return ModelRegistry(paths.tracking_uri, p.train.model_name, artifact_location=paths.mlflow_artifacts)
 
 
 def _trials_line(params_path) -> str:
     """The deflated Sharpe's N for the next promotion and where it comes from (``training.trials``)."""
-    from cli.main import _context
     from training.trials import TrialLedger, describe
 
-    _, paths = _context(params_path, None, None, None, None, None)
+    _, paths = load_context(params_path, None, None, None, None, None)
     return describe(TrialLedger(paths.trials_ledger).summary())
 
 
@@ -175,7 +121,7 @@ def rollback(by: Annotated[Optional[str], typer.Option("--by", help="who rolls b
     """Restore the champion the current one replaced."""
     from training.registry import utc_now
 
-    who = by or _login()
+    who = by or login()
     registry = _registry(params)
     current = registry.champion_version()
     target = rollback_target(current, registry.version_tags(current) if current else {})
@@ -185,7 +131,7 @@ def rollback(by: Annotated[Optional[str], typer.Option("--by", help="who rolls b
     typer.echo(f"champion rolled back from v{current} to v{target} by {who}")
 
 
-def _login() -> str:
+def login() -> str:
     try:
         return getpass.getuser()
     except (KeyError, OSError):

@@ -66,7 +66,7 @@ def read_champion(tracking_uri: str, model_name: str, mlflow_db: Path | None = N
         return ChampionView(model_name, None, note=f"no MLflow registry at {mlflow_db} yet: run `qt train`")
     from mlflow.exceptions import MlflowException
 
-    from cli.models import approval_label, gate_summary
+    from training.approval import approval_label, gate_summary
     from training.registry import ModelRegistry
 
     reg = ModelRegistry(tracking_uri, model_name)

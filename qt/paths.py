@@ -13,6 +13,17 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+def default_params_path() -> Path | None:
+    """``QT_PARAMS``, else ``./params.yaml``, else the project's; None = the embedded defaults."""
+    env = os.environ.get("QT_PARAMS")
+    if env:
+        return Path(env)
+    for cand in (Path.cwd() / "params.yaml", PROJECT_ROOT / "params.yaml"):
+        if cand.is_file():
+            return cand
+    return None
+
+
 @dataclass(frozen=True)
 class StatePaths:
     home: Path

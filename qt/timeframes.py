@@ -7,6 +7,8 @@ rather than serve misaligned candles. ``params.yaml`` narrows this further (``da
 
 from __future__ import annotations
 
+import pandas as pd
+
 from qt.errors import DataError
 
 TIMEFRAME_MS: dict[str, int] = {
@@ -22,3 +24,15 @@ def timeframe_ms(timeframe: str) -> int:
         return TIMEFRAME_MS[timeframe]
     except KeyError:
         raise DataError(f"timeframe {timeframe!r} is not one of {list(TIMEFRAME_MS)}") from None
+
+
+def utc_timestamp(value) -> pd.Timestamp | None:
+    """A user's date or instant (``YYYY-MM-DD``, ISO, epoch-aware Timestamp) as a UTC Timestamp;
+    None stays None; anything else is one DataError that says the format."""
+    if value is None:
+        return None
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        raise DataError(f"{value!r} is not a date; use YYYY-MM-DD") from None
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")

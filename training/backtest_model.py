@@ -20,6 +20,7 @@ import pandas as pd
 
 from qt.config import FeatureParams, Params
 from qt.errors import DataError, UserError
+from training.baselines import RULE_FEATURES
 
 EVALUATION_KEYS = ("strategy", "rule_rsi_macd", "buy_and_hold", "flat")
 URI_FORMS = "models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/model"
@@ -50,9 +51,8 @@ def history_bars_needed(metadata: dict) -> int:
 def history_bars_for_backtest(metadata: dict) -> int:
     """History ``backtest_model`` needs: the model's input and the RSI/MACD rule's warm-up."""
     from features.compute import warmup_bars
-    from training.stages import _RULE_FEATURES
 
-    return max(history_bars_needed(metadata), warmup_bars(_RULE_FEATURES))
+    return max(history_bars_needed(metadata), warmup_bars(RULE_FEATURES))
 
 
 def model_predictions(model, history_candles: pd.DataFrame, start=None, end=None,

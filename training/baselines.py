@@ -16,7 +16,13 @@ import numpy as np
 import pandas as pd
 import talib
 
+from qt.config import FeatureParams
+
 RULE_VERSION = "rule_rsi_macd"
+# The indicators the rule reads, as a feature config: what sets its warm-up (the candles before
+# the holdout that evaluate and backtest must load so the rule is defined from the first bar).
+RULE_FEATURES = FeatureParams(rsi=[14], ema=[], sma=[], macd=(12, 26, 9), atr=[], log_return=[1],
+                              realised_vol=[], volume_z=[])
 _SIGNAL_COLUMNS = ["symbol", "timestamp", "action", "confidence", "expected_return", "model_version"]
 
 

@@ -24,11 +24,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from qt.config import FeatureParams, Params
+from qt.config import Params
 from qt.errors import DataError
 from data.lake import read_candles
 from qt.paths import StatePaths
 from qt.timeframes import timeframe_ms
+from training.baselines import RULE_FEATURES
 
 log = logging.getLogger("qt.training")
 
@@ -39,8 +40,6 @@ EVALUATION_JSON = "evaluation.json"
 RETURNS = "holdout_returns.parquet"
 EQUITY = "holdout_equity.parquet"
 BASELINES = ("flat", "buy_and_hold", "rule_rsi_macd")
-_RULE_FEATURES = FeatureParams(rsi=[14], ema=[], sma=[], macd=(12, 26, 9), atr=[], log_return=[1],
-                               realised_vol=[], volume_z=[])
 
 
 def _registry(params: Params, paths: StatePaths):
@@ -177,7 +176,7 @@ def evaluate_stage(params: Params, paths: StatePaths) -> dict:
     info = _read_handover(paths, TRAIN_JSON, "train")
     preds = pd.read_parquet(paths.models / PREDICTIONS)
     h_start, h_end = _holdout_window(info)
-    history = _read_candles_with_history(params, paths, h_start, warmup_bars(_RULE_FEATURES))
+    history = _read_candles_with_history(params, paths, h_start, warmup_bars(RULE_FEATURES))
     funding = _holdout_funding(params, paths, h_start)
     # the same comparison `qt backtest` prints for any registered model
     evaluation, results = evaluate_predictions(history, preds, params, model_version=f"run-{info['run_id'][:8]}",
