@@ -11,7 +11,8 @@ Fill rules (the backtest and the paper daemon both use exactly these):
 * **Protective orders** (one stop + one take-profit per position, one-cancels-other) are
   placed right after the entry fills, at ``entry_fill * (1 - stop_loss_pct)`` and
   ``entry_fill * (1 + take_profit_pct)``; they are live from the entry bar on and are
-  checked intrabar against high/low, conservatively:
+  checked intrabar against high/low, conservatively, by the rule of ``qt.fills.stop_fill`` (the
+  one the local exchange fills its stops, take-profits and OCO legs with):
 
   1. ``open <= stop``  -> gap through the stop: fills at the open;
   2. ``low <= stop``   -> fills at the stop (also when the same bar touched the TP: the
@@ -55,8 +56,7 @@ from dataclasses import dataclass, field, replace
 import pandas as pd
 
 from executor.portfolio import Bar, Fill
-from executor.protection import stop_crossed
-from qt.fills import step_trail, trail_level
+from qt.fills import step_trail, stop_fill, trail_level
 from qt.config import CostParams
 
 LIMIT_EXPIRED = "LIMIT_EXPIRED"
@@ -229,8 +229,8 @@ class PaperBroker:
         """(exit fill or None, the trail's peak after this bar)."""
         oid = -p.entry_order_id
         # a bar opening through the stop exits at the open: the rule live applies when the exchange
-        # refuses a stop as already crossed (executor.protection, executor.live.emergency)
-        fixed = bar.open if stop_crossed(p.stop_price, bar.open) else p.stop_price if bar.low <= p.stop_price else None
+        # refuses a stop as already crossed (qt.fills.stop_crossed, executor.live.emergency)
+        fixed = stop_fill(p.stop_price, bar)
         trail, peak = step_trail(p.peak, p.trail_pct, bar) if p.trail_pct > 0 else (None, p.peak)
         if stop_only:  # entered intrabar: the open was before the entry, the stop works at its level
             fixed = p.stop_price if bar.low <= p.stop_price else None
@@ -242,12 +242,9 @@ class PaperBroker:
                                    "trailing_stop" if by_trail else "stop_loss", p.qty, price), peak
         if stop_only:
             return None, peak
-        if bar.open >= p.take_profit_price:
-            return self._make_fill(oid, p.symbol, bar.timestamp, "sell", "exit", "take_profit", p.qty,
-                                   bar.open), peak
-        if bar.high >= p.take_profit_price:
-            return self._make_fill(oid, p.symbol, bar.timestamp, "sell", "exit", "take_profit", p.qty,
-                                   p.take_profit_price), peak
+        take = stop_fill(p.take_profit_price, bar, selling=False)  # reached rising: the TP or a gap's open
+        if take is not None:
+            return self._make_fill(oid, p.symbol, bar.timestamp, "sell", "exit", "take_profit", p.qty, take), peak
         return None, peak
 
     def _make_fill(self, order_id: int, symbol: str, ts: pd.Timestamp, side: str, purpose: str, reason: str,

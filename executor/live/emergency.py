@@ -1,5 +1,5 @@
 """The live emergency exit: a protective stop the exchange refuses because the price is already
-through it (``executor.protection``) closes the position at market at once.
+through it (``qt.fills.stop_crossed``) closes the position at market at once.
 
 Perps: the guard's other orders are cancelled and the position sold reduce-only at market
 (spot: the OCO list, refused as -2010, and the coins held sold at market); the
@@ -17,7 +17,7 @@ import ccxt
 import pandas as pd
 
 from executor.paper import MarketOrder
-from executor.protection import EMERGENCY_EXIT, EMERGENCY_EXIT_REASON, stop_crossed
+from qt.fills import EMERGENCY_EXIT, EMERGENCY_EXIT_REASON, stop_crossed
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +51,13 @@ def refused_as_crossed(exc: BaseException) -> bool:
 def refused_oco_prices(exc: BaseException) -> bool:
     """Binance spot refuses a sell OCO whose stop is not below the last price (or whose limit is
     not above it) with -2010 "The relationship of the prices for the orders is not correct";
-    the caller asks ``executor.protection.stop_crossed`` with the last price which side it was."""
+    the caller asks ``qt.fills.stop_crossed`` with the last price which side it was."""
     return isinstance(exc, ccxt.InvalidOrder) and "relationship of the prices" in str(exc).lower()
 
 
 def oco_stop_crossed(broker, guard, exc: BaseException) -> bool:
     """A spot OCO list was refused because the price is already at or below its stop: the same
-    rule as paper and backtest (``executor.protection.stop_crossed``) on the last price."""
+    rule as paper and backtest (``qt.fills.stop_crossed``) on the last price."""
     if refused_as_crossed(exc):
         return True
     if not refused_oco_prices(exc):

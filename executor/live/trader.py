@@ -56,7 +56,7 @@ from executor.metrics import start_metrics
 from executor.portfolio import Bar
 from executor.live.reconcile import ReconcileReport, reconcile
 from executor.live.leverage import LEVERAGE_UNVERIFIED, set_and_verify_leverage
-from executor.protection import EMERGENCY_EXIT
+from qt.fills import EMERGENCY_EXIT
 from executor.risk import STALE_SIGNAL, RiskAlert
 from executor.state import StateStore
 from qt.config import Params

@@ -3,7 +3,7 @@
 Hand-made candles and signals go through ``run_backtest`` (what ``qt backtest`` runs for the
 strategy, ``training.backtest_model``) and through the paper daemon (``run_paper_replay`` asking a
 signal service over HTTP, state in SQLite). Both must exit the same way, and a bar that opens
-beyond the stop must exit at that bar's OPEN (``executor.protection.stop_crossed``), which is
+beyond the stop must exit at that bar's OPEN (``qt.fills.stop_fill``), which is
 what live does with a stop the exchange refuses as already crossed. Every expected price below
 is worked out from the candles and the declared costs, not read back from the code.
 """
