@@ -168,7 +168,7 @@ def run_live(params: Params, exchange, signal_source, state_db: Path, namespace:
 
     import ccxt
 
-    from executor.live.broker import one_line
+    from qt.binance import one_line
     from qt.errors import UserError
     from qt.redact import install_log_redaction, remove_log_redaction
 

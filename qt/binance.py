@@ -18,6 +18,11 @@ to the common table, so the same Binance answer would raise a different exceptio
 For a redirected client the table is chosen from the URL's *path* (``/api/`` spot, ``/fapi/``
 linear, ``/dapi/`` inverse), so a broker tested against the local exchange sees the classes
 it will see on Binance.
+
+Error classification (one place for the collector and the live brokers): ``reason_for`` names
+the refusal recorded for a ccxt exception (``REASONS``, most specific class first), ``one_line``
+formats it on one line with secrets and signatures removed (``qt.redact``), ``is_lost_answer``
+says whether an order sent may or may not exist now (timeouts, 5xx, 429, dropped connections).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from urllib.parse import urlsplit
 
 import ccxt
 
+from qt import redact
 from qt.errors import ConfigError
 
 Market = Literal["spot", "perp"]
@@ -35,6 +41,39 @@ Market = Literal["spot", "perp"]
 # ccxt's name of the exchange class and of its fetchMarkets type for each of our markets.
 _CCXT_CLASS = {"spot": "binance", "perp": "binanceusdm"}
 _FETCH_MARKET_TYPES = {"spot": ["spot"], "perp": ["linear"]}
+
+# ccxt exception class -> the reason recorded with the refusal (most specific first).
+REASONS: tuple[tuple[type, str], ...] = (
+    (ccxt.InsufficientFunds, "INSUFFICIENT_FUNDS"),
+    (ccxt.OrderNotFound, "ORDER_NOT_FOUND"),
+    (ccxt.InvalidOrder, "INVALID_ORDER"),
+    (ccxt.BadSymbol, "BAD_SYMBOL"),
+    (ccxt.BadRequest, "BAD_REQUEST"),
+    (ccxt.AuthenticationError, "AUTHENTICATION"),
+    (ccxt.PermissionDenied, "PERMISSION_DENIED"),
+    (ccxt.DDoSProtection, "RATE_LIMITED"),
+    (ccxt.NetworkError, "EXCHANGE_UNAVAILABLE"),
+    (ccxt.ExchangeError, "EXCHANGE_ERROR"),
+)
+
+
+def reason_for(exc: BaseException) -> str:
+    """The reason recorded with a refusal: the first ``REASONS`` class ``exc`` is, else ``ERROR``."""
+    for cls, reason in REASONS:
+        if isinstance(exc, cls):
+            return reason
+    return "ERROR"
+
+
+def one_line(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:
+    """``ClassName: message`` on one line, at most 300 characters, secrets and signatures removed
+    (``qt.redact``: the one redaction every exchange error goes through)."""
+    return redact.one_line(exc, secrets)
+
+
+def is_lost_answer(exc: BaseException) -> bool:
+    """Timeouts, 5xx, 429 and dropped connections: the order may or may not exist now."""
+    return isinstance(exc, ccxt.NetworkError)
 
 
 def make_ccxt(market: Market, exchange_url: str | None, timeout_ms: int = 10_000,

@@ -51,28 +51,14 @@ from executor.live.journal import OrderJournal
 from executor.live.leverage import LEVERAGE_UNVERIFIED
 from executor.paper import BarExecution, MarketOrder, Protective
 from executor.portfolio import Bar, Fill
-from qt import redact
 from qt.backoff import parse_retry_after_s, retry_call
+from qt.binance import is_lost_answer, one_line, reason_for
 
 log = logging.getLogger(__name__)
 
 PURPOSE_CODES = {"entry": "e", "exit": "x", "stop_loss": "s", "take_profit": "t", "trailing_stop": "r",
                  "oco": "o"}  # oco: a spot OCO order list (executor.live.spot)
 GUARD_KINDS = ("stop_loss", "take_profit", "trailing_stop")
-
-# ccxt exception class -> the reason recorded with the refusal (most specific first).
-_REASONS: tuple[tuple[type, str], ...] = (
-    (ccxt.InsufficientFunds, "INSUFFICIENT_FUNDS"),
-    (ccxt.OrderNotFound, "ORDER_NOT_FOUND"),
-    (ccxt.InvalidOrder, "INVALID_ORDER"),
-    (ccxt.BadSymbol, "BAD_SYMBOL"),
-    (ccxt.BadRequest, "BAD_REQUEST"),
-    (ccxt.AuthenticationError, "AUTHENTICATION"),
-    (ccxt.PermissionDenied, "PERMISSION_DENIED"),
-    (ccxt.DDoSProtection, "RATE_LIMITED"),
-    (ccxt.NetworkError, "EXCHANGE_UNAVAILABLE"),
-    (ccxt.ExchangeError, "EXCHANGE_ERROR"),
-)
 
 
 def client_order_id(namespace: str, decided_ts: pd.Timestamp, symbol: str, purpose: str,
@@ -82,24 +68,6 @@ def client_order_id(namespace: str, decided_ts: pd.Timestamp, symbol: str, purpo
     decision it already sent. 24 characters, within Binance's ``^[.A-Z:/a-z0-9_-]{1,36}$``."""
     key = f"{namespace}|{pd.Timestamp(decided_ts).value}|{symbol}|{purpose}|{generation}"
     return f"qt{PURPOSE_CODES[purpose]}-{hashlib.blake2b(key.encode(), digest_size=10).hexdigest()}"
-
-
-def reason_for(exc: BaseException) -> str:
-    for cls, reason in _REASONS:
-        if isinstance(exc, cls):
-            return reason
-    return "ERROR"
-
-
-def one_line(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:
-    """``ClassName: message`` on one line, at most 300 characters, secrets and signatures removed
-    (``qt.redact``: the one redaction every exchange error goes through)."""
-    return redact.one_line(exc, secrets)
-
-
-def is_lost_answer(exc: BaseException) -> bool:
-    """Timeouts, 5xx, 429 and dropped connections: the order may or may not exist now."""
-    return isinstance(exc, ccxt.NetworkError)
 
 
 @dataclass(frozen=True, slots=True)

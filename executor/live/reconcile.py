@@ -36,10 +36,11 @@ from dataclasses import dataclass, field
 import ccxt
 import pandas as pd
 
-from executor.live.broker import CcxtBroker, Guard, one_line, reason_for
+from executor.live.broker import CcxtBroker, Guard
 from executor.live.resting import RestingEntry, last_working_bar
 from executor.paper import MarketOrder
 from executor.portfolio import Fill, Portfolio, Position
+from qt.binance import one_line, reason_for
 from qt.config import RiskParams
 
 log = logging.getLogger(__name__)

@@ -36,6 +36,7 @@ import pandas as pd
 
 from executor.paper import LIMIT_EXPIRED, MarketOrder
 from executor.portfolio import Bar
+from qt.binance import one_line, reason_for
 from qt.fills import trail_level
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def place_limit_entry(broker, order: MarketOrder, cid: str, qty: float, price: f
         placed = broker._place(cid, sym, False, lambda: broker.ex.create_order(
             sym, "limit", "buy", qty, price, {"clientOrderId": cid, "timeInForce": "GTC"}))
     except ccxt.BaseError as exc:
-        broker._reject(order, broker_reason(exc), broker_message(broker, exc), cid)
+        broker._reject(order, reason_for(exc), broker_message(broker, exc), cid)
         return
     if placed.get("status") == "closed":
         broker._book_or_defer(order, cid, placed)
@@ -146,11 +147,5 @@ def move_managed_stops(broker, bars: Mapping[str, Bar], guarded: set[str]) -> No
         log.info("%s: trailing stop moved %s -> %s (peak %s)", sym, old_price, level, guard.peak)
 
 
-def broker_reason(exc: BaseException) -> str:
-    from executor.live.broker import reason_for
-    return reason_for(exc)
-
-
 def broker_message(broker, exc: BaseException) -> str:
-    from executor.live.broker import one_line
     return one_line(exc, broker._secrets)

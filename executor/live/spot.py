@@ -43,11 +43,12 @@ import logging
 import ccxt
 import pandas as pd
 
-from executor.live.broker import CcxtBroker, Guard, client_order_id, one_line, reason_for
+from executor.live.broker import CcxtBroker, Guard, client_order_id
 from executor.live.emergency import exit_crossed_guard, oco_stop_crossed
 from executor.paper import MarketOrder
 from executor.portfolio import Fill, Portfolio, Position
 from executor.live.reconcile import ReconcileReport, _adopt_resting_entries, _resolve_unanswered
+from qt.binance import one_line, reason_for
 from qt.config import RiskParams
 
 log = logging.getLogger(__name__)
