@@ -1,9 +1,11 @@
 """The project's local Binance-compatible exchange (offline stand-in for binance.com).
 
 * ``create_app`` / ``Clock`` (``exchange.local``): Binance's public REST endpoints over a
-  Parquet data dir, at the wall clock or a replayed instant, plus the signed order, account,
-  position and leverage endpoints (``exchange.trading``) over a small matching engine
-  (``exchange.matching``), and a test-control surface (``exchange.control``).
+  Parquet data dir (``exchange.market_data``), at the wall clock or a replayed instant, plus the
+  signed order, account, position and leverage endpoints (``exchange.trading``, parameters read
+  by ``exchange.params``) over a small matching engine (``exchange.matching``, the order values
+  and filters in ``exchange.orders``, spot OCO lists in ``exchange.oco``), and a test-control
+  surface (``exchange.control``). It imports nothing of the project but ``qt``.
 * API keys: ``{"api key": "secret"}`` as JSON in the environment variable
   ``QT_EXCHANGE_API_KEYS`` of the server process (never on the command line, where ``ps``
   shows it, and never logged). Without keys every signed request is refused (-2015).
@@ -55,7 +57,7 @@ def serve(datadir: Path, host: str, port: int, clock: Clock, faults: FaultInject
 
     In-flight requests get 1 s at shutdown: a "timeout" fault stalls for longer than any
     client waits, and must not keep a stopping server alive."""
-    import uvicorn
+    import uvicorn  # only the server process needs it: clients and tests import this package without it
 
     app = create_app(Path(datadir), clock, faults, api_keys)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,

@@ -25,10 +25,14 @@ from decimal import Decimal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from qt.errors import ConfigError
 from qt.timeframes import TIMEFRAME_MS
-from exchange.matching import FeeRates
+from exchange.orders import FeeRates
 from exchange.shapes import num
 from exchange.trading import DEFAULT_FUTURES_WALLET, DEFAULT_SPOT_BALANCES, TradingVenue
 
@@ -97,8 +101,6 @@ class AccountReset(BaseModel):
 
 
 def _error(message: str, status: int = 400):
-    from starlette.responses import Response
-
     return Response(json.dumps({"code": -1130, "msg": message}), status_code=status, media_type="application/json")
 
 
@@ -112,11 +114,6 @@ def _parse(model, body: bytes):
 
 
 def control_routes(venue: TradingVenue, clock) -> list:
-    from starlette.concurrency import run_in_threadpool
-    from starlette.requests import Request
-    from starlette.responses import Response
-    from starlette.routing import Route
-
     def ok(payload) -> Response:
         return Response(json.dumps(payload), media_type="application/json")
 

@@ -13,7 +13,8 @@ candle containing the clock, the one the ticker's ``lastPrice`` comes from):
     strictly above P, at P (maker): a touch is not enough (the queue ahead of the order may take
     all of it) - the executor's paper broker uses the same rule.
   - A stop or take-profit triggers when the bar reaches its trigger price and fills at the
-    trigger price, or at the bar's open when the bar opened beyond it (a gap).
+    trigger price, or at the bar's open when the bar opened beyond it (a gap): the paper
+    broker's rule, ``qt.fills.stop_fill`` (``exchange.orders.triggered_at``).
   - Spot STOP_LOSS_LIMIT / TAKE_PROFIT_LIMIT become limit orders when triggered.
   - USDT-M conditional orders (STOP_MARKET, TAKE_PROFIT_MARKET, STOP, TAKE_PROFIT,
     TRAILING_STOP_MARKET) live in the separate *algo* book, as on Binance since 2025-12-09:
@@ -41,144 +42,17 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from dataclasses import dataclass
 from decimal import Decimal
+from typing import Protocol
 
 from qt.fills import step_trail, trail_level
 from exchange.ledger import (MAX_LEVERAGE, ZERO, FuturesLedger, Rejected, SpotWallet, insufficient_margin,
-                                insufficient_spot_balance)
+                             insufficient_spot_balance)
+from exchange.orders import (ALGO_TYPES, PERP, PERP_TYPES, SIDES, SPOT, SPOT_TYPES, Bar, FeeRates, Order,
+                             OrderRequest, SymbolRules, Trade, check_filters, triggered_at, would_trigger_now)
+from exchange.params import mandatory
 
-SPOT, PERP = "spot", "perp"
-SIDES = ("BUY", "SELL")
-SPOT_TYPES = ("MARKET", "LIMIT", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT")
-PERP_TYPES = ("MARKET", "LIMIT")
-ALGO_TYPES = ("STOP_MARKET", "TAKE_PROFIT_MARKET", "STOP", "TAKE_PROFIT", "TRAILING_STOP_MARKET")
 _STOP_FIRST = ("STOP_LOSS_LIMIT", "STOP_MARKET", "STOP", "TRAILING_STOP_MARKET")
-OPEN_STATUSES = ("NEW", "PARTIALLY_FILLED")
-
-
-@dataclass(frozen=True)
-class Bar:
-    ts_ms: int
-    open: Decimal
-    high: Decimal
-    low: Decimal
-    close: Decimal
-
-
-@dataclass(frozen=True)
-class SymbolRules:
-    """The trading filters of one market, as its exchangeInfo entry states them."""
-
-    market: str  # "spot" | "perp"
-    symbol: str  # Binance id, BTCUSDT
-    base: str
-    quote: str
-    tick_size: Decimal
-    step_size: Decimal
-    min_qty: Decimal
-    max_qty: Decimal
-    market_max_qty: Decimal
-    min_notional: Decimal
-
-
-@dataclass(frozen=True)
-class OrderRequest:
-    market: str
-    symbol: str
-    side: str
-    type: str
-    quantity: Decimal | None = None
-    price: Decimal | None = None
-    stop_price: Decimal | None = None
-    quote_qty: Decimal | None = None  # spot MARKET quoteOrderQty
-    time_in_force: str = "GTC"
-    reduce_only: bool = False
-    close_position: bool = False
-    client_id: str | None = None
-    callback_rate: Decimal | None = None  # percent, trailing stops
-    activation_price: Decimal | None = None
-    algo: bool = False  # placed through the USDT-M algo (conditional) endpoint
-
-
-@dataclass
-class Order:
-    order_id: int
-    market: str
-    symbol: str
-    client_id: str
-    side: str
-    type: str
-    qty: Decimal  # 0 for closePosition
-    price: Decimal
-    stop_price: Decimal
-    time_in_force: str
-    reduce_only: bool
-    close_position: bool
-    algo: bool
-    created_ms: int
-    updated_ms: int
-    status: str = "NEW"
-    executed_qty: Decimal = ZERO
-    cum_quote: Decimal = ZERO
-    quote_qty: Decimal = ZERO  # origQuoteOrderQty
-    callback_rate: Decimal | None = None
-    activation_price: Decimal | None = None
-    trail_extreme: Decimal | None = None  # best price since activation (trailing stops)
-    working: bool = True  # spot stop-limits: False until triggered
-    trigger_ms: int = 0
-    actual_order_id: int | None = None  # algo: the regular order it placed
-    actual_price: Decimal = ZERO
-    parent_algo_id: int | None = None
-
-    @property
-    def is_open(self) -> bool:
-        return self.status in OPEN_STATUSES
-
-    @property
-    def remaining(self) -> Decimal:
-        return self.qty - self.executed_qty
-
-    @property
-    def avg_price(self) -> Decimal:
-        return self.cum_quote / self.executed_qty if self.executed_qty else ZERO
-
-
-@dataclass(frozen=True)
-class Trade:
-    trade_id: int
-    order_id: int
-    market: str
-    symbol: str
-    side: str
-    price: Decimal
-    qty: Decimal
-    quote_qty: Decimal
-    commission: Decimal
-    commission_asset: str
-    realized_pnl: Decimal
-    maker: bool
-    time_ms: int
-
-
-@dataclass(frozen=True)
-class FeeRates:
-    """Commission rates (fractions): Binance's base tier by default (spot 0.1 %; USDT-M
-    maker 0.02 %, taker 0.05 %)."""
-
-    spot_maker: Decimal = Decimal("0.001")
-    spot_taker: Decimal = Decimal("0.001")
-    perp_maker: Decimal = Decimal("0.0002")
-    perp_taker: Decimal = Decimal("0.0005")
-
-    def rate(self, market: str, maker: bool) -> Decimal:
-        if market == SPOT:
-            return self.spot_maker if maker else self.spot_taker
-        return self.perp_maker if maker else self.perp_taker
-
-
-def _mandatory(name: str) -> Rejected:
-    return Rejected(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
 
 
 def _not_found() -> Rejected:
@@ -189,59 +63,16 @@ def _unknown_order() -> Rejected:
     return Rejected(-2011, "Unknown order sent.")
 
 
-def _is_multiple(value: Decimal, step: Decimal, base: Decimal = ZERO) -> bool:
-    return step == 0 or (value - base) % step == 0
+class OrderGroups(Protocol):
+    """Orders the engine matches and cancels together, not one by one: the spot OCO lists
+    (``exchange.oco.OcoLists``). The venue attaches them (``MatchingEngine.attach_groups``), so the
+    engine offers them each bar and hands them a cancelled member without importing them."""
 
+    def match_bar(self, rules: SymbolRules, bar: Bar, now_ms: int, marks: dict[str, Decimal]) -> None:
+        """Offer one new bar of ``rules.symbol`` to the groups' orders."""
 
-def check_filters(req: OrderRequest, rules: SymbolRules, qty: Decimal | None, ref_price: Decimal) -> None:
-    """PRICE_FILTER, LOT_SIZE / MARKET_LOT_SIZE and the notional minimum, with the codes
-    and messages each market answers (spot: -1013 "Filter failure: X"; USDT-M: per-rule codes)."""
-    spot = rules.market == SPOT
-    for name, price in (("price", req.price), ("stopPrice", req.stop_price), ("activationPrice", req.activation_price)):
-        if price is None:
-            continue
-        if price <= 0:
-            raise Rejected(-1013, "Filter failure: PRICE_FILTER") if spot else Rejected(-4001, "Price less than 0.")
-        if not _is_multiple(price, rules.tick_size):
-            raise Rejected(-1013, "Filter failure: PRICE_FILTER") if spot else \
-                Rejected(-4014, "Price not increased by tick size.")
-    if qty is None:
-        return
-    max_qty = rules.market_max_qty if req.type == "MARKET" else rules.max_qty
-    if spot:
-        if qty < rules.min_qty or qty > max_qty or not _is_multiple(qty, rules.step_size, rules.min_qty):
-            raise Rejected(-1013, "Filter failure: LOT_SIZE")  # spot symbols here serve no MARKET_LOT_SIZE
-        if qty * ref_price < rules.min_notional:
-            raise Rejected(-1013, "Filter failure: NOTIONAL")
-        return
-    if qty <= 0:
-        raise Rejected(-4003, "Quantity less than or equal to zero.")
-    if qty.as_tuple().exponent < rules.step_size.as_tuple().exponent:
-        raise Rejected(-1111, "Precision is over the maximum defined for this asset.")
-    if not _is_multiple(qty, rules.step_size):
-        raise Rejected(-4023, "Qty not increased by step size.")
-    if qty < rules.min_qty:
-        raise Rejected(-4004, "Quantity less than min quantity.")
-    if qty > max_qty:
-        raise Rejected(-4005, "Quantity greater than max quantity.")
-    if not (req.reduce_only or req.close_position) and qty * ref_price < rules.min_notional:
-        raise Rejected(-4164, f"Order's notional must be no smaller than {rules.min_notional} "
-                              f"(unless you choose reduce only).")
-
-
-def triggered_at(order: Order, bar: Bar) -> Decimal | None:
-    """The price a stop / take-profit fills at on ``bar`` (None when the bar does not reach
-    it): the trigger price, or the open when the bar opened beyond it."""
-    stop = order.stop_price
-    falling = (order.type in ("STOP_LOSS_LIMIT", "STOP_MARKET", "STOP")) == (order.side == "SELL")
-    if falling:  # triggers when the price falls to the level
-        return min(stop, bar.open) if bar.low <= stop else None
-    return max(stop, bar.open) if bar.high >= stop else None
-
-
-def would_trigger_now(order_type: str, side: str, stop: Decimal, last: Decimal) -> bool:
-    falling = (order_type in ("STOP_LOSS_LIMIT", "STOP_MARKET", "STOP")) == (side == "SELL")
-    return last <= stop if falling else last >= stop
+    def cancel_group_of(self, order: Order, rules: SymbolRules, now_ms: int) -> None:
+        """Cancel the whole group ``order`` (a member, ``order.order_list_id`` set) belongs to."""
 
 
 class MatchingEngine:
@@ -264,6 +95,15 @@ class MatchingEngine:
         self._algo_ids = itertools.count(5_000_001)
         self._trade_ids = itertools.count(1)
         self._used: dict[tuple[str, str, int], Decimal] = {}  # (market, symbol, bar ts) -> traded qty
+        self.groups: OrderGroups | None = None  # spot OCO lists, once attached (exchange.oco)
+
+    def attach_groups(self, groups: OrderGroups) -> None:
+        """Match ``groups`` each bar (before the single orders) and let them cancel a member's group."""
+        self.groups = groups
+
+    def next_order_id(self) -> int:
+        """A new id in the regular order book (OCO legs are regular orders)."""
+        return next(self._order_ids)
 
     # -- queries --------------------------------------------------------------------------
     def book(self, algo: bool) -> dict[int, Order]:
@@ -337,7 +177,7 @@ class MatchingEngine:
             self._reserve(order, rules, bar, marks)
         book[order.order_id] = order
         if order.type == "MARKET" or (order.type == "LIMIT" and self._marketable(order, bar.close)):
-            self._fill(order, rules, bar, bar.close, maker=False, now_ms=now_ms, marks=marks)
+            self.fill(order, rules, bar, bar.close, maker=False, now_ms=now_ms, marks=marks)
             if order.type == "MARKET" and order.is_open:
                 self._close(order, "EXPIRED", rules, now_ms)
         return order
@@ -356,20 +196,20 @@ class MatchingEngine:
                                   f"(local exchange: only GTC is simulated, got {req.time_in_force[:8]!r})")
         needs_price = req.type in ("LIMIT", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT", "STOP", "TAKE_PROFIT")
         if needs_price and req.price is None:
-            raise _mandatory("price")
+            raise mandatory("price")
         if req.type in ("STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT") and req.stop_price is None:
-            raise _mandatory("stopPrice")
+            raise mandatory("stopPrice")
         if req.algo and req.type != "TRAILING_STOP_MARKET" and req.stop_price is None:
-            raise _mandatory("triggerPrice")
+            raise mandatory("triggerPrice")
         if req.type == "TRAILING_STOP_MARKET" and req.callback_rate is None:
-            raise _mandatory("callbackRate")
+            raise mandatory("callbackRate")
         if req.close_position:
             if req.type not in ("STOP_MARKET", "TAKE_PROFIT_MARKET"):
                 raise Rejected(-4136, f"Target strategy invalid for orderType {req.type},closePosition true")
             if req.quantity is not None:
                 raise Rejected(-1106, "Parameter 'quantity' sent when not required.")
         elif req.quantity is None and not (req.market == SPOT and req.type == "MARKET" and req.quote_qty is not None):
-            raise _mandatory("quantity")
+            raise mandatory("quantity")
         if req.reduce_only and req.market == SPOT:
             raise Rejected(-1106, "Parameter 'reduceOnly' sent when not required.")
 
@@ -416,9 +256,8 @@ class MatchingEngine:
             raise
         if not order.is_open:
             raise _unknown_order()
-        if getattr(order, "order_list_id", None) is not None:  # a leg: the whole OCO list goes (Binance)
-            from exchange.oco import cancel_list, list_of
-            cancel_list(self, list_of(self, order), rules, now_ms)
+        if order.order_list_id is not None and self.groups is not None:  # a leg: the whole OCO list goes (Binance)
+            self.groups.cancel_group_of(order, rules, now_ms)
             return order
         self._close(order, "CANCELED", rules, now_ms)
         return order
@@ -451,11 +290,10 @@ class MatchingEngine:
         for order in sorted(self.open_orders(rules.market, rules.symbol, algo=True), key=algo_key):
             if order.is_open:
                 self._match_algo(order, rules, bar, now_ms, marks)
-        if rules.market == SPOT and getattr(self, "order_lists", None):
-            from exchange.oco import match_lists  # oco builds on this module
-            match_lists(self, rules, bar, now_ms, marks)  # OCO legs: matched as a pair
+        if self.groups is not None:
+            self.groups.match_bar(rules, bar, now_ms, marks)  # OCO legs: matched as a pair
         for order in sorted(self.open_orders(rules.market, rules.symbol), key=key):
-            if not order.is_open or getattr(order, "order_list_id", None) is not None:
+            if not order.is_open or order.order_list_id is not None:
                 continue
             if not order.working:
                 if triggered_at(order, bar) is None:
@@ -465,7 +303,7 @@ class MatchingEngine:
                 continue
             crossed = bar.low < order.price if order.side == "BUY" else bar.high > order.price
             if crossed:
-                self._fill(order, rules, bar, order.price, maker=True, now_ms=now_ms, marks=marks)
+                self.fill(order, rules, bar, order.price, maker=True, now_ms=now_ms, marks=marks)
 
     def _match_algo(self, order: Order, rules: SymbolRules, bar: Bar, now_ms: int,
                     marks: dict[str, Decimal]) -> None:
@@ -496,7 +334,7 @@ class MatchingEngine:
         self.orders[child.order_id] = child
         order.actual_order_id, order.status = child.order_id, "TRIGGERED"
         if child_type == "MARKET" or self._marketable(child, price):
-            self._fill(child, rules, bar, price, maker=False, now_ms=now_ms, marks=marks)
+            self.fill(child, rules, bar, price, maker=False, now_ms=now_ms, marks=marks)
             if child.type == "MARKET" and child.is_open:
                 child.status = "EXPIRED"
         order.actual_price = child.avg_price
@@ -540,8 +378,11 @@ class MatchingEngine:
         used = self._used.get((order.market, order.symbol, bar.ts_ms), ZERO)
         return max(ZERO, min(wanted, cap - used))
 
-    def _fill(self, order: Order, rules: SymbolRules, bar: Bar, price: Decimal, maker: bool, now_ms: int,
-              marks: dict[str, Decimal]) -> None:
+    def fill(self, order: Order, rules: SymbolRules, bar: Bar, price: Decimal, maker: bool, now_ms: int,
+             marks: dict[str, Decimal]) -> None:
+        """Fill what the bar's liquidity cap leaves of ``order`` at ``price``: the trade, the fee,
+        the balances (spot) or the position (USDT-M); a reduce-only order with nothing left to
+        reduce expires."""
         qty = self._capacity(order, bar)
         if qty <= 0:
             if order.market == PERP and order.reduce_only and self.futures.reducible(order.symbol, order.side) <= 0:
@@ -585,5 +426,4 @@ class MatchingEngine:
         return rules.quote, fee
 
 
-__all__ = ["ALGO_TYPES", "Bar", "FeeRates", "MatchingEngine", "Order", "OrderRequest", "PERP", "Rejected", "SPOT",
-           "SymbolRules", "Trade", "check_filters", "triggered_at"]
+__all__ = ["MatchingEngine", "OrderGroups"]

@@ -1,4 +1,4 @@
-"""Spot OCO order lists on the local exchange (pure engine part + the signed endpoints).
+"""Spot OCO order lists on the local exchange (pure: placing, matching, cancelling, their JSON).
 
 Binance spot has no reduce-only orders; what guards a spot position with a stop-loss AND a
 take-profit at once is an OCO order list (``POST /api/v3/orderList/oco``): two SELL legs over
@@ -7,14 +7,14 @@ ONE quantity of the base asset, the *below* leg a ``STOP_LOSS`` (market on trigg
 the other is expired at once; the base quantity is locked once for the whole list (not per
 leg), so the held coins guard the sell and nothing can sell them twice.
 
-Matched per bar by the same conservative rule as the paper broker (``executor.paper``):
+Matched per bar by the same conservative rule as the paper broker (``qt.fills.stop_fill``):
 
 * the stop leg is looked at first; when the bar reaches its stop price it triggers and
   fills at ``min(stop, open)`` (a gap fills at the open; this exchange has no slippage model
   beyond that), taker fee; the LIMIT_MAKER leg is expired even if the same bar also
   reached it (a bar that touches both is read as "the stop came first");
 * otherwise the LIMIT_MAKER leg fills when the bar's high reaches its price, at
-  ``max(price, open)``, maker fee; the stop leg is expired;
+  ``max(price, open)`` (the same rule, reached rising), maker fee; the stop leg is expired;
 * the per-bar liquidity cap (``max_fill_qty_per_bar``) applies as to every order: a
   STOP_LOSS leg that cannot fill completely has its remainder EXPIRED (a market order out of
   liquidity), a LIMIT_MAKER or triggered STOP_LOSS_LIMIT leg keeps its remainder working;
@@ -24,10 +24,15 @@ Cancelling the list, or either leg through ``DELETE /api/v3/order``, cancels bot
 Binance). Only SELL lists with LIMIT_MAKER above and STOP_LOSS / STOP_LOSS_LIMIT below are
 simulated; other shapes are refused with -1130 naming what is not simulated.
 
-Endpoints: ``POST /api/v3/orderList/oco``, ``GET|DELETE /api/v3/orderList``,
-``GET /api/v3/openOrderList``, ``GET /api/v3/allOrderList``. Refusals use Binance's codes:
--1102 missing parameter, -1013 filter failures, -2010 wrong price relationship / duplicate /
-insufficient balance, -2011 cancelling an unknown list, -2013 querying one.
+The lists live on the engine (``OcoLists``, attached with ``MatchingEngine.attach_groups``): the
+engine offers them each bar and hands them a cancelled leg without importing this module, and an
+account reset (a new engine) clears them.
+
+Endpoints (served by ``exchange.trading.order_list_routes``): ``POST /api/v3/orderList/oco``,
+``GET|DELETE /api/v3/orderList``, ``GET /api/v3/openOrderList``, ``GET /api/v3/allOrderList``.
+Refusals use Binance's codes: -1102 missing parameter, -1013 filter failures, -2010 wrong price
+relationship / duplicate / insufficient balance, -2011 cancelling an unknown list, -2013
+querying one.
 """
 
 from __future__ import annotations
@@ -36,9 +41,12 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
+from qt.fills import stop_fill
 from exchange import shapes
 from exchange.ledger import ZERO, Rejected, insufficient_spot_balance
-from exchange.matching import SPOT, Bar, MatchingEngine, Order, OrderRequest, SymbolRules, check_filters
+from exchange.matching import MatchingEngine
+from exchange.orders import SPOT, Bar, Order, OrderRequest, SymbolRules, check_filters
+from exchange.params import mandatory
 
 STOP_LEGS = ("STOP_LOSS", "STOP_LOSS_LIMIT")
 LIMIT_LEG = "LIMIT_MAKER"
@@ -81,20 +89,40 @@ class OcoRequest:
     below_client_id: str | None = None
 
 
-def _lists(engine: MatchingEngine) -> dict[int, OrderList]:
-    """The engine's order lists (kept on the engine so an account reset clears them)."""
-    if not hasattr(engine, "order_lists"):
-        engine.order_lists = {}
-    return engine.order_lists
+class OcoLists:
+    """The spot OCO lists of one engine (``MatchingEngine``'s ``OrderGroups``): matched with it bar
+    by bar, and cancelled whole when the engine is asked to cancel one of their legs."""
+
+    def __init__(self, engine: MatchingEngine):
+        self.engine = engine
+        self.by_id: dict[int, OrderList] = {}
+
+    def match_bar(self, rules: SymbolRules, bar: Bar, now_ms: int, marks: dict[str, Decimal]) -> None:
+        if rules.market == SPOT and self.by_id:
+            match_lists(self.engine, rules, bar, now_ms, marks)
+
+    def cancel_group_of(self, order: Order, rules: SymbolRules, now_ms: int) -> None:
+        cancel_list(self.engine, list_of(self.engine, order), rules, now_ms)
+
+
+def attach(engine: MatchingEngine) -> OcoLists:
+    """The engine's OCO lists, attached to it on first use."""
+    groups = engine.groups
+    if isinstance(groups, OcoLists):
+        return groups
+    groups = OcoLists(engine)
+    engine.attach_groups(groups)
+    return groups
+
+
+def order_lists(engine: MatchingEngine) -> dict[int, OrderList]:
+    """The engine's order lists by id (kept on the engine so an account reset clears them)."""
+    return attach(engine).by_id
 
 
 def _not_simulated(what: str) -> Rejected:
     return Rejected(-1130, f"Data sent for parameter '{what}' is not valid. (local exchange: only SELL OCO lists "
                            f"with aboveType=LIMIT_MAKER and belowType=STOP_LOSS or STOP_LOSS_LIMIT are simulated)")
-
-
-def _mandatory(name: str) -> Rejected:
-    return Rejected(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
 
 
 # -- placing --------------------------------------------------------------------------------
@@ -109,14 +137,14 @@ def submit_oco(engine: MatchingEngine, req: OcoRequest, rules: SymbolRules, bar:
     if req.below_type not in STOP_LEGS:
         raise _not_simulated("belowType")
     if req.above_price is None:
-        raise _mandatory("abovePrice")
+        raise mandatory("abovePrice")
     if req.below_stop_price is None:
-        raise _mandatory("belowStopPrice")
+        raise mandatory("belowStopPrice")
     if req.below_type == "STOP_LOSS_LIMIT":
         if req.below_price is None:
-            raise _mandatory("belowPrice")
+            raise mandatory("belowPrice")
         if req.below_time_in_force is None:
-            raise _mandatory("belowTimeInForce")
+            raise mandatory("belowTimeInForce")
         if req.below_time_in_force != "GTC":
             raise Rejected(-1130, "Data sent for parameter 'belowTimeInForce' is not valid. "
                                   "(local exchange: only GTC is simulated)")
@@ -127,7 +155,7 @@ def submit_oco(engine: MatchingEngine, req: OcoRequest, rules: SymbolRules, bar:
         check_filters(leg, rules, qty, stop if stop is not None else price)
     if not req.above_price > bar.close > req.below_stop_price:  # SELL: limit > last > stop
         raise Rejected(-2010, "The relationship of the prices for the orders is not correct.")
-    lists = _lists(engine)
+    lists = order_lists(engine)
     list_cid = req.list_client_id or f"qtl-{uuid.uuid4().hex[:20]}"
     if any(not lst.done and lst.client_id == list_cid for lst in lists.values()):
         raise Rejected(-2010, "Duplicate order sent.")
@@ -141,11 +169,10 @@ def submit_oco(engine: MatchingEngine, req: OcoRequest, rules: SymbolRules, bar:
     list_id = len(lists) + 1
 
     def leg(cid: str, type_: str, price: Decimal | None, stop: Decimal | None) -> Order:
-        order = Order(order_id=next(engine._order_ids), market=SPOT, symbol=req.symbol, client_id=cid, side="SELL",
+        order = Order(order_id=engine.next_order_id(), market=SPOT, symbol=req.symbol, client_id=cid, side="SELL",
                       type=type_, qty=qty, price=price or ZERO, stop_price=stop or ZERO, time_in_force="GTC",
                       reduce_only=False, close_position=False, algo=False, created_ms=now_ms, updated_ms=now_ms,
-                      working=type_ == LIMIT_LEG)
-        order.order_list_id = list_id
+                      working=type_ == LIMIT_LEG, order_list_id=list_id)
         engine.orders[order.order_id] = order
         return order
 
@@ -164,28 +191,29 @@ def legs(engine: MatchingEngine, lst: OrderList) -> tuple[Order, Order]:
 def match_lists(engine: MatchingEngine, rules: SymbolRules, bar: Bar, now_ms: int,
                 marks: dict[str, Decimal]) -> None:
     """Offer one bar of ``rules.symbol`` to its open OCO lists (called by ``MatchingEngine.on_bar``)."""
-    for lst in sorted(_lists(engine).values(), key=lambda x: x.list_id):
+    for lst in sorted(order_lists(engine).values(), key=lambda x: x.list_id):
         if lst.done or lst.symbol != rules.symbol:
             continue
         below, above = legs(engine, lst)
+        stop = stop_fill(below.stop_price, bar)  # the stop leg's fill price, None if not reached
+        limit = stop_fill(above.price, bar, selling=False)  # the limit leg's, reached rising
         if below.is_open and not below.working:
-            if bar.low <= below.stop_price:  # the stop first, also when the bar reached the limit too
+            if stop is not None:  # the stop first, also when the bar reached the limit too
                 below.working, below.trigger_ms = True, now_ms
                 _expire(above, now_ms)
                 if below.type == "STOP_LOSS":
-                    engine._fill(below, rules, bar, min(below.stop_price, bar.open), maker=False, now_ms=now_ms,
-                                 marks=marks)
+                    engine.fill(below, rules, bar, stop, maker=False, now_ms=now_ms, marks=marks)
                     if below.is_open:  # a market order out of liquidity: the rest expires
                         _expire(below, now_ms)
                 elif bar.high >= below.price:  # STOP_LOSS_LIMIT: a limit from here on
-                    engine._fill(below, rules, bar, below.price, maker=False, now_ms=now_ms, marks=marks)
-            elif above.is_open and bar.high >= above.price:
+                    engine.fill(below, rules, bar, below.price, maker=False, now_ms=now_ms, marks=marks)
+            elif above.is_open and limit is not None:
                 _expire(below, now_ms)
-                engine._fill(above, rules, bar, max(above.price, bar.open), maker=True, now_ms=now_ms, marks=marks)
+                engine.fill(above, rules, bar, limit, maker=True, now_ms=now_ms, marks=marks)
         elif below.is_open and below.working and bar.high >= below.price:  # a triggered stop-limit's remainder
-            engine._fill(below, rules, bar, below.price, maker=True, now_ms=now_ms, marks=marks)
-        elif above.is_open and bar.high >= above.price:  # a partly filled limit leg keeps working
-            engine._fill(above, rules, bar, max(above.price, bar.open), maker=True, now_ms=now_ms, marks=marks)
+            engine.fill(below, rules, bar, below.price, maker=True, now_ms=now_ms, marks=marks)
+        elif above.is_open and limit is not None:  # a partly filled limit leg keeps working
+            engine.fill(above, rules, bar, limit, maker=True, now_ms=now_ms, marks=marks)
         _finish_if_done(engine, lst, rules, now_ms)
 
 
@@ -215,14 +243,14 @@ def cancel_list(engine: MatchingEngine, lst: OrderList, rules: SymbolRules, now_
 
 
 def list_of(engine: MatchingEngine, order: Order) -> OrderList | None:
-    list_id = getattr(order, "order_list_id", None)
-    return _lists(engine).get(list_id) if list_id is not None else None
+    list_id = order.order_list_id
+    return order_lists(engine).get(list_id) if list_id is not None else None
 
 
 def find_list(engine: MatchingEngine, list_id: int | None, client_id: str | None, code: int = -2013) -> OrderList:
     if list_id is None and not client_id:
         raise Rejected(-1102, "Param 'origClientOrderId' or 'orderListId' must be sent, but both were empty/null!")
-    lists = _lists(engine)
+    lists = order_lists(engine)
     if list_id is not None:
         lst = lists.get(list_id)
     else:
@@ -250,50 +278,5 @@ def list_shape(engine: MatchingEngine, lst: OrderList, reports: str | None = Non
     return out
 
 
-# -- the signed endpoints (wired by ``TradingVenue.routes``) -------------------------------------
-def venue_routes(venue) -> list[tuple[str, str, object]]:
-    """(method, path, handler(params, now_ms)) of the order-list endpoints of ``venue`` (a TradingVenue)."""
-    from exchange.trading import _dec, _int, _required
-
-    def new_oco(params: dict, now_ms: int) -> dict:
-        symbol = _required(params, "symbol")
-        quantity = _dec(params, "quantity")
-        if quantity is None:
-            raise _mandatory("quantity")
-        req = OcoRequest(symbol=symbol, side=_required(params, "side"), quantity=quantity,
-                         above_type=_required(params, "aboveType"), above_price=_dec(params, "abovePrice"),
-                         below_type=_required(params, "belowType"), below_stop_price=_dec(params, "belowStopPrice"),
-                         below_price=_dec(params, "belowPrice"),
-                         below_time_in_force=params.get("belowTimeInForce") or None,
-                         list_client_id=params.get("listClientOrderId") or None,
-                         above_client_id=params.get("aboveClientOrderId") or None,
-                         below_client_id=params.get("belowClientOrderId") or None)
-        rules, bar = venue.current(SPOT, symbol, now_ms)
-        return list_shape(venue.engine, submit_oco(venue.engine, req, rules, bar, now_ms), "RESULT")
-
-    def query(params: dict, now_ms: int) -> dict:
-        lst = find_list(venue.engine, _int(params, "orderListId"), params.get("origClientOrderId"))
-        return list_shape(venue.engine, lst)
-
-    def cancel(params: dict, now_ms: int) -> dict:
-        symbol = _required(params, "symbol")
-        rules, _ = venue.current(SPOT, symbol, now_ms)
-        lst = find_list(venue.engine, _int(params, "orderListId"), params.get("listClientOrderId"), code=-2011)
-        if lst.symbol != symbol:
-            raise Rejected(-2011, "Order list does not exist.")
-        return list_shape(venue.engine, cancel_list(venue.engine, lst, rules, now_ms), "CANCEL")
-
-    def open_lists(params: dict, now_ms: int) -> list:
-        return [list_shape(venue.engine, x) for x in _lists(venue.engine).values() if not x.done]
-
-    def all_lists(params: dict, now_ms: int) -> list:
-        limit = min(_int(params, "limit") or 500, 1000)
-        return [list_shape(venue.engine, x) for x in _lists(venue.engine).values()][-limit:]
-
-    return [("POST", "/api/v3/orderList/oco", new_oco), ("GET", "/api/v3/orderList", query),
-            ("DELETE", "/api/v3/orderList", cancel), ("GET", "/api/v3/openOrderList", open_lists),
-            ("GET", "/api/v3/allOrderList", all_lists)]
-
-
-__all__ = ["OcoRequest", "OrderList", "cancel_list", "find_list", "list_of", "match_lists", "submit_oco",
-           "venue_routes"]
+__all__ = ["OcoLists", "OcoRequest", "OrderList", "attach", "cancel_list", "find_list", "list_of", "list_shape",
+           "match_lists", "order_lists", "submit_oco"]

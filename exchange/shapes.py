@@ -11,7 +11,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from exchange.ledger import FuturesLedger, SpotWallet
-from exchange.matching import Order, Trade
+from exchange.orders import Order, Trade
 
 MAINT_MARGIN_RATIO = Decimal("0.004")  # Binance's first BTCUSDT bracket; one bracket for every symbol here
 NOTIONAL_CAP = 1_000_000_000
@@ -28,7 +28,7 @@ def num(value: Decimal | int | None) -> str:
 # -- spot -------------------------------------------------------------------------------------
 def spot_order(o: Order, trades: list[Trade] | None = None, resp_type: str = "QUERY") -> dict:
     """GET/openOrders shape (``QUERY``), or the POST answer (``ACK``/``RESULT``/``FULL``)."""
-    list_id = getattr(o, "order_list_id", None)  # set on OCO legs (exchange.oco)
+    list_id = o.order_list_id  # set on OCO legs (exchange.oco)
     head = {"symbol": o.symbol, "orderId": o.order_id, "orderListId": -1 if list_id is None else list_id,
             "clientOrderId": o.client_id}
     if resp_type == "ACK":

@@ -24,60 +24,25 @@ from __future__ import annotations
 import json
 import threading
 import time
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 import numpy as np
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
-from exchange import oco
-
-from exchange import shapes
+from exchange import oco, shapes
 from exchange.auth import verify
 from exchange.datadir import Bars, DataDir, MarketFiles
 from exchange.ledger import Rejected
-from exchange.matching import PERP, SPOT, Bar, FeeRates, MatchingEngine, Order, OrderRequest, SymbolRules
+from exchange.matching import MatchingEngine
+from exchange.orders import PERP, SPOT, Bar, FeeRates, Order, OrderRequest, SymbolRules
+from exchange.params import bool_param, decimal_param, int_param, mandatory, required
 from exchange.views import PERP_MARKET_MAX_QTY, PERP_MAX_QTY, SPOT_MAX_QTY, derive_filters
 
 DEFAULT_SPOT_BALANCES = {"USDT": Decimal(10_000)}
 DEFAULT_FUTURES_WALLET = Decimal(10_000)
-_DECIMAL_RANGE = "'^([0-9]{1,20})(\\.[0-9]{1,20})?$'"
-
-
-def _dec(params: dict, name: str) -> Decimal | None:
-    raw = params.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = Decimal(raw)
-    except InvalidOperation:
-        value = None
-    if value is None or not value.is_finite() or value < 0:
-        raise Rejected(-1100, f"Illegal characters found in parameter '{name}'; legal range is {_DECIMAL_RANGE}.")
-    return value
-
-
-def _int(params: dict, name: str) -> int | None:
-    raw = params.get(name)
-    if raw is None or raw == "":
-        return None
-    if not raw.isdigit() or len(raw) > 20:
-        raise Rejected(-1100, f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.")
-    return int(raw)
-
-
-def _bool(params: dict, name: str) -> bool:
-    raw = params.get(name)
-    if raw is None or raw == "":
-        return False
-    if raw.lower() not in ("true", "false"):
-        raise Rejected(-1130, f"Data sent for parameter '{name}' is not valid.")
-    return raw.lower() == "true"
-
-
-def _required(params: dict, name: str) -> str:
-    value = params.get(name)
-    if not value:
-        raise Rejected(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
-    return value
 
 
 def _d(value: float) -> Decimal:
@@ -91,8 +56,14 @@ class TradingVenue:
         self.data, self.clock = data, clock
         self._api_keys = dict(api_keys)
         self.lock = threading.Lock()
-        self.engine = MatchingEngine(DEFAULT_SPOT_BALANCES, DEFAULT_FUTURES_WALLET)
+        self.engine = self._new_engine(MatchingEngine(DEFAULT_SPOT_BALANCES, DEFAULT_FUTURES_WALLET))
         self.synced_ms = clock.now_ms()
+
+    @staticmethod
+    def _new_engine(engine: MatchingEngine) -> MatchingEngine:
+        """The engine with the spot OCO lists attached (matched each bar, cancelled by a leg)."""
+        oco.attach(engine)
+        return engine
 
     def __repr__(self) -> str:  # never show the keys
         return f"TradingVenue(keys={len(self._api_keys)}, synced_ms={self.synced_ms})"
@@ -166,20 +137,22 @@ class TradingVenue:
     def reset(self, spot: dict[str, Decimal], futures_wallet: Decimal, fees: FeeRates,
               max_fill_qty_per_bar: dict[str, Decimal]) -> None:
         with self.lock:
-            self.engine = MatchingEngine(spot, futures_wallet, fees, max_fill_qty_per_bar)
+            self.engine = self._new_engine(MatchingEngine(spot, futures_wallet, fees, max_fill_qty_per_bar))
             self.synced_ms = self.clock.now_ms()
 
     # -- spot -----------------------------------------------------------------------------
     def _request(self, kind: str, params: dict, algo: bool = False) -> OrderRequest:
         return OrderRequest(
-            market=kind, symbol=_required(params, "symbol"), side=_required(params, "side"),
-            type=_required(params, "type"), quantity=_dec(params, "quantity"), price=_dec(params, "price"),
-            stop_price=_dec(params, "triggerPrice" if algo else "stopPrice"),
-            quote_qty=_dec(params, "quoteOrderQty") if kind == SPOT else None,
+            market=kind, symbol=required(params, "symbol"), side=required(params, "side"),
+            type=required(params, "type"), quantity=decimal_param(params, "quantity"),
+            price=decimal_param(params, "price"),
+            stop_price=decimal_param(params, "triggerPrice" if algo else "stopPrice"),
+            quote_qty=decimal_param(params, "quoteOrderQty") if kind == SPOT else None,
             time_in_force=params.get("timeInForce") or "GTC",
-            reduce_only=_bool(params, "reduceOnly"), close_position=_bool(params, "closePosition"),
+            reduce_only=bool_param(params, "reduceOnly"), close_position=bool_param(params, "closePosition"),
             client_id=params.get("clientAlgoId" if algo else "newClientOrderId") or None,
-            callback_rate=_dec(params, "callbackRate"), activation_price=_dec(params, "activatePrice"),
+            callback_rate=decimal_param(params, "callbackRate"),
+            activation_price=decimal_param(params, "activatePrice"),
             algo=algo)
 
     def _submit(self, kind: str, params: dict, now_ms: int, algo: bool = False) -> Order:
@@ -200,10 +173,10 @@ class TradingVenue:
         return shapes.spot_order(order, trades, resp)
 
     def _lookup(self, kind: str, params: dict, algo: bool = False) -> tuple[str, int | None, str | None]:
-        symbol = _required(params, "symbol")
+        symbol = required(params, "symbol")
         if algo:
-            return symbol, _int(params, "algoId"), params.get("clientAlgoId")
-        return symbol, _int(params, "orderId"), params.get("origClientOrderId")
+            return symbol, int_param(params, "algoId"), params.get("clientAlgoId")
+        return symbol, int_param(params, "orderId"), params.get("origClientOrderId")
 
     def spot_query(self, params: dict, now_ms: int) -> dict:
         symbol, oid, cid = self._lookup(SPOT, params, False)
@@ -223,7 +196,7 @@ class TradingVenue:
         return [shapes.spot_order(o) for o in self.engine.open_orders(SPOT, symbol)]
 
     def spot_cancel_all(self, params: dict, now_ms: int) -> list:
-        symbol = _required(params, "symbol")
+        symbol = required(params, "symbol")
         rules, _ = self.current(SPOT, symbol, now_ms)
         orders = self.engine.open_orders(SPOT, symbol)
         if not orders:
@@ -232,11 +205,11 @@ class TradingVenue:
                                    f"cancel-{o.order_id}") for o in orders if o.is_open]  # an OCO leg ends its sibling
 
     def _history(self, kind: str, params: dict, now_ms: int, algo: bool = False) -> list[Order]:
-        symbol = _required(params, "symbol")
+        symbol = required(params, "symbol")
         self._listed(kind, symbol, now_ms)
-        start, end = _int(params, "startTime"), _int(params, "endTime")
-        first = _int(params, "algoId" if algo else "orderId")
-        limit = min(_int(params, "limit") or 500, 1000)
+        start, end = int_param(params, "startTime"), int_param(params, "endTime")
+        first = int_param(params, "algoId" if algo else "orderId")
+        limit = min(int_param(params, "limit") or 500, 1000)
         rows = [o for o in self.engine.book(algo).values() if o.market == kind and o.symbol == symbol
                 and (first is None or o.order_id >= first) and (start is None or o.created_ms >= start)
                 and (end is None or o.created_ms <= end)]
@@ -248,14 +221,14 @@ class TradingVenue:
     def spot_account(self, params: dict, now_ms: int) -> dict:
         fees = self.engine.fees
         return shapes.spot_account(self.engine.spot, fees.spot_maker, fees.spot_taker, now_ms,
-                                   _bool(params, "omitZeroBalances"))
+                                   bool_param(params, "omitZeroBalances"))
 
     def _trades(self, kind: str, params: dict, now_ms: int) -> list:
-        symbol = _required(params, "symbol")
+        symbol = required(params, "symbol")
         self._listed(kind, symbol, now_ms)
-        order_id, from_id = _int(params, "orderId"), _int(params, "fromId")
-        start, end = _int(params, "startTime"), _int(params, "endTime")
-        limit = min(_int(params, "limit") or 500, 1000)
+        order_id, from_id = int_param(params, "orderId"), int_param(params, "fromId")
+        start, end = int_param(params, "startTime"), int_param(params, "endTime")
+        limit = min(int_param(params, "limit") or 500, 1000)
         rows = [t for t in self.engine.trades if t.market == kind and t.symbol == symbol
                 and (order_id is None or t.order_id == order_id) and (from_id is None or t.trade_id >= from_id)
                 and (start is None or t.time_ms >= start) and (end is None or t.time_ms <= end)]
@@ -285,7 +258,7 @@ class TradingVenue:
         return [shapes.perp_order(o) for o in self.engine.open_orders(PERP, symbol)]
 
     def perp_cancel_all(self, params: dict, now_ms: int) -> dict:
-        symbol = _required(params, "symbol")
+        symbol = required(params, "symbol")
         rules, _ = self.current(PERP, symbol, now_ms)
         for o in self.engine.open_orders(PERP, symbol):
             self.engine.cancel(PERP, symbol, o.order_id, None, now_ms, rules)
@@ -328,17 +301,17 @@ class TradingVenue:
         return [shapes.algo_order(o, self._child(o)) for o in self._history(PERP, params, now_ms, algo=True)]
 
     def algo_cancel_all(self, params: dict, now_ms: int) -> dict:
-        symbol = _required(params, "symbol")
+        symbol = required(params, "symbol")
         rules, _ = self.current(PERP, symbol, now_ms)
         for o in self.engine.open_orders(PERP, symbol, algo=True):
             self.engine.cancel(PERP, symbol, o.order_id, None, now_ms, rules, algo=True)
         return {"code": 200, "msg": "success"}
 
     def leverage(self, params: dict, now_ms: int) -> dict:
-        symbol = _required(params, "symbol")
-        leverage = _int(params, "leverage")
+        symbol = required(params, "symbol")
+        leverage = int_param(params, "leverage")
         if leverage is None:
-            raise Rejected(-1102, "Mandatory parameter 'leverage' was not sent, was empty/null, or malformed.")
+            raise mandatory("leverage")
         self._listed(PERP, symbol, now_ms)
         self.engine.set_leverage(symbol, leverage, self.marks(now_ms, (symbol,)))
         return {"leverage": leverage, "maxNotionalValue": str(shapes.NOTIONAL_CAP), "symbol": symbol}
@@ -354,8 +327,8 @@ class TradingVenue:
                  "maxNotionalValue": str(shapes.NOTIONAL_CAP)} for s in symbols]
 
     def margin_type(self, params: dict, now_ms: int) -> dict:
-        self._listed(PERP, _required(params, "symbol"), now_ms)
-        margin_type = _required(params, "marginType").upper()
+        self._listed(PERP, required(params, "symbol"), now_ms)
+        margin_type = required(params, "marginType").upper()
         if margin_type in ("CROSSED", "CROSS"):
             raise Rejected(-4046, "No need to change margin type.")
         raise Rejected(-1130, "Data sent for parameter 'marginType' is not valid. "
@@ -365,7 +338,7 @@ class TradingVenue:
         return {"dualSidePosition": False}
 
     def set_position_mode(self, params: dict, now_ms: int) -> dict:
-        if _bool(params, "dualSidePosition"):
+        if bool_param(params, "dualSidePosition"):
             raise Rejected(-1130, "Data sent for parameter 'dualSidePosition' is not valid. "
                                   "(local exchange: only one-way mode is simulated)")
         raise Rejected(-4059, "No need to change position side.")
@@ -378,7 +351,7 @@ class TradingVenue:
         return shapes.leverage_brackets(sorted(self.data.markets(PERP)))
 
     def commission_rate(self, params: dict, now_ms: int) -> dict:
-        symbol = _required(params, "symbol")
+        symbol = required(params, "symbol")
         self._listed(PERP, symbol, now_ms)
         fees = self.engine.fees
         return {"symbol": symbol, "makerCommissionRate": shapes.num(fees.perp_maker),
@@ -453,17 +426,57 @@ class TradingVenue:
             ("GET", "/fapi/v2/balance", self.futures_balance), ("GET", "/fapi/v3/balance", self.futures_balance),
             ("GET", "/fapi/v2/positionRisk", self.position_risk(2)),
             ("GET", "/fapi/v3/positionRisk", self.position_risk(3)),
-            *oco.venue_routes(self),  # spot OCO order lists
+            *order_list_routes(self),  # spot OCO order lists
         ]
+
+
+def order_list_routes(venue: TradingVenue) -> list[tuple[str, str, object]]:
+    """(method, path, handler(params, now_ms)) of the spot OCO order-list endpoints (``exchange.oco``)."""
+
+    def new_oco(params: dict, now_ms: int) -> dict:
+        symbol = required(params, "symbol")
+        quantity = decimal_param(params, "quantity")
+        if quantity is None:
+            raise mandatory("quantity")
+        req = oco.OcoRequest(symbol=symbol, side=required(params, "side"), quantity=quantity,
+                             above_type=required(params, "aboveType"), above_price=decimal_param(params, "abovePrice"),
+                             below_type=required(params, "belowType"),
+                             below_stop_price=decimal_param(params, "belowStopPrice"),
+                             below_price=decimal_param(params, "belowPrice"),
+                             below_time_in_force=params.get("belowTimeInForce") or None,
+                             list_client_id=params.get("listClientOrderId") or None,
+                             above_client_id=params.get("aboveClientOrderId") or None,
+                             below_client_id=params.get("belowClientOrderId") or None)
+        rules, bar = venue.current(SPOT, symbol, now_ms)
+        return oco.list_shape(venue.engine, oco.submit_oco(venue.engine, req, rules, bar, now_ms), "RESULT")
+
+    def query(params: dict, now_ms: int) -> dict:
+        lst = oco.find_list(venue.engine, int_param(params, "orderListId"), params.get("origClientOrderId"))
+        return oco.list_shape(venue.engine, lst)
+
+    def cancel(params: dict, now_ms: int) -> dict:
+        symbol = required(params, "symbol")
+        rules, _ = venue.current(SPOT, symbol, now_ms)
+        lst = oco.find_list(venue.engine, int_param(params, "orderListId"), params.get("listClientOrderId"),
+                            code=-2011)
+        if lst.symbol != symbol:
+            raise Rejected(-2011, "Order list does not exist.")
+        return oco.list_shape(venue.engine, oco.cancel_list(venue.engine, lst, rules, now_ms), "CANCEL")
+
+    def open_lists(params: dict, now_ms: int) -> list:
+        return [oco.list_shape(venue.engine, x) for x in oco.order_lists(venue.engine).values() if not x.done]
+
+    def all_lists(params: dict, now_ms: int) -> list:
+        limit = min(int_param(params, "limit") or 500, 1000)
+        return [oco.list_shape(venue.engine, x) for x in oco.order_lists(venue.engine).values()][-limit:]
+
+    return [("POST", "/api/v3/orderList/oco", new_oco), ("GET", "/api/v3/orderList", query),
+            ("DELETE", "/api/v3/orderList", cancel), ("GET", "/api/v3/openOrderList", open_lists),
+            ("GET", "/api/v3/allOrderList", all_lists)]
 
 
 def starlette_routes(venue: TradingVenue) -> list:
     """Starlette routes of the signed endpoints; a refusal is Binance's ``{"code", "msg"}``."""
-    from starlette.concurrency import run_in_threadpool
-    from starlette.requests import Request
-    from starlette.responses import Response
-    from starlette.routing import Route
-
     def endpoint(handler):
         async def run(request: Request) -> Response:
             body = (await request.body()).decode("latin-1")

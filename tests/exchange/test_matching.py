@@ -9,7 +9,8 @@ import pytest
 
 from exchange.auth import sign, verify
 from exchange.ledger import Rejected
-from exchange.matching import Bar, FeeRates, MatchingEngine, OrderRequest, SymbolRules
+from exchange.matching import MatchingEngine
+from exchange.orders import Bar, FeeRates, OrderRequest, SymbolRules
 
 T0 = 1_700_000_000_000
 HOUR = 3_600_000
