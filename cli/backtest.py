@@ -36,14 +36,14 @@ def read_source_candles(params: Params, start: str | None, end: str | None,
     collected from ``params.data.source`` into a throw-away lake."""
     import pandas as pd
 
-    from data import lake
-    from data.sources import collect_stage, read_lake
+    from data.lake import read_lake_funding
+    from data.sources import collect_stage, lake_root, read_lake
     from qt.paths import StatePaths
     from qt.timeframes import timeframe_ms
 
     first = None
     if start is not None:
-        first = (lake._ts(start) - pd.Timedelta(milliseconds=timeframe_ms(params.data.timeframe) * (history_bars + 1)))
+        first = (utc_timestamp(start) - pd.Timedelta(milliseconds=timeframe_ms(params.data.timeframe) * (history_bars + 1)))
     data = params.data.model_copy(update={"start": first.isoformat() if first is not None else None, "end": end})
     params = params.model_copy(update={"data": data,
                                        "collect": params.collect.model_copy(update={"universe": "list"})})
@@ -51,9 +51,6 @@ def read_source_candles(params: Params, start: str | None, end: str | None,
         paths = StatePaths(Path(tmp)).ensure()
         collect_stage(params, paths)
         candles = read_lake(params, paths)
-        from executor.funding import read_lake_funding
-        from data.sources import lake_root
-
         funding = read_lake_funding(lake_root(params, paths), params.data.symbols, first, end)
     return candles, funding
 

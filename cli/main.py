@@ -38,7 +38,7 @@ def _run_stage(name: str, params_path, source, symbols, timeframe, start, end, e
 
         result = collection_flow(params, str(paths.home))
     elif name in ("validate", "features") and params.runner.task_runner == "dask":
-        from flows.pipeline import symbol_stages_flow
+        from flows.stage_tasks import symbol_stages_flow
 
         result = symbol_stages_flow(params, str(paths.home), stages=[name])
     else:
@@ -76,7 +76,7 @@ def run(params: ParamsOpt = None, source: SourceOpt = None, symbols: SymbolsOpt 
         exchange_url: ExchangeUrlOpt = None) -> None:
     """Run every stage (Prefect flow), serve the champion, replay the holdout in paper mode."""
     p, paths = load_context(params, source, symbols, timeframe, start, end, exchange_url)
-    from flows.stages import run_all
+    from flows.pipeline import run_all
     from cli.report import print_summary
 
     summary = run_all(p, paths, redis_url=os.environ.get("REDIS_URL"))
@@ -147,7 +147,7 @@ def execute(mode: Annotated[str, typer.Option("--mode", help="paper | testnet | 
     first = pd.Timestamp(start, tz="UTC") if start else holdout_start(paths)
     from flows.stages import only_validated
 
-    from executor.funding import read_lake_funding
+    from data.lake import read_lake_funding
     from data.sources import lake_root
 
     p = only_validated(p, paths)

@@ -13,11 +13,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from data.lake import content_sha256, read_candles
+from data.sources import lake_root, with_collected_universe
+from data.validate import (CANDLE_SUITE, FUNDING_SUITE, ValidationReport, merge_reports, validate_lake_symbol,
+                           validate_lake_symbols)
+from qt.atomic import write_text_atomic
 from qt.config import Params
 from qt.errors import DataError
-from data.lake import content_sha256
 from qt.paths import StatePaths
-from data.validate import ValidationReport
 
 REPORT_JSON = "validation.json"
 REPORT_MD = "validation.md"
@@ -33,10 +36,6 @@ def validate_stage(params: Params, paths: StatePaths, now: pd.Timestamp | None =
     merged here. Raises DataError only when no symbol passed; the caller decides what a partial
     quarantine means (``qt validate`` exits non-zero, ``qt run`` goes on without them).
     """
-    from data.sources import lake_root, with_collected_universe
-    from data.lake import read_candles
-    from data.validate import CANDLE_SUITE, FUNDING_SUITE, merge_reports, validate_lake_symbol, validate_lake_symbols
-
     params = with_collected_universe(params, paths)
     if now is None and params.validation.max_staleness_bars is not None:
         now = _collected_at(paths)
@@ -73,8 +72,8 @@ def validate_stage(params: Params, paths: StatePaths, now: pd.Timestamp | None =
         "candles": report.to_dict(), "funding": funding_report.to_dict() if funding_report else None,
     }
     paths.reports.mkdir(parents=True, exist_ok=True)
-    _atomic_write(paths.reports / REPORT_JSON, json.dumps(record, indent=2, default=str))
-    _atomic_write(paths.reports / REPORT_MD, render_markdown(report, funding_report, quarantined))
+    write_text_atomic(paths.reports / REPORT_JSON, json.dumps(record, indent=2, default=str))
+    write_text_atomic(paths.reports / REPORT_MD, render_markdown(report, funding_report, quarantined))
     if not passed:
         raise DataError(report.describe() + f"\nevery symbol is quarantined (see {paths.reports / REPORT_MD}); "
                         "fix or re-collect the data")
@@ -87,8 +86,6 @@ def validate_stage(params: Params, paths: StatePaths, now: pd.Timestamp | None =
 
 def validated_symbols(params: Params, paths: StatePaths) -> list[str]:
     """Symbols of the collected universe that passed the last validation (DataError if none did)."""
-    from data.sources import with_collected_universe
-
     params = with_collected_universe(params, paths)
     record = _read_record(paths)
     passed = [s for s in params.data.symbols if s in set(record.get("passed_symbols", []))]
@@ -144,9 +141,3 @@ def _read_record(paths: StatePaths) -> dict:
     if not path.is_file():
         raise DataError("the candles have not been validated; run `qt validate` first")
     return json.loads(path.read_text())
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

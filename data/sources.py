@@ -23,9 +23,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import ccxt
 import pandas as pd
 
 from data import lake
+from data.collector import CollectReport, collect_universe, select_universe
+from data.synthetic import generate_market
+from exchange import LocalExchange
+from exchange.datadir import write_datadir
+from qt.binance import make_ccxt
 from qt.config import Params
 from qt.errors import DataError, QTError, UserError
 from qt.paths import StatePaths
@@ -132,9 +138,6 @@ def read_lake(params: Params, paths: StatePaths) -> pd.DataFrame:
 
 def synthetic_datadir(seed: int, params: Params, paths: StatePaths) -> Path:
     """The synthetic market as a Parquet directory the local exchange serves (written once)."""
-    from exchange.datadir import write_datadir
-    from data.synthetic import generate_market
-
     directory = paths.home / "exchange" / source_key(Source("synthetic", seed=seed), params)
     if not (directory / "ohlcv").is_dir():
         candles = generate_market(list(params.data.symbols), params.data.timeframe, params.synthetic, seed)
@@ -145,8 +148,6 @@ def synthetic_datadir(seed: int, params: Params, paths: StatePaths) -> Path:
 @contextmanager
 def exchange_url_for(params: Params, paths: StatePaths) -> Iterator[str | None]:
     """The URL ccxt should talk to; starts (and stops, by PID) the local exchange when needed."""
-    from exchange import LocalExchange
-
     source = parse_source(params.data.source)
     if source.kind == "ccxt":
         yield params.collect.exchange_url
@@ -159,8 +160,6 @@ def exchange_url_for(params: Params, paths: StatePaths) -> Iterator[str | None]:
 def _refusal_reason(exchange, symbol: str) -> str | None:
     """The exchange's own one-line reason for not listing ``symbol``, when it gives more than Binance's
     bare "Invalid symbol." (the local exchange names a bad data file there); None if simply unknown."""
-    import ccxt
-
     ask = exchange.fapiPublicGetExchangeInfo if ":" in symbol else exchange.publicGetExchangeInfo
     try:
         ask({"symbol": symbol.split(":")[0].replace("/", "")})
@@ -179,10 +178,6 @@ def _check_listed(symbols: list[str], url: str | None, params: Params) -> dict[s
 
     Returns the symbols the exchange refused with a reason of its own (e.g. a corrupt source file):
     those are not a typo, so the others are still collected and the stage fails afterwards."""
-    import ccxt
-
-    from qt.binance import make_ccxt
-
     unknown, listed, refused = [], [], {}
     for market in sorted({"perp" if ":" in s else "spot" for s in symbols}):
         exchange = make_ccxt(market, url, params.collect.timeout_ms)
@@ -213,9 +208,6 @@ def collect_stage(params: Params, paths: StatePaths,
     (threads by default; the Prefect flow passes its mapped tasks). One failing symbol does not
     stop the others; when any failed, the stage raises after all finished, naming them.
     """
-    from data.collector import CollectReport, collect_universe, select_universe
-    from qt.binance import make_ccxt
-
     t0 = time.perf_counter()
     source = parse_source(params.data.source)
     root = lake_root(params, paths)

@@ -36,7 +36,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from data.lake import content_sha256, read_candles, read_funding
 from qt.config import ValidationParams
+from qt.errors import DataError
 from qt.timeframes import timeframe_ms
 
 CANDLE_SUITE = "candles"
@@ -238,8 +240,6 @@ def validate_symbol(symbol: str, candles: pd.DataFrame, funding: pd.DataFrame | 
                     params: ValidationParams, now: pd.Timestamp | None = None) -> SymbolValidation:
     """Both suites on one symbol's candles (and funding events, when any). A table-level failure
     (missing column, wrong type) is charged to this symbol, so it quarantines it."""
-    from data.lake import content_sha256
-
     report = _charged_to(symbol, validate_candles(candles, timeframe, params, now=now))
     funding_report = None
     if funding is not None and not funding.empty:
@@ -251,8 +251,6 @@ def validate_symbols(candles: pd.DataFrame, funding: pd.DataFrame | None, timefr
                      params: ValidationParams, now: pd.Timestamp | None = None) -> list[SymbolValidation]:
     """``validate_symbol`` for every symbol of ``candles`` (in the frame's order) from ONE run of
     each suite over all of them, split per symbol; a table-level failure is charged to each."""
-    from data.lake import content_sha256
-
     report = validate_candles(candles, timeframe, params, now=now)
     funding_report = validate_funding(funding, params) if funding is not None and not funding.empty else None
     out = []
@@ -268,8 +266,6 @@ def validate_symbols(candles: pd.DataFrame, funding: pd.DataFrame | None, timefr
 def validate_lake_symbols(symbols: list[str], *, root: str, timeframe: str, start: str | None, end: str | None,
                           params: ValidationParams, now: pd.Timestamp | None = None) -> list[SymbolValidation]:
     """``validate_symbols`` on the lake at ``root``, reading what ``validate_lake_symbol`` reads."""
-    from data.lake import read_candles
-
     candles = read_candles(Path(root), symbols, timeframe, start, end)
     fundings = [f for f in (_lake_funding(root, s) for s in symbols) if f is not None and not f.empty]
     return validate_symbols(candles, pd.concat(fundings, ignore_index=True) if fundings else None, timeframe,
@@ -278,9 +274,6 @@ def validate_lake_symbols(symbols: list[str], *, root: str, timeframe: str, star
 
 def _lake_funding(root: str, symbol: str) -> pd.DataFrame | None:
     """A perpetual's stored funding events (None for spot or when none were collected)."""
-    from qt.errors import DataError
-    from data.lake import read_funding
-
     if ":" not in symbol:
         return None
     try:
@@ -300,8 +293,6 @@ def validate_lake_symbol(symbol: str, *, root: str, timeframe: str, start: str |
     """``validate_symbol`` on the symbol's candles in ``[start, end)`` and (perpetuals) its whole
     funding history, read from the lake at ``root``: the unit of work one task runs (reads its own
     input, so a Dask worker needs only the path). DataError when the lake has no candles for it."""
-    from data.lake import read_candles
-
     candles = read_candles(Path(root), [symbol], timeframe, start, end)
     return validate_symbol(symbol, candles, _lake_funding(root, symbol), timeframe, params, now)
 

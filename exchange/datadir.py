@@ -27,6 +27,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from qt.atomic import replace_atomic, tmp_path
 from qt.errors import DataError
 from qt.timeframes import timeframe_ms
 
@@ -249,12 +250,13 @@ def _stem(symbol: str) -> str:
 def _atomic_parquet(frame: pd.DataFrame, path: Path) -> Path:
     """Write then rename in the same directory: a reader sees the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp = tmp_path(path)
     try:
         frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
+    except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+    replace_atomic(tmp, path)
     return path
 
 

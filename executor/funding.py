@@ -32,7 +32,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -197,21 +196,3 @@ def holding_payments(schedule: FundingSchedule | None, symbol: str, qty: float, 
 
 def payments_frame(payments: Iterable[FundingPayment]) -> pd.DataFrame:
     return pd.DataFrame([tuple(getattr(p, c) for c in PAYMENT_COLUMNS) for p in payments], columns=PAYMENT_COLUMNS)
-
-
-def read_lake_funding(root: Path, symbols: Iterable[str], start=None, end=None) -> pd.DataFrame | None:
-    """Adapter: the lake's funding history of the perp ``symbols`` as one frame
-    (``FUNDING_FRAME_COLUMNS``), None when none of them is a perp. A perp with nothing stored
-    contributes no rows - the backtest then refuses it with a message saying what to collect."""
-    from data.lake import FUNDING_COLUMNS, read_funding
-
-    perps = sorted(s for s in symbols if is_perp(s))
-    if not perps:
-        return None
-    frames = [read_funding(root, s, start, end).assign(symbol=s) for s in perps]
-    frames = [f for f in frames if len(f)]
-    if not frames:
-        return pd.DataFrame({"symbol": pd.Series(dtype=object),
-                             **{c: pd.Series(dtype="float64" if c != "timestamp" else "datetime64[ms, UTC]")
-                                for c in FUNDING_COLUMNS}})[FUNDING_FRAME_COLUMNS]
-    return pd.concat(frames, ignore_index=True)[FUNDING_FRAME_COLUMNS]

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +32,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from qt.errors import DataError
 from data.lake import content_sha256, market_dir, symbol_stem
+from qt.atomic import replace_atomic, tmp_path, write_text_atomic
+from qt.errors import DataError
 
 KEYS = ["symbol", "timestamp"]
 KINDS = ("features", "labels")
@@ -150,12 +149,13 @@ class FrameParts:
 def _write_table(table: pa.Table, path: Path) -> None:
     """Atomically write one partition (temp file in the same directory, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp = tmp_path(path)
     try:
         pq.write_table(table, tmp, **_PARQUET_OPTIONS)
-        os.replace(tmp, path)
-    finally:
+    except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+    replace_atomic(tmp, path)
 
 
 def read_manifest(directory: Path) -> dict | None:
@@ -168,13 +168,7 @@ def read_manifest(directory: Path) -> dict | None:
 
 def write_manifest(directory: Path, manifest: dict) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / MANIFEST
-    tmp = path.with_name(f".{MANIFEST}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(directory / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def read_kind(root: Path, kind: str, symbols: list[str] | None) -> pd.DataFrame:

@@ -10,20 +10,21 @@ runners store byte-identical lakes.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from prefect import flow, task, unmapped
 from prefect.cache_policies import NONE
 
+from data.collector import collect_one
 from flows.runner import make_task_runner
-from qt.config import Params
-from qt.paths import StatePaths
+from flows.stages import collect
+from qt.config import Params, load_params
+from qt.paths import PROJECT_ROOT, StatePaths
 
 
 @task(name="collect-symbol", cache_policy=NONE)
 def collect_symbol_task(symbol: str, params: Params, root: str, exchange_url: str | None):
-    from data.collector import collect_one
-
     return collect_one(params, root, exchange_url, symbol)
 
 
@@ -35,8 +36,6 @@ def _map_over_symbols(params: Params, root: Path, url: str | None, symbols: list
 
 @flow(name="collect", log_prints=True)
 def _collection_flow(params: Params, home: str) -> dict:
-    from flows.stages import collect
-
     return collect(params, StatePaths(Path(home)), _map_over_symbols)
 
 
@@ -49,10 +48,6 @@ def collection_flow(params: Params, home: str) -> dict:
 def resolve_params_path(params_path: str | None) -> Path | None:
     """``params_path``, else ``QT_PARAMS``, else ./params.yaml, else the project's, else None (the
     embedded defaults) - as the ``qt`` CLI resolves it."""
-    import os
-
-    from qt.paths import PROJECT_ROOT
-
     if params_path is not None:
         return Path(params_path).resolve()
     env = os.environ.get("QT_PARAMS")
@@ -70,10 +65,6 @@ def deployment_context(params_path: str | None, home: str | None, overrides: dic
     ``QT_HOME``/``QT_PARAMS`` runs every deployment (also the ones a trigger starts, which carry
     no parameters of their own) on that state directory and config.
     """
-    import os
-
-    from qt.config import load_params
-
     params = load_params(resolve_params_path(params_path), overrides)
     paths = (StatePaths(Path(home).expanduser().resolve()) if home else StatePaths.from_env()).ensure()
     # the tools' state goes under ``home``; Prefect's own settings stay the worker's (its API URL)

@@ -17,8 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from prefect import flow
+from prefect.deployments import run_deployment
+from prefect.runtime import deployment as this_deployment
 
 from flows.collect import deployment_context, resolve_params_path
+from flows.retrain import retrain_flow
+from training.drift_monitor import monitor
 
 
 def retrain_mode(configured: str, under_deployment: bool) -> str:
@@ -39,8 +43,6 @@ def make_retrain_trigger(mode: str, deployment: str, params_path: Path | None, h
         parameters["overrides"] = overrides
     if mode == "deployment":
         def _run_deployment(reason: str) -> dict:
-            from prefect.deployments import run_deployment
-
             run = run_deployment(deployment, parameters=parameters, timeout=0)
             print(f"drift: started {deployment} (flow run {run.id}) because {reason}")
             return {"mode": "deployment", "deployment": deployment, "flow_run_id": str(run.id),
@@ -49,8 +51,6 @@ def make_retrain_trigger(mode: str, deployment: str, params_path: Path | None, h
         return _run_deployment
 
     def _run_direct(reason: str) -> dict:
-        from flows.retrain import retrain_flow
-
         print(f"drift: retraining in-process because {reason}")
         summary = retrain_flow(**parameters)
         reg = summary.get("registry", {})
@@ -63,8 +63,6 @@ def make_retrain_trigger(mode: str, deployment: str, params_path: Path | None, h
 def run_drift(params_path: str | None = None, home: str | None = None, overrides: dict | None = None,
               retrain: str | None = None, under_deployment: bool = False, notifier=None) -> dict:
     """One check with the configured (or ``retrain``-overridden) reaction; plain function."""
-    from training.drift_monitor import monitor
-
     params, paths = deployment_context(params_path, home, overrides)
     mode = retrain_mode(retrain or params.drift.retrain, under_deployment)
     trigger = make_retrain_trigger(mode, params.drift.retrain_deployment, resolve_params_path(params_path),
@@ -79,9 +77,7 @@ def drift_flow(params_path: str | None = None, home: str | None = None, override
                retrain: str | None = None) -> dict:
     """Daily: PSI of the champion's features and predictions, live vs backtest; alert and retrain past
     ``drift:`` thresholds. Writes ``reports/drift.json`` and a run in the MLflow ``drift`` experiment."""
-    from prefect.runtime import deployment
-
-    result = run_drift(params_path, home, overrides, retrain, under_deployment=deployment.id is not None)
+    result = run_drift(params_path, home, overrides, retrain, under_deployment=this_deployment.id is not None)
     print(f"drift: {result['status']}; " + ("; ".join(b["message"] for b in result.get("breaches", []))
                                            or "; ".join(result.get("notes", []))))
     return result

@@ -8,7 +8,7 @@ the worker's environment says (``QT_PARAMS``, ``QT_HOME``; see ``flows.collect.d
 
 The two stages are the plain ``flows.stages`` functions (the same ones ``qt run`` uses), their
 per-symbol work mapped as one task per symbol on the ``runner:`` task runner (threads or a Dask
-cluster; ``flows.pipeline.symbol_stages_flow``), so validation errors quarantine a symbol and
+cluster; ``flows.stage_tasks.symbol_stages_flow``), so validation errors quarantine a symbol and
 the features stage refuses candles that changed since they were validated.
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.collect import deployment_context
-from flows.pipeline import symbol_stages_flow
+from flows.stage_tasks import symbol_stages_flow
 
 
 @flow(name="quantum-trader-features", log_prints=True)

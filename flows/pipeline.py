@@ -1,70 +1,40 @@
-"""Prefect flow for ``qt run``: a thin wrapper over the plain stage functions.
+"""Prefect flow for ``qt run``: the path of one candle, stage by stage, as one flow.
 
-Each stage is a plain function ``stage(params, paths) -> dict`` that tests call
-directly; here they become tasks so the Prefect UI shows each step, its timing and
-its failure. Stages hand data to each other through the state directory, never
-through task return values, so task inputs stay tiny and nothing is cached by
-accident (``cache_policy=NONE``).
+collect (``data/``) -> validate (``data/``) -> features (``features/``) -> train, evaluate,
+promote (``training/``) -> serve (``serving/``) -> execute (``executor/``). Each stage is a plain
+function ``stage(params, paths) -> dict`` of ``flows/stages.py`` that tests and the CLI call
+directly; here they are composed as tasks and subflows so the Prefect UI shows each step, its
+timing and its failure. Stages hand data to each other through the state directory, never
+through task return values, so task inputs stay tiny and nothing is cached by accident.
 
 The per-symbol work runs as one task per symbol on the ``runner:`` task runner (threads, or
 a Dask cluster; ``flows/runner.py``): collection is a subflow (``flows/collect.py``; its
 retries are per request, inside the collector, so a task is never re-run over symbols that
-already succeeded), and so are validation and features (``symbol_stages_flow``: the validation
-suites and the feature/label materialisation per symbol). Training, evaluation and promotion
-are cross-symbol - one model on every symbol's rows, one portfolio backtest with one equity
-curve and shared risk limits - so they are single tasks.
+already succeeded), and so are validation and features (``flows/stage_tasks.py``
+``symbol_stages_flow``). Training, evaluation and promotion are cross-symbol - one model on
+every symbol's rows, one portfolio backtest with one equity curve and shared risk limits - so
+they are single tasks. Only the CLI imports this module (``run_all``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from contextlib import ExitStack
 from pathlib import Path
 
-from prefect import flow, task
-from prefect.cache_policies import NONE
+from prefect import flow
 
-from flows.runner import make_task_runner, symbol_map
-from flows import stages as pipeline
+from flows.collect import collection_flow
+from flows.stage_tasks import evaluate_task, promote_task, serve_and_execute_task, symbol_stages_flow, train_task
+from qt.atomic import write_json_atomic
 from qt.config import Params
 from qt.paths import StatePaths
-
-SYMBOL_STAGES = ("validate", "features")
-
-
-def _task(fn, name: str, retries: int = 0):
-    return task(fn, name=name, cache_policy=NONE, retries=retries, retry_delay_seconds=5)
-
-
-train_task = _task(pipeline.train, "train")
-evaluate_task = _task(pipeline.evaluate, "evaluate")
-promote_task = _task(pipeline.promote, "promote")
-serve_and_execute_task = _task(pipeline.serve_and_execute, "serve-and-execute")
-
-
-@flow(name="quantum-trader-symbol-stages", log_prints=True)
-def _symbol_stages_flow(params: Params, home: str, stages: list[str]) -> dict:
-    paths = StatePaths(Path(home))
-    summary: dict = {}
-    for name in stages:  # validate then features: features read the validation record
-        summary.update(getattr(pipeline, name)(params, paths, map_symbols=symbol_map(name)))
-    return summary
-
-
-def symbol_stages_flow(params: Params, home: str, stages: Sequence[str] = SYMBOL_STAGES) -> dict:
-    """``stages`` (validate, features) of the state directory ``home`` as a subflow whose per-symbol
-    tasks run on the configured runner; returns the stages' summary parts."""
-    unknown = [s for s in stages if s not in SYMBOL_STAGES]
-    if unknown:
-        raise ValueError(f"not per-symbol stages: {unknown}; choose from {SYMBOL_STAGES}")
-    runner = make_task_runner(params.runner)
-    return _symbol_stages_flow.with_options(task_runner=runner)(params=params, home=home, stages=list(stages))
+from qt.procs import start_redis
 
 
 @flow(name="quantum-trader-pipeline", log_prints=True)
 def pipeline_flow(params: Params, home: str, redis_url: str | None = None) -> dict:
     """collect -> validate -> features -> train -> evaluate -> promote -> serve -> execute."""
-    from flows.collect import collection_flow
-
     paths = StatePaths(Path(home))
     summary: dict = collection_flow(params, home)  # a subflow: one task per symbol
     summary.update(symbol_stages_flow(params, home))  # a subflow: one task per symbol and stage
@@ -72,3 +42,25 @@ def pipeline_flow(params: Params, home: str, redis_url: str | None = None) -> di
         summary.update(stage(params, paths))
     summary.update(serve_and_execute_task(params, paths, redis_url))
     return summary
+
+
+def run_all(params: Params, paths: StatePaths, redis_url: str | None = None) -> dict:
+    """``qt run``: start Redis if needed, run the Prefect flow, write ``reports/summary.json``.
+
+    Every process started here is stopped before returning, also on failure.
+    """
+    t0 = time.perf_counter()
+    paths.ensure()
+    with ExitStack() as stack:
+        if redis_url is None:
+            proc, redis_url = start_redis(paths.logs)
+            stack.callback(proc.stop)
+        summary = pipeline_flow(params=params, home=str(paths.home), redis_url=redis_url)
+    summary["seconds"] = round(time.perf_counter() - t0, 1)
+    write_summary(summary, paths)
+    return summary
+
+
+def write_summary(summary: dict, paths: StatePaths) -> Path:
+    paths.reports.mkdir(parents=True, exist_ok=True)
+    return write_json_atomic(paths.reports / "summary.json", summary, indent=2, default=str)

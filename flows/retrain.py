@@ -3,7 +3,7 @@
 Scheduled weekly by the ``retrain`` deployment in ``prefect.yaml`` (Mondays 03:00 UTC) and
 triggerable by hand (``prefect deployment run quantum-trader-retrain/retrain``, or calling
 ``retrain_flow`` directly). It is ``qt run`` without serving: the same subflows and stage tasks
-as ``flows/pipeline.py`` (per-symbol work on the ``runner:`` task runner), so the same gates and
+as ``flows/pipeline.py`` (``flows/stage_tasks.py``; per-symbol work on the ``runner:`` task runner), so the same gates and
 the same ``gates.mode`` decide whether the new version becomes champion; a running service picks
 a new champion up by itself.
 
@@ -14,13 +14,14 @@ the same period again.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from prefect import flow
 
-from flows.pipeline import evaluate_task, promote_task, symbol_stages_flow, train_task
+from flows.collect import collection_flow
+from flows.stage_tasks import evaluate_task, promote_task, symbol_stages_flow, train_task
+from qt.atomic import write_json_atomic
 from qt.config import Params, load_params
 from qt.errors import ConfigError
 from qt.paths import StatePaths
@@ -45,8 +46,6 @@ def retrain_flow(params_path: str | None = "params.yaml", home: str | None = Non
     ``<project>/state``); ``overrides``: sections merged over the file (as the CLI does).
     Returns the run's summary (also written to ``reports/retrain.json``).
     """
-    from flows.collect import collection_flow
-
     t0 = time.perf_counter()
     params = retrain_params(params_path, overrides)
     paths = (StatePaths(Path(home)) if home else StatePaths.from_env()).ensure()
@@ -55,10 +54,7 @@ def retrain_flow(params_path: str | None = "params.yaml", home: str | None = Non
     for stage in (train_task, evaluate_task, promote_task):
         summary.update(stage(params, paths))
     summary["seconds"] = round(time.perf_counter() - t0, 1)
-    out = paths.reports / "retrain.json"
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(summary, indent=2, default=str))
-    tmp.replace(out)
+    write_json_atomic(paths.reports / "retrain.json", summary, indent=2, default=str)
     reg = summary.get("registry", {})
     print(f"retrain: version {reg.get('version')} registered; promoted={reg.get('promoted')} "
           f"(champion {reg.get('champion')}); {len(reg.get('reasons') or [])} gate(s) failed")

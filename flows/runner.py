@@ -11,13 +11,16 @@ raised). The functions are the plain ones the CLI runs, so both runners write th
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Sequence
+from urllib.parse import urlsplit
 
 from prefect import task, unmapped
 from prefect.cache_policies import NONE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from qt.config import RunnerParams
+from qt.errors import ConfigError
 from qt.fanout import SymbolMap, raise_first
 
 
@@ -25,7 +28,7 @@ def make_task_runner(runner: RunnerParams, threads: int | None = None):
     """The task runner ``runner.task_runner`` names. ``threads`` sizes the local pool (default
     ``runner.workers``; collection passes ``collect.concurrency``, its exchange-politeness limit)."""
     if runner.task_runner == "dask":
-        from prefect_dask import DaskTaskRunner
+        from prefect_dask import DaskTaskRunner  # optional and heavy (distributed): only for runner dask
 
         if runner.dask_address:
             require_scheduler(runner.dask_address)
@@ -39,11 +42,6 @@ def make_task_runner(runner: RunnerParams, threads: int | None = None):
 def require_scheduler(address: str, timeout_s: float = 5.0) -> None:
     """ConfigError (one line, before any flow starts) when nothing listens at the scheduler address:
     otherwise Dask retries for 30 s and the flow dies with a traceback deep in ``distributed``."""
-    import socket
-    from urllib.parse import urlsplit
-
-    from qt.errors import ConfigError
-
     where = urlsplit(address)
     try:
         with socket.create_connection((where.hostname, where.port or 8786), timeout=timeout_s):

@@ -1,51 +1,55 @@
 """The stages of the pipeline as plain functions ``stage(params, paths) -> dict``.
 
 Each returns its part of ``reports/summary.json``. The CLI runs one stage per
-command (that is what ``dvc repro`` calls); ``qt run`` runs them all through the
-Prefect flow in ``flows/pipeline.py``. Stages hand data over through the state
+command (that is what ``dvc repro`` calls); ``qt run`` composes them all into the
+Prefect flow of ``flows/pipeline.py`` (as tasks: ``flows/stage_tasks.py``); nothing here
+imports a flow. Stages hand data over through the state
 directory, so any stage can run in a fresh process.
 
 Stages doing the same independent work per symbol (collect, validate, features) take a
 fan-out callable (``qt.fanout``): in order / on threads by default, Prefect tasks on the
 ``runner:`` task runner (threads or a Dask cluster) in the flows - the same per-symbol
 functions either way, so the outputs are byte-identical.
+
+Training, serving and the executor are imported inside the stages that need them: they pull in
+MLflow, XGBoost/LightGBM, BentoML and Redis clients, which ``qt collect`` / ``qt validate`` (the
+same module) must not pay for at start-up.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
-from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import httpx
 import numpy as np
+import pandas as pd
+import yaml
 
-from data.sources import collect_stage
+from data.lake import read_candles, read_lake_funding
+from data.quarantine import require_validated, validate_stage, validated_symbols
+from data.sources import collect_stage, lake_root, with_collected_universe
+from features.compute import feature_columns
+from features.materialise import materialise, read_feature_inputs
+from features.pit import check_point_in_time
+from qt.atomic import write_json_atomic
 from qt.config import Params
 from qt.errors import DataError
 from qt.paths import StatePaths
-from data.quarantine import require_validated, validate_stage, validated_symbols
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 log = logging.getLogger("flows.stages")
 
 
 def _recorded(stage):
     """Also write the stage's summary part to ``reports/<stage>.json`` (DVC outs and metrics)."""
-    import functools
-
     @functools.wraps(stage)
     def wrapper(params: Params, paths: StatePaths, *args, **kwargs) -> dict:
         result = stage(params, paths, *args, **kwargs)
         paths.reports.mkdir(parents=True, exist_ok=True)
-        out = paths.reports / f"{stage.__name__.replace('_', '-')}.json"
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=2, default=str))
-        tmp.replace(out)
+        write_json_atomic(paths.reports / f"{stage.__name__.replace('_', '-')}.json", result, indent=2, default=str)
         return result
 
     return wrapper
@@ -78,41 +82,10 @@ def _validated_lake(params: Params, paths: StatePaths) -> tuple[Params, Path, pd
     The lake is located before the universe is cut: a synthetic market's lake is keyed by the
     whole universe it was generated for, so the cut params would point at a lake that does not exist.
     """
-    from data.sources import lake_root, with_collected_universe
-    from data.lake import read_candles
-
     root = lake_root(with_collected_universe(params, paths), paths)
     params = only_validated(params, paths)
     data = params.data
     return params, root, read_candles(root, data.symbols, data.timeframe, data.start, data.end)
-
-
-def check_point_in_time(candles, params: Params, bars_per_symbol: int = 3000, cuts: int = 20,
-                        funding=None, reference=None) -> dict:
-    """The lookahead and recursive-indicator checks on the declared feature set, as a stage step.
-
-    Runs on each symbol's last ``bars_per_symbol`` bars (enough for the warm-up many times over,
-    cheap enough for every run). A violation stops the run: no model is trained, so none can be
-    promoted, on features that see the future or depend on where the history starts.
-    ``funding`` / ``reference``: the multi-input families' inputs (``read_feature_inputs``).
-    """
-    from features.compute import compute_features
-    from features.pit import check_lookahead, check_recursive
-
-    sample = candles.groupby("symbol", sort=False).tail(bars_per_symbol).reset_index(drop=True)
-
-    def compute(c, **kw):
-        return compute_features(c, params.features, **kw)
-
-    lookahead = check_lookahead(sample, compute, cuts=cuts, seed=params.train.seed, funding=funding,
-                                reference=reference)
-    recursive = check_recursive(sample, compute, params.features, funding=funding, reference=reference)
-    if lookahead or recursive:
-        shown = "; ".join((lookahead + recursive)[:3])
-        raise DataError(f"point-in-time check failed ({len(lookahead)} lookahead, {len(recursive)} "
-                        f"recursive violation(s)), e.g. {shown}; fix the feature before training")
-    return {"rows_checked": int(len(sample)), "lookahead_cuts": cuts, "lookahead_violations": 0,
-            "recursive_violations": 0}
 
 
 @_recorded
@@ -123,9 +96,6 @@ def features(params: Params, paths: StatePaths, map_symbols=None) -> dict:
     The point-in-time check runs here, once, on a sample of every symbol (it judges the declared
     feature set, not a symbol); materialisation runs per symbol through ``map_symbols``
     (``features.materialise.materialise_symbol``)."""
-    from features.compute import feature_columns
-    from features.materialise import materialise, read_feature_inputs
-
     params, root, candles = _validated_lake(params, paths)
     require_validated(candles, paths)
     t0 = time.perf_counter()
@@ -165,8 +135,6 @@ def promote(params: Params, paths: StatePaths) -> dict:
 
 def holdout_start(paths: StatePaths):
     """First bar of the out-of-sample slice, written by the train stage."""
-    import pandas as pd
-
     info = json.loads((paths.models / "train.json").read_text())
     return pd.Timestamp(info["holdout_start"])
 
@@ -186,8 +154,6 @@ def serve_and_execute(params: Params, paths: StatePaths, redis_url: str | None) 
     params, root, candles = _validated_lake(params, paths)
     start = holdout_start(paths)
     has_champion = champion_version(paths.tracking_uri, params.train.model_name) is not None
-    from executor.funding import read_lake_funding
-
     funding = read_lake_funding(root, params.data.symbols)  # None without perps
 
     with ServiceProcess(paths, params_path=write_effective_params(params, paths),
@@ -223,16 +189,12 @@ def serve_and_execute(params: Params, paths: StatePaths, redis_url: str | None) 
 
 def write_effective_params(params: Params, paths: StatePaths) -> Path:
     """The exact config of this run (CLI overrides included), for processes we start."""
-    import yaml
-
     out = paths.home / "params.effective.yaml"
     out.write_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
     return out
 
 
 def _get_json(url: str) -> dict:
-    import httpx
-
     return httpx.get(url, timeout=10.0).json()
 
 
@@ -253,33 +215,3 @@ class _TimedSource:
 
 def _round(x) -> float | None:
     return None if x is None or not np.isfinite(x) else round(float(x), 3)
-
-
-def run_all(params: Params, paths: StatePaths, redis_url: str | None = None) -> dict:
-    """``qt run``: start Redis if needed, run the Prefect flow, write ``reports/summary.json``.
-
-    Every process started here is stopped before returning, also on failure.
-    """
-    from qt.procs import start_redis
-
-    t0 = time.perf_counter()
-    paths.ensure()
-    with ExitStack() as stack:
-        if redis_url is None:
-            proc, redis_url = start_redis(paths.logs)
-            stack.callback(proc.stop)
-        from flows.pipeline import pipeline_flow
-
-        summary = pipeline_flow(params=params, home=str(paths.home), redis_url=redis_url)
-    summary["seconds"] = round(time.perf_counter() - t0, 1)
-    write_summary(summary, paths)
-    return summary
-
-
-def write_summary(summary: dict, paths: StatePaths) -> Path:
-    paths.reports.mkdir(parents=True, exist_ok=True)
-    out = paths.reports / "summary.json"
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(summary, indent=2, default=str))
-    tmp.replace(out)
-    return out

@@ -18,7 +18,6 @@ The result goes to ``reports/drift.json`` and to an MLflow run in the ``drift`` 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -30,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from qt.atomic import jsonable, write_json_atomic  # jsonable: NaN/inf -> null, as every report of the pipeline
 from qt.config import Params
 from qt.paths import StatePaths
 from training import drift
-from training.stages import _jsonable  # NaN/inf -> null, as every report of the pipeline
 
 log = logging.getLogger("qt.drift")
 EXPERIMENT = "drift"
@@ -113,9 +112,8 @@ def gather_inputs(params: Params, paths: StatePaths) -> DriftInputs | None:
 
 
 def _candles(params: Params, paths: StatePaths, start: pd.Timestamp, history_bars: int, symbols: list[str]):
-    from executor.funding import read_lake_funding
     from data.sources import lake_root
-    from data.lake import read_candles
+    from data.lake import read_candles, read_lake_funding
     from qt.timeframes import timeframe_ms
 
     lead = pd.Timedelta(milliseconds=timeframe_ms(params.data.timeframe) * (history_bars + 1))
@@ -233,7 +231,7 @@ def log_to_mlflow(paths: StatePaths, result: dict) -> str:
     metrics = [Metric(k, float(v), now_ms, 0) for k, v in values.items()
                if isinstance(v, (int, float)) and math.isfinite(float(v))]
     client.log_batch(run.info.run_id, metrics=metrics)
-    client.log_dict(run.info.run_id, _jsonable(result), REPORT)
+    client.log_dict(run.info.run_id, jsonable(result), REPORT)
     client.set_terminated(run.info.run_id)
     return run.info.run_id
 
@@ -241,9 +239,7 @@ def log_to_mlflow(paths: StatePaths, result: dict) -> str:
 def _write(paths: StatePaths, result: dict) -> Path:
     out = paths.reports / REPORT
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(_jsonable(result), indent=2, default=str))
-    os.replace(tmp, out)
+    write_json_atomic(out, jsonable(result), indent=2, default=str)
     return out
 
 

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import os
 import time
 from pathlib import Path
 
 import pandas as pd
 
+from qt.atomic import jsonable, replace_atomic, tmp_path, write_json_atomic
 from qt.config import Params
 from qt.errors import DataError
 from data.lake import read_candles
@@ -48,21 +47,8 @@ def _registry(params: Params, paths: StatePaths):
     return ModelRegistry(paths.tracking_uri, params.train.model_name, artifact_location=paths.mlflow_artifacts)
 
 
-def _jsonable(obj):
-    """NaN/inf -> None (strict JSON: an undefined metric, e.g. AUC of a one-class fold, is null)."""
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def _write_json(obj: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(_jsonable(obj), indent=2, default=str, allow_nan=False))
-    os.replace(tmp, path)
+    write_json_atomic(path, jsonable(obj), indent=2, default=str, allow_nan=False)
 
 
 def _read_handover(paths: StatePaths, name: str, made_by: str) -> dict:
@@ -148,17 +134,17 @@ def train_stage(params: Params, paths: StatePaths) -> dict:
     registry.log_model_card(info["run_id"], render_model_card(info))
     paths.models.mkdir(parents=True, exist_ok=True)
     pred_path = paths.models / PREDICTIONS
-    tmp = pred_path.with_name(f".{pred_path.name}.{os.getpid()}.tmp")
+    tmp = tmp_path(pred_path)
     result.holdout_predictions.to_parquet(tmp, index=False)
-    os.replace(tmp, pred_path)
+    replace_atomic(tmp, pred_path)
     importance_path = paths.models / IMPORTANCE_CSV
-    tmp = importance_path.with_name(f".{importance_path.name}.{os.getpid()}.tmp")
+    tmp = tmp_path(importance_path)
     result.feature_importance.to_csv(tmp, index=False)
-    os.replace(tmp, importance_path)
+    replace_atomic(tmp, importance_path)
     _write_json(info, paths.models / TRAIN_JSON)
     log.info("trained run %s: holdout auc %.4f (ensemble)", info["run_id"],
              result.metrics_by_name()["ensemble"]["oos"]["auc"])
-    return _jsonable({"models": result.models,
+    return jsonable({"models": result.models,
             "train": {k: info[k] for k in ("run_id", "train_start", "train_end", "holdout_start", "holdout_end",
                                            "rows", "weights", "seconds", "fit_seconds")}})
 
@@ -200,13 +186,14 @@ def evaluate_stage(params: Params, paths: StatePaths) -> dict:
                             render_model_card(info, metrics_only, figures=[p.name for p in [plot, *extra]]))
     if extra:
         registry.log_artifacts(info["run_id"], extra)
-    return _jsonable({"evaluation": evaluation})
+    return jsonable({"evaluation": evaluation})
 
 
 def _holdout_funding(params: Params, paths: StatePaths, h_start: pd.Timestamp) -> pd.DataFrame | None:
     """Funding of the perp symbols from one funding interval before the holdout on (None
     without perps). A perp with nothing stored makes the backtest refuse it, saying what to collect."""
-    from executor.funding import MAX_FUNDING_INTERVAL, read_lake_funding
+    from data.lake import read_lake_funding
+    from executor.funding import MAX_FUNDING_INTERVAL
     from data.sources import lake_root
 
     return read_lake_funding(lake_root(params, paths), params.data.symbols, start=h_start - MAX_FUNDING_INTERVAL)
@@ -316,8 +303,8 @@ def promote_stage(params: Params, paths: StatePaths) -> dict:
         log.warning("version %s NOT promoted; champion stays %s: %s", version, previous, "; ".join(reasons))
     from qt.notify import notify_promotion
 
-    notify_promotion(params.notify, _jsonable(summary))  # best effort; nothing when no channel is set
-    return _jsonable({"registry": summary})
+    notify_promotion(params.notify, jsonable(summary))  # best effort; nothing when no channel is set
+    return jsonable({"registry": summary})
 
 
 def _challenger_identity(info: dict) -> str:

@@ -55,17 +55,17 @@ def test_parity_exit_a_missing_trade_is_a_divergence():
 
 def test_parity_exit_qt_run_fails_and_summary_names_the_trade(tmp_path, monkeypatch):
     """`qt run` with a replay that diverged: summary.json is written with the divergent trade, the command fails."""
-    import flows.stages
+    import flows.pipeline
     from cli.main import app
     from training.parity import judge_parity
 
     def fake_run_all(params, paths, redis_url=None):
         summary = {"executor": {"mode": "paper-replay", "parity_with_backtest": judge_parity(
             METRICS, _fills(BACKTEST), METRICS, 10.0, _fills(REPLAY, "ts"), tolerance_usdt=0.01)}}
-        flows.stages.write_summary(summary, paths)
+        flows.pipeline.write_summary(summary, paths)
         return summary
 
-    monkeypatch.setattr(flows.stages, "run_all", fake_run_all)
+    monkeypatch.setattr(flows.pipeline, "run_all", fake_run_all)
     monkeypatch.setenv("QT_HOME", str(tmp_path))
     monkeypatch.delenv("QT_PARAMS", raising=False)
     res = CliRunner().invoke(app, ["run", "--symbols", "S000/USDT"])

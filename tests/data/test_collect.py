@@ -115,7 +115,7 @@ def test_a_symbol_failing_at_the_exchange_is_reported_and_the_others_are_stored(
     faults = {"rules": [{"kind": "503", "symbol": "ETHUSDT", "path_prefix": "/api/v3/klines",
                          "probability": 1.0}]}
     real = LocalExchange
-    monkeypatch.setattr("exchange.LocalExchange", lambda d, **kw: real(d, faults=faults, **kw))
+    monkeypatch.setattr("data.sources.LocalExchange", lambda d, **kw: real(d, faults=faults, **kw))
     with pytest.raises(QTError, match="collection failed for 1 of 2 symbol.*ETH/USDT"):
         collect_module.collect_stage(p, paths)
     assert len(lake.read_symbol(lake_root(p, paths), "BTC/USDT", "1h")) == 400

@@ -49,7 +49,7 @@ def run(tmp_path_factory):
     try:
         params = load_params(None, TINY)
         with prefect_test_harness(server_startup_timeout=120):
-            from flows.stages import run_all
+            from flows.pipeline import run_all
 
             summary = run_all(params, paths)
         yield summary, paths, params, procs.STARTED_GROUPS[first_group:]

@@ -101,7 +101,7 @@ def test_a_missing_input_is_a_data_error_saying_what_to_collect(tmp_path, missin
 
 def test_the_point_in_time_check_of_the_features_stage_runs_on_the_lake_inputs(tmp_path):
     from features.materialise import read_feature_inputs
-    from flows.stages import check_point_in_time
+    from features.pit import check_point_in_time
 
     lake = _lake(tmp_path / "lake", CANDLES)
     funding, reference = read_feature_inputs(lake, SYMBOLS, "1d", PARAMS)

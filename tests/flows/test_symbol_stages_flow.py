@@ -55,7 +55,7 @@ def collected(tmp_path_factory):
 def _run(collected, tmp_path, runner: str):
     """validate + features on a copy of the collected state: through the flow on ``runner``, or
     with ``plain`` the stage functions the CLI calls (no Prefect, no fan-out callable)."""
-    from flows.pipeline import symbol_stages_flow
+    from flows.stage_tasks import symbol_stages_flow
 
     home = tmp_path / runner
     shutil.copytree(collected, home)  # copy2: the raw partitions keep their mtimes (manifest fingerprints)
