@@ -341,6 +341,7 @@ def _validation_definition(build_suite):
     hands each call's frame in as the batch: a per-symbol stage pays it once per process."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    # imported here, not at the top: GX reads GX_ANALYTICS_ENABLED at import time, and it is a heavy import
     import great_expectations as gx
     from great_expectations import expectations as gxe
 
