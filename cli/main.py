@@ -139,7 +139,8 @@ def execute(mode: Annotated[str, typer.Option("--mode", help="paper | testnet | 
     p, paths = load_context(params, None, symbols, None, None, end)
     import pandas as pd
 
-    from executor.daemon import HttpSignalSource, run_paper_replay
+    from executor.daemon import run_paper_replay
+    from executor.signals import HttpSignalSource
     from data.sources import read_lake
     from flows.stages import holdout_start
 
@@ -177,7 +178,8 @@ def _execute_live(mode, service_url, params, symbols, exchange_url, i_understand
         raise UserError(f"--mode {mode} needs the exchange API key and secret in the environment variables "
                         f"QT_API_KEY and QT_API_SECRET (never on the command line)")
     p, paths = load_context(params, None, symbols, None, None, None)
-    from executor.daemon import HttpSignalSource, run_live
+    from executor.daemon import run_live
+    from executor.signals import HttpSignalSource
     from executor.live.trader import check_live_universe
     from exchange import make_ccxt
 

@@ -14,73 +14,29 @@ max holding), records ``NO_SIGNAL`` decisions, publishes a ``risk.alert`` and lo
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import httpx
+import ccxt
 import pandas as pd
 
 from executor.backtest import check_timeframe, warn_if_perps, result_from_loop
 from executor.events import EventPublisher, EventRecorder
+from executor.live.trader import LiveTrader
 from executor.loop import TradingLoop
 from executor.metrics import start_metrics
 from executor.paper import PaperBroker
-from executor.signals import ACTIONS, Signal, SignalUnavailable
 from executor.state import StateStore
+from qt.binance import one_line
 from qt.config import Params
-from qt.notify import Notifier, NotifyingListener
+from qt.errors import UserError
+from qt.notify import NotifyingListener, start_notifier
+from qt.redact import install_log_redaction, remove_log_redaction
 
 log = logging.getLogger(__name__)
-
-
-def start_notifier(params: Params, environ: Mapping[str, str] | None = None) -> Notifier | None:
-    """A notifier when a channel is configured (``notify:`` + its environment variables), else None."""
-    notifier = Notifier.from_params(params.notify, os.environ if environ is None else environ)
-    if notifier.enabled:
-        return notifier
-    notifier.close()
-    return None
-
-
-class HttpSignalSource:
-    """Client of the service contract ``POST {url}/signals``. Raises ``SignalUnavailable``."""
-
-    def __init__(self, url: str, timeout_s: float = 5.0):
-        self.url = url.rstrip("/")
-        self.timeout_s = timeout_s
-        self._client = httpx.Client(timeout=timeout_s)
-
-    def close(self) -> None:
-        self._client.close()
-
-    def fetch(self, symbols: Sequence[str], as_of: pd.Timestamp) -> list[Signal]:
-        as_of_iso = pd.Timestamp(as_of).tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
-        try:
-            resp = self._client.post(f"{self.url}/signals", json={"symbols": list(symbols), "as_of": as_of_iso})
-        except httpx.HTTPError as exc:
-            raise SignalUnavailable(f"{self.url}/signals unreachable: {type(exc).__name__}: {exc}") from exc
-        if resp.status_code != 200:
-            raise SignalUnavailable(f"{self.url}/signals answered {resp.status_code}: {resp.text[:200]}")
-        try:
-            body = resp.json()
-            out = []
-            for s in body["signals"]:
-                if s["action"] not in ACTIONS:
-                    raise ValueError(f"unknown action {s['action']!r}")
-                out.append(Signal(symbol=str(s["symbol"]), timestamp=pd.Timestamp(s["feature_timestamp"]),
-                                  action=str(s["action"]), confidence=float(s["confidence"]),
-                                  expected_return=float(s["expected_return"]),
-                                  model_version=str(s.get("model_version", body.get("model_version")))))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise SignalUnavailable(f"{self.url}/signals reply does not follow the contract: {exc}") from exc
-        for s in out:
-            if s.timestamp.tzinfo is None:
-                raise SignalUnavailable(f"feature_timestamp {s.timestamp} has no timezone; the contract is UTC")
-        return out
 
 
 @dataclass
@@ -164,14 +120,6 @@ def run_live(params: Params, exchange, signal_source, state_db: Path, namespace:
     is set, ``max_bars`` bars were stepped, or the process is stopped (SIGTERM / Ctrl-C).
     Returns a summary: reconciliation, bars stepped, orders, fills, rejections, open positions.
     """
-    from executor.live.trader import LiveTrader
-
-    import ccxt
-
-    from qt.binance import one_line
-    from qt.errors import UserError
-    from qt.redact import install_log_redaction, remove_log_redaction
-
     redaction = install_log_redaction(secrets)  # tracebacks and %s args too, not only one_line paths
     trader = LiveTrader(params, exchange, signal_source, state_db, namespace, redis_url=redis_url,
                         secrets=secrets, metrics_port=metrics_port)

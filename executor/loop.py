@@ -1,4 +1,5 @@
-"""The one trading loop: backtest, paper replay (and later live) differ only in what is injected.
+"""The one trading loop: backtest, paper replay and live differ only in what is injected
+(the broker is an ``executor.broker.Broker``: paper, perps or spot).
 
 Per bar t (all symbols sharing the open time ``ts``), in this order:
 
@@ -14,7 +15,8 @@ Per bar t (all symbols sharing the open time ``ts``), in this order:
      its state (daily loss -> REDUCING, drawdown / kill switch -> HALTED);
   d. the signal source is asked for signals ``as_of=ts`` (features of bar t); the pure core
      proposes intents, the risk engine approves or denies each, approved ones go to the
-     broker for the open of t+1.
+     broker for the open of t+1. A bar a live executor missed (``step(missed=True)``) asks
+     for no signals: only exits that need none (max holding) are sent.
 
 Perpetual symbols need a funding schedule: ``run`` refuses a perp without funding history
 covering its bars (``DataError``), so funding is never silently zero.
@@ -39,7 +41,8 @@ import pandas as pd
 from executor.core import Decision, OrderIntent, decide
 from executor.funding import FundingPayment, FundingSchedule, as_schedule, require_funding, settle_funding
 from executor.listeners import STATE_WRITE_FAILED, STATE_WRITE_RECOVERED, ListenerHealth
-from executor.paper import LIMIT_EXPIRED, MarketOrder, PaperBroker
+from executor.broker import Broker, Rejection, SimulatedBroker
+from executor.paper import LIMIT_EXPIRED, MarketOrder
 from executor.portfolio import Bar, ClosedTrade, Fill, Portfolio
 from executor.risk import Approved, RiskAlert, RiskEngine, TradingState
 from executor.signals import Signal, SignalSource, SignalUnavailable
@@ -49,6 +52,7 @@ from qt.errors import DataError
 from qt.timeframes import timeframe_ms
 
 log = logging.getLogger(__name__)
+MISSED_BAR = "MISSED_BAR"
 _EPOCH = pd.Timestamp(0, tz="UTC")
 
 
@@ -143,11 +147,15 @@ def _bar_table(candles: pd.DataFrame, start: pd.Timestamp | None, end: pd.Timest
 
 
 class TradingLoop:
-    def __init__(self, params: Params, source: SignalSource, broker: PaperBroker,
+    def __init__(self, params: Params, source: SignalSource, broker: Broker,
                  listeners: Sequence[LoopListener] = (), kill_switch: Callable[[], bool] | None = None,
-                 bar_ms: int | None = None, funding: pd.DataFrame | FundingSchedule | None = None):
+                 bar_ms: int | None = None, funding: pd.DataFrame | FundingSchedule | None = None,
+                 exchange_settles_funding: bool = False):
+        """``exchange_settles_funding``: live, the exchange debits funding from the wallet itself,
+        so the loop books none (its schedule is not needed)."""
         self.params = params
         self.funding = as_schedule(funding)
+        self.exchange_settles_funding = exchange_settles_funding
         self._funding_after: pd.Timestamp | None = None  # open time of the last bar stepped
         self.source = source
         self.broker = broker
@@ -204,18 +212,53 @@ class TradingLoop:
             self._liquidate(last_bars)
         return self.result()
 
-    def step(self, ts: pd.Timestamp, bars: dict[str, Bar], symbols: list[str]) -> None:
-        self._ts = ts
+    def step(self, ts: pd.Timestamp, bars: dict[str, Bar], symbols: list[str], missed: bool = False) -> None:
+        """Step bar ``ts`` (the order in the module docstring).
+
+        ``missed=True``: a bar that closed while a live executor was not looking (its catch-up):
+        the same accounting (funding bookkeeping, fills and triggers, marks, ``bars_held``,
+        equity) but no signals and no entries - only exits that need no signal (max holding);
+        flat symbols get a ``skip`` / ``MISSED_BAR`` decision so the record says why nothing was
+        opened. A missed bar leaves the bar of listener-failure alerts and the state-write
+        outage to the next full bar."""
+        if not missed:
+            self._ts = ts
         self._settle_funding(ts)
         self._execute(ts, bars)
         self._mark(ts, bars)
-        self._decide(ts, bars, symbols)
+        if missed:
+            self._decide_missed(ts, bars, symbols)
+        else:
+            self._decide(ts, bars, symbols)
         self._emit("on_bar_done", ts)
+        if missed:
+            return
         since = self.health.end_bar()
         if since is not None:
-            self._alert(RiskAlert(ts, STATE_WRITE_RECOVERED, "state recorder writes again: new entries allowed "
-                                  "from the next bar; the journal lacks what happened in between",
-                                  {"failed_since": str(since)}))
+            self.raise_alert(RiskAlert(ts, STATE_WRITE_RECOVERED, "state recorder writes again: new entries allowed "
+                                       "from the next bar; the journal lacks what happened in between",
+                                       {"failed_since": str(since)}))
+
+    def adopt(self, portfolio: Portfolio, equity_usdt: float) -> None:
+        """Trade from a reconciled ledger (live start-up); drawdown and daily loss count from its equity."""
+        self.portfolio = portfolio
+        self.risk.reset_equity(equity_usdt)
+
+    def book_refusals(self, ts: pd.Timestamp, rejections: Sequence[Rejection]) -> None:
+        """Refusals the broker reports after the fact (live: the exchange's). A refused entry
+        releases its reservation (its order row reads ``cancelled``); a refused exit is decided
+        again next bar (exits are never blocked). Each refusal is a decision ``rejected`` with
+        the reason and the exchange's one-line message."""
+        orders = {o.order_id: o for o in self._result.orders}
+        for rej in rejections:
+            details = {"order_id": rej.order_id, "message": rej.message, "client_id": rej.client_id}
+            self.record(Decision(ts, rej.symbol, None, "rejected", rej.reason, details=details))
+            if rej.purpose == "entry":
+                self.portfolio.reserved_usdt.pop(rej.symbol, None)
+                if rej.order_id in orders:
+                    self._emit("on_cancel", orders[rej.order_id], ts)
+            elif rej.purpose == "exit":
+                self.portfolio.pending_exits.discard(rej.symbol)
 
     def result(self) -> LoopResult:
         r = self._result
@@ -229,6 +272,9 @@ class TradingLoop:
 
     # ---- steps -----------------------------------------------------------------------
     def _settle_funding(self, ts: pd.Timestamp) -> None:
+        if self.exchange_settles_funding:
+            self._funding_after = ts
+            return
         pf = self.portfolio
         for pay in settle_funding(self.funding, pf.positions, pf.marks, self._funding_after, ts):
             pf.apply_funding(pay.symbol, pay.amount_usdt)
@@ -244,9 +290,9 @@ class TradingLoop:
         for order in exe.expired:  # limit entries past their TTL
             self.portfolio.reserved_usdt.pop(order.symbol, None)
             self._emit("on_cancel", order, ts)
-            self._record(Decision(ts, order.symbol, None, "cancelled", LIMIT_EXPIRED,
-                                  details={"order_id": order.order_id, "limit_price": order.limit_price,
-                                           "ttl_bars": order.ttl_bars}))
+            self.record(Decision(ts, order.symbol, None, "cancelled", LIMIT_EXPIRED,
+                                 details={"order_id": order.order_id, "limit_price": order.limit_price,
+                                          "ttl_bars": order.ttl_bars}))
         for fill in exe.fills:
             self._book(fill, exe.protective_placed.get(fill.symbol))
 
@@ -278,7 +324,7 @@ class TradingLoop:
                 alerts.append(alert)
         for alert in alerts:
             log.warning("risk: %s %s", alert.message, alert.numbers)
-            self._alert(alert)
+            self.raise_alert(alert)
         self._eq_ts.append(ts)
         self._eq_val.append(equity)
         self._exposed.append(bool(pf.positions))
@@ -292,7 +338,7 @@ class TradingLoop:
             signals = None
             self._log_outage(ts, exc)
             self._emit("on_signal_unavailable", ts, exc)
-            self._alert(RiskAlert(ts, "NO_SIGNAL", f"signal source unavailable: {exc}"))
+            self.raise_alert(RiskAlert(ts, "NO_SIGNAL", f"signal source unavailable: {exc}"))
         else:
             if self._outage_since is not None:
                 log.warning("signal source back at %s after %d bar(s) without signals (since %s)",
@@ -304,18 +350,30 @@ class TradingLoop:
         out = decide(ts, bars, signals, self.portfolio, self.params.risk, symbols,
                      None if self.volatility is None else self.volatility.annual)
         for d in out.decisions:
-            self._record(d)
+            self.record(d)
         now = ts + self._bar_delta
         for intent in out.intents:
             if not intent.is_exit and self.health.entries_blocked:
-                self._record(_decision_for(ts, intent, "denied", STATE_WRITE_FAILED, 0.0,
-                                           {"failed_since": str(self.health.state_write_failed_since)}))
+                self.record(_decision_for(ts, intent, "denied", STATE_WRITE_FAILED, 0.0,
+                                          {"failed_since": str(self.health.state_write_failed_since)}))
                 continue
             verdict = self.risk.check(intent, self.portfolio, now)
             if isinstance(verdict, Approved):
                 self._submit(ts, intent, verdict)
             else:
-                self._record(_decision_for(ts, intent, "denied", verdict.reason, 0.0, dict(verdict.numbers)))
+                self.record(_decision_for(ts, intent, "denied", verdict.reason, 0.0, dict(verdict.numbers)))
+
+    def _decide_missed(self, ts: pd.Timestamp, bars: dict[str, Bar], symbols: list[str]) -> None:
+        """A missed bar's decisions (``step(missed=True)``): exits that need no signal, no entries."""
+        out = decide(ts, bars, {}, self.portfolio, self.params.risk, symbols)
+        now = ts + self._bar_delta
+        for intent in out.intents:
+            if intent.is_exit:
+                self._submit(ts, intent, self.risk.check(intent, self.portfolio, now))
+            else:
+                self.record(Decision(ts, intent.symbol, None, "skip", MISSED_BAR,
+                                     details={"why": "bar closed while the executor was not polling; "
+                                                     "entries are decided on the newest bar only"}))
 
     def _submit(self, ts: pd.Timestamp, intent: OrderIntent, verdict: Approved) -> None:
         oid = self._next_order_id
@@ -340,10 +398,13 @@ class TradingLoop:
             decision = _decision_for(ts, intent, "enter", intent.reason, verdict.notional_usdt, details)
         self.broker.submit(order)
         self._result.orders.append(order)
-        self._record(decision)
+        self.record(decision)
         self._emit("on_order", order, decision)
 
     def _liquidate(self, last_bars: dict[str, Bar]) -> None:
+        if not isinstance(self.broker, SimulatedBroker):
+            raise TypeError(f"close_at_end needs a simulated broker (close_at_close); "
+                            f"{type(self.broker).__name__} trades on an exchange")
         for sym in sorted(self.portfolio.positions):
             pos = self.portfolio.positions[sym]
             oid = self._next_order_id
@@ -355,7 +416,8 @@ class TradingLoop:
             self._eq_val[-1] = self.portfolio.equity_usdt()
 
     # ---- plumbing --------------------------------------------------------------------
-    def _record(self, decision: Decision) -> None:
+    def record(self, decision: Decision) -> None:
+        """One decision into the result and to every listener."""
         self._result.decisions.append(decision)
         self._emit("on_decision", decision)
 
@@ -368,7 +430,8 @@ class TradingLoop:
             log.error("signal source unavailable at %s (%d bar(s) since %s): %s -> opening nothing, "
                       "exits still managed", ts, self._outage_bars, self._outage_since, exc)
 
-    def _alert(self, alert: RiskAlert) -> None:
+    def raise_alert(self, alert: RiskAlert) -> None:
+        """One alert into the result and to every listener (the loop's own, and a live trader's)."""
         self._result.alerts.append(alert)
         self._emit("on_alert", alert)
 
@@ -379,8 +442,8 @@ class TradingLoop:
             except Exception:  # noqa: BLE001 - a broken recorder must not stop exits
                 self._count_listener_failure(type(listener).__name__)
                 if self.health.failed(listener, method, self._ts):
-                    self._alert(RiskAlert(self._ts, STATE_WRITE_FAILED, f"state recorder failed in {method}: "
-                                          "no new entries until it writes again, exits still managed", {}))
+                    self.raise_alert(RiskAlert(self._ts, STATE_WRITE_FAILED, f"state recorder failed in {method}: "
+                                               "no new entries until it writes again, exits still managed", {}))
             else:
                 self.health.succeeded(listener, method)
 

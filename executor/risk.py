@@ -35,6 +35,7 @@ import pandas as pd
 from executor.core import OrderIntent
 from executor.portfolio import Portfolio
 from qt.config import CostParams, RiskParams, SignalParams
+from qt.timeframes import timeframe_ms
 
 NO_SIGNAL = "NO_SIGNAL"
 HALTED_REASON = "HALTED"
@@ -121,9 +122,12 @@ class RiskEngine:
 
     @classmethod
     def from_params(cls, params) -> "RiskEngine":
-        from qt.timeframes import timeframe_ms
-
         return cls(params.risk, params.costs, params.signal, timeframe_ms(params.data.timeframe))
+
+    def reset_equity(self, equity_usdt: float) -> None:
+        """Count drawdown and daily loss from ``equity_usdt`` (live: the reconciled ledger at start-up)."""
+        self.peak_equity_usdt = self.day_start_equity_usdt = equity_usdt
+        self._last_equity_usdt = equity_usdt
 
     # ---- state machine -------------------------------------------------------------
     def observe_equity(self, equity_usdt: float, bar_ts: pd.Timestamp) -> list[RiskAlert]:

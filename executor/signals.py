@@ -5,7 +5,7 @@ close the features saw). The decision it drives acts at the open of bar t+1. The
 thresholds (``SignalParams``) turn a probability into an action in the backtest, the
 service and the executor, so that what was tested is what trades.
 
-Signal sources (``FrameSignalSource`` here, ``executor.daemon.HttpSignalSource``) answer
+Signal sources (``FrameSignalSource``, and ``HttpSignalSource``: the serving service) answer
 ``fetch(symbols, as_of)`` with the latest signal per symbol whose timestamp is
 ``<= as_of`` - the same rule the service uses - and raise ``SignalUnavailable`` when they
 cannot answer at all (the executor then opens nothing and keeps managing exits).
@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+import httpx
 import numpy as np
 import pandas as pd
 
@@ -140,4 +141,41 @@ class FrameSignalSource:
             i = int(np.searchsorted(ts_ns, as_of_ns, side="right")) - 1
             if i >= 0:
                 out.append(sigs[i])
+        return out
+
+
+class HttpSignalSource:
+    """Client of the service contract ``POST {url}/signals``. Raises ``SignalUnavailable``."""
+
+    def __init__(self, url: str, timeout_s: float = 5.0):
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+        self._client = httpx.Client(timeout=timeout_s)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def fetch(self, symbols: Sequence[str], as_of: pd.Timestamp) -> list[Signal]:
+        as_of_iso = pd.Timestamp(as_of).tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+        try:
+            resp = self._client.post(f"{self.url}/signals", json={"symbols": list(symbols), "as_of": as_of_iso})
+        except httpx.HTTPError as exc:
+            raise SignalUnavailable(f"{self.url}/signals unreachable: {type(exc).__name__}: {exc}") from exc
+        if resp.status_code != 200:
+            raise SignalUnavailable(f"{self.url}/signals answered {resp.status_code}: {resp.text[:200]}")
+        try:
+            body = resp.json()
+            out = []
+            for s in body["signals"]:
+                if s["action"] not in ACTIONS:
+                    raise ValueError(f"unknown action {s['action']!r}")
+                out.append(Signal(symbol=str(s["symbol"]), timestamp=pd.Timestamp(s["feature_timestamp"]),
+                                  action=str(s["action"]), confidence=float(s["confidence"]),
+                                  expected_return=float(s["expected_return"]),
+                                  model_version=str(s.get("model_version", body.get("model_version")))))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SignalUnavailable(f"{self.url}/signals reply does not follow the contract: {exc}") from exc
+        for s in out:
+            if s.timestamp.tzinfo is None:
+                raise SignalUnavailable(f"feature_timestamp {s.timestamp} has no timezone; the contract is UTC")
         return out

@@ -147,7 +147,8 @@ def serve_and_execute(params: Params, paths: StatePaths, redis_url: str | None) 
     then opens nothing and every bar is recorded as a NO_SIGNAL rejection - there is
     no fallback signal.
     """
-    from executor.daemon import HttpSignalSource, run_paper_replay
+    from executor.daemon import run_paper_replay
+    from executor.signals import HttpSignalSource
     from serving.launcher import ServiceProcess
     from training.registry import champion_version
 

@@ -14,20 +14,22 @@ The webhook URL and the Telegram bot token come from the environment variables
 is ever logged, and error text is scrubbed of them.
 
 ``NotifyingListener`` is a LoopListener-compatible adapter (fills, risk alerts, kill switch)
-for the executor's loop.
+for the executor's loop; ``start_notifier`` is how the paper and live daemons get a notifier
+(None when no channel is configured).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import httpx
 
-from qt.config import NotifyParams
+from qt.config import NotifyParams, Params
 
 log = logging.getLogger("qt.notify")
 
@@ -313,4 +315,13 @@ class NotifyingListener:
 
 
 def _no_op(*_args, **_kwargs) -> None:
+    return None
+
+
+def start_notifier(params: Params, environ: Mapping[str, str] | None = None) -> Notifier | None:
+    """A notifier when a channel is configured (``notify:`` + its environment variables), else None."""
+    notifier = Notifier.from_params(params.notify, os.environ if environ is None else environ)
+    if notifier.enabled:
+        return notifier
+    notifier.close()
     return None

@@ -1,7 +1,8 @@
 """The live broker: the paper broker's interface over a real ccxt USDT-M client. No decisions here.
 
 The trading loop calls ``submit(order)`` at the close of bar t and ``process_bar(bars)`` at
-the close of the next bar, exactly as with ``PaperBroker``. Live, ``submit`` sends at once
+the close of the next bar, exactly as with ``PaperBroker`` (both are an
+``executor.broker.Broker``). Live, ``submit`` sends at once
 (the exchange's "now" is the open of t+1, where paper fills), and the fills, protective
 triggers and refusals it sees are handed to the loop by the next ``process_bar``, so the
 ledger books them at the same step as in paper.
@@ -9,7 +10,8 @@ ledger books them at the same step as in paper.
 What this adapter guarantees (issue #7):
 
 * **Idempotency.** Every order carries a client order id derived from (namespace, decided
-  bar, symbol, purpose) - ``client_order_id`` - so a restarted daemon recomputes the same id.
+  bar, symbol, purpose) - ``executor.live.journal.client_order_id`` - so a restarted daemon
+  recomputes the same id.
   Each send is journalled (``OrderJournal``, same SQLite file as the state) BEFORE it leaves;
   after a lost answer (timeout, 5xx, 429, dropped connection) the order is looked up by its
   client id before anything is re-sent. Binance only refuses a duplicate client id among OPEN
@@ -18,7 +20,8 @@ What this adapter guarantees (issue #7):
   TAKE_PROFIT_MARKET orders for the FILLED quantity are placed (``risk.stop_loss_pct`` /
   ``take_profit_pct`` of the fill price, as the paper broker does). Each ``process_bar``
   checks them: triggered -> an exit fill; cancelled or missing while the position is open
-  -> re-placed (new client id generation); the sibling of a triggered one is cancelled. With
+  -> re-placed (new client id generation); the sibling of a triggered one is cancelled
+  (``executor.live.guards``, mixed in: this module sends, looks up and books). With
   ``risk.trailing_stop_pct`` a native TRAILING_STOP_MARKET joins them (or, managed, the stop is
   moved up each bar: ``executor.live.resting``, which also keeps limit entries resting).
 * **Exits** (signal flip, max holding) cancel the protectives, then close reduce-only.
@@ -35,7 +38,6 @@ orders: ``executor.live.spot.SpotBroker`` subclasses this one with an OCO order 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import time
@@ -45,9 +47,10 @@ from dataclasses import dataclass, field
 import ccxt
 import pandas as pd
 
+from executor.broker import Rejection
 from executor.live.resting import RestingEntry, check_resting, move_managed_stops, place_limit_entry
-from executor.live.emergency import exit_crossed_guard, refused_as_crossed
-from executor.live.journal import OrderJournal
+from executor.live.guards import Guard, GuardKeeping
+from executor.live.journal import OrderJournal, client_order_id
 from executor.live.leverage import LEVERAGE_UNVERIFIED
 from executor.paper import BarExecution, MarketOrder, Protective
 from executor.portfolio import Bar, Fill
@@ -55,74 +58,6 @@ from qt.backoff import parse_retry_after_s, retry_call
 from qt.binance import is_lost_answer, one_line, reason_for
 
 log = logging.getLogger(__name__)
-
-PURPOSE_CODES = {"entry": "e", "exit": "x", "stop_loss": "s", "take_profit": "t", "trailing_stop": "r",
-                 "oco": "o"}  # oco: a spot OCO order list (executor.live.spot)
-GUARD_KINDS = ("stop_loss", "take_profit", "trailing_stop")
-
-
-def client_order_id(namespace: str, decided_ts: pd.Timestamp, symbol: str, purpose: str,
-                    generation: int = 0) -> str:
-    """Deterministic client order id, e.g. ``qte-3f9a...``: the same (namespace, bar, symbol,
-    purpose, generation) always gives the same id, so a restart cannot mint a new order for a
-    decision it already sent. 24 characters, within Binance's ``^[.A-Z:/a-z0-9_-]{1,36}$``."""
-    key = f"{namespace}|{pd.Timestamp(decided_ts).value}|{symbol}|{purpose}|{generation}"
-    return f"qt{PURPOSE_CODES[purpose]}-{hashlib.blake2b(key.encode(), digest_size=10).hexdigest()}"
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    order_id: int
-    symbol: str
-    purpose: str
-    reason: str  # INSUFFICIENT_FUNDS | INVALID_ORDER | BAD_REQUEST | MIN_NOTIONAL | EXCHANGE_UNAVAILABLE ...
-    message: str
-    client_id: str | None = None
-
-
-@dataclass
-class Guard:
-    """The protective pair on the exchange for one position."""
-
-    symbol: str
-    qty: float
-    stop_price: float
-    take_profit_price: float
-    entry_order_id: int
-    entry_cid: str
-    stop_id: str | None = None
-    take_profit_id: str | None = None
-    generation: int = 0
-    trail_pct: float = 0.0  # 0 = no trailing stop (qt.fills)
-    trail_mode: str = "native"  # native: a TRAILING_STOP_MARKET; managed: stop_price follows the trail
-    trail_id: str | None = None  # native trailing order on the exchange
-    peak: float = float("nan")  # managed: highest completed high since entry
-    fixed_stop: float = float("nan")  # the stop-loss level before any trail moved it
-
-    @property
-    def kinds(self) -> tuple[str, ...]:
-        native = self.trail_pct > 0 and self.trail_mode == "native"
-        return GUARD_KINDS if native else GUARD_KINDS[:2]
-
-    def order_id_of(self, kind: str) -> str | None:
-        return {"stop_loss": self.stop_id, "take_profit": self.take_profit_id, "trailing_stop": self.trail_id}[kind]
-
-    def set_order_id(self, kind: str, oid: str | None) -> None:
-        setattr(self, {"stop_loss": "stop_id", "take_profit": "take_profit_id", "trailing_stop": "trail_id"}[kind],
-                oid)
-
-    def clear_ids(self) -> None:
-        self.stop_id = self.take_profit_id = self.trail_id = None
-
-    def exit_reason(self, kind: str) -> str:
-        """A managed stop that the trail moved up exits as ``trailing_stop``, as in paper."""
-        moved = self.trail_pct > 0 and self.stop_price > self.fixed_stop  # False while fixed_stop is NaN
-        return "trailing_stop" if kind == "stop_loss" and moved else kind
-
-    def as_protective(self) -> Protective:
-        return Protective(self.symbol, self.qty, self.stop_price, self.take_profit_price, self.entry_order_id,
-                          trail_pct=self.trail_pct, peak=self.peak)
-
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -139,7 +74,7 @@ class _Execution:
     expired: list[MarketOrder] = field(default_factory=list)  # limit entries past their TTL
 
 
-class CcxtBroker:
+class CcxtBroker(GuardKeeping):
     """``submit`` / ``process_bar`` / ``protective`` over a ccxt ``binanceusdm`` client."""
 
     def __init__(self, exchange: ccxt.Exchange, journal: OrderJournal, namespace: str, bar_ms: int,
@@ -157,7 +92,7 @@ class CcxtBroker:
         self.rejections: list[Rejection] = []
         self.alerts: list[tuple[str, str, dict]] = []  # (kind, message, numbers) for the loop's risk.alert
         self.retries = 0
-        self._pending = _Execution()
+        self.execution = _Execution()
         self._pending_exits: dict[str, MarketOrder] = {}  # exits not (fully) done yet, re-tried each bar
         self._partial_exit_fills: dict[str, list[Fill]] = {}  # merged into one exit fill when flat
         self._unbooked: list[tuple[MarketOrder, str, dict]] = []  # placed entries whose booking failed
@@ -166,6 +101,10 @@ class CcxtBroker:
         # refuses it, or None; symbols that passed are remembered
         self.before_first_entry: Callable[[str], str | None] | None = None
         self._entry_checked: set[str] = set()
+
+    def error_text(self, exc: BaseException) -> str:
+        """The one line an exchange error is logged and recorded as, this account's secrets removed."""
+        return one_line(exc, self._secrets)
 
     # ---- market rules ------------------------------------------------------------------
     def min_notional_usdt(self, symbol: str) -> float:
@@ -207,14 +146,14 @@ class CcxtBroker:
         guarded = set(self.guards)  # positions guarded during this bar (their trail sees its high)
         unbooked, self._unbooked = self._unbooked, []
         for order, cid, placed in unbooked:
-            self._book_or_defer(order, cid, placed)
+            self.book_or_defer(order, cid, placed)
         for order in list(self._pending_exits.values()):
             self._exit(order)
         for symbol in sorted(self.guards):
             self._check_guard(symbol)
         move_managed_stops(self, bars, guarded)
         check_resting(self, bars)
-        done, self._pending = self._pending, _Execution()
+        done, self.execution = self.execution, _Execution()
         return BarExecution(done.fills, done.cancelled, done.placed, done.expired)
 
     # ---- entries ---------------------------------------------------------------------------
@@ -224,13 +163,13 @@ class CcxtBroker:
         if self.before_first_entry is not None and sym not in self._entry_checked:
             refused = self.before_first_entry(sym)
             if refused is not None:
-                self._reject(order, LEVERAGE_UNVERIFIED, refused, cid)
+                self.reject(order, LEVERAGE_UNVERIFIED, refused, cid)
                 return
             self._entry_checked.add(sym)
         try:
             last = float(self.read(lambda: self.ex.fetch_ticker(sym))["last"])
         except ccxt.BaseError as exc:
-            self._reject(order, reason_for(exc), one_line(exc, self._secrets), cid)
+            self.reject(order, reason_for(exc), self.error_text(exc), cid)
             return
         if order.is_limit:  # sized at its own price
             last = self.round_price(sym, order.limit_price)
@@ -238,7 +177,7 @@ class CcxtBroker:
         min_cost = self.min_notional_usdt(sym)
         min_qty = float((self.ex.market(sym)["limits"].get("amount") or {}).get("min") or 0.0)
         if qty <= 0 or qty < min_qty or qty * last < min_cost:
-            self._reject(order, "MIN_NOTIONAL",
+            self.reject(order, "MIN_NOTIONAL",
                          f"{sym} buy {qty} at ~{last} = {qty * last:.4f} USDT is below the exchange minimum "
                          f"{min_cost} USDT / {min_qty} after rounding; not sent", cid)
             return
@@ -248,7 +187,7 @@ class CcxtBroker:
             # have this client id, possibly filled and closed since - never send it twice
             found = self.lookup(cid, sym, False)
             if found is not None:
-                self._reject(order, "ALREADY_SENT", f"{sym}: entry {cid} is already on the exchange "
+                self.reject(order, "ALREADY_SENT", f"{sym}: entry {cid} is already on the exchange "
                                                     f"({found.get('status')}); not sent again", cid, journal=False)
                 return
         if order.is_limit:
@@ -256,21 +195,21 @@ class CcxtBroker:
             return
         self.journal.sending(cid, sym, "entry", order.decided_ts, order.order_id, qty)
         try:
-            placed = self._place(cid, sym, False, lambda: self.ex.create_order(
+            placed = self.place(cid, sym, False, lambda: self.ex.create_order(
                 sym, "market", "buy", qty, None, {"clientOrderId": cid}))
         except ccxt.BaseError as exc:
-            self._reject(order, reason_for(exc), one_line(exc, self._secrets), cid)
+            self.reject(order, reason_for(exc), self.error_text(exc), cid)
             return
-        self._book_or_defer(order, cid, placed)
+        self.book_or_defer(order, cid, placed)
 
-    def _book_or_defer(self, order: MarketOrder, cid: str, placed: dict) -> None:
+    def book_or_defer(self, order: MarketOrder, cid: str, placed: dict) -> None:
         """Book a placed entry; if the exchange stops answering half-way (its trades, its guards),
         try again at the next ``process_bar`` - the position must not stay unguarded until a restart."""
         try:
             self.book_entry(order, cid, placed)
         except ccxt.BaseError as exc:
             log.error("%s: entry %s placed but not yet booked/guarded (%s); retried next bar", order.symbol, cid,
-                      one_line(exc, self._secrets))
+                      self.error_text(exc))
             self._unbooked.append((order, cid, placed))
 
     def book_entry(self, order: MarketOrder, cid: str, placed: dict) -> Guard | None:
@@ -284,7 +223,7 @@ class CcxtBroker:
                             fee_usdt=fill.fee_usdt if fill else None,
                             fill_ts=str(fill.timestamp) if fill else None)
         if fill is None:
-            self._reject(order, "NOT_FILLED", f"{sym} market buy {placed.get('amount')} expired unfilled", cid)
+            self.reject(order, "NOT_FILLED", f"{sym} market buy {placed.get('amount')} expired unfilled", cid)
             return None
         # the order's own filled amount: a spot fill's qty is net of the fee paid in the base asset
         if float(placed.get("filled") or fill.qty) < float(placed.get("amount") or fill.qty):
@@ -295,159 +234,31 @@ class CcxtBroker:
                       trail_pct=order.trailing_stop_pct, trail_mode=order.trailing_mode, peak=fill.price)
         guard.fixed_stop = guard.stop_price
         self.guards[sym] = guard
-        self._pending.fills.append(fill)  # before the guard: an emergency exit's fill comes after it
-        self._pending.placed[sym] = guard.as_protective()
+        self.execution.fills.append(fill)  # before the guard: an emergency exit's fill comes after it
+        self.execution.placed[sym] = guard.as_protective()
         self.ensure_guard(guard, open_algo=[])
         return guard
-
-    # ---- protective orders -----------------------------------------------------------------
-    def ensure_guard(self, guard: Guard, open_algo: list[dict] | None = None) -> list[str]:
-        """Place whichever of the stop / take-profit is not open on the exchange; returns the
-        kinds placed. ``open_algo``: the symbol's open conditional orders if already read.
-        A stop the price is already through is not placed: the position is closed at market
-        (``executor.live.emergency``) and the guard dropped."""
-        if open_algo is None:
-            open_algo = self.read(lambda: self.ex.fetch_open_orders(guard.symbol, params={"trigger": True}))
-        open_ids = {str(o["id"]) for o in open_algo}
-        placed = []
-        for kind in guard.kinds:
-            current = guard.order_id_of(kind)
-            if current is not None and current in open_ids:
-                continue
-            crossed = self._place_protective(guard, kind)
-            if crossed is not None:
-                exit_crossed_guard(self, guard, crossed)
-                return placed
-            placed.append(kind)
-        return placed
-
-    def _place_protective(self, guard: Guard, kind: str) -> str | None:
-        """Place one protective; returns the exchange's answer when it refused a stop as already
-        crossed (the caller exits at market), None otherwise."""
-        sym = guard.symbol
-        price = guard.stop_price if kind == "stop_loss" else guard.take_profit_price
-        if kind == "trailing_stop":  # ccxt: trailingPercent -> callbackRate (percent) on the algo endpoint
-            price = round(guard.trail_pct * 100.0, 1)
-        cid = client_order_id(self.namespace, pd.Timestamp(0, tz="UTC"), f"{guard.entry_cid}|{sym}", kind,
-                              guard.generation)
-        guard.generation += 1
-        key = {"stop_loss": "stopLossPrice", "take_profit": "takeProfitPrice", "trailing_stop": "trailingPercent"}[kind]
-        qty = self.round_amount(sym, guard.qty)
-        self.journal.sending(cid, sym, kind, None, guard.entry_order_id, qty, price, entry_cid=guard.entry_cid)
-        try:
-            placed = self._place(cid, sym, True, lambda: self.ex.create_order(
-                sym, "market", "sell", qty, None, {key: price, "reduceOnly": True, "clientOrderId": cid}))
-        except ccxt.BaseError as exc:
-            msg = one_line(exc, self._secrets)
-            self.journal.update(cid, status="rejected", reason=reason_for(exc), message=msg)
-            if kind == "stop_loss" and refused_as_crossed(exc):
-                return msg
-            log.error("%s: could not place the %s at %s: %s (retried next bar)", sym, kind, price, msg)
-            self.alerts.append(("UNPROTECTED", f"{sym} {kind} could not be placed: {msg}",
-                                {"symbol": sym, "kind": kind, "price": price}))
-            return None
-        self.journal.update(cid, exchange_id=str(placed["id"]), status="open")
-        guard.set_order_id(kind, str(placed["id"]))
-        return None
-
-    def _check_guard(self, symbol: str) -> None:
-        guard = self.guards[symbol]
-        try:
-            open_algo = self.read(lambda: self.ex.fetch_open_orders(symbol, params={"trigger": True}))
-            open_ids = {str(o["id"]) for o in open_algo}
-            for kind, oid in ((k, guard.order_id_of(k)) for k in guard.kinds):
-                if oid is None or oid in open_ids:
-                    continue
-                order = self.read(lambda: self.ex.fetch_order(oid, symbol, {"trigger": True}))
-                if order.get("status") == "closed":  # triggered: it placed a regular order
-                    self._book_trigger(guard, kind, order)
-                    return
-            if self._position_qty(symbol) <= 0:
-                self.alerts.append(("POSITION_GONE", f"{symbol}: position closed outside the executor",
-                                    {"symbol": symbol}))
-                self._cancel_guard(guard)
-                del self.guards[symbol]
-                return
-            strays = [o for o in open_algo if str(o["id"]) not in (guard.stop_id, guard.take_profit_id, guard.trail_id)]
-            for o in strays:  # e.g. a duplicate guard that reached the exchange after a lost answer
-                log.warning("%s: cancelling conditional order %s (client id %s) that is not this position's guard",
-                            symbol, o["id"], o.get("clientOrderId"))
-                self._cancel_quietly(symbol, str(o["id"]))
-            placed = self.ensure_guard(guard, [o for o in open_algo if o not in strays])
-            if placed:
-                log.warning("%s: protective %s was cancelled or missing on the exchange; re-placed", symbol,
-                            "+".join(placed))
-                self.alerts.append(("PROTECTIVE_REPLACED", f"{symbol}: {'+'.join(placed)} re-placed",
-                                    {"symbol": symbol, "placed": placed}))
-        except ccxt.BaseError as exc:
-            log.error("%s: protective check failed (%s); tried again next bar", symbol,
-                      one_line(exc, self._secrets))
-
-    def _book_trigger(self, guard: Guard, kind: str, algo: dict) -> None:
-        sym = guard.symbol
-        actual = (algo.get("info") or {}).get("actualOrderId")
-        regular = self.read(lambda: self.ex.fetch_order(str(actual), sym)) if actual else algo
-        fill = self.fill_from_order(regular, -guard.entry_order_id, "sell", "exit", guard.exit_reason(kind))
-        oid = guard.order_id_of(kind)
-        rows = self.journal.rows("exchange_id=? AND purpose=?", (oid, kind))
-        if rows:
-            self.journal.update(rows[0]["client_id"], status="triggered", filled_qty=fill.qty if fill else 0.0,
-                                avg_price=fill.price if fill else None)
-        self._cancel_guard(guard)
-        del self.guards[sym]
-        superseded = self._pending_exits.pop(sym, None)  # the loop's own exit is moot now
-        if superseded is not None:
-            self._pending.cancelled.append(superseded)
-        left = self._position_qty(sym)
-        if left > 0 and fill is not None:
-            # the triggered order filled only in part (liquidity): finish the exit at market, reduce-only,
-            # bar after bar if need be; the ledger gets one exit fill when the position is flat
-            log.warning("%s: %s filled %s, %s left; closing the rest at market", sym, kind, fill.qty, left)
-            self._partial_exit_fills.setdefault(sym, []).append(fill)
-            self._exit(MarketOrder(-guard.entry_order_id, sym, "sell", "exit", kind, qty=left,
-                                   decided_ts=fill.timestamp))
-            return
-        if fill is not None:
-            self._pending.fills.append(fill)
-
-    def _cancel_quietly(self, symbol: str, oid: str) -> None:
-        try:
-            self.read(lambda: self.ex.cancel_order(oid, symbol, {"trigger": True}))
-        except ccxt.OrderNotFound:
-            pass
-
-    def _cancel_guard(self, guard: Guard) -> None:
-        for oid in (guard.stop_id, guard.take_profit_id, guard.trail_id):
-            if oid is None:
-                continue
-            try:
-                self.read(lambda: self.ex.cancel_order(oid, guard.symbol, {"trigger": True}))
-            except ccxt.OrderNotFound:
-                pass  # already triggered, expired or cancelled
-            rows = self.journal.rows("exchange_id=? AND status='open'", (oid,))
-            for r in rows:
-                self.journal.update(r["client_id"], status="cancelled")
 
     # ---- exits -----------------------------------------------------------------------------
     def _exit(self, order: MarketOrder) -> None:
         """Close the position; if the exchange cannot be reached, the exit is tried again next bar."""
         try:
-            self._close_position(order)
+            self.close_position(order)
         except ccxt.BaseError as exc:
-            msg = one_line(exc, self._secrets)
+            msg = self.error_text(exc)
             log.error("%s: exit not completed (%s); tried again next bar", order.symbol, msg)
             self._pending_exits[order.symbol] = order
 
-    def _close_position(self, order: MarketOrder) -> None:
+    def close_position(self, order: MarketOrder) -> None:
         sym = order.symbol
         guard = self.guards.get(sym)
         if guard is not None:  # a protective may have fired since the last bar: that is the exit
             self._check_guard(sym)
             if sym not in self.guards:
-                if order.order_id > 0 and order not in self._pending.cancelled:
-                    self._pending.cancelled.append(order)
+                if order.order_id > 0 and order not in self.execution.cancelled:
+                    self.execution.cancelled.append(order)
                 return
-            self._cancel_guard(guard)
+            self.cancel_guard(guard)
         qty = self.round_amount(sym, self._position_qty(sym))
         if qty <= 0:  # nothing (left) to sell
             self._flat_now(order)
@@ -474,7 +285,7 @@ class CcxtBroker:
         self.guards.pop(sym, None)
         parts = self._partial_exit_fills.pop(sym, []) + ([fill] if fill else [])
         if parts:
-            self._pending.fills.append(_merge(parts))
+            self.execution.fills.append(_merge(parts))
 
     def _flat_now(self, order: MarketOrder) -> None:
         """Nothing (left) to sell: the exit is done - one fill from its parts - or was never needed."""
@@ -483,9 +294,9 @@ class CcxtBroker:
         self.guards.pop(sym, None)
         parts = self._partial_exit_fills.pop(sym, [])
         if parts:
-            self._pending.fills.append(_merge(parts))
+            self.execution.fills.append(_merge(parts))
         elif order.order_id > 0:
-            self._pending.cancelled.append(order)
+            self.execution.cancelled.append(order)
 
     def _sell_at_market(self, order: MarketOrder, qty: float, params: dict) -> tuple[str | None, Fill | None]:
         """Journal, then send a market sell of ``qty`` for an exit: ``(client id, fill or None)``.
@@ -497,10 +308,10 @@ class CcxtBroker:
         cid = client_order_id(self.namespace, order.decided_ts, sym, "exit", len(attempt))
         self.journal.sending(cid, sym, "exit", order.decided_ts, order.order_id, qty)
         try:
-            placed = self._place(cid, sym, False, lambda: self.ex.create_order(
+            placed = self.place(cid, sym, False, lambda: self.ex.create_order(
                 sym, "market", "sell", qty, None, {**params, "clientOrderId": cid}))
         except ccxt.BaseError as exc:
-            msg = one_line(exc, self._secrets)
+            msg = self.error_text(exc)
             self.journal.update(cid, status="rejected", reason=reason_for(exc), message=msg)
             self.rejections.append(Rejection(order.order_id, sym, "exit", reason_for(exc), msg, cid))
             if order.order_id < 0:
@@ -520,7 +331,7 @@ class CcxtBroker:
         return sum(float(p.get("contracts") or 0.0) for p in positions
                    if p.get("symbol") == symbol and p.get("side") == "long")
 
-    def _reject(self, order: MarketOrder, reason: str, message: str, cid: str | None, journal: bool = True) -> None:
+    def reject(self, order: MarketOrder, reason: str, message: str, cid: str | None, journal: bool = True) -> None:
         log.warning("%s %s refused: %s %s", order.symbol, order.purpose, reason, message)
         if journal and cid is not None and self.journal.get(cid) is not None:
             self.journal.update(cid, status="rejected", reason=reason, message=message)
@@ -532,7 +343,7 @@ class CcxtBroker:
 
     def _on_retry(self, attempt: int, exc: BaseException, wait_s: float) -> None:
         self.retries += 1
-        log.warning("exchange call failed (%s), retry %d in %.2fs", one_line(exc, self._secrets), attempt, wait_s)
+        log.warning("exchange call failed (%s), retry %d in %.2fs", self.error_text(exc), attempt, wait_s)
 
     def read(self, fn):
         """A read (or a cancel, idempotent): retried on timeouts/429/5xx with the project's backoff."""
@@ -549,7 +360,7 @@ class CcxtBroker:
         except ccxt.OrderNotFound:
             return None
 
-    def _place(self, cid: str, symbol: str, algo: bool, create: Callable[[], dict]) -> dict:
+    def place(self, cid: str, symbol: str, algo: bool, create: Callable[[], dict]) -> dict:
         """Send once; after a lost answer, look the client id up before sending again.
 
         A conditional (algo) order found by its id counts only while it is open (its id is reused

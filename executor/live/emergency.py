@@ -31,10 +31,10 @@ def exit_crossed_guard(broker, guard, message: str) -> bool:
     log.error("%s: stop at %s is already crossed (%s): exiting at market now", sym, guard.stop_price, message)
     broker.alerts.append((EMERGENCY_EXIT, f"{sym}: stop {guard.stop_price} already crossed; closed at market "
                                           f"({message})", {"symbol": sym, "stop_price": guard.stop_price}))
-    broker._cancel_guard(guard)
+    broker.cancel_guard(guard)
     guard.clear_ids()
     broker.guards.pop(sym, None)
-    broker._close_position(MarketOrder(-guard.entry_order_id, sym, "sell", "exit", EMERGENCY_EXIT_REASON,
+    broker.close_position(MarketOrder(-guard.entry_order_id, sym, "sell", "exit", EMERGENCY_EXIT_REASON,
                                        decided_ts=pd.Timestamp.now(tz="UTC")))
     return False
 

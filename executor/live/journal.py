@@ -2,12 +2,28 @@
 
 Written BEFORE a request leaves, so that after ``kill -9`` the restarted daemon knows which
 client ids it may have sent and asks the exchange about those instead of sending again.
+``client_order_id`` makes those ids: deterministic, so a restart recomputes the same ones.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import time
+
+import pandas as pd
+
+PURPOSE_CODES = {"entry": "e", "exit": "x", "stop_loss": "s", "take_profit": "t", "trailing_stop": "r",
+                 "oco": "o"}  # oco: a spot OCO order list (executor.live.spot)
+
+
+def client_order_id(namespace: str, decided_ts: pd.Timestamp, symbol: str, purpose: str,
+                    generation: int = 0) -> str:
+    """Deterministic client order id, e.g. ``qte-3f9a...``: the same (namespace, bar, symbol,
+    purpose, generation) always gives the same id, so a restart cannot mint a new order for a
+    decision it already sent. 24 characters, within Binance's ``^[.A-Z:/a-z0-9_-]{1,36}$``."""
+    key = f"{namespace}|{pd.Timestamp(decided_ts).value}|{symbol}|{purpose}|{generation}"
+    return f"qt{PURPOSE_CODES[purpose]}-{hashlib.blake2b(key.encode(), digest_size=10).hexdigest()}"
 
 
 class OrderJournal:

@@ -31,16 +31,18 @@ sent. In this order:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import ccxt
 import pandas as pd
 
-from executor.live.broker import CcxtBroker, Guard
+from executor.live.broker import CcxtBroker
+from executor.live.guards import Guard
 from executor.live.resting import RestingEntry, last_working_bar
 from executor.paper import MarketOrder
 from executor.portfolio import Fill, Portfolio, Position
-from qt.binance import one_line, reason_for
+from qt.binance import reason_for
 from qt.config import RiskParams
 
 log = logging.getLogger(__name__)
@@ -63,7 +65,7 @@ class ReconcileReport:
                 "fills_adopted": len(self.fills)}
 
 
-def _resolve_unanswered(broker: CcxtBroker, report: ReconcileReport) -> None:
+def resolve_unanswered(broker: CcxtBroker, report: ReconcileReport) -> None:
     journal = broker.journal
     for row in journal.rows("status='sending'"):
         algo = row["purpose"] in ("stop_loss", "take_profit", "trailing_stop")
@@ -132,7 +134,7 @@ def _guard_kind(order: dict) -> str:
             "trailing_stop" if kind == "TRAILING_STOP_MARKET" else "take_profit")
 
 
-def _adopt_resting_entries(broker: CcxtBroker, risk: RiskParams, portfolio: Portfolio,
+def adopt_resting_entries(broker: CcxtBroker, risk: RiskParams, portfolio: Portfolio,
                            report: ReconcileReport) -> set[str]:
     """Our limit entries still working: tracked and reserved again; filled ones: fills adopted;
     partly filled ones: the rest cancelled. Returns the exchange ids kept resting."""
@@ -172,12 +174,31 @@ def _adopt_resting_entries(broker: CcxtBroker, risk: RiskParams, portfolio: Port
     return kept
 
 
+def cancel_orphans(broker: CcxtBroker, symbol: str, report: ReconcileReport,
+                   keep: Callable[[dict], bool]) -> None:
+    """Cancel ``symbol``'s open (regular) orders the executor does not keep - an order is kept
+    when ``keep(order)`` says so (perps: reduce-only ones and our resting limit entries; spot:
+    OCO list legs and our resting limit entries) - and note each in ``report.cancelled_orphans``.
+    The one rule of both start-up reconciliations (perps here, spot in ``executor.live.spot``)."""
+    ex = broker.ex
+    for order in broker.read(lambda: ex.fetch_open_orders(symbol)):
+        if keep(order):
+            continue
+        try:
+            broker.read(lambda: ex.cancel_order(order["id"], symbol))
+            report.cancelled_orphans.append(str(order["id"]))
+            log.warning("%s: cancelled resting order %s (client id %s) the executor does not keep", symbol,
+                        order["id"], order.get("clientOrderId"))
+        except ccxt.OrderNotFound:
+            pass
+
+
 def reconcile(broker: CcxtBroker, symbols: list[str], risk: RiskParams, next_bar_ts: pd.Timestamp,
               bar_ms: int) -> tuple[Portfolio, ReconcileReport]:
     """Bring journal, exchange and ledger into agreement; returns the ledger to trade from."""
     ex, journal = broker.ex, broker.journal
     report = ReconcileReport()
-    _resolve_unanswered(broker, report)
+    resolve_unanswered(broker, report)
 
     _adopt_triggered_guards(broker, report)
     held = [p for p in broker.read(lambda: ex.fetch_positions(symbols)) if float(p.get("contracts") or 0.0) > 0]
@@ -193,19 +214,10 @@ def reconcile(broker: CcxtBroker, symbols: list[str], risk: RiskParams, next_bar
     portfolio = Portfolio(cash_usdt=wallet)
     broker.guards.clear()
     broker.resting.clear()
-    resting = _adopt_resting_entries(broker, risk, portfolio, report)
+    resting = adopt_resting_entries(broker, risk, portfolio, report)
 
     for sym in symbols:
-        for order in broker.read(lambda: ex.fetch_open_orders(sym)):
-            if order.get("reduceOnly") or str(order["id"]) in resting:
-                continue
-            try:
-                broker.read(lambda: ex.cancel_order(order["id"], sym))
-                report.cancelled_orphans.append(str(order["id"]))
-                log.warning("%s: cancelled resting order %s (client id %s) the executor does not keep", sym,
-                            order["id"], order.get("clientOrderId"))
-            except ccxt.OrderNotFound:
-                pass
+        cancel_orphans(broker, sym, report, keep=lambda order: order.get("reduceOnly") or str(order["id"]) in resting)
         open_algo = broker.read(lambda: ex.fetch_open_orders(sym, params={"trigger": True}))
         pos = positions.get(sym)
         if pos is None:
@@ -255,7 +267,7 @@ def reconcile(broker: CcxtBroker, symbols: list[str], risk: RiskParams, next_bar
             placed = broker.ensure_guard(guard, keep)
         except ccxt.BaseError as exc:
             log.error("%s: protectives could not be placed at start-up: %s (reason %s)", sym,
-                      one_line(exc, broker._secrets), reason_for(exc))
+                      broker.error_text(exc), reason_for(exc))
             placed = []
         if placed:
             report.protectives_placed[sym] = placed

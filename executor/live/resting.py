@@ -36,7 +36,7 @@ import pandas as pd
 
 from executor.paper import LIMIT_EXPIRED, MarketOrder
 from executor.portfolio import Bar
-from qt.binance import one_line, reason_for
+from qt.binance import reason_for
 from qt.fills import trail_level
 
 log = logging.getLogger(__name__)
@@ -59,13 +59,13 @@ def place_limit_entry(broker, order: MarketOrder, cid: str, qty: float, price: f
     sym = order.symbol
     broker.journal.sending(cid, sym, "entry", order.decided_ts, order.order_id, qty, price)
     try:
-        placed = broker._place(cid, sym, False, lambda: broker.ex.create_order(
+        placed = broker.place(cid, sym, False, lambda: broker.ex.create_order(
             sym, "limit", "buy", qty, price, {"clientOrderId": cid, "timeInForce": "GTC"}))
     except ccxt.BaseError as exc:
-        broker._reject(order, reason_for(exc), broker_message(broker, exc), cid)
+        broker.reject(order, reason_for(exc), broker.error_text(exc), cid)
         return
     if placed.get("status") == "closed":
-        broker._book_or_defer(order, cid, placed)
+        broker.book_or_defer(order, cid, placed)
         return
     broker.journal.update(cid, exchange_id=str(placed["id"]), status="resting")
     broker.resting[sym] = RestingEntry(order, cid, str(placed["id"]),
@@ -91,11 +91,11 @@ def check_resting(broker, bars: Mapping[str, Bar]) -> None:
                 filled = float(found.get("filled") or 0.0)
         except ccxt.BaseError as exc:
             log.error("%s: resting entry %s not checked (%s); tried again next bar", sym, entry.cid,
-                      broker_message(broker, exc))
+                      broker.error_text(exc))
             continue
         del broker.resting[sym]
         if filled > 0:
-            broker._book_or_defer(entry.order, entry.cid, found)
+            broker.book_or_defer(entry.order, entry.cid, found)
             continue
         expired = found.get("status") != "closed" and now is not None and now >= entry.last_bar_ts
         broker.journal.update(entry.cid, status="expired" if expired else "cancelled",
@@ -103,10 +103,10 @@ def check_resting(broker, bars: Mapping[str, Bar]) -> None:
         if expired:
             log.info("%s: limit entry %s at %s unfilled after %d bar(s); cancelled", sym, entry.cid,
                      entry.order.limit_price, entry.order.ttl_bars)
-            broker._pending.expired.append(entry.order)
+            broker.execution.expired.append(entry.order)
         else:
             log.warning("%s: limit entry %s was cancelled on the exchange, not by the executor", sym, entry.cid)
-            broker._pending.cancelled.append(entry.order)
+            broker.execution.cancelled.append(entry.order)
 
 
 def move_managed_stops(broker, bars: Mapping[str, Bar], guarded: set[str]) -> None:
@@ -125,7 +125,7 @@ def move_managed_stops(broker, bars: Mapping[str, Bar], guarded: set[str]) -> No
             continue
         old_id, old_price = guard.stop_id, guard.stop_price
         guard.stop_id, guard.stop_price = None, level
-        broker._place_protective(guard, "stop_loss")  # the new stop first: never a moment unguarded
+        broker.place_protective(guard, "stop_loss")  # the new stop first: never a moment unguarded
         if guard.stop_id is None:  # not placed (logged, alerted): the old stop stays in force
             guard.stop_id, guard.stop_price = old_id, old_price
             continue
@@ -135,17 +135,13 @@ def move_managed_stops(broker, bars: Mapping[str, Bar], guarded: set[str]) -> No
             except ccxt.OrderNotFound:  # the old stop fired meanwhile: that is the exit, booked next check
                 log.warning("%s: stop %s fired while the trail moved; the new stop is withdrawn", sym, old_id)
                 new_id = guard.stop_id
-                broker._cancel_quietly(sym, new_id)
+                broker.cancel_quietly(sym, new_id)
                 for row in broker.journal.rows("exchange_id=? AND status='open'", (new_id,)):
                     broker.journal.update(row["client_id"], status="cancelled", reason="TRAIL_RACE")
                 guard.stop_id, guard.stop_price = old_id, old_price
                 continue
             except ccxt.BaseError as exc:  # two stops for now; the lower one is a stray at the next check
-                log.error("%s: old stop %s not cancelled (%s)", sym, old_id, broker_message(broker, exc))
+                log.error("%s: old stop %s not cancelled (%s)", sym, old_id, broker.error_text(exc))
             for row in broker.journal.rows("exchange_id=? AND status='open'", (old_id,)):
                 broker.journal.update(row["client_id"], status="cancelled", reason="TRAIL_MOVED")
         log.info("%s: trailing stop moved %s -> %s (peak %s)", sym, old_price, level, guard.peak)
-
-
-def broker_message(broker, exc: BaseException) -> str:
-    return one_line(exc, broker._secrets)

@@ -43,12 +43,14 @@ import logging
 import ccxt
 import pandas as pd
 
-from executor.live.broker import CcxtBroker, Guard, client_order_id
+from executor.live.broker import CcxtBroker
+from executor.live.guards import Guard
+from executor.live.journal import client_order_id
 from executor.live.emergency import exit_crossed_guard, oco_stop_crossed
 from executor.paper import MarketOrder
 from executor.portfolio import Fill, Portfolio, Position
-from executor.live.reconcile import ReconcileReport, _adopt_resting_entries, _resolve_unanswered
-from qt.binance import one_line, reason_for
+from executor.live.reconcile import ReconcileReport, adopt_resting_entries, cancel_orphans, resolve_unanswered
+from qt.binance import reason_for
 from qt.config import RiskParams
 
 log = logging.getLogger(__name__)
@@ -81,7 +83,7 @@ class SpotBroker(CcxtBroker):
     """``submit`` / ``process_bar`` / ``protective`` over a ccxt ``binance`` spot client."""
 
     # ---- holdings ----------------------------------------------------------------------
-    def _held(self, symbol: str) -> float:
+    def held(self, symbol: str) -> float:
         """The base asset held (free + locked), rounded down to the lot step; 0 for dust."""
         base = self.ex.market(symbol)["base"]
         balance = self.read(lambda: self.ex.fetch_balance())
@@ -98,7 +100,7 @@ class SpotBroker(CcxtBroker):
         return qty
 
     def _position_qty(self, symbol: str) -> float:
-        return self._held(symbol)
+        return self.held(symbol)
 
     def fill_from_order(self, order: dict, order_id: int, side: str, purpose: str, reason: str) -> Fill | None:
         """One ``Fill`` from the order's trades. A buy's fee is paid in the base asset: the fill's
@@ -140,7 +142,7 @@ class SpotBroker(CcxtBroker):
         try:
             return float(self.read(lambda: self.ex.fetch_ticker(f"{asset}/USDT"))["last"])
         except ccxt.BaseError as exc:
-            log.warning("fee in %s not converted to USDT (%s); booked as 0", asset, one_line(exc, self._secrets))
+            log.warning("fee in %s not converted to USDT (%s); booked as 0", asset, self.error_text(exc))
             return 0.0
 
     # ---- the OCO list ------------------------------------------------------------------
@@ -155,7 +157,7 @@ class SpotBroker(CcxtBroker):
             return None
         return _list_view(lst)
 
-    def _fetch_list(self, list_id: str) -> dict | None:
+    def fetch_list(self, list_id: str) -> dict | None:
         try:
             return _list_view(self.read(lambda: self.ex.private_get_orderlist({"orderListId": list_id})))
         except ccxt.OrderNotFound:
@@ -165,7 +167,7 @@ class SpotBroker(CcxtBroker):
         """Place an OCO list for ``guard.qty`` unless the guard's list is open; returns the kinds placed."""
         guard = _as_spot_guard(guard)
         if guard.list_id is not None and guard.stop_id is not None:
-            found = self._fetch_list(guard.list_id)
+            found = self.fetch_list(guard.list_id)
             if found is not None and found["status"] == "open":
                 return []
         return ["stop_loss", "take_profit"] if self._place_oco(guard) else []
@@ -185,9 +187,9 @@ class SpotBroker(CcxtBroker):
                    "belowStopPrice": self.ex.price_to_precision(sym, guard.stop_price),
                    "belowClientOrderId": f"{cid}-s", "listClientOrderId": cid, "newOrderRespType": "RESULT"}
         try:
-            placed = self._place(cid, sym, True, lambda: _list_view(self.ex.private_post_orderlist_oco(request)))
+            placed = self.place(cid, sym, True, lambda: _list_view(self.ex.private_post_orderlist_oco(request)))
         except ccxt.BaseError as exc:
-            msg = one_line(exc, self._secrets)
+            msg = self.error_text(exc)
             self.journal.update(cid, status="rejected", reason=reason_for(exc), message=msg)
             if oco_stop_crossed(self, guard, exc):  # the stop leg is already through: sell the coins now
                 return exit_crossed_guard(self, guard, msg)
@@ -202,7 +204,7 @@ class SpotBroker(CcxtBroker):
         self.journal.update(cid, exchange_id=guard.list_id, status="open")
         return True
 
-    def _legs(self, guard: Guard) -> list[tuple[str, dict]]:
+    def legs(self, guard: Guard) -> list[tuple[str, dict]]:
         """(kind, ccxt order) of the guard's two legs."""
         out = []
         for kind, oid in (("stop_loss", guard.stop_id), ("take_profit", guard.take_profit_id)):
@@ -218,21 +220,21 @@ class SpotBroker(CcxtBroker):
                 intact = all(i in open_ids and not float(open_ids[i].get("filled") or 0.0)
                              for i in (guard.stop_id, guard.take_profit_id))
                 if not intact:
-                    for kind, leg in self._legs(guard):
+                    for kind, leg in self.legs(guard):
                         if float(leg.get("filled") or 0.0) > 0:  # triggered or (partly) filled: the exit
                             self._book_trigger(guard, kind, leg)
                             return
-                    self._cancel_guard(guard)  # cancelled or expired unfilled: replaced below
-            held = self._held(symbol)
+                    self.cancel_guard(guard)  # cancelled or expired unfilled: replaced below
+            held = self.held(symbol)
             if held <= 0:
                 self.alerts.append(("POSITION_GONE", f"{symbol}: position closed outside the executor",
                                     {"symbol": symbol}))
-                self._cancel_guard(guard)
+                self.cancel_guard(guard)
                 del self.guards[symbol]
                 return
             if guard.list_id is not None and self.round_amount(symbol, guard.qty) != held:
                 log.warning("%s: holding %s no longer matches the OCO's %s; replacing it", symbol, held, guard.qty)
-                self._cancel_guard(guard)
+                self.cancel_guard(guard)
             guard.qty = held
             placed = self.ensure_guard(guard) if guard.list_id is None else []
             if placed:
@@ -241,13 +243,13 @@ class SpotBroker(CcxtBroker):
                                     {"symbol": symbol, "placed": placed, "qty": held}))
         except ccxt.BaseError as exc:
             log.error("%s: protective check failed (%s); tried again next bar", symbol,
-                      one_line(exc, self._secrets))
+                      self.error_text(exc))
 
     def _book_trigger(self, guard: Guard, kind: str, leg: dict) -> None:
         """A leg fired (or filled in part): book it as the exit; sell what is still held."""
         sym = guard.symbol
         reason = guard.exit_reason(kind)  # a stop the managed trail moved up exits as trailing_stop
-        self._cancel_guard(guard)  # ends the list if the leg is still working on a remainder
+        self.cancel_guard(guard)  # ends the list if the leg is still working on a remainder
         fill = self.fill_from_order(leg, -guard.entry_order_id, "sell", "exit", reason)
         for row in self.journal.rows("client_id=?", (guard.list_cid or "",)):
             self.journal.update(row["client_id"], status="triggered", filled_qty=fill.qty if fill else 0.0,
@@ -255,8 +257,8 @@ class SpotBroker(CcxtBroker):
         del self.guards[sym]
         superseded = self._pending_exits.pop(sym, None)  # the loop's own exit is moot now
         if superseded is not None:
-            self._pending.cancelled.append(superseded)
-        left = self._held(sym)
+            self.execution.cancelled.append(superseded)
+        left = self.held(sym)
         if left > 0 and fill is not None:
             log.warning("%s: %s filled %s, %s left; closing the rest at market", sym, kind, fill.qty, left)
             self._partial_exit_fills.setdefault(sym, []).append(fill)
@@ -268,7 +270,7 @@ class SpotBroker(CcxtBroker):
             return
         if fill is not None:
             parts = self._partial_exit_fills.pop(sym, [])
-            self._pending.fills.append(_merge(parts + [fill]))
+            self.execution.fills.append(_merge(parts + [fill]))
 
     def move_oco_stop(self, guard: Guard, level: float) -> None:
         """The managed trail rose above the list's stop leg: replace the list by one whose stop is
@@ -290,9 +292,9 @@ class SpotBroker(CcxtBroker):
             pass  # already done: fired (booked below) or expired (re-placed below)
         except ccxt.BaseError as exc:
             log.error("%s: OCO %s not cancelled to move the trail (%s); tried again next bar", sym, old_list,
-                      one_line(exc, self._secrets))
+                      self.error_text(exc))
             return
-        for kind, leg in self._legs(guard):
+        for kind, leg in self.legs(guard):
             if float(leg.get("filled") or 0.0) > 0:
                 log.warning("%s: OCO %s fired while the trail moved; that is the exit", sym, old_list)
                 self._book_trigger(guard, kind, leg)
@@ -307,7 +309,7 @@ class SpotBroker(CcxtBroker):
         guard.stop_price = old_price  # not placed (logged, alerted): back at the old level, at once
         self._place_oco(guard)  # if this fails too, the next bar's check re-places it
 
-    def _cancel_guard(self, guard: Guard) -> None:
+    def cancel_guard(self, guard: Guard) -> None:
         guard = _as_spot_guard(guard)
         if guard.list_id is not None:
             try:
@@ -320,18 +322,18 @@ class SpotBroker(CcxtBroker):
         guard.list_id = guard.list_cid = guard.stop_id = guard.take_profit_id = None
 
     # ---- exits -------------------------------------------------------------------------
-    def _close_position(self, order: MarketOrder) -> None:
+    def close_position(self, order: MarketOrder) -> None:
         """Cancel the OCO (its coins are locked), then sell the base balance at market."""
         sym = order.symbol
         guard = self.guards.get(sym)
         if guard is not None and _as_spot_guard(guard).list_id is not None:
             self._check_guard(sym)  # a leg may have fired since the last bar: that is the exit
             if self.guards.get(sym) is not guard:
-                if order.order_id > 0 and order not in self._pending.cancelled:
-                    self._pending.cancelled.append(order)
+                if order.order_id > 0 and order not in self.execution.cancelled:
+                    self.execution.cancelled.append(order)
                 return
-            self._cancel_guard(guard)
-        qty = self._held(sym)
+            self.cancel_guard(guard)
+        qty = self.held(sym)
         if qty <= 0:
             self._flat_now(order)
             return
@@ -344,7 +346,7 @@ class SpotBroker(CcxtBroker):
             return
         if fill is not None:
             self._partial_exit_fills.setdefault(sym, []).append(fill)
-        left = self._held(sym)
+        left = self.held(sym)
         if left > 0:  # partial (liquidity): the rest is guarded by a new list and sold next bar
             log.warning("%s: exit sold %s, %s left; re-guarded and sold at the next bar", sym,
                         fill.qty if fill else 0.0, left)
@@ -361,7 +363,7 @@ class SpotBroker(CcxtBroker):
         self.guards.pop(sym, None)
         parts = self._partial_exit_fills.pop(sym, [])
         if parts:
-            self._pending.fills.append(_merge(parts))
+            self.execution.fills.append(_merge(parts))
 
 
 def _list_view(lst: dict) -> dict:
@@ -400,10 +402,10 @@ def reconcile_spot(broker: SpotBroker, symbols: list[str], risk: RiskParams, nex
         else:
             journal.update(row["client_id"], exchange_id=found["id"], status=found["status"])
             report.adopted_orders.append(row["client_id"])
-    _resolve_unanswered(broker, report)
+    resolve_unanswered(broker, report)
     ours = {r["client_id"]: r for r in journal.rows("purpose='oco'")}
     for row in journal.rows("purpose='oco' AND status IN ('open', 'closed')"):
-        view = broker._fetch_list(row["exchange_id"]) if row["exchange_id"] else None
+        view = broker.fetch_list(row["exchange_id"]) if row["exchange_id"] else None
         if view is None or view["status"] == "open":
             continue
         first = journal.rows("entry_cid=? AND purpose='oco'", (row["entry_cid"] or "",))
@@ -412,7 +414,7 @@ def reconcile_spot(broker: SpotBroker, symbols: list[str], risk: RiskParams, nex
                                      trail_pct=risk.trailing_stop_pct,  # the list's stop vs the entry's first
                                      fixed_stop=float(first[0]["price"] or 0.0) if first else float("nan")))
         _adopt_list(guard, view, row["client_id"])
-        fills = [(kind, leg) for kind, leg in broker._legs(guard) if float(leg.get("filled") or 0.0) > 0]
+        fills = [(kind, leg) for kind, leg in broker.legs(guard) if float(leg.get("filled") or 0.0) > 0]
         fill = broker.fill_from_order(fills[0][1], -guard.entry_order_id, "sell", "exit",
                                       guard.exit_reason(fills[0][0])) if fills else None
         if fill is not None:
@@ -426,22 +428,15 @@ def reconcile_spot(broker: SpotBroker, symbols: list[str], risk: RiskParams, nex
     portfolio = Portfolio(cash_usdt=wallet)
     broker.guards.clear()
     broker.resting.clear()
-    resting = _adopt_resting_entries(broker, risk, portfolio, report)  # our limit buys: kept, reserved
+    resting = adopt_resting_entries(broker, risk, portfolio, report)  # our limit buys: kept, reserved
     open_lists = [_list_view(x) for x in broker.read(lambda: ex.private_get_openorderlist())]
     for sym in symbols:
         market_id = ex.market_id(sym)
         mine = [v for v in open_lists if v["info"].get("symbol") == market_id]
-        for order in broker.read(lambda: ex.fetch_open_orders(sym)):
-            if int((order.get("info") or {}).get("orderListId", -1)) != -1 or str(order["id"]) in resting:
-                continue  # a list leg (handled with its list below) or our resting limit entry
-            try:
-                broker.read(lambda: ex.cancel_order(order["id"], sym))
-                report.cancelled_orphans.append(str(order["id"]))
-                log.warning("%s: cancelled resting order %s (client id %s) the executor does not keep", sym,
-                            order["id"], order.get("clientOrderId"))
-            except ccxt.OrderNotFound:
-                pass
-        held = broker._held(sym)
+        # kept: a list leg (handled with its list below) or our resting limit entry
+        cancel_orphans(broker, sym, report,
+                       keep=lambda o: int((o.get("info") or {}).get("orderListId", -1)) != -1 or str(o["id"]) in resting)
+        held = broker.held(sym)
         keep = None
         if held > 0:
             for view in reversed(mine):
@@ -487,7 +482,7 @@ def reconcile_spot(broker: SpotBroker, symbols: list[str], risk: RiskParams, nex
         try:
             placed = broker.ensure_guard(guard)
         except ccxt.BaseError as exc:
-            log.error("%s: OCO could not be placed at start-up: %s", sym, one_line(exc, broker._secrets))
+            log.error("%s: OCO could not be placed at start-up: %s", sym, broker.error_text(exc))
             placed = []
         if placed:
             report.protectives_placed[sym] = placed

@@ -6,7 +6,7 @@ paper daemon use; only the broker (``CcxtBroker``) and the clock change:
 * the clock is the exchange's (``fetch_time``): a bar is stepped once it has closed on the
   exchange (its open + one bar <= exchange now). If the daemon was away for several bars (a
   slow poll, a restart) every missed bar is still accounted for, oldest first
-  (``_LiveLoop.catch_up``): the broker's fills and protective triggers are collected, positions
+  (``TradingLoop.step(missed=True)``): the broker's fills and protective triggers are collected, positions
   are marked and aged (``bars_held``: a max-holding exit is decided at the bar it falls due,
   not late), an equity point is recorded and max-holding exits are sent; funding stays with
   the exchange's wallet, as on every live bar (below).
@@ -44,11 +44,10 @@ from pathlib import Path
 import ccxt
 import pandas as pd
 
-from executor.live.broker import CcxtBroker, Rejection, RetryPolicy
+from executor.live.broker import CcxtBroker, RetryPolicy
 from executor.live.journal import OrderJournal
 from executor.live.spot import SpotBroker, reconcile_spot
-from executor.core import NO_SIGNAL, Decision, decide
-from executor.daemon import start_notifier
+from executor.core import NO_SIGNAL, Decision
 from executor.events import EventPublisher, EventRecorder
 from executor.funding import is_perp
 from executor.loop import LoopListener, TradingLoop
@@ -61,69 +60,12 @@ from executor.risk import STALE_SIGNAL, RiskAlert
 from executor.state import StateStore
 from qt.config import Params
 from qt.errors import UserError
-from qt.notify import NotifyingListener
+from qt.notify import NotifyingListener, start_notifier
 from qt.timeframes import timeframe_ms
 
 log = logging.getLogger(__name__)
 
-MISSED_BAR = "MISSED_BAR"
 _PROGRESS = "CREATE TABLE IF NOT EXISTS live_progress (namespace TEXT PRIMARY KEY, last_bar_ts TEXT NOT NULL)"
-
-
-class _LiveLoop(TradingLoop):
-    """The trading loop with funding left to the exchange (it debits the wallet itself), and
-    the exchange's refusals booked back into the ledger and the record."""
-
-    def _settle_funding(self, ts: pd.Timestamp) -> None:
-        self._funding_after = ts
-
-    def adopt(self, portfolio, equity_usdt: float) -> None:
-        """Trade from the reconciled ledger; drawdown and daily loss count from its equity."""
-        self.portfolio = portfolio
-        self.risk.peak_equity_usdt = self.risk.day_start_equity_usdt = equity_usdt
-        self.risk._last_equity_usdt = equity_usdt
-
-    def book_refusals(self, ts: pd.Timestamp, rejections: list[Rejection]) -> None:
-        """A refused entry releases its reservation (its order row reads ``cancelled``); a
-        refused exit is decided again next bar (exits are never blocked). Each refusal is a
-        decision ``rejected`` with the reason and the exchange's one-line message."""
-        orders = {o.order_id: o for o in self._result.orders}
-        for rej in rejections:
-            details = {"order_id": rej.order_id, "message": rej.message, "client_id": rej.client_id}
-            self._record(Decision(ts, rej.symbol, None, "rejected", rej.reason, details=details))
-            if rej.purpose == "entry":
-                self.portfolio.reserved_usdt.pop(rej.symbol, None)
-                if rej.order_id in orders:
-                    self._emit("on_cancel", orders[rej.order_id], ts)
-            elif rej.purpose == "exit":
-                self.portfolio.pending_exits.discard(rej.symbol)
-
-    def raise_alert(self, alert: RiskAlert) -> None:
-        self._alert(alert)
-
-    def record_emergency_exit(self, ts: pd.Timestamp, numbers: dict) -> None:
-        """The broker closed a position whose stop was already crossed (``executor.live.emergency``):
-        one ``exit`` / ``EMERGENCY_EXIT`` decision, as paper and backtest record a gap through the stop."""
-        self._record(Decision(ts, numbers["symbol"], None, "exit", EMERGENCY_EXIT, details=dict(numbers)))
-
-    def catch_up(self, ts: pd.Timestamp, bars: dict[str, Bar], symbols: list[str]) -> None:
-        """Step a bar that closed while the daemon was not looking: the same accounting as
-        ``step`` (funding bookkeeping, fills and triggers, marks, ``bars_held``, equity) but no signals and
-        no entries - only exits that need no signal (max holding). Flat symbols get a
-        ``skip`` / ``MISSED_BAR`` decision so the record says why nothing was opened."""
-        self._settle_funding(ts)
-        self._execute(ts, bars)
-        self._mark(ts, bars)
-        out = decide(ts, bars, {}, self.portfolio, self.params.risk, symbols)
-        now = ts + self._bar_delta
-        for intent in out.intents:
-            if intent.is_exit:
-                self._submit(ts, intent, self.risk.check(intent, self.portfolio, now))
-            else:
-                self._record(Decision(ts, intent.symbol, None, "skip", MISSED_BAR,
-                                      details={"why": "bar closed while the executor was not polling; "
-                                                      "entries are decided on the newest bar only"}))
-        self._emit("on_bar_done", ts)
 
 
 class _SignalWatch(LoopListener):
@@ -214,8 +156,10 @@ class LiveTrader:
         self.metrics, self.metrics_server = start_metrics(metrics_port)
         if self.metrics:
             listeners.append(self.metrics)
-        self.loop = _LiveLoop(params, source, self.broker, listeners=listeners,
-                              kill_switch=self.publisher.is_killed if self.publisher else None, bar_ms=self.bar_ms)
+        # funding stays with the exchange's wallet: the loop books none
+        self.loop = TradingLoop(params, source, self.broker, listeners=listeners,
+                                kill_switch=self.publisher.is_killed if self.publisher else None, bar_ms=self.bar_ms,
+                                exchange_settles_funding=True)
         self.reconciled: ReconcileReport | None = None
         self.bars_stepped = 0
 
@@ -320,7 +264,7 @@ class LiveTrader:
         return out
 
     def poll(self) -> pd.Timestamp | None:
-        """Step every closed bar not stepped yet - the missed ones without entries (``catch_up``),
+        """Step every closed bar not stepped yet - the missed ones without entries (``missed=True``),
         the newest one in full; returns the newest bar's open time, or None if it was stepped."""
         newest = self._newest_closed_ms()
         last = self._last_bar()
@@ -340,10 +284,7 @@ class LiveTrader:
 
     def _step(self, ts: pd.Timestamp, bars: dict[str, Bar], missed: bool = False) -> None:
         self._watch.reset()
-        if missed:
-            self.loop.catch_up(ts, bars, self.symbols)
-        else:
-            self.loop.step(ts, bars, self.symbols)
+        self.loop.step(ts, bars, self.symbols, missed=missed)
         self._after_step(ts)
         self.store.conn.execute("INSERT OR REPLACE INTO live_progress VALUES (?, ?)", (self.namespace, ts.isoformat()))
         self.store.conn.commit()
@@ -358,7 +299,7 @@ class LiveTrader:
         alerts, self.broker.alerts = self.broker.alerts, []
         for kind, message, numbers in alerts:
             if kind == EMERGENCY_EXIT:
-                self.loop.record_emergency_exit(ts, numbers)
+                self._record_emergency_exit(ts, numbers)
             self.loop.raise_alert(RiskAlert(ts, kind, message, numbers))
         if not self._watch.source_down:  # an outage already raised its own alert in the loop
             for reason, syms in sorted(self._watch.reasons.items()):
@@ -366,6 +307,14 @@ class LiveTrader:
                                                             f"opening nothing, exits still managed",
                                                 {"symbols": syms}))
         self.store.conn.commit()
+
+    def _record_emergency_exit(self, ts: pd.Timestamp, numbers: dict) -> None:
+        """The broker closed a position at market because its protective stop could not be placed:
+        the exchange refused it as already crossed (``executor.live.emergency``). One ``exit`` /
+        ``EMERGENCY_EXIT`` decision records it. Paper and backtest have no such case: their stop is
+        always placed, and a bar gapping through it is a ``stop_loss`` / ``trailing_stop`` fill at the
+        open (``qt.fills.stop_fill``)."""
+        self.loop.record(Decision(ts, numbers["symbol"], None, "exit", EMERGENCY_EXIT, details=dict(numbers)))
 
     # ---- running ---------------------------------------------------------------------------
     def run(self, poll_interval_s: float = 5.0, max_bars: int | None = None,

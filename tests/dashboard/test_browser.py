@@ -21,7 +21,8 @@ import pytest
 import yaml
 
 from dashboard.state_reader import StateMissing, read_run
-from executor.daemon import HttpSignalSource, run_paper_replay
+from executor.daemon import run_paper_replay
+from executor.signals import HttpSignalSource
 from qt.paths import PROJECT_ROOT, StatePaths
 from qt.procs import ManagedProcess, free_port, start_redis
 

@@ -6,9 +6,11 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 import pandas as pd
 
-from qt.config import Params, load_params
+from data.synthetic import generate_market
+from qt.config import Params, SyntheticParams, load_params
 
 T0 = pd.Timestamp("2024-01-01 00:00", tz="UTC")
 HOUR = pd.Timedelta(hours=1)
@@ -99,3 +101,31 @@ class FakeSignalService:
         self.server.shutdown()
         self.server.server_close()
         self._thread.join(timeout=5)
+
+
+# ---- the paper-daemon scenario (shared by the paper, parity, sizing and metrics tests) ----
+PAPER_SYMBOLS = ["BTC/USDT", "ETH/USDT"]
+
+
+def paper_market(bars=240, seed=3):
+    """Two synthetic 1h symbols with a learnable signal (the paper-daemon scenarios)."""
+    full = generate_market(PAPER_SYMBOLS, "1h", SyntheticParams(bars=300, signal_strength=0.5), seed=seed)
+    return full.groupby("symbol", group_keys=False).head(bars).reset_index(drop=True)
+
+
+def momentum_signals(candles):
+    """A crude, causal rule: 6-bar momentum -> prob_up; one signal per bar except the last."""
+    rows = []
+    for sym, g in candles.groupby("symbol"):
+        mom = np.log(g["close"]).diff(6).to_numpy()
+        for t, m in zip(g["timestamp"].iloc[6:-1], mom[6:-1]):
+            p = 0.5 + float(np.clip(m * 8, -0.4, 0.4))
+            rows.append((sym, t, "buy" if p >= 0.55 else "sell" if p <= 0.45 else "hold", p, m, "5"))
+    return pd.DataFrame(rows, columns=["symbol", "timestamp", "action", "confidence", "expected_return",
+                                       "model_version"])
+
+
+def paper_params():
+    """Risk settings that make the paper-daemon scenarios trade often."""
+    return params(risk={"max_holding_bars": 6, "position_fraction": 0.3, "stop_loss_pct": 0.02,
+                        "take_profit_pct": 0.04})

@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 
 from executor.backtest import run_backtest
-from executor.daemon import HttpSignalSource, run_paper_replay
+from executor.daemon import run_paper_replay
+from executor.signals import HttpSignalSource
 
 from tests.executor.exec_support import FakeSignalService, candles_from_rows, params, signals_frame, ts
 

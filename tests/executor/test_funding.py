@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from executor.backtest import buy_and_hold, run_backtest
-from executor.daemon import HttpSignalSource, run_paper_replay
+from executor.daemon import run_paper_replay
+from executor.signals import HttpSignalSource
 from executor.signals import FrameSignalSource, signals_from_predictions
 from qt.config import SyntheticParams
 from qt.errors import DataError

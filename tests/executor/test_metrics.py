@@ -25,10 +25,9 @@ from executor.signals import FrameSignalSource, SignalUnavailable
 from qt.errors import UserError
 from qt.procs import free_port, start_redis
 
-from tests.executor.exec_support import FakeSignalService, params
+from tests.executor.exec_support import FakeSignalService, momentum_signals, paper_market, paper_params, params
 from tests.executor.live.support import (API_KEY, API_SECRET, PROJECT_ROOT, bar_ms, buy_signals, daemon_argv,
                                          start_exchange, write_market)
-from tests.executor.test_paper_daemon import _market, _momentum_signals, _params
 
 
 def scrape(url: str) -> dict[tuple[str, tuple], float]:
@@ -76,8 +75,8 @@ def _port_is_closed(port: int) -> bool:
 
 
 def test_scraped_metrics_match_the_state_db_at_every_bar_and_the_report_at_the_end(tmp_path):
-    candles = _market()
-    signals = _momentum_signals(candles)
+    candles = paper_market()
+    signals = momentum_signals(candles)
     first = signals["timestamp"].min()
     p = params(risk={"max_open_positions": 1, "max_holding_bars": 6, "position_fraction": 0.3})
     port = free_port()
@@ -125,8 +124,8 @@ def test_scraped_metrics_match_the_state_db_at_every_bar_and_the_report_at_the_e
 
 
 def test_kill_switch_shows_as_one_from_the_bar_it_halts(tmp_path):
-    candles = _market()
-    signals = _momentum_signals(candles)
+    candles = paper_market()
+    signals = momentum_signals(candles)
     first = signals["timestamp"].min()
     kill_at = first + pd.Timedelta(hours=59)
     port = free_port()
@@ -139,7 +138,7 @@ def test_kill_switch_shows_as_one_from_the_bar_it_halts(tmp_path):
                 client.set("qt:kill", "1")  # read by the loop at the next bar's mark
 
         source = ScrapingSource(signals, f"http://127.0.0.1:{port}/metrics", before=kill)
-        report = run_paper_replay(candles, source, _params(), tmp_path / "s.sqlite", url, start=first,
+        report = run_paper_replay(candles, source, paper_params(), tmp_path / "s.sqlite", url, start=first,
                                   metrics_port=port)
         client.close()
     finally:
@@ -156,12 +155,12 @@ def test_kill_switch_shows_as_one_from_the_bar_it_halts(tmp_path):
 
 
 def test_a_busy_metrics_port_is_a_one_line_error_and_leaves_nothing_open(tmp_path):
-    candles = _market(bars=60)
-    signals = _momentum_signals(candles)
+    candles = paper_market(bars=60)
+    signals = momentum_signals(candles)
     with ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler) as busy:
         port = busy.server_address[1]
         with pytest.raises(UserError, match=f"cannot serve executor metrics on 127.0.0.1:{port}"):
-            run_paper_replay(candles, FrameSignalSource(signals), _params(), tmp_path / "s.sqlite", None,
+            run_paper_replay(candles, FrameSignalSource(signals), paper_params(), tmp_path / "s.sqlite", None,
                              metrics_port=port)
 
 
@@ -199,9 +198,9 @@ def sink():
 
 
 def test_paper_replay_sends_every_fill_to_the_configured_webhook(tmp_path, sink, monkeypatch):
-    candles = _market()
-    signals = _momentum_signals(candles)
-    p = _params().model_copy(update={"notify": params(notify={"burst": 10_000}).notify})
+    candles = paper_market()
+    signals = momentum_signals(candles)
+    p = paper_params().model_copy(update={"notify": params(notify={"burst": 10_000}).notify})
     monkeypatch.setenv(p.notify.webhook_url_env, sink.url)
     report = run_paper_replay(candles, FrameSignalSource(signals), p, tmp_path / "s.sqlite", None,
                               start=signals["timestamp"].min())

@@ -9,16 +9,16 @@ import sqlite3
 import pandas as pd
 
 from executor.backtest import run_backtest
-from executor.daemon import HttpSignalSource, run_paper_replay
+from executor.daemon import run_paper_replay
+from executor.signals import HttpSignalSource
 from executor.paper import LIMIT_EXPIRED
 
-from tests.executor.exec_support import FakeSignalService, params
-from tests.executor.test_paper_daemon import _market, _momentum_signals
+from tests.executor.exec_support import FakeSignalService, momentum_signals, paper_market, params
 
 
 def test_backtest_and_http_paper_replay_agree_with_limit_entries_and_a_trailing_stop(tmp_path):
-    candles = _market()
-    signals = _momentum_signals(candles)
+    candles = paper_market()
+    signals = momentum_signals(candles)
     p = params(risk={"max_holding_bars": 12, "position_fraction": 0.3, "stop_loss_pct": 0.03,
                      "take_profit_pct": 0.2, "entry_order": "limit", "limit_offset_bps": 10.0,
                      "limit_ttl_bars": 2, "trailing_stop_pct": 0.01, "exit_on_signal_flip": False})

@@ -5,50 +5,23 @@ from __future__ import annotations
 import json
 import sqlite3
 
-import numpy as np
 import pandas as pd
 import pytest
 import redis
 
 from executor.backtest import run_backtest
-from executor.daemon import HttpSignalSource, run_paper_replay
+from executor.daemon import run_paper_replay
 from executor.events import STREAMS
-from executor.signals import FrameSignalSource, SignalUnavailable
-from qt.config import SyntheticParams
+from executor.signals import FrameSignalSource, HttpSignalSource, SignalUnavailable
 from qt.procs import free_port, start_redis
-from data.synthetic import generate_market
 
-from tests.executor.exec_support import FakeSignalService, params
-
-SYMBOLS = ["BTC/USDT", "ETH/USDT"]
-
-
-def _market(bars=240, seed=3):
-    full = generate_market(SYMBOLS, "1h", SyntheticParams(bars=300, signal_strength=0.5), seed=seed)
-    return full.groupby("symbol", group_keys=False).head(bars).reset_index(drop=True)
-
-
-def _momentum_signals(candles):
-    """A crude, causal rule: 6-bar momentum -> prob_up; one signal per bar except the last."""
-    rows = []
-    for sym, g in candles.groupby("symbol"):
-        mom = np.log(g["close"]).diff(6).to_numpy()
-        for t, m in zip(g["timestamp"].iloc[6:-1], mom[6:-1]):
-            p = 0.5 + float(np.clip(m * 8, -0.4, 0.4))
-            rows.append((sym, t, "buy" if p >= 0.55 else "sell" if p <= 0.45 else "hold", p, m, "5"))
-    return pd.DataFrame(rows, columns=["symbol", "timestamp", "action", "confidence", "expected_return",
-                                       "model_version"])
-
-
-def _params():
-    return params(risk={"max_holding_bars": 6, "position_fraction": 0.3, "stop_loss_pct": 0.02,
-                        "take_profit_pct": 0.04})
+from tests.executor.exec_support import FakeSignalService, momentum_signals, paper_market, paper_params, params
 
 
 def test_backtest_and_http_paper_replay_give_identical_fills_and_pnl(tmp_path):
-    candles = _market()
-    signals = _momentum_signals(candles)
-    p = _params()
+    candles = paper_market()
+    signals = momentum_signals(candles)
+    p = paper_params()
     bt = run_backtest(candles, signals, p, close_at_end=False)
     start = signals["timestamp"].min()
     with FakeSignalService(signals) as svc:
@@ -72,9 +45,9 @@ def test_backtest_and_http_paper_replay_give_identical_fills_and_pnl(tmp_path):
 
 
 def test_service_503_opens_nothing_but_exits_still_happen(tmp_path):
-    candles = _market()
-    signals = _momentum_signals(candles)
-    p = _params()
+    candles = paper_market()
+    signals = momentum_signals(candles)
+    p = paper_params()
     outage = signals["timestamp"].min() + pd.Timedelta(hours=100)
     with FakeSignalService(signals, unavailable_from=outage) as svc:
         source = HttpSignalSource(svc.url, timeout_s=5)
@@ -105,8 +78,8 @@ def test_http_source_raises_signal_unavailable_when_nothing_listens():
 
 
 def test_state_db_records_decisions_with_reasons_and_numbers(tmp_path):
-    candles = _market(bars=120)
-    signals = _momentum_signals(candles)
+    candles = paper_market(bars=120)
+    signals = momentum_signals(candles)
     p = params(risk={"max_open_positions": 1, "max_holding_bars": 6})
     report = run_paper_replay(candles, FrameSignalSource(signals), p, tmp_path / "s.sqlite", None,
                               start=signals["timestamp"].min())
@@ -123,8 +96,8 @@ def test_state_db_records_decisions_with_reasons_and_numbers(tmp_path):
 
 
 def test_redis_gets_all_four_streams_and_replay_survives_redis_dying(tmp_path):
-    candles = _market()
-    signals = _momentum_signals(candles)
+    candles = paper_market()
+    signals = momentum_signals(candles)
     first = signals["timestamp"].min()
     proc, url = start_redis(tmp_path)
     try:
@@ -145,7 +118,7 @@ def test_redis_gets_all_four_streams_and_replay_survives_redis_dying(tmp_path):
                     raise SignalUnavailable("test outage")
                 return inner.fetch(symbols, as_of)
 
-        report = run_paper_replay(candles, FlakySource(), _params(), tmp_path / "s.sqlite", url, start=first)
+        report = run_paper_replay(candles, FlakySource(), paper_params(), tmp_path / "s.sqlite", url, start=first)
     finally:
         proc.stop()
     assert all(n > 0 for n in seen["before_stop"].values()), seen
@@ -159,8 +132,8 @@ def test_redis_gets_all_four_streams_and_replay_survives_redis_dying(tmp_path):
 
 
 def test_kill_switch_halts_entries_and_exits_continue(tmp_path):
-    candles = _market()
-    signals = _momentum_signals(candles)
+    candles = paper_market()
+    signals = momentum_signals(candles)
     first = signals["timestamp"].min()
     proc, url = start_redis(tmp_path)
     try:
@@ -173,7 +146,7 @@ def test_kill_switch_halts_entries_and_exits_continue(tmp_path):
                     client.set("qt:kill", "1")  # read by the loop at the next bar's mark
                 return inner.fetch(symbols, as_of)
 
-        report = run_paper_replay(candles, KillAt60(), _params(), tmp_path / "s.sqlite", url, start=first)
+        report = run_paper_replay(candles, KillAt60(), paper_params(), tmp_path / "s.sqlite", url, start=first)
         alerts = [json.loads(f[b"numbers"]) for _, f in client.xrange("risk.alert")]
         client.close()
     finally:

@@ -13,14 +13,13 @@ import pytest
 
 from executor.backtest import run_backtest
 from executor.core import decide
-from executor.daemon import HttpSignalSource, run_paper_replay
+from executor.daemon import run_paper_replay
 from executor.portfolio import Bar, Portfolio
-from executor.signals import Signal
+from executor.signals import HttpSignalSource, Signal
 from executor.sizing import VOL_WARMING_UP, RealisedVolatility
 from qt.config import ConfigError, RiskParams, load_params
 
-from tests.executor.exec_support import FakeSignalService, params, ts
-from tests.executor.test_paper_daemon import _market, _momentum_signals
+from tests.executor.exec_support import FakeSignalService, momentum_signals, paper_market, params, ts
 
 YEAR_BARS_1H = 365.25 * 24  # a 24/7 market: bars per year at 1h
 
@@ -85,8 +84,8 @@ def _vol_params():
 
 
 def test_backtest_sizes_each_entry_from_the_returns_up_to_its_decision_bar():
-    candles = _market()
-    signals = _momentum_signals(candles)
+    candles = paper_market()
+    signals = momentum_signals(candles)
     bt = run_backtest(candles, signals, _vol_params(), close_at_end=False)
     entries = bt.decisions[bt.decisions["outcome"] == "enter"]
     assert len(entries) >= 5
@@ -99,8 +98,8 @@ def test_backtest_sizes_each_entry_from_the_returns_up_to_its_decision_bar():
 
 
 def test_paper_replay_primed_from_earlier_candles_sizes_like_the_backtest(tmp_path):
-    candles = _market()
-    signals = _momentum_signals(candles)
+    candles = paper_market()
+    signals = momentum_signals(candles)
     p = _vol_params()
     bt = run_backtest(candles, signals, p, close_at_end=False)
     with FakeSignalService(signals) as svc:
@@ -123,8 +122,8 @@ def test_a_loop_starting_later_is_primed_to_the_estimate_of_one_that_stepped_eve
     from executor.paper import PaperBroker
     from executor.signals import FrameSignalSource
 
-    candles = _market(bars=120)
-    signals = _momentum_signals(candles)
+    candles = paper_market(bars=120)
+    signals = momentum_signals(candles)
     p = _vol_params()
     end = candles["timestamp"].max()
     whole, late = (TradingLoop(p, FrameSignalSource(signals), PaperBroker(p.costs)) for _ in range(2))

@@ -125,7 +125,7 @@ def trader_factory(make_client: Callable[[], ccxt.Exchange], signals: pd.DataFra
                    namespace: str):
     """``make(**risk)``: a started LiveTrader on ``symbol``, fed by one signal service serving
     ``signals``; every trader is closed and the service stopped at the end."""
-    from executor.daemon import HttpSignalSource
+    from executor.signals import HttpSignalSource
     from executor.live.trader import LiveTrader
     from tests.executor.exec_support import FakeSignalService, params
 

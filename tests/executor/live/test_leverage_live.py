@@ -13,7 +13,7 @@ import time
 import pandas as pd
 import pytest
 
-from executor.daemon import HttpSignalSource
+from executor.signals import HttpSignalSource
 from executor.live.trader import LiveTrader
 from exchange import write_datadir
 from tests.executor.exec_support import FakeSignalService, params

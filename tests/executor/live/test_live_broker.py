@@ -13,7 +13,7 @@ import time
 import pandas as pd
 import pytest
 
-from executor.daemon import HttpSignalSource
+from executor.signals import HttpSignalSource
 from executor.live.trader import LiveTrader
 from qt.errors import UserError
 from tests.executor.exec_support import FakeSignalService, params

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import redis
 
-from executor.daemon import HttpSignalSource
+from executor.signals import HttpSignalSource
 from executor.live.trader import LiveTrader
 from qt.procs import start_redis
 from tests.executor.exec_support import FakeSignalService, params

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from executor.daemon import HttpSignalSource
+from executor.signals import HttpSignalSource
 from executor.live.trader import LiveTrader
 from tests.executor.exec_support import FakeSignalService, params
 from tests.executor.live.support import SYMBOL, bar_ms, buy_signals, client, start_exchange, write_market

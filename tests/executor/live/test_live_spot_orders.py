@@ -15,7 +15,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from executor.daemon import HttpSignalSource
+from executor.signals import HttpSignalSource
 from executor.live.trader import LiveTrader
 from executor.paper import LIMIT_EXPIRED
 from qt.errors import UserError

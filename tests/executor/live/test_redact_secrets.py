@@ -21,7 +21,7 @@ import redis
 
 from executor.live.broker import CcxtBroker
 from executor.live.spot import SpotBroker
-from executor.daemon import HttpSignalSource
+from executor.signals import HttpSignalSource
 from executor.live.trader import LiveTrader
 from qt.procs import start_redis
 from tests.executor.exec_support import FakeSignalService, params
