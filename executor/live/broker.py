@@ -285,7 +285,7 @@ class CcxtBroker(GuardKeeping):
         self.guards.pop(sym, None)
         parts = self._partial_exit_fills.pop(sym, []) + ([fill] if fill else [])
         if parts:
-            self.execution.fills.append(_merge(parts))
+            self.execution.fills.append(merge_fills(parts))
 
     def _flat_now(self, order: MarketOrder) -> None:
         """Nothing (left) to sell: the exit is done - one fill from its parts - or was never needed."""
@@ -294,7 +294,7 @@ class CcxtBroker(GuardKeeping):
         self.guards.pop(sym, None)
         parts = self._partial_exit_fills.pop(sym, [])
         if parts:
-            self.execution.fills.append(_merge(parts))
+            self.execution.fills.append(merge_fills(parts))
         elif order.order_id > 0:
             self.execution.cancelled.append(order)
 
@@ -421,7 +421,8 @@ class CcxtBroker(GuardKeeping):
         return Fill(order_id, sym, bar_ts, side, purpose, reason, qty, notional / qty, notional, fee)
 
 
-def _merge(parts: list[Fill]) -> Fill:
+def merge_fills(parts: list[Fill]) -> Fill:
+    """One exit fill from the parts of an exit that took several orders (quantity-weighted price)."""
     qty = sum(f.qty for f in parts)
     notional = sum(f.notional_usdt for f in parts)
     last = parts[-1]

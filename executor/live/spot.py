@@ -43,7 +43,7 @@ import logging
 import ccxt
 import pandas as pd
 
-from executor.live.broker import CcxtBroker
+from executor.live.broker import CcxtBroker, merge_fills
 from executor.live.guards import Guard
 from executor.live.journal import client_order_id
 from executor.live.emergency import exit_crossed_guard, oco_stop_crossed
@@ -69,14 +69,6 @@ def _as_spot_guard(g: Guard) -> Guard:
     if not hasattr(g, "list_id"):
         g.list_id = g.list_cid = None
     return g
-
-
-def _merge(parts: list[Fill]) -> Fill:
-    qty = sum(f.qty for f in parts)
-    notional = sum(f.notional_usdt for f in parts)
-    last = parts[-1]
-    return Fill(last.order_id, last.symbol, last.timestamp, last.side, last.purpose, last.reason, qty,
-                notional / qty, notional, sum(f.fee_usdt for f in parts))
 
 
 class SpotBroker(CcxtBroker):
@@ -270,7 +262,7 @@ class SpotBroker(CcxtBroker):
             return
         if fill is not None:
             parts = self._partial_exit_fills.pop(sym, [])
-            self.execution.fills.append(_merge(parts + [fill]))
+            self.execution.fills.append(merge_fills(parts + [fill]))
 
     def move_oco_stop(self, guard: Guard, level: float) -> None:
         """The managed trail rose above the list's stop leg: replace the list by one whose stop is
@@ -363,7 +355,7 @@ class SpotBroker(CcxtBroker):
         self.guards.pop(sym, None)
         parts = self._partial_exit_fills.pop(sym, [])
         if parts:
-            self.execution.fills.append(_merge(parts))
+            self.execution.fills.append(merge_fills(parts))
 
 
 def _list_view(lst: dict) -> dict:
