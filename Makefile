@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export UV_LINK_MODE := copy
 
-.PHONY: run test bench repro install redis browser clean-state deploy deploy-stop
+.PHONY: run test test-fast bench repro install redis browser clean-state deploy deploy-stop
 
 # uv resolves this stack (pip cannot); it lives in its own small venv, not in the project's.
 $(UV):
@@ -46,6 +46,10 @@ run: install
 # The whole suite, end-to-end tests included.
 test: install browser
 	$(VENV)/bin/pytest -q
+
+# While working: the tests that start no process, fit no model and read no full data set (about a minute).
+test-fast: install
+	$(VENV)/bin/pytest -q -m "not slow and not e2e"
 
 # Measurements, not tests: ratios against a reference measured in the same run; JSON in reports/.
 bench: install

@@ -28,6 +28,8 @@ from data.lake import read_candles
 from tests.training.conftest import SYMBOLS, build_state, make_params
 from training.backtest_model import EVALUATION_KEYS, backtest_model, load_logged_model, model_predictions
 
+pytestmark = pytest.mark.slow
+
 QT = str(Path(sys.executable).with_name("qt"))
 SEED = 7
 OVERRIDES = {"data": {"source": f"synthetic:{SEED}"}, "synthetic": {"bars": 1500, "signal_strength": 0.4},

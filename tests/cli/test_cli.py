@@ -1,5 +1,6 @@
 """The `qt` command: a user's mistake is one line on stderr, exit 2, and nothing written."""
 
+import pytest
 import os
 import subprocess
 import sys
@@ -7,6 +8,8 @@ from pathlib import Path
 
 
 from tests.conftest import require_shared_data
+
+pytestmark = pytest.mark.slow
 
 QT = str(Path(sys.executable).with_name("qt"))
 

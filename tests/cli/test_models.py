@@ -26,6 +26,8 @@ from qt.paths import StatePaths
 from training.gates import GateReport
 from training.registry import CHALLENGER, CHAMPION, ModelRegistry
 
+pytestmark = pytest.mark.slow
+
 QT = str(Path(sys.executable).with_name("qt"))
 FEATURE_SET = "f" * 64
 N_BARS = 1500

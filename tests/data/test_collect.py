@@ -12,6 +12,8 @@ from qt.errors import DataError, QTError, UserError
 from qt.paths import StatePaths
 from tests.conftest import require_shared_data
 
+pytestmark = pytest.mark.slow
+
 
 def _params(**data):
     return load_params(None, {"data": data, "synthetic": {"bars": 400}})

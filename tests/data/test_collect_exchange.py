@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import json
 
 import pandas as pd
@@ -12,6 +13,8 @@ from exchange import LocalExchange
 from tests.data.conftest import (HOURLY, MINUTE, MINUTE_BARS, collect_params, funding_file, read_source,
                                       write_source)
 from tests.conftest import require_shared_data
+
+pytestmark = pytest.mark.slow
 
 
 def _stored(root, symbol, timeframe):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import json
 import os
 import signal
@@ -15,6 +16,8 @@ from data import lake
 from qt.procs import ManagedProcess
 from tests.data.conftest import MINUTE, MINUTE_BARS, MINUTE_START, read_source
 from tests.conftest import PROJECT_ROOT
+
+pytestmark = pytest.mark.slow
 
 
 def _argv(root, url):

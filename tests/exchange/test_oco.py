@@ -16,6 +16,8 @@ from tests.executor.live.support import (GAP_BAR, MARKET_ID, PRICE, SPOT_SYMBOL,
                                          spot_client, write_spot_market)
 from tests.executor.live.support import running_exchange
 
+pytestmark = pytest.mark.slow
+
 QTY = 0.1
 STOP, LIMIT = PRICE * 0.97, PRICE * 1.06  # 29 100 and 31 800
 FEE = 0.001  # spot, maker and taker

@@ -10,6 +10,8 @@ from exchange import LocalExchange, make_ccxt
 from tests.conftest import require_shared_data
 from tests.exchange.conftest import ts_ms
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def real_exchange():

@@ -17,6 +17,8 @@ from exchange import LocalExchange, make_ccxt
 from exchange.views import derive_filters
 from tests.exchange.conftest import API_KEY, API_SECRET, NOW, NOW_MS, ts_ms
 
+pytestmark = pytest.mark.slow
+
 HOUR_MS = 3_600_000
 
 

@@ -29,6 +29,8 @@ from tests.executor.exec_support import FakeSignalService, momentum_signals, pap
 from tests.executor.live.support import (API_KEY, API_SECRET, PROJECT_ROOT, bar_ms, buy_signals, daemon_argv,
                                          start_exchange, write_market)
 
+pytestmark = pytest.mark.slow
+
 
 def scrape(url: str) -> dict[tuple[str, tuple], float]:
     """GET /metrics -> {(sample name, sorted labels): value}."""

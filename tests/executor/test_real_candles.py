@@ -12,6 +12,8 @@ from executor.signals import signals_from_predictions
 from tests.conftest import require_shared_data
 from tests.executor.exec_support import params
 
+pytestmark = pytest.mark.slow
+
 
 def _real(symbols, start, end):
     root = require_shared_data() / "ohlcv" / "binance"

@@ -10,6 +10,8 @@ from data.sources import lake_root
 from qt.config import load_params
 from qt.paths import StatePaths
 
+pytestmark = pytest.mark.slow
+
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
 
 

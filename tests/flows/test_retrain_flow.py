@@ -11,6 +11,8 @@ import yaml
 from qt.errors import ConfigError
 from qt.paths import StatePaths
 
+pytestmark = pytest.mark.slow
+
 SMALL = {
     "data": {"source": "synthetic:13", "symbols": ["BTC/USDT", "ETH/USDT"]},
     "synthetic": {"bars": 1200, "signal_strength": 0.4},

@@ -21,6 +21,8 @@ from qt.paths import StatePaths
 from data.synthetic import generate_market
 from data.validate import CANDLE_SUITE, merge_reports, validate_candles, validate_symbol, validate_symbols
 
+pytestmark = pytest.mark.slow
+
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
 BAD = "SOL/USDT"  # one corrupted candle (high below low): quarantined, left out of features
 

@@ -7,6 +7,8 @@ from qt.live_guard import is_binance_production_host, refuse_production_url_for_
 from qt.errors import UserError
 from tests.cli.test_cli import _assert_one_line_error, _qt
 
+pytestmark = pytest.mark.slow
+
 FAKE_KEYS = {"QT_API_KEY": "k" * 64, "QT_API_SECRET": "s" * 64}
 
 PRODUCTION_URLS = [

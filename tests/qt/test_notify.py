@@ -14,6 +14,8 @@ from qt.config import NotifyParams
 from qt.notify import Event, Notifier, NotifyingListener, notify_promotion
 from qt.procs import free_port
 
+pytestmark = pytest.mark.slow
+
 TOKEN = "123456:SECRET-bot-token-never-logged"
 
 

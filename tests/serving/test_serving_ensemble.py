@@ -26,6 +26,8 @@ from qt.paths import StatePaths
 from data.synthetic import generate_market
 from serving.launcher import ServiceProcess
 
+pytestmark = pytest.mark.slow
+
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
 
 

@@ -31,6 +31,8 @@ from serving.launcher import ServiceProcess
 
 import qt_serving_support as support
 
+pytestmark = pytest.mark.slow
+
 K_V1 = 50.0
 K_V2 = -50.0
 FRESH = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]

@@ -15,6 +15,8 @@ from training.stages import evaluate_stage, promote_stage, train_stage
 
 from .conftest import STRONG_SIGNAL, build_state, make_params
 
+pytestmark = pytest.mark.slow
+
 FAST = {"members": ["xgboost", "lightgbm"], "folds": 2}
 
 

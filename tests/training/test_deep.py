@@ -21,6 +21,8 @@ from qt.errors import ConfigError, DataError
 from data.synthetic import generate_market
 from training.deep import SequenceForecaster, fit_logistic
 
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("neuralforecast")
 
 HORIZON = 4

@@ -15,6 +15,8 @@ from qt.config import DriftParams, NotifyParams, Params
 from qt.paths import StatePaths
 from training import drift
 
+pytestmark = pytest.mark.slow
+
 FEATURES = ["rsi_14", "logret_1", "volz_24", "ema_12"]  # ema_12 is excluded by default (price level)
 
 

@@ -25,6 +25,8 @@ from training.train import train_models
 
 from .conftest import STRONG_SIGNAL, build_state, make_params
 
+pytestmark = pytest.mark.slow
+
 REQUIRED_METRICS = {"net_return", "sharpe", "max_drawdown", "trades", "fees"}
 
 

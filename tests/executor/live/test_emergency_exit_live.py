@@ -28,6 +28,8 @@ from tests.executor.exec_support import FakeSignalService, signals_frame
 from tests.executor.live.support import (SYMBOL, T0, bar_ms, client, running_exchange, start_daemon,
                                          trader_factory)
 
+pytestmark = pytest.mark.slow
+
 N_BARS = 120
 FLAT = 30_000.0
 SL = 0.03  # the default risk.stop_loss_pct

@@ -19,6 +19,8 @@ from tests.executor.exec_support import signals_frame
 from tests.executor.live.support import (MARKET_ID, SPOT_SYMBOL, T0, bar_ms, running_exchange, spot_client,
                                          trader_factory)
 
+pytestmark = pytest.mark.slow
+
 N_BARS = 120
 FLAT = 30_000.0
 SL, FEE, STEP = 0.03, 0.001, 100_000  # the default risk.stop_loss_pct, the spot fee, 1 / lot step

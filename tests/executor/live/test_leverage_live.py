@@ -19,6 +19,8 @@ from exchange import write_datadir
 from tests.executor.exec_support import FakeSignalService, params
 from tests.executor.live.support import SYMBOL, bar_ms, buy_signals, candles, client, running_exchange
 
+pytestmark = pytest.mark.slow
+
 OTHER, OTHER_ID = "ETH/USDT:USDT", "ETHUSDT"
 EXCHANGE_DEFAULT_LEVERAGE = 20  # Binance's default, kept by the local exchange
 

@@ -21,6 +21,8 @@ from tests.executor.live.support import (MARKET_ID, PRICE, SYMBOL, WIDE_BARS, ba
                                          write_market)
 from tests.executor.live.support import running_exchange
 
+pytestmark = pytest.mark.slow
+
 CALM_BAR = 100  # the clock starts at this bar's open (bar 99 just closed); bars 99..150 are calm
 WIDE_NEXT = WIDE_BARS[0] - 1  # start here when the bar after the entry must touch both levels
 SL, TP = 0.03, 0.06  # the default risk.stop_loss_pct / take_profit_pct

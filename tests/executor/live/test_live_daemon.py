@@ -22,6 +22,8 @@ from tests.executor.live.support import (API_KEY, API_SECRET, PRICE, SYMBOL, WID
                                          start_daemon, write_market)
 from tests.executor.live.support import running_exchange
 
+pytestmark = pytest.mark.slow
+
 CALM_BAR = 100
 
 

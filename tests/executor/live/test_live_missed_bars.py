@@ -20,6 +20,8 @@ from tests.executor.exec_support import FakeSignalService, params
 from tests.executor.live.support import SYMBOL, bar_ms, buy_signals, client, start_exchange, write_market
 from tests.executor.live.support import running_exchange
 
+pytestmark = pytest.mark.slow
+
 START = 100  # the clock starts at this bar's open: bar 99 has just closed, the entry is decided there
 MAX_HOLD = 4  # entry decided at 99, filled at the open of 100: held through 100..103, exit decided at 103
 AWAY = 8  # then the clock jumps 8 bars: bars 100..107 have closed when the daemon looks again

@@ -26,6 +26,8 @@ from tests.executor.live.support import (API_SECRET, GAP_BAR, MARKET_ID, PRICE, 
                                          buy_signals, spot_client, start_daemon, write_spot_market)
 from tests.executor.live.support import running_exchange
 
+pytestmark = pytest.mark.slow
+
 CALM_BAR = 100  # the clock starts at this bar's open: bar 99 has closed, the entry is decided there
 WIDE_NEXT = WIDE_BARS[0] - 1  # start here when the bar after the entry touches both legs
 SL, TP, FEE = 0.03, 0.06, 0.001

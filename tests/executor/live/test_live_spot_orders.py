@@ -24,6 +24,8 @@ from tests.executor.exec_support import params
 from tests.executor.live.support import MARKET_ID, SPOT_SYMBOL, T0, bar_ms, buy_signals, spot_client
 from tests.executor.live.support import running_exchange, trader_factory
 
+pytestmark = pytest.mark.slow
+
 FLAT = 30_000.0
 N_BARS = 200
 SPECIAL = {101: (30_000.0, 31_500.0, 29_990.0, 31_400.0), 102: (31_400.0, 31_500.0, 31_300.0, 31_400.0),

@@ -19,6 +19,8 @@ from exchange import write_datadir
 from tests.executor.live.support import SYMBOL, T0, bar_ms, buy_signals, client
 from tests.executor.live.support import running_exchange, trader_factory
 
+pytestmark = pytest.mark.slow
+
 FLAT = 30_000.0
 N_BARS = 200
 SPECIAL = {101: (30_000.0, 31_500.0, 29_990.0, 31_400.0), 102: (31_400.0, 31_500.0, 31_300.0, 31_400.0),

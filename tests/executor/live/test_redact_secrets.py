@@ -30,6 +30,8 @@ from tests.executor.live.support import (API_KEY, API_SECRET, SPOT_SYMBOL, SYMBO
 from tests.executor.live.support import candles as perp_candles
 from exchange import write_datadir
 
+pytestmark = pytest.mark.slow
+
 CALM_BAR = 100
 ECHO = f'binance {{"code":-1022,"msg":"rejected request from {API_KEY} signed with {API_SECRET}"}}'
 
