@@ -262,21 +262,33 @@ def reconcile(broker: CcxtBroker, symbols: list[str], risk: RiskParams, next_bar
                 report.cancelled_orphans.append(str(order["id"]))
             except ccxt.OrderNotFound:
                 pass
-        broker.guards[sym] = guard
-        try:
-            placed = broker.ensure_guard(guard, keep)
-        except ccxt.BaseError as exc:
-            log.error("%s: protectives could not be placed at start-up: %s (reason %s)", sym,
-                      broker.error_text(exc), reason_for(exc))
-            placed = []
-        if placed:
-            report.protectives_placed[sym] = placed
-        fee = float(last["fee_usdt"] or 0.0) if last else 0.0
-        bars_held = max(int((next_bar_ts - pd.Timestamp(entry_ts)).value // (bar_ms * 1_000_000)), 0)
-        portfolio.positions[sym] = Position(sym, qty, entry_price, entry_ts, qty * entry_price, fee,
-                                            guard.stop_price, guard.take_profit_price, bars_held=bars_held)
-        portfolio.marks[sym] = float(pos.get("markPrice") or entry_price)
-        portfolio.cash_usdt -= qty * entry_price
-        report.positions[sym] = qty
+        guard_and_book(broker, portfolio, report, guard, qty, entry_price, entry_ts, last, next_bar_ts, bar_ms,
+                       mark=lambda: float(pos.get("markPrice") or entry_price), open_orders=keep,
+                       what="protectives")
+        portfolio.cash_usdt -= qty * entry_price  # margin: the wallet keeps the USDT, the ledger books the notional
     log.warning("reconciled with the exchange: %s", report.summary())
     return portfolio, report
+
+
+def guard_and_book(broker: CcxtBroker, portfolio: Portfolio, report: ReconcileReport, guard: Guard, qty: float,
+                   entry_price: float, entry_ts, last, next_bar_ts: pd.Timestamp, bar_ms: int,
+                   mark: Callable[[], float], open_orders: list[dict] | None = None, what: str = "protectives") -> None:
+    """An adopted position (perpetual or spot holding): guard it on the exchange, placing what is
+    missing (a failure is logged and retried at the next bar), then book it in the ledger with the
+    bars it has been held - the same for both markets, so a restart adopts them alike."""
+    sym = guard.symbol
+    broker.guards[sym] = guard
+    try:
+        placed = broker.ensure_guard(guard, open_orders)
+    except ccxt.BaseError as exc:
+        log.error("%s: %s could not be placed at start-up: %s (reason %s)", sym, what,
+                  broker.error_text(exc), reason_for(exc))
+        placed = []
+    if placed:
+        report.protectives_placed[sym] = placed
+    fee = float(last["fee_usdt"] or 0.0) if last else 0.0
+    bars_held = max(int((next_bar_ts - pd.Timestamp(entry_ts)).value // (bar_ms * 1_000_000)), 0)
+    portfolio.positions[sym] = Position(sym, qty, entry_price, entry_ts, qty * entry_price, fee,
+                                        guard.stop_price, guard.take_profit_price, bars_held=bars_held)
+    portfolio.marks[sym] = mark()
+    report.positions[sym] = qty

@@ -48,8 +48,9 @@ from executor.live.guards import Guard
 from executor.live.journal import client_order_id
 from executor.live.emergency import exit_crossed_guard, oco_stop_crossed
 from executor.paper import MarketOrder
-from executor.portfolio import Fill, Portfolio, Position
-from executor.live.reconcile import ReconcileReport, adopt_resting_entries, cancel_orphans, resolve_unanswered
+from executor.portfolio import Fill, Portfolio
+from executor.live.reconcile import (ReconcileReport, adopt_resting_entries, cancel_orphans, guard_and_book,
+                                      resolve_unanswered)
 from qt.binance import reason_for
 from qt.config import RiskParams
 
@@ -470,19 +471,7 @@ def reconcile_spot(broker: SpotBroker, symbols: list[str], risk: RiskParams, nex
             if guard.trail_pct > 0 and guard.stop_price > guard.fixed_stop:  # moved by the managed trail
                 guard.peak = max(entry_price, guard.stop_price / (1.0 - guard.trail_pct))
             report.adopted_orders.append(keep["clientOrderId"])
-        broker.guards[sym] = guard
-        try:
-            placed = broker.ensure_guard(guard)
-        except ccxt.BaseError as exc:
-            log.error("%s: OCO could not be placed at start-up: %s", sym, broker.error_text(exc))
-            placed = []
-        if placed:
-            report.protectives_placed[sym] = placed
-        fee = float(last["fee_usdt"] or 0.0) if last else 0.0
-        bars_held = max(int((next_bar_ts - pd.Timestamp(entry_ts)).value // (bar_ms * 1_000_000)), 0)
-        portfolio.positions[sym] = Position(sym, held, entry_price, entry_ts, held * entry_price, fee,
-                                            guard.stop_price, guard.take_profit_price, bars_held=bars_held)
-        portfolio.marks[sym] = float(broker.read(lambda: ex.fetch_ticker(sym))["last"])
-        report.positions[sym] = held
+        guard_and_book(broker, portfolio, report, guard, held, entry_price, entry_ts, last, next_bar_ts, bar_ms,
+                       mark=lambda: float(broker.read(lambda: ex.fetch_ticker(sym))["last"]), what="OCO")
     log.warning("reconciled with the exchange (spot): %s", report.summary())
     return portfolio, report
