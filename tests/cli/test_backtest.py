@@ -25,7 +25,7 @@ from data.sources import lake_root
 from qt.config import FeatureParams
 from qt.errors import DataError, UserError
 from data.lake import read_candles
-from tests.training.conftest import SYMBOLS, build_state, make_params
+from tests.training.support import SYMBOLS, build_state, make_params
 from training.backtest_model import EVALUATION_KEYS, backtest_model, load_logged_model, model_predictions
 
 pytestmark = pytest.mark.slow

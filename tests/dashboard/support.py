@@ -1,9 +1,10 @@
 """Builders for the dashboard tests: a two-symbol synthetic market in a real lake, signals
-that keep one position open and trade the other symbol every 8 bars, and a paper run
-(no logic under test lives here)."""
+that keep one position open and trade the other symbol every 8 bars, a paper run, and the
+headless-Chromium helpers of the browser tests (no logic under test lives here)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -99,3 +100,36 @@ def register_champion(paths: StatePaths, model_name: str, trained_at: str, impor
     reg.set_gate_tags(version, SimpleNamespace(passed=all(g["passed"] for g in gates), gates=gates))
     reg.promote(version)
     return version
+
+
+def chrome():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1400,2300"):
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+
+def wait(what: str, check, timeout_s: float = 20.0, every_s: float = 0.2):
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except Exception as exc:  # noqa: BLE001 - e.g. the element is not rendered yet
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(every_s)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def points(driver, graph_id: str) -> list[int]:
+    """Points per trace of the plotly graph ``graph_id`` as the browser holds it."""
+    return driver.execute_script(
+        "const g = document.querySelector(arguments[0] + ' .js-plotly-plot');"
+        "return g && g.data ? g.data.map(t => (t.x || t.open || []).length) : null;", f"#{graph_id}")

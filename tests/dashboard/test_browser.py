@@ -26,8 +26,8 @@ from executor.signals import HttpSignalSource
 from qt.paths import PROJECT_ROOT, StatePaths
 from qt.procs import ManagedProcess, free_port, start_redis
 
-from tests.dashboard.support import CYCLE, HOLD, dashboard_params, overrides, register_champion, signals_for, \
-    write_market
+from tests.dashboard.support import CYCLE, HOLD, chrome, dashboard_params, overrides, points, register_champion, \
+    signals_for, wait, write_market
 from tests.executor.exec_support import FakeSignalService
 
 pytestmark = pytest.mark.e2e
@@ -56,45 +56,12 @@ def _readyz(svc: FakeSignalService) -> None:
     svc.server.RequestHandlerClass.do_GET = do_GET
 
 
-def _chrome():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1400,2300"):
-        options.add_argument(arg)
-    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-
-
-def _wait(what: str, check, timeout_s: float = 20.0, every_s: float = 0.2):
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except Exception as exc:  # noqa: BLE001 - e.g. the element is not rendered yet
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(every_s)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
-
-
 def _text(driver, element_id: str) -> str | None:
     """The element's visible text, read in one script call: the page re-renders every refresh, so
     a find-then-read in two calls can hold an element the next render has already replaced."""
     text = driver.execute_script("const e = document.getElementById(arguments[0]); return e ? e.innerText : null;",
                                  element_id)
     return None if text is None else text.strip()
-
-
-def _points(driver, graph_id: str) -> list[int]:
-    """Points per trace of the plotly graph ``graph_id`` as the browser holds it."""
-    return driver.execute_script(
-        "const g = document.querySelector(arguments[0] + ' .js-plotly-plot');"
-        "return g && g.data ? g.data.map(t => (t.x || t.open || []).length) : null;", f"#{graph_id}")
 
 
 def test_dashboard_shows_the_paper_run_and_its_kill_switch_halts_the_executor(tmp_path):
@@ -138,28 +105,28 @@ def test_dashboard_shows_the_paper_run_and_its_kill_switch_halts_the_executor(tm
         dash_proc.start()
         url = f"http://127.0.0.1:{port}/"
         dash_proc.wait_until(lambda: httpx.get(url, timeout=1).status_code == 200, 40, "serving the page")
-        driver = _chrome()
+        driver = chrome()
         driver.get(url)
 
         # -- every panel shows the running paper run ------------------------------------------
-        run_id = _wait("the run", lambda: read_run(paths.executor_db).run_id)
-        _wait("the run on the page", lambda: run_id in _text(driver, "run-id"))
-        _wait("a fresh heartbeat", lambda: "s ago" in _text(driver, "health-heartbeat"))
+        run_id = wait("the run", lambda: read_run(paths.executor_db).run_id)
+        wait("the run on the page", lambda: run_id in _text(driver, "run-id"))
+        wait("a fresh heartbeat", lambda: "s ago" in _text(driver, "health-heartbeat"))
         age = float(_text(driver, "health-heartbeat").split(" s ago")[0])
         assert age < 5.0, _text(driver, "health-heartbeat")
         assert _text(driver, "health-redis") == "ok" and _text(driver, "health-kill") == "off"
         assert _text(driver, "health-service").startswith("ready")
         assert _text(driver, "health-state") == "ACTIVE"
-        _wait("open positions", lambda: HOLD in _text(driver, "positions-table"))
-        equity = _wait("equity points", lambda: (_points(driver, "equity-chart") or [0])[0] >= 20 and
-                       _points(driver, "equity-chart"))
+        wait("open positions", lambda: HOLD in _text(driver, "positions-table"))
+        equity = wait("equity points", lambda: (points(driver, "equity-chart") or [0])[0] >= 20 and
+                      points(driver, "equity-chart"))
         assert len(equity) == 2 and equity[1] == equity[0]  # executor and buy-and-hold over the same bars
-        candle_pts = _wait("candles and entries", lambda: (pts := _points(driver, "candles-chart")) and pts[1] > 0
-                           and pts)
+        candle_pts = wait("candles and entries", lambda: (pts := points(driver, "candles-chart")) and pts[1] > 0
+                          and pts)
         assert candle_pts[0] >= 20  # candlesticks, then entry and exit markers
-        assert (_points(driver, "drawdown-chart") or [0])[0] >= 20
-        assert sum(_points(driver, "confidence-chart") or []) >= 20
-        assert _points(driver, "importance-chart") == [4]
+        assert (points(driver, "drawdown-chart") or [0])[0] >= 20
+        assert sum(points(driver, "confidence-chart") or []) >= 20
+        assert points(driver, "importance-chart") == [4]
         assert _text(driver, "champion-version") == "v1" and _text(driver, "champion-gates") == "passed"
         assert _text(driver, "champion-trained").startswith("2024-02-01")
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
@@ -171,26 +138,26 @@ def test_dashboard_shows_the_paper_run_and_its_kill_switch_halts_the_executor(tm
 
         assert "error" not in outcome and executor.is_alive(), "the executor must still be running"
         driver.find_element(By.ID, "kill-button").click()
-        _wait("the kill confirmation", lambda: "kill switch ON" in _text(driver, "control-result"))
-        halted = _wait("the executor to record HALTED", lambda: _halted_since(paths.executor_db), timeout_s=10)
-        _wait("10 halted bars", lambda: len(_bars_since(paths.executor_db, halted)) >= 10, timeout_s=10)
+        wait("the kill confirmation", lambda: "kill switch ON" in _text(driver, "control-result"))
+        halted = wait("the executor to record HALTED", lambda: _halted_since(paths.executor_db), timeout_s=10)
+        wait("10 halted bars", lambda: len(_bars_since(paths.executor_db, halted)) >= 10, timeout_s=10)
         view = read_run(paths.executor_db)
         d = view.decisions[view.decisions["ts"] >= halted]
         assert not (d["outcome"] == "enter").any(), "nothing new may open while HALTED"
         assert (d[d["symbol"] == CYCLE]["reason"] == "HALTED").any()  # its buys were refused
-        _wait("HALTED on the page", lambda: _text(driver, "health-state") == "HALTED")
+        wait("HALTED on the page", lambda: _text(driver, "health-state") == "HALTED")
         assert _text(driver, "health-kill").startswith("ON (Kill button on the dashboard")
-        _wait("the halt alert on the page", lambda: "kill switch set" in _text(driver, "alerts-table"))
+        wait("the halt alert on the page", lambda: "kill switch set" in _text(driver, "alerts-table"))
         driver.save_screenshot(str(SCREENSHOT_HALTED))
         print(f"screenshot after Kill: {SCREENSHOT_HALTED}")
 
         # -- Resume lets it trade again ---------------------------------------------------------
         driver.find_element(By.ID, "resume-button").click()
-        _wait("the resume confirmation", lambda: "cleared" in _text(driver, "control-result"))
-        resumed = _wait("the executor to record ACTIVE", lambda: _active_after(paths.executor_db, halted),
-                        timeout_s=10)
-        _wait("a new entry after resume", lambda: _entries_since(paths.executor_db, resumed) > 0, timeout_s=10)
-        _wait("ACTIVE on the page", lambda: _text(driver, "health-state") == "ACTIVE")
+        wait("the resume confirmation", lambda: "cleared" in _text(driver, "control-result"))
+        resumed = wait("the executor to record ACTIVE", lambda: _active_after(paths.executor_db, halted),
+                       timeout_s=10)
+        wait("a new entry after resume", lambda: _entries_since(paths.executor_db, resumed) > 0, timeout_s=10)
+        wait("ACTIVE on the page", lambda: _text(driver, "health-state") == "ACTIVE")
         assert _text(driver, "health-kill") == "off"
         assert executor.is_alive() and "error" not in outcome
     finally:

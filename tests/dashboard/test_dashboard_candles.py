@@ -23,7 +23,7 @@ from executor.signals import FrameSignalSource
 from qt.paths import PROJECT_ROOT, StatePaths
 from qt.procs import ManagedProcess, free_port
 
-from tests.dashboard.test_browser import _chrome, _points, _wait
+from tests.dashboard.support import chrome, points, wait
 from tests.executor.exec_support import params
 
 pytestmark = pytest.mark.e2e
@@ -103,18 +103,18 @@ def test_dashboard_candles_show_the_selected_symbol_of_a_finished_run(tmp_path):
         dash.start()
         url = f"http://127.0.0.1:{port}/"
         dash.wait_until(lambda: httpx.get(url, timeout=1).status_code == 200, 40, "serving the page")
-        driver = _chrome()
+        driver = chrome()
         driver.get(url)
-        trace = _wait("the candle panel", lambda: _candle_trace(driver) or _panel_message(driver))
+        trace = wait("the candle panel", lambda: _candle_trace(driver) or _panel_message(driver))
         assert trace.get("type") == "candlestick", f"the candle panel shows no candles: {trace}"
         assert trace["name"] == TRADED and trace["n"] == expected_bars
-        assert _points(driver, "candles-chart")[1:] == [entries, exits]
+        assert points(driver, "candles-chart")[1:] == [entries, exits]
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(SCREENSHOT))
 
         # -- the lake is gone: a short message inside the panel ------------------------------------
         shutil.rmtree(paths.raw)
-        message = _wait("the missing-lake message", lambda: _panel_message(driver), timeout_s=20)
+        message = wait("the missing-lake message", lambda: _panel_message(driver), timeout_s=20)
         assert TRADED in message["text"] and "lake" in message["text"]
         assert len(message["text"]) <= 160, message["text"]
         assert message["inside"], message

@@ -10,7 +10,7 @@ from data.sources import collect_stage, lake_root, parse_source, read_lake
 from qt.config import load_params
 from qt.errors import DataError, QTError, UserError
 from qt.paths import StatePaths
-from tests.conftest import require_shared_data
+from tests.support import require_shared_data
 
 pytestmark = pytest.mark.slow
 

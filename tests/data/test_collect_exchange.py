@@ -10,9 +10,9 @@ import pandas as pd
 from data import lake
 from data.collector import collect_universe
 from exchange import LocalExchange
-from tests.data.conftest import (HOURLY, MINUTE, MINUTE_BARS, collect_params, funding_file, read_source,
-                                      write_source)
-from tests.conftest import require_shared_data
+from tests.data.support import (HOURLY, MINUTE, MINUTE_BARS, collect_params, funding_file, read_source,
+                                write_source)
+from tests.support import require_shared_data
 
 pytestmark = pytest.mark.slow
 

@@ -14,8 +14,8 @@ import pandas as pd
 
 from data import lake
 from qt.procs import ManagedProcess
-from tests.data.conftest import MINUTE, MINUTE_BARS, MINUTE_START, read_source
-from tests.conftest import PROJECT_ROOT
+from tests.data.support import MINUTE, MINUTE_BARS, MINUTE_START, read_source
+from tests.support import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 

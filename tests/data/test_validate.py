@@ -13,7 +13,7 @@ from qt.paths import StatePaths
 from data.quarantine import require_validated, validate_stage, validated_symbols
 from data.synthetic import generate_market
 from data.validate import validate_candles, validate_funding
-from tests.conftest import require_shared_data
+from tests.support import require_shared_data
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT"]
 

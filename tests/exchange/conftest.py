@@ -1,8 +1,8 @@
 """A tiny synthetic data dir in the shared-data layout and real local-exchange subprocesses over it.
 
-The servers run at a fixed replay instant (``NOW``) so what is visible is known exactly:
-BTC/ETH spot and the BTC perpetual (1h) are half history, half future; SOL spot is stored at
-5m only (interval roll-ups); ADA spot starts after NOW (not listed yet).
+The servers run at a fixed replay instant (``NOW``, from ``tests.exchange.support``) so what is
+visible is known exactly: BTC/ETH spot and the BTC perpetual (1h) are half history, half future;
+SOL spot is stored at 5m only (interval roll-ups); ADA spot starts after NOW (not listed yet).
 """
 
 from __future__ import annotations
@@ -16,13 +16,7 @@ import pytest
 from qt.config import SyntheticParams
 from exchange import LocalExchange, write_datadir
 from data.synthetic import generate_market
-
-NOW = "2023-03-01T10:30"
-NOW_MS = int(pd.Timestamp(NOW, tz="UTC").value // 1_000_000)
-
-
-def ts_ms(series: pd.Series) -> list[int]:
-    return (pd.to_datetime(series, utc=True).astype("datetime64[ms, UTC]").astype("int64")).tolist()
+from tests.exchange.support import API_KEY, API_SECRET, NOW, NOW_MS
 
 
 @pytest.fixture(scope="session")
@@ -55,9 +49,6 @@ def faulty(exchange) -> LocalExchange:
     exchange.set_faults({})
     yield exchange
     exchange.set_faults({})
-
-
-API_KEY, API_SECRET = "qt-test-key", "qt-test-secret"
 
 
 @pytest.fixture(scope="session")

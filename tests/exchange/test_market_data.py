@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from exchange import make_ccxt
-from tests.exchange.conftest import NOW_MS, ts_ms
+from tests.exchange.support import NOW_MS, ts_ms
 
 HOUR_MS = 3_600_000
 

@@ -7,7 +7,7 @@ import sys
 
 from exchange import LocalExchange
 from qt.procs import free_port, live_group_members
-from tests.conftest import PROJECT_ROOT
+from tests.support import PROJECT_ROOT
 
 
 def test_missing_data_dir_is_one_line_and_exit_2(tmp_path):

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from exchange import LocalExchange, make_ccxt
-from tests.conftest import require_shared_data
-from tests.exchange.conftest import ts_ms
+from tests.support import require_shared_data
+from tests.exchange.support import ts_ms
 
 pytestmark = pytest.mark.slow
 

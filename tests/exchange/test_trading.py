@@ -15,7 +15,7 @@ import pytest
 
 from exchange import LocalExchange, make_ccxt
 from exchange.views import derive_filters
-from tests.exchange.conftest import API_KEY, API_SECRET, NOW, NOW_MS, ts_ms
+from tests.exchange.support import API_KEY, API_SECRET, NOW, NOW_MS, ts_ms
 
 pytestmark = pytest.mark.slow
 
@@ -229,7 +229,7 @@ def test_malformed_api_keys_are_refused_at_start_in_one_line_without_echoing_the
     import sys
 
     from qt.procs import free_port
-    from tests.conftest import PROJECT_ROOT
+    from tests.support import PROJECT_ROOT
 
     env = {**os.environ, "QT_EXCHANGE_API_KEYS": '["leaked-secret-value"]'}
     run = subprocess.run([sys.executable, "-m", "exchange", "--data", str(datadir), "--port", str(free_port())],

@@ -16,7 +16,7 @@ from qt.config import SyntheticParams
 from qt.errors import DataError
 from data.synthetic import generate_market
 
-from tests.conftest import require_shared_data
+from tests.support import require_shared_data
 from tests.executor.exec_support import FakeSignalService, candles_from_rows, params, signals_frame, ts
 
 F = 0.001  # fee rate

@@ -9,7 +9,7 @@ import pytest
 from executor.backtest import buy_and_hold, run_backtest
 from executor.signals import signals_from_predictions
 
-from tests.conftest import require_shared_data
+from tests.support import require_shared_data
 from tests.executor.exec_support import params
 
 pytestmark = pytest.mark.slow

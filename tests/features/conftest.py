@@ -8,7 +8,7 @@ import pytest
 from qt.config import SyntheticParams
 from data.lake import read_datadir_candles
 from data.synthetic import generate_market
-from tests.conftest import require_shared_data
+from tests.support import require_shared_data
 
 REAL_SYMBOLS = ["BTC/USDT", "ETH/USDT", "BNB/USDT", "SOL/USDT", "XRP/USDT", "ADA/USDT", "DOGE/USDT", "LTC/USDT"]
 

@@ -17,7 +17,7 @@ from qt.config import FeatureParams, HtfFeatureParams, SyntheticParams
 from data.lake import read_datadir_candles
 from data.synthetic import generate_market
 from qt.timeframes import timeframe_ms
-from tests.conftest import require_shared_data
+from tests.support import require_shared_data
 
 BLOCK = HtfFeatureParams(timeframe="4h", rsi=[14], atr=[14], log_return=[1, 6])
 HTF = FeatureParams(htf=[BLOCK])

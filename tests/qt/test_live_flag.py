@@ -5,7 +5,7 @@ import pytest
 
 from qt.live_guard import is_binance_production_host, refuse_production_url_for_testnet
 from qt.errors import UserError
-from tests.cli.test_cli import _assert_one_line_error, _qt
+from tests.cli.support import assert_one_line_error, run_qt
 
 pytestmark = pytest.mark.slow
 
@@ -30,8 +30,8 @@ PRODUCTION_URLS = [
 
 @pytest.mark.parametrize("url", PRODUCTION_URLS)
 def test_live_flag_testnet_refuses_production_host(tmp_path, url):
-    res = _qt(["execute", "--mode", "testnet", "--exchange-url", url], tmp_path, **FAKE_KEYS)
-    _assert_one_line_error(res, "production")
+    res = run_qt(["execute", "--mode", "testnet", "--exchange-url", url], tmp_path, **FAKE_KEYS)
+    assert_one_line_error(res, "production")
     assert "--i-understand-live" in res.stderr
     assert not (tmp_path / "executor").exists() and not list(tmp_path.rglob("*.db"))
 
@@ -52,18 +52,18 @@ def test_live_flag_production_hosts_are_recognised(url):
 
 
 def test_live_flag_live_mode_still_needs_the_confirmation(tmp_path):
-    res = _qt(["execute", "--mode", "live"], tmp_path, **FAKE_KEYS)
-    _assert_one_line_error(res, "--i-understand-live")
+    res = run_qt(["execute", "--mode", "live"], tmp_path, **FAKE_KEYS)
+    assert_one_line_error(res, "--i-understand-live")
 
 
 def test_live_flag_live_mode_takes_no_exchange_url(tmp_path):
-    res = _qt(["execute", "--mode", "live", "--i-understand-live", "--exchange-url", "https://fapi.binance.com"],
-              tmp_path, **FAKE_KEYS)
-    _assert_one_line_error(res, "--exchange-url is for --mode testnet")
+    res = run_qt(["execute", "--mode", "live", "--i-understand-live", "--exchange-url",
+                  "https://fapi.binance.com"], tmp_path, **FAKE_KEYS)
+    assert_one_line_error(res, "--exchange-url is for --mode testnet")
 
 
 def test_live_flag_testnet_loopback_passes_the_guard(tmp_path):
     """A loopback test exchange gets past the production check (it fails later, on the missing params)."""
-    res = _qt(["execute", "--mode", "testnet", "--exchange-url", "http://127.0.0.1:9", "--params",
-               str(tmp_path / "missing.yaml")], tmp_path, **FAKE_KEYS)
+    res = run_qt(["execute", "--mode", "testnet", "--exchange-url", "http://127.0.0.1:9", "--params",
+                  str(tmp_path / "missing.yaml")], tmp_path, **FAKE_KEYS)
     assert res.returncode == 2 and "production" not in res.stderr, res.stderr

@@ -13,7 +13,7 @@ from training.champion_window import champion_scoring_window
 from training.registry import ModelRegistry
 from training.stages import evaluate_stage, promote_stage, train_stage
 
-from .conftest import STRONG_SIGNAL, build_state, make_params
+from tests.training.support import STRONG_SIGNAL, build_state, make_params
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,7 @@ from training.registry import ModelRegistry, champion_version
 from training.stages import evaluate_stage, promote_stage, train_stage
 from training.train import train_models
 
-from .conftest import STRONG_SIGNAL, build_state, make_params
+from tests.training.support import STRONG_SIGNAL, build_state, make_params
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ from qt.config import load_params
 from qt.paths import PROJECT_ROOT
 from training.stages import evaluate_stage, promote_stage, train_stage
 
-from .conftest import STRONG_SIGNAL, build_state, make_params
+from tests.training.support import STRONG_SIGNAL, build_state, make_params
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Small synthetic state directories for the training tests (real lake, real feature store)."""
+"""Small synthetic state directories for the training tests and `qt backtest` (real lake, real feature store)."""
 
 from __future__ import annotations
 
