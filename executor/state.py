@@ -107,6 +107,11 @@ class StateStore(LoopListener):
         if fill.purpose == "exit":
             self.conn.execute("DELETE FROM positions WHERE run_id=? AND symbol=?", (self.run_id, fill.symbol))
 
+    def has_fill(self, symbol: str, purpose: str, order_id: int, ts: pd.Timestamp) -> bool:
+        """Is this fill in the record already (under any run)?"""
+        return self.conn.execute("SELECT 1 FROM fills WHERE symbol=? AND purpose=? AND order_id=? AND ts=? LIMIT 1",
+                                 (symbol, purpose, int(order_id), _iso(ts))).fetchone() is not None
+
     def on_funding(self, p: FundingPayment, portfolio: Portfolio) -> None:
         self.conn.execute("INSERT INTO funding VALUES (?,?,?,?,?,?,?,?,?)",
                           (self.run_id, p.symbol, _iso(p.funding_ts), _iso(p.timestamp), p.rate, p.qty,

@@ -52,7 +52,7 @@ from executor.events import EventPublisher, EventRecorder
 from executor.funding import is_perp
 from executor.loop import LoopListener, TradingLoop
 from executor.metrics import start_metrics
-from executor.portfolio import Bar
+from executor.portfolio import Bar, Fill
 from executor.live.reconcile import ReconcileReport, reconcile
 from executor.live.leverage import LEVERAGE_UNVERIFIED, set_and_verify_leverage
 from qt.fills import EMERGENCY_EXIT
@@ -188,8 +188,8 @@ class LiveTrader:
         portfolio, report = reconcile_fn(b, self.symbols, self.params.risk, next_bar, self.bar_ms)
         self.loop.adopt(portfolio, portfolio.equity_usdt())
         self._prime_volatility(next_bar)
-        for fill in report.fills:  # into the record only: the ledger above already reflects them
-            self.store.on_fill(fill, portfolio, None)
+        for fill in [*self._entry_fills_never_recorded(report.fills), *report.fills]:
+            self.store.on_fill(fill, portfolio, None)  # into the record only: the ledger above reflects them
         self.reconciled = report
         self.loop.raise_alert(RiskAlert(next_bar, "RECONCILE", "reconciled with the exchange before trading",
                                         report.summary()))
@@ -221,6 +221,26 @@ class LiveTrader:
         self.loop.raise_alert(RiskAlert(ts, LEVERAGE_UNVERIFIED, mismatch,
                                         {"symbol": sym, "wanted_leverage": self.leverage,
                                          "wanted_margin_mode": self.params.risk.margin_mode}))
+
+    def _entry_fills_never_recorded(self, adopted: list[Fill]) -> list[Fill]:
+        """Entries the journal says filled in an earlier run but the record lacks: the loop records
+        a fill at the next bar, so a process killed between the fill and that bar left it only in
+        the journal. The position itself is rebuilt from the exchange; this completes the record."""
+        pending = {(f.symbol, f.order_id) for f in adopted if f.purpose == "entry"}
+        missing = []
+        for row in self.journal.rows("purpose='entry' AND status IN ('filled', 'partial') AND fill_ts IS NOT NULL "
+                                     "AND filled_qty > 0 AND run_id IS NOT ?", (self.run_id,)):
+            ts = pd.Timestamp(row["fill_ts"])
+            if (row["symbol"], row["order_id"]) in pending or \
+                    self.store.has_fill(row["symbol"], "entry", row["order_id"], ts):
+                continue
+            qty, price = float(row["filled_qty"]), float(row["avg_price"])
+            missing.append(Fill(int(row["order_id"]), row["symbol"], ts, "buy", "entry", "signal_buy", qty, price,
+                                qty * price, float(row["fee_usdt"] or 0.0)))
+        if missing:
+            log.warning("recorded %d entry fill(s) the previous run had not recorded: %s", len(missing),
+                        ", ".join(f"{f.symbol} {f.qty:g} @ {f.price:g}" for f in missing))
+        return missing
 
     def _prime_volatility(self, first_bar: pd.Timestamp) -> None:
         """Volatility-targeted sizing: the exchange's candles before the first bar to step feed the

@@ -233,6 +233,9 @@ def test_emergency_exit_by_a_daemon_restarted_after_kill_9_while_the_price_gappe
 
     # the state database: one emergency exit fill, decision and alert, all by the restarted run
     (second_run,) = {r for r, in _rows(db, "SELECT run_id FROM exchange_orders WHERE run_id != ?", first_run)}
+    # the entry filled just before the kill, before the loop recorded it: the restart records it once
+    entries = _rows(db, "SELECT reason, qty, price FROM fills WHERE purpose='entry'")
+    assert entries == [("signal_buy", pytest.approx(entry["filled"]), pytest.approx(FLAT))]
     exits = _rows(db, "SELECT run_id, reason, qty, price FROM fills WHERE purpose='exit'")
     assert exits == [(second_run, "emergency_exit", pytest.approx(entry["filled"]), pytest.approx(KILL_GAP))]
     assert _rows(db, "SELECT outcome FROM decisions WHERE reason='EMERGENCY_EXIT' AND run_id=?",

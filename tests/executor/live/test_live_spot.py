@@ -265,7 +265,10 @@ def test_an_oco_that_fired_while_the_executor_was_down_is_recorded_at_restart(ma
     venue.advance(1)  # the wide bar fires the stop leg on the exchange
     restarted = make_trader(signal_bars=WIDE_NEXT)
     fills = restarted.store.read("fills")
-    assert fills[["purpose", "reason"]].values.tolist() == [["exit", "stop_loss"]]
+    # the first run died before its loop recorded the entry fill: the restart records it, then the exit
+    assert fills[["purpose", "reason"]].values.tolist() == [["entry", "signal_buy"], ["exit", "stop_loss"]]
+    entry, fills = fills.iloc[0], fills.iloc[1:]
+    assert entry["price"] == pytest.approx(PRICE)
     assert (fills["qty"].iloc[0], fills["price"].iloc[0]) == (pytest.approx(HELD), pytest.approx(PRICE * (1 - SL)))
     assert restarted.loop.portfolio.positions == {}
     assert _lists(venue) == []
