@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from qt.config import NotifyParams, Params
+from qt.redact import redact
 
 log = logging.getLogger("qt.notify")
 
@@ -129,7 +130,7 @@ class _Channel:
             ok = 200 <= resp.status_code < 300
             problem = f"HTTP {resp.status_code}"
         except httpx.HTTPError as exc:
-            ok, problem = False, f"{type(exc).__name__}: {self._scrub(str(exc))}"
+            ok, problem = False, f"{type(exc).__name__}: {redact(str(exc), self.secrets)}"
         if ok:
             if self.down:
                 log.info("notify: %s delivers again after %d failed message(s)", self.name, self.failures)
@@ -141,11 +142,6 @@ class _Channel:
                         self.name, problem)
         self.down = True
         return False
-
-    def _scrub(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
 
     def send(self, event: Event, suppressed: int, now: float) -> bool:  # pragma: no cover - abstract
         raise NotImplementedError
