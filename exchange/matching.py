@@ -29,6 +29,8 @@ candle containing the clock, the one the ticker's ``lastPrice`` comes from):
 * Partial fills: ``max_fill_qty_per_bar`` caps the quantity one symbol can trade per bar
   (shared by all its orders). A limit order keeps its remainder working
   (PARTIALLY_FILLED); a market order's remainder EXPIRES, as on Binance when liquidity runs out.
+* Liquidation (USDT-M isolated positions): checked each bar after the position's stops that
+  lie before its liquidation price, before everything else (``exchange.liquidation``).
 * Fees: a commission per fill, maker or taker rate by how it filled. Spot charges the asset
   received (base on a buy, quote on a sell); USDT-M charges USDT from the wallet.
 
@@ -45,11 +47,14 @@ import uuid
 from decimal import Decimal
 from typing import Protocol
 
-from qt.fills import step_trail, trail_level
-from exchange.ledger import (MAX_LEVERAGE, ZERO, FuturesLedger, Rejected, SpotWallet, insufficient_margin,
-                             insufficient_spot_balance)
+from qt.fills import step_trail
+from qt.margin import max_notional
+from exchange.ledger import (BRACKETS, CROSSED, ISOLATED, MAX_LEVERAGE, ZERO, FuturesLedger, Rejected, SpotWallet,
+                             dec, insufficient_margin, insufficient_spot_balance)
+from exchange.liquidation import liquidation_fill, liquidation_order, reached_before_liquidation
 from exchange.orders import (ALGO_TYPES, PERP, PERP_TYPES, SIDES, SPOT, SPOT_TYPES, Bar, FeeRates, Order,
-                             OrderRequest, SymbolRules, Trade, check_filters, triggered_at, would_trigger_now)
+                             OrderRequest, SymbolRules, Trade, check_filters, stop_level, triggered_at,
+                             would_trigger_now)
 from exchange.params import mandatory
 
 _STOP_FIRST = ("STOP_LOSS_LIMIT", "STOP_MARKET", "STOP", "TRAILING_STOP_MARKET")
@@ -131,6 +136,12 @@ class MatchingEngine:
 
     def symbols_with_open_orders(self) -> set[tuple[str, str]]:
         return {(o.market, o.symbol) for book in (self.orders, self.algo_orders) for o in book.values() if o.is_open}
+
+    def symbols_to_match(self) -> set[tuple[str, str]]:
+        """(market, symbol) pairs a new bar matters to: open orders, or an isolated position
+        the bar may liquidate."""
+        isolated = {(PERP, s) for s in self.futures.open_symbols() if self.futures.is_isolated(s)}
+        return self.symbols_with_open_orders() | isolated
 
     def open_order_margin(self, symbol: str | None = None) -> Decimal:
         """Initial margin held by open USDT-M limit orders that can increase a position."""
@@ -236,12 +247,20 @@ class MatchingEngine:
             raise Rejected(-2022, "ReduceOnly Order is rejected.")
         if not order.reduce_only:
             price = order.price if order.type == "LIMIT" else bar.close
-            self._check_margin(order.symbol, max(ZERO, order.qty - reducible), price, marks)
+            self._check_margin(order.symbol, order.side, max(ZERO, order.qty - reducible), price, marks)
 
-    def _check_margin(self, symbol: str, increase: Decimal, price: Decimal, marks: dict[str, Decimal]) -> None:
+    def _check_margin(self, symbol: str, side: str, increase: Decimal, price: Decimal,
+                      marks: dict[str, Decimal]) -> None:
+        """-2027 past the leverage's largest notional (``qt.margin.max_notional``), -2019 past
+        the available balance."""
         if increase <= 0:
             return
-        need = increase * price / self.futures.leverage_of(symbol)
+        leverage = self.futures.leverage_of(symbol)
+        adding = not self.futures.reducible(symbol, side)
+        held = abs(self.futures.position(symbol).amount) * marks.get(symbol, price) if adding else ZERO
+        if held + increase * price > dec(max_notional(leverage, BRACKETS)):
+            raise Rejected(-2027, "Exceeded the maximum allowable position at current leverage.")
+        need = increase * price / leverage
         if need > self.futures.available(marks, self.open_order_margin()):
             raise insufficient_margin()
 
@@ -273,23 +292,49 @@ class MatchingEngine:
 
     # -- leverage -------------------------------------------------------------------------
     def set_leverage(self, symbol: str, leverage: int, marks: dict[str, Decimal]) -> None:
+        """Binance's checks: 1..125 (-4028), at most the bracket's leverage for the position's
+        notional (-2027), enough margin when lowering it (-2028)."""
         if not 1 <= leverage <= MAX_LEVERAGE:
             raise Rejected(-4028, f"Leverage {leverage} is not valid")
+        notional = abs(self.futures.position(symbol).amount) * marks.get(symbol, ZERO)
+        if notional > dec(max_notional(leverage, BRACKETS)):
+            raise Rejected(-2027, "Exceeded the maximum allowable position at current leverage.")
         old = self.futures.leverage_of(symbol)
         self.futures.leverage[symbol] = leverage
         if leverage < old and self.futures.available(marks, self.open_order_margin()) < 0:
             self.futures.leverage[symbol] = old
             raise Rejected(-2028, "Leverage is smaller than permitted: insufficient margin balance.")
 
+    def set_margin_type(self, symbol: str, margin_type: str) -> None:
+        """CROSSED / ISOLATED, refused as Binance refuses it: unchanged (-4046), a position
+        (-4048) or open orders, regular or algo (-4047)."""
+        if margin_type not in (CROSSED, ISOLATED):
+            raise Rejected(-1130, "Data sent for parameter 'marginType' is not valid.")
+        if margin_type == self.futures.margin_type_of(symbol):
+            raise Rejected(-4046, "No need to change margin type.")
+        if self.futures.position(symbol).amount:
+            raise Rejected(-4048, "Margin type cannot be changed if there exists position.")
+        if self.open_orders(PERP, symbol) or self.open_orders(PERP, symbol, algo=True):
+            raise Rejected(-4047, "Margin type cannot be changed if there exists open orders.")
+        self.futures.margin_type[symbol] = margin_type
+
     # -- matching a new bar ---------------------------------------------------------------
     def on_bar(self, rules: SymbolRules, bar: Bar, now_ms: int, marks: dict[str, Decimal]) -> None:
-        """Offer one new bar of ``rules.symbol`` to its resting orders (stops first)."""
+        """Offer one new bar of ``rules.symbol`` to its resting orders (stops first) and, for an
+        isolated position, check liquidation after the stops the price reaches before the
+        liquidation price (``exchange.liquidation``)."""
         key = lambda o: (0 if o.type in _STOP_FIRST else 1, o.created_ms, o.order_id)  # noqa: E731
         algo_key = lambda o: (0 if o.type in _STOP_FIRST else 1, self._stop_rank(o), o.created_ms,  # noqa: E731
                               o.order_id)
+        checked = rules.market != PERP
         for order in sorted(self.open_orders(rules.market, rules.symbol, algo=True), key=algo_key):
+            if not checked and not reached_before_liquidation(order, self.futures):
+                checked = True
+                self.liquidate_if_reached(rules, bar, now_ms)
             if order.is_open:
                 self._match_algo(order, rules, bar, now_ms, marks)
+        if not checked:
+            self.liquidate_if_reached(rules, bar, now_ms)
         if self.groups is not None:
             self.groups.match_bar(rules, bar, now_ms, marks)  # OCO legs: matched as a pair
         for order in sorted(self.open_orders(rules.market, rules.symbol), key=key):
@@ -304,6 +349,24 @@ class MatchingEngine:
             crossed = bar.low < order.price if order.side == "BUY" else bar.high > order.price
             if crossed:
                 self.fill(order, rules, bar, order.price, maker=True, now_ms=now_ms, marks=marks)
+
+    def liquidate_if_reached(self, rules: SymbolRules, bar: Bar, now_ms: int) -> Order | None:
+        """Liquidate ``rules.symbol``'s isolated position if ``bar`` reaches its liquidation
+        price: cancel the symbol's open orders, close it by an ``autoclose-`` order, lose its margin."""
+        price = liquidation_fill(self.futures, rules.symbol, bar)
+        if price is None:
+            return None
+        for order in [*self.open_orders(PERP, rules.symbol), *self.open_orders(PERP, rules.symbol, algo=True)]:
+            self._close(order, "CANCELED", rules, now_ms)
+        pos = self.futures.position(rules.symbol)
+        order = liquidation_order(next(self._order_ids), rules.symbol, pos.amount, price, now_ms)
+        realized = abs(pos.amount) * (price - pos.entry) * (1 if pos.amount > 0 else -1)
+        fee = order.cum_quote * self.fees.rate(PERP, maker=False)
+        self.futures.liquidate(rules.symbol, now_ms)
+        self.orders[order.order_id] = order
+        self.trades.append(Trade(next(self._trade_ids), order.order_id, PERP, rules.symbol, order.side, price,
+                                 order.qty, order.cum_quote, fee, self.futures.asset, realized, False, now_ms))
+        return order
 
     def _match_algo(self, order: Order, rules: SymbolRules, bar: Bar, now_ms: int,
                     marks: dict[str, Decimal]) -> None:
@@ -327,7 +390,8 @@ class MatchingEngine:
                       created_ms=now_ms, updated_ms=now_ms, parent_algo_id=order.order_id)
         try:
             if not child.reduce_only:
-                self._check_margin(order.symbol, qty, order.price if child_type == "LIMIT" else price, marks)
+                self._check_margin(order.symbol, order.side, qty, order.price if child_type == "LIMIT" else price,
+                                   marks)
         except Rejected:
             order.status = "REJECTED"
             return
@@ -357,13 +421,8 @@ class MatchingEngine:
     @staticmethod
     def _stop_rank(order: Order) -> Decimal:
         """Among a symbol's stops, the one a falling (rising) price reaches first goes first."""
-        if order.type == "TRAILING_STOP_MARKET":
-            if order.trail_extreme is None:
-                return ZERO
-            level = trail_level(order.trail_extreme, order.callback_rate / 100, order.side == "SELL")
-        elif order.type in _STOP_FIRST:
-            level = order.stop_price
-        else:
+        level = stop_level(order)
+        if level is None:
             return ZERO
         return -level if order.side == "SELL" else level
 

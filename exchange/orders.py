@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from qt.fills import stop_fill
+from qt.fills import stop_fill, trail_level
 from exchange.ledger import ZERO, Rejected
 
 SPOT, PERP = "spot", "perp"
@@ -97,6 +97,7 @@ class Order:
     actual_price: Decimal = ZERO
     parent_algo_id: int | None = None
     order_list_id: int | None = None  # spot OCO legs: the list they belong to (exchange.oco)
+    auto_close: str | None = None  # "LIQUIDATION": the exchange's own closing order (exchange.liquidation)
 
     @property
     def is_open(self) -> bool:
@@ -193,10 +194,23 @@ def triggered_at(order: Order, bar: Bar) -> Decimal | None:
     return stop_fill(order.stop_price, bar, selling=falling)  # falling: triggers when the price falls to it
 
 
+def stop_level(order: Order) -> Decimal | None:
+    """The price a stop-type order (stop, stop-limit, trailing stop once active) triggers at
+    now; None for other orders and a trailing stop still waiting for its activation price."""
+    if order.type == "TRAILING_STOP_MARKET":
+        if order.trail_extreme is None:
+            return None
+        return trail_level(order.trail_extreme, order.callback_rate / 100, order.side == "SELL")
+    if order.type in ("STOP_LOSS_LIMIT", "STOP_MARKET", "STOP"):
+        return order.stop_price
+    return None
+
+
 def would_trigger_now(order_type: str, side: str, stop: Decimal, last: Decimal) -> bool:
     falling = (order_type in ("STOP_LOSS_LIMIT", "STOP_MARKET", "STOP")) == (side == "SELL")
     return last <= stop if falling else last >= stop
 
 
 __all__ = ["ALGO_TYPES", "Bar", "FeeRates", "OPEN_STATUSES", "Order", "OrderRequest", "PERP", "PERP_TYPES", "SIDES",
-           "SPOT", "SPOT_TYPES", "SymbolRules", "Trade", "check_filters", "triggered_at", "would_trigger_now"]
+           "SPOT", "SPOT_TYPES", "SymbolRules", "Trade", "check_filters", "stop_level", "triggered_at",
+           "would_trigger_now"]

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from exchange.ledger import FuturesLedger, SpotWallet
+from qt.margin import max_notional
+from exchange.ledger import BRACKETS, FuturesLedger, SpotWallet
 from exchange.orders import Order, Trade
-
-MAINT_MARGIN_RATIO = Decimal("0.004")  # Binance's first BTCUSDT bracket; one bracket for every symbol here
-NOTIONAL_CAP = 1_000_000_000
 
 
 def num(value: Decimal | int | None) -> str:
@@ -117,15 +115,24 @@ def perp_trade(t: Trade) -> dict:
             "positionSide": "BOTH", "symbol": t.symbol, "time": t.time_ms}
 
 
+def max_notional_of(ledger: FuturesLedger, symbol: str) -> str:
+    """The largest notional the symbol's leverage allows (Binance's ``maxNotionalValue``)."""
+    return num(Decimal(max_notional(ledger.leverage_of(symbol), BRACKETS)))
+
+
 def _position_numbers(ledger: FuturesLedger, symbol: str, mark: Decimal, order_margin: Decimal) -> dict:
     pos = ledger.position(symbol)
     notional = pos.amount * mark
     position_im = ledger.position_margin(symbol, mark)
+    upnl = ledger.unrealized(symbol, mark)
+    isolated = ledger.is_isolated(symbol) and pos.amount != 0
+    wallet = pos.isolated_wallet if isolated else Decimal(0)
     return {"symbol": symbol, "positionSide": "BOTH", "positionAmt": num(pos.amount),
             "entryPrice": num(pos.entry), "breakEvenPrice": num(pos.entry), "markPrice": num(mark),
-            "unRealizedProfit": num(ledger.unrealized(symbol, mark)), "liquidationPrice": "0",
-            "isolatedMargin": "0", "notional": num(notional), "isolatedWallet": "0",
-            "initialMargin": num(position_im + order_margin), "maintMargin": num(abs(notional) * MAINT_MARGIN_RATIO),
+            "unRealizedProfit": num(upnl), "liquidationPrice": num(ledger.liquidation_price(symbol)),
+            "isolatedMargin": num(wallet + upnl if isolated else 0), "notional": num(notional),
+            "isolatedWallet": num(wallet), "initialMargin": num(position_im + order_margin),
+            "maintMargin": num(ledger.maint_margin(symbol, mark)),
             "positionInitialMargin": num(position_im), "openOrderInitialMargin": num(order_margin),
             "adl": 0, "bidNotional": "0", "askNotional": "0", "marginAsset": ledger.asset,
             "updateTime": pos.updated_ms}
@@ -141,8 +148,11 @@ def position_risk(ledger: FuturesLedger, marks: dict[str, Decimal], order_margin
             for key in ("breakEvenPrice", "initialMargin", "maintMargin", "positionInitialMargin",
                         "openOrderInitialMargin", "adl", "bidNotional", "askNotional", "marginAsset"):
                 row.pop(key)
-            row.update({"leverage": str(ledger.leverage_of(symbol)), "maxNotionalValue": str(NOTIONAL_CAP),
-                        "marginType": "cross", "isAutoAddMargin": "false", "isolated": False, "adlQuantile": 0})
+            isolated = ledger.is_isolated(symbol)
+            row.update({"leverage": str(ledger.leverage_of(symbol)),
+                        "maxNotionalValue": max_notional_of(ledger, symbol),
+                        "marginType": "isolated" if isolated else "cross", "isAutoAddMargin": "false",
+                        "isolated": isolated, "adlQuantile": 0})
         rows.append(row)
     return rows
 
@@ -151,22 +161,24 @@ def futures_account(ledger: FuturesLedger, marks: dict[str, Decimal], order_marg
                     now_ms: int, version: int) -> dict:
     symbols = sorted(set(ledger.open_symbols()) | {s for s, m in order_margins.items() if m})
     upnl = sum((ledger.unrealized(s, marks[s]) for s in symbols), Decimal(0))
+    cross_upnl, cross_wallet = ledger.cross_unrealized(marks), ledger.cross_wallet()
     pos_im = sum((ledger.position_margin(s, marks[s]) for s in symbols), Decimal(0))
     ord_im = sum(order_margins.values(), Decimal(0))
-    maint = sum((abs(ledger.position(s).amount * marks[s]) * MAINT_MARGIN_RATIO for s in symbols), Decimal(0))
+    maint = sum((ledger.maint_margin(s, marks[s]) for s in symbols), Decimal(0))
     margin_balance = ledger.wallet + upnl
-    available = margin_balance - pos_im - ord_im
+    available = ledger.available(marks, ord_im)
+    withdraw = num(max(Decimal(0), min(available, cross_wallet)))
     totals = {"totalInitialMargin": num(pos_im + ord_im), "totalMaintMargin": num(maint),
               "totalWalletBalance": num(ledger.wallet), "totalUnrealizedProfit": num(upnl),
               "totalMarginBalance": num(margin_balance), "totalPositionInitialMargin": num(pos_im),
-              "totalOpenOrderInitialMargin": num(ord_im), "totalCrossWalletBalance": num(ledger.wallet),
-              "totalCrossUnPnl": num(upnl), "availableBalance": num(available),
-              "maxWithdrawAmount": num(max(Decimal(0), min(available, ledger.wallet)))}
+              "totalOpenOrderInitialMargin": num(ord_im), "totalCrossWalletBalance": num(cross_wallet),
+              "totalCrossUnPnl": num(cross_upnl), "availableBalance": num(available), "maxWithdrawAmount": withdraw}
     asset = {"asset": ledger.asset, "walletBalance": num(ledger.wallet), "unrealizedProfit": num(upnl),
              "marginBalance": num(margin_balance), "maintMargin": num(maint), "initialMargin": num(pos_im + ord_im),
              "positionInitialMargin": num(pos_im), "openOrderInitialMargin": num(ord_im),
-             "crossWalletBalance": num(ledger.wallet), "crossUnPnl": num(upnl), "availableBalance": num(available),
-             "maxWithdrawAmount": totals["maxWithdrawAmount"], "marginAvailable": True, "updateTime": now_ms}
+             "crossWalletBalance": num(cross_wallet), "crossUnPnl": num(cross_upnl),
+             "availableBalance": num(available), "maxWithdrawAmount": withdraw, "marginAvailable": True,
+             "updateTime": now_ms}
     positions = []
     for s in symbols:
         row = _position_numbers(ledger, s, marks[s], order_margins.get(s, Decimal(0)))
@@ -176,7 +188,8 @@ def futures_account(ledger: FuturesLedger, marks: dict[str, Decimal], order_marg
         row = {k: row[k] for k in keep}
         if version == 2:
             row.update({"leverage": str(ledger.leverage_of(s)), "entryPrice": num(ledger.position(s).entry),
-                        "maxNotional": str(NOTIONAL_CAP), "isolated": False, "bidNotional": "0", "askNotional": "0"})
+                        "maxNotional": max_notional_of(ledger, s), "isolated": ledger.is_isolated(s),
+                        "bidNotional": "0", "askNotional": "0"})
         positions.append(row)
     out = {**totals, "assets": [asset], "positions": positions}
     if version == 2:
@@ -186,15 +199,17 @@ def futures_account(ledger: FuturesLedger, marks: dict[str, Decimal], order_marg
 
 
 def futures_balance(ledger: FuturesLedger, marks: dict[str, Decimal], order_margin: Decimal, now_ms: int) -> list:
-    upnl = sum((ledger.unrealized(s, marks[s]) for s in ledger.open_symbols()), Decimal(0))
     available = ledger.available(marks, order_margin)
+    cross_wallet = ledger.cross_wallet()
     return [{"accountAlias": "local", "asset": ledger.asset, "balance": num(ledger.wallet),
-             "crossWalletBalance": num(ledger.wallet), "crossUnPnl": num(upnl), "availableBalance": num(available),
-             "maxWithdrawAmount": num(max(Decimal(0), min(available, ledger.wallet))), "marginAvailable": True,
+             "crossWalletBalance": num(cross_wallet), "crossUnPnl": num(ledger.cross_unrealized(marks)),
+             "availableBalance": num(available),
+             "maxWithdrawAmount": num(max(Decimal(0), min(available, cross_wallet))), "marginAvailable": True,
              "updateTime": now_ms}]
 
 
 def leverage_brackets(symbols: list[str]) -> list[dict]:
-    return [{"symbol": s, "notionalCoef": 1.0,
-             "brackets": [{"bracket": 1, "initialLeverage": 125, "notionalCap": NOTIONAL_CAP, "notionalFloor": 0,
-                           "maintMarginRatio": float(MAINT_MARGIN_RATIO), "cum": 0.0}]} for s in symbols]
+    """``qt.margin``'s brackets (Binance's BTCUSDT table) for every symbol."""
+    rows = [{"bracket": i, "initialLeverage": b.max_leverage, "notionalCap": int(b.cap), "notionalFloor": int(b.floor),
+             "maintMarginRatio": b.mmr, "cum": b.cum} for i, b in enumerate(BRACKETS, start=1)]
+    return [{"symbol": s, "notionalCoef": 1.0, "brackets": [dict(r) for r in rows]} for s in symbols]

@@ -5,16 +5,18 @@ at start, see ``exchange.auth``)
 
     spot    ``/api/v3``: order (POST/GET/DELETE), openOrders (GET/DELETE), allOrders, account, myTrades
     USDT-M  ``/fapi/v1``: order (POST/GET/DELETE), openOrders, allOpenOrders (DELETE), allOrders,
-            userTrades, leverage, marginType, positionSide/dual, leverageBracket, commissionRate,
-            algoOrder (POST/GET/DELETE), openAlgoOrders, allAlgoOrders, algoOpenOrders (DELETE);
-            ``/fapi/v2`` and ``/fapi/v3``: account, balance, positionRisk
+            userTrades, algoOrder (POST/GET/DELETE), openAlgoOrders, allAlgoOrders, algoOpenOrders
+            (DELETE); the account endpoints - leverage, marginType, symbolConfig, positionSide/dual,
+            leverageBracket, commissionRate, forceOrders, ``/fapi/v2|v3`` account, balance,
+            positionRisk - are ``exchange.futures_routes``
 
 Each symbol's price and filters come from the data dir at the exchange clock: the current bar
 is the stored candle containing ``now`` (the one the ticker reports), its filters are those
 ``exchangeInfo`` serves at that moment. Before every signed request, and when the clock is moved
-(``POST /_qt/clock``), the bars opened since the last sync are offered to the resting orders,
-in time order across symbols (``TradingVenue.sync``), so a wall-clock server and a replayed one
-match the same way.
+(``POST /_qt/clock``), the bars opened since the last sync are offered to the resting orders
+and to the isolated positions they may liquidate (``exchange.liquidation``), in time order
+across symbols (``TradingVenue.sync``), so a wall-clock server and a replayed one match the
+same way.
 
 One lock serialises every trading call: the engine's state is one account.
 """
@@ -35,6 +37,7 @@ from starlette.routing import Route
 from exchange import oco, shapes
 from exchange.auth import verify
 from exchange.datadir import Bars, DataDir, MarketFiles
+from exchange.futures_routes import futures_routes
 from exchange.ledger import Rejected
 from exchange.matching import MatchingEngine
 from exchange.orders import PERP, SPOT, Bar, FeeRates, Order, OrderRequest, SymbolRules
@@ -69,7 +72,7 @@ class TradingVenue:
         return f"TradingVenue(keys={len(self._api_keys)}, synced_ms={self.synced_ms})"
 
     # -- market state at a time ----------------------------------------------------------
-    def _listed(self, kind: str, symbol: str, now_ms: int) -> tuple[MarketFiles, Bars]:
+    def listed(self, kind: str, symbol: str, now_ms: int) -> tuple[MarketFiles, Bars]:
         market = self.data.markets(kind).get(symbol)
         if market is None:
             raise Rejected(-1121, "Invalid symbol.")
@@ -84,7 +87,7 @@ class TradingVenue:
 
     def current(self, kind: str, symbol: str, now_ms: int) -> tuple[SymbolRules, Bar]:
         """The symbol's filters (as exchangeInfo states them now) and its current bar."""
-        market, bars = self._listed(kind, symbol, now_ms)
+        market, bars = self.listed(kind, symbol, now_ms)
         i = int(np.searchsorted(bars.ts_ms, now_ms, side="right")) - 1
         return self._rules(kind, market, float(bars.close[i])), self._bar(bars, i)
 
@@ -101,7 +104,7 @@ class TradingVenue:
         """Mark price (current close) of every perpetual with a position, plus ``extra``."""
         out = {}
         for symbol in {*self.engine.futures.open_symbols(), *extra}:
-            _, bars = self._listed(PERP, symbol, now_ms)
+            _, bars = self.listed(PERP, symbol, now_ms)
             out[symbol] = _d(bars.close[int(np.searchsorted(bars.ts_ms, now_ms, side="right")) - 1])
         return out
 
@@ -111,14 +114,14 @@ class TradingVenue:
         if now_ms <= self.synced_ms:
             return 0
         events = []
-        for kind, symbol in self.engine.symbols_with_open_orders():
-            market, bars = self._listed(kind, symbol, now_ms)
+        for kind, symbol in self.engine.symbols_to_match():
+            market, bars = self.listed(kind, symbol, now_ms)
             lo = int(np.searchsorted(bars.ts_ms, self.synced_ms, side="right"))
             hi = int(np.searchsorted(bars.ts_ms, now_ms, side="right"))
             events += [(int(bars.ts_ms[i]), kind, symbol, market, bars, i) for i in range(lo, hi)]
         events.sort(key=lambda e: (e[0], e[1], e[2]))
         for ts, kind, symbol, market, bars, i in events:
-            if not self.engine.open_orders(kind, symbol) and not self.engine.open_orders(kind, symbol, algo=True):
+            if (kind, symbol) not in self.engine.symbols_to_match():
                 continue
             rules = self._rules(kind, market, float(bars.close[i]))
             marks = self.marks(ts, (symbol,) if kind == PERP else ())
@@ -180,7 +183,7 @@ class TradingVenue:
 
     def spot_query(self, params: dict, now_ms: int) -> dict:
         symbol, oid, cid = self._lookup(SPOT, params, False)
-        self._listed(SPOT, symbol, now_ms)
+        self.listed(SPOT, symbol, now_ms)
         return shapes.spot_order(self.engine.find(SPOT, symbol, oid, cid))
 
     def spot_cancel(self, params: dict, now_ms: int) -> dict:
@@ -192,7 +195,7 @@ class TradingVenue:
     def spot_open_orders(self, params: dict, now_ms: int) -> list:
         symbol = params.get("symbol") or None
         if symbol:
-            self._listed(SPOT, symbol, now_ms)
+            self.listed(SPOT, symbol, now_ms)
         return [shapes.spot_order(o) for o in self.engine.open_orders(SPOT, symbol)]
 
     def spot_cancel_all(self, params: dict, now_ms: int) -> list:
@@ -206,7 +209,7 @@ class TradingVenue:
 
     def _history(self, kind: str, params: dict, now_ms: int, algo: bool = False) -> list[Order]:
         symbol = required(params, "symbol")
-        self._listed(kind, symbol, now_ms)
+        self.listed(kind, symbol, now_ms)
         start, end = int_param(params, "startTime"), int_param(params, "endTime")
         first = int_param(params, "algoId" if algo else "orderId")
         limit = min(int_param(params, "limit") or 500, 1000)
@@ -225,7 +228,7 @@ class TradingVenue:
 
     def _trades(self, kind: str, params: dict, now_ms: int) -> list:
         symbol = required(params, "symbol")
-        self._listed(kind, symbol, now_ms)
+        self.listed(kind, symbol, now_ms)
         order_id, from_id = int_param(params, "orderId"), int_param(params, "fromId")
         start, end = int_param(params, "startTime"), int_param(params, "endTime")
         limit = min(int_param(params, "limit") or 500, 1000)
@@ -243,7 +246,7 @@ class TradingVenue:
 
     def perp_query(self, params: dict, now_ms: int) -> dict:
         symbol, oid, cid = self._lookup(PERP, params)
-        self._listed(PERP, symbol, now_ms)
+        self.listed(PERP, symbol, now_ms)
         return shapes.perp_order(self.engine.find(PERP, symbol, oid, cid))
 
     def perp_cancel(self, params: dict, now_ms: int) -> dict:
@@ -254,7 +257,7 @@ class TradingVenue:
     def perp_open_orders(self, params: dict, now_ms: int) -> list:
         symbol = params.get("symbol") or None
         if symbol:
-            self._listed(PERP, symbol, now_ms)
+            self.listed(PERP, symbol, now_ms)
         return [shapes.perp_order(o) for o in self.engine.open_orders(PERP, symbol)]
 
     def perp_cancel_all(self, params: dict, now_ms: int) -> dict:
@@ -281,7 +284,7 @@ class TradingVenue:
 
     def algo_query(self, params: dict, now_ms: int) -> dict:
         symbol, oid, cid = self._lookup(PERP, params, algo=True)
-        self._listed(PERP, symbol, now_ms)
+        self.listed(PERP, symbol, now_ms)
         order = self.engine.find(PERP, symbol, oid, cid, algo=True)
         return shapes.algo_order(order, self._child(order))
 
@@ -294,7 +297,7 @@ class TradingVenue:
     def algo_open(self, params: dict, now_ms: int) -> list:
         symbol = params.get("symbol") or None
         if symbol:
-            self._listed(PERP, symbol, now_ms)
+            self.listed(PERP, symbol, now_ms)
         return [shapes.algo_order(o, None) for o in self.engine.open_orders(PERP, symbol, algo=True)]
 
     def algo_all(self, params: dict, now_ms: int) -> list:
@@ -307,95 +310,9 @@ class TradingVenue:
             self.engine.cancel(PERP, symbol, o.order_id, None, now_ms, rules, algo=True)
         return {"code": 200, "msg": "success"}
 
-    def leverage(self, params: dict, now_ms: int) -> dict:
-        symbol = required(params, "symbol")
-        leverage = int_param(params, "leverage")
-        if leverage is None:
-            raise mandatory("leverage")
-        self._listed(PERP, symbol, now_ms)
-        self.engine.set_leverage(symbol, leverage, self.marks(now_ms, (symbol,)))
-        return {"leverage": leverage, "maxNotionalValue": str(shapes.NOTIONAL_CAP), "symbol": symbol}
-
-    def symbol_config(self, params: dict, now_ms: int) -> list[dict]:
-        """Leverage and margin type per symbol (what ccxt's fetch_leverage / fetch_margin_mode read)."""
-        symbol = params.get("symbol")
-        if symbol:
-            self._listed(PERP, symbol, now_ms)
-        symbols = [symbol] if symbol else sorted(s for s in self.data.markets(PERP) if self._is_listed(s, now_ms))
-        lev = self.engine.futures.leverage_of
-        return [{"symbol": s, "marginType": "CROSSED", "isAutoAddMargin": False, "leverage": lev(s),
-                 "maxNotionalValue": str(shapes.NOTIONAL_CAP)} for s in symbols]
-
-    def margin_type(self, params: dict, now_ms: int) -> dict:
-        self._listed(PERP, required(params, "symbol"), now_ms)
-        margin_type = required(params, "marginType").upper()
-        if margin_type in ("CROSSED", "CROSS"):
-            raise Rejected(-4046, "No need to change margin type.")
-        raise Rejected(-1130, "Data sent for parameter 'marginType' is not valid. "
-                              "(local exchange: only CROSSED margin is simulated)")
-
-    def position_mode(self, params: dict, now_ms: int) -> dict:
-        return {"dualSidePosition": False}
-
-    def set_position_mode(self, params: dict, now_ms: int) -> dict:
-        if bool_param(params, "dualSidePosition"):
-            raise Rejected(-1130, "Data sent for parameter 'dualSidePosition' is not valid. "
-                                  "(local exchange: only one-way mode is simulated)")
-        raise Rejected(-4059, "No need to change position side.")
-
-    def leverage_bracket(self, params: dict, now_ms: int) -> list:
-        symbol = params.get("symbol")
-        if symbol:
-            self._listed(PERP, symbol, now_ms)
-            return shapes.leverage_brackets([symbol])
-        return shapes.leverage_brackets(sorted(self.data.markets(PERP)))
-
-    def commission_rate(self, params: dict, now_ms: int) -> dict:
-        symbol = required(params, "symbol")
-        self._listed(PERP, symbol, now_ms)
-        fees = self.engine.fees
-        return {"symbol": symbol, "makerCommissionRate": shapes.num(fees.perp_maker),
-                "takerCommissionRate": shapes.num(fees.perp_taker)}
-
-    def _order_margins(self, symbols) -> dict[str, Decimal]:
-        return {s: self.engine.open_order_margin(s) for s in symbols}
-
-    def _perp_symbols_in_use(self) -> list[str]:
-        return sorted({*self.engine.futures.open_symbols(),
-                       *(o.symbol for o in self.engine.open_orders(PERP)),
-                       *(o.symbol for o in self.engine.open_orders(PERP, algo=True))})
-
-    def futures_account(self, version: int):
-        def handler(params: dict, now_ms: int) -> dict:
-            symbols = self._perp_symbols_in_use()
-            return shapes.futures_account(self.engine.futures, self.marks(now_ms, tuple(symbols)),
-                                          self._order_margins(symbols), now_ms, version)
-        return handler
-
-    def futures_balance(self, params: dict, now_ms: int) -> list:
-        return shapes.futures_balance(self.engine.futures, self.marks(now_ms), self.engine.open_order_margin(),
-                                      now_ms)
-
-    def position_risk(self, version: int):
-        def handler(params: dict, now_ms: int) -> list:
-            symbol = params.get("symbol")
-            if symbol:
-                self._listed(PERP, symbol, now_ms)
-                symbols = [symbol]
-            elif version == 2:
-                symbols = sorted(s for s in self.data.markets(PERP) if self._is_listed(s, now_ms))
-            else:
-                symbols = self._perp_symbols_in_use()
-            if version == 3:
-                in_use = set(self._perp_symbols_in_use())
-                symbols = [s for s in symbols if s in in_use]
-            return shapes.position_risk(self.engine.futures, self.marks(now_ms, tuple(symbols)),
-                                        self._order_margins(symbols), symbols, version)
-        return handler
-
-    def _is_listed(self, symbol: str, now_ms: int) -> bool:
+    def islisted(self, kind: str, symbol: str, now_ms: int) -> bool:
         try:
-            self._listed(PERP, symbol, now_ms)
+            self.listed(kind, symbol, now_ms)
         except Rejected:
             return False
         return True
@@ -416,16 +333,7 @@ class TradingVenue:
             ("DELETE", "/fapi/v1/algoOrder", self.algo_cancel), ("GET", "/fapi/v1/openAlgoOrders", self.algo_open),
             ("GET", "/fapi/v1/allAlgoOrders", self.algo_all),
             ("DELETE", "/fapi/v1/algoOpenOrders", self.algo_cancel_all),
-            ("POST", "/fapi/v1/leverage", self.leverage), ("POST", "/fapi/v1/marginType", self.margin_type),
-            ("GET", "/fapi/v1/symbolConfig", self.symbol_config),
-            ("GET", "/fapi/v1/positionSide/dual", self.position_mode),
-            ("POST", "/fapi/v1/positionSide/dual", self.set_position_mode),
-            ("GET", "/fapi/v1/leverageBracket", self.leverage_bracket),
-            ("GET", "/fapi/v1/commissionRate", self.commission_rate),
-            ("GET", "/fapi/v2/account", self.futures_account(2)), ("GET", "/fapi/v3/account", self.futures_account(3)),
-            ("GET", "/fapi/v2/balance", self.futures_balance), ("GET", "/fapi/v3/balance", self.futures_balance),
-            ("GET", "/fapi/v2/positionRisk", self.position_risk(2)),
-            ("GET", "/fapi/v3/positionRisk", self.position_risk(3)),
+            *futures_routes(self),  # leverage, margin type, brackets, account, positions, liquidations
             *order_list_routes(self),  # spot OCO order lists
         ]
 
