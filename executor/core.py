@@ -7,20 +7,28 @@ most one intent:
 * in a position: an EXIT when the position has been held ``risk.max_holding_bars`` bars
   (``bars_held`` counts the closes it has seen, the entry bar included, so the position is
   exposed for exactly ``max_holding_bars`` bars and leaves at the next open - the same
-  span as a label of that horizon), or when the signal is ``sell`` and
-  ``risk.exit_on_signal_flip``. Exits do not look at the signal's age: reducing risk on
-  old information is allowed, opening on it is not (the risk engine refuses stale entries).
-* flat: an ENTRY on ``buy``, sized ``risk.position_fraction`` of equity at the close of t (or
-  volatility-targeted, capped at that fraction: ``executor.sizing``),
-  carrying the protective levels (``stop_loss_pct`` / ``take_profit_pct`` of the entry fill
-  price) that the broker places on the exchange right after the fill, and the trailing stop
-  (``risk.trailing_stop_pct``, see ``qt.fills``). With ``risk.entry_order: limit`` the
-  entry is a limit order at ``close of t x (1 - limit_offset_bps / 10 000)`` that works for
-  ``limit_ttl_bars`` bars; while it rests the symbol is ENTRY_PENDING (its notional reserved).
+  span as a label of that horizon), or when the signal turns against it (``sell`` for a long,
+  ``buy`` for a short) and ``risk.exit_on_signal_flip``. Exits do not look at the signal's
+  age: reducing risk on old information is allowed, opening on it is not (the risk engine
+  refuses stale entries).
+* flat: an ENTRY on ``buy`` (a long), or on ``sell`` for a perpetual (``BASE/USDT:USDT``)
+  with ``risk.allow_short`` (a short; spot never shorts). Its margin is ``risk.position_fraction``
+  of equity at the close of t (or volatility-targeted / confidence-scaled, capped at that
+  fraction: ``executor.sizing``, ``confidence_fraction``); its notional is that margin x the
+  symbol's leverage (1 on spot). It carries the protective levels as distances from the entry
+  fill (``stop_loss_pct`` / ``take_profit_pct``, or ATR multiples turned into distances with the
+  ATR of bar t the signal carries, or a take-profit ladder) that the broker places on the
+  exchange right after the fill, and the trailing stop (``risk.trailing_stop_pct``, see
+  ``qt.fills``). With ``risk.entry_order: limit`` the entry is a limit order at ``close of t x
+  (1 - limit_offset_bps / 10 000)`` (a short: ``1 +``) that works for ``limit_ttl_bars`` bars;
+  while it rests the symbol is ENTRY_PENDING (its notional reserved).
 
-Long-only: ``sell`` never opens a short, also not for perpetual symbols (``BASE/USDT:USDT``);
-shorting is left for later. Perp positions pay funding, settled by the loop outside this
-core (``executor.funding``).
+A flip is two orders on two bars: the signal against a position closes it at the next open;
+at that bar's close the core sees the symbol flat and, if the signal still points the other
+way, opens the opposite side at the following open. One rule in backtest, paper and live, and
+no order that both closes and opens (which a reduce-only exit on the exchange cannot be).
+
+Perp positions pay or receive funding, settled by the loop outside this core (``executor.funding``).
 
 Anything that is not an intent is still a ``Decision`` with a reason, so a person can read
 why nothing happened.
@@ -36,7 +44,7 @@ import pandas as pd
 from executor.portfolio import Bar, Portfolio
 from executor.signals import Signal
 from executor.sizing import VOL_WARMING_UP, entry_fraction
-from qt.config import RiskParams
+from qt.config import RiskParams, SignalParams
 
 # Reasons for non-events (the risk engine adds the denial reasons).
 NO_SIGNAL = "NO_SIGNAL"
@@ -47,28 +55,39 @@ SELL_WHILE_FLAT = "SELL_WHILE_FLAT"
 EXIT_PENDING = "EXIT_PENDING"
 ENTRY_PENDING = "ENTRY_PENDING"
 FLIP_EXIT_DISABLED = "FLIP_EXIT_DISABLED"
+ATR_UNAVAILABLE = "ATR_UNAVAILABLE"
 
 
 @dataclass(frozen=True, slots=True)
 class OrderIntent:
     symbol: str
-    side: str  # "buy" | "sell"
+    side: str  # "buy" | "sell" (an entry that sells opens a short)
     purpose: str  # "entry" | "exit"
-    reason: str  # "signal_buy" | "signal_flip" | "max_holding" | "end_of_run"
-    notional_usdt: float = 0.0  # entries: notional to buy; exits: 0 (close the whole position)
-    qty: float = 0.0  # exits: position qty to sell
+    reason: str  # "signal_buy" | "signal_sell" | "signal_flip" | "max_holding" | "end_of_run"
+    notional_usdt: float = 0.0  # entries: notional to open; exits: 0 (close the whole position)
+    qty: float = 0.0  # exits: position qty to close
     signal: Signal | None = None
-    stop_loss_pct: float = 0.0
-    take_profit_pct: float = 0.0
+    stop_loss_pct: float = 0.0  # distance of the stop from the entry fill, as a fraction of it
+    take_profit_pct: float = 0.0  # 0 with a ladder
     order_type: str = "market"  # entries: "market" | "limit"
-    limit_price: float = 0.0  # limit entries: close of the deciding bar x (1 - offset)
+    limit_price: float = 0.0  # limit entries: close of the deciding bar x (1 -/+ offset)
     ttl_bars: int = 0  # limit entries: bars it works before it is cancelled
     trailing_stop_pct: float = 0.0
     trailing_mode: str = "native"  # live only: "native" | "managed" (paper follows the same rule either way)
+    # take-profit ladder: ((fraction of the position, distance from the entry fill as a fraction), ...)
+    take_profit_ladder: tuple[tuple[float, float], ...] = ()
+    breakeven_after_first_tp: bool = False
+    leverage: int = 1
+    reference_price: float = 0.0  # entries: the deciding close (the risk engine's liquidation check)
 
     @property
     def is_exit(self) -> bool:
         return self.purpose == "exit"
+
+    @property
+    def is_short(self) -> bool:
+        """An entry that opens a short (exits are the opposite side of their position)."""
+        return self.purpose == "entry" and self.side == "sell"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,18 +113,21 @@ class CoreOutput:
 
 def decide(bar_ts: pd.Timestamp, bars: Mapping[str, Bar], signals: Mapping[str, Signal] | None,
            portfolio: Portfolio, risk: RiskParams, symbols: list[str],
-           volatility: Callable[[str], float | None] | None = None) -> CoreOutput:
+           volatility: Callable[[str], float | None] | None = None,
+           signal_params: SignalParams | None = None) -> CoreOutput:
     """Intents for the open of the next bar. ``signals=None`` means the source was down.
 
     ``volatility(symbol)`` is the annualised volatility ``risk.sizing: volatility_target`` sizes
     with (``executor.sizing``; the loop's ``RealisedVolatility``); None = no estimate yet.
+    ``signal_params``: the thresholds ``risk.sizing: confidence`` measures a probability from.
 
-    Entry candidates are ordered by confidence (highest first), then symbol, so that when
-    limits bind, the strongest signals get the capacity - deterministically.
+    Entry candidates are ordered by the strength of their signal (the probability for a long,
+    one minus it for a short; highest first), then symbol, so that when limits bind, the
+    strongest signals get the capacity - deterministically.
     """
     equity = portfolio.equity_usdt()
     exits: list[OrderIntent] = []
-    entries: list[OrderIntent] = []
+    entries: list[tuple[float, OrderIntent]] = []
     decisions: list[Decision] = []
     for sym in symbols:
         sig = signals.get(sym) if signals is not None else None
@@ -117,48 +139,101 @@ def decide(bar_ts: pd.Timestamp, bars: Mapping[str, Bar], signals: Mapping[str, 
             continue
         pos = portfolio.positions.get(sym)
         if pos is not None:
+            against = "sell" if pos.side == "long" else "buy"
             if sym in portfolio.pending_exits:
                 decisions.append(Decision(bar_ts, sym, action, "hold", EXIT_PENDING, confidence=conf,
                                           model_version=version))
             elif pos.bars_held >= risk.max_holding_bars:
-                exits.append(OrderIntent(sym, "sell", "exit", "max_holding", qty=pos.qty, signal=sig))
-            elif action == "sell" and risk.exit_on_signal_flip:
-                exits.append(OrderIntent(sym, "sell", "exit", "signal_flip", qty=pos.qty, signal=sig))
+                exits.append(OrderIntent(sym, pos.close_side, "exit", "max_holding", qty=pos.qty, signal=sig))
+            elif action == against and risk.exit_on_signal_flip:
+                exits.append(OrderIntent(sym, pos.close_side, "exit", "signal_flip", qty=pos.qty, signal=sig))
             else:
                 reason = (NO_SIGNAL if sig is None else
-                          FLIP_EXIT_DISABLED if action == "sell" else
-                          IN_POSITION if action == "buy" else HOLD_SIGNAL)
+                          FLIP_EXIT_DISABLED if action == against else
+                          IN_POSITION if action in ("buy", "sell") else HOLD_SIGNAL)
                 decisions.append(Decision(bar_ts, sym, action, "hold", reason, confidence=conf,
                                           model_version=version, details={"bars_held": pos.bars_held}))
             continue
         if sym in portfolio.reserved_usdt:
             decisions.append(Decision(bar_ts, sym, action, "hold", ENTRY_PENDING, confidence=conf,
                                       model_version=version))
-        elif action == "buy" or sig is None:
-            # a missing signal still goes to the risk engine, which records NO_SIGNAL
-            sigma = volatility(sym) if volatility is not None and sig is not None else None
-            fraction = entry_fraction(risk, sigma) if sig is not None else risk.position_fraction
-            if fraction is None:
-                decisions.append(Decision(bar_ts, sym, action, "skip", VOL_WARMING_UP, confidence=conf,
-                                          model_version=version,
-                                          details={"why": f"fewer than {risk.vol_lookback_bars} returns seen "
-                                                          f"to size a volatility-targeted entry"}))
-                continue
-            entries.append(OrderIntent(sym, "buy", "entry", "signal_buy",
-                                       notional_usdt=fraction * equity, signal=sig,
-                                       stop_loss_pct=risk.stop_loss_pct, take_profit_pct=risk.take_profit_pct,
-                                       trailing_stop_pct=risk.trailing_stop_pct,
-                                       trailing_mode=risk.trailing_mode, **_entry_order(bars[sym], risk)))
-        else:
+            continue
+        short = action == "sell" and risk.allow_short and ":" in sym
+        if not (action == "buy" or short or sig is None):
             reason = SELL_WHILE_FLAT if action == "sell" else HOLD_SIGNAL
             decisions.append(Decision(bar_ts, sym, action, "hold", reason, confidence=conf, model_version=version))
-    entries.sort(key=lambda i: (-(i.signal.confidence if i.signal is not None else -1.0), i.symbol))
-    return CoreOutput(intents=exits + entries, decisions=decisions)
+            continue
+        # a missing signal still goes to the risk engine, which records NO_SIGNAL
+        fraction, why = _fraction(sym, sig, risk, volatility, signal_params)
+        levels = _levels(sig, risk) if sig is not None else _levels_pct(risk)
+        if fraction is None or levels is None:
+            reason = VOL_WARMING_UP if fraction is None else ATR_UNAVAILABLE
+            if levels is None:
+                why = (f"ATR-scaled levels need the signal's atr_{risk.atr_period}; the source sent none "
+                       f"(an old model or service): no entry without a stop")
+            decisions.append(Decision(bar_ts, sym, action, "skip", reason, confidence=conf,
+                                      model_version=version, details={"why": why}))
+            continue
+        lev = risk.leverage_of(sym)
+        bar = bars[sym]
+        intent = OrderIntent(sym, "sell" if short else "buy", "entry", "signal_sell" if short else "signal_buy",
+                             notional_usdt=fraction * equity * lev, signal=sig,
+                             trailing_stop_pct=risk.trailing_stop_pct, trailing_mode=risk.trailing_mode,
+                             breakeven_after_first_tp=risk.breakeven_after_first_tp, leverage=lev,
+                             reference_price=bar.close, **levels, **_entry_order(bar, risk, short))
+        strength = -1.0 if sig is None else (1.0 - sig.confidence if short else sig.confidence)
+        entries.append((strength, intent))
+    entries.sort(key=lambda pair: (-pair[0], pair[1].symbol))
+    return CoreOutput(intents=exits + [i for _, i in entries], decisions=decisions)
 
 
-def _entry_order(bar: Bar, risk: RiskParams) -> dict:
-    """The order type of an entry: market, or a limit below the deciding close."""
+def _fraction(sym: str, sig: Signal | None, risk: RiskParams, volatility, signal_params) -> tuple[float | None, str]:
+    """Fraction of equity (the margin on a perpetual) for an entry; None: no size yet (said why)."""
+    if sig is None:
+        return risk.position_fraction, ""
+    if risk.sizing == "confidence":
+        return confidence_fraction(risk, sig, signal_params or SignalParams()), ""
+    sigma = volatility(sym) if volatility is not None else None
+    return entry_fraction(risk, sigma), (f"fewer than {risk.vol_lookback_bars} returns seen to size a "
+                                         f"volatility-targeted entry")
+
+
+def confidence_fraction(risk: RiskParams, sig: Signal, thresholds: SignalParams) -> float:
+    """``position_fraction`` x how far the probability lies beyond its threshold, as a share of
+    the way to certainty: a buy at p is scaled by ``(p - buy) / (1 - buy)``, a sell by
+    ``(sell - p) / sell``; never above ``position_fraction`` (a probability just over the threshold
+    risks little, a confident one up to the cap)."""
+    p = sig.confidence
+    if sig.action == "sell":
+        beyond = (thresholds.sell_threshold - p) / thresholds.sell_threshold
+    else:
+        beyond = (p - thresholds.buy_threshold) / (1.0 - thresholds.buy_threshold)
+    return risk.position_fraction * min(1.0, max(beyond, 0.0))
+
+
+def _levels_pct(risk: RiskParams) -> dict:
+    return {"stop_loss_pct": risk.stop_loss_pct, "take_profit_pct": risk.take_profit_pct}
+
+
+def _levels(sig: Signal, risk: RiskParams) -> dict | None:
+    """Stop, take-profit and ladder distances as fractions of the entry fill; ATR multiples are
+    turned into fractions with the signal's ATR/close of the decision bar. None: ATR needed, absent."""
+    atr = sig.atr
+    if risk.uses_atr and not (atr == atr and atr > 0.0):
+        return None
+    stop = risk.stop_loss_pct if risk.stop_loss_atr is None else risk.stop_loss_atr * atr
+    take = risk.take_profit_pct if risk.take_profit_atr is None else risk.take_profit_atr * atr
+    if not risk.take_profit_ladder:
+        return {"stop_loss_pct": min(stop, 0.99), "take_profit_pct": take}
+    scale = atr if risk.take_profit_ladder_unit == "atr" else 1.0
+    ladder = tuple(sorted(((f, lvl * scale) for f, lvl in risk.take_profit_ladder), key=lambda r: r[1]))
+    return {"stop_loss_pct": min(stop, 0.99), "take_profit_pct": 0.0, "take_profit_ladder": ladder}
+
+
+def _entry_order(bar: Bar, risk: RiskParams, short: bool = False) -> dict:
+    """The order type of an entry: market, or a limit below (a short: above) the deciding close."""
     if risk.entry_order != "limit":
         return {}
-    return {"order_type": "limit", "limit_price": bar.close * (1.0 - risk.limit_offset_bps / 10_000.0),
+    offset = risk.limit_offset_bps / 10_000.0
+    return {"order_type": "limit", "limit_price": bar.close * (1.0 + offset if short else 1.0 - offset),
             "ttl_bars": risk.limit_ttl_bars}

@@ -1,7 +1,8 @@
 """Funding of perpetual futures: the schedule, its coverage check and the pure settlement rule.
 
-A long perpetual position (ccxt symbol with ``:``, e.g. ``BTC/USDT:USDT``) that is open at a
-funding time ``F`` pays ``rate * qty * mark`` in USDT; a negative rate means it receives.
+A perpetual position (ccxt symbol with ``:``, e.g. ``BTC/USDT:USDT``) that is open at a
+funding time ``F`` pays ``rate * signed qty * mark`` in USDT: with a positive rate longs pay and
+shorts receive, with a negative rate the reverse.
 Spot symbols never pay funding. The backtest, the paper replay and buy-and-hold all settle
 funding with the functions here, so their PnL agrees (backtest/paper parity).
 
@@ -57,7 +58,7 @@ class FundingPayment:
     funding_ts: pd.Timestamp  # the funding time F
     timestamp: pd.Timestamp  # open time of the bar it was booked in (first bar open >= F)
     rate: float  # fraction per funding interval
-    qty: float  # position held at F (base units, long > 0)
+    qty: float  # position held at F (base units, signed: long > 0, short < 0)
     mark_price: float  # close of the last bar that opened before F
     notional_usdt: float  # qty * mark_price
     amount_usdt: float  # paid (+) or received (-): rate * notional_usdt
@@ -111,6 +112,14 @@ class FundingSchedule:
         lo = 0 if after is None else int(np.searchsorted(ts, pd.Timestamp(after).value, side="right"))
         hi = int(np.searchsorted(ts, pd.Timestamp(upto).value, side="right"))
         return [(pd.Timestamp(int(t), tz="UTC"), float(r)) for t, r in zip(ts[lo:hi], self._rate[symbol][lo:hi])]
+
+    def last_rate_before(self, symbol: str, now: pd.Timestamp) -> float | None:
+        """The rate of the last event of ``symbol`` strictly before ``now`` (None: none stored)."""
+        ts = self._ts.get(symbol)
+        if ts is None:
+            return None
+        i = int(np.searchsorted(ts, pd.Timestamp(now).value, side="left")) - 1
+        return float(self._rate[symbol][i]) if i >= 0 else None
 
     def check_covers(self, symbol: str, first: pd.Timestamp, last: pd.Timestamp) -> None:
         """Raise unless funding is known across the symbol's traded span ``[first, last]``
@@ -169,7 +178,8 @@ def settle_funding(schedule: FundingSchedule | None, positions: Mapping, marks: 
             continue
         if schedule is None:
             raise _missing(sym)
-        qty = positions[sym].qty
+        pos = positions[sym]
+        qty = pos.qty * getattr(pos, "sign", 1)
         for f_ts, rate in schedule.events(sym, after, upto):
             out.append(payment(sym, f_ts, rate, qty, marks[sym], upto))
     return out

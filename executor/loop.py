@@ -165,6 +165,7 @@ class TradingLoop:
         self.kill_switch = kill_switch
         self.bar_ms = bar_ms or timeframe_ms(params.data.timeframe)
         self.risk = RiskEngine(params.risk, params.costs, params.signal, self.bar_ms)
+        self.risk.funding = self.funding  # the funding filter reads the last settled rate
         self.portfolio = Portfolio(cash_usdt=params.risk.starting_equity_usdt)
         self._next_order_id = 1
         self._outage_since: pd.Timestamp | None = None  # first bar of the current signal outage
@@ -183,12 +184,19 @@ class TradingLoop:
         """Feed the volatility estimate with the closes of the bars before the first one stepped, so
         that a run starting at ``before`` sizes from its first bar - the same numbers whether the
         loop stepped those bars itself (a backtest from the start) or not (a replay or a restart)."""
-        if self.volatility is None or candles.empty:
+        history = self.risk.history
+        if (self.volatility is None and history is None) or candles.empty:
             return
         past = candles[candles["timestamp"] < before].sort_values(["symbol", "timestamp"])
-        for sym, closes in past.groupby("symbol", sort=True)["close"]:
-            for close in closes.to_numpy()[-(self.volatility.lookback + 1):]:
-                self.volatility.observe(str(sym), float(close))
+        for sym, g in past.groupby("symbol", sort=True):
+            closes = g["close"].to_numpy()
+            if self.volatility is not None:
+                for close in closes[-(self.volatility.lookback + 1):]:
+                    self.volatility.observe(str(sym), float(close))
+            if history is not None:
+                stamps = pd.to_datetime(g["timestamp"], utc=True).to_numpy()
+                for t, close in zip(stamps[-history.keep:], closes[-history.keep:]):
+                    history.observe(str(sym), pd.Timestamp(t), float(close))
 
     # ---- public ----------------------------------------------------------------------
     def run(self, candles: pd.DataFrame, start: pd.Timestamp | None = None, end: pd.Timestamp | None = None,
@@ -254,7 +262,7 @@ class TradingLoop:
             details = {"order_id": rej.order_id, "message": rej.message, "client_id": rej.client_id}
             self.record(Decision(ts, rej.symbol, None, "rejected", rej.reason, details=details))
             if rej.purpose == "entry":
-                self.portfolio.reserved_usdt.pop(rej.symbol, None)
+                self.portfolio.release_reservation(rej.symbol)
                 if rej.order_id in orders:
                     self._emit("on_cancel", orders[rej.order_id], ts)
             elif rej.purpose == "exit":
@@ -285,10 +293,10 @@ class TradingLoop:
     def _execute(self, ts: pd.Timestamp, bars: dict[str, Bar]) -> None:
         exe = self.broker.process_bar(bars)
         for order in exe.cancelled:
-            self.portfolio.reserved_usdt.pop(order.symbol, None)
+            self.portfolio.release_reservation(order.symbol)
             self._emit("on_cancel", order, ts)
         for order in exe.expired:  # limit entries past their TTL
-            self.portfolio.reserved_usdt.pop(order.symbol, None)
+            self.portfolio.release_reservation(order.symbol)
             self._emit("on_cancel", order, ts)
             self.record(Decision(ts, order.symbol, None, "cancelled", LIMIT_EXPIRED,
                                  details={"order_id": order.order_id, "limit_price": order.limit_price,
@@ -298,7 +306,8 @@ class TradingLoop:
 
     def _book(self, fill: Fill, protective=None) -> None:
         if fill.purpose == "entry":
-            trade = self.portfolio.apply_fill(fill, protective.stop_price, protective.take_profit_price)
+            trade = self.portfolio.apply_fill(fill, protective.stop_price, protective.take_profit_price,
+                                              leverage=self.params.risk.leverage_of(fill.symbol))
         else:
             trade = self.portfolio.apply_fill(fill)
         self._result.fills.append(fill)
@@ -310,6 +319,8 @@ class TradingLoop:
             pf.marks[sym] = bar.close
             if self.volatility is not None:
                 self.volatility.observe(sym, bar.close)
+            if self.risk.history is not None:
+                self.risk.history.observe(sym, ts, bar.close)
             pos = pf.positions.get(sym)
             if pos is not None:
                 pos.bars_held += 1
@@ -347,8 +358,13 @@ class TradingLoop:
             self._result.signals_received += len(received)
             signals = {s.symbol: s for s in received}
             self._emit("on_signals", ts, received)
+            fresh = [s for s in received if s.timestamp == ts]  # this bar's: a lagging source repeats old ones
+            alert = self.risk.observe_signals(ts, [s.action for s in fresh], [s.confidence for s in fresh])
+            if alert is not None:
+                log.warning("risk: %s %s", alert.message, alert.numbers)
+                self.raise_alert(alert)
         out = decide(ts, bars, signals, self.portfolio, self.params.risk, symbols,
-                     None if self.volatility is None else self.volatility.annual)
+                     None if self.volatility is None else self.volatility.annual, self.params.signal)
         for d in out.decisions:
             self.record(d)
         now = ts + self._bar_delta
@@ -383,7 +399,8 @@ class TradingLoop:
                             stop_loss_pct=intent.stop_loss_pct, take_profit_pct=intent.take_profit_pct,
                             decided_ts=ts, order_type=intent.order_type, limit_price=intent.limit_price,
                             ttl_bars=intent.ttl_bars, trailing_stop_pct=intent.trailing_stop_pct,
-                            trailing_mode=intent.trailing_mode)
+                            trailing_mode=intent.trailing_mode, take_profit_ladder=intent.take_profit_ladder,
+                            breakeven_after_first_tp=intent.breakeven_after_first_tp, leverage=intent.leverage)
         if intent.is_exit:
             self.portfolio.pending_exits.add(intent.symbol)
             decision = _decision_for(ts, intent, "exit", intent.reason, 0.0,
@@ -391,6 +408,13 @@ class TradingLoop:
         else:
             self.portfolio.reserved_usdt[intent.symbol] = verdict.notional_usdt
             details = {"order_id": oid, "requested": intent.notional_usdt}
+            if intent.is_short:
+                self.portfolio.reserved_short.add(intent.symbol)
+                details["side"] = "short"
+            if intent.leverage > 1:
+                details["leverage"] = intent.leverage
+            if intent.take_profit_ladder:
+                details["ladder"] = [list(r) for r in intent.take_profit_ladder]
             if intent.order_type == "limit":
                 details.update(order_type="limit", limit_price=intent.limit_price, ttl_bars=intent.ttl_bars)
             if verdict.clipped_by:
@@ -409,7 +433,7 @@ class TradingLoop:
             pos = self.portfolio.positions[sym]
             oid = self._next_order_id
             self._next_order_id += 1
-            self._book(self.broker.close_at_close(sym, pos.qty, last_bars[sym], oid))
+            self._book(self.broker.close_at_close(sym, pos.qty, last_bars[sym], oid, side=pos.close_side))
         self.portfolio.reserved_usdt.clear()
         self.broker.cancel_all()  # orders for a bar that will never come
         if self._eq_val:

@@ -79,30 +79,59 @@ class MarketOrder:
     ttl_bars: int = 0  # limit entries: bars of the symbol it works before it expires
     trailing_stop_pct: float = 0.0  # entries: the trail the position gets (0 = none)
     trailing_mode: str = "native"  # live: the exchange's trailing order or the executor's moved stop
+    # entries: ((fraction of the filled qty, distance from the fill price), ...) sorted by distance
+    take_profit_ladder: tuple[tuple[float, float], ...] = ()
+    breakeven_after_first_tp: bool = False
+    leverage: int = 1
 
     @property
     def is_limit(self) -> bool:
         return self.order_type == "limit"
 
+    @property
+    def opens_short(self) -> bool:
+        return self.purpose == "entry" and self.side == "sell"
+
 
 @dataclass(frozen=True, slots=True)
 class Protective:
+    """The orders guarding one position: a stop (fixed, and trailing when ``trail_pct``), and a
+    take-profit - one order, or a ladder of rungs ``(qty, price)`` each closing part of it."""
+
     symbol: str
-    qty: float
+    qty: float  # still open
     stop_price: float
-    take_profit_price: float
+    take_profit_price: float  # nan with a ladder
     entry_order_id: int  # its fills carry order_id = -entry_order_id
     trail_pct: float = 0.0  # 0 = no trailing stop
-    peak: float = math.nan  # highest completed high since entry (the fill price to start with)
+    peak: float = math.nan  # best completed extreme since entry (the fill price to start with):
+    #                         the highest high of a long, the lowest low of a short
+    side: str = "long"
+    rungs: tuple[tuple[float, float], ...] = ()  # take-profit ladder rungs not filled yet: (qty, price)
+    rung_numbers: tuple[int, ...] = ()  # each rung's place in the ladder (1 = nearest), for its fill reason
+    breakeven: bool = False  # after the first rung fills, the stop moves to the entry price
+    entry_price: float = math.nan
+
+    @property
+    def selling(self) -> bool:
+        """The guard orders sell (a long's) or buy (a short's)."""
+        return self.side == "long"
+
+    @property
+    def close_side(self) -> str:
+        return "sell" if self.side == "long" else "buy"
 
     @property
     def trail_price(self) -> float:
-        """The trail level in force now (-inf without a trail)."""
-        return trail_level(self.peak, self.trail_pct) if self.trail_pct > 0 else -math.inf
+        """The trail level in force now (beyond reach without a trail)."""
+        if self.trail_pct <= 0:
+            return -math.inf if self.selling else math.inf
+        return trail_level(self.peak, self.trail_pct, self.selling)
 
     @property
     def effective_stop(self) -> float:
-        return max(self.stop_price, self.trail_price)
+        """The stop the price reaches first: the higher of fixed and trail for a long, the lower for a short."""
+        return max(self.stop_price, self.trail_price) if self.selling else min(self.stop_price, self.trail_price)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,12 +202,12 @@ class PaperBroker:
             bar = bars.get(symbol)
             if bar is None:
                 continue
-            fill, peak = self._trigger(self._protective[symbol], bar, stop_only=symbol in intrabar_entries)
-            if fill is not None:
+            done, after = self._work(self._protective[symbol], bar, intrabar_entry=symbol in intrabar_entries)
+            fills.extend(done)
+            if after is None:
                 del self._protective[symbol]
-                fills.append(fill)
-            elif self._protective[symbol].trail_pct > 0 and symbol not in intrabar_entries:
-                self._protective[symbol] = replace(self._protective[symbol], peak=peak)
+            else:
+                self._protective[symbol] = after
         return BarExecution(fills, cancelled, placed, expired)
 
     def cancel_all(self) -> list[MarketOrder]:
@@ -187,65 +216,109 @@ class PaperBroker:
         self._limit_age.clear()
         return dropped
 
-    def close_at_close(self, symbol: str, qty: float, bar: Bar, order_id: int, reason: str = "end_of_run") -> Fill:
-        """Liquidate at the bar's close (end of a backtest), with slippage and fee."""
+    def close_at_close(self, symbol: str, qty: float, bar: Bar, order_id: int, reason: str = "end_of_run",
+                       side: str = "sell") -> Fill:
+        """Close at the bar's close (end of a backtest), with slippage and fee; ``side`` closes the position."""
         self._protective.pop(symbol, None)
         self._pending = [o for o in self._pending if o.symbol != symbol]
-        return self._make_fill(order_id, symbol, bar.timestamp, "sell", "exit", reason, qty, bar.close)
+        return self._make_fill(order_id, symbol, bar.timestamp, side, "exit", reason, qty, bar.close)
 
     # ---- internals -------------------------------------------------------------------
     def _protect(self, order: MarketOrder, qty: float, price: float) -> None:
+        short = order.opens_short
+        sign = -1.0 if short else 1.0
+        rungs, numbers = [], []
+        left = qty
+        for k, (fraction, distance) in enumerate(order.take_profit_ladder, start=1):
+            rung_qty = left if k == len(order.take_profit_ladder) and abs(
+                sum(f for f, _ in order.take_profit_ladder) - 1.0) < 1e-9 else qty * fraction
+            left -= rung_qty
+            rungs.append((rung_qty, price * (1.0 + sign * distance)))
+            numbers.append(k)
+        take = math.nan if rungs else price * (1.0 + sign * order.take_profit_pct)
         self._protective[order.symbol] = Protective(
-            order.symbol, qty, price * (1.0 - order.stop_loss_pct), price * (1.0 + order.take_profit_pct),
-            order.order_id, trail_pct=order.trailing_stop_pct, peak=price)
+            order.symbol, qty, price * (1.0 - sign * order.stop_loss_pct), take, order.order_id,
+            trail_pct=order.trailing_stop_pct, peak=price, side="short" if short else "long",
+            rungs=tuple(rungs), rung_numbers=tuple(numbers), breakeven=order.breakeven_after_first_tp,
+            entry_price=price)
 
     def _fill_market(self, order: MarketOrder, bar: Bar) -> Fill:
         if order.purpose == "entry":
-            price = bar.open * (1.0 + self._slip)
+            price = bar.open * (1.0 - self._slip if order.opens_short else 1.0 + self._slip)
             qty = order.notional_usdt / price
-            fill = Fill(order.order_id, order.symbol, bar.timestamp, "buy", "entry", order.reason, qty, price,
+            fill = Fill(order.order_id, order.symbol, bar.timestamp, order.side, "entry", order.reason, qty, price,
                         order.notional_usdt, order.notional_usdt * self.costs.fee_rate)
             self._protect(order, qty, price)
             return fill
         self._protective.pop(order.symbol, None)
-        return self._make_fill(order.order_id, order.symbol, bar.timestamp, "sell", "exit", order.reason,
+        return self._make_fill(order.order_id, order.symbol, bar.timestamp, order.side, "exit", order.reason,
                                order.qty, bar.open)
 
     def _fill_limit(self, order: MarketOrder, bar: Bar) -> Fill | None:
-        """Open at or below the limit -> the open; strictly below intrabar -> the limit; no slippage."""
-        if bar.open <= order.limit_price:
-            price = bar.open
-        elif bar.low < order.limit_price:
-            price = order.limit_price
+        """Open at or beyond the limit -> the open; strictly beyond intrabar -> the limit; no slippage.
+        (A long's limit is below the market, a short's above it.)"""
+        limit = order.limit_price
+        if order.opens_short:
+            price = bar.open if bar.open >= limit else limit if bar.high > limit else None
         else:
+            price = bar.open if bar.open <= limit else limit if bar.low < limit else None
+        if price is None:
             return None
         qty = order.notional_usdt / price
-        fill = Fill(order.order_id, order.symbol, bar.timestamp, "buy", "entry", order.reason, qty, price,
+        fill = Fill(order.order_id, order.symbol, bar.timestamp, order.side, "entry", order.reason, qty, price,
                     order.notional_usdt, order.notional_usdt * self._maker_fee)
         self._protect(order, qty, price)
         return fill
 
-    def _trigger(self, p: Protective, bar: Bar, stop_only: bool = False) -> tuple[Fill | None, float]:
-        """(exit fill or None, the trail's peak after this bar)."""
+    def _work(self, p: Protective, bar: Bar, intrabar_entry: bool = False) -> tuple[list[Fill], Protective | None]:
+        """Offer one bar to a position's guards: (exit fills, the guards after the bar or None when flat).
+
+        The stop first (fixed or trailing, whichever the price reaches first), then the take-profit
+        or the ladder's rungs in the order the price reaches them. After an intrabar entry only the
+        stop works, at its level (the open came before the entry, the bar's other extreme may too).
+        """
         oid = -p.entry_order_id
+        selling = p.selling
         # a bar opening through the stop exits at the open: the rule live applies when the exchange
         # refuses a stop as already crossed (qt.fills.stop_crossed, executor.live.emergency)
-        fixed = stop_fill(p.stop_price, bar)
-        trail, peak = step_trail(p.peak, p.trail_pct, bar) if p.trail_pct > 0 else (None, p.peak)
-        if stop_only:  # entered intrabar: the open was before the entry, the stop works at its level
-            fixed = p.stop_price if bar.low <= p.stop_price else None
+        fixed = stop_fill(p.stop_price, bar, selling)
+        trail, peak = step_trail(p.peak, p.trail_pct, bar, selling) if p.trail_pct > 0 else (None, p.peak)
+        if intrabar_entry:
+            reached = bar.low <= p.stop_price if selling else bar.high >= p.stop_price
+            fixed = p.stop_price if reached else None
             trail = p.trail_price if trail is not None else None
         if fixed is not None or trail is not None:
-            by_trail = trail is not None and p.trail_price > p.stop_price
-            price = max(x for x in (fixed, trail) if x is not None)
-            return self._make_fill(oid, p.symbol, bar.timestamp, "sell", "exit",
-                                   "trailing_stop" if by_trail else "stop_loss", p.qty, price), peak
-        if stop_only:
-            return None, peak
-        take = stop_fill(p.take_profit_price, bar, selling=False)  # reached rising: the TP or a gap's open
-        if take is not None:
-            return self._make_fill(oid, p.symbol, bar.timestamp, "sell", "exit", "take_profit", p.qty, take), peak
-        return None, peak
+            by_trail = trail is not None and p.trail_price == p.effective_stop and p.trail_price != p.stop_price
+            hit = [x for x in (fixed, trail) if x is not None]
+            price = max(hit) if selling else min(hit)
+            reason = "trailing_stop" if by_trail else "breakeven_stop" if p.stop_price == p.entry_price else "stop_loss"
+            return [self._make_fill(oid, p.symbol, bar.timestamp, p.close_side, "exit", reason, p.qty, price)], None
+        if intrabar_entry:
+            return [], p
+        if p.trail_pct > 0:
+            p = replace(p, peak=peak)
+        if not p.rungs:
+            take = stop_fill(p.take_profit_price, bar, selling=not selling)  # reached: a long's rising, a short's falling
+            if take is None:
+                return [], p
+            return [self._make_fill(oid, p.symbol, bar.timestamp, p.close_side, "exit", "take_profit", p.qty, take)], None
+        fills = []
+        rungs, numbers, qty, stop = list(p.rungs), list(p.rung_numbers), p.qty, p.stop_price
+        while rungs:
+            take = stop_fill(rungs[0][1], bar, selling=not selling)
+            if take is None:
+                break
+            rung_qty = min(rungs[0][0], qty)
+            fills.append(self._make_fill(oid, p.symbol, bar.timestamp, p.close_side, "exit",
+                                         f"take_profit_{numbers[0]}", rung_qty, take))
+            qty -= rung_qty
+            rungs.pop(0)
+            numbers.pop(0)
+            if p.breakeven:  # from the next bar: this bar's low may have come before its high
+                stop = max(stop, p.entry_price) if selling else min(stop, p.entry_price)
+        if qty <= p.qty * 1e-12:
+            return fills, None
+        return fills, replace(p, qty=qty, rungs=tuple(rungs), rung_numbers=tuple(numbers), stop_price=stop)
 
     def _make_fill(self, order_id: int, symbol: str, ts: pd.Timestamp, side: str, purpose: str, reason: str,
                    qty: float, ref_price: float) -> Fill:

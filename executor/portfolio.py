@@ -2,7 +2,12 @@
 
 Units: prices in USDT per base unit, ``qty`` in base units, ``*_usdt`` in USDT. Timestamps
 are bar OPEN times (UTC); a fill's ``timestamp`` is the open time of the bar in which it
-happened. Only long positions exist for now (spot, long-only; see ``executor.core``).
+happened. A position is long or short (``side``; shorts on perpetuals only), its ``qty`` always
+positive. The ledger is signed: an entry long spends its notional, an entry short receives it,
+so equity = cash + sum(sign x qty x mark) - for a perpetual that is wallet + unrealised PnL, the
+margin arithmetic of the exchange. An exit may close part of a position (a take-profit rung):
+each partial exit is a ``ClosedTrade`` of the quantity it closed, with that share of the entry's
+notional, fee and funding.
 
 The ``Portfolio`` is the executor's own ledger, changed only by ``apply_fill``,
 ``apply_funding`` (perpetuals, see ``executor.funding``) and the reservation bookkeeping for
@@ -15,6 +20,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pandas as pd
+
+
+RUNG_PREFIX = "take_profit_"  # a ladder rung's fill reason: take_profit_1, take_profit_2, ...
+
+
+def is_rung(reason: str) -> bool:
+    return reason.startswith(RUNG_PREFIX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +46,7 @@ class Fill:
     timestamp: pd.Timestamp  # open time of the bar in which the fill happened
     side: str  # "buy" | "sell"
     purpose: str  # "entry" | "exit"
-    reason: str  # entry: "signal_buy"; exit: "stop_loss", "take_profit", "signal_flip", "max_holding", "end_of_run"
+    reason: str  # entry: "signal_buy" / "signal_sell"; exit: "stop_loss", "take_profit", "signal_flip", ...
     qty: float
     price: float  # after slippage
     notional_usdt: float  # qty * price
@@ -53,6 +65,17 @@ class Position:
     take_profit_price: float
     bars_held: int = 0  # closes of this symbol seen while open (the entry bar counts as 1)
     funding_usdt: float = 0.0  # funding paid (+) / received (-) while open (perpetuals)
+    side: str = "long"  # "long" | "short"
+    leverage: int = 1
+
+    @property
+    def sign(self) -> int:
+        return 1 if self.side == "long" else -1
+
+    @property
+    def close_side(self) -> str:
+        """The order side that reduces this position."""
+        return "sell" if self.side == "long" else "buy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +91,7 @@ class ClosedTrade:
     exit_reason: str
     bars_held: int
     funding_usdt: float = 0.0  # funding paid (+) / received (-) during the trade
+    side: str = "long"
 
 
 @dataclass(slots=True)
@@ -76,6 +100,7 @@ class Portfolio:
     positions: dict[str, Position] = field(default_factory=dict)
     marks: dict[str, float] = field(default_factory=dict)  # last close per symbol
     reserved_usdt: dict[str, float] = field(default_factory=dict)  # approved entries not yet filled (notional)
+    reserved_short: set[str] = field(default_factory=set)  # of those, the ones that open a short
     pending_exits: set[str] = field(default_factory=set)
     last_exit_ts: dict[str, pd.Timestamp] = field(default_factory=dict)  # open time of the exit bar
     closed_trades: list[ClosedTrade] = field(default_factory=list)
@@ -83,37 +108,72 @@ class Portfolio:
 
     def equity_usdt(self) -> float:
         """Cash plus open positions marked at the last close (no exit costs deducted)."""
-        return self.cash_usdt + sum(p.qty * self.marks.get(s, p.entry_price) for s, p in self.positions.items())
+        return self.cash_usdt + sum(p.sign * p.qty * self.marks.get(s, p.entry_price) for s, p in self.positions.items())
+
+    def notional_usdt(self, symbol: str) -> float:
+        """The open position's notional at the last close (0 when flat)."""
+        p = self.positions.get(symbol)
+        return 0.0 if p is None else p.qty * self.marks.get(symbol, p.entry_price)
 
     def gross_notional_usdt(self) -> float:
-        return sum(p.qty * self.marks.get(s, p.entry_price) for s, p in self.positions.items())
+        return sum(self.notional_usdt(s) for s in self.positions)
+
+    def signed_exposure_usdt(self, symbols=None) -> float:
+        """Long minus short notional (open positions at the marks plus reserved entries) of ``symbols`` (all)."""
+        total = 0.0
+        for s, p in self.positions.items():
+            if symbols is None or s in symbols:
+                total += p.sign * self.notional_usdt(s)
+        for s, n in self.reserved_usdt.items():
+            if symbols is None or s in symbols:
+                total += -n if s in self.reserved_short else n
+        return total
 
     def reserved_total_usdt(self) -> float:
         return sum(self.reserved_usdt.values())
 
+    def release_reservation(self, symbol: str) -> None:
+        self.reserved_usdt.pop(symbol, None)
+        self.reserved_short.discard(symbol)
+
     def apply_fill(self, fill: Fill, stop_price: float = float("nan"),
-                   take_profit_price: float = float("nan")) -> ClosedTrade | None:
-        """Book a fill. Entries open a position (protective levels given by the broker);
-        exits close the whole position and return the round trip."""
+                   take_profit_price: float = float("nan"), leverage: int = 1) -> ClosedTrade | None:
+        """Book a fill. Entries open a position (a sell entry a short; protective levels given by
+        the broker); exits close the position, or part of it, and return that round trip."""
         if fill.purpose == "entry":
-            self.reserved_usdt.pop(fill.symbol, None)
-            self.cash_usdt -= fill.notional_usdt + fill.fee_usdt
+            self.release_reservation(fill.symbol)
+            short = fill.side == "sell"
+            self.cash_usdt += (fill.notional_usdt if short else -fill.notional_usdt) - fill.fee_usdt
             self.positions[fill.symbol] = Position(
                 symbol=fill.symbol, qty=fill.qty, entry_price=fill.price, entry_ts=fill.timestamp,
                 entry_notional_usdt=fill.notional_usdt, entry_fee_usdt=fill.fee_usdt,
-                stop_price=stop_price, take_profit_price=take_profit_price)
+                stop_price=stop_price, take_profit_price=take_profit_price,
+                side="short" if short else "long", leverage=leverage)
             return None
-        pos = self.positions.pop(fill.symbol)
-        self.pending_exits.discard(fill.symbol)
-        self.cash_usdt += fill.notional_usdt - fill.fee_usdt
-        self.last_exit_ts[fill.symbol] = fill.timestamp
+        pos = self.positions[fill.symbol]
+        # only a take-profit rung closes part of a position; any other exit closes it whole (live, a
+        # spot exit sells what is held rounded down to the lot step: the dust is not a position)
+        share = min(1.0, fill.qty / pos.qty) if pos.qty > 0 and is_rung(fill.reason) else 1.0
+        whole = share >= 1.0 - 1e-9
+        entry_notional = pos.entry_notional_usdt * share
+        entry_fee = pos.entry_fee_usdt * share
+        funding = pos.funding_usdt * share
+        self.cash_usdt += (fill.notional_usdt if pos.side == "long" else -fill.notional_usdt) - fill.fee_usdt
+        gross = (fill.notional_usdt - entry_notional) * pos.sign
         trade = ClosedTrade(
-            symbol=fill.symbol, entry_ts=pos.entry_ts, exit_ts=fill.timestamp, qty=pos.qty,
-            entry_price=pos.entry_price, exit_price=fill.price,
-            fees_usdt=pos.entry_fee_usdt + fill.fee_usdt,
-            pnl_usdt=(fill.notional_usdt - fill.fee_usdt - pos.entry_notional_usdt - pos.entry_fee_usdt
-                      - pos.funding_usdt),
-            exit_reason=fill.reason, bars_held=pos.bars_held, funding_usdt=pos.funding_usdt)
+            symbol=fill.symbol, entry_ts=pos.entry_ts, exit_ts=fill.timestamp, qty=fill.qty if not whole else pos.qty,
+            entry_price=pos.entry_price, exit_price=fill.price, fees_usdt=entry_fee + fill.fee_usdt,
+            pnl_usdt=gross - fill.fee_usdt - entry_fee - funding,
+            exit_reason=fill.reason, bars_held=pos.bars_held, funding_usdt=funding, side=pos.side)
+        if whole:
+            del self.positions[fill.symbol]
+            self.pending_exits.discard(fill.symbol)
+            self.last_exit_ts[fill.symbol] = fill.timestamp
+        else:
+            pos.qty -= fill.qty
+            pos.entry_notional_usdt -= entry_notional
+            pos.entry_fee_usdt -= entry_fee
+            pos.funding_usdt -= funding
         self.closed_trades.append(trade)
         return trade
 

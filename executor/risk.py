@@ -34,7 +34,10 @@ import pandas as pd
 
 from executor.core import OrderIntent
 from executor.portfolio import Portfolio
+from executor.rules import SIGNAL_DEGENERATE, SIGNAL_HEALTHY, CloseHistory, SignalSupervisor, cluster_of, \
+    liquidation_problem
 from qt.config import CostParams, RiskParams, SignalParams
+from qt.margin import BINANCE_BTCUSDT_BRACKETS, Bracket
 from qt.timeframes import timeframe_ms
 
 NO_SIGNAL = "NO_SIGNAL"
@@ -49,6 +52,12 @@ MAX_POSITION_NOTIONAL = "MAX_POSITION_NOTIONAL"
 MAX_GROSS_EXPOSURE = "MAX_GROSS_EXPOSURE"
 INSUFFICIENT_CASH = "INSUFFICIENT_CASH"
 SIGNAL_FROM_FUTURE = "SIGNAL_FROM_FUTURE"
+SHORT_NOT_ALLOWED = "SHORT_NOT_ALLOWED"
+FUNDING_FILTER = "FUNDING_FILTER"
+CORRELATION_CAP = "CORRELATION_CAP"
+NET_EXPOSURE = "NET_EXPOSURE"
+MARGIN_GUARD = "MARGIN_GUARD"
+LIQUIDATION_BEFORE_STOP = "LIQUIDATION_BEFORE_STOP"
 
 
 class TradingState(str, Enum):
@@ -119,6 +128,15 @@ class RiskEngine:
         # symbol -> (reason, one line) for symbols the exchange set-up could not confirm (live:
         # ``executor.live.leverage``): entries there are denied, exits never. Empty in backtest and paper.
         self.refused_symbols: dict[str, tuple[str, str]] = {}
+        # maintenance-margin brackets per symbol (live: the exchange's leverageBracket); others use
+        # Binance's BTCUSDT table (qt.margin) - the liquidation check's arithmetic
+        self.brackets: dict[str, tuple[Bracket, ...]] = {}
+        # fed by the loop: closes seen (correlation cap), the funding schedule (funding filter)
+        self.history: CloseHistory | None = (CloseHistory(risk.correlation_lookback_bars + 1)
+                                             if risk.max_cluster_exposure is not None else None)
+        self.funding = None  # executor.funding.FundingSchedule (last settled rate per symbol)
+        self.supervisor = SignalSupervisor(risk.supervisor_window_bars, risk.supervisor_max_one_side,
+                                           risk.supervisor_min_prob_std)
 
     @classmethod
     def from_params(cls, params) -> "RiskEngine":
@@ -128,6 +146,28 @@ class RiskEngine:
         """Count drawdown and daily loss from ``equity_usdt`` (live: the reconciled ledger at start-up)."""
         self.peak_equity_usdt = self.day_start_equity_usdt = equity_usdt
         self._last_equity_usdt = equity_usdt
+
+    def free_margin_usdt(self, portfolio: Portfolio) -> float:
+        """Margin free for a new perpetual entry: equity minus the initial margin of the open
+        positions (notional at the marks / their leverage; a spot holding takes its whole value)
+        and of the reserved entries (their notional / leverage, plus the fee)."""
+        used = 0.0
+        for sym, pos in portfolio.positions.items():
+            used += portfolio.notional_usdt(sym) / max(pos.leverage, 1)
+        for sym, notional in portfolio.reserved_usdt.items():
+            used += notional * (1.0 / self.risk.leverage_of(sym) + self.costs.fee_rate)
+        return portfolio.equity_usdt() - used
+
+    def _funding_filter(self, intent: OrderIntent, now: pd.Timestamp) -> Denied | None:
+        """No long when the last settled funding rate is above the limit, no short below its negative."""
+        limit = self.risk.max_entry_funding_rate
+        rate = None if self.funding is None else self.funding.last_rate_before(intent.symbol, now)
+        if rate is None:
+            return Denied(FUNDING_FILTER, rate=None, limit=limit,
+                          why="no settled funding rate known for the symbol; collect funding")
+        if (rate > limit and not intent.is_short) or (rate < -limit and intent.is_short):
+            return Denied(FUNDING_FILTER, rate=rate, limit=limit, side="short" if intent.is_short else "long")
+        return None
 
     # ---- state machine -------------------------------------------------------------
     def observe_equity(self, equity_usdt: float, bar_ts: pd.Timestamp) -> list[RiskAlert]:
@@ -188,6 +228,18 @@ class RiskEngine:
         return RiskAlert(ts, "STATE_CHANGE", f"{old.value} -> {state.value}: {why}",
                          {"from": old.value, "to": state.value, **numbers})
 
+    def observe_signals(self, bar_ts: pd.Timestamp, actions: list[str], probabilities: list[float]) -> RiskAlert | None:
+        """One bar's champion signals for the supervisor; an alert when it halts or resumes entries."""
+        changed = self.supervisor.observe(actions, probabilities)
+        if changed is None:
+            return None
+        if changed:
+            return RiskAlert(bar_ts, SIGNAL_DEGENERATE, "model supervisor: the champion's signals are degenerate "
+                             "(one-sided or flat probabilities): no new entries, exits still managed",
+                             dict(self.supervisor.why))
+        return RiskAlert(bar_ts, SIGNAL_HEALTHY, "model supervisor: signals healthy again: entries allowed",
+                         dict(self.supervisor.why))
+
     # ---- the check -----------------------------------------------------------------
     def check(self, intent: OrderIntent, portfolio: Portfolio, now: pd.Timestamp) -> Approved | Denied:
         """Approve or deny one intent against the portfolio at decision time ``now``."""
@@ -221,6 +273,14 @@ class RiskEngine:
         n_open = len(portfolio.positions) + len(portfolio.reserved_usdt)
         if n_open >= r.max_open_positions:
             return Denied(MAX_OPEN_POSITIONS, open_positions=n_open, limit=r.max_open_positions)
+        if self.supervisor.degenerate:
+            return Denied(SIGNAL_DEGENERATE, **self.supervisor.why)
+        if intent.is_short and (not r.allow_short or ":" not in intent.symbol):
+            return Denied(SHORT_NOT_ALLOWED, symbol=intent.symbol)
+        if r.max_entry_funding_rate is not None and ":" in intent.symbol:
+            denied = self._funding_filter(intent, now)
+            if denied is not None:
+                return denied
         requested = intent.notional_usdt
         min_notional = max(r.min_notional_usdt, self.market_min_notional_usdt.get(intent.symbol, 0.0))
         if requested < min_notional:
@@ -233,18 +293,50 @@ class RiskEngine:
         headroom = r.max_gross_exposure * equity - gross
         if notional > headroom:
             notional, clipped_by = max(headroom, 0.0), MAX_GROSS_EXPOSURE
+        direction = -1.0 if intent.is_short else 1.0
+        numbers: dict = {}
+        if r.max_net_exposure is not None:
+            net = direction * portfolio.signed_exposure_usdt()
+            room = r.max_net_exposure * equity - net
+            if notional > room:
+                notional, clipped_by = max(room, 0.0), NET_EXPOSURE
+                numbers.update(net_usdt=net, equity=equity, limit=r.max_net_exposure)
+        if r.max_cluster_exposure is not None:
+            others = set(portfolio.positions) | set(portfolio.reserved_usdt)
+            cluster = cluster_of(intent.symbol, others, self.history, r.correlation_threshold,
+                                 r.correlation_lookback_bars)
+            same = direction * portfolio.signed_exposure_usdt(set(cluster))
+            room = r.max_cluster_exposure * equity - same
+            if notional > room:
+                notional, clipped_by = max(room, 0.0), CORRELATION_CAP
+                numbers = {"cluster": ",".join(cluster), "cluster_usdt": same, "equity": equity,
+                           "limit": r.max_cluster_exposure}
         fee = self.costs.fee_rate
-        cash_free = portfolio.cash_usdt - portfolio.reserved_total_usdt() * (1.0 + fee)
-        affordable = max(cash_free, 0.0) / (1.0 + fee)
-        if notional > affordable:
-            notional, clipped_by = affordable, INSUFFICIENT_CASH
+        if ":" in intent.symbol:  # a perpetual: the margin it takes must be free (wallet + uPnL - margins in use)
+            free = self.free_margin_usdt(portfolio)
+            floor = r.min_free_margin_fraction * equity
+            affordable = max(free - floor, 0.0) / (1.0 / intent.leverage + fee)
+            if notional > affordable:
+                notional, clipped_by = affordable, MARGIN_GUARD if floor > 0 else INSUFFICIENT_CASH
+                numbers = {"free_margin_usdt": free, "floor_usdt": floor, "leverage": intent.leverage}
+        else:
+            cash_free = portfolio.cash_usdt - portfolio.reserved_total_usdt() * (1.0 + fee)
+            affordable = max(cash_free, 0.0) / (1.0 + fee)
+            if notional > affordable:
+                notional, clipped_by = affordable, INSUFFICIENT_CASH
+                numbers = {"cash_free": cash_free}
         if notional < min_notional:
-            numbers = {"requested": requested, "notional": notional, "min_notional": min_notional}
+            numbers.update(requested=requested, notional=notional, min_notional=min_notional)
             if clipped_by == MAX_POSITION_NOTIONAL:
                 numbers["limit"] = r.max_position_notional_usdt
             elif clipped_by == MAX_GROSS_EXPOSURE:
                 numbers.update(gross=gross, equity=equity, limit=r.max_gross_exposure)
-            elif clipped_by == INSUFFICIENT_CASH:
-                numbers["cash_free"] = cash_free
             return Denied(clipped_by or MIN_NOTIONAL, **numbers)
+        if ":" in intent.symbol:
+            problem = liquidation_problem("short" if intent.is_short else "long", intent.reference_price,
+                                          intent.stop_loss_pct, intent.leverage, notional,
+                                          self.brackets.get(intent.symbol, BINANCE_BTCUSDT_BRACKETS),
+                                          r.liquidation_buffer)
+            if problem is not None:
+                return Denied(LIQUIDATION_BEFORE_STOP, **problem)
         return Approved(intent, notional, clipped_by)

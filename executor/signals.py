@@ -41,6 +41,9 @@ class Signal:
     confidence: float  # = prob_up
     expected_return: float  # log return over the label horizon
     model_version: str
+    # ATR of bar t over its close (the feature ``atr_{risk.atr_period}``), for ATR-scaled stop and
+    # take-profit levels; NaN when the source did not send it (an ATR level then opens nothing).
+    atr: float = float("nan")
 
 
 class SignalSource(Protocol):
@@ -115,9 +118,10 @@ class FrameSignalSource:
         self._by_symbol: dict[str, tuple[np.ndarray, list[Signal]]] = {}
         for sym, g in df.groupby("symbol", sort=True):
             ts_ns = np.array([t.value for t in g["timestamp"]], dtype=np.int64)  # ns since epoch
-            sigs = [Signal(str(sym), pd.Timestamp(t), str(a), float(c), float(e), str(v))
-                    for t, a, c, e, v in zip(g["timestamp"], g["action"], g["confidence"],
-                                             g["expected_return"], g["model_version"])]
+            atr = g["atr"].to_numpy(dtype="float64") if "atr" in g.columns else np.full(len(g), np.nan)
+            sigs = [Signal(str(sym), pd.Timestamp(t), str(a), float(c), float(e), str(v), float(r))
+                    for t, a, c, e, v, r in zip(g["timestamp"], g["action"], g["confidence"],
+                                                g["expected_return"], g["model_version"], atr)]
             self._by_symbol[str(sym)] = (ts_ns, sigs)
 
     @property
@@ -172,7 +176,8 @@ class HttpSignalSource:
                 out.append(Signal(symbol=str(s["symbol"]), timestamp=pd.Timestamp(s["feature_timestamp"]),
                                   action=str(s["action"]), confidence=float(s["confidence"]),
                                   expected_return=float(s["expected_return"]),
-                                  model_version=str(s.get("model_version", body.get("model_version")))))
+                                  model_version=str(s.get("model_version", body.get("model_version"))),
+                                  atr=float(s["atr"]) if s.get("atr") is not None else float("nan")))
         except (ValueError, KeyError, TypeError) as exc:
             raise SignalUnavailable(f"{self.url}/signals reply does not follow the contract: {exc}") from exc
         for s in out:

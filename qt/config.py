@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from qt.errors import ConfigError
+from qt.riskparams import RiskParams
 
 
 class _Frozen(BaseModel):
@@ -197,55 +198,6 @@ class SignalParams(_Frozen):
     max_age_bars: int = Field(1, ge=1)  # a signal older than this is stale: open nothing
 
 
-class RiskParams(_Frozen):
-    """Limits the one RiskEngine enforces in backtest, paper and live."""
-
-    starting_equity_usdt: float = Field(10_000.0, gt=0)
-    position_fraction: float = Field(0.2, gt=0.0, le=1.0)  # of equity per new position
-    max_position_notional_usdt: float = Field(5_000.0, gt=0)
-    max_open_positions: int = Field(4, ge=1)
-    max_gross_exposure: float = Field(1.0, gt=0.0, le=10.0)  # gross notional / equity
-    min_notional_usdt: float = Field(10.0, ge=0.0)
-    cooldown_bars: int = Field(0, ge=0)  # after an exit, wait before re-entering that symbol
-    stop_loss_pct: float = Field(0.03, gt=0.0, lt=1.0)
-    take_profit_pct: float = Field(0.06, gt=0.0, lt=10.0)
-    max_holding_bars: int = Field(24, ge=1)
-    daily_loss_limit_pct: float = Field(0.05, gt=0.0, lt=1.0)
-    max_drawdown_pct: float = Field(0.25, gt=0.0, lt=1.0)  # kill switch: HALTED past this
-    exit_on_signal_flip: bool = True
-    # Entries (executor.paper / executor.live.broker): "market" fills at the next open; "limit"
-    # rests at close x (1 - limit_offset_bps / 10 000) for limit_ttl_bars bars, then is cancelled.
-    entry_order: Literal["market", "limit"] = "market"
-    limit_offset_bps: float = Field(0.0, ge=0.0, lt=10_000.0)
-    limit_ttl_bars: int = Field(1, ge=1)
-    # Trailing stop (qt.fills): peak x (1 - pct) beside the fixed stop; 0 = off.
-    # native: the exchange's TRAILING_STOP_MARKET (callbackRate = pct x 100, 0.1..10 %, step 0.1);
-    # managed: the executor moves its STOP_MARKET up at each bar close.
-    trailing_stop_pct: float = Field(0.0, ge=0.0, lt=1.0)
-    trailing_mode: Literal["native", "managed"] = "native"
-    # Sizing (executor.sizing): "fixed_fraction" buys position_fraction x equity; "volatility_target"
-    # buys equity x vol_target_annual / the symbol's annualised volatility over vol_lookback_bars
-    # one-bar returns, capped at position_fraction.
-    sizing: Literal["fixed_fraction", "volatility_target"] = "fixed_fraction"
-    # Perpetuals, live/testnet (executor.live.leverage): the margin mode set on the exchange and read
-    # back at start-up and before each symbol's first entry; a symbol reporting another mode
-    # gets no entries (LEVERAGE_UNVERIFIED). The local exchange simulates cross margin only.
-    margin_mode: Literal["cross", "isolated"] = "cross"
-    vol_target_annual: float = Field(0.15, gt=0.0, le=5.0)
-    vol_lookback_bars: int = Field(168, ge=2, le=10_000)
-
-    @model_validator(mode="after")
-    def _check_trailing(self) -> "RiskParams":
-        pct = self.trailing_stop_pct
-        if pct > 0 and self.trailing_mode == "native":
-            tenths = pct * 1000.0  # Binance's callbackRate is a percent in steps of 0.1
-            if not 1.0 - 1e-9 <= tenths <= 100.0 + 1e-9 or abs(tenths - round(tenths)) > 1e-6:
-                raise ValueError(f"risk.trailing_stop_pct {pct} cannot be a native Binance trailing stop "
-                                 f"(callbackRate 0.1..10 % in steps of 0.1 %, i.e. 0.001..0.1 in steps of 0.001); "
-                                 f"use such a value or risk.trailing_mode: managed")
-        return self
-
-
 class GateParams(_Frozen):
     """What a challenger must show on the holdout before it becomes champion."""
 
@@ -420,8 +372,18 @@ class Params(_Frozen):
 
     @model_validator(mode="after")
     def _check_cross_fields(self) -> "Params":
-        if self.risk.take_profit_pct <= self.risk.stop_loss_pct * 0.25:
+        r = self.risk
+        pct_levels = r.stop_loss_atr is None and r.take_profit_atr is None and not r.take_profit_ladder
+        if pct_levels and r.take_profit_pct <= r.stop_loss_pct * 0.25:
             raise ValueError("risk.take_profit_pct must exceed a quarter of risk.stop_loss_pct")
+        if r.allow_short:
+            spot = [s for s in self.data.symbols if ":" not in s]
+            if spot:
+                raise ValueError(f"risk.allow_short: {spot[0]} is a spot symbol and spot cannot be shorted; "
+                                 f"trade its perpetual ({spot[0]}:USDT) or set risk.allow_short: false")
+        if r.uses_atr and r.atr_period not in self.features.atr:
+            raise ValueError(f"risk.atr_period {r.atr_period} is not a computed feature; add it to features.atr "
+                             f"(the ATR levels use the feature code's atr_{r.atr_period})")
         if self.labels.horizon_bars > self.risk.max_holding_bars:
             raise ValueError("labels.horizon_bars must not exceed risk.max_holding_bars")
         return self
