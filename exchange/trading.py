@@ -310,7 +310,7 @@ class TradingVenue:
             self.engine.cancel(PERP, symbol, o.order_id, None, now_ms, rules, algo=True)
         return {"code": 200, "msg": "success"}
 
-    def islisted(self, kind: str, symbol: str, now_ms: int) -> bool:
+    def is_listed(self, kind: str, symbol: str, now_ms: int) -> bool:
         try:
             self.listed(kind, symbol, now_ms)
         except Rejected:
