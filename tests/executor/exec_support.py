@@ -78,7 +78,8 @@ class FakeSignalService:
                         out.append({"symbol": sym, "action": r["action"], "confidence": float(r["confidence"]),
                                     "expected_return": float(r["expected_return"]),
                                     "model_version": str(r["model_version"]),
-                                    "feature_timestamp": r["timestamp"].isoformat()})
+                                    "feature_timestamp": r["timestamp"].isoformat(),
+                                    **({"atr": float(r["atr"])} if "atr" in r.index else {})})
                 self._send(200, {"model_version": out[0]["model_version"] if out else None, "signals": out})
 
             def _send(self, code, payload):
