@@ -2,10 +2,12 @@
 
 * ``create_app`` / ``Clock`` (``exchange.local``): Binance's public REST endpoints over a
   Parquet data dir (``exchange.market_data``), at the wall clock or a replayed instant, plus the
-  signed order, account, position and leverage endpoints (``exchange.trading``, parameters read
-  by ``exchange.params``) over a small matching engine (``exchange.matching``, the order values
-  and filters in ``exchange.orders``, spot OCO lists in ``exchange.oco``), and a test-control
-  surface (``exchange.control``). It imports nothing of the project but ``qt``.
+  signed order, account, position and leverage endpoints (``exchange.trading``; the USDT-M
+  account ones in ``exchange.futures_routes``; parameters read by ``exchange.params``) over a
+  small matching engine (``exchange.matching``, the order values and filters in
+  ``exchange.orders``, spot OCO lists in ``exchange.oco``, the futures account with cross and
+  isolated margin in ``exchange.ledger``, liquidation of isolated positions in
+  ``exchange.liquidation``), and a test-control surface (``exchange.control``). It imports nothing of the project but ``qt``.
 * API keys: ``{"api key": "secret"}`` as JSON in the environment variable
   ``QT_EXCHANGE_API_KEYS`` of the server process (never on the command line, where ``ps``
   shows it, and never logged). Without keys every signed request is refused (-2015).

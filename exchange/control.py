@@ -165,9 +165,10 @@ def control_routes(venue: TradingVenue, clock) -> list:
                 "spot": {a: {"free": num(e.spot.free_of(a)), "locked": num(e.spot.locked_of(a))}
                          for a in e.spot.assets()},
                 "futures": {"wallet": num(e.futures.wallet),
-                            "positions": {s: {"amount": num(p.amount), "entry": num(p.entry)}
+                            "positions": {s: {"amount": num(p.amount), "entry": num(p.entry),
+                                              "isolated_wallet": num(p.isolated_wallet)}
                                           for s, p in e.futures.positions.items() if p.amount},
-                            "leverage": dict(e.futures.leverage)},
+                            "leverage": dict(e.futures.leverage), "margin_type": dict(e.futures.margin_type)},
                 "orders": len(e.orders), "algo_orders": len(e.algo_orders), "trades": len(e.trades),
             })
 
