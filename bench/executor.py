@@ -75,7 +75,7 @@ def _random_signals(candles: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------------------- latency
 
 @contextmanager
-def _timed_backtest():
+def timed_backtest():
     """Patch ``run_backtest``'s loop with a subclass that times ``decide`` + ``RiskEngine.check``
     per bar, exactly where ``TradingLoop._decide`` calls them. Bench only; undone on exit."""
     import executor.backtest as backtest_mod
@@ -105,6 +105,7 @@ def _timed_backtest():
             super().__init__(*args, **kwargs)
             p = self.params
             self.risk = TimedRisk(p.risk, p.costs, p.signal, self.bar_ms)
+            self.risk.funding = self.funding  # as TradingLoop.__init__ wires it (the funding filter)
 
         def _decide(self, ts, bars, symbols):
             before = self._result.signals_received
@@ -124,11 +125,12 @@ def _timed_backtest():
         yield samples
 
 
-def _latency(candles: pd.DataFrame, signals: pd.DataFrame, params) -> dict:
+def latency(candles: pd.DataFrame, signals: pd.DataFrame, params, funding: pd.DataFrame | None = None) -> dict:
+    """Per-signal decision + risk latency of one instrumented backtest (see the module docstring)."""
     from executor.backtest import run_backtest
 
-    with _timed_backtest() as samples:
-        res = run_backtest(candles, signals, params)
+    with timed_backtest() as samples:
+        res = run_backtest(candles, signals, params, funding=funding)
     us = np.asarray(samples, dtype="float64") / 1000.0
     p99 = float(np.percentile(us, 99))
     return {"count": int(len(us)), "intents_checked": int((res.decisions["outcome"].isin(
@@ -236,7 +238,7 @@ def _best_of(fn, repeats: int = REPEATS):
 def _stream(candles: pd.DataFrame, signals: pd.DataFrame, params) -> dict:
     from executor.backtest import run_backtest
 
-    latency = _latency(candles, signals, params)
+    measured = latency(candles, signals, params)
     ours_s, res = _best_of(lambda: run_backtest(candles, signals, params))
     stepped = candles[(candles["timestamp"] >= res.start) & (candles["timestamp"] <= res.end)]
     symbol_bars, timestamps = len(stepped), int(stepped["timestamp"].nunique())
@@ -254,7 +256,7 @@ def _stream(candles: pd.DataFrame, signals: pd.DataFrame, params) -> dict:
     return {
         "signals": int(len(signals)),
         "signal_actions": {str(k): int(v) for k, v in signals["action"].value_counts().items()},
-        "latency": latency,
+        "latency": measured,
         "backtest": {
             "seconds": round(ours_s, 3), "symbol_bars": symbol_bars, "timestamps": timestamps,
             "symbol_bars_per_s": round(symbol_bars / ours_s), "timestamps_per_s": round(timestamps / ours_s),
