@@ -27,7 +27,11 @@ if TYPE_CHECKING:
 # (metric key, row label, format)
 _COLUMNS = (("net_return", "net", "{:+.2%}"), ("sharpe", "Sharpe", "{:.2f}"), ("sortino", "Sortino", "{:.2f}"),
             ("max_drawdown", "max DD", "{:.1%}"), ("trades", "trades", "{:.0f}"), ("hit_rate", "hit", "{:.0%}"),
-            ("fees", "fees", "{:.0f}"), ("funding", "funding", "{:.0f}"), ("exposure", "exposure", "{:.0%}"))
+            ("fees", "fees", "{:.0f}"), ("funding", "funding", "{:.0f}"), ("exposure", "exposure", "{:.0%}"),
+            # by side (shorts only with risk.allow_short on perpetuals); funding paid +, received -
+            ("long_trades", "long trades", "{:.0f}"), ("short_trades", "short trades", "{:.0f}"),
+            ("pnl_long_usdt", "pnl long", "{:.0f}"), ("pnl_short_usdt", "pnl short", "{:.0f}"),
+            ("funding_long_usdt", "funding long", "{:.0f}"), ("funding_short_usdt", "funding short", "{:.0f}"))
 
 
 def read_source_candles(params: Params, start: str | None, end: str | None,

@@ -23,10 +23,16 @@ Metrics (all computed from per-bar equity at the close, starting equity prepende
   equity; ``exposure`` fraction of bars with any position open at the close.
 * ``funding`` USDT of funding paid by perpetual positions (negative = received); already
   inside equity, ``net_return`` and ``net_pnl``. 0.0 for spot.
+* by side (``side_metrics``): ``long_trades`` / ``short_trades`` count the closed round trips
+  (rows of ``trades``) of each side; ``pnl_long_usdt`` / ``pnl_short_usdt`` sum their
+  ``pnl_usdt``; ``funding_long_usdt`` / ``funding_short_usdt`` sum the funding payments of
+  long (signed qty > 0) and short (qty < 0) positions, paid + / received -. The two funding
+  figures add up to ``funding``; buy-and-hold is all long, flat all zero.
 
-Perpetuals (``BASE/USDT:USDT``) are traded long-only and pay funding from the ``funding``
-frame (``symbol, timestamp, funding_rate``) by the rule in ``executor.funding``; a perp
-without funding history is refused (``DataError``), never charged zero.
+Perpetuals (``BASE/USDT:USDT``) pay or receive funding from the ``funding`` frame (``symbol,
+timestamp, funding_rate``) by the rule in ``executor.funding``; a perp without funding history
+is refused (``DataError``), never charged zero. With ``risk.allow_short`` a ``sell`` while flat
+opens a short on a perpetual (the decision core's rule); otherwise every position is long.
 """
 
 from __future__ import annotations
@@ -51,13 +57,15 @@ from qt.timeframes import timeframe_ms
 log = logging.getLogger(__name__)
 
 METRIC_KEYS = ("net_return", "net_pnl", "sharpe", "sortino", "max_drawdown", "trades", "fees", "turnover",
-               "hit_rate", "exposure", "funding")
+               "hit_rate", "exposure", "funding", "long_trades", "short_trades", "pnl_long_usdt", "pnl_short_usdt",
+               "funding_long_usdt", "funding_short_usdt")
+SIDE_KEYS = METRIC_KEYS[-6:]
 FILL_COLUMNS = ["order_id", "symbol", "timestamp", "side", "purpose", "reason", "qty", "price", "notional_usdt",
                 "fee_usdt"]
 DECISION_COLUMNS = ["timestamp", "symbol", "signal_action", "outcome", "reason", "notional_usdt", "confidence",
                     "model_version", "details"]
 TRADE_COLUMNS = ["symbol", "entry_ts", "exit_ts", "qty", "entry_price", "exit_price", "fees_usdt", "pnl_usdt",
-                 "exit_reason", "bars_held", "funding_usdt"]
+                 "exit_reason", "bars_held", "funding_usdt", "side"]
 
 
 @dataclass
@@ -80,8 +88,9 @@ def bars_per_year(bar_ms: int) -> float:
 
 def compute_metrics(equity: pd.Series, starting_equity_usdt: float, bar_ms: int, traded_notional_usdt: float,
                     fees_usdt: float, trade_pnls: list[float], exposure: pd.Series,
-                    funding_usdt: float = 0.0) -> tuple[dict, pd.Series]:
-    """The metric dict and the bar-return series (see module docstring for definitions)."""
+                    funding_usdt: float = 0.0, by_side: dict | None = None) -> tuple[dict, pd.Series]:
+    """The metric dict and the bar-return series (see module docstring for definitions).
+    ``by_side``: the ``SIDE_KEYS`` figures (``side_metrics``); absent ones are 0."""
     values = equity.to_numpy(dtype="float64")
     path = np.concatenate([[starting_equity_usdt], values])
     rets = path[1:] / path[:-1] - 1.0
@@ -112,7 +121,26 @@ def compute_metrics(equity: pd.Series, starting_equity_usdt: float, bar_ms: int,
         "exposure": float(exposure.mean()) if len(exposure) else 0.0,
         "funding": float(funding_usdt),
     }
+    metrics.update({k: 0 if k.endswith("_trades") else 0.0 for k in SIDE_KEYS})
+    metrics.update(by_side or {})
     return metrics, bar_returns
+
+
+def side_metrics(trades: pd.DataFrame, funding: pd.DataFrame) -> dict:
+    """``SIDE_KEYS`` from the closed trades (``side`` column) and the funding payments (signed
+    ``qty``: a long's is > 0, a short's < 0)."""
+    side = trades["side"].astype(str) if len(trades) else pd.Series([], dtype=object)
+    pnl = trades["pnl_usdt"].astype("float64") if len(trades) else pd.Series([], dtype="float64")
+    qty = funding["qty"].astype("float64") if len(funding) else pd.Series([], dtype="float64")
+    amount = funding["amount_usdt"].astype("float64") if len(funding) else pd.Series([], dtype="float64")
+    return {
+        "long_trades": int((side == "long").sum()),
+        "short_trades": int((side == "short").sum()),
+        "pnl_long_usdt": float(pnl[(side == "long").to_numpy()].sum()),
+        "pnl_short_usdt": float(pnl[(side == "short").to_numpy()].sum()),
+        "funding_long_usdt": float(amount[(qty > 0).to_numpy()].sum()),
+        "funding_short_usdt": float(amount[(qty < 0).to_numpy()].sum()),
+    }
 
 
 def result_from_loop(loop_result: LoopResult, start=None, end=None) -> BacktestResult:
@@ -123,7 +151,7 @@ def result_from_loop(loop_result: LoopResult, start=None, end=None) -> BacktestR
     metrics, bar_returns = compute_metrics(
         r.equity, r.starting_equity_usdt, r.bar_ms, float(fills["notional_usdt"].sum()) if len(fills) else 0.0,
         float(fills["fee_usdt"].sum()) if len(fills) else 0.0, trades["pnl_usdt"].tolist(), r.exposure,
-        funding_usdt=float(sum(p.amount_usdt for p in r.funding)))
+        funding_usdt=float(sum(p.amount_usdt for p in r.funding)), by_side=side_metrics(trades, funding))
     return BacktestResult(metrics, r.equity, bar_returns, fills, decisions_frame(r.decisions), trades,
                           list(r.alerts), start, end, funding)
 
@@ -147,12 +175,12 @@ def check_timeframe(candles: pd.DataFrame, params: Params) -> int:
     return bar_ms
 
 
-def warn_if_perps(symbols) -> None:
-    """Say once per run that perps are long-only (a ``sell`` never opens a short)."""
+def warn_if_perps(symbols, allow_short: bool = False) -> None:
+    """Say once per run how perps are traded: long-only, or with shorts (``risk.allow_short``)."""
     perps = sorted(s for s in symbols if is_perp(s))
     if perps:
-        log.info("perpetual symbols %s are traded long-only (no shorts); funding is charged from their "
-                 "funding history", perps)
+        log.info("perpetual symbols %s are traded %s; funding is settled from their funding history", perps,
+                 "long and short (a sell while flat opens a short)" if allow_short else "long-only (no shorts)")
 
 
 def run_backtest(candles: pd.DataFrame, signals_df: pd.DataFrame, params: Params,
@@ -171,7 +199,7 @@ def run_backtest(candles: pd.DataFrame, signals_df: pd.DataFrame, params: Params
     bar_ms = check_timeframe(candles, params)
     symbols = sorted(signals_df["symbol"].astype(str).unique())
     traded = candles[candles["symbol"].isin(symbols)]
-    warn_if_perps(symbols)
+    warn_if_perps(symbols, params.risk.allow_short)
     start = source.first_timestamp
     end = source.last_timestamp + pd.Timedelta(milliseconds=bar_ms)
     loop = TradingLoop(params, source, PaperBroker(params.costs), bar_ms=bar_ms, funding=funding)
@@ -196,9 +224,10 @@ def buy_and_hold(candles: pd.DataFrame, params: Params, start=None, end=None,
                  funding: pd.DataFrame | FundingSchedule | None = None) -> BacktestResult:
     """Equal-weight buy-and-hold of every symbol in ``candles`` over [start, end].
 
-    Each symbol gets ``starting_equity / n`` of cash; it is spent, fee included, at the
-    open of the symbol's first bar (price ``open * (1 + slippage)``, notional
-    ``cash / (1 + fee_rate)``); everything is sold at the last close
+    Always long (its metrics count every round trip as a long). Each symbol gets
+    ``starting_equity / n`` of cash; it is spent, fee included, at the open of the symbol's
+    first bar (price ``open * (1 + slippage)``, notional ``cash / (1 + fee_rate)``);
+    everything is sold at the last close
     (``close * (1 - slippage)``, fee on that notional). Equity is marked at each close
     (gaps carry the last close); the last point is the liquidation value. A perp symbol
     pays funding on its held quantity by the loop's rule (``executor.funding``), so the
@@ -245,8 +274,10 @@ def buy_and_hold(candles: pd.DataFrame, params: Params, start=None, end=None,
     eq = pd.Series(equity, index=pd.DatetimeIndex(index, name="timestamp"), name="equity_usdt")
     fills_df = pd.DataFrame(fills, columns=FILL_COLUMNS)
     exposure = pd.Series(np.ones(len(index), dtype=bool), index=eq.index)
+    by_side = {"long_trades": len(pnls), "pnl_long_usdt": float(sum(pnls)), "funding_long_usdt": paid}
     metrics, bar_returns = compute_metrics(eq, start_eq, bar_ms, float(fills_df["notional_usdt"].sum()),
-                                           float(fills_df["fee_usdt"].sum()), pnls, exposure, funding_usdt=paid)
+                                           float(fills_df["fee_usdt"].sum()), pnls, exposure, funding_usdt=paid,
+                                           by_side=by_side)
     return BacktestResult(metrics, eq, bar_returns, fills_df, pd.DataFrame(columns=DECISION_COLUMNS),
                           start=index[0], end=index[-1], funding=payments_frame(payments))
 

@@ -164,7 +164,8 @@ def test_flat_baseline_earns_nothing():
     res = flat_baseline(candles_from_rows({"AAA/USDT": AAA}), _params())
     assert res.metrics == {"net_return": 0.0, "net_pnl": 0.0, "sharpe": 0.0, "sortino": 0.0, "max_drawdown": 0.0,
                            "trades": 0, "fees": 0.0, "turnover": 0.0, "hit_rate": 0.0, "exposure": 0.0,
-                           "funding": 0.0}
+                           "funding": 0.0, "long_trades": 0, "short_trades": 0, "pnl_long_usdt": 0.0,
+                           "pnl_short_usdt": 0.0, "funding_long_usdt": 0.0, "funding_short_usdt": 0.0}
 
 
 def test_sortino_and_drawdown_on_a_three_bar_equity():
