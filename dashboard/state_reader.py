@@ -25,9 +25,9 @@ class RunView:
     runs: list[str]  # every run in the store, newest first
     equity: pd.DataFrame  # ts (UTC), equity_usdt, cash_usdt, state, open_positions
     fills: pd.DataFrame  # ts (UTC), symbol, side, purpose, reason, qty, price, pnl_usdt
-    positions: pd.DataFrame  # symbol, qty, entry_price, entry_ts, stop_price, take_profit_price, mark_price
+    positions: pd.DataFrame  # symbol, qty (signed: short < 0), entry_price, entry_ts, stop_price, take_profit_price, mark_price
     decisions: pd.DataFrame  # ts, symbol, signal_action, outcome, reason, confidence, model_version
-    alerts: pd.DataFrame  # ts, kind, message (newest first)
+    alerts: pd.DataFrame  # ts, kind, message (newest first): the alerts and every refused entry (kind = reason)
     symbols: list[str] = field(default_factory=list)
 
     @property
@@ -76,8 +76,14 @@ def read_run(db: Path, run_id: str | None = None) -> RunView:
         decisions = _frame(conn, "SELECT ts, symbol, signal_action, outcome, reason, confidence, model_version "
                                  "FROM decisions WHERE run_id=? ORDER BY rowid", run_id)
         alerts = _frame(conn, "SELECT ts, kind, message FROM alerts WHERE run_id=? ORDER BY rowid DESC", run_id)
+        refusals = _frame(conn, "SELECT ts, reason AS kind, symbol || ': entry refused (' || reason || ') ' || "
+                                "COALESCE(details, '') AS message FROM decisions "
+                                "WHERE run_id=? AND outcome IN ('denied', 'rejected') ORDER BY rowid DESC", run_id)
     finally:
         conn.close()
     symbols = sorted(set(decisions["symbol"]) | set(fills["symbol"]))
+    # a refused entry is an alert too: the rule and its numbers, beside the risk engine's own alerts
+    merged = pd.concat([alerts, refusals], ignore_index=True) if len(refusals) else alerts
+    merged = merged.sort_values("ts", ascending=False, kind="stable").reset_index(drop=True)
     return RunView(run_id=run_id, runs=runs, equity=equity, fills=fills, positions=positions,
-                   decisions=decisions, alerts=alerts, symbols=symbols)
+                   decisions=decisions, alerts=merged, symbols=symbols)

@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS fills (
     run_id TEXT NOT NULL, order_id INTEGER NOT NULL, symbol TEXT NOT NULL, ts TEXT NOT NULL,
     side TEXT NOT NULL, purpose TEXT NOT NULL, reason TEXT NOT NULL, qty REAL NOT NULL, price REAL NOT NULL,
     notional_usdt REAL NOT NULL, fee_usdt REAL NOT NULL, pnl_usdt REAL);
-CREATE TABLE IF NOT EXISTS positions (
+CREATE TABLE IF NOT EXISTS positions (  -- qty signed: a short's is negative
     run_id TEXT NOT NULL, symbol TEXT NOT NULL, qty REAL NOT NULL, entry_price REAL NOT NULL, entry_ts TEXT,
     stop_price REAL, take_profit_price REAL, bars_held INTEGER, mark_price REAL, updated_ts TEXT,
     PRIMARY KEY (run_id, symbol));
@@ -124,7 +124,7 @@ class StateStore(LoopListener):
                           (self.run_id, iso, equity_usdt, cash_usdt, state.value, len(portfolio.positions)))
         self.conn.executemany(
             "INSERT OR REPLACE INTO positions VALUES (?,?,?,?,?,?,?,?,?,?)",
-            [(self.run_id, p.symbol, p.qty, p.entry_price, _iso(p.entry_ts), p.stop_price, p.take_profit_price,
+            [(self.run_id, p.symbol, p.sign * p.qty, p.entry_price, _iso(p.entry_ts), p.stop_price, p.take_profit_price,
               p.bars_held, portfolio.marks.get(p.symbol), iso) for p in portfolio.positions.values()])
 
     def on_decision(self, d: Decision) -> None:
