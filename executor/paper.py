@@ -43,8 +43,26 @@ Fill rules (the backtest and the paper daemon both use exactly these):
   the stop is checked in that bar (at its level: the low may have come after the fill, the high
   may have come before it) and the trail's peak stays at the fill price (the bar's high may
   precede the fill).
+* **Shorts** (perpetuals): everything mirrored. A short entry sells at ``open * (1 - s)``; its
+  stop ``fill * (1 + stop_loss_pct)`` is a buy stop reached rising (``high >= stop``, the open on
+  a gap up), its take-profit ``fill * (1 - take_profit_pct)`` is reached falling, its trail is
+  ``trough x (1 + pct)`` from the lowest completed low; a limit short rests above the close and
+  fills at the open when the open is at or above it, else at the limit when the high goes
+  strictly above it. Exits buy, paying the slippage upwards.
+* **Take-profit ladder**: instead of one take-profit, rungs ``(fraction, distance)``; rung k
+  closes ``fraction x`` the filled quantity at ``fill x (1 +/- distance)`` (reason
+  ``take_profit_k``; the last rung takes the exact remainder when the fractions sum to 1). Several
+  rungs may fill in one bar, nearest first. With ``breakeven_after_first_tp`` the stop moves to
+  the entry fill price after a rung fills, in force from the next bar (the bar's low may have come
+  before its high); its fill reads ``breakeven_stop``. The stop covers what is still open.
+* **Liquidation** is not simulated here, on purpose: the RiskEngine admits only entries whose
+  stop lies strictly between the entry and the liquidation price (``LIQUIDATION_BEFORE_STOP``)
+  and the stop is offered each bar first, so a stop always fills before the price can reach the
+  liquidation price - also on a gap through both, where the stop fills at the open, as on the
+  local exchange (which offers its stops before it liquidates). Live, a liquidation that happens
+  anyway (a guard cancelled behind the executor's back) is recorded from the exchange.
 * A market exit that fills cancels the position's protective orders.
-* Partial fills do not exist in paper.
+* Partial fills do not exist in paper (a rung is a whole order of its own).
 """
 
 from __future__ import annotations
