@@ -50,9 +50,10 @@ def stop_fill(stop, bar: Any, selling: bool = True):
     return max(stop, bar.open) if bar.high >= stop else None
 
 
-def stop_crossed(stop_price: float, price: float) -> bool:
-    """A long's stop is crossed when the price is at or below it (the exchange would fire it at once)."""
-    return price <= stop_price
+def stop_crossed(stop_price: float, price: float, selling: bool = True) -> bool:
+    """A stop is crossed when the exchange would fire it at once: a long's (sell) stop when the
+    price is at or below it, a short's (buy) stop when the price is at or above it."""
+    return price <= stop_price if selling else price >= stop_price
 
 
 def trail_level(extreme, pct, selling: bool = True):

@@ -18,7 +18,7 @@ What this adapter guarantees (issue #7):
   orders, and a filled market order is no longer open: the look-up is what prevents a double buy.
 * **Protection on the exchange.** Right after an entry fills, reduce-only STOP_MARKET and
   TAKE_PROFIT_MARKET orders for the FILLED quantity are placed (``risk.stop_loss_pct`` /
-  ``take_profit_pct`` of the fill price, as the paper broker does). Each ``process_bar``
+  ``take_profit_pct`` of the fill price, mirrored for a short, as the paper broker does). Each ``process_bar``
   checks them: triggered -> an exit fill; cancelled or missing while the position is open
   -> re-placed (new client id generation); the sibling of a triggered one is cancelled
   (``executor.live.guards``, mixed in: this module sends, looks up and books). With
@@ -30,6 +30,13 @@ What this adapter guarantees (issue #7):
   rounding is refused here (``MIN_NOTIONAL``) without a request.
 * **Refusals are values.** ccxt exceptions become ``Rejection(reason, message)`` (one line,
   no traceback, API key and signatures redacted), e.g. ``INSUFFICIENT_FUNDS`` for -2019.
+
+* **Both sides.** An entry that sells (``MarketOrder.opens_short``, ``risk.allow_short``) opens a
+  short: a plain market (or limit) sell, not reduce-only; its guards and exits are reduce-only
+  BUYs - the stop above the fill, the take-profit below, a trailing stop that follows the lowest
+  low - and every fill is booked with the side the exchange executed. With a take-profit ladder
+  each rung is its own reduce-only TAKE_PROFIT_MARKET (``executor.live.ladder``); a position the
+  exchange liquidates is booked as a ``liquidation`` exit (``executor.live.liquidation``).
 
 This class trades USDT-M perpetuals (``BASE/USDT:USDT``, ccxt ``binanceusdm``). Spot has no
 reduce-only orders, so a stop and a take-profit cannot both guard one spot position as two
@@ -51,6 +58,7 @@ from executor.broker import Rejection
 from executor.live.resting import RestingEntry, check_resting, move_managed_stops, place_limit_entry
 from executor.live.guards import Guard, GuardKeeping
 from executor.live.journal import OrderJournal, client_order_id
+from executor.live.ladder import make_rungs
 from executor.live.leverage import LEVERAGE_UNVERIFIED
 from executor.paper import BarExecution, MarketOrder, Protective
 from executor.portfolio import Bar, Fill
@@ -178,7 +186,7 @@ class CcxtBroker(GuardKeeping):
         min_qty = float((self.ex.market(sym)["limits"].get("amount") or {}).get("min") or 0.0)
         if qty <= 0 or qty < min_qty or qty * last < min_cost:
             self.reject(order, "MIN_NOTIONAL",
-                         f"{sym} buy {qty} at ~{last} = {qty * last:.4f} USDT is below the exchange minimum "
+                         f"{sym} {order.side} {qty} at ~{last} = {qty * last:.4f} USDT is below the exchange minimum "
                          f"{min_cost} USDT / {min_qty} after rounding; not sent", cid)
             return
         known = self.journal.get(cid)
@@ -193,10 +201,10 @@ class CcxtBroker(GuardKeeping):
         if order.is_limit:
             place_limit_entry(self, order, cid, qty, last)
             return
-        self.journal.sending(cid, sym, "entry", order.decided_ts, order.order_id, qty)
+        self.journal.sending(cid, sym, "entry", order.decided_ts, order.order_id, qty, side=order.side)
         try:
             placed = self.place(cid, sym, False, lambda: self.ex.create_order(
-                sym, "market", "buy", qty, None, {"clientOrderId": cid}))
+                sym, "market", order.side, qty, None, {"clientOrderId": cid}))
         except ccxt.BaseError as exc:
             self.reject(order, reason_for(exc), self.error_text(exc), cid)
             return
@@ -215,7 +223,7 @@ class CcxtBroker(GuardKeeping):
     def book_entry(self, order: MarketOrder, cid: str, placed: dict) -> Guard | None:
         """Record the entry's fill (possibly partial) and guard the filled quantity at once."""
         sym = order.symbol
-        fill = self.fill_from_order(placed, order.order_id, "buy", "entry", order.reason)
+        fill = self.fill_from_order(placed, order.order_id, order.side, "entry", order.reason)
         status = "filled" if fill is not None and placed.get("status") == "closed" else (
             "partial" if fill is not None else "expired")
         self.journal.update(cid, exchange_id=str(placed["id"]), status=status,
@@ -223,15 +231,21 @@ class CcxtBroker(GuardKeeping):
                             fee_usdt=fill.fee_usdt if fill else None,
                             fill_ts=str(fill.timestamp) if fill else None)
         if fill is None:
-            self.reject(order, "NOT_FILLED", f"{sym} market buy {placed.get('amount')} expired unfilled", cid)
+            self.reject(order, "NOT_FILLED", f"{sym} market {order.side} {placed.get('amount')} expired unfilled", cid)
             return None
         # the order's own filled amount: a spot fill's qty is net of the fee paid in the base asset
         if float(placed.get("filled") or fill.qty) < float(placed.get("amount") or fill.qty):
             log.warning("%s entry %s partially filled: %s of %s; protecting the filled quantity", sym, cid,
                         fill.qty, placed.get("amount"))
-        guard = Guard(sym, fill.qty, self.round_price(sym, fill.price * (1.0 - order.stop_loss_pct)),
-                      self.round_price(sym, fill.price * (1.0 + order.take_profit_pct)), order.order_id, cid,
-                      trail_pct=order.trailing_stop_pct, trail_mode=order.trailing_mode, peak=fill.price)
+        short = order.opens_short
+        sign = -1.0 if short else 1.0  # a short's stop is above the fill, its take-profit below
+        ladder = bool(order.take_profit_ladder)
+        guard = Guard(sym, fill.qty, self.round_price(sym, fill.price * (1.0 - sign * order.stop_loss_pct)),
+                      float("nan") if ladder else self.round_price(sym, fill.price * (1.0 + sign * order.take_profit_pct)),
+                      order.order_id, cid, trail_pct=order.trailing_stop_pct, trail_mode=order.trailing_mode,
+                      peak=fill.price, side="short" if short else "long", ladder=ladder,
+                      breakeven=order.breakeven_after_first_tp, entry_price=fill.price,
+                      rungs=make_rungs(self, sym, fill.qty, fill.price, order.take_profit_ladder, short))
         guard.fixed_stop = guard.stop_price
         self.guards[sym] = guard
         self.execution.fills.append(fill)  # before the guard: an emergency exit's fill comes after it
@@ -259,18 +273,18 @@ class CcxtBroker(GuardKeeping):
                     self.execution.cancelled.append(order)
                 return
             self.cancel_guard(guard)
-        qty = self.round_amount(sym, self._position_qty(sym))
+        qty = self.round_amount(sym, self.position_qty(sym))
         if qty <= 0:  # nothing (left) to sell
             self._flat_now(order)
             return
-        cid, fill = self._sell_at_market(order, qty, {"reduceOnly": True})
+        cid, fill = self.close_at_market(order, qty, {"reduceOnly": True})
         if cid is None:  # refused
             if guard is not None:  # meanwhile the position is guarded again
                 guard.clear_ids()
                 self.guards[sym] = guard
                 self.ensure_guard(guard)
             return
-        left = self._position_qty(sym)
+        left = self.position_qty(sym)
         if left > 0:  # partial: keep the rest protected and close it next bar
             self._pending_exits[sym] = order
             if guard is not None:
@@ -287,6 +301,11 @@ class CcxtBroker(GuardKeeping):
         if parts:
             self.execution.fills.append(merge_fills(parts))
 
+    def pending_exit_dropped(self, symbol: str) -> MarketOrder | None:
+        """Forget the loop's exit still pending for ``symbol`` (the position is gone); returns it."""
+        self._partial_exit_fills.pop(symbol, None)
+        return self._pending_exits.pop(symbol, None)
+
     def _flat_now(self, order: MarketOrder) -> None:
         """Nothing (left) to sell: the exit is done - one fill from its parts - or was never needed."""
         sym = order.symbol
@@ -298,18 +317,19 @@ class CcxtBroker(GuardKeeping):
         elif order.order_id > 0:
             self.execution.cancelled.append(order)
 
-    def _sell_at_market(self, order: MarketOrder, qty: float, params: dict) -> tuple[str | None, Fill | None]:
-        """Journal, then send a market sell of ``qty`` for an exit: ``(client id, fill or None)``.
+    def close_at_market(self, order: MarketOrder, qty: float, params: dict) -> tuple[str | None, Fill | None]:
+        """Journal, then send a market order of ``qty`` on the exit's side (a long's sell, a short's
+        buy): ``(client id, fill or None)``.
         A refusal is journalled and recorded; the broker's own exit (finishing a triggered guard)
         keeps trying next bar, the loop's is decided again: ``(None, None)``."""
         sym = order.symbol
         attempt = self.journal.rows("purpose='exit' AND symbol=? AND order_id=? AND run_id=?",
                                     (sym, order.order_id, self.journal.run_id))
         cid = client_order_id(self.namespace, order.decided_ts, sym, "exit", len(attempt))
-        self.journal.sending(cid, sym, "exit", order.decided_ts, order.order_id, qty)
+        self.journal.sending(cid, sym, "exit", order.decided_ts, order.order_id, qty, side=order.side)
         try:
             placed = self.place(cid, sym, False, lambda: self.ex.create_order(
-                sym, "market", "sell", qty, None, {**params, "clientOrderId": cid}))
+                sym, "market", order.side, qty, None, {**params, "clientOrderId": cid}))
         except ccxt.BaseError as exc:
             msg = self.error_text(exc)
             self.journal.update(cid, status="rejected", reason=reason_for(exc), message=msg)
@@ -319,17 +339,17 @@ class CcxtBroker(GuardKeeping):
             else:
                 self._pending_exits.pop(sym, None)
             return None, None
-        fill = self.fill_from_order(placed, order.order_id, "sell", "exit", order.reason)
+        fill = self.fill_from_order(placed, order.order_id, order.side, "exit", order.reason)
         self.journal.update(cid, exchange_id=str(placed["id"]), status="filled" if fill else "expired",
                             filled_qty=fill.qty if fill else 0.0, avg_price=fill.price if fill else None,
                             fee_usdt=fill.fee_usdt if fill else None)
         return cid, fill
 
     # ---- plumbing --------------------------------------------------------------------------
-    def _position_qty(self, symbol: str) -> float:
+    def position_qty(self, symbol: str) -> float:
+        """The size of the symbol's position on the exchange (long or short: one-way mode, positive)."""
         positions = self.read(lambda: self.ex.fetch_positions([symbol]))
-        return sum(float(p.get("contracts") or 0.0) for p in positions
-                   if p.get("symbol") == symbol and p.get("side") == "long")
+        return sum(abs(float(p.get("contracts") or 0.0)) for p in positions if p.get("symbol") == symbol)
 
     def reject(self, order: MarketOrder, reason: str, message: str, cid: str | None, journal: bool = True) -> None:
         log.warning("%s %s refused: %s %s", order.symbol, order.purpose, reason, message)

@@ -1,7 +1,8 @@
 """The live emergency exit: a protective stop the exchange refuses because the price is already
 through it (``qt.fills.stop_crossed``) closes the position at market at once.
 
-Perps: the guard's other orders are cancelled and the position sold reduce-only at market
+Perps: the guard's other orders are cancelled and the position closed reduce-only at market (a
+long sold, a short bought back: a short's buy stop is crossed when the price is at or above it)
 (spot: the OCO list, refused as -2010, and the coins held sold at market); the
 fill is an exit with reason ``emergency_exit``, an ``EMERGENCY_EXIT`` alert names the symbol,
 the stop level and the exchange's answer. The same situation in paper and backtest (a bar that
@@ -34,7 +35,7 @@ def exit_crossed_guard(broker, guard, message: str) -> bool:
     broker.cancel_guard(guard)
     guard.clear_ids()
     broker.guards.pop(sym, None)
-    broker.close_position(MarketOrder(-guard.entry_order_id, sym, "sell", "exit", EMERGENCY_EXIT_REASON,
+    broker.close_position(MarketOrder(-guard.entry_order_id, sym, guard.close_side, "exit", EMERGENCY_EXIT_REASON,
                                        decided_ts=pd.Timestamp.now(tz="UTC")))
     return False
 

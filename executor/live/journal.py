@@ -23,7 +23,14 @@ def client_order_id(namespace: str, decided_ts: pd.Timestamp, symbol: str, purpo
     purpose, generation) always gives the same id, so a restart cannot mint a new order for a
     decision it already sent. 24 characters, within Binance's ``^[.A-Z:/a-z0-9_-]{1,36}$``."""
     key = f"{namespace}|{pd.Timestamp(decided_ts).value}|{symbol}|{purpose}|{generation}"
-    return f"qt{PURPOSE_CODES[purpose]}-{hashlib.blake2b(key.encode(), digest_size=10).hexdigest()}"
+    return f"qt{purpose_code(purpose)}-{hashlib.blake2b(key.encode(), digest_size=10).hexdigest()}"
+
+
+def purpose_code(purpose: str) -> str:
+    """The id's purpose letter(s); a take-profit ladder's rung k (``take_profit_k``) is ``t<k>``."""
+    if purpose.startswith("take_profit_"):
+        return "t" + str(int(purpose.rsplit("_", 1)[1]))
+    return PURPOSE_CODES[purpose]
 
 
 class OrderJournal:
@@ -38,24 +45,28 @@ class OrderJournal:
         client_id TEXT PRIMARY KEY, namespace TEXT NOT NULL, run_id TEXT, symbol TEXT NOT NULL,
         purpose TEXT NOT NULL, decided_ts TEXT, order_id INTEGER, entry_cid TEXT, exchange_id TEXT,
         qty REAL, price REAL, status TEXT NOT NULL, filled_qty REAL, avg_price REAL, fee_usdt REAL,
-        reason TEXT, message TEXT, fill_ts TEXT, updated_ms INTEGER);
+        reason TEXT, message TEXT, fill_ts TEXT, updated_ms INTEGER, side TEXT);
     CREATE INDEX IF NOT EXISTS exchange_orders_status ON exchange_orders (namespace, status);
     """
 
     def __init__(self, conn: sqlite3.Connection, namespace: str, run_id: str):
         self.conn, self.namespace, self.run_id = conn, namespace, run_id
         self.conn.executescript(self.SCHEMA)
+        columns = {r[1] for r in self.conn.execute("PRAGMA table_info(exchange_orders)")}
+        if "side" not in columns:  # a journal written before shorts: every order then was a long's
+            self.conn.execute("ALTER TABLE exchange_orders ADD COLUMN side TEXT")
         self.conn.commit()
 
     def sending(self, cid: str, symbol: str, purpose: str, decided_ts, order_id: int, qty: float,
-                price: float | None = None, entry_cid: str | None = None) -> None:
+                price: float | None = None, entry_cid: str | None = None, side: str | None = None) -> None:
+        """``side``: the order's side (buy | sell); an entry's says whether it opened a long or a short."""
         self.conn.execute(
             "INSERT INTO exchange_orders (client_id, namespace, run_id, symbol, purpose, decided_ts, order_id, "
-            "entry_cid, qty, price, status, updated_ms) VALUES (?,?,?,?,?,?,?,?,?,?, 'sending', ?) "
+            "entry_cid, qty, price, status, updated_ms, side) VALUES (?,?,?,?,?,?,?,?,?,?, 'sending', ?, ?) "
             "ON CONFLICT(client_id) DO UPDATE SET status='sending', qty=excluded.qty, price=excluded.price, "
-            "run_id=excluded.run_id, updated_ms=excluded.updated_ms",
+            "run_id=excluded.run_id, updated_ms=excluded.updated_ms, side=excluded.side",
             (cid, self.namespace, self.run_id, symbol, purpose, None if decided_ts is None else str(decided_ts),
-             order_id, entry_cid, qty, price, int(time.time() * 1000)))
+             order_id, entry_cid, qty, price, int(time.time() * 1000), side))
         self.conn.commit()
 
     def update(self, cid: str, **cols) -> None:

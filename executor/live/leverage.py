@@ -6,14 +6,22 @@ each position), so a symbol whose settings the exchange refused to change, or re
 differently afterwards, is refused for entries (``LEVERAGE_UNVERIFIED``) while the other
 symbols trade. The check runs at start-up and again right before the first entry on each
 symbol (someone may change the setting in the exchange's UI in between). Spot has neither.
-Exits are never refused.
+Exits are never refused. The wanted leverage is ``risk.leverage_of(symbol)`` - the one the
+decision core sized the notional with (margin x leverage).
+
+Also read from the venue at start-up (``venue_brackets``, ``venue_funding``): its
+maintenance-margin brackets, so the RiskEngine's LIQUIDATION_BEFORE_STOP check computes the
+liquidation price the exchange will, and the settled funding rates its FUNDING_FILTER reads.
 """
 
 from __future__ import annotations
 
 import ccxt
+import pandas as pd
 
+from executor.funding import FUNDING_FRAME_COLUMNS, FundingSchedule
 from qt import redact
+from qt.margin import Bracket
 
 LEVERAGE_UNVERIFIED = "LEVERAGE_UNVERIFIED"
 
@@ -67,3 +75,29 @@ def set_and_verify_leverage(broker, symbol: str, wanted: int, secrets: tuple[str
     lines.append(leverage_mismatch(symbol, wanted, actual, refusal))
     found = [line for line in lines if line]
     return "; ".join(found) if found else None
+
+
+def venue_brackets(broker, symbols: list[str]) -> dict[str, tuple[Bracket, ...]]:
+    """The exchange's maintenance-margin brackets per symbol (ccxt ``fetch_leverage_tiers``, Binance's
+    ``leverageBracket``) as ``qt.margin.Bracket``: what the RiskEngine's liquidation check must use
+    live. A symbol the exchange does not answer for keeps the default table (logged by the caller)."""
+    tiers = broker.read(lambda: broker.ex.fetch_leverage_tiers(symbols))
+    out = {}
+    for sym in symbols:
+        rows = tiers.get(sym) or []
+        if rows:
+            out[sym] = tuple(Bracket(float(t["minNotional"]), float(t["maxNotional"]), int(t["maxLeverage"]),
+                                     float(t["maintenanceMarginRate"]), float((t.get("info") or {}).get("cum") or 0.0))
+                             for t in rows)
+    return out
+
+
+def venue_funding(broker, symbols: list[str], limit: int = 100) -> FundingSchedule:
+    """The perpetuals' settled funding rates from the exchange (ccxt ``fetch_funding_rate_history``,
+    ``GET /fapi/v1/fundingRate``, the newest ``limit`` each): the schedule the RiskEngine's funding
+    filter reads (``last_rate_before``)."""
+    rows = []
+    for sym in symbols:
+        for r in broker.read(lambda: broker.ex.fetch_funding_rate_history(sym, None, limit)):
+            rows.append((sym, pd.Timestamp(int(r["timestamp"]), unit="ms", tz="UTC"), float(r["fundingRate"])))
+    return FundingSchedule(pd.DataFrame(rows, columns=FUNDING_FRAME_COLUMNS))

@@ -38,7 +38,9 @@ import ccxt
 import pandas as pd
 
 from executor.live.broker import CcxtBroker
-from executor.live.guards import Guard
+from executor.live.guards import Guard, is_guard_purpose
+from executor.live.ladder import adopt_rungs
+from executor.live.liquidation import adopt_liquidations
 from executor.live.resting import RestingEntry, last_working_bar
 from executor.paper import MarketOrder
 from executor.portfolio import Fill, Portfolio, Position
@@ -68,7 +70,7 @@ class ReconcileReport:
 def resolve_unanswered(broker: CcxtBroker, report: ReconcileReport) -> None:
     journal = broker.journal
     for row in journal.rows("status='sending'"):
-        algo = row["purpose"] in ("stop_loss", "take_profit", "trailing_stop")
+        algo = is_guard_purpose(row["purpose"])
         # a request still in flight when we died may reach the server late; after its
         # recvWindow the server refuses it, so only then is "not found" final
         broker.outwait_recv_window(float(row["updated_ms"]) / 1000.0)
@@ -82,12 +84,12 @@ def resolve_unanswered(broker: CcxtBroker, report: ReconcileReport) -> None:
             journal.update(row["client_id"], exchange_id=str(found["id"]),
                            status="open" if found.get("status") == "open" else str(found.get("status")))
             continue
-        side = "buy" if row["purpose"] == "entry" else "sell"
+        side = str(found.get("side") or row.get("side") or ("buy" if row["purpose"] == "entry" else "sell"))
         if row["purpose"] == "entry" and found.get("status") == "open":  # a limit entry, resting
             journal.update(row["client_id"], exchange_id=str(found["id"]), status="resting")
             continue
         fill = broker.fill_from_order(found, int(row["order_id"] or 0), side, row["purpose"],
-                                      "signal_buy" if row["purpose"] == "entry" else "exit_adopted")
+                                      entry_reason(side) if row["purpose"] == "entry" else "exit_adopted")
         if fill is not None:
             report.fills.append(fill)
         journal.update(row["client_id"], exchange_id=str(found["id"]),
@@ -99,7 +101,8 @@ def resolve_unanswered(broker: CcxtBroker, report: ReconcileReport) -> None:
 def _adopt_triggered_guards(broker: CcxtBroker, report: ReconcileReport) -> None:
     """A stop or take-profit that fired while we were down: its fill goes into the record."""
     journal = broker.journal
-    for row in journal.rows("status='open' AND purpose IN ('stop_loss', 'take_profit', 'trailing_stop')"):
+    for row in journal.rows("status='open' AND (purpose IN ('stop_loss', 'take_profit', 'trailing_stop') "
+                            "OR purpose LIKE 'take!_profit!_%' ESCAPE '!')"):
         try:
             order = broker.read(lambda: broker.ex.fetch_order(row["exchange_id"], row["symbol"], {"trigger": True}))
         except ccxt.OrderNotFound:
@@ -111,21 +114,76 @@ def _adopt_triggered_guards(broker: CcxtBroker, report: ReconcileReport) -> None
         actual = (order.get("info") or {}).get("actualOrderId")
         if order.get("status") == "closed" and actual:
             regular = broker.read(lambda: broker.ex.fetch_order(str(actual), row["symbol"]))
-            fill = broker.fill_from_order(regular, -int(row["order_id"] or 0), "sell", "exit",
-                                          _trigger_reason(journal, row))
+            fill = broker.fill_from_order(regular, -int(row["order_id"] or 0), str(regular.get("side") or "sell"),
+                                          "exit", _trigger_reason(journal, row))
         if fill is not None:
             report.fills.append(fill)
         journal.update(row["client_id"], status="triggered" if fill is not None else str(order.get("status")),
-                       filled_qty=fill.qty if fill else 0.0, avg_price=fill.price if fill else None)
+                       filled_qty=fill.qty if fill else 0.0, avg_price=fill.price if fill else None,
+                       fill_ts=str(fill.timestamp) if fill else None)
 
 
 def _trigger_reason(journal, row: dict) -> str:
     """The exit reason of a guard that fired while we were down: a stop the managed trail had
-    moved above the entry's first stop exits as ``trailing_stop``, as it would have live and in paper."""
+    moved past the entry's first stop exits as ``trailing_stop``, one moved to the entry price after
+    a rung as ``breakeven_stop``, as it would have live and in paper (a rung: its own ``take_profit_k``)."""
     if row["purpose"] != "stop_loss" or not row.get("entry_cid") or row.get("price") is None:
         return row["purpose"]
     first = journal.rows("purpose='stop_loss' AND entry_cid=? AND price IS NOT NULL", (row["entry_cid"],))
-    return "trailing_stop" if first and row["price"] > first[0]["price"] else "stop_loss"
+    entry = journal.get(row["entry_cid"])
+    if entry and entry.get("avg_price") and abs(row["price"] - entry["avg_price"]) < 1e-9 * row["price"] \
+            and journal.rows("entry_cid=? AND purpose LIKE 'take!_profit!_%' ESCAPE '!' AND filled_qty > 0",
+                             (row["entry_cid"],)):
+        return "breakeven_stop"
+    short = (row.get("side") or "sell") == "buy"  # a short's stop buys
+    moved = first and (row["price"] < first[0]["price"] if short else row["price"] > first[0]["price"])
+    return "trailing_stop" if moved else "stop_loss"
+
+
+def entry_reason(side: str) -> str:
+    return "signal_sell" if side == "sell" else "signal_buy"
+
+
+def ladder_of(risk: RiskParams) -> tuple[tuple[float, float], ...]:
+    """The configured ladder as fractions of the entry price (an ATR ladder's levels are known only
+    from the journal: ``executor.live.ladder.adopt_rungs`` reads them there first)."""
+    return tuple(sorted(((float(f), float(d)) for f, d in risk.take_profit_ladder), key=lambda r: r[1]))
+
+
+def _keep_guard_orders(broker: CcxtBroker, guard: Guard, open_algo: list[dict], report: ReconcileReport) -> list[dict]:
+    """The open conditional orders that are this position's guard (right kind, closing side,
+    reduce-only, right quantity): adopted into ``guard``; the others cancelled."""
+    keep: list[dict] = []
+    candidates = {r.order_id: r for r in guard.rungs if r.order_id is not None}  # journalled, maybe open
+    for r in guard.rungs:
+        r.order_id = None
+    for order in open_algo:
+        oid = str(order["id"])
+        kind = candidates[oid].kind if oid in candidates else _guard_kind(order)
+        qty = guard.qty_of(kind) if kind in guard.kinds else -1.0
+        right = (order.get("side") == guard.close_side and order.get("reduceOnly") and kind in guard.kinds
+                 and abs(float(order.get("amount") or 0.0) - qty) <= 1e-9 * max(qty, 1.0)
+                 and guard.order_id_of(kind) is None)
+        if right:
+            guard.set_order_id(kind, oid)
+            if kind == "stop_loss":
+                guard.stop_price = float(order["triggerPrice"])
+                if guard.breakeven and abs(guard.stop_price - broker.round_price(guard.symbol, guard.entry_price)) \
+                        < 1e-9 * guard.stop_price:
+                    guard.stop_reason = "breakeven_stop"
+                elif guard.trail_pct > 0 and guard.beyond(guard.stop_price, guard.fixed_stop):  # moved by the trail
+                    extreme = guard.stop_price / (1.0 - guard.trail_pct if guard.selling else 1.0 + guard.trail_pct)
+                    guard.peak = max(guard.entry_price, extreme) if guard.selling else min(guard.entry_price, extreme)
+            elif kind == "take_profit":
+                guard.take_profit_price = float(order["triggerPrice"])
+            keep.append(order)
+            continue
+        try:
+            broker.read(lambda: broker.ex.cancel_order(order["id"], guard.symbol, {"trigger": True}))
+            report.cancelled_orphans.append(oid)
+        except ccxt.OrderNotFound:
+            pass
+    return keep
 
 
 def _guard_kind(order: dict) -> str:
@@ -154,18 +212,24 @@ def adopt_resting_entries(broker: CcxtBroker, risk: RiskParams, portfolio: Portf
             continue
         decided = pd.Timestamp(row["decided_ts"])
         qty, price = float(row["qty"] or 0.0), float(row["price"] or 0.0)
-        order = MarketOrder(int(row["order_id"] or 0), sym, "buy", "entry", "signal_buy", notional_usdt=qty * price,
-                            stop_loss_pct=risk.stop_loss_pct, take_profit_pct=risk.take_profit_pct,
+        side = str(found.get("side") or row.get("side") or "buy")
+        ladder = ladder_of(risk)
+        order = MarketOrder(int(row["order_id"] or 0), sym, side, "entry", entry_reason(side), notional_usdt=qty * price,
+                            stop_loss_pct=risk.stop_loss_pct, take_profit_pct=0.0 if ladder else risk.take_profit_pct,
                             decided_ts=decided, order_type="limit", limit_price=price, ttl_bars=risk.limit_ttl_bars,
-                            trailing_stop_pct=risk.trailing_stop_pct, trailing_mode=risk.trailing_mode)
+                            trailing_stop_pct=risk.trailing_stop_pct, trailing_mode=risk.trailing_mode,
+                            take_profit_ladder=ladder, breakeven_after_first_tp=risk.breakeven_after_first_tp,
+                            leverage=risk.leverage_of(sym))
         if found.get("status") == "open":
             broker.resting[sym] = RestingEntry(order, cid, str(oid),
                                                last_working_bar(decided, risk.limit_ttl_bars, broker.bar_ms))
             portfolio.reserved_usdt[sym] = qty * price
+            if side == "sell":
+                portfolio.reserved_short.add(sym)
             kept.add(str(oid))
             report.adopted_orders.append(cid)
             continue
-        fill = broker.fill_from_order(found, order.order_id, "buy", "entry", "signal_buy")
+        fill = broker.fill_from_order(found, order.order_id, side, "entry", entry_reason(side))
         if fill is not None:
             report.fills.append(fill)
         journal.update(cid, status="filled" if fill is not None else str(found.get("status")),
@@ -201,11 +265,9 @@ def reconcile(broker: CcxtBroker, symbols: list[str], risk: RiskParams, next_bar
     resolve_unanswered(broker, report)
 
     _adopt_triggered_guards(broker, report)
-    held = [p for p in broker.read(lambda: ex.fetch_positions(symbols)) if float(p.get("contracts") or 0.0) > 0]
-    positions = {p["symbol"]: p for p in held if p.get("side") == "long"}
-    shorts = [p["symbol"] for p in held if p.get("side") != "long"]
-    if shorts:
-        log.error("short positions %s found: this executor is long-only; they are left alone", shorts)
+    held = [p for p in broker.read(lambda: ex.fetch_positions(symbols)) if abs(float(p.get("contracts") or 0.0)) > 0]
+    positions = {p["symbol"]: p for p in held}
+    report.fills.extend(adopt_liquidations(broker, symbols, set(positions)))
 
     balance = broker.read(lambda: ex.fetch_balance())
     info = balance.get("info") or {}
@@ -228,51 +290,41 @@ def reconcile(broker: CcxtBroker, symbols: list[str], risk: RiskParams, next_bar
                 except ccxt.OrderNotFound:
                     pass
             continue
-        qty, entry_price = float(pos["contracts"]), float(pos["entryPrice"])
+        qty, entry_price = abs(float(pos["contracts"])), float(pos["entryPrice"])
+        short = pos.get("side") == "short"
         entries = journal.rows("symbol=? AND purpose='entry' AND filled_qty > 0", (sym,))
         last = entries[-1] if entries else None
         if last is None:
-            log.warning("%s: adopting a position of %s the journal does not know", sym, qty)
+            log.warning("%s: adopting a %s position of %s the journal does not know", sym, pos.get("side"), qty)
         entry_ts = pd.Timestamp(last["fill_ts"]) if last and last["fill_ts"] else next_bar_ts
-        guard = Guard(sym, qty, broker.round_price(sym, entry_price * (1.0 - risk.stop_loss_pct)),
-                      broker.round_price(sym, entry_price * (1.0 + risk.take_profit_pct)),
+        sign = -1.0 if short else 1.0
+        ladder = ladder_of(risk)
+        guard = Guard(sym, qty, broker.round_price(sym, entry_price * (1.0 - sign * risk.stop_loss_pct)),
+                      float("nan") if ladder else broker.round_price(sym, entry_price * (1.0 + sign * risk.take_profit_pct)),
                       int(last["order_id"] or 0) if last else 0,
                       last["client_id"] if last else f"adopted-{sym}",
-                      trail_pct=risk.trailing_stop_pct, trail_mode=risk.trailing_mode, peak=entry_price)
+                      trail_pct=risk.trailing_stop_pct, trail_mode=risk.trailing_mode, peak=entry_price,
+                      side="short" if short else "long", ladder=bool(ladder),
+                      breakeven=risk.breakeven_after_first_tp, entry_price=entry_price)
         guard.fixed_stop = guard.stop_price
         guard.generation = len(journal.rows("entry_cid=?", (guard.entry_cid,)))
-        keep: list[dict] = []
-        for order in open_algo:
-            kind = _guard_kind(order)
-            right = (order.get("side") == "sell" and order.get("reduceOnly") and kind in guard.kinds
-                     and abs(float(order.get("amount") or 0.0) - qty) <= 1e-12 * max(qty, 1.0)
-                     and guard.order_id_of(kind) is None)
-            if right:
-                guard.set_order_id(kind, str(order["id"]))
-                if kind == "stop_loss":
-                    guard.stop_price = float(order["triggerPrice"])
-                    if guard.trail_pct > 0 and guard.stop_price > guard.fixed_stop:  # moved by a managed trail
-                        guard.peak = max(entry_price, guard.stop_price / (1.0 - guard.trail_pct))
-                elif kind == "take_profit":
-                    guard.take_profit_price = float(order["triggerPrice"])
-                keep.append(order)
-                continue
-            try:
-                broker.read(lambda: ex.cancel_order(order["id"], sym, {"trigger": True}))
-                report.cancelled_orphans.append(str(order["id"]))
-            except ccxt.OrderNotFound:
-                pass
+        if ladder:
+            entry_qty = float(last["filled_qty"]) if last else qty
+            guard.rungs = adopt_rungs(broker, guard, entry_qty, ladder)
+        keep = _keep_guard_orders(broker, guard, open_algo, report)
         guard_and_book(broker, portfolio, report, guard, qty, entry_price, entry_ts, last, next_bar_ts, bar_ms,
                        mark=lambda: float(pos.get("markPrice") or entry_price), open_orders=keep,
-                       what="protectives")
-        portfolio.cash_usdt -= qty * entry_price  # margin: the wallet keeps the USDT, the ledger books the notional
+                       what="protectives", leverage=risk.leverage_of(sym))
+        # margin: the wallet keeps the USDT, the ledger books the notional (spent by a long, received by a short)
+        portfolio.cash_usdt += sign * -qty * entry_price
     log.warning("reconciled with the exchange: %s", report.summary())
     return portfolio, report
 
 
 def guard_and_book(broker: CcxtBroker, portfolio: Portfolio, report: ReconcileReport, guard: Guard, qty: float,
                    entry_price: float, entry_ts, last, next_bar_ts: pd.Timestamp, bar_ms: int,
-                   mark: Callable[[], float], open_orders: list[dict] | None = None, what: str = "protectives") -> None:
+                   mark: Callable[[], float], open_orders: list[dict] | None = None, what: str = "protectives",
+                   leverage: int = 1) -> None:
     """An adopted position (perpetual or spot holding): guard it on the exchange, placing what is
     missing (a failure is logged and retried at the next bar), then book it in the ledger with the
     bars it has been held - the same for both markets, so a restart adopts them alike."""
@@ -289,6 +341,7 @@ def guard_and_book(broker: CcxtBroker, portfolio: Portfolio, report: ReconcileRe
     fee = float(last["fee_usdt"] or 0.0) if last else 0.0
     bars_held = max(int((next_bar_ts - pd.Timestamp(entry_ts)).value // (bar_ms * 1_000_000)), 0)
     portfolio.positions[sym] = Position(sym, qty, entry_price, entry_ts, qty * entry_price, fee,
-                                        guard.stop_price, guard.take_profit_price, bars_held=bars_held)
+                                        guard.stop_price, guard.take_profit_price, bars_held=bars_held,
+                                        side=guard.side, leverage=leverage)
     portfolio.marks[sym] = mark()
     report.positions[sym] = qty

@@ -37,6 +37,7 @@ import pandas as pd
 from executor.paper import LIMIT_EXPIRED, MarketOrder
 from executor.portfolio import Bar
 from qt.binance import reason_for
+from executor.live.ladder import replace_protective
 from qt.fills import trail_level
 
 log = logging.getLogger(__name__)
@@ -55,12 +56,13 @@ def last_working_bar(decided_ts: pd.Timestamp, ttl_bars: int, bar_ms: int) -> pd
 
 
 def place_limit_entry(broker, order: MarketOrder, cid: str, qty: float, price: float) -> None:
-    """Send the limit buy (journalled first); a marketable one that filled is booked at once."""
+    """Send the limit order - a buy below the market, a short's sell above it - (journalled first);
+    a marketable one that filled is booked at once."""
     sym = order.symbol
-    broker.journal.sending(cid, sym, "entry", order.decided_ts, order.order_id, qty, price)
+    broker.journal.sending(cid, sym, "entry", order.decided_ts, order.order_id, qty, price, side=order.side)
     try:
         placed = broker.place(cid, sym, False, lambda: broker.ex.create_order(
-            sym, "limit", "buy", qty, price, {"clientOrderId": cid, "timeInForce": "GTC"}))
+            sym, "limit", order.side, qty, price, {"clientOrderId": cid, "timeInForce": "GTC"}))
     except ccxt.BaseError as exc:
         broker.reject(order, reason_for(exc), broker.error_text(exc), cid)
         return
@@ -110,38 +112,22 @@ def check_resting(broker, bars: Mapping[str, Bar]) -> None:
 
 
 def move_managed_stops(broker, bars: Mapping[str, Bar], guarded: set[str]) -> None:
-    """Raise the exchange stop of each managed-trailing guard in ``guarded`` (guards that
-    existed during this bar) to the trail level, when the trail has moved above it."""
+    """Move the exchange stop of each managed-trailing guard in ``guarded`` (guards that existed
+    during this bar) to the trail level when the trail has moved past it: up for a long (peak =
+    highest high), down for a short (trough = lowest low, level = trough x (1 + pct))."""
     for sym in sorted(guarded):
         guard, bar = broker.guards.get(sym), bars.get(sym)
         if guard is None or bar is None or guard.trail_pct <= 0 or guard.trail_mode != "managed":
             continue
-        guard.peak = max(guard.peak, bar.high)
-        level = broker.round_price(sym, trail_level(guard.peak, guard.trail_pct))
-        if level <= guard.stop_price:
+        guard.peak = max(guard.peak, bar.high) if guard.selling else min(guard.peak, bar.low)
+        level = broker.round_price(sym, trail_level(guard.peak, guard.trail_pct, guard.selling))
+        if not guard.beyond(level, guard.stop_price):
             continue
         if hasattr(guard, "list_id"):  # spot: one OCO list, replaced (executor.live.spot)
             broker.move_oco_stop(guard, level)
             continue
-        old_id, old_price = guard.stop_id, guard.stop_price
-        guard.stop_id, guard.stop_price = None, level
-        broker.place_protective(guard, "stop_loss")  # the new stop first: never a moment unguarded
-        if guard.stop_id is None:  # not placed (logged, alerted): the old stop stays in force
-            guard.stop_id, guard.stop_price = old_id, old_price
-            continue
-        if old_id is not None:
-            try:
-                broker.read(lambda: broker.ex.cancel_order(old_id, sym, {"trigger": True}))
-            except ccxt.OrderNotFound:  # the old stop fired meanwhile: that is the exit, booked next check
-                log.warning("%s: stop %s fired while the trail moved; the new stop is withdrawn", sym, old_id)
-                new_id = guard.stop_id
-                broker.cancel_quietly(sym, new_id)
-                for row in broker.journal.rows("exchange_id=? AND status='open'", (new_id,)):
-                    broker.journal.update(row["client_id"], status="cancelled", reason="TRAIL_RACE")
-                guard.stop_id, guard.stop_price = old_id, old_price
-                continue
-            except ccxt.BaseError as exc:  # two stops for now; the lower one is a stray at the next check
-                log.error("%s: old stop %s not cancelled (%s)", sym, old_id, broker.error_text(exc))
-            for row in broker.journal.rows("exchange_id=? AND status='open'", (old_id,)):
-                broker.journal.update(row["client_id"], status="cancelled", reason="TRAIL_MOVED")
+        old_price = guard.stop_price
+        if not replace_protective(broker, guard, "stop_loss", level, why="TRAIL", exit_if_crossed=False):
+            continue  # not placed (the old stop stays) or fired meanwhile (booked at the next check)
+        guard.stop_reason = "trailing_stop"
         log.info("%s: trailing stop moved %s -> %s (peak %s)", sym, old_price, level, guard.peak)

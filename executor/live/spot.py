@@ -92,7 +92,7 @@ class SpotBroker(CcxtBroker):
                 return 0.0
         return qty
 
-    def _position_qty(self, symbol: str) -> float:
+    def position_qty(self, symbol: str) -> float:
         return self.held(symbol)
 
     def fill_from_order(self, order: dict, order_id: int, side: str, purpose: str, reason: str) -> Fill | None:
@@ -330,7 +330,7 @@ class SpotBroker(CcxtBroker):
         if qty <= 0:
             self._flat_now(order)
             return
-        cid, fill = self._sell_at_market(order, qty, {})  # spot: the coins held are the position
+        cid, fill = self.close_at_market(order, qty, {})  # spot: the coins held are the position
         if cid is None:  # refused
             if guard is not None:  # meanwhile the holding is guarded again
                 self.guards[sym] = guard

@@ -25,7 +25,14 @@ paper daemon use; only the broker (``CcxtBroker``) and the clock change:
   protectives keep being managed, and a ``risk.alert`` is raised; Redis down: trading goes on
   from SQLite, events are counted as lost, the publisher reconnects by itself.
 
-Perpetual funding is settled by the exchange into the wallet, not by the loop's schedule.
+Perpetual funding is settled by the exchange into the wallet, not by the loop's schedule. The
+RiskEngine's FUNDING_FILTER (``risk.max_entry_funding_rate``) still needs the settled rates: the
+trader fetches the perpetuals' funding history through ccxt (``fetch_funding_rate_history``,
+``GET /fapi/v1/fundingRate``) at start-up and again after each funding time (00/08/16 UTC) and
+gives it to ``RiskEngine.funding`` as a ``FundingSchedule``; without it every entry would be
+refused, never silently allowed. At start-up it also sets and reads back each perpetual's leverage
+(``risk.leverage_of``) and margin mode, and reads the exchange's maintenance-margin brackets
+(``fetch_leverage_tiers``) into ``RiskEngine.brackets`` for the liquidation check.
 
 Spot (``BASE/USDT`` through ccxt ``binance``) uses ``SpotBroker`` and ``reconcile_spot``
 (``executor.live.spot``): the guard is one OCO order list instead of two reduce-only orders.
@@ -54,7 +61,7 @@ from executor.loop import LoopListener, TradingLoop
 from executor.metrics import start_metrics
 from executor.portfolio import Bar, Fill
 from executor.live.reconcile import ReconcileReport, reconcile
-from executor.live.leverage import LEVERAGE_UNVERIFIED, set_and_verify_leverage
+from executor.live.leverage import LEVERAGE_UNVERIFIED, set_and_verify_leverage, venue_brackets, venue_funding
 from qt.fills import EMERGENCY_EXIT
 from executor.risk import STALE_SIGNAL, RiskAlert
 from executor.state import StateStore
@@ -65,6 +72,7 @@ from qt.timeframes import timeframe_ms
 
 log = logging.getLogger(__name__)
 
+FUNDING_EVERY_MS = 8 * 3_600_000  # Binance settles USDT-M funding at 00, 08 and 16 UTC
 _PROGRESS = "CREATE TABLE IF NOT EXISTS live_progress (namespace TEXT PRIMARY KEY, last_bar_ts TEXT NOT NULL)"
 
 
@@ -122,13 +130,13 @@ class LiveTrader:
     """One executor on one account: ``start()`` (reconcile), then ``poll()`` per exchange bar.
 
     ``namespace`` names the client order ids and the journal: keep it across restarts (a new
-    one would not recognise its own orders). Positions are opened at ``leverage`` (default 1:
-    the RiskEngine's cash and exposure limits then mean what they say)."""
+    one would not recognise its own orders). Each perpetual is traded at ``risk.leverage_of(symbol)``
+    (set and verified on the exchange, ``executor.live.leverage``)."""
 
     def __init__(self, params: Params, exchange: ccxt.Exchange, source, state_db: Path, namespace: str,
                  redis_url: str | None = None, retry: RetryPolicy = RetryPolicy(),
                  sleep: Callable[[float], None] = time.sleep, secrets: tuple[str, ...] = (),
-                 leverage: int = 1, metrics_port: int | None = None, environ: Mapping[str, str] | None = None):
+                 metrics_port: int | None = None, environ: Mapping[str, str] | None = None):
         self.market = check_live_universe(params.data.symbols, exchange, params.risk)
         self.params = params
         self.ex = exchange
@@ -136,7 +144,6 @@ class LiveTrader:
         self.namespace = namespace
         self.symbols = list(params.data.symbols)
         self.bar_ms = timeframe_ms(params.data.timeframe)
-        self.leverage = leverage
         self._secrets = secrets
         self.run_id = pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
         self.store = StateStore(Path(state_db), self.run_id)
@@ -162,6 +169,7 @@ class LiveTrader:
                                 exchange_settles_funding=True)
         self.reconciled: ReconcileReport | None = None
         self.bars_stepped = 0
+        self._funding_until: int | None = None  # ms: the funding schedule is refreshed from this time on
 
     # ---- start-up ----------------------------------------------------------------------
     def start(self) -> ReconcileReport:
@@ -178,6 +186,9 @@ class LiveTrader:
             mismatch = self._verify_account_settings(sym)
             if mismatch is not None:  # this symbol is not traded; the others are
                 unverified.append((sym, mismatch))
+        if self.market != "spot":
+            self._read_brackets()
+            self._refresh_funding()
         last = self._last_bar()
         now_bar = self._newest_closed_ms()
         # the first bar ``poll`` will step: the one after the last stepped (missed bars are all
@@ -203,7 +214,7 @@ class LiveTrader:
     def _verify_account_settings(self, sym: str) -> str | None:
         """Set and read back leverage and margin mode (``executor.live.leverage``); on a mismatch the
         symbol is refused for entries for the rest of this run and the line is logged."""
-        mismatch = set_and_verify_leverage(self.broker, sym, self.leverage, self._secrets,
+        mismatch = set_and_verify_leverage(self.broker, sym, self.params.risk.leverage_of(sym), self._secrets,
                                            margin_mode=self.params.risk.margin_mode)
         if mismatch is not None:
             log.error("%s", mismatch)
@@ -219,8 +230,28 @@ class LiveTrader:
 
     def _alert_unverified(self, ts: pd.Timestamp, sym: str, mismatch: str) -> None:
         self.loop.raise_alert(RiskAlert(ts, LEVERAGE_UNVERIFIED, mismatch,
-                                        {"symbol": sym, "wanted_leverage": self.leverage,
+                                        {"symbol": sym, "wanted_leverage": self.params.risk.leverage_of(sym),
                                          "wanted_margin_mode": self.params.risk.margin_mode}))
+
+    def _read_brackets(self) -> None:
+        """The exchange's maintenance brackets into the RiskEngine (its liquidation check)."""
+        try:
+            self.loop.risk.brackets.update(venue_brackets(self.broker, self.symbols))
+        except ccxt.BaseError as exc:
+            log.error("maintenance brackets not read (%s): the liquidation check uses Binance's BTCUSDT table",
+                      self.broker.error_text(exc))
+
+    def _refresh_funding(self) -> None:
+        """The settled funding rates for the RiskEngine's funding filter; again after each funding time."""
+        now_ms = int(self.broker.read(lambda: self.ex.fetch_time()))
+        if self._funding_until is not None and now_ms < self._funding_until:
+            return
+        try:
+            self.loop.risk.funding = venue_funding(self.broker, self.symbols)
+        except ccxt.BaseError as exc:
+            log.error("funding history not read (%s); tried again at the next bar", self.broker.error_text(exc))
+            return
+        self._funding_until = now_ms - now_ms % FUNDING_EVERY_MS + FUNDING_EVERY_MS
 
     def _entry_fills_never_recorded(self, adopted: list[Fill]) -> list[Fill]:
         """Entries the journal says filled in an earlier run but the record lacks: the loop records
@@ -235,7 +266,9 @@ class LiveTrader:
                     self.store.has_fill(row["symbol"], "entry", row["order_id"], ts):
                 continue
             qty, price = float(row["filled_qty"]), float(row["avg_price"])
-            missing.append(Fill(int(row["order_id"]), row["symbol"], ts, "buy", "entry", "signal_buy", qty, price,
+            side = row.get("side") or "buy"
+            missing.append(Fill(int(row["order_id"]), row["symbol"], ts, side, "entry",
+                                "signal_sell" if side == "sell" else "signal_buy", qty, price,
                                 qty * price, float(row["fee_usdt"] or 0.0)))
         if missing:
             log.warning("recorded %d entry fill(s) the previous run had not recorded: %s", len(missing),
@@ -243,13 +276,15 @@ class LiveTrader:
         return missing
 
     def _prime_volatility(self, first_bar: pd.Timestamp) -> None:
-        """Volatility-targeted sizing: the exchange's candles before the first bar to step feed the
-        estimate (``TradingLoop.prime_volatility``), so a (re)start sizes entries at once."""
-        vol = self.loop.volatility
-        if vol is None:
+        """Volatility-targeted sizing and the correlation cap: the exchange's candles before the first
+        bar to step feed the estimate and the close history (``TradingLoop.prime_volatility``), so a
+        (re)start sizes entries and measures correlations at once."""
+        vol, history = self.loop.volatility, self.loop.risk.history  # history: the correlation cap's closes
+        if vol is None and history is None:
             return
         first_ms = first_bar.value // 1_000_000
-        bars = self._bars(first_ms - (vol.lookback + 1) * self.bar_ms, first_ms - self.bar_ms)
+        n = max(0 if vol is None else vol.lookback + 1, 0 if history is None else history.keep)
+        bars = self._bars(first_ms - n * self.bar_ms, first_ms - self.bar_ms)
         rows = [(b.symbol, b.timestamp, b.close) for per_ts in bars.values() for b in per_ts.values()]
         if rows:
             self.loop.prime_volatility(pd.DataFrame(rows, columns=["symbol", "timestamp", "close"]), first_bar)
@@ -291,6 +326,8 @@ class LiveTrader:
         if last is not None and newest <= last.value // 1_000_000:
             return None
         first = newest if last is None else last.value // 1_000_000 + self.bar_ms
+        if self.market != "spot":
+            self._refresh_funding()
         bars = self._bars(first, newest)
         if first < newest:
             log.warning("%d bar(s) closed unstepped since %s: accounted for one by one, entries only on the "

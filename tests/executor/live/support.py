@@ -122,9 +122,9 @@ def running_exchange(root: Path) -> Iterator[LocalExchange]:
 
 @contextmanager
 def trader_factory(make_client: Callable[[], ccxt.Exchange], signals: pd.DataFrame, symbol: str, db: Path,
-                   namespace: str):
-    """``make(**risk)``: a started LiveTrader on ``symbol``, fed by one signal service serving
-    ``signals``; every trader is closed and the service stopped at the end."""
+                   namespace: str, symbols: list[str] | None = None):
+    """``make(**risk)``: a started LiveTrader on ``symbol`` (or ``symbols``), fed by one signal
+    service serving ``signals``; every trader is closed and the service stopped at the end."""
     from executor.signals import HttpSignalSource
     from executor.live.trader import LiveTrader
     from tests.executor.exec_support import FakeSignalService, params
@@ -132,7 +132,7 @@ def trader_factory(make_client: Callable[[], ccxt.Exchange], signals: pd.DataFra
     made = []
     with FakeSignalService(signals) as svc:
         def make(**risk) -> LiveTrader:
-            p = params(data={"symbols": [symbol]}, risk=risk)
+            p = params(data={"symbols": symbols or [symbol]}, risk=risk)
             trader = LiveTrader(p, make_client(), HttpSignalSource(svc.url, timeout_s=5), db, namespace,
                                 sleep=time.sleep)
             made.append(trader)

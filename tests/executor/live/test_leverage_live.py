@@ -17,7 +17,7 @@ from executor.signals import HttpSignalSource
 from executor.live.trader import LiveTrader
 from exchange import write_datadir
 from tests.executor.exec_support import FakeSignalService, params
-from tests.executor.live.support import SYMBOL, bar_ms, buy_signals, candles, client, running_exchange
+from tests.executor.live.support import MARKET_ID, SYMBOL, bar_ms, buy_signals, candles, client, running_exchange
 
 pytestmark = pytest.mark.slow
 
@@ -39,9 +39,9 @@ def test_leverage_refused_by_the_exchange_means_no_entry_on_that_symbol_while_ot
     venue.set_faults({"rules": [{"kind": "refuse", "path_prefix": "/fapi/v1/leverage", "symbol": OTHER_ID}]})
     signals = pd.concat([buy_signals(), buy_signals().assign(symbol=OTHER)], ignore_index=True)
     with FakeSignalService(signals) as svc:
-        trader = LiveTrader(params(data={"symbols": [SYMBOL, OTHER]}), client(venue),
+        trader = LiveTrader(params(data={"symbols": [SYMBOL, OTHER]}, risk={"leverage": 2}), client(venue),
                             HttpSignalSource(svc.url, timeout_s=5), tmp_path / "state.sqlite", "lev",
-                            sleep=time.sleep, leverage=2)
+                            sleep=time.sleep)
         try:
             trader.start()
             trader.poll()
@@ -62,9 +62,9 @@ def _trade_one_bar(venue, tmp_path, symbols, risk=None, before_poll=None):
     """Start a trader at 2x on ``symbols`` (buy signals everywhere), optionally meddle, poll one bar."""
     signals = pd.concat([buy_signals().assign(symbol=s) for s in symbols], ignore_index=True)
     with FakeSignalService(signals) as svc:
-        trader = LiveTrader(params(data={"symbols": symbols}, risk=risk or {}), client(venue),
+        trader = LiveTrader(params(data={"symbols": symbols}, risk={"leverage": 2, **(risk or {})}), client(venue),
                             HttpSignalSource(svc.url, timeout_s=5), tmp_path / "state.sqlite", "lev",
-                            sleep=time.sleep, leverage=2)
+                            sleep=time.sleep)
         try:
             trader.start()
             if before_poll is not None:
@@ -100,11 +100,14 @@ def test_leverage_changed_after_start_up_is_caught_before_the_first_entry_on_tha
 
 def test_leverage_check_refuses_a_margin_mode_the_exchange_will_not_set(venue, tmp_path):
     """``risk.margin_mode: isolated`` against an exchange that keeps the symbol in cross margin
-    (the local exchange simulates cross only and refuses the change, as Binance refuses it with
-    open orders or a position): no entry, one line naming symbol, wanted and actual mode."""
-    venue.set_faults({})
+    (its ``refuse`` fault rule declines the marginType change, as Binance refuses it with open
+    orders or a position): no entry, one line naming symbol, wanted and actual mode."""
+    venue.set_faults({"rules": [{"kind": "refuse", "path_prefix": "/fapi/v1/marginType", "symbol": MARKET_ID}]})
     venue.reset_account()
-    decisions, alerts = _trade_one_bar(venue, tmp_path, [SYMBOL], risk={"margin_mode": "isolated"})
+    try:
+        decisions, alerts = _trade_one_bar(venue, tmp_path, [SYMBOL], risk={"margin_mode": "isolated"})
+    finally:
+        venue.set_faults({})
     assert sum(p["contracts"] for p in client(venue).fetch_positions([SYMBOL])) == 0
     assert client(venue).fetch_margin_mode(SYMBOL)["marginMode"] == "cross"
     assert decisions["reason"].tolist() == ["LEVERAGE_UNVERIFIED"]
