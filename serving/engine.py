@@ -4,7 +4,8 @@
 window in the cached lake (``serving.inference.plan_windows``), takes the model input row of
 the window's last bar from ``FeatureRowCache`` or computes it with the one feature code path
 (``serving.inference.latest_feature_rows``: ``compute_features`` + the return window), makes
-ONE batched model call and returns the signals.
+ONE batched model call and returns the signals, each with the ATR of its bar (``atr_period``:
+``risk.atr_period``; ``features.atr``), which the row cache keeps beside the row.
 
 The BentoML service calls it inside its request handler; ``bench.serving`` calls the very same
 object in process, so the ratio HTTP / in-process measures the HTTP layer alone.
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qt.config import FeatureParams, ServingParams, SignalParams
+from qt.config import FeatureParams, RiskParams, ServingParams, SignalParams
 from serving.candles import CandleCache, FundingCache
 from serving.champion import LoadedModel
 from serving.inference import (WindowSpan, check_symbols, iso_utc, latest_feature_rows, min_history_bars,
@@ -39,6 +40,7 @@ class FeatureRow:
 
     feature_timestamp: str  # ISO open time of the bar
     values: np.ndarray  # float64, finite, len(model.feature_columns)
+    atr: float = float("nan")  # atr_{atr_period} of the bar (NaN: no ATR asked for, or still warming up)
 
 
 class FeatureRowCache:
@@ -70,15 +72,19 @@ class RowsNotCached(Exception):
 class SignalEngine:
     """Signals from the lake for any loaded model; thread-safe (the caches lock their own maps)."""
 
-    def __init__(self, lake: Path, serving: ServingParams, signal: SignalParams):
+    def __init__(self, lake: Path, serving: ServingParams, signal: SignalParams,
+                 atr_period: int | None = RiskParams().atr_period):
+        """``atr_period``: ``risk.atr_period``, the ATR each signal carries; None: signals without ``atr``."""
         self.lake = Path(lake)
         self.serving = serving
         self.signal = signal
+        self.atr_period = atr_period
         self.rows = FeatureRowCache()
         self._candles: dict[str, CandleCache] = {}
         self._funding = FundingCache(self.lake)
         self._warmups: dict[str, int] = {}
         self._warmups_by_id: dict[int, tuple[FeatureParams, int]] = {}
+        self._atr_warmups: dict[int, tuple[FeatureParams, int]] = {}
 
     def candles(self, timeframe: str) -> CandleCache:
         cache = self._candles.get(timeframe)
@@ -99,15 +105,19 @@ class SignalEngine:
         warmup = self._warmup(model.feature_params)
         cache = self.candles(model.timeframe)
         need = min_history_bars(warmup, model.sequence_length)
-        spans, _ = plan_windows(cache, wanted, when, bars=max(self.serving.history_bars, need), warmup_bars=warmup,
+        # read enough candles for the ATR too (refusing still depends on the model's own need only)
+        atr_need = 0 if self.atr_period is None else self._atr_warmup(model.feature_params) + 1
+        spans, _ = plan_windows(cache, wanted, when, bars=max(self.serving.history_bars, need, atr_need),
+                                warmup_bars=warmup,
                                 timeframe_ms=timeframe_ms(model.timeframe),
                                 max_staleness_bars=self.serving.max_staleness_bars,
                                 sequence_length=model.sequence_length)
         rows = self.feature_rows(model, spans, compute)
         pred = model.predict_values(np.vstack([r.values for r in rows]))
         prob = pred[:, 0]
+        atr = np.array([r.atr for r in rows]) if self.atr_period is not None else None
         return signal_dicts(wanted, prob, pred[:, 1], [r.feature_timestamp for r in rows], model.version,
-                            self.signal), prob
+                            self.signal, atr), prob
 
     def feature_rows(self, model: LoadedModel, spans: dict[str, WindowSpan], compute: bool = True) -> list[FeatureRow]:
         """The input row of each window's last bar (spans' order): cached, or computed for the
@@ -115,7 +125,8 @@ class SignalEngine:
         ``RowsNotCached`` instead of computing when ``compute`` is False."""
         from features.multi_input import uses_funding, uses_reference
 
-        model_key = (model.feature_params, model.sequence_length, model.sequence_exog, model.feature_columns)
+        model_key = (model.feature_params, model.sequence_length, model.sequence_exog, model.feature_columns,
+                     self.atr_period)
         inputs = uses_funding(model.feature_params) or uses_reference(model.feature_params)
         keys = {sym: (model_key, span.candles.generation, span.start, span.end,
                       self._inputs_key(model, sym) if inputs else ())
@@ -128,10 +139,11 @@ class SignalEngine:
             windows = {sym: spans[sym].frame() for sym in missing}
             funding, reference = select_inputs(self.candles(model.timeframe), self._funding, windows,
                                                model.feature_params)
-            computed = latest_feature_rows(windows, model, funding, reference)
+            computed = latest_feature_rows(windows, model, funding, reference, self.atr_period)
             values = computed.loc[:, list(model.feature_columns)].to_numpy(dtype=np.float64)
+            atr = computed["atr"].to_numpy(dtype=np.float64) if self.atr_period is not None else None
             for i, (sym, ts) in enumerate(zip(missing, computed["timestamp"])):
-                row = FeatureRow(iso_utc(ts), values[i].copy())
+                row = FeatureRow(iso_utc(ts), values[i].copy(), float("nan") if atr is None else float(atr[i]))
                 self.rows.put(sym, keys[sym], row)
                 found[sym] = row
         return [found[sym] for sym in spans]
@@ -150,6 +162,19 @@ class SignalEngine:
             except LookupError:
                 refs.append((ref, None))  # select_inputs refuses it with 422 when computing
         return (self._funding.generation(symbol) if needs_funding else None, tuple(refs))
+
+    def _atr_warmup(self, params: FeatureParams) -> int:
+        """``features.atr.atr_warmup_bars(params, atr_period)``, cached like ``_warmup``."""
+        from features.atr import atr_warmup_bars
+
+        hit = self._atr_warmups.get(id(params))
+        if hit is not None and hit[0] is params:
+            return hit[1]
+        if len(self._atr_warmups) > 16:
+            self._atr_warmups.clear()
+        value = atr_warmup_bars(params, self.atr_period)
+        self._atr_warmups[id(params)] = (params, value)
+        return value
 
     def _warmup(self, params: FeatureParams) -> int:
         """``warmup_bars(params)``, cached by the params object (a model keeps one for its

@@ -198,9 +198,12 @@ def select_inputs(candles: CandleCache, funding: FundingCache, windows: Mapping[
 
 
 def latest_feature_rows(windows: Mapping[str, pd.DataFrame], model: LoadedModel,
-                        funding: pd.DataFrame | None = None, reference: pd.DataFrame | None = None) -> pd.DataFrame:
+                        funding: pd.DataFrame | None = None, reference: pd.DataFrame | None = None,
+                        atr_period: int | None = None) -> pd.DataFrame:
     """The model input of each window's last bar: ``symbol``, ``timestamp`` and the model's
     feature columns, one row per symbol in request order; 422 when a row is missing or incomplete.
+    With ``atr_period`` also ``atr``: ``atr_{atr_period}`` of that bar (``features.atr``; NaN
+    while ATR warms up, which does not make the row incomplete).
 
     Features by ONE ``compute_features`` call (with the multi-input families' inputs), then the
     return windows of ``model.sequence_length`` bars (and the windows of ``model.sequence_exog``):
@@ -209,6 +212,7 @@ def latest_feature_rows(windows: Mapping[str, pd.DataFrame], model: LoadedModel,
     last ``sequence_length`` feature rows (the last row's window is exactly those rows), and the
     candles are concatenated in symbol order, the order ``compute_features`` works in (no re-sort).
     """
+    from features.atr import ATR, features_with_atr
     from features.compute import compute_features
     from features.sequence import add_return_windows
 
@@ -223,7 +227,10 @@ def latest_feature_rows(windows: Mapping[str, pd.DataFrame], model: LoadedModel,
     last_bars = candles["timestamp"].array[np.cumsum([len(part) for part in parts]) - 1]
     position = {sym: i for i, sym in enumerate(ordered)}
     wanted = [last_bars[position[sym]] for sym in symbols]
-    feats = compute_features(candles, model.feature_params, funding=funding, reference=reference)
+    if atr_period is None:
+        feats = compute_features(candles, model.feature_params, funding=funding, reference=reference)
+    else:
+        feats = features_with_atr(candles, model.feature_params, atr_period, funding=funding, reference=reference)
     length = int(model.sequence_length)
     tail = feats.groupby("symbol", sort=False).tail(max(1, length))
     if length:
@@ -235,7 +242,7 @@ def latest_feature_rows(windows: Mapping[str, pd.DataFrame], model: LoadedModel,
         raise RequestRejected(422, f"{symbols[i]}: no feature row for the bar {iso_utc(wanted[i])} "
                                    f"(too little history before it); ask for a later as_of")
     columns = list(model.feature_columns)
-    rows = last.loc[:, ["timestamp", *columns]].reset_index()
+    rows = last.loc[:, ["timestamp", *columns, *([ATR] if atr_period is not None else [])]].reset_index()
     finite = np.isfinite(rows[columns].to_numpy(dtype=np.float64))
     if not finite.all():
         i = int(np.flatnonzero(~finite.all(axis=1))[0])
@@ -248,28 +255,36 @@ def latest_feature_rows(windows: Mapping[str, pd.DataFrame], model: LoadedModel,
 
 def compute_signals(windows: Mapping[str, pd.DataFrame], model: LoadedModel, signal_params: SignalParams,
                     funding: pd.DataFrame | None = None, reference: pd.DataFrame | None = None,
-                    ) -> tuple[list[dict], np.ndarray]:
+                    atr_period: int | None = None) -> tuple[list[dict], np.ndarray]:
     """One signal per symbol (request order) from the model input of each window's last bar.
 
     ``funding`` / ``reference``: from ``select_inputs`` when the model uses those families.
+    ``atr_period``: each signal carries ``atr`` = ``atr_{atr_period}`` of its bar (``risk.atr_period``).
     Returns the signal dicts and the prob_up array (for the metrics histogram).
     """
-    rows = latest_feature_rows(windows, model, funding, reference)
+    rows = latest_feature_rows(windows, model, funding, reference, atr_period)
     pred = model.predict(rows.loc[:, list(model.feature_columns)])
     prob = pred["prob_up"].to_numpy()
     stamps = [iso_utc(ts) for ts in rows["timestamp"]]
+    atr = rows["atr"].to_numpy(dtype=np.float64) if atr_period is not None else None
     return signal_dicts(list(windows), prob, pred["expected_return"].to_numpy(), stamps, model.version,
-                        signal_params), prob
+                        signal_params, atr), prob
 
 
 def signal_dicts(symbols: Sequence[str], prob_up: np.ndarray, expected_return: np.ndarray,
-                 feature_timestamps: Sequence[str], model_version: str, signal_params: SignalParams) -> list[dict]:
-    """The Signal contract's dicts, one per symbol in order (``feature_timestamp`` already ISO)."""
+                 feature_timestamps: Sequence[str], model_version: str, signal_params: SignalParams,
+                 atr: np.ndarray | None = None) -> list[dict]:
+    """The Signal contract's dicts, one per symbol in order (``feature_timestamp`` already ISO).
+    ``atr`` (ATR / close of each signal's bar) adds the key ``atr``: a float, or None while ATR warms up."""
     from executor.signals import action_from_probability
 
-    return [{"symbol": sym, "action": action_from_probability(p, signal_params), "confidence": p,
-             "expected_return": e, "model_version": model_version, "feature_timestamp": ts}
-            for sym, p, e, ts in zip(symbols, prob_up.tolist(), expected_return.tolist(), feature_timestamps)]
+    out = [{"symbol": sym, "action": action_from_probability(p, signal_params), "confidence": p,
+            "expected_return": e, "model_version": model_version, "feature_timestamp": ts}
+           for sym, p, e, ts in zip(symbols, prob_up.tolist(), expected_return.tolist(), feature_timestamps)]
+    if atr is not None:
+        for signal, value in zip(out, atr.tolist()):
+            signal["atr"] = value if math.isfinite(value) else None
+    return out
 
 
 def parse_predict_rows(rows: Sequence[Mapping[str, float]], feature_columns: Sequence[str]) -> pd.DataFrame:

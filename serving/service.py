@@ -69,7 +69,8 @@ class SignalService:
         mlflow.set_registry_uri(self.settings.registry_uri)
         client = MlflowClient(tracking_uri=self.settings.tracking_uri, registry_uri=self.settings.registry_uri)
         name = self.settings.model_name
-        self.engine = SignalEngine(self.settings.lake, self.settings.params.serving, self.settings.params.signal)
+        self.engine = SignalEngine(self.settings.lake, self.settings.params.serving, self.settings.params.signal,
+                                   atr_period=self.settings.params.risk.atr_period)
         self._compute_limiter: anyio.CapacityLimiter | None = None  # see ``signals``
         self.watcher = ChampionWatcher(
             resolve=lambda: resolve_champion_version(client, name),

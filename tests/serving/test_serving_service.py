@@ -93,7 +93,9 @@ def _expected_signals(stack: Stack, version: str, symbols: list[str], as_of: pd.
         p = float(pred["prob_up"].iat[0])
         out.append({"symbol": sym, "action": action_from_probability(p, stack.params.signal), "confidence": p,
                     "expected_return": float(pred["expected_return"].iat[0]), "model_version": version,
-                    "feature_timestamp": row["timestamp"].iat[0].strftime("%Y-%m-%dT%H:%M:%SZ")})
+                    "feature_timestamp": row["timestamp"].iat[0].strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    # the ATR the executor's ATR levels read: the feature atr_{risk.atr_period} of the bar
+                    "atr": float(row[f"atr_{stack.params.risk.atr_period}"].iat[0])})
     return out
 
 
