@@ -82,7 +82,7 @@ def backtest(
     if symbols is None and md.get("symbols"):
         data["symbols"] = list(md["symbols"])
     p = p.model_copy(update={"data": p.data.model_copy(update=data)})
-    candles, funding = read_source_candles(p, start, end, history_bars_for_backtest(md))
+    candles, funding = read_source_candles(p, start, end, history_bars_for_backtest(md, p.risk.atr_period))
     evaluation = backtest_model(model, candles, funding, p, start=start, model=loaded)
     _print_table(evaluation, model, p)
     run_id = getattr(loaded.metadata, "run_id", None)

@@ -7,9 +7,16 @@ then the rows of ``[start, end]``, then ``model.predict`` on the logged ``featur
 The promote stage's champion re-evaluation and ``qt backtest`` both call it, so a champion is
 judged on exactly the input it would see when served.
 
+Every signals frame traded here carries ``atr`` (``features.atr``): the feature
+``atr_{risk.atr_period}`` of each signal's bar, computed from the same candles by the same
+feature code as the served signals' ``atr``, so ATR-scaled stops and take-profits trade alike in
+the backtest and live (a frame without it would open nothing under ATR levels). The RSI/MACD
+rule's signals carry it too, so the baseline meets the same risk rules.
+
 ``backtest_model`` returns the same block the evaluate stage writes (``evaluation.json`` and
-summary.json's ``evaluation``): ``strategy``, ``rule_rsi_macd``, ``buy_and_hold``, ``flat``,
-each the backtest metrics plus ``start``/``end``, through the same ``executor.backtest``.
+summary.json's ``evaluation``): ``strategy``, ``rule_rsi_macd``, (with ``risk.allow_short``)
+``rule_rsi_macd_short``, ``buy_and_hold``, ``flat`` (``evaluation_keys``), each the backtest
+metrics plus ``start``/``end``, through the same ``executor.backtest``.
 """
 
 from __future__ import annotations
@@ -20,10 +27,17 @@ import pandas as pd
 
 from qt.config import FeatureParams, Params
 from qt.errors import DataError, UserError
-from training.baselines import RULE_FEATURES
+from training.baselines import RULE_FEATURES, RULE_SHORT
 
-EVALUATION_KEYS = ("strategy", "rule_rsi_macd", "buy_and_hold", "flat")
+EVALUATION_KEYS = ("strategy", "rule_rsi_macd", "buy_and_hold", "flat")  # without risk.allow_short
 URI_FORMS = "models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/model"
+
+
+def evaluation_keys(params: Params) -> tuple[str, ...]:
+    """The runs of the evaluation block under ``params``: the short rule only with ``risk.allow_short``."""
+    if not params.risk.allow_short:
+        return EVALUATION_KEYS
+    return (*EVALUATION_KEYS[:2], RULE_SHORT, *EVALUATION_KEYS[2:])
 
 
 def logged_metadata(model) -> dict:
@@ -48,25 +62,32 @@ def history_bars_needed(metadata: dict) -> int:
     return warmup_bars(FeatureParams(**metadata["feature_params"])) + sequence_length_of(metadata)
 
 
-def history_bars_for_backtest(metadata: dict) -> int:
-    """History ``backtest_model`` needs: the model's input and the RSI/MACD rule's warm-up."""
+def history_bars_for_backtest(metadata: dict, atr_period: int | None = None) -> int:
+    """History ``backtest_model`` needs: the model's input, the RSI/MACD rule's warm-up and
+    (``atr_period``) the signals' ATR."""
+    from features.atr import atr_warmup_bars
     from features.compute import warmup_bars
 
-    return max(history_bars_needed(metadata), warmup_bars(RULE_FEATURES))
+    atr = 0 if atr_period is None else atr_warmup_bars(FeatureParams(**metadata["feature_params"]), atr_period)
+    return max(history_bars_needed(metadata), warmup_bars(RULE_FEATURES), atr)
 
 
 def model_predictions(model, history_candles: pd.DataFrame, start=None, end=None,
-                      funding: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Predictions ``symbol, timestamp, prob_up, expected_return`` for the bars in ``[start, end]``.
+                      funding: pd.DataFrame | None = None, atr_period: int | None = None) -> pd.DataFrame:
+    """Predictions ``symbol, timestamp, prob_up, expected_return`` for the bars in ``[start, end]``
+    (with ``atr_period`` also ``atr``: ``atr_{atr_period}`` of each bar, ``features.atr``).
 
     ``history_candles`` must reach back ``history_bars_needed`` bars before ``start``: earlier
     rows are the warm-up. A row without a full return window is not predictable (like a warm-up
     row) and is left out; DataError when no row of the window is left.
     """
+    from features.atr import ATR, features_with_atr
     from features.compute import compute_features
 
     md = logged_metadata(model)
-    feats = compute_features(history_candles, FeatureParams(**md["feature_params"]), funding=funding)
+    fp = FeatureParams(**md["feature_params"])
+    feats = (compute_features(history_candles, fp, funding=funding) if atr_period is None else
+             features_with_atr(history_candles, fp, atr_period, funding=funding))
     seq = sequence_length_of(md)
     if seq > 0:
         from features.sequence import add_return_windows
@@ -88,8 +109,23 @@ def model_predictions(model, history_candles: pd.DataFrame, start=None, end=None
         raise DataError(f"no predictable bars in [{start or 'start'}, {end or 'end'}]: the model needs "
                         f"{history_bars_needed(md)} bars of history before the first one; widen the range")
     pred = model.predict(window[columns])
-    return window[["symbol", "timestamp"]].assign(prob_up=pred["prob_up"].to_numpy(),
-                                                  expected_return=pred["expected_return"].to_numpy())
+    keys = ["symbol", "timestamp", *([ATR] if atr_period is not None else [])]
+    out = window[keys].assign(prob_up=pred["prob_up"].to_numpy(), expected_return=pred["expected_return"].to_numpy())
+    return out[["symbol", "timestamp", "prob_up", "expected_return", *keys[2:]]]
+
+
+def strategy_signals(predictions: pd.DataFrame, history_candles: pd.DataFrame, params: Params,
+                     model_version: str) -> pd.DataFrame:
+    """The signals frame a model's predictions trade: ``signals_from_predictions`` plus ``atr``
+    (the predictions' own, or ``atr_{risk.atr_period}`` computed from ``history_candles``)."""
+    from executor.signals import signals_from_predictions
+    from features.atr import ATR, attach_atr, row_keys
+
+    signals = signals_from_predictions(predictions, params.signal, model_version=model_version)
+    if ATR not in predictions.columns:
+        return attach_atr(signals, history_candles, params.risk.atr_period, params.features.warmup_memories)
+    atr = pd.Series(predictions[ATR].to_numpy(dtype="float64"), index=row_keys(predictions))
+    return signals.assign(**{ATR: atr.reindex(row_keys(signals)).to_numpy()})
 
 
 def evaluate_predictions(history_candles: pd.DataFrame, predictions: pd.DataFrame, params: Params,
@@ -97,21 +133,26 @@ def evaluate_predictions(history_candles: pd.DataFrame, predictions: pd.DataFram
     """The evaluate stage's comparison on the predictions' window -> (evaluation block, results).
 
     The strategy trades the predictions; the RSI/MACD rule runs on the same bars (its indicators
-    warmed up on the history before); buy-and-hold and flat cover the strategy's window.
+    warmed up on the history before), long-only, and with ``risk.allow_short`` also as
+    ``rule_rsi_macd_short``; buy-and-hold and flat cover the strategy's window. Keys in
+    ``evaluation_keys(params)`` order.
     Perpetuals settle ``funding`` (required for them) in every one of them.
     """
     from executor.backtest import buy_and_hold, flat_baseline, run_backtest
-    from executor.signals import signals_from_predictions
-    from training.baselines import make_rule_signals
+    from features.atr import attach_atr
+    from training.baselines import RULE_VERSION, baseline_names, make_rule_signals, rule_params
 
     start, end = predictions["timestamp"].min(), predictions["timestamp"].max()
     candles = history_candles[history_candles["timestamp"] >= start].reset_index(drop=True)
-    signals = signals_from_predictions(predictions, params.signal, model_version=model_version)
+    signals = strategy_signals(predictions, history_candles, params, model_version)
     results = {"strategy": run_backtest(candles, signals, params, funding=funding)}
     strat = results["strategy"]
     rule = make_rule_signals(history_candles)
     rule = rule[(rule["timestamp"] >= start) & (rule["timestamp"] <= end)]
-    results["rule_rsi_macd"] = run_backtest(candles, rule, params, funding=funding)
+    rule = attach_atr(rule, history_candles, params.risk.atr_period, params.features.warmup_memories)
+    for name in (RULE_VERSION, RULE_SHORT):  # long-only, and (listed with allow_short) shorting on sell
+        if name in baseline_names(params):
+            results[name] = run_backtest(candles, rule, rule_params(params, name), funding=funding)
     results["buy_and_hold"] = buy_and_hold(candles, params, strat.start, strat.end, funding=funding)
     results["flat"] = flat_baseline(candles, params, strat.start, strat.end)
     evaluation = {}
@@ -153,7 +194,7 @@ def backtest_model(model_uri: str, candles: pd.DataFrame, funding: pd.DataFrame 
     if md["timeframe"] != params.data.timeframe:
         raise UserError(f"{model_uri} was trained on {md['timeframe']} bars, not {params.data.timeframe}; "
                         f"backtest it with --timeframe {md['timeframe']}")
-    predictions = model_predictions(model, candles, start, end, funding=funding)
+    predictions = model_predictions(model, candles, start, end, funding=funding, atr_period=params.risk.atr_period)
     evaluation, _ = evaluate_predictions(candles, predictions, params, model_version=model_uri, funding=funding)
     return evaluation
 

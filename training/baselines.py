@@ -8,6 +8,15 @@
   model: buy when RSI(14) < 30 and MACD histogram(12,26,9) > 0, sell when RSI > 70 and
   the histogram < 0, else hold. Computed with TA-Lib on the raw close of bar t (causal:
   the signal at bar t sees bars <= t); bars before the indicators are defined are absent.
+  Traded long-only, as the old system did: a sell closes a long and never opens a short, also
+  when ``risk.allow_short`` is on (``rule_params``).
+* ``rule_rsi_macd_short`` - the same signals frame with ``risk.allow_short``: on a perpetual a
+  sell while flat opens a short (the decision core's rule, nothing else changes). Listed only
+  when ``risk.allow_short`` is on (``baseline_names``), so a challenger that may short must beat
+  the rule that may short too.
+
+``baseline_names(params)`` is the list the evaluate stage backtests, ``qt backtest`` prints and the
+promote stage's gates compare the challenger with.
 """
 
 from __future__ import annotations
@@ -16,14 +25,29 @@ import numpy as np
 import pandas as pd
 import talib
 
-from qt.config import FeatureParams
+from qt.config import FeatureParams, Params
 
 RULE_VERSION = "rule_rsi_macd"
+RULE_SHORT = "rule_rsi_macd_short"
 # The indicators the rule reads, as a feature config: what sets its warm-up (the candles before
 # the holdout that evaluate and backtest must load so the rule is defined from the first bar).
 RULE_FEATURES = FeatureParams(rsi=[14], ema=[], sma=[], macd=(12, 26, 9), atr=[], log_return=[1],
                               realised_vol=[], volume_z=[])
 _SIGNAL_COLUMNS = ["symbol", "timestamp", "action", "confidence", "expected_return", "model_version"]
+
+
+def baseline_names(params: Params) -> tuple[str, ...]:
+    """The baselines a challenger is compared with under ``params`` (in report order)."""
+    shorts = (RULE_SHORT,) if params.risk.allow_short else ()
+    return ("flat", "buy_and_hold", RULE_VERSION, *shorts)
+
+
+def rule_params(params: Params, name: str) -> Params:
+    """The params the rule ``name`` is backtested with: ``rule_rsi_macd`` long-only,
+    ``rule_rsi_macd_short`` with shorts (``params`` as given: only listed with allow_short)."""
+    if name == RULE_VERSION and params.risk.allow_short:
+        return params.model_copy(update={"risk": params.risk.model_copy(update={"allow_short": False})})
+    return params
 
 
 def make_rule_signals(candles: pd.DataFrame, rsi_period: int = 14, macd: tuple[int, int, int] = (12, 26, 9),

@@ -28,7 +28,7 @@ from qt.errors import DataError
 from data.lake import read_candles
 from qt.paths import StatePaths
 from qt.timeframes import timeframe_ms
-from training.baselines import RULE_FEATURES
+from training.baselines import RULE_FEATURES, baseline_names
 
 log = logging.getLogger("qt.training")
 
@@ -38,7 +38,6 @@ IMPORTANCE_CSV = "feature_importance.csv"  # feature x member importances of the
 EVALUATION_JSON = "evaluation.json"
 RETURNS = "holdout_returns.parquet"
 EQUITY = "holdout_equity.parquet"
-BASELINES = ("flat", "buy_and_hold", "rule_rsi_macd")
 
 
 def _registry(params: Params, paths: StatePaths):
@@ -155,6 +154,7 @@ def evaluate_stage(params: Params, paths: StatePaths) -> dict:
     (perpetuals pay funding from the lake), plus the artefacts a person checks before
     approving: equity/drawdown, feature importance and calibration plots and the model card,
     all logged to the training run."""
+    from features.atr import atr_only_params
     from features.compute import warmup_bars
     from training.backtest_model import evaluate_predictions
     from training.report import plot_equity_and_drawdown, render_model_card
@@ -162,7 +162,10 @@ def evaluate_stage(params: Params, paths: StatePaths) -> dict:
     info = _read_handover(paths, TRAIN_JSON, "train")
     preds = pd.read_parquet(paths.models / PREDICTIONS)
     h_start, h_end = _holdout_window(info)
-    history = _read_candles_with_history(params, paths, h_start, warmup_bars(RULE_FEATURES))
+    # warm-ups of the RSI/MACD rule and of the signals' ATR (training.backtest_model.strategy_signals)
+    lead = max(warmup_bars(RULE_FEATURES), warmup_bars(atr_only_params(params.risk.atr_period,
+                                                                       params.features.warmup_memories)))
+    history = _read_candles_with_history(params, paths, h_start, lead)
     funding = _holdout_funding(params, paths, h_start)
     # the same comparison `qt backtest` prints for any registered model
     evaluation, results = evaluate_predictions(history, preds, params, model_version=f"run-{info['run_id'][:8]}",
@@ -257,7 +260,7 @@ def promote_stage(params: Params, paths: StatePaths) -> dict:
     log.info("%s", describe(trials))
     report = evaluate_gates(
         returns["strategy"],
-        {name: {"bar_returns": returns[name], "metrics": evaluation[name]} for name in BASELINES},
+        _gate_baselines(params, evaluation, returns),
         champion_returns, evaluation["strategy"], params.gates, n_trials,
         periods_per_year=bars_per_year(timeframe_ms(params.data.timeframe)), seed=params.train.seed,
         point_in_time=_point_in_time_record(paths), feature_set_hash=info.get("feature_set_hash"),
@@ -307,6 +310,17 @@ def promote_stage(params: Params, paths: StatePaths) -> dict:
     return jsonable({"registry": summary})
 
 
+def _gate_baselines(params: Params, evaluation: dict, returns: pd.DataFrame) -> dict:
+    """The baselines the gates compare the challenger with (``baseline_names``: with
+    ``risk.allow_short`` the short-on-sell RSI/MACD rule too), from the evaluate stage's output."""
+    names = baseline_names(params)
+    missing = [n for n in names if n not in evaluation or n not in returns.columns]
+    if missing:
+        raise DataError(f"the evaluation lacks the baselines {missing} (it was made with other risk params, "
+                        f"e.g. risk.allow_short); run the evaluate stage again")
+    return {name: {"bar_returns": returns[name], "metrics": evaluation[name]} for name in names}
+
+
 def _challenger_identity(info: dict) -> str:
     from training.trials import model_identity
 
@@ -341,8 +355,9 @@ def _reevaluate_champion(registry, version: str, params: Params, paths: StatePat
     The evaluation carries ``overlap`` (bars used, dropped and why); when too few bars are
     left it carries ``refused`` (the reason) and the returns are None: nothing to compare."""
     from executor.backtest import run_backtest
-    from executor.signals import signals_from_predictions
-    from training.backtest_model import history_bars_needed, logged_metadata, model_predictions
+    from features.atr import atr_warmup_bars
+    from qt.config import FeatureParams
+    from training.backtest_model import history_bars_needed, logged_metadata, model_predictions, strategy_signals
     from training.champion_window import champion_scoring_window
     from training.trials import model_identity
 
@@ -360,10 +375,11 @@ def _reevaluate_champion(registry, version: str, params: Params, paths: StatePat
         log.warning("champion v%s not compared: %s", version, window["why"])
         return {"version": version, "refused": window["why"], "overlap": window}, None
     h_start = max(h_start, pd.Timestamp(window["scored_from"]))
-    history = _read_candles_with_history(params, paths, h_start, history_bars_needed(md))
+    lead = max(history_bars_needed(md), atr_warmup_bars(FeatureParams(**md["feature_params"]), params.risk.atr_period))
+    history = _read_candles_with_history(params, paths, h_start, lead)
     funding = _holdout_funding(params, paths, history["timestamp"].min())
-    pred_df = model_predictions(model, history, h_start, h_end, funding=funding)
-    signals = signals_from_predictions(pred_df, params.signal, model_version=str(version))
+    pred_df = model_predictions(model, history, h_start, h_end, funding=funding, atr_period=params.risk.atr_period)
+    signals = strategy_signals(pred_df, history, params, model_version=str(version))
     candles = history[history["timestamp"] >= h_start].reset_index(drop=True)
     res = run_backtest(candles, signals, params, funding=funding)
     metrics = {k: _number(v) for k, v in res.metrics.items()}
