@@ -74,7 +74,7 @@ def run_paper_replay(candles: pd.DataFrame, signal_source, params: Params, state
     A configured notify channel (``environ``, default ``os.environ``) hears fills and risk alerts.
     """
     bar_ms = check_timeframe(candles, params)
-    warn_if_perps(candles["symbol"].unique())
+    warn_if_perps(candles["symbol"].unique(), params.risk.allow_short)
     run_id = pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
     publisher = EventPublisher(redis_url) if redis_url else None
     metrics, metrics_server = start_metrics(metrics_port, params.risk.starting_equity_usdt)
