@@ -46,10 +46,12 @@ class RiskParams(_Frozen):
     # Shorts (perpetuals only): a sell signal while flat opens a short. A spot symbol cannot short.
     allow_short: bool = False
     # Perpetuals: leverage (notional = margin x leverage), per-symbol overrides, and the margin mode
-    # set on the exchange and read back before the first entry (executor.live.leverage).
+    # set on the exchange and read back before the first entry (executor.live.leverage). Isolated by
+    # default: a position can lose its own margin only, never the whole wallet (cross would put it all
+    # behind every position).
     leverage: int = Field(1, ge=1, le=125)
     leverage_by_symbol: dict[str, int] = Field(default_factory=dict)
-    margin_mode: Literal["cross", "isolated"] = "cross"
+    margin_mode: Literal["cross", "isolated"] = "isolated"
     # LIQUIDATION_BEFORE_STOP: the stop must lie between the entry and the liquidation price, and
     # at least this fraction of the entry-to-liquidation distance away from the liquidation price.
     liquidation_buffer: float = Field(0.1, ge=0.0, lt=1.0)
