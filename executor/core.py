@@ -165,7 +165,7 @@ def decide(bar_ts: pd.Timestamp, bars: Mapping[str, Bar], signals: Mapping[str, 
             continue
         # a missing signal still goes to the risk engine, which records NO_SIGNAL
         fraction, why = _fraction(sym, sig, risk, volatility, signal_params)
-        levels = _levels(sig, risk) if sig is not None else _levels_pct(risk)
+        levels = protective_levels(risk, sig.atr) if sig is not None else _levels_pct(risk)
         if fraction is None or levels is None:
             reason = VOL_WARMING_UP if fraction is None else ATR_UNAVAILABLE
             if levels is None:
@@ -215,10 +215,11 @@ def _levels_pct(risk: RiskParams) -> dict:
     return {"stop_loss_pct": risk.stop_loss_pct, "take_profit_pct": risk.take_profit_pct}
 
 
-def _levels(sig: Signal, risk: RiskParams) -> dict | None:
+def protective_levels(risk: RiskParams, atr: float) -> dict | None:
     """Stop, take-profit and ladder distances as fractions of the entry fill; ATR multiples are
-    turned into fractions with the signal's ATR/close of the decision bar. None: ATR needed, absent."""
-    atr = sig.atr
+    turned into fractions with ``atr`` (ATR / close of the decision bar; ignored without ATR levels).
+    None: ATR levels configured and no ATR. Also what live reconciliation guards a position with
+    whose levels the journal does not hold (``executor.live.reconcile``)."""
     if risk.uses_atr and not (atr == atr and atr > 0.0):
         return None
     stop = risk.stop_loss_pct if risk.stop_loss_atr is None else risk.stop_loss_atr * atr

@@ -40,6 +40,7 @@ import pandas as pd
 from executor.live.broker import CcxtBroker
 from executor.live.guards import Guard, is_guard_purpose
 from executor.live.ladder import adopt_rungs
+from executor.live.levels import adoption_levels, timeframe_of
 from executor.live.liquidation import adopt_liquidations
 from executor.live.resting import RestingEntry, last_working_bar
 from executor.paper import MarketOrder
@@ -144,12 +145,6 @@ def entry_reason(side: str) -> str:
     return "signal_sell" if side == "sell" else "signal_buy"
 
 
-def ladder_of(risk: RiskParams) -> tuple[tuple[float, float], ...]:
-    """The configured ladder as fractions of the entry price (an ATR ladder's levels are known only
-    from the journal: ``executor.live.ladder.adopt_rungs`` reads them there first)."""
-    return tuple(sorted(((float(f), float(d)) for f, d in risk.take_profit_ladder), key=lambda r: r[1]))
-
-
 def _keep_guard_orders(broker: CcxtBroker, guard: Guard, open_algo: list[dict], report: ReconcileReport) -> list[dict]:
     """The open conditional orders that are this position's guard (right kind, closing side,
     reduce-only, right quantity): adopted into ``guard``; the others cancelled."""
@@ -213,9 +208,10 @@ def adopt_resting_entries(broker: CcxtBroker, risk: RiskParams, portfolio: Portf
         decided = pd.Timestamp(row["decided_ts"])
         qty, price = float(row["qty"] or 0.0), float(row["price"] or 0.0)
         side = str(found.get("side") or row.get("side") or "buy")
-        ladder = ladder_of(risk)
+        lv = adoption_levels(broker, risk, journal, sym, None, timeframe_of(broker.bar_ms))
+        ladder = lv["take_profit_ladder"]
         order = MarketOrder(int(row["order_id"] or 0), sym, side, "entry", entry_reason(side), notional_usdt=qty * price,
-                            stop_loss_pct=risk.stop_loss_pct, take_profit_pct=0.0 if ladder else risk.take_profit_pct,
+                            stop_loss_pct=lv["stop_loss_pct"], take_profit_pct=lv["take_profit_pct"],
                             decided_ts=decided, order_type="limit", limit_price=price, ttl_bars=risk.limit_ttl_bars,
                             trailing_stop_pct=risk.trailing_stop_pct, trailing_mode=risk.trailing_mode,
                             take_profit_ladder=ladder, breakeven_after_first_tp=risk.breakeven_after_first_tp,
@@ -262,6 +258,7 @@ def reconcile(broker: CcxtBroker, symbols: list[str], risk: RiskParams, next_bar
     """Bring journal, exchange and ledger into agreement; returns the ledger to trade from."""
     ex, journal = broker.ex, broker.journal
     report = ReconcileReport()
+    timeframe = timeframe_of(bar_ms)
     resolve_unanswered(broker, report)
 
     _adopt_triggered_guards(broker, report)
@@ -298,9 +295,12 @@ def reconcile(broker: CcxtBroker, symbols: list[str], risk: RiskParams, next_bar
             log.warning("%s: adopting a %s position of %s the journal does not know", sym, pos.get("side"), qty)
         entry_ts = pd.Timestamp(last["fill_ts"]) if last and last["fill_ts"] else next_bar_ts
         sign = -1.0 if short else 1.0
-        ladder = ladder_of(risk)
-        guard = Guard(sym, qty, broker.round_price(sym, entry_price * (1.0 - sign * risk.stop_loss_pct)),
-                      float("nan") if ladder else broker.round_price(sym, entry_price * (1.0 + sign * risk.take_profit_pct)),
+        lv = adoption_levels(broker, risk, journal, sym, last["client_id"] if last else None, timeframe)
+        ladder = lv["take_profit_ladder"]
+        stop = lv["stop_price"] or entry_price * (1.0 - sign * lv["stop_loss_pct"])
+        take = lv["take_profit_price"] or entry_price * (1.0 + sign * lv["take_profit_pct"])
+        guard = Guard(sym, qty, broker.round_price(sym, stop),
+                      float("nan") if ladder else broker.round_price(sym, take),
                       int(last["order_id"] or 0) if last else 0,
                       last["client_id"] if last else f"adopted-{sym}",
                       trail_pct=risk.trailing_stop_pct, trail_mode=risk.trailing_mode, peak=entry_price,
