@@ -37,9 +37,8 @@ Fill rules (the backtest and the paper daemon both use exactly these):
   3. otherwise it rests; after ``limit_ttl_bars`` bars without a fill it expires (the loop
      releases the reservation and records ``LIMIT_EXPIRED``).
 
-  A limit fill pays no slippage and the maker fee (``costs.maker_fee_rate`` when the cost model
-  has one, else ``costs.fee_rate``). Protective orders are placed from the fill price. After a
-  fill at the open they work that bar like after a market entry; after an intrabar fill only
+  A limit fill pays no slippage and the maker fee (``costs.maker_fee_rate``; unset:
+  ``costs.fee_rate``). Protective orders are placed from the fill price. After a fill at the open they work that bar like after a market entry; after an intrabar fill only
   the stop is checked in that bar (at its level: the low may have come after the fill, the high
   may have come before it) and the trail's peak stays at the fill price (the bar's high may
   precede the fill).
@@ -164,9 +163,7 @@ class PaperBroker:
     def __init__(self, costs: CostParams):
         self.costs = costs
         self._slip = costs.slippage_bps / 10_000.0
-        self._maker_fee = getattr(costs, "maker_fee_rate", None)
-        if self._maker_fee is None:
-            self._maker_fee = costs.fee_rate
+        self._maker_fee = costs.fee_rate if costs.maker_fee_rate is None else costs.maker_fee_rate
         self._pending: list[MarketOrder] = []
         self._protective: dict[str, Protective] = {}
         self._limit_age: dict[int, int] = {}  # limit order id -> bars of its symbol it has worked

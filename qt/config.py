@@ -128,6 +128,8 @@ class CostParams(_Frozen):
 
     fee_rate: float = Field(0.001, ge=0.0, lt=0.05)  # fraction of notional per fill (taker)
     slippage_bps: float = Field(2.0, ge=0.0, lt=500.0)  # adverse price move per fill
+    # a resting limit that fills pays the maker rate (executor.paper); None: the taker fee_rate
+    maker_fee_rate: float | None = Field(None, ge=0.0, lt=0.05)
 
 
 # Hyper-parameters ``train.nhits`` / ``train.patchtst`` may set (passed to the neuralforecast

@@ -52,6 +52,18 @@ def test_limit_fills_at_the_open_when_the_market_opens_below_it_without_slippage
     assert (prot.stop_price, prot.take_profit_price) == (pytest.approx(98.5 * 0.97), pytest.approx(98.5 * 1.06))
 
 
+def test_limit_fill_pays_the_maker_fee_rate_and_a_market_entry_the_taker_rate():
+    costs = CostParams(fee_rate=0.001, maker_fee_rate=0.0002, slippage_bps=10.0)
+    broker = PaperBroker(costs)
+    broker.submit(_limit(99.0))
+    (fill,) = broker.process_bar({SYM: _bar(1, 100.0, 100.5, 98.9, 100.0)}).fills
+    assert fill.fee_usdt == pytest.approx(1000.0 * 0.0002)  # a resting order filled: maker
+    taker = PaperBroker(costs)
+    taker.submit(_market())
+    (entry,) = taker.process_bar({SYM: _bar(1, 100.0, 100.5, 99.9, 100.0)}).fills
+    assert entry.fee_usdt == pytest.approx(1000.0 * 0.001)  # a market order: taker
+
+
 def test_limit_fills_intrabar_at_its_price_when_the_low_goes_strictly_below():
     broker = PaperBroker(COSTS)
     broker.submit(_limit(99.0))
