@@ -164,7 +164,7 @@ class TradingLoop:
         self._ts: pd.Timestamp | None = None  # bar being stepped (for alerts raised by listener failures)
         self.kill_switch = kill_switch
         self.bar_ms = bar_ms or timeframe_ms(params.data.timeframe)
-        self.risk = RiskEngine(params.risk, params.costs, params.signal, self.bar_ms)
+        self.risk = RiskEngine(params.risk, params.costs, params.signal, self.bar_ms, params.labels.horizon_bars)
         self.risk.funding = self.funding  # the funding filter reads the last settled rate
         self.portfolio = Portfolio(cash_usdt=params.risk.starting_equity_usdt)
         self._next_order_id = 1

@@ -27,6 +27,7 @@ take-profits, max holding, signal flip) are never blocked, in any state.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -58,6 +59,8 @@ CORRELATION_CAP = "CORRELATION_CAP"
 NET_EXPOSURE = "NET_EXPOSURE"
 MARGIN_GUARD = "MARGIN_GUARD"
 LIQUIDATION_BEFORE_STOP = "LIQUIDATION_BEFORE_STOP"
+EDGE_BELOW_COST = "EDGE_BELOW_COST"
+FUNDING_INTERVAL_MS = 8 * 3_600_000  # Binance's usual funding interval (the expected-funding estimate)
 
 
 class TradingState(str, Enum):
@@ -110,7 +113,8 @@ class RiskEngine:
     """Holds the trading state; ``check`` is otherwise a pure function of its arguments."""
 
     def __init__(self, risk: RiskParams, costs: CostParams, signal: SignalParams | None = None,
-                 bar_ms: int = 3_600_000):
+                 bar_ms: int = 3_600_000, horizon_bars: int = 1):
+        self.horizon_bars = horizon_bars  # the label horizon the signal's expected_return spans
         self.risk = risk
         self.costs = costs
         self.signal = signal or SignalParams()
@@ -140,7 +144,8 @@ class RiskEngine:
 
     @classmethod
     def from_params(cls, params) -> "RiskEngine":
-        return cls(params.risk, params.costs, params.signal, timeframe_ms(params.data.timeframe))
+        return cls(params.risk, params.costs, params.signal, timeframe_ms(params.data.timeframe),
+                   params.labels.horizon_bars)
 
     def reset_equity(self, equity_usdt: float) -> None:
         """Count drawdown and daily loss from ``equity_usdt`` (live: the reconciled ledger at start-up)."""
@@ -167,6 +172,32 @@ class RiskEngine:
                           why="no settled funding rate known for the symbol; collect funding")
         if (rate > limit and not intent.is_short) or (rate < -limit and intent.is_short):
             return Denied(FUNDING_FILTER, rate=rate, limit=limit, side="short" if intent.is_short else "long")
+        return None
+
+    def _edge_filter(self, intent: OrderIntent, now: pd.Timestamp) -> Denied | None:
+        """Cost-aware entry: the expected move over the label horizon, in the entry's direction
+        (``exp(expected_return) - 1``, the model's out-of-fold calibrated mapping), must beat the
+        round trip - entry and exit fee and slippage (a limit entry: the maker fee, no slippage)
+        plus, on a perpetual, the last settled funding rate over the horizon's funding times, paid
+        by the side that pays it - by ``signal.min_edge_bps``."""
+        c = self.costs
+        slip = c.slippage_bps / 10_000.0
+        maker = c.fee_rate if c.maker_fee_rate is None else c.maker_fee_rate
+        entry_cost = maker if intent.order_type == "limit" else c.fee_rate + slip
+        cost = entry_cost + c.fee_rate + slip
+        direction = -1.0 if intent.is_short else 1.0
+        funding = 0.0
+        if ":" in intent.symbol:
+            rate = None if self.funding is None else self.funding.last_rate_before(intent.symbol, now)
+            if rate is None:
+                return Denied(EDGE_BELOW_COST, why="no settled funding rate known to price the holding cost")
+            funding = direction * rate * self.horizon_bars * self.bar_ms / FUNDING_INTERVAL_MS
+        move = direction * (math.exp(intent.signal.expected_return) - 1.0)
+        edge = move - cost - funding
+        need = self.signal.min_edge_bps / 10_000.0
+        if edge < need:
+            return Denied(EDGE_BELOW_COST, expected_move=move, round_trip_cost=cost, expected_funding=funding,
+                          edge=edge, min_edge=need)
         return None
 
     # ---- state machine -------------------------------------------------------------
@@ -279,6 +310,10 @@ class RiskEngine:
             return Denied(SHORT_NOT_ALLOWED, symbol=intent.symbol)
         if r.max_entry_funding_rate is not None and ":" in intent.symbol:
             denied = self._funding_filter(intent, now)
+            if denied is not None:
+                return denied
+        if self.signal.min_edge_bps is not None:
+            denied = self._edge_filter(intent, now)
             if denied is not None:
                 return denied
         requested = intent.notional_usdt

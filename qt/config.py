@@ -198,6 +198,9 @@ class SignalParams(_Frozen):
     buy_threshold: float = Field(0.55, gt=0.5, lt=1.0)
     sell_threshold: float = Field(0.45, gt=0.0, lt=0.5)
     max_age_bars: int = Field(1, ge=1)  # a signal older than this is stale: open nothing
+    # EDGE_BELOW_COST: no entry unless the expected move over the label horizon (the model's
+    # expected_return) beats the round trip's fees, slippage and expected funding by this much
+    min_edge_bps: float | None = Field(None, ge=0.0, lt=10_000.0)
 
 
 class GateParams(_Frozen):

@@ -208,3 +208,29 @@ def test_confidence_sizing_scales_with_the_distance_beyond_the_threshold():
     notional = bt.fills.set_index("symbol")["notional_usdt"]
     assert notional[PERP] == pytest.approx(10_000 * 0.2 * 0.5)
     assert notional[ETH] == pytest.approx(10_000 * 0.2 * (0.99 - 0.55) / 0.45)
+
+
+def test_min_edge_refuses_entries_whose_expected_move_does_not_beat_fees_slippage_and_funding():
+    p = params(data={"symbols": [PERP, ETH]}, costs={"fee_rate": 0.001, "slippage_bps": 2.0},
+               signal={"min_edge_bps": 10.0}, labels={"horizon_bars": 16}, risk={"allow_short": True})
+    engine = RiskEngine.from_params(p)
+    engine.funding = FundingSchedule(pd.DataFrame({"symbol": [PERP, ETH], "funding_rate": [0.0001, 0.0],
+                                                   "timestamp": [ts(-8), ts(-8)]}))
+    cost = 2 * (0.001 + 0.0002)  # taker fee and slippage, in and out
+    funding = 0.0001 * 16 / 8  # two funding times in 16 one-hour bars, paid by a long when positive
+
+    def entry(symbol, side, move):
+        sig = Signal(symbol, ts(0), side, 0.8 if side == "buy" else 0.2, float(np.log1p(move)), "1")
+        return OrderIntent(symbol, side, "entry", f"signal_{side}", notional_usdt=1_000.0, signal=sig,
+                           stop_loss_pct=0.02, take_profit_pct=0.04, reference_price=100.0)
+
+    need = 0.001
+    assert isinstance(engine.check(entry(ETH, "buy", cost + need + 1e-4), _portfolio(), NOW), Approved)
+    short_of = engine.check(entry(ETH, "buy", cost + need - 1e-4), _portfolio(), NOW)
+    assert short_of.reason == "EDGE_BELOW_COST" and short_of.numbers["round_trip_cost"] == pytest.approx(cost)
+    # the perpetual's long also pays the expected funding; its short receives it
+    assert engine.check(entry(PERP, "buy", cost + need + 1e-4), _portfolio(), NOW).reason == "EDGE_BELOW_COST"
+    assert isinstance(engine.check(entry(PERP, "buy", cost + funding + need + 1e-4), _portfolio(), NOW), Approved)
+    assert isinstance(engine.check(entry(PERP, "sell", -(cost - funding + need + 1e-4)), _portfolio(), NOW), Approved)
+    # a sell whose model expects the price to rise has no edge at all
+    assert engine.check(entry(ETH, "sell", 0.01), _portfolio(), NOW).numbers["expected_move"] == pytest.approx(-0.01)
