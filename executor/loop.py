@@ -44,6 +44,7 @@ from executor.listeners import STATE_WRITE_FAILED, STATE_WRITE_RECOVERED, Listen
 from executor.broker import Broker, Rejection, SimulatedBroker
 from executor.paper import LIMIT_EXPIRED, MarketOrder
 from executor.portfolio import Bar, ClosedTrade, Fill, Portfolio
+from executor.rank import decide_rank
 from executor.risk import Approved, RiskAlert, RiskEngine, TradingState
 from executor.signals import Signal, SignalSource, SignalUnavailable
 from executor.sizing import RealisedVolatility
@@ -177,8 +178,9 @@ class TradingLoop:
         self._eq_val: list[float] = []
         self._exposed: list[bool] = []
         # volatility-targeted sizing: fed with every close the loop sees (``_mark``), before it decides
-        self.volatility = (RealisedVolatility(params.risk.vol_lookback_bars, self.bar_ms)
-                           if params.risk.sizing == "volatility_target" else None)
+        vol_sized = params.risk.sizing == "volatility_target" or (
+            params.signal.mode == "rank" and params.signal.rank_weighting == "volatility")
+        self.volatility = RealisedVolatility(params.risk.vol_lookback_bars, self.bar_ms) if vol_sized else None
 
     def prime_volatility(self, candles: pd.DataFrame, before: pd.Timestamp) -> None:
         """Feed the volatility estimate with the closes of the bars before the first one stepped, so
@@ -363,8 +365,12 @@ class TradingLoop:
             if alert is not None:
                 log.warning("risk: %s %s", alert.message, alert.numbers)
                 self.raise_alert(alert)
-        out = decide(ts, bars, signals, self.portfolio, self.params.risk, symbols,
-                     None if self.volatility is None else self.volatility.annual, self.params.signal)
+        vol = None if self.volatility is None else self.volatility.annual
+        if self.params.signal.mode == "rank":
+            out = decide_rank(ts, bars, signals, self.portfolio, self.params.risk, symbols, self.params.signal,
+                              self.bar_ms, vol)
+        else:
+            out = decide(ts, bars, signals, self.portfolio, self.params.risk, symbols, vol, self.params.signal)
         for d in out.decisions:
             self.record(d)
         now = ts + self._bar_delta

@@ -201,6 +201,14 @@ class SignalParams(_Frozen):
     # EDGE_BELOW_COST: no entry unless the expected move over the label horizon (the model's
     # expected_return) beats the round trip's fees, slippage and expected funding by this much
     min_edge_bps: float | None = Field(None, ge=0.0, lt=10_000.0)
+    # timing: each symbol on its own, by the thresholds; rank: the cross-sectional portfolio of
+    # executor.rank (every rebalance_bars bars hold the top_k by expected return, and the bottom
+    # top_k short where allowed; a held one stays while within top_k + rank_buffer)
+    mode: Literal["timing", "rank"] = "timing"
+    rebalance_bars: int = Field(24, ge=1)
+    top_k: int = Field(2, ge=1)
+    rank_buffer: int = Field(1, ge=0)
+    rank_weighting: Literal["equal", "volatility"] = "equal"
 
 
 class GateParams(_Frozen):
