@@ -110,6 +110,32 @@ def spot_client(venue: LocalExchange, timeout_ms: int = 10_000) -> ccxt.Exchange
     return c
 
 
+def bars_frame(rows: list[tuple[float, float, float, float]], symbol: str = SYMBOL) -> pd.DataFrame:
+    """Hourly candles of ``symbol`` from T0, one ``(open, high, low, close)`` per bar."""
+    return pd.DataFrame({"symbol": symbol, "timestamp": pd.date_range(T0, periods=len(rows), freq="1h", tz="UTC"),
+                         "open": [r[0] for r in rows], "high": [r[1] for r in rows], "low": [r[2] for r in rows],
+                         "close": [r[3] for r in rows], "volume": 1_000.0})
+
+
+def calm_bars(n_bars: int, special: dict[int, tuple[float, float, float, float]],
+              price: float = PRICE) -> pd.DataFrame:
+    """``bars_frame`` at ``price`` with a 0.1 % range, except the bars in ``special``."""
+    return bars_frame([special.get(i, (price, price * 1.001, price * 0.999, price)) for i in range(n_bars)])
+
+
+@contextmanager
+def serving_market(root: Path, candles_frame: pd.DataFrame, funding_rate: float = 0.0) -> Iterator[LocalExchange]:
+    """Write ``candles_frame`` to ``root`` with a funding event of ``funding_rate`` every 8 h per
+    symbol, and serve it with a local exchange for one test module (stopped whatever happens)."""
+    last = candles_frame["timestamp"].max()
+    stamps = pd.date_range(T0, last, freq="8h", tz="UTC")
+    funding = pd.concat([pd.DataFrame({"symbol": s, "timestamp": stamps, "funding_rate": funding_rate})
+                         for s in sorted(candles_frame["symbol"].unique())], ignore_index=True)
+    write_datadir(candles_frame, root, "1h", funding=funding)
+    with running_exchange(root) as ex:
+        yield ex
+
+
 @contextmanager
 def running_exchange(root: Path) -> Iterator[LocalExchange]:
     """A local exchange serving ``root`` for one test module, stopped whatever happens."""

@@ -10,14 +10,11 @@ daemon, polling at the open of bar k, steps bar k-1 (the newest closed one).
 
 from __future__ import annotations
 
-
 import pandas as pd
 import pytest
 
 from executor.paper import LIMIT_EXPIRED
-from exchange import write_datadir
-from tests.executor.live.support import SYMBOL, T0, bar_ms, buy_signals, client
-from tests.executor.live.support import running_exchange, trader_factory
+from tests.executor.live.support import SYMBOL, bar_ms, bars_frame, buy_signals, client, serving_market, trader_factory
 
 pytestmark = pytest.mark.slow
 
@@ -34,18 +31,12 @@ def _candles() -> pd.DataFrame:
     for i in range(N_BARS):
         p = FLAT if i <= 100 else 30_600.0
         rows.append(SPECIAL.get(i, (p, p * 1.001, p * 0.999, p)))
-    return pd.DataFrame({"symbol": SYMBOL, "timestamp": pd.date_range(T0, periods=N_BARS, freq="1h", tz="UTC"),
-                         "open": [r[0] for r in rows], "high": [r[1] for r in rows], "low": [r[2] for r in rows],
-                         "close": [r[3] for r in rows], "volume": 1_000.0})
+    return bars_frame(rows)
 
 
 @pytest.fixture(scope="module")
 def exchange(tmp_path_factory):
-    root = tmp_path_factory.mktemp("orders-market")
-    funding = pd.DataFrame({"symbol": SYMBOL, "timestamp": pd.date_range(T0, periods=N_BARS // 8, freq="8h",
-                                                                         tz="UTC"), "funding_rate": 0.0})
-    write_datadir(_candles(), root, "1h", funding=funding)
-    with running_exchange(root) as ex:
+    with serving_market(tmp_path_factory.mktemp("orders-market"), _candles()) as ex:
         yield ex
 
 

@@ -16,10 +16,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from exchange import write_datadir
 from qt.margin import BINANCE_BTCUSDT_BRACKETS, liquidation_price
 from tests.executor.exec_support import signals_frame
-from tests.executor.live.support import SYMBOL, T0, bar_ms, client, running_exchange, trader_factory
+from tests.executor.live.support import SYMBOL, bar_ms, calm_bars, client, serving_market, trader_factory
 
 pytestmark = pytest.mark.slow
 
@@ -41,10 +40,7 @@ LEVERED = {"max_position_notional_usdt": 50_000.0, "max_gross_exposure": 5.0, "m
 
 
 def _candles() -> pd.DataFrame:
-    rows = [SPECIAL.get(i, (FLAT, FLAT * 1.001, FLAT * 0.999, FLAT)) for i in range(N_BARS)]
-    return pd.DataFrame({"symbol": SYMBOL, "timestamp": pd.date_range(T0, periods=N_BARS, freq="1h", tz="UTC"),
-                         "open": [r[0] for r in rows], "high": [r[1] for r in rows], "low": [r[2] for r in rows],
-                         "close": [r[3] for r in rows], "volume": 1_000.0})
+    return calm_bars(N_BARS, SPECIAL, FLAT)
 
 
 def _signals() -> pd.DataFrame:
@@ -53,11 +49,7 @@ def _signals() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def exchange(tmp_path_factory):
-    root = tmp_path_factory.mktemp("short-market")
-    funding = pd.DataFrame({"symbol": SYMBOL, "timestamp": pd.date_range(T0, periods=N_BARS // 8, freq="8h",
-                                                                         tz="UTC"), "funding_rate": 0.0})
-    write_datadir(_candles(), root, "1h", funding=funding)
-    with running_exchange(root) as ex:
+    with serving_market(tmp_path_factory.mktemp("short-market"), _candles()) as ex:
         yield ex
 
 
