@@ -13,6 +13,7 @@ cannot answer at all (the executor then opens nothing and keeps managing exits).
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -115,14 +116,25 @@ class FrameSignalSource:
         df = signals_df.copy()
         df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True)
         df = df.sort_values(["symbol", "timestamp"], kind="stable")
-        self._by_symbol: dict[str, tuple[np.ndarray, list[Signal]]] = {}
-        for sym, g in df.groupby("symbol", sort=True):
-            ts_ns = np.array([t.value for t in g["timestamp"]], dtype=np.int64)  # ns since epoch
-            atr = g["atr"].to_numpy(dtype="float64") if "atr" in g.columns else np.full(len(g), np.nan)
-            sigs = [Signal(str(sym), pd.Timestamp(t), str(a), float(c), float(e), str(v), float(r))
-                    for t, a, c, e, v, r in zip(g["timestamp"], g["action"], g["confidence"],
-                                                g["expected_return"], g["model_version"], atr)]
-            self._by_symbol[str(sym)] = (ts_ns, sigs)
+        # Built column-wise over the whole frame, then cut per symbol: a backtest builds one
+        # Signal per symbol-bar, and per-group, per-cell pandas iteration was most of its set-up.
+        n = len(df)
+        symbols = df["symbol"].astype(str).to_numpy(dtype=object)
+        stamps = list(df["timestamp"])  # Timestamps of the frame's own unit, as before
+        ts_all = df["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64)  # ns since epoch
+        atr = df["atr"].to_numpy(dtype="float64") if "atr" in df.columns else np.full(n, np.nan)
+        sigs_all = [Signal(sym, t, a, c, e, v, r) for sym, t, a, c, e, v, r in zip(
+            symbols.tolist(), stamps, df["action"].astype(str).to_numpy(dtype=object).tolist(),
+            df["confidence"].to_numpy(dtype="float64").tolist(), df["expected_return"].to_numpy(dtype="float64").tolist(),
+            df["model_version"].astype(str).to_numpy(dtype=object).tolist(), atr.tolist())]
+        self._by_symbol: dict[str, tuple[list[int], list[Signal]]] = {}
+        cuts = np.flatnonzero(symbols[1:] != symbols[:-1]) + 1 if n else np.array([], dtype=np.int64)
+        for lo, hi in zip(np.concatenate([[0], cuts]).tolist(), np.concatenate([cuts, [n]]).tolist()):
+            if hi > lo:
+                self._by_symbol[symbols[lo]] = (ts_all[lo:hi].tolist(), sigs_all[lo:hi])
+        # per symbol: the row served last - a backtest asks for bars in time order, so the next
+        # answer is almost always that row or the following one (no search)
+        self._cursor: dict[str, int] = {}
 
     @property
     def first_timestamp(self) -> pd.Timestamp | None:
@@ -135,14 +147,25 @@ class FrameSignalSource:
         return max(lasts) if lasts else None
 
     def fetch(self, symbols: Sequence[str], as_of: pd.Timestamp) -> list[Signal]:
-        as_of_ns = pd.Timestamp(as_of).value
+        as_of_ns = as_of.value if isinstance(as_of, pd.Timestamp) else pd.Timestamp(as_of).value
         out: list[Signal] = []
+        cursor = self._cursor
         for sym in symbols:
             entry = self._by_symbol.get(sym)
             if entry is None:
                 continue
             ts_ns, sigs = entry
-            i = int(np.searchsorted(ts_ns, as_of_ns, side="right")) - 1
+            i = cursor.get(sym, -1)
+            # the row served last time, or the one after it; else a binary search
+            if not (0 <= i < len(sigs) and ts_ns[i] <= as_of_ns):
+                i = -1
+            elif i + 1 < len(sigs) and ts_ns[i + 1] <= as_of_ns:
+                i += 1
+                if i + 1 < len(sigs) and ts_ns[i + 1] <= as_of_ns:
+                    i = -1
+            if i < 0:
+                i = bisect.bisect_right(ts_ns, as_of_ns) - 1
+            cursor[sym] = i
             if i >= 0:
                 out.append(sigs[i])
         return out
