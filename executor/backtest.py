@@ -162,7 +162,8 @@ def _frame(items: list, columns: list[str]) -> pd.DataFrame:
 
 def decisions_frame(decisions: list) -> pd.DataFrame:
     rows = [(d.timestamp, d.symbol, d.signal_action, d.outcome, d.reason, d.notional_usdt, d.confidence,
-             d.model_version, json.dumps(d.details, sort_keys=True, default=str)) for d in decisions]
+             d.model_version, json.dumps(d.details, sort_keys=True, default=str) if d.details else "{}")
+            for d in decisions]  # most decisions carry no details: their JSON is always "{}"
     return pd.DataFrame(rows, columns=DECISION_COLUMNS)
 
 

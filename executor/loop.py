@@ -209,13 +209,13 @@ class TradingLoop:
         if len(table.timestamps):
             self.prime_volatility(candles, table.timestamps[0])
         last_bars: dict[str, Bar] = {}
-        for i, ts in enumerate(table.timestamps):
+        symbols = table.symbols
+        # one conversion to Python floats for the whole table, not four numpy scalars per symbol-bar
+        for ts, row in zip(table.timestamps, table.ohlc.tolist()):
             bars: dict[str, Bar] = {}
-            row = table.ohlc[i]
-            for j, sym in enumerate(table.symbols):
-                o, h, lo, c = row[j]
+            for sym, (o, h, lo, c) in zip(symbols, row):
                 if o == o and c == c:  # not NaN
-                    bars[sym] = Bar(sym, ts, float(o), float(h), float(lo), float(c))
+                    bars[sym] = Bar(sym, ts, o, h, lo, c)
             last_bars.update(bars)
             self.step(ts, bars, table.symbols)
         if close_at_end:
@@ -466,6 +466,8 @@ class TradingLoop:
         self._emit("on_alert", alert)
 
     def _emit(self, method: str, *args) -> None:
+        if not self.listeners:  # a backtest has none: skip the loop, called several times per symbol-bar
+            return
         for listener in self.listeners:
             try:
                 getattr(listener, method)(*args)
