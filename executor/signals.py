@@ -120,8 +120,11 @@ class FrameSignalSource:
         # Signal per symbol-bar, and per-group, per-cell pandas iteration was most of its set-up.
         n = len(df)
         symbols = df["symbol"].astype(str).to_numpy(dtype=object)
-        stamps = list(df["timestamp"])  # Timestamps of the frame's own unit, as before
         ts_all = df["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64)  # ns since epoch
+        # one Timestamp (of the frame's own unit) per distinct time, shared by the symbols' signals
+        where = np.unique(ts_all, return_inverse=True)[1]
+        shared = list(pd.DatetimeIndex(df["timestamp"]).unique().sort_values())
+        stamps = [shared[k] for k in where.tolist()]
         atr = df["atr"].to_numpy(dtype="float64") if "atr" in df.columns else np.full(n, np.nan)
         sigs_all = [Signal(sym, t, a, c, e, v, r) for sym, t, a, c, e, v, r in zip(
             symbols.tolist(), stamps, df["action"].astype(str).to_numpy(dtype=object).tolist(),
