@@ -56,6 +56,7 @@ EXIT_PENDING = "EXIT_PENDING"
 ENTRY_PENDING = "ENTRY_PENDING"
 FLIP_EXIT_DISABLED = "FLIP_EXIT_DISABLED"
 ATR_UNAVAILABLE = "ATR_UNAVAILABLE"
+_NAN = float("nan")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,15 +130,21 @@ def decide(bar_ts: pd.Timestamp, bars: Mapping[str, Bar], signals: Mapping[str, 
     exits: list[OrderIntent] = []
     entries: list[tuple[float, OrderIntent]] = []
     decisions: list[Decision] = []
+    positions, reserved = portfolio.positions, portfolio.reserved_usdt
+    no_signals: Mapping[str, Signal] = {}
     for sym in symbols:
-        sig = signals.get(sym) if signals is not None else None
-        action = sig.action if sig is not None else None
-        conf = sig.confidence if sig is not None else float("nan")
-        version = sig.model_version if sig is not None else None
+        sig = (signals if signals is not None else no_signals).get(sym)
+        if sig is None:
+            action, conf, version = None, _NAN, None
+        else:
+            action, conf, version = sig.action, sig.confidence, sig.model_version
         if sym not in bars:
             decisions.append(Decision(bar_ts, sym, action, "skip", NO_BAR))
             continue
-        pos = portfolio.positions.get(sym)
+        pos = positions.get(sym)
+        if pos is None and action == "hold" and sym not in reserved:  # the common case: flat, nothing to do
+            decisions.append(Decision(bar_ts, sym, action, "hold", HOLD_SIGNAL, confidence=conf, model_version=version))
+            continue
         if pos is not None:
             against = "sell" if pos.side == "long" else "buy"
             if sym in portfolio.pending_exits:
@@ -154,7 +161,7 @@ def decide(bar_ts: pd.Timestamp, bars: Mapping[str, Bar], signals: Mapping[str, 
                 decisions.append(Decision(bar_ts, sym, action, "hold", reason, confidence=conf,
                                           model_version=version, details={"bars_held": pos.bars_held}))
             continue
-        if sym in portfolio.reserved_usdt:
+        if sym in reserved:
             decisions.append(Decision(bar_ts, sym, action, "hold", ENTRY_PENDING, confidence=conf,
                                       model_version=version))
             continue

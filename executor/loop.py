@@ -360,19 +360,23 @@ class TradingLoop:
             self._result.signals_received += len(received)
             signals = {s.symbol: s for s in received}
             self._emit("on_signals", ts, received)
-            fresh = [s for s in received if s.timestamp == ts]  # this bar's: a lagging source repeats old ones
-            alert = self.risk.observe_signals(ts, [s.action for s in fresh], [s.confidence for s in fresh])
-            if alert is not None:
-                log.warning("risk: %s %s", alert.message, alert.numbers)
-                self.raise_alert(alert)
+            if self.risk.supervisor.enabled:  # off: nothing to feed it (saves two lists per bar)
+                fresh = [s for s in received if s.timestamp == ts]  # this bar's: a lagging source repeats old ones
+                alert = self.risk.observe_signals(ts, [s.action for s in fresh], [s.confidence for s in fresh])
+                if alert is not None:
+                    log.warning("risk: %s %s", alert.message, alert.numbers)
+                    self.raise_alert(alert)
         vol = None if self.volatility is None else self.volatility.annual
         if self.params.signal.mode == "rank":
             out = decide_rank(ts, bars, signals, self.portfolio, self.params.risk, symbols, self.params.signal,
                               self.bar_ms, vol)
         else:
             out = decide(ts, bars, signals, self.portfolio, self.params.risk, symbols, vol, self.params.signal)
-        for d in out.decisions:
-            self.record(d)
+        if self.listeners:
+            for d in out.decisions:
+                self.record(d)
+        else:  # what record does without listeners
+            self._result.decisions.extend(out.decisions)
         now = ts + self._bar_delta
         for intent in out.intents:
             if not intent.is_exit and self.health.entries_blocked:
