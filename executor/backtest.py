@@ -41,6 +41,7 @@ import json
 import logging
 import math
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 import numpy as np
 import pandas as pd
@@ -161,10 +162,13 @@ def _frame(items: list, columns: list[str]) -> pd.DataFrame:
 
 
 def decisions_frame(decisions: list) -> pd.DataFrame:
-    rows = [(d.timestamp, d.symbol, d.signal_action, d.outcome, d.reason, d.notional_usdt, d.confidence,
-             d.model_version, json.dumps(d.details, sort_keys=True, default=str) if d.details else "{}")
-            for d in decisions]  # most decisions carry no details: their JSON is always "{}"
-    return pd.DataFrame(rows, columns=DECISION_COLUMNS)
+    if not decisions:
+        return pd.DataFrame([], columns=DECISION_COLUMNS)
+    # column-wise: a backtest has one row per symbol-bar, and tuples per row cost twice as much
+    columns = {c: list(map(attrgetter(c), decisions)) for c in DECISION_COLUMNS[:-1]}
+    columns["details"] = [json.dumps(d, sort_keys=True, default=str) if d else "{}"  # most carry none
+                          for d in map(attrgetter("details"), decisions)]
+    return pd.DataFrame(columns, columns=DECISION_COLUMNS)
 
 
 def check_timeframe(candles: pd.DataFrame, params: Params) -> int:
