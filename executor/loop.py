@@ -317,13 +317,14 @@ class TradingLoop:
 
     def _mark(self, ts: pd.Timestamp, bars: dict[str, Bar]) -> None:
         pf = self.portfolio
+        marks, positions, volatility, history = pf.marks, pf.positions, self.volatility, self.risk.history
         for sym, bar in bars.items():
-            pf.marks[sym] = bar.close
-            if self.volatility is not None:
-                self.volatility.observe(sym, bar.close)
-            if self.risk.history is not None:
-                self.risk.history.observe(sym, ts, bar.close)
-            pos = pf.positions.get(sym)
+            marks[sym] = bar.close
+            if volatility is not None:
+                volatility.observe(sym, bar.close)
+            if history is not None:
+                history.observe(sym, ts, bar.close)
+            pos = positions.get(sym)
             if pos is not None:
                 pos.bars_held += 1
         equity = pf.equity_usdt()
