@@ -48,7 +48,8 @@ import pandas as pd
 
 from executor.funding import (PAYMENT_COLUMNS, FundingSchedule, as_schedule, holding_payments, is_perp,
                               payments_frame, require_funding)
-from executor.loop import LoopResult, TradingLoop, infer_bar_ms
+from executor.bartable import infer_bar_ms
+from executor.loop import LoopResult, TradingLoop
 from executor.paper import PaperBroker
 from executor.signals import FrameSignalSource
 from qt.config import Params

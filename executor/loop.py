@@ -35,9 +35,9 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 
+from executor.bartable import bar_table, symbol_spans
 from executor.core import Decision, OrderIntent, decide
 from executor.funding import FundingPayment, FundingSchedule, as_schedule, require_funding, settle_funding
 from executor.listeners import STATE_WRITE_FAILED, STATE_WRITE_RECOVERED, ListenerHealth
@@ -49,12 +49,10 @@ from executor.risk import Approved, RiskAlert, RiskEngine, TradingState
 from executor.signals import Signal, SignalSource, SignalUnavailable
 from executor.sizing import RealisedVolatility
 from qt.config import Params
-from qt.errors import DataError
 from qt.timeframes import timeframe_ms
 
 log = logging.getLogger(__name__)
 MISSED_BAR = "MISSED_BAR"
-_EPOCH = pd.Timestamp(0, tz="UTC")
 
 
 class LoopListener:
@@ -89,62 +87,6 @@ class LoopResult:
     signals_received: int = 0
     portfolio: Portfolio | None = None
     final_state: TradingState = TradingState.ACTIVE
-
-
-@dataclass(frozen=True)
-class _BarTable:
-    timestamps: pd.DatetimeIndex
-    symbols: list[str]
-    ohlc: np.ndarray  # (n_ts, n_symbols, 4), NaN where the symbol has no bar
-
-
-def infer_bar_ms(candles: pd.DataFrame) -> int:
-    """Smallest spacing between consecutive bars of any symbol (gaps only make it larger)."""
-    best = None
-    for _, g in candles.groupby("symbol", sort=False):
-        ts = ((pd.to_datetime(g["timestamp"], utc=True) - _EPOCH) // pd.Timedelta(milliseconds=1)).to_numpy()
-        if len(ts) > 1:
-            d = np.diff(np.sort(ts))
-            d = d[d > 0]
-            if len(d):
-                best = int(d.min()) if best is None else min(best, int(d.min()))
-    if best is None:
-        raise DataError("candles have fewer than two bars per symbol; cannot step a trading loop")
-    return best
-
-
-def _symbol_spans(table: _BarTable) -> dict[str, tuple[pd.Timestamp, pd.Timestamp]]:
-    """symbol -> (first, last) bar open time in the table."""
-    present = ~np.isnan(table.ohlc[:, :, 0]) & ~np.isnan(table.ohlc[:, :, 3])
-    spans = {}
-    for j, sym in enumerate(table.symbols):
-        rows = np.flatnonzero(present[:, j])
-        if len(rows):
-            spans[sym] = (table.timestamps[rows[0]], table.timestamps[rows[-1]])
-    return spans
-
-
-def _bar_table(candles: pd.DataFrame, start: pd.Timestamp | None, end: pd.Timestamp | None) -> _BarTable:
-    missing = {"symbol", "timestamp", "open", "high", "low", "close"} - set(candles.columns)
-    if missing:
-        raise DataError(f"candles frame lacks columns {sorted(missing)}")
-    df = candles[["symbol", "timestamp", "open", "high", "low", "close"]]
-    ts_all = pd.to_datetime(df["timestamp"], utc=True)
-    mask = np.ones(len(df), dtype=bool)
-    if start is not None:
-        mask &= (ts_all >= pd.Timestamp(start)).to_numpy()
-    if end is not None:
-        mask &= (ts_all <= pd.Timestamp(end)).to_numpy()
-    df = df.loc[mask].assign(timestamp=ts_all[mask])
-    if df.empty:
-        raise DataError(f"no candles between {start} and {end}; widen the range or collect data")
-    symbols = sorted(df["symbol"].unique().tolist())
-    timestamps = pd.DatetimeIndex(sorted(df["timestamp"].unique()))
-    ohlc = np.full((len(timestamps), len(symbols), 4), np.nan)
-    ti = timestamps.get_indexer(df["timestamp"])
-    si = pd.Index(symbols).get_indexer(df["symbol"])
-    ohlc[ti, si, :] = df[["open", "high", "low", "close"]].to_numpy(dtype="float64")
-    return _BarTable(timestamps, symbols, ohlc)
 
 
 class TradingLoop:
@@ -204,8 +146,8 @@ class TradingLoop:
     def run(self, candles: pd.DataFrame, start: pd.Timestamp | None = None, end: pd.Timestamp | None = None,
             close_at_end: bool = False) -> LoopResult:
         """Step every bar with ``start <= ts <= end``; optionally liquidate at the last close."""
-        table = _bar_table(candles, start, end)
-        require_funding(self.funding, _symbol_spans(table))
+        table = bar_table(candles, start, end)
+        require_funding(self.funding, symbol_spans(table))
         if len(table.timestamps):
             self.prime_volatility(candles, table.timestamps[0])
         last_bars: dict[str, Bar] = {}
