@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from executor.portfolio import Bar
 from qt.errors import DataError
 
 _EPOCH = pd.Timestamp(0, tz="UTC")
@@ -40,12 +41,29 @@ def infer_bar_ms(candles: pd.DataFrame) -> int:
     return best
 
 
+def present(table: BarTable) -> np.ndarray:
+    """(n_ts, n_symbols) bool: the symbol has a bar at that time (open and close known)."""
+    return ~np.isnan(table.ohlc[:, :, 0]) & ~np.isnan(table.ohlc[:, :, 3])
+
+
+def last_bars(table: BarTable) -> dict[str, Bar]:
+    """symbol -> its last bar in the table (what a run liquidates at)."""
+    has = present(table)
+    out = {}
+    for j, sym in enumerate(table.symbols):
+        rows = np.flatnonzero(has[:, j])
+        if len(rows):
+            o, h, lo, c = table.ohlc[rows[-1], j].tolist()
+            out[sym] = Bar(sym, table.timestamps[rows[-1]], o, h, lo, c)
+    return out
+
+
 def symbol_spans(table: BarTable) -> dict[str, tuple[pd.Timestamp, pd.Timestamp]]:
     """symbol -> (first, last) bar open time in the table."""
-    present = ~np.isnan(table.ohlc[:, :, 0]) & ~np.isnan(table.ohlc[:, :, 3])
+    has = present(table)
     spans = {}
     for j, sym in enumerate(table.symbols):
-        rows = np.flatnonzero(present[:, j])
+        rows = np.flatnonzero(has[:, j])
         if len(rows):
             spans[sym] = (table.timestamps[rows[0]], table.timestamps[rows[-1]])
     return spans

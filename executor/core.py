@@ -165,11 +165,11 @@ def decide(bar_ts: pd.Timestamp, bars: Mapping[str, Bar], signals: Mapping[str, 
             decisions.append(Decision(bar_ts, sym, action, "hold", ENTRY_PENDING, confidence=conf,
                                       model_version=version))
             continue
-        short = action == "sell" and risk.allow_short and ":" in sym
-        if not (action == "buy" or short or sig is None):
-            reason = SELL_WHILE_FLAT if action == "sell" else HOLD_SIGNAL
+        reason = flat_noop(action, sym, risk)
+        if reason is not None:
             decisions.append(Decision(bar_ts, sym, action, "hold", reason, confidence=conf, model_version=version))
             continue
+        short = action == "sell"  # flat_noop let it through: this symbol may short
         # a missing signal still goes to the risk engine, which records NO_SIGNAL
         fraction, why = _fraction(sym, sig, risk, volatility, signal_params)
         levels = protective_levels(risk, sig.atr) if sig is not None else _levels_pct(risk)
@@ -192,6 +192,19 @@ def decide(bar_ts: pd.Timestamp, bars: Mapping[str, Bar], signals: Mapping[str, 
         entries.append((strength, intent))
     entries.sort(key=lambda pair: (-pair[0], pair[1].symbol))
     return CoreOutput(intents=exits + [i for _, i in entries], decisions=decisions)
+
+
+def flat_noop(action: str | None, symbol: str, risk: RiskParams) -> str | None:
+    """Why a flat symbol (no entry pending) does nothing on ``action``: ``HOLD_SIGNAL``, or
+    ``SELL_WHILE_FLAT`` when it cannot short; None when the action goes on to the risk engine (a
+    buy, a sell that opens a short, or no signal at all, which the engine records as NO_SIGNAL).
+    One rule for ``decide`` and for the loop, which steps bars where every symbol is such a
+    no-op without calling ``decide`` (``TradingLoop.run``)."""
+    if action is None or action == "buy":
+        return None
+    if action == "sell":
+        return None if risk.allow_short and ":" in symbol else SELL_WHILE_FLAT
+    return HOLD_SIGNAL
 
 
 def _fraction(sym: str, sig: Signal | None, risk: RiskParams, volatility, signal_params) -> tuple[float | None, str]:

@@ -172,6 +172,11 @@ class PaperBroker:
     def pending_orders(self) -> list[MarketOrder]:
         return list(self._pending)
 
+    @property
+    def idle(self) -> bool:
+        """No order pending and no position guarded: a bar can fill nothing (the loop's quiet bars)."""
+        return not self._pending and not self._protective
+
     def protective(self, symbol: str) -> Protective | None:
         return self._protective.get(symbol)
 

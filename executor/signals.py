@@ -174,6 +174,22 @@ class FrameSignalSource:
         return out
 
 
+    def signals_on(self, symbols: Sequence[str], timestamps: pd.DatetimeIndex) -> list[list[Signal | None]]:
+        """Per symbol, what ``fetch`` answers at each of ``timestamps`` (None: no signal yet), in one
+        vectorised search: a backtest reads ahead with it for the bars where nothing can happen."""
+        grid = timestamps.as_unit("ns").asi8
+        out = []
+        for sym in symbols:
+            entry = self._by_symbol.get(sym)
+            if entry is None:
+                out.append([None] * len(grid))
+                continue
+            ts_ns, sigs = entry
+            rows = np.searchsorted(np.asarray(ts_ns, dtype=np.int64), grid, side="right") - 1
+            out.append([sigs[i] if i >= 0 else None for i in rows.tolist()])
+        return out
+
+
 class HttpSignalSource:
     """Client of the service contract ``POST {url}/signals``. Raises ``SignalUnavailable``."""
 

@@ -7,22 +7,23 @@ both sides, comparing everything a backtest returns - fills, trades, equity, dec
 funding payments, metrics - exactly (no tolerance: the same float operations in the same order).
 
 * **fast**: ``run_backtest`` as the bench and the search call it.
-* **plain**: the same ``TradingLoop`` fed by a signal source that scans the signal rows for the
-  latest one at or before ``as_of`` (no cursor, no shared objects), with a listener attached, so
-  that every bookkeeping step goes the slow way (decisions recorded one by one, every event
-  emitted).
+* **plain**: the same ``TradingLoop`` stepping every bar through ``step`` (``skip_quiet=False``),
+  fed by a signal source that scans the signal rows for the latest one at or before ``as_of`` (no
+  cursor, no shared objects), with a listener attached, so that every bookkeeping step goes the
+  slow way (decisions recorded one by one, every event emitted).
 
-The shortcuts this compares today: ``FrameSignalSource``'s per-symbol cursor and shared
+The shortcuts this compares today: quiet bars (``TradingLoop._step_quiet``: flat, idle, no signal
+that can act), ``FrameSignalSource``'s per-symbol cursor, read-ahead (``signals_on``) and shared
 timestamps, ``_emit`` / ``record`` / the decisions list without listeners. Shortcuts inside code
 both runners share (the decision core's flat-and-hold branch, the bar table as Python floats, the
 column-wise decisions frame) cannot be told apart here; they were compared against the code
 before them on the bench's real data (every output identical), and the by-hand tests pin them.
 
-Design of the event-skipping fast path (not built yet; this test is its acceptance check):
-the per-timestamp Python step costs ~25 us and each symbol-bar still creates a Bar, a Signal and
-a Decision (~1 us each), so ~120 k symbol-bars/s is the ceiling of stepping every bar. To reach
-1 M, ``TradingLoop.run`` would advance over *quiet spans* in one go, where a span ends at the
-first bar where anything can happen:
+Design of the event-skipping fast path (its first part is built: quiet bars while flat; this
+test is the acceptance check of the rest): a full ``step`` costs ~50 us per timestamp and a quiet
+one still ~20 us, because each symbol-bar creates a Signal and a Decision (~1 us each). To reach
+1 M symbol-bars/s, ``TradingLoop.run`` would advance over *quiet spans* in one go, in position
+too, where a span ends at the first bar where anything can happen:
 
 1. signals precomputed per (timestamp, symbol) as arrays (``FrameSignalSource`` keeps columns:
    action code, confidence, row index; Signal objects made only for bars that need one);
@@ -89,7 +90,7 @@ def _plain_backtest(candles, signals, p, funding):
     traded = candles[candles["symbol"].isin(set(signals["symbol"]))]
     loop = TradingLoop(p, source, PaperBroker(p.costs), listeners=[LoopListener()], bar_ms=3_600_000,
                        funding=funding)
-    return result_from_loop(loop.run(traded, start=start, end=end, close_at_end=True), start, end)
+    return result_from_loop(loop.run(traded, start=start, end=end, close_at_end=True, skip_quiet=False), start, end)
 
 
 @st.composite
