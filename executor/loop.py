@@ -183,10 +183,12 @@ class TradingLoop:
         per_symbol = signals_on(table.symbols, table.timestamps)
         has = present(table)
         quiet = np.ones(len(table.timestamps), dtype=bool)
-        for j, (sym, sigs) in enumerate(zip(table.symbols, per_symbol)):
+        for j, (sym, (actions, _, _)) in enumerate(zip(table.symbols, per_symbol)):
             noop = {a: flat_noop(a, sym, self.params.risk) is not None for a in ACTIONS}
-            quiet &= ~has[:, j] | np.array([s is not None and noop[s.action] for s in sigs], dtype=bool)
-        return quiet.tolist(), list(zip(*per_symbol))
+            noop[None] = False  # a bar without a signal goes to the risk engine (NO_SIGNAL)
+            quiet &= ~has[:, j] | np.array([noop[a] for a in actions], dtype=bool)
+        by_bar = [list(zip(*cols)) for cols in zip(*per_symbol)]  # actions, confidences, versions per bar
+        return quiet.tolist(), list(zip(*by_bar))
 
     def _idle(self) -> bool:
         """Flat, nothing reserved, pending or guarded: a quiet bar then fills, settles and opens nothing."""
@@ -194,7 +196,7 @@ class TradingLoop:
         return (not pf.positions and not pf.reserved_usdt and not pf.pending_exits and self.broker.idle
                 and self._outage_since is None and not self.health.entries_blocked)
 
-    def _step_quiet(self, ts: pd.Timestamp, row: list, symbols: list[str], signals: tuple) -> None:
+    def _step_quiet(self, ts: pd.Timestamp, row: list, symbols: list[str], signals: tuple[tuple, tuple, tuple]) -> None:
         """``step`` on a quiet bar while idle: the same marks, equity point, risk state, signal count
         and decisions (``decide``'s for a flat symbol), without looking for fills, fetching signals or
         deciding. ``tests/executor/test_backtest_differential.py`` holds it to ``step``."""
@@ -216,15 +218,14 @@ class TradingLoop:
         self._eq_val.append(equity)
         self._exposed.append(False)
         risk, decisions = self.params.risk, self._result.decisions
-        for sym, (o, _, _, c), sig in zip(symbols, row, signals):
-            if sig is None:  # quiet: only where the symbol has no bar
-                decisions.append(Decision(ts, sym, None, "skip", NO_BAR))
-            elif o == o and c == c:
-                decisions.append(Decision(ts, sym, sig.action, "hold", flat_noop(sig.action, sym, risk),
-                                          confidence=sig.confidence, model_version=sig.model_version))
-            else:
-                decisions.append(Decision(ts, sym, sig.action, "skip", NO_BAR))
-        self._result.signals_received += sum(s is not None for s in signals)
+        actions, confidences, versions = signals
+        for sym, (o, _, _, c), action, conf, version in zip(symbols, row, actions, confidences, versions):
+            if action is not None and o == o and c == c:
+                decisions.append(Decision(ts, sym, action, "hold", flat_noop(action, sym, risk),
+                                          confidence=conf, model_version=version))
+            else:  # quiet: no signal only where the symbol has no bar
+                decisions.append(Decision(ts, sym, action, "skip", NO_BAR))
+        self._result.signals_received += sum(a is not None for a in actions)
 
     def step(self, ts: pd.Timestamp, bars: dict[str, Bar], symbols: list[str], missed: bool = False) -> None:
         """Step bar ``ts`` (the order in the module docstring).

@@ -126,27 +126,30 @@ class FrameSignalSource:
         shared = list(pd.DatetimeIndex(df["timestamp"]).unique().sort_values())
         stamps = [shared[k] for k in where.tolist()]
         atr = df["atr"].to_numpy(dtype="float64") if "atr" in df.columns else np.full(n, np.nan)
-        sigs_all = [Signal(sym, t, a, c, e, v, r) for sym, t, a, c, e, v, r in zip(
-            symbols.tolist(), stamps, df["action"].astype(str).to_numpy(dtype=object).tolist(),
-            df["confidence"].to_numpy(dtype="float64").tolist(), df["expected_return"].to_numpy(dtype="float64").tolist(),
-            df["model_version"].astype(str).to_numpy(dtype=object).tolist(), atr.tolist())]
-        self._by_symbol: dict[str, tuple[list[int], list[Signal]]] = {}
+        columns = (stamps, df["action"].astype(str).to_numpy(dtype=object).tolist(),
+                   df["confidence"].to_numpy(dtype="float64").tolist(),
+                   df["expected_return"].to_numpy(dtype="float64").tolist(),
+                   df["model_version"].astype(str).to_numpy(dtype=object).tolist(), atr.tolist())
+        # per symbol: its rows' ns times, its columns, and its Signals - made when first served
+        # (a backtest's quiet bars read the columns only: no object per symbol-bar)
+        self._by_symbol: dict[str, tuple[list[int], tuple[list, ...], list[Signal | None]]] = {}
         cuts = np.flatnonzero(symbols[1:] != symbols[:-1]) + 1 if n else np.array([], dtype=np.int64)
         for lo, hi in zip(np.concatenate([[0], cuts]).tolist(), np.concatenate([cuts, [n]]).tolist()):
             if hi > lo:
-                self._by_symbol[symbols[lo]] = (ts_all[lo:hi].tolist(), sigs_all[lo:hi])
+                self._by_symbol[symbols[lo]] = (ts_all[lo:hi].tolist(), tuple(c[lo:hi] for c in columns),
+                                                [None] * (hi - lo))
         # per symbol: the row served last - a backtest asks for bars in time order, so the next
         # answer is almost always that row or the following one (no search)
         self._cursor: dict[str, int] = {}
 
     @property
     def first_timestamp(self) -> pd.Timestamp | None:
-        firsts = [sigs[0].timestamp for _, sigs in self._by_symbol.values() if sigs]
+        firsts = [cols[0][0] for _, cols, _ in self._by_symbol.values()]
         return min(firsts) if firsts else None
 
     @property
     def last_timestamp(self) -> pd.Timestamp | None:
-        lasts = [sigs[-1].timestamp for _, sigs in self._by_symbol.values() if sigs]
+        lasts = [cols[0][-1] for _, cols, _ in self._by_symbol.values()]
         return max(lasts) if lasts else None
 
     def fetch(self, symbols: Sequence[str], as_of: pd.Timestamp) -> list[Signal]:
@@ -157,36 +160,46 @@ class FrameSignalSource:
             entry = self._by_symbol.get(sym)
             if entry is None:
                 continue
-            ts_ns, sigs = entry
+            ts_ns, cols, made = entry
+            n = len(ts_ns)
             i = cursor.get(sym, -1)
             # the row served last time, or the one after it; else a binary search
-            if not (0 <= i < len(sigs) and ts_ns[i] <= as_of_ns):
+            if not (0 <= i < n and ts_ns[i] <= as_of_ns):
                 i = -1
-            elif i + 1 < len(sigs) and ts_ns[i + 1] <= as_of_ns:
+            elif i + 1 < n and ts_ns[i + 1] <= as_of_ns:
                 i += 1
-                if i + 1 < len(sigs) and ts_ns[i + 1] <= as_of_ns:
+                if i + 1 < n and ts_ns[i + 1] <= as_of_ns:
                     i = -1
             if i < 0:
                 i = bisect.bisect_right(ts_ns, as_of_ns) - 1
             cursor[sym] = i
             if i >= 0:
-                out.append(sigs[i])
+                sig = made[i]
+                if sig is None:
+                    stamp, action, confidence, expected, version, atr = cols
+                    sig = made[i] = Signal(sym, stamp[i], action[i], confidence[i], expected[i], version[i], atr[i])
+                out.append(sig)
         return out
 
-
-    def signals_on(self, symbols: Sequence[str], timestamps: pd.DatetimeIndex) -> list[list[Signal | None]]:
-        """Per symbol, what ``fetch`` answers at each of ``timestamps`` (None: no signal yet), in one
-        vectorised search: a backtest reads ahead with it for the bars where nothing can happen."""
+    def signals_on(self, symbols: Sequence[str], timestamps: pd.DatetimeIndex) -> list[tuple[list, list, list]]:
+        """Per symbol, the action, confidence and model version of what ``fetch`` answers at each of
+        ``timestamps`` (action None: no signal yet), in one vectorised search and without Signal
+        objects: a backtest reads ahead with it for the bars where nothing can happen."""
         grid = timestamps.as_unit("ns").asi8
         out = []
         for sym in symbols:
             entry = self._by_symbol.get(sym)
             if entry is None:
-                out.append([None] * len(grid))
+                out.append(([None] * len(grid), [None] * len(grid), [None] * len(grid)))
                 continue
-            ts_ns, sigs = entry
+            ts_ns, (_, action, confidence, _, version, _), _ = entry
             rows = np.searchsorted(np.asarray(ts_ns, dtype=np.int64), grid, side="right") - 1
-            out.append([sigs[i] if i >= 0 else None for i in rows.tolist()])
+            picked = []
+            for col in (action, confidence, version):
+                arr = np.empty(len(col) + 1, dtype=object)  # the extra last cell: None, for row -1
+                arr[:-1] = col
+                picked.append(arr[rows].tolist())
+            out.append(tuple(picked))
         return out
 
 
