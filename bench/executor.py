@@ -12,7 +12,8 @@ Two signal streams drive the SAME ``executor.backtest.run_backtest`` (default ``
 Per stream:
 
 * ``latency``: a real backtest in which ``decide`` and ``RiskEngine.check`` are timed where
-  ``TradingLoop._decide`` calls them (a bench-only subclass of the loop and of the engine).
+  ``TradingLoop._decide`` calls them (a bench-only subclass of the loop and of the engine), on
+  every bar (``skip_quiet=False``: the backtest's quiet spans call neither).
   A signal's latency is the time from the start of its bar's ``decide`` to the verdict on its
   own intent: ``decide`` (all symbols of the bar) + the checks of the intents ordered before
   it + its own; a signal that yields no intent waits for ``decide`` only. Microseconds, in
@@ -106,6 +107,10 @@ def timed_backtest():
             p = self.params
             self.risk = TimedRisk(p.risk, p.costs, p.signal, self.bar_ms)
             self.risk.funding = self.funding  # as TradingLoop.__init__ wires it (the funding filter)
+
+        def run(self, *args, **kwargs):
+            # every bar through _decide, as before quiet spans: the latency is decide + check's
+            return super().run(*args, **{**kwargs, "skip_quiet": False})
 
         def _decide(self, ts, bars, symbols):
             before = self._result.signals_received

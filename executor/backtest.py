@@ -51,6 +51,7 @@ from executor.funding import (PAYMENT_COLUMNS, FundingSchedule, as_schedule, hol
 from executor.bartable import infer_bar_ms
 from executor.loop import LoopResult, TradingLoop
 from executor.paper import PaperBroker
+from executor.quiet import DecisionLog
 from executor.signals import FrameSignalSource
 from qt.config import Params
 from qt.errors import DataError
@@ -154,7 +155,7 @@ def result_from_loop(loop_result: LoopResult, start=None, end=None) -> BacktestR
         r.equity, r.starting_equity_usdt, r.bar_ms, float(fills["notional_usdt"].sum()) if len(fills) else 0.0,
         float(fills["fee_usdt"].sum()) if len(fills) else 0.0, trades["pnl_usdt"].tolist(), r.exposure,
         funding_usdt=float(sum(p.amount_usdt for p in r.funding)), by_side=side_metrics(trades, funding))
-    return BacktestResult(metrics, r.equity, bar_returns, fills, decisions_frame(r.decisions), trades,
+    return BacktestResult(metrics, r.equity, bar_returns, fills, decisions_frame(r.decision_log), trades,
                           list(r.alerts), start, end, funding)
 
 
@@ -162,14 +163,21 @@ def _frame(items: list, columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame([tuple(getattr(x, c) for c in columns) for x in items], columns=columns)
 
 
-def decisions_frame(decisions: list) -> pd.DataFrame:
-    if not decisions:
+def decisions_frame(decisions: list | DecisionLog) -> pd.DataFrame:
+    """One row per decision; a loop's ``DecisionLog`` is read as columns (its quiet spans never
+    become objects)."""
+    if not len(decisions):
         return pd.DataFrame([], columns=DECISION_COLUMNS)
+    columns = decisions.columns(_decision_columns) if isinstance(decisions, DecisionLog) else _decision_columns(decisions)
+    return pd.DataFrame(columns, columns=DECISION_COLUMNS)
+
+
+def _decision_columns(decisions: list) -> dict[str, list]:
     # column-wise: a backtest has one row per symbol-bar, and tuples per row cost twice as much
     columns = {c: list(map(attrgetter(c), decisions)) for c in DECISION_COLUMNS[:-1]}
     columns["details"] = [json.dumps(d, sort_keys=True, default=str) if d else "{}"  # most carry none
                           for d in map(attrgetter("details"), decisions)]
-    return pd.DataFrame(columns, columns=DECISION_COLUMNS)
+    return columns
 
 
 def check_timeframe(candles: pd.DataFrame, params: Params) -> int:

@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from executor.bartable import bar_table, last_bars, present, symbol_spans
-from executor.core import NO_BAR, Decision, OrderIntent, decide, flat_noop
+from executor.bartable import bar_table, last_bars, symbol_spans
+from executor.core import Decision, OrderIntent, decide
 from executor.funding import FundingPayment, FundingSchedule, as_schedule, require_funding, settle_funding
 from executor.listeners import STATE_WRITE_FAILED, STATE_WRITE_RECOVERED, ListenerHealth
 from executor.broker import Broker, Rejection, SimulatedBroker
@@ -47,7 +47,8 @@ from executor.paper import LIMIT_EXPIRED, MarketOrder, PaperBroker
 from executor.portfolio import Bar, ClosedTrade, Fill, Portfolio
 from executor.rank import decide_rank
 from executor.risk import Approved, RiskAlert, RiskEngine, TradingState
-from executor.signals import ACTIONS, Signal, SignalSource, SignalUnavailable
+from executor.quiet import DecisionLog, QuietPlan, quiet_plan
+from executor.signals import Signal, SignalSource, SignalUnavailable
 from executor.sizing import RealisedVolatility
 from qt.config import Params
 from qt.timeframes import timeframe_ms
@@ -82,12 +83,17 @@ class LoopResult:
     fills: list[Fill] = field(default_factory=list)
     funding: list[FundingPayment] = field(default_factory=list)
     orders: list[MarketOrder] = field(default_factory=list)
-    decisions: list[Decision] = field(default_factory=list)
+    decision_log: DecisionLog = field(default_factory=DecisionLog)  # quiet spans kept as columns
     alerts: list[RiskAlert] = field(default_factory=list)
     closed_trades: list[ClosedTrade] = field(default_factory=list)
     signals_received: int = 0
     portfolio: Portfolio | None = None
     final_state: TradingState = TradingState.ACTIVE
+
+    @property
+    def decisions(self) -> list[Decision]:
+        """Every decision in order (one per symbol per bar, plus intents' verdicts)."""
+        return self.decision_log.decisions()
 
 
 class TradingLoop:
@@ -149,46 +155,42 @@ class TradingLoop:
         """Step every bar with ``start <= ts <= end``; optionally liquidate at the last close.
 
         ``skip_quiet``: a bar where the ledger is flat and idle and no symbol's signal can act is
-        stepped by ``_step_quiet`` (same result, a fraction of the time: most bars of a backtest);
+        stepped with the run of quiet bars it starts (``_quiet_span``: same result, a fraction of the
+        time; most bars of a backtest);
         False steps every bar through ``step`` (the differential test's reference)."""
         table = bar_table(candles, start, end)
         require_funding(self.funding, symbol_spans(table))
         if len(table.timestamps):
             self.prime_volatility(candles, table.timestamps[0])
         symbols = table.symbols
-        quiet, quiet_signals = self._quiet_bars(table) if skip_quiet else (None, None)
-        # one conversion to Python floats for the whole table, not four numpy scalars per symbol-bar
-        for i, (ts, row) in enumerate(zip(table.timestamps, table.ohlc.tolist())):
-            if quiet is not None and quiet[i] and self._idle():
-                self._step_quiet(ts, row, symbols, quiet_signals[i])
+        plan = self._quiet_plan(table) if skip_quiet else None
+        rows = table.ohlc.tolist()  # one conversion to Python floats, not four numpy scalars per symbol-bar
+        i = 0
+        while i < len(rows):
+            if plan is not None and plan.quiet[i] and self._idle():
+                end = int(plan.span_end[i])
+                self._quiet_span(table, plan, i, end)
+                i = end
                 continue
-            bars: dict[str, Bar] = {}
-            for sym, (o, h, lo, c) in zip(symbols, row):
+            ts, bars = table.timestamps[i], {}
+            for sym, (o, h, lo, c) in zip(symbols, rows[i]):
                 if o == o and c == c:  # not NaN
                     bars[sym] = Bar(sym, ts, o, h, lo, c)
             self.step(ts, bars, symbols)
+            i += 1
         if close_at_end:
             self._liquidate(last_bars(table))
         return self.result()
 
-    # ---- quiet bars: most bars of a backtest, where nothing can happen ------------------
-    def _quiet_bars(self, table) -> tuple[list[bool] | None, list[tuple] | None]:
-        """Which bars are quiet whenever the ledger is flat and idle: each symbol has no bar, or a
-        signal ``flat_noop`` says does nothing. Read ahead from a source that can (``signals_on``),
-        only where nothing else watches a bar (no listeners, kill switch or supervisor)."""
+    # ---- quiet spans: most bars of a backtest, where nothing can happen (executor.quiet) ----
+    def _quiet_plan(self, table) -> QuietPlan | None:
+        """Read the signals ahead from a source that can (``signals_on``), where nothing else
+        watches a bar (no listeners, kill switch or supervisor; the paper broker)."""
         signals_on = getattr(self.source, "signals_on", None)
         if (signals_on is None or self.listeners or self.kill_switch is not None or self.risk.supervisor.enabled
                 or not isinstance(self.broker, PaperBroker) or not len(table.timestamps)):
-            return None, None
-        per_symbol = signals_on(table.symbols, table.timestamps)
-        has = present(table)
-        quiet = np.ones(len(table.timestamps), dtype=bool)
-        for j, (sym, (actions, _, _)) in enumerate(zip(table.symbols, per_symbol)):
-            noop = {a: flat_noop(a, sym, self.params.risk) is not None for a in ACTIONS}
-            noop[None] = False  # a bar without a signal goes to the risk engine (NO_SIGNAL)
-            quiet &= ~has[:, j] | np.array([noop[a] for a in actions], dtype=bool)
-        by_bar = [list(zip(*cols)) for cols in zip(*per_symbol)]  # actions, confidences, versions per bar
-        return quiet.tolist(), list(zip(*by_bar))
+            return None
+        return quiet_plan(table, signals_on(table.symbols, table.timestamps), self.params.risk)
 
     def _idle(self) -> bool:
         """Flat, nothing reserved, pending or guarded: a quiet bar then fills, settles and opens nothing."""
@@ -196,36 +198,35 @@ class TradingLoop:
         return (not pf.positions and not pf.reserved_usdt and not pf.pending_exits and self.broker.idle
                 and self._outage_since is None and not self.health.entries_blocked)
 
-    def _step_quiet(self, ts: pd.Timestamp, row: list, symbols: list[str], signals: tuple[tuple, tuple, tuple]) -> None:
-        """``step`` on a quiet bar while idle: the same marks, equity point, risk state, signal count
-        and decisions (``decide``'s for a flat symbol), without looking for fills, fetching signals or
-        deciding. ``tests/executor/test_backtest_differential.py`` holds it to ``step``."""
-        self._ts = ts
-        self._funding_after = ts  # nothing held: no funding to settle
+    def _quiet_span(self, table, plan: QuietPlan, lo: int, hi: int) -> None:
+        """Bars ``lo:hi``, all quiet, while idle: what ``step`` would do to each (module
+        ``executor.quiet``): marks, windows, equity points, risk state, signal count, decisions."""
+        stamps = table.timestamps
+        self._ts = self._funding_after = stamps[hi - 1]  # nothing held: no funding to settle
         pf, volatility, history = self.portfolio, self.volatility, self.risk.history
-        for sym, (o, _, _, c) in zip(symbols, row):
-            if o == o and c == c:
-                pf.marks[sym] = c
-                if volatility is not None:
+        for j, sym in enumerate(table.symbols):
+            rows = lo + np.flatnonzero(plan.has_bar[lo:hi, j])
+            if not len(rows):
+                continue
+            closes = table.ohlc[rows, j, 3].tolist()
+            pf.marks[sym] = closes[-1]
+            if volatility is not None:  # its window keeps the last lookback + 1 closes
+                for c in closes[-(volatility.lookback + 1):]:
                     volatility.observe(sym, c)
-                if history is not None:
-                    history.observe(sym, ts, c)
+            if history is not None:
+                for r, c in zip(rows[-history.keep:].tolist(), closes[-history.keep:]):
+                    history.observe(sym, stamps[r], c)
         equity = pf.equity_usdt()
-        for alert in self.risk.observe_equity(equity, ts):
-            log.warning("risk: %s %s", alert.message, alert.numbers)
-            self.raise_alert(alert)
-        self._eq_ts.append(ts)
-        self._eq_val.append(equity)
-        self._exposed.append(False)
-        risk, decisions = self.params.risk, self._result.decisions
-        actions, confidences, versions = signals
-        for sym, (o, _, _, c), action, conf, version in zip(symbols, row, actions, confidences, versions):
-            if action is not None and o == o and c == c:
-                decisions.append(Decision(ts, sym, action, "hold", flat_noop(action, sym, risk),
-                                          confidence=conf, model_version=version))
-            else:  # quiet: no signal only where the symbol has no bar
-                decisions.append(Decision(ts, sym, action, "skip", NO_BAR))
-        self._result.signals_received += sum(a is not None for a in actions)
+        for i in [lo] + (lo + 1 + np.flatnonzero(plan.new_day[lo + 1:hi])).tolist():
+            # equity is constant: only the span's first bar and a new UTC day can change the state
+            for alert in self.risk.observe_equity(equity, stamps[i]):
+                log.warning("risk: %s %s", alert.message, alert.numbers)
+                self.raise_alert(alert)
+        self._eq_ts.extend(stamps[lo:hi])
+        self._eq_val.extend([equity] * (hi - lo))
+        self._exposed.extend([False] * (hi - lo))
+        self._result.decision_log.add_quiet(stamps, table.symbols, plan, lo, hi)
+        self._result.signals_received += int(np.not_equal(plan.actions[lo:hi], None).sum())
 
     def step(self, ts: pd.Timestamp, bars: dict[str, Bar], symbols: list[str], missed: bool = False) -> None:
         """Step bar ``ts`` (the order in the module docstring).
@@ -382,7 +383,7 @@ class TradingLoop:
             for d in out.decisions:
                 self.record(d)
         else:  # what record does without listeners
-            self._result.decisions.extend(out.decisions)
+            self._result.decision_log.extend(out.decisions)
         now = ts + self._bar_delta
         for intent in out.intents:
             if not intent.is_exit and self.health.entries_blocked:
@@ -458,7 +459,7 @@ class TradingLoop:
     # ---- plumbing --------------------------------------------------------------------
     def record(self, decision: Decision) -> None:
         """One decision into the result and to every listener."""
-        self._result.decisions.append(decision)
+        self._result.decision_log.append(decision)
         self._emit("on_decision", decision)
 
     def _log_outage(self, ts: pd.Timestamp, exc: Exception) -> None:

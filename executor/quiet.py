@@ -1,0 +1,138 @@
+"""Quiet spans of a backtest: runs of bars where nothing can happen, stepped in one go.
+
+Why: a search runs many backtests, and most of their bars are quiet - the ledger is flat (no
+position, no order pending or resting, nothing reserved) and no symbol's signal can act (no bar,
+or a signal ``executor.core.flat_noop`` says does nothing while flat). On such a bar ``step``
+would only mark the closes, record a constant equity point, let the risk engine see it and log a
+hold / skip decision per symbol. ``TradingLoop.run`` steps a whole run of them at once instead
+(``TradingLoop._quiet_span``): the marks, the volatility and correlation windows get the span's
+last closes, the risk engine sees the first bar and each new UTC day (with equity constant no
+other bar can change its state), and the decisions are kept here as columns (``DecisionLog``),
+turned into ``Decision`` objects only if someone iterates them - the backtest's decisions frame
+reads the columns. ``tests/executor/test_backtest_differential.py`` holds the result to the loop
+stepping every bar.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from executor.bartable import BarTable, present
+from executor.core import NO_BAR, Decision, flat_noop
+from executor.signals import ACTIONS
+from qt.config import RiskParams
+
+_DAY_NS = 86_400 * 10**9
+
+
+@dataclass(frozen=True)
+class QuietPlan:
+    """Per bar and symbol of a bar table: what the signal source answers and whether the bar is quiet."""
+
+    quiet: np.ndarray  # (n_ts,) bool: quiet whenever the ledger is flat and idle
+    span_end: np.ndarray  # (n_ts,) int: for a quiet bar, the index after the run of quiet bars it starts
+    has_bar: np.ndarray  # (n_ts, n_sym) bool
+    actions: np.ndarray  # (n_ts, n_sym) object: the signal's action, None without one
+    confidences: np.ndarray  # (n_ts, n_sym) object
+    versions: np.ndarray  # (n_ts, n_sym) object
+    reasons: np.ndarray  # (n_ts, n_sym) object: flat_noop's reason where quiet with a bar
+    new_day: np.ndarray  # (n_ts,) bool: the bar opens a UTC day other than the previous bar's
+
+
+def quiet_plan(table: BarTable, per_symbol: list[tuple[list, list, list]], risk: RiskParams) -> QuietPlan:
+    """The plan from the table and, per symbol, the source's actions / confidences / versions on its grid."""
+    n, m = len(table.timestamps), len(table.symbols)
+    has = present(table)
+    actions, confidences, versions, reasons = (np.empty((n, m), dtype=object) for _ in range(4))
+    quiet = np.ones(n, dtype=bool)
+    for j, (sym, (acts, confs, vers)) in enumerate(zip(table.symbols, per_symbol)):
+        actions[:, j], confidences[:, j], versions[:, j] = acts, confs, vers
+        noop = {a: flat_noop(a, sym, risk) for a in ACTIONS}
+        reasons[:, j] = [noop.get(a) if a is not None else None for a in acts]
+        quiet &= ~has[:, j] | np.not_equal(reasons[:, j], None)
+    span_end = np.empty(n, dtype=np.int64)
+    nxt = n
+    for i in range(n - 1, -1, -1):  # the first non-quiet bar at or after i
+        if not quiet[i]:
+            nxt = i
+        span_end[i] = nxt
+    days = table.timestamps.as_unit("ns").asi8 // _DAY_NS
+    new_day = np.concatenate([[True], days[1:] != days[:-1]]) if n else np.zeros(0, dtype=bool)
+    return QuietPlan(quiet, span_end, has, actions, confidences, versions, reasons, new_day)
+
+
+class DecisionLog:
+    """The loop's decisions in order: stepped ones as ``Decision`` objects, quiet spans as columns."""
+
+    def __init__(self):
+        self._stepped: list[Decision] = []
+        self._spans: list[tuple[int, pd.DatetimeIndex, list[str], QuietPlan, int, int]] = []
+        self._all: list[Decision] | None = None
+
+    def append(self, decision: Decision) -> None:
+        self._stepped.append(decision)
+        self._all = None
+
+    def extend(self, decisions: list[Decision]) -> None:
+        self._stepped.extend(decisions)
+        self._all = None
+
+    def add_quiet(self, timestamps: pd.DatetimeIndex, symbols: list[str], plan: QuietPlan, lo: int, hi: int) -> None:
+        """Bars ``lo:hi`` of the plan, all quiet, one decision per symbol each (``decide``'s for a flat symbol)."""
+        self._spans.append((len(self._stepped), timestamps, symbols, plan, lo, hi))
+        self._all = None
+
+    def __len__(self) -> int:
+        return len(self._stepped) + sum(len(symbols) * (hi - lo) for _, _, symbols, _, lo, hi in self._spans)
+
+    def decisions(self) -> list[Decision]:
+        """Every decision in order (a quiet span's made now, once)."""
+        if self._all is None:
+            out: list[Decision] = []
+            done = 0
+            for at, timestamps, symbols, plan, lo, hi in self._spans:
+                out.extend(self._stepped[done:at])
+                done = at
+                cols = _span_columns(timestamps, symbols, plan, lo, hi)
+                out.extend(Decision(t, s, a, o, r, notional_usdt=0.0, confidence=c, model_version=v)
+                           for t, s, a, o, r, c, v in zip(cols["timestamp"], cols["symbol"], cols["signal_action"],
+                                                          cols["outcome"], cols["reason"], cols["confidence"],
+                                                          cols["model_version"]))
+            out.extend(self._stepped[done:])
+            self._all = out
+        return self._all
+
+    def columns(self, stepped_columns) -> dict[str, list]:
+        """The log as columns, in order: ``stepped_columns(decisions)`` turns a run of stepped
+        decisions into the same columns a quiet span has (plus any others it adds)."""
+        pieces: list[dict[str, list]] = []
+        done = 0
+        for at, timestamps, symbols, plan, lo, hi in self._spans:
+            pieces.append(stepped_columns(self._stepped[done:at]))
+            done = at
+            cols = _span_columns(timestamps, symbols, plan, lo, hi)
+            cols["details"] = ["{}"] * len(cols["symbol"])
+            pieces.append(cols)
+        pieces.append(stepped_columns(self._stepped[done:]))
+        return {k: [x for p in pieces for x in p[k]] for k in pieces[0]}
+
+
+def _span_columns(timestamps: pd.DatetimeIndex, symbols: list[str], plan: QuietPlan, lo: int, hi: int) -> dict[str, list]:
+    """A quiet span's decisions as columns: hold with flat_noop's reason where the symbol has a bar
+    and a signal, else skip / NO_BAR (only the action kept, as ``decide`` records it)."""
+    k, m = hi - lo, len(symbols)
+    hold = (plan.has_bar[lo:hi] & np.not_equal(plan.actions[lo:hi], None)).ravel()
+    nan_or = np.where(hold, plan.confidences[lo:hi].ravel(), None)
+    return {
+        "timestamp": np.repeat(np.array(list(timestamps[lo:hi]), dtype=object), m).tolist(),
+        "symbol": symbols * k,
+        "signal_action": plan.actions[lo:hi].ravel().tolist(),
+        "outcome": np.where(hold, "hold", "skip").astype(object).tolist(),
+        "reason": np.where(hold, plan.reasons[lo:hi].ravel(), NO_BAR).tolist(),
+        "notional_usdt": [0.0] * (k * m),
+        "confidence": [c if c is not None else float("nan") for c in nan_or.tolist()],
+        "model_version": np.where(hold, plan.versions[lo:hi].ravel(), None).tolist(),
+    }
