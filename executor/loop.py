@@ -164,16 +164,17 @@ class TradingLoop:
             self.prime_volatility(candles, table.timestamps[0])
         symbols = table.symbols
         plan = self._quiet_plan(table) if skip_quiet else None
-        rows = table.ohlc.tolist()  # one conversion to Python floats, not four numpy scalars per symbol-bar
+        stamps = list(table.timestamps)  # one Timestamp per bar, shared by its equity point and decisions
         i = 0
-        while i < len(rows):
+        while i < len(stamps):
             if plan is not None and plan.quiet[i] and self._idle():
                 end = int(plan.span_end[i])
-                self._quiet_span(table, plan, i, end)
+                self._quiet_span(table, stamps, plan, i, end)
                 i = end
                 continue
-            ts, bars = table.timestamps[i], {}
-            for sym, (o, h, lo, c) in zip(symbols, rows[i]):
+            ts, bars = stamps[i], {}
+            # Python floats for the row at once, not four numpy scalars per symbol
+            for sym, (o, h, lo, c) in zip(symbols, table.ohlc[i].tolist()):
                 if o == o and c == c:  # not NaN
                     bars[sym] = Bar(sym, ts, o, h, lo, c)
             self.step(ts, bars, symbols)
@@ -198,10 +199,9 @@ class TradingLoop:
         return (not pf.positions and not pf.reserved_usdt and not pf.pending_exits and self.broker.idle
                 and self._outage_since is None and not self.health.entries_blocked)
 
-    def _quiet_span(self, table, plan: QuietPlan, lo: int, hi: int) -> None:
+    def _quiet_span(self, table, stamps: list[pd.Timestamp], plan: QuietPlan, lo: int, hi: int) -> None:
         """Bars ``lo:hi``, all quiet, while idle: what ``step`` would do to each (module
         ``executor.quiet``): marks, windows, equity points, risk state, signal count, decisions."""
-        stamps = table.timestamps
         self._ts = self._funding_after = stamps[hi - 1]  # nothing held: no funding to settle
         pf, volatility, history = self.portfolio, self.volatility, self.risk.history
         for j, sym in enumerate(table.symbols):

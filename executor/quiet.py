@@ -69,7 +69,7 @@ class DecisionLog:
 
     def __init__(self):
         self._stepped: list[Decision] = []
-        self._spans: list[tuple[int, pd.DatetimeIndex, list[str], QuietPlan, int, int]] = []
+        self._spans: list[tuple[int, list[pd.Timestamp], list[str], QuietPlan, int, int]] = []
         self._all: list[Decision] | None = None
 
     def append(self, decision: Decision) -> None:
@@ -80,7 +80,7 @@ class DecisionLog:
         self._stepped.extend(decisions)
         self._all = None
 
-    def add_quiet(self, timestamps: pd.DatetimeIndex, symbols: list[str], plan: QuietPlan, lo: int, hi: int) -> None:
+    def add_quiet(self, timestamps: list[pd.Timestamp], symbols: list[str], plan: QuietPlan, lo: int, hi: int) -> None:
         """Bars ``lo:hi`` of the plan, all quiet, one decision per symbol each (``decide``'s for a flat symbol)."""
         self._spans.append((len(self._stepped), timestamps, symbols, plan, lo, hi))
         self._all = None
@@ -120,14 +120,14 @@ class DecisionLog:
         return {k: [x for p in pieces for x in p[k]] for k in pieces[0]}
 
 
-def _span_columns(timestamps: pd.DatetimeIndex, symbols: list[str], plan: QuietPlan, lo: int, hi: int) -> dict[str, list]:
+def _span_columns(timestamps: list[pd.Timestamp], symbols: list[str], plan: QuietPlan, lo: int, hi: int) -> dict[str, list]:
     """A quiet span's decisions as columns: hold with flat_noop's reason where the symbol has a bar
     and a signal, else skip / NO_BAR (only the action kept, as ``decide`` records it)."""
     k, m = hi - lo, len(symbols)
     hold = (plan.has_bar[lo:hi] & np.not_equal(plan.actions[lo:hi], None)).ravel()
     nan_or = np.where(hold, plan.confidences[lo:hi].ravel(), None)
     return {
-        "timestamp": np.repeat(np.array(list(timestamps[lo:hi]), dtype=object), m).tolist(),
+        "timestamp": [t for t in timestamps[lo:hi] for _ in range(m)],
         "symbol": symbols * k,
         "signal_action": plan.actions[lo:hi].ravel().tolist(),
         "outcome": np.where(hold, "hold", "skip").astype(object).tolist(),
