@@ -40,7 +40,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from operator import attrgetter
 
 import numpy as np
@@ -77,12 +79,20 @@ class BacktestResult:
     equity: pd.Series  # USDT at each bar's close, indexed by bar open time
     bar_returns: pd.Series
     fills: pd.DataFrame
-    decisions: pd.DataFrame  # one row per symbol per bar, with ``reason`` and JSON ``details``
+    decisions_source: pd.DataFrame | Callable[[], pd.DataFrame]  # the frame, or what builds it (``decisions``)
     trades: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=TRADE_COLUMNS))
     alerts: list = field(default_factory=list)
     start: pd.Timestamp | None = None
     end: pd.Timestamp | None = None
     funding: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PAYMENT_COLUMNS))  # payments
+
+    @property
+    def decisions(self) -> pd.DataFrame:
+        """One row per symbol per bar, with ``reason`` and JSON ``details``. Built on first access:
+        a search reads the metrics of many backtests and never this frame of one row per symbol-bar."""
+        if not isinstance(self.decisions_source, pd.DataFrame):
+            self.decisions_source = self.decisions_source()
+        return self.decisions_source
 
 
 def bars_per_year(bar_ms: int) -> float:
@@ -155,7 +165,7 @@ def result_from_loop(loop_result: LoopResult, start=None, end=None) -> BacktestR
         r.equity, r.starting_equity_usdt, r.bar_ms, float(fills["notional_usdt"].sum()) if len(fills) else 0.0,
         float(fills["fee_usdt"].sum()) if len(fills) else 0.0, trades["pnl_usdt"].tolist(), r.exposure,
         funding_usdt=float(sum(p.amount_usdt for p in r.funding)), by_side=side_metrics(trades, funding))
-    return BacktestResult(metrics, r.equity, bar_returns, fills, decisions_frame(r.decision_log), trades,
+    return BacktestResult(metrics, r.equity, bar_returns, fills, partial(decisions_frame, r.decision_log), trades,
                           list(r.alerts), start, end, funding)
 
 
