@@ -50,8 +50,8 @@ def quiet_plan(table: BarTable, per_symbol: list[tuple[list, list, list]], risk:
     quiet = np.ones(n, dtype=bool)
     for j, (sym, (acts, confs, vers)) in enumerate(zip(table.symbols, per_symbol)):
         actions[:, j], confidences[:, j], versions[:, j] = acts, confs, vers
-        noop = {a: flat_noop(a, sym, risk) for a in ACTIONS}
-        reasons[:, j] = [noop.get(a) if a is not None else None for a in acts]
+        for action in ACTIONS:  # flat_noop's reason for each action this symbol can have
+            reasons[actions[:, j] == action, j] = flat_noop(action, sym, risk)
         quiet &= ~has[:, j] | np.not_equal(reasons[:, j], None)
     span_end = np.empty(n, dtype=np.int64)
     nxt = n

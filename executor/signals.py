@@ -121,18 +121,16 @@ class FrameSignalSource:
         n = len(df)
         symbols = df["symbol"].astype(str).to_numpy(dtype=object)
         ts_all = df["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64)  # ns since epoch
-        # one Timestamp (of the frame's own unit) per distinct time, shared by the symbols' signals
+        # one Timestamp (of the frame's own unit) per distinct time, made when a Signal needs it
+        self._times = pd.DatetimeIndex(df["timestamp"]).unique().sort_values()
         where = np.unique(ts_all, return_inverse=True)[1]
-        shared = list(pd.DatetimeIndex(df["timestamp"]).unique().sort_values())
-        stamps = [shared[k] for k in where.tolist()]
         atr = df["atr"].to_numpy(dtype="float64") if "atr" in df.columns else np.full(n, np.nan)
-        columns = (stamps, df["action"].astype(str).to_numpy(dtype=object).tolist(),
-                   df["confidence"].to_numpy(dtype="float64").tolist(),
-                   df["expected_return"].to_numpy(dtype="float64").tolist(),
-                   df["model_version"].astype(str).to_numpy(dtype=object).tolist(), atr.tolist())
+        columns = (where, df["action"].astype(str).to_numpy(dtype=object), df["confidence"].to_numpy(dtype="float64"),
+                   df["expected_return"].to_numpy(dtype="float64"), df["model_version"].astype(str).to_numpy(dtype=object),
+                   atr)
         # per symbol: its rows' ns times, its columns, and its Signals - made when first served
         # (a backtest's quiet bars read the columns only: no object per symbol-bar)
-        self._by_symbol: dict[str, tuple[list[int], tuple[list, ...], list[Signal | None]]] = {}
+        self._by_symbol: dict[str, tuple[list[int], tuple[np.ndarray, ...], list[Signal | None]]] = {}
         cuts = np.flatnonzero(symbols[1:] != symbols[:-1]) + 1 if n else np.array([], dtype=np.int64)
         for lo, hi in zip(np.concatenate([[0], cuts]).tolist(), np.concatenate([cuts, [n]]).tolist()):
             if hi > lo:
@@ -145,12 +143,12 @@ class FrameSignalSource:
     @property
     def first_timestamp(self) -> pd.Timestamp | None:
         firsts = [cols[0][0] for _, cols, _ in self._by_symbol.values()]
-        return min(firsts) if firsts else None
+        return self._times[min(firsts)] if firsts else None
 
     @property
     def last_timestamp(self) -> pd.Timestamp | None:
         lasts = [cols[0][-1] for _, cols, _ in self._by_symbol.values()]
-        return max(lasts) if lasts else None
+        return self._times[max(lasts)] if lasts else None
 
     def fetch(self, symbols: Sequence[str], as_of: pd.Timestamp) -> list[Signal]:
         as_of_ns = as_of.value if isinstance(as_of, pd.Timestamp) else pd.Timestamp(as_of).value
@@ -176,8 +174,9 @@ class FrameSignalSource:
             if i >= 0:
                 sig = made[i]
                 if sig is None:
-                    stamp, action, confidence, expected, version, atr = cols
-                    sig = made[i] = Signal(sym, stamp[i], action[i], confidence[i], expected[i], version[i], atr[i])
+                    when, action, confidence, expected, version, atr = cols
+                    sig = made[i] = Signal(sym, self._times[when[i]], action[i], float(confidence[i]),
+                                           float(expected[i]), version[i], float(atr[i]))
                 out.append(sig)
         return out
 
