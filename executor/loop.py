@@ -47,7 +47,7 @@ from executor.paper import LIMIT_EXPIRED, MarketOrder, PaperBroker
 from executor.portfolio import Bar, ClosedTrade, Fill, Portfolio
 from executor.rank import decide_rank
 from executor.risk import Approved, RiskAlert, RiskEngine, TradingState
-from executor.quiet import DecisionLog, QuietPlan, quiet_plan
+from executor.quiet import DecisionLog, QuietPlan, mark_span, quiet_plan
 from executor.signals import Signal, SignalSource, SignalUnavailable
 from executor.sizing import RealisedVolatility
 from qt.config import Params
@@ -186,10 +186,12 @@ class TradingLoop:
     # ---- quiet spans: most bars of a backtest, where nothing can happen (executor.quiet) ----
     def _quiet_plan(self, table) -> QuietPlan | None:
         """Read the signals ahead from a source that can (``signals_on``), where nothing else
-        watches a bar (no listeners, kill switch or supervisor; the paper broker)."""
+        watches a bar (no listeners, kill switch or supervisor; the paper broker), in timing mode
+        (rank mode's rebalances are not flat_noop's rule)."""
         signals_on = getattr(self.source, "signals_on", None)
         if (signals_on is None or self.listeners or self.kill_switch is not None or self.risk.supervisor.enabled
-                or not isinstance(self.broker, PaperBroker) or not len(table.timestamps)):
+                or not isinstance(self.broker, PaperBroker) or not len(table.timestamps)
+                or self.params.signal.mode != "timing"):
             return None
         return quiet_plan(table, signals_on(table.symbols, table.timestamps), self.params.risk)
 
@@ -203,19 +205,8 @@ class TradingLoop:
         """Bars ``lo:hi``, all quiet, while idle: what ``step`` would do to each (module
         ``executor.quiet``): marks, windows, equity points, risk state, signal count, decisions."""
         self._ts = self._funding_after = stamps[hi - 1]  # nothing held: no funding to settle
-        pf, volatility, history = self.portfolio, self.volatility, self.risk.history
-        for j, sym in enumerate(table.symbols):
-            rows = lo + np.flatnonzero(plan.has_bar[lo:hi, j])
-            if not len(rows):
-                continue
-            closes = table.ohlc[rows, j, 3].tolist()
-            pf.marks[sym] = closes[-1]
-            if volatility is not None:  # its window keeps the last lookback + 1 closes
-                for c in closes[-(volatility.lookback + 1):]:
-                    volatility.observe(sym, c)
-            if history is not None:
-                for r, c in zip(rows[-history.keep:].tolist(), closes[-history.keep:]):
-                    history.observe(sym, stamps[r], c)
+        pf = self.portfolio
+        mark_span(table, stamps, plan, lo, hi, pf.marks, self.volatility, self.risk.history)
         equity = pf.equity_usdt()
         for i in [lo] + (lo + 1 + np.flatnonzero(plan.new_day[lo + 1:hi])).tolist():
             # equity is constant: only the span's first bar and a new UTC day can change the state

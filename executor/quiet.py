@@ -64,6 +64,24 @@ def quiet_plan(table: BarTable, per_symbol: list[tuple[list, list, list]], risk:
     return QuietPlan(quiet, span_end, has, actions, confidences, versions, reasons, new_day)
 
 
+def mark_span(table: BarTable, stamps: list[pd.Timestamp], plan: QuietPlan, lo: int, hi: int, marks: dict,
+              volatility, history) -> None:
+    """The closes of bars ``lo:hi`` into the marks (the last one), the volatility estimate (its window
+    keeps the last lookback + 1 closes) and the correlation history (its last ``keep``)."""
+    for j, sym in enumerate(table.symbols):
+        rows = lo + np.flatnonzero(plan.has_bar[lo:hi, j])
+        if not len(rows):
+            continue
+        closes = table.ohlc[rows, j, 3].tolist()
+        marks[sym] = closes[-1]
+        if volatility is not None:
+            for c in closes[-(volatility.lookback + 1):]:
+                volatility.observe(sym, c)
+        if history is not None:
+            for r, c in zip(rows[-history.keep:].tolist(), closes[-history.keep:]):
+                history.observe(sym, stamps[r], c)
+
+
 class DecisionLog:
     """The loop's decisions in order: stepped ones as ``Decision`` objects, quiet spans as columns."""
 
