@@ -210,6 +210,9 @@ app.command("backtest")(_backtest)
 from cli.drift import drift as _drift  # noqa: E402
 
 app.command("drift")(_drift)
+from cli.tune import tune as _tune  # noqa: E402
+
+app.command("tune")(_tune)
 
 
 def _kill_switch_client():

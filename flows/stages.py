@@ -127,10 +127,11 @@ def evaluate(params: Params, paths: StatePaths) -> dict:
 
 
 @_recorded
-def promote(params: Params, paths: StatePaths) -> dict:
+def promote(params: Params, paths: StatePaths, search: dict | None = None) -> dict:
+    """``search``: a tune study's statistics (N, Sharpe variance) for the deflated Sharpe."""
     from training.stages import promote_stage
 
-    return promote_stage(only_validated(params, paths), paths)
+    return promote_stage(only_validated(params, paths), paths, search)
 
 
 def holdout_start(paths: StatePaths):

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from qt.errors import ConfigError
 from qt.riskparams import RiskParams
+from qt.tuneparams import TuneParams
 
 
 class _Frozen(BaseModel):
@@ -365,6 +366,7 @@ class Params(_Frozen):
     runner: RunnerParams = RunnerParams()
     drift: DriftParams = DriftParams()
     notify: NotifyParams = NotifyParams()
+    tune: TuneParams = TuneParams()
 
     @model_validator(mode="before")
     @classmethod

@@ -79,6 +79,10 @@ class StatePaths:
         return self.home / "trials" / "ledger.sqlite"
 
     @property
+    def tune_db(self) -> Path:  # Optuna's RDB storage of every `qt tune` study (training.tune)
+        return self.home / "tune" / "studies.sqlite"
+
+    @property
     def logs(self) -> Path:
         return self.home / "logs"
 

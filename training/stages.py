@@ -230,9 +230,13 @@ def _number(v):
 
 
 # ---------------------------------------------------------------------------------------------
-def promote_stage(params: Params, paths: StatePaths) -> dict:
+def promote_stage(params: Params, paths: StatePaths, search: dict | None = None) -> dict:
     """Register (alias challenger), run the gates (vs baselines and the re-evaluated champion,
     drawdown limit, the features stage's point-in-time record), tag the version with every gate.
+
+    ``search``: the statistics of the ``qt tune`` study that selected this configuration
+    (``training.tune.study_statistics``): the deflated Sharpe then uses its N (completed + pruned
+    trials) and the variance of their Sharpes; without it, the ledger's N and the null variance.
 
     ``gates.mode`` auto: move ``champion`` when all pass (tag ``approval=auto``; the replaced
     champion is recorded for rollback). manual: never move it; a version that passes stays
@@ -256,14 +260,16 @@ def promote_stage(params: Params, paths: StatePaths) -> dict:
 
     _record_trial(params, paths, _challenger_identity(info), "promote", returns["strategy"], info["run_id"])
     trials = TrialLedger(paths.trials_ledger).summary()  # after the champion's re-evaluation: it is a trial too
-    n_trials = trials["n_trials"]
+    n_trials, variance = trials["n_trials"], None
+    if search is not None:
+        n_trials, variance = search["n_trials"], search.get("sharpe_variance")
     log.info("%s", describe(trials))
     report = evaluate_gates(
         returns["strategy"],
         _gate_baselines(params, evaluation, returns),
         champion_returns, evaluation["strategy"], params.gates, n_trials,
         periods_per_year=bars_per_year(timeframe_ms(params.data.timeframe)), seed=params.train.seed,
-        point_in_time=_point_in_time_record(paths), feature_set_hash=info.get("feature_set_hash"),
+        trial_sharpe_variance=variance, point_in_time=_point_in_time_record(paths), feature_set_hash=info.get("feature_set_hash"),
         champion_refusal=(champion_eval or {}).get("refused"))
     registry.set_gate_tags(version, report)
     manual = params.gates.mode == "manual"
@@ -288,6 +294,9 @@ def promote_stage(params: Params, paths: StatePaths) -> dict:
         "champion": version if promoted else previous,
         "n_trials": n_trials,
         "trials": trials,
+        "deflated_sharpe_inputs": {"n_trials": n_trials, "trial_sharpe_variance": variance,
+                                   "source": f"tune study {search['study']}" if search is not None else
+                                   "trial ledger; null variance 1/(T-1)"},
         "gates": report.gates,
         "reasons": reasons,
         "champion_evaluation": champion_eval,

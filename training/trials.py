@@ -13,7 +13,8 @@ distinct pair
   signal, risk, costs),
 
 scored on a holdout by any path: the evaluate stage, a promote, the champion re-evaluated on a
-challenger's holdout, ``qt backtest``. Ports, notifications, paths, runners and serving change
+challenger's holdout, ``qt backtest``, and every ``qt tune`` trial (scored on inner folds, not the
+holdout, but each is a configuration a person could have picked). Ports, notifications, paths, runners and serving change
 neither and are left out, so cosmetic edits do not inflate N. Gates are left out too: a
 threshold decides what to do with a result, not what the result is.
 
@@ -36,7 +37,7 @@ import numpy as np
 
 from qt.config import Params
 
-ORIGINS = ("evaluate", "promote", "champion_reevaluation", "backtest")
+ORIGINS = ("evaluate", "promote", "champion_reevaluation", "backtest", "tune")  # tune: a `qt tune` trial
 # train settings that change how fast a model fits or what it is called, never what it predicts
 _TRAIN_COSMETIC = ("n_jobs", "model_name")
 # risk settings only the live executor reads (the exchange account's set-up): no backtest trade moves

@@ -1,0 +1,281 @@
+"""The strategy search's objective and study (``qt tune``): plain functions, no Prefect inside.
+
+Why it is built this way - so that the search cannot fool us:
+
+* **Nested.** ``load_tune_data`` cuts the candles and features at the start of the holdout the
+  train stage will use (``training.splits.holdout_split`` on the same rows, minus the embargo), so
+  no trial ever reads a holdout bar; the holdout is scored once, after the search, by the normal
+  train -> evaluate -> promote stages on the selected configuration (``training.tune_run``).
+* **Scored like the strategy trades.** Each trial fits its members on the inner walk-forward
+  folds of the pre-holdout rows (``walk_forward_folds``: purged and embargoed, the train stage's
+  own folds) and trades each fold's test block through the executor's own backtest
+  (``executor.backtest.run_backtest`` with the trial's signal, risk and costs: net of fees,
+  slippage and funding). The fold's per-bar Sharpe is reported to Optuna (``MedianPruner`` over
+  folds); the objective is the mean inner-fold per-bar Sharpe.
+* **Every trial counts.** ``study_statistics`` counts completed + pruned trials from the RDB
+  storage (all resumptions, all workers) and the variance of their Sharpes; the deflated Sharpe of
+  the selected configuration uses both (``training.gates.deflated_sharpe_probability``).
+
+A trial's configuration is the base params with the sampled values set at their dotted paths and
+validated again (``trial_params``): a combination params.yaml would refuse is refused here too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydantic import ValidationError
+
+from qt.config import Params
+from qt.errors import ConfigError, DataError
+from qt.paths import StatePaths
+from qt.tuneparams import TuneDimension, TuneParams
+
+log = logging.getLogger(__name__)
+
+DIRECTION = "maximize"
+# Members' hyper-parameter dicts: a key absent from the default dict may still be searched.
+_FREE_DICTS = ("train.xgboost", "train.lightgbm", "train.nhits", "train.patchtst")
+
+
+@dataclass(frozen=True)
+class TuneData:
+    """What every trial may read: candles, features and funding strictly before ``cut``."""
+
+    candles: pd.DataFrame
+    features: pd.DataFrame
+    funding: pd.DataFrame | None
+    cut: pd.Timestamp  # first bar no trial may read: the holdout start minus the embargo
+    holdout_start: pd.Timestamp
+
+    @property
+    def end(self) -> pd.Timestamp:
+        """The last bar any trial sees (for the test that the holdout is never read)."""
+        return max(self.candles["timestamp"].max(), self.features["timestamp"].max())
+
+    def key(self) -> str:
+        """A short fingerprint of the data the trials are scored on (the trial ledger's model id)."""
+        blob = json.dumps([sorted(self.candles["symbol"].unique().tolist()), str(self.candles["timestamp"].min()),
+                           str(self.end), len(self.candles)])
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+# -- configuration ---------------------------------------------------------------------------
+def check_space(params: Params, tune: TuneParams) -> None:
+    """ConfigError (one line) when a dimension's path names no key of params.yaml."""
+    raw = params.model_dump(mode="json")
+    for dim in tune.space:
+        parts = dim.path.split(".")
+        node = raw
+        for i, part in enumerate(parts):
+            parent = ".".join(parts[:i])
+            if isinstance(node, dict) and (part in node or (parent in _FREE_DICTS and i == len(parts) - 1)):
+                node = node.get(part)
+                continue
+            raise ConfigError(f"tune.space: {dim.path} is not a key of params.yaml (no {part!r} under "
+                              f"{parent or 'the top level'})")
+
+
+def trial_params(params: Params, values: dict) -> Params:
+    """``params`` with each ``{dotted.path: value}`` set, validated again (ConfigError if refused)."""
+    raw = params.model_dump(mode="json")
+    for path, value in values.items():
+        node = raw
+        parts = path.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = list(value) if isinstance(value, tuple) else value
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise ConfigError(f"tuned values {values} refused: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+def suggest(trial, dim: TuneDimension):
+    """One sampled value of ``dim`` (categorical choices are stored by index: lists are not hashable)."""
+    if dim.kind == "categorical":
+        labels = [json.dumps(c) for c in dim.choices]
+        return json.loads(trial.suggest_categorical(dim.path, labels))
+    if dim.kind == "int":
+        return trial.suggest_int(dim.path, int(dim.low), int(dim.high), step=int(dim.step or 1), log=dim.log)
+    return trial.suggest_float(dim.path, dim.low, dim.high, step=dim.step, log=dim.log)
+
+
+def decode(values: dict, tune: TuneParams) -> dict:
+    """Optuna's stored params -> ``{path: value}`` as params.yaml takes them."""
+    kinds = {d.path: d.kind for d in tune.space}
+    return {k: json.loads(v) if kinds.get(k) == "categorical" else v for k, v in values.items()}
+
+
+# -- data ------------------------------------------------------------------------------------
+def load_tune_data(params: Params, paths: StatePaths, lake: Path) -> TuneData:
+    """The pre-holdout candles/features/funding of ``params.data.symbols`` (features stage done).
+
+    The holdout is where the train stage will put it: ``holdout_split`` on the joined
+    features+labels rows of ``params``; the cut is ``embargo_bars`` before it."""
+    from data.lake import read_candles, read_lake_funding
+    from features.labels import label_end_times
+    from features.store import read_features, read_labels
+    from training.splits import holdout_split
+
+    symbols = list(params.data.symbols)
+    feats = read_features(paths.features, symbols)
+    labels = read_labels(paths.features, symbols)
+    keys = ["symbol", "timestamp"]
+    joined = feats[keys].merge(labels[keys + ["fwd_return"]].dropna(), on=keys, how="inner")
+    if joined.empty:
+        raise DataError("no row has both features and a label; run `qt features` first")
+    joined = joined.assign(label_end=label_end_times(joined, feats, params.labels.horizon_bars))
+    _, hold = holdout_split(joined["timestamp"], params.train.holdout_fraction, params.train.embargo_bars,
+                            params.labels.horizon_bars, label_end=joined["label_end"])
+    holdout_start = pd.Timestamp(joined.loc[hold, "timestamp"].min())
+    bars = pd.DatetimeIndex(sorted(joined["timestamp"].unique()))
+    cut = bars[max(0, bars.searchsorted(holdout_start) - params.train.embargo_bars)]
+    candles = read_candles(lake, symbols, params.data.timeframe, params.data.start, params.data.end)
+    funding = read_lake_funding(lake, symbols)
+    if funding is not None:
+        funding = funding[funding["timestamp"] < cut].reset_index(drop=True)
+    return TuneData(candles[candles["timestamp"] < cut].reset_index(drop=True),
+                    feats[feats["timestamp"] < cut].reset_index(drop=True), funding, pd.Timestamp(cut),
+                    holdout_start)
+
+
+# -- the objective ---------------------------------------------------------------------------
+def iter_folds(tp: Params, data: TuneData, n_folds: int):
+    """Fit ``tp``'s members on each inner fold, trade its test block -> yield one dict per fold.
+
+    A generator, so the objective can report each fold to Optuna and stop (prune) before the
+    next one is fitted. Labels are made here with the trial's horizon from the
+    pre-holdout candles, so a searched ``labels.horizon_bars`` needs no new feature store."""
+    from executor.backtest import run_backtest
+    from features.labels import label_end_times, make_labels
+    from features.sequence import add_return_windows
+    from training.backtest_model import strategy_signals
+    from training.ensemble import fit_return_map
+    from training.gates import compute_sharpe
+    from training.models import fit_any_member, predict_up_probability
+    from training.splits import walk_forward_folds
+    from training.train import join_features_labels, member_columns, sequence_exog_of, sequence_length_of
+
+    h = tp.labels.horizon_bars
+    columns, by_member = member_columns(tp)
+    feats = data.features
+    if sequence_length_of(tp):
+        feats = add_return_windows(feats, sequence_length_of(tp), exog=sequence_exog_of(tp))
+    labels = make_labels(data.candles, tp.labels, tp.costs)
+    labels = labels.assign(label_end=label_end_times(labels, feats, h))
+    rows = join_features_labels(feats, labels, columns)
+    rows = rows[rows["label_end"] < data.cut].reset_index(drop=True)  # no label reaches the embargo
+    folds = walk_forward_folds(rows["timestamp"], n_folds, h, tp.train.embargo_bars, label_end=rows["label_end"])
+    up = rows["up"].to_numpy(dtype=np.int64)
+    for f, (tr, te) in enumerate(folds):
+        if len(np.unique(up[tr])) < 2:
+            raise DataError(f"fold {f}: training labels are all one class")
+        fit_p, test_p = [], []
+        for name in tp.train.members:
+            member = fit_any_member(name, rows.iloc[tr], up[tr], tp, by_member[name])
+            fit_p.append(predict_up_probability(member, rows.iloc[tr][by_member[name]].to_numpy(np.float64)))
+            test_p.append(predict_up_probability(member, rows.iloc[te][by_member[name]].to_numpy(np.float64)))
+        # equal weights: convex weights need out-of-fold predictions, which a fold's own fit lacks
+        p_fit, p_test = np.mean(fit_p, axis=0), np.mean(test_p, axis=0)
+        intercept, slope = fit_return_map(p_fit, rows["fwd_return"].to_numpy()[tr])
+        test = rows.iloc[te]
+        preds = test[["symbol", "timestamp"]].assign(prob_up=p_test, expected_return=intercept + slope * (p_test - 0.5))
+        signals = strategy_signals(preds.reset_index(drop=True), data.candles, tp, model_version="tune")
+        start = test["timestamp"].min()
+        candles = data.candles[data.candles["timestamp"] >= start].reset_index(drop=True)
+        res = run_backtest(candles, signals, tp, funding=data.funding)
+        r = res.bar_returns.fillna(0.0).to_numpy()
+        sharpe = float(compute_sharpe(r))
+        yield {"fold": f, "sharpe": sharpe, "bars": int(len(r)), "trades": int(res.metrics.get("trades", 0)),
+               "net_return": float(res.metrics.get("net_return", 0.0)),
+               "test_start": str(start), "test_end": str(test["timestamp"].max())}
+
+
+# -- the study -------------------------------------------------------------------------------
+def storage_url(paths: StatePaths) -> str:
+    paths.tune_db.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{paths.tune_db}"
+
+
+def open_study(name: str, paths: StatePaths, tune: TuneParams, worker: int = 0):
+    """Create or load the study ``name`` in the state directory's RDB storage (resumable; shared by
+    every worker process). Each worker seeds its TPE sampler differently so they do not repeat
+    each other's proposals."""
+    import optuna
+
+    storage = optuna.storages.RDBStorage(storage_url(paths), engine_kwargs={"connect_args": {"timeout": 60}})
+    seed = None if tune.sampler_seed is None else tune.sampler_seed + worker
+    return optuna.create_study(study_name=name, storage=storage, direction=DIRECTION, load_if_exists=True,
+                               sampler=optuna.samplers.TPESampler(seed=seed),
+                               pruner=optuna.pruners.MedianPruner(n_startup_trials=tune.pruner_startup_trials,
+                                                                  n_warmup_steps=tune.pruner_warmup_folds))
+
+
+def trial_sharpe(trial) -> float | None:
+    """A finished trial's per-bar Sharpe: its value when complete, the mean of the folds it
+    reported when pruned (what it had shown when it was stopped), None otherwise."""
+    import optuna
+
+    if trial.state == optuna.trial.TrialState.COMPLETE:
+        return float(trial.value)
+    if trial.state == optuna.trial.TrialState.PRUNED and trial.intermediate_values:
+        return float(np.mean(list(trial.intermediate_values.values())))
+    return None
+
+
+def study_statistics(study) -> dict:
+    """N (completed + pruned, every run and worker of the study) and the sample variance of their
+    per-bar Sharpes (None below two), for the deflated Sharpe."""
+    import optuna
+
+    states = optuna.trial.TrialState
+    trials = study.get_trials(deepcopy=False)
+    completed = sum(t.state == states.COMPLETE for t in trials)
+    pruned = sum(t.state == states.PRUNED for t in trials)
+    sharpes = [s for s in (trial_sharpe(t) for t in trials) if s is not None and math.isfinite(s)]
+    return {"study": study.study_name, "n_trials": completed + pruned, "completed": completed, "pruned": pruned,
+            "failed": sum(t.state == states.FAIL for t in trials),
+            "sharpe_variance": float(np.var(sharpes, ddof=1)) if len(sharpes) > 1 else None,
+            "sharpes": sharpes}
+
+
+def make_objective(params: Params, data: TuneData, tune: TuneParams, on_trial=None):
+    """The Optuna objective: sample -> trial params -> inner folds -> mean per-bar Sharpe.
+
+    ``on_trial(trial, values, folds, tp)`` is called after the folds (MLflow child run, ledger),
+    also for a pruned trial (before the prune is raised)."""
+    import optuna
+
+    n_folds = tune.folds or params.train.folds
+
+    def objective(trial) -> float:
+        values = {dim.path: suggest(trial, dim) for dim in tune.space}
+        try:
+            tp = trial_params(params, values)
+        except ConfigError as exc:  # e.g. take-profit under a quarter of the stop: not a strategy
+            trial.set_user_attr("refused", str(exc))
+            return float("nan")  # Optuna records a FAIL: nothing was evaluated, N does not count it
+        done: list[dict] = []
+        for fold in iter_folds(tp, data, n_folds):
+            done.append(fold)
+            trial.report(fold["sharpe"], fold["fold"])
+            if trial.should_prune():
+                trial.set_user_attr("folds", done)
+                if on_trial is not None:
+                    on_trial(trial, values, done, tp)
+                raise optuna.TrialPruned(f"fold {fold['fold']}: Sharpe {fold['sharpe']:.4f} below the median")
+        trial.set_user_attr("folds", done)
+        if on_trial is not None:
+            on_trial(trial, values, done, tp)
+        return float(np.mean([f["sharpe"] for f in done]))
+
+    return objective

@@ -1,0 +1,286 @@
+"""Running a ``qt tune`` search: workers, progress, MLflow runs, the ledger and the tuned params file.
+
+Why a module apart from ``training.tune`` (the objective and the study): this is the machinery
+around it - processes, terminals, tracking - which the objective's tests do not need.
+
+* ``run_search``: opens (or resumes) the study in the state directory's RDB storage, runs this
+  process's share of the trials and starts ``workers - 1`` more processes
+  (``python -m training.tune_run --worker ...``) on the same study, each with its share of
+  ``n_trials``; they are stopped by PID when anything fails. Progress: a rich bar (trial k/N,
+  best so far, ETA) on a terminal, one line per trial otherwise.
+* MLflow: one parent run per study (experiment ``<model_name>-tune``; found again by its tag on a
+  resumption), one child run per trial (its sampled values and inner-fold metrics); at the end the
+  parent gets the search space, budget, N, the Sharpe variance, Optuna's optimisation-history and
+  parameter-importance plots, and ``reports/tuned-params.yaml``.
+* Every evaluated trial goes into the trial ledger (``training.trials``, origin ``tune``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from qt.config import Params, load_params
+from qt.errors import DataError
+from qt.paths import StatePaths
+from training.tune import TuneData, check_space, decode, load_tune_data, make_objective, open_study, \
+    study_statistics, trial_params
+
+log = logging.getLogger(__name__)
+TUNED_PARAMS = "tuned-params.yaml"
+STUDY_TAG = "qt.tune.study"
+
+
+def experiment_id(client, params: Params, paths: StatePaths) -> str:
+    name = f"{params.train.model_name}-tune"
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    return client.create_experiment(name, artifact_location=paths.mlflow_artifacts.resolve().as_uri())
+
+
+def parent_run(client, params: Params, paths: StatePaths, study: str) -> str:
+    """The study's parent run id: the existing one (a resumption) or a new one."""
+    exp = experiment_id(client, params, paths)
+    found = client.search_runs([exp], filter_string=f"tags.`{STUDY_TAG}` = '{study}'", max_results=1)
+    if found:
+        return found[0].info.run_id
+    return client.create_run(exp, run_name=f"tune-{study}", tags={STUDY_TAG: study}).info.run_id
+
+
+def _trial_recorder(client, parent: str, exp: str, params: Params, paths: StatePaths, data: TuneData, study: str):
+    """``on_trial`` of the objective: an MLflow child run and a ledger row per evaluated trial."""
+    import numpy as np
+
+    from executor.backtest import bars_per_year
+    from qt.timeframes import timeframe_ms
+    from training.trials import Trial, TrialLedger, decision_digest, model_digest
+
+    ledger = TrialLedger(paths.trials_ledger)
+    ann = math.sqrt(bars_per_year(timeframe_ms(params.data.timeframe)))
+
+    def record(trial, values: dict, folds: list[dict], tp: Params) -> None:
+        sharpe = float(np.mean([f["sharpe"] for f in folds])) if folds else 0.0
+        run = client.create_run(exp, run_name=f"{study}-trial-{trial.number}",
+                                tags={"mlflow.parentRunId": parent, STUDY_TAG: study, "qt.tune.trial": str(trial.number)})
+        rid = run.info.run_id
+        for path, value in values.items():
+            client.log_param(rid, path, json.dumps(value) if isinstance(value, list) else value)
+        for f in folds:
+            client.log_metric(rid, "fold_sharpe", f["sharpe"], step=f["fold"])
+            client.log_metric(rid, "fold_sharpe_annualised", f["sharpe"] * ann, step=f["fold"])
+            client.log_metric(rid, "fold_trades", f["trades"], step=f["fold"])
+            client.log_metric(rid, "fold_net_return", f["net_return"], step=f["fold"])
+        client.log_metric(rid, "mean_fold_sharpe", sharpe)
+        client.log_metric(rid, "folds_scored", len(folds))
+        client.set_terminated(rid)
+        ledger.record(Trial(f"{model_digest(tp)}/tune-{data.key()}", decision_digest(tp), "tune", sharpe,
+                            sum(f["bars"] for f in folds), params.train.model_name, rid))
+
+    return record
+
+
+def run_worker(params: Params, paths: StatePaths, lake: Path, study_name: str, n_trials: int,
+               timeout: float | None, worker: int, parent: str, callbacks=()) -> None:
+    """One process's share of the study: ``n_trials`` trials (or until ``timeout`` seconds)."""
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    client = MlflowClient(tracking_uri=paths.tracking_uri)
+    exp = experiment_id(client, params, paths)
+    data = load_tune_data(params, paths, lake)
+    study = open_study(study_name, paths, params.tune, worker=worker)
+    objective = make_objective(params, data, params.tune,
+                               on_trial=_trial_recorder(client, parent, exp, params, paths, data, study_name))
+    study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(DataError,), callbacks=list(callbacks),
+                   gc_after_trial=True)
+
+
+class Progress:
+    """trial k/N, best so far and ETA: a rich bar on a terminal, one line per trial otherwise."""
+
+    def __init__(self, total: int, already: int, stream=None):
+        self.total, self.already, self.t0 = total, already, time.perf_counter()
+        self.stream = stream or sys.stderr
+        self.bar = None
+        if self.stream.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
+
+            self.bar = Bar(TextColumn("tune"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                           TimeRemainingColumn())
+            self.task = self.bar.add_task("", total=total)
+            self.bar.start()
+
+    def __call__(self, study, trial) -> None:
+        done = len([t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]) - self.already
+        try:
+            best = f"{study.best_value:.4f}"
+        except ValueError:
+            best = "-"
+        elapsed = time.perf_counter() - self.t0
+        eta = elapsed / max(done, 1) * max(self.total - done, 0)
+        if self.bar is not None:
+            self.bar.update(self.task, completed=min(done, self.total), description=f"best {best}")
+            return
+        value = "-" if trial.value is None or not math.isfinite(trial.value) else f"{trial.value:.4f}"
+        print(f"tune: trial {done}/{self.total} #{trial.number} {trial.state.name.lower()} value {value} "
+              f"best {best} elapsed {elapsed:.0f}s eta {eta:.0f}s", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _start_workers(k: int, shares: list[int], params_file: Path, paths: StatePaths, lake: Path, study: str,
+                   timeout: float | None, parent: str) -> list[subprocess.Popen]:
+    procs = []
+    env = {**os.environ, **paths.tool_env()}
+    for w in range(1, k):
+        if shares[w] <= 0:
+            continue
+        cmd = [sys.executable, "-m", "training.tune_run", "--worker", str(w), "--params", str(params_file),
+               "--lake", str(lake), "--study", study, "--trials", str(shares[w]), "--parent-run", parent]
+        if timeout is not None:
+            cmd += ["--timeout", str(timeout)]
+        log_file = open(paths.logs / f"tune-{study}-worker{w}.log", "ab")
+        procs.append(subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT))
+        log_file.close()
+    return procs
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    """Stop the worker processes we started, by PID: SIGTERM, then SIGKILL after 10 s."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def run_search(params: Params, paths: StatePaths, lake: Path, study_name: str, n_trials: int,
+               timeout: float | None = None, workers: int = 1) -> dict:
+    """Run (or resume) the study with ``n_trials`` more trials over ``workers`` processes ->
+    ``{statistics, best, parent_run_id, seconds}``; writes ``reports/tuned-params.yaml``."""
+    from mlflow.tracking import MlflowClient
+
+    check_space(params, params.tune)
+    t0 = time.perf_counter()
+    paths.ensure()
+    client = MlflowClient(tracking_uri=paths.tracking_uri)
+    parent = parent_run(client, params, paths, study_name)
+    study = open_study(study_name, paths, params.tune)
+    already = len([t for t in study.get_trials(deepcopy=False) if t.state.is_finished()])
+    shares = [n_trials // workers + (1 if w < n_trials % workers else 0) for w in range(workers)]
+    params_file = paths.home / "tune" / f"{study_name}.params.yaml"
+    params_file.write_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
+    progress = Progress(n_trials, already)
+    procs: list[subprocess.Popen] = []
+    try:
+        procs = _start_workers(workers, shares, params_file, paths, lake, study_name, timeout, parent)
+        if shares[0] > 0:
+            run_worker(params, paths, lake, study_name, shares[0], timeout, 0, parent, callbacks=[progress])
+        for p in procs:
+            while p.poll() is None:
+                time.sleep(1.0)
+            if p.returncode != 0:
+                raise DataError(f"tune worker (pid {p.pid}) exited {p.returncode}; see "
+                                f"{paths.logs}/tune-{study_name}-worker*.log")
+    finally:
+        _stop(procs)
+        progress.close()
+    study = open_study(study_name, paths, params.tune)
+    stats = study_statistics(study)
+    completed = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    if not completed:
+        raise DataError(f"study {study_name}: no trial completed ({stats['pruned']} pruned, {stats['failed']} "
+                        f"failed); nothing to select - see {paths.logs}")
+    best = study.best_trial
+    selected = decode(best.params, params.tune)
+    tuned = trial_params(params, selected)
+    out = write_tuned_params(tuned, paths)
+    _log_parent(client, parent, study, params, stats, out, paths, n_trials, timeout, workers)
+    return {"statistics": stats, "best": {"trial": best.number, "value": float(best.value), "params": selected},
+            "tuned_params": str(out), "parent_run_id": parent, "seconds": round(time.perf_counter() - t0, 1),
+            "params": tuned}
+
+
+def write_tuned_params(tuned: Params, paths: StatePaths) -> Path:
+    """The selected configuration as a full params.yaml (loads back to the same ``Params``)."""
+    out = paths.reports / TUNED_PARAMS
+    paths.reports.mkdir(parents=True, exist_ok=True)
+    text = ("# Selected by `qt tune` (reports/summary.json's tune block says which study and trial).\n"
+            "# Use it as it is: qt run --params " + str(out) + "\n")
+    out.write_text(text + yaml.safe_dump(tuned.model_dump(mode="json"), sort_keys=False))
+    if load_params(out) != tuned:
+        raise DataError(f"{out} does not load back to the selected configuration")
+    return out
+
+
+def _log_parent(client, parent: str, study, params: Params, stats: dict, tuned_file: Path, paths: StatePaths,
+                n_trials: int, timeout: float | None, workers: int) -> None:
+    """Search space, budget, N, variance, the tuned params file and Optuna's plots on the parent run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
+
+    client.log_dict(parent, {"space": [d.model_dump(mode="json") for d in params.tune.space]}, "search_space.json")
+    client.log_dict(parent, {"trials": n_trials, "timeout_seconds": timeout, "workers": workers}, "budget.json")
+    for key in ("n_trials", "completed", "pruned", "failed"):
+        client.log_metric(parent, key, stats[key])
+    if stats["sharpe_variance"] is not None:
+        client.log_metric(parent, "trial_sharpe_variance", stats["sharpe_variance"])
+    client.log_metric(parent, "best_mean_fold_sharpe", float(study.best_value))
+    client.log_artifact(parent, str(tuned_file))
+    figures = paths.reports / "tune"
+    figures.mkdir(parents=True, exist_ok=True)
+    plot_optimization_history(study)
+    plt.savefig(figures / "optimization_history.png", bbox_inches="tight")
+    plt.close("all")
+    client.log_artifact(parent, str(figures / "optimization_history.png"))
+    try:
+        plot_param_importances(study)
+        plt.savefig(figures / "param_importances.png", bbox_inches="tight")
+        client.log_artifact(parent, str(figures / "param_importances.png"))
+    except (ValueError, RuntimeError) as exc:  # too few completed trials, or no parameter varies
+        note = f"parameter-importance plot skipped: {exc}"
+        log.warning("%s", note)
+        client.set_tag(parent, "param_importance", note[:500])
+    finally:
+        plt.close("all")
+
+
+def _worker_main(argv: list[str] | None = None) -> int:
+    """Entry of the extra worker processes ``run_search`` starts."""
+    ap = argparse.ArgumentParser(prog="python -m training.tune_run")
+    ap.add_argument("--worker", type=int, required=True)
+    ap.add_argument("--params", required=True)
+    ap.add_argument("--lake", required=True)
+    ap.add_argument("--study", required=True)
+    ap.add_argument("--trials", type=int, required=True)
+    ap.add_argument("--timeout", type=float, default=None)
+    ap.add_argument("--parent-run", required=True)
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    run_worker(load_params(a.params), StatePaths.from_env(), Path(a.lake), a.study, a.trials, a.timeout, a.worker,
+               a.parent_run)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_worker_main())
