@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pandas as pd
 from prefect import flow, task
 from prefect.cache_policies import NONE
 
@@ -23,6 +24,7 @@ from flows.collect import collection_flow
 from flows.stage_tasks import symbol_stages_flow
 from qt.atomic import write_json_atomic
 from qt.config import Params, load_params
+from qt.errors import DataError
 from qt.paths import StatePaths
 
 
@@ -49,6 +51,10 @@ def tune_flow(params: Params, home: str, study: str, trials: int | None = None, 
     tuned: Params = found.pop("params")
     summary.update(symbol_stages_flow(tuned, home, stages=["features"]))
     summary.update(stages.train(tuned, paths))
+    if pd.Timestamp(summary["train"]["holdout_start"]) < pd.Timestamp(found["trials_cut"]):
+        raise DataError(f"the selected configuration's holdout starts at {summary['train']['holdout_start']}, "
+                        f"before the last bar the trials read ({found['trials_data_end']}): its holdout would not "
+                        f"be unseen; keep labels.horizon_bars out of the space or raise train.embargo_bars")
     summary.update(stages.evaluate(tuned, paths))
     stats = found["statistics"]
     summary.update(stages.promote(tuned, paths, search=stats))
@@ -57,7 +63,8 @@ def tune_flow(params: Params, home: str, study: str, trials: int | None = None, 
                        "trial_sharpe_variance": stats["sharpe_variance"],
                        "best_inner_fold_sharpe": found["best"]["value"], "best_trial": found["best"]["trial"],
                        "selected_params": found["best"]["params"], "tuned_params_file": found["tuned_params"],
-                       "parent_run_id": found["parent_run_id"], "search_seconds": found["seconds"],
+                       "parent_run_id": found["parent_run_id"], "trials_data_end": found["trials_data_end"],
+                       "holdout_start": summary["train"]["holdout_start"], "search_seconds": found["seconds"],
                        "seconds": round(time.perf_counter() - t0, 1)}
     summary["seconds"] = summary["tune"]["seconds"]
     write_json_atomic(paths.reports / "summary.json", summary, indent=2, default=str)

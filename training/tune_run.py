@@ -38,6 +38,7 @@ from training.tune import TuneData, check_space, decode, load_tune_data, make_ob
 log = logging.getLogger(__name__)
 TUNED_PARAMS = "tuned-params.yaml"
 STUDY_TAG = "qt.tune.study"
+PARENT_TAG = "qt.tune.parent"  # on the study's parent run only (children carry STUDY_TAG too)
 
 
 def experiment_id(client, params: Params, paths: StatePaths) -> str:
@@ -51,10 +52,11 @@ def experiment_id(client, params: Params, paths: StatePaths) -> str:
 def parent_run(client, params: Params, paths: StatePaths, study: str) -> str:
     """The study's parent run id: the existing one (a resumption) or a new one."""
     exp = experiment_id(client, params, paths)
-    found = client.search_runs([exp], filter_string=f"tags.`{STUDY_TAG}` = '{study}'", max_results=1)
+    found = client.search_runs([exp], filter_string=f"tags.`{STUDY_TAG}` = '{study}' and tags.`{PARENT_TAG}` = 'true'",
+                               max_results=1)
     if found:
         return found[0].info.run_id
-    return client.create_run(exp, run_name=f"tune-{study}", tags={STUDY_TAG: study}).info.run_id
+    return client.create_run(exp, run_name=f"tune-{study}", tags={STUDY_TAG: study, PARENT_TAG: "true"}).info.run_id
 
 
 def _trial_recorder(client, parent: str, exp: str, params: Params, paths: StatePaths, data: TuneData, study: str):
@@ -182,6 +184,7 @@ def run_search(params: Params, paths: StatePaths, lake: Path, study_name: str, n
     paths.ensure()
     client = MlflowClient(tracking_uri=paths.tracking_uri)
     parent = parent_run(client, params, paths, study_name)
+    data = load_tune_data(params, paths, lake)  # fails early (no features, too few bars) before any process starts
     study = open_study(study_name, paths, params.tune)
     already = len([t for t in study.get_trials(deepcopy=False) if t.state.is_finished()])
     shares = [n_trials // workers + (1 if w < n_trials % workers else 0) for w in range(workers)]
@@ -214,7 +217,8 @@ def run_search(params: Params, paths: StatePaths, lake: Path, study_name: str, n
     out = write_tuned_params(tuned, paths)
     _log_parent(client, parent, study, params, stats, out, paths, n_trials, timeout, workers)
     return {"statistics": stats, "best": {"trial": best.number, "value": float(best.value), "params": selected},
-            "tuned_params": str(out), "parent_run_id": parent, "seconds": round(time.perf_counter() - t0, 1),
+            "tuned_params": str(out), "parent_run_id": parent, "trials_data_end": str(data.end),
+            "trials_cut": str(data.cut), "seconds": round(time.perf_counter() - t0, 1),
             "params": tuned}
 
 
@@ -263,7 +267,7 @@ def _log_parent(client, parent: str, study, params: Params, stats: dict, tuned_f
         client.set_tag(parent, "param_importance", note[:500])
     finally:
         plt.close("all")
-
+    client.set_terminated(parent)  # a resumption logs to it again
 
 def _worker_main(argv: list[str] | None = None) -> int:
     """Entry of the extra worker processes ``run_search`` starts."""
