@@ -295,8 +295,7 @@ def promote_stage(params: Params, paths: StatePaths, search: dict | None = None)
         "n_trials": n_trials,
         "trials": trials,
         "deflated_sharpe_inputs": {"n_trials": n_trials, "trial_sharpe_variance": variance,
-                                   "source": f"tune study {search['study']}" if search is not None else
-                                   "trial ledger; null variance 1/(T-1)"},
+                                   "source": _dsr_source(search, variance)},
         "gates": report.gates,
         "reasons": reasons,
         "champion_evaluation": champion_eval,
@@ -317,6 +316,15 @@ def promote_stage(params: Params, paths: StatePaths, search: dict | None = None)
 
     notify_promotion(params.notify, jsonable(summary))  # best effort; nothing when no channel is set
     return jsonable({"registry": summary})
+
+
+def _dsr_source(search: dict | None, variance: float | None) -> str:
+    """Where the deflated Sharpe's N and variance came from, for promote.json."""
+    if search is None:
+        return "trial ledger; null variance 1/(T-1)"
+    if variance is None:
+        return f"tune study {search['study']}; fewer than two trial Sharpes, so the null variance 1/(T-1)"
+    return f"tune study {search['study']}: completed + pruned trials and the variance of their Sharpes"
 
 
 def _gate_baselines(params: Params, evaluation: dict, returns: pd.DataFrame) -> dict:
