@@ -131,3 +131,19 @@ def test_cli_refuses_an_unknown_space_key_before_anything_runs(tmp_path):
     res = run_qt(["tune", "--params", str(params_file)], tmp_path / "home")
     assert_one_line_error(res, "risk.stop_los_pct")
     assert not (tmp_path / "home" / "tune").exists()  # nothing started
+
+
+def test_progress_is_one_line_per_trial_off_a_terminal():
+    import io
+
+    from training.tune_run import Progress
+
+    study = _study_with([0.02, -0.01], [[-0.03]], failed=0)
+    stream = io.StringIO()  # not a TTY
+    progress = Progress(total=5, already=1, stream=stream)
+    for trial in study.trials[1:]:
+        progress(study, trial)
+    progress.close()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2
+    assert lines[-1].startswith("tune: trial 2/5 #2 pruned") and "best 0.0200" in lines[-1] and "eta" in lines[-1]
