@@ -34,7 +34,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from qt.config import Params
-from qt.errors import ConfigError, DataError
+from qt.errors import ConfigError, DataError, UserError
 from qt.paths import StatePaths
 from qt.tuneparams import TuneDimension, TuneParams
 
@@ -218,6 +218,18 @@ def open_study(name: str, paths: StatePaths, tune: TuneParams, worker: int = 0):
                                sampler=optuna.samplers.TPESampler(seed=seed),
                                pruner=optuna.pruners.MedianPruner(n_startup_trials=tune.pruner_startup_trials,
                                                                   n_warmup_steps=tune.pruner_warmup_folds))
+
+
+def bind_study_to_data(study, key: str) -> None:
+    """A study's trials are comparable only on the same data: the first run records the data's
+    fingerprint (``TuneData.key``); a resumption on other data (another period, universe, or newer
+    candles) is refused in one line instead of mixing Sharpes of different folds into one N."""
+    recorded = study.user_attrs.get("data_key")
+    if recorded is None:
+        study.set_user_attr("data_key", key)
+    elif recorded != key:
+        raise UserError(f"study {study.study_name!r} was searched on other data (fingerprint {recorded}, now {key}: "
+                        f"another period, universe or newer candles); start a new --study")
 
 
 def trial_sharpe(trial) -> float | None:

@@ -32,7 +32,7 @@ import yaml
 from qt.config import Params, load_params
 from qt.errors import DataError
 from qt.paths import StatePaths
-from training.tune import TuneData, check_space, decode, load_tune_data, make_objective, open_study, \
+from training.tune import TuneData, bind_study_to_data, check_space, decode, load_tune_data, make_objective, open_study, \
     study_statistics, trial_params
 
 log = logging.getLogger(__name__)
@@ -186,6 +186,7 @@ def run_search(params: Params, paths: StatePaths, lake: Path, study_name: str, n
     parent = parent_run(client, params, paths, study_name)
     data = load_tune_data(params, paths, lake)  # fails early (no features, too few bars) before any process starts
     study = open_study(study_name, paths, params.tune)
+    bind_study_to_data(study, data.key())
     already = len([t for t in study.get_trials(deepcopy=False) if t.state.is_finished()])
     shares = [n_trials // workers + (1 if w < n_trials % workers else 0) for w in range(workers)]
     params_file = paths.home / "tune" / f"{study_name}.params.yaml"

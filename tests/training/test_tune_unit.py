@@ -147,3 +147,14 @@ def test_progress_is_one_line_per_trial_off_a_terminal():
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2
     assert lines[-1].startswith("tune: trial 2/5 #2 pruned") and "best 0.0200" in lines[-1] and "eta" in lines[-1]
+
+
+def test_a_study_resumed_on_other_data_is_refused():
+    from qt.errors import UserError
+    from training.tune import bind_study_to_data
+
+    study = optuna.create_study(study_name="s", direction="maximize")
+    bind_study_to_data(study, "abc")
+    bind_study_to_data(study, "abc")  # the same data: resumes
+    with pytest.raises(UserError, match="other data"):
+        bind_study_to_data(study, "def")
