@@ -75,7 +75,7 @@ async def _exercise(api_url: str, qt_home: Path, params: Path) -> dict:
     with temporary_settings({PREFECT_API_URL: api_url}):
         async with get_client() as client:
             names = {d.name for d in await client.read_deployments()}
-            assert {"collect", "features", "retrain", "drift"} <= names, names
+            assert {"collect", "features", "retrain", "drift", "tune"} <= names, names
             features_dep = await client.read_deployment_by_name("quantum-trader-features/features")
 
             collect = await run_deployment("quantum-trader-collect/collect", timeout=0,
@@ -133,7 +133,8 @@ def test_deployments_from_prefect_yaml_run_on_a_real_server_and_worker(tmp_path)
         worker.start()
         started.append(worker.pid)
         out = _prefect(env, "deploy", "--all", "--no-prompt")
-        assert out.count("successfully created") == 4, out[-2000:]
+        declared = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
+        assert out.count("successfully created") == len(declared) == 5, out[-2000:]  # collect .. drift, tune
         runs = asyncio.run(_exercise(api_url, qt_home, params))
     finally:
         worker.stop(timeout_s=5)
