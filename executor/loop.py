@@ -33,67 +33,29 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from executor.bartable import bar_table, last_bars, symbol_spans
 from executor.core import Decision, OrderIntent, decide
-from executor.funding import FundingPayment, FundingSchedule, as_schedule, require_funding, settle_funding
+from executor.funding import FundingSchedule, as_schedule, require_funding, settle_funding
+from executor.loopapi import LoopListener, LoopResult  # noqa: F401 - re-exported: callers import them from here
 from executor.listeners import STATE_WRITE_FAILED, STATE_WRITE_RECOVERED, ListenerHealth
 from executor.broker import Broker, Rejection, SimulatedBroker
 from executor.paper import LIMIT_EXPIRED, MarketOrder, PaperBroker
-from executor.portfolio import Bar, ClosedTrade, Fill, Portfolio
+from executor.portfolio import Bar, Fill, Portfolio
 from executor.rank import decide_rank
-from executor.risk import Approved, RiskAlert, RiskEngine, TradingState
-from executor.quiet import DecisionLog, QuietPlan, mark_span, quiet_plan
+from executor.risk import Approved, RiskAlert, RiskEngine
+from executor.quiet import QuietPlan, QuietSpan, mark_span, quiet_plan
 from executor.signals import Signal, SignalSource, SignalUnavailable
+from executor.spans import SpanStepper
 from executor.sizing import RealisedVolatility
 from qt.config import Params
 from qt.timeframes import timeframe_ms
 
 log = logging.getLogger(__name__)
 MISSED_BAR = "MISSED_BAR"
-
-
-class LoopListener:
-    """Receives everything the loop does. Override what you need; all default to no-ops."""
-
-    def on_signals(self, ts: pd.Timestamp, signals: list[Signal]) -> None: ...
-    def on_signal_unavailable(self, ts: pd.Timestamp, error: Exception) -> None: ...
-    def on_order(self, order: MarketOrder, decision: Decision) -> None: ...
-    def on_cancel(self, order: MarketOrder, ts: pd.Timestamp) -> None: ...
-    def on_fill(self, fill: Fill, portfolio: Portfolio, trade: ClosedTrade | None) -> None: ...
-    def on_funding(self, payment: FundingPayment, portfolio: Portfolio) -> None: ...
-    def on_decision(self, decision: Decision) -> None: ...
-    def on_equity(self, ts: pd.Timestamp, equity_usdt: float, cash_usdt: float, state: TradingState,
-                  portfolio: Portfolio) -> None: ...
-    def on_alert(self, alert: RiskAlert) -> None: ...
-    def on_bar_done(self, ts: pd.Timestamp) -> None: ...
-    def on_listener_failure(self, listener: str) -> None: ...  # another listener raised (metrics count it)
-
-
-@dataclass
-class LoopResult:
-    starting_equity_usdt: float
-    bar_ms: int
-    equity: pd.Series  # USDT at the close of each bar, indexed by bar open time
-    exposure: pd.Series  # bool: any position open at the close of the bar
-    fills: list[Fill] = field(default_factory=list)
-    funding: list[FundingPayment] = field(default_factory=list)
-    orders: list[MarketOrder] = field(default_factory=list)
-    decision_log: DecisionLog = field(default_factory=DecisionLog)  # quiet spans kept as columns
-    alerts: list[RiskAlert] = field(default_factory=list)
-    closed_trades: list[ClosedTrade] = field(default_factory=list)
-    signals_received: int = 0
-    portfolio: Portfolio | None = None
-    final_state: TradingState = TradingState.ACTIVE
-
-    @property
-    def decisions(self) -> list[Decision]:
-        """Every decision in order (one per symbol per bar, plus intents' verdicts)."""
-        return self.decision_log.decisions()
 
 
 class TradingLoop:
@@ -163,15 +125,15 @@ class TradingLoop:
         if len(table.timestamps):
             self.prime_volatility(candles, table.timestamps[0])
         symbols = table.symbols
-        plan = self._quiet_plan(table) if skip_quiet else None
+        spans = self._span_stepper(table) if skip_quiet else None
         stamps = list(table.timestamps)  # one Timestamp per bar, shared by its equity point and decisions
         i = 0
         while i < len(stamps):
-            if plan is not None and plan.quiet[i] and self._idle():
-                end = int(plan.span_end[i])
-                self._quiet_span(table, stamps, plan, i, end)
-                i = end
-                continue
+            if spans is not None:
+                after = spans.advance(i, stamps)
+                if after > i:
+                    i = after
+                    continue
             ts, bars = stamps[i], {}
             # Python floats for the row at once, not four numpy scalars per symbol
             for sym, (o, h, lo, c) in zip(symbols, table.ohlc[i].tolist()):
@@ -183,8 +145,8 @@ class TradingLoop:
             self._liquidate(last_bars(table))
         return self.result()
 
-    # ---- quiet spans: most bars of a backtest, where nothing can happen (executor.quiet) ----
-    def _quiet_plan(self, table) -> QuietPlan | None:
+    # ---- spans: most bars of a backtest, stepped at once between events (executor.spans) ----
+    def _span_stepper(self, table) -> SpanStepper | None:
         """Read the signals ahead from a source that can (``signals_on``), where nothing else
         watches a bar (no listeners, kill switch or supervisor; the paper broker), in timing mode
         (rank mode's rebalances are not flat_noop's rule)."""
@@ -193,18 +155,21 @@ class TradingLoop:
                 or not isinstance(self.broker, PaperBroker) or not len(table.timestamps)
                 or self.params.signal.mode != "timing"):
             return None
-        return quiet_plan(table, signals_on(table.symbols, table.timestamps), self.params.risk)
+        return SpanStepper(self, table, quiet_plan(table, signals_on(table.symbols, table.timestamps),
+                                                   self.params.risk))
 
-    def _idle(self) -> bool:
-        """Flat, nothing reserved, pending or guarded: a quiet bar then fills, settles and opens nothing."""
+    def settled(self) -> bool:
+        """Nothing reserved, pending or guarded against: a bar then fills and opens nothing
+        unless a signal, a guard, max holding or funding makes it (``executor.spans``); flat too
+        (no guards): a quiet bar does nothing at all."""
         pf = self.portfolio
-        return (not pf.positions and not pf.reserved_usdt and not pf.pending_exits and self.broker.idle
-                and self._outage_since is None and not self.health.entries_blocked)
+        return (not pf.reserved_usdt and not pf.pending_exits and not self.broker.pending_orders
+                and self._outage_since is None and not self.health.entries_blocked
+                and (bool(pf.positions) or self.broker.idle))
 
-    def _quiet_span(self, table, stamps: list[pd.Timestamp], plan: QuietPlan, lo: int, hi: int) -> None:
-        """Bars ``lo:hi``, all quiet, while idle: what ``step`` would do to each (module
+    def quiet_span(self, table, stamps: list[pd.Timestamp], plan: QuietPlan, lo: int, hi: int) -> None:
+        """Bars ``lo:hi``, all quiet, while flat and idle: what ``step`` would do to each (module
         ``executor.quiet``): marks, windows, equity points, risk state, signal count, decisions."""
-        self._ts = self._funding_after = stamps[hi - 1]  # nothing held: no funding to settle
         pf = self.portfolio
         mark_span(table, stamps, plan, lo, hi, pf.marks, self.volatility, self.risk.history)
         equity = pf.equity_usdt()
@@ -213,11 +178,18 @@ class TradingLoop:
             for alert in self.risk.observe_equity(equity, stamps[i]):
                 log.warning("risk: %s %s", alert.message, alert.numbers)
                 self.raise_alert(alert)
+        self.book_span(stamps, lo, hi, [equity] * (hi - lo), False, QuietSpan(stamps, table.symbols, plan, lo, hi),
+                       int(np.not_equal(plan.actions[lo:hi], None).sum()))
+
+    def book_span(self, stamps: list[pd.Timestamp], lo: int, hi: int, equity: list[float], exposed: bool,
+                  decisions, signals: int) -> None:
+        """Record bars ``lo:hi`` stepped at once: equity points, the span's decisions, signals received."""
+        self._ts = self._funding_after = stamps[hi - 1]  # a span holds no funding time of a held perp
         self._eq_ts.extend(stamps[lo:hi])
-        self._eq_val.extend([equity] * (hi - lo))
-        self._exposed.extend([False] * (hi - lo))
-        self._result.decision_log.add_quiet(stamps, table.symbols, plan, lo, hi)
-        self._result.signals_received += int(np.not_equal(plan.actions[lo:hi], None).sum())
+        self._eq_val.extend(equity)
+        self._exposed.extend([exposed] * (hi - lo))
+        self._result.decision_log.add_span(decisions)
+        self._result.signals_received += signals
 
     def step(self, ts: pd.Timestamp, bars: dict[str, Bar], symbols: list[str], missed: bool = False) -> None:
         """Step bar ``ts`` (the order in the module docstring).

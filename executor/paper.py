@@ -180,6 +180,11 @@ class PaperBroker:
     def protective(self, symbol: str) -> Protective | None:
         return self._protective.get(symbol)
 
+    def carry_trail(self, symbol: str, extreme: float) -> None:
+        """Set a trail's peak (trough) to ``extreme``: bars offered to the guard that touched
+        nothing, stepped at once by the backtest (``executor.spans``); the peak their highs give."""
+        self._protective[symbol] = replace(self._protective[symbol], peak=extreme)
+
     def submit(self, order: MarketOrder) -> None:
         self._pending.append(order)
 

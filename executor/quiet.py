@@ -82,12 +82,35 @@ def mark_span(table: BarTable, stamps: list[pd.Timestamp], plan: QuietPlan, lo: 
                 history.observe(sym, stamps[r], c)
 
 
+class QuietSpan:
+    """A quiet span's decisions, made when read: ``decide``'s for a flat symbol on each bar."""
+
+    def __init__(self, timestamps: list[pd.Timestamp], symbols: list[str], plan: QuietPlan, lo: int, hi: int):
+        self.timestamps, self.symbols, self.plan, self.lo, self.hi = timestamps, symbols, plan, lo, hi
+
+    def __len__(self) -> int:
+        return len(self.symbols) * (self.hi - self.lo)
+
+    def columns(self) -> dict[str, list]:
+        cols = span_columns(self.timestamps, self.symbols, self.plan, self.lo, self.hi)
+        cols["details"] = ["{}"] * len(cols["symbol"])
+        return cols
+
+    def decisions(self) -> list[Decision]:
+        cols = span_columns(self.timestamps, self.symbols, self.plan, self.lo, self.hi)
+        return [Decision(t, s, a, o, r, notional_usdt=0.0, confidence=c, model_version=v)
+                for t, s, a, o, r, c, v in zip(cols["timestamp"], cols["symbol"], cols["signal_action"],
+                                               cols["outcome"], cols["reason"], cols["confidence"],
+                                               cols["model_version"])]
+
+
 class DecisionLog:
-    """The loop's decisions in order: stepped ones as ``Decision`` objects, quiet spans as columns."""
+    """The loop's decisions in order: stepped ones as ``Decision`` objects, spans of bars stepped at
+    once (``QuietSpan``, ``executor.spans.HeldSpan``) as what makes their columns when read."""
 
     def __init__(self):
         self._stepped: list[Decision] = []
-        self._spans: list[tuple[int, list[pd.Timestamp], list[str], QuietPlan, int, int]] = []
+        self._spans: list[tuple[int, object]] = []  # (decisions stepped before it, span)
         self._all: list[Decision] | None = None
 
     def append(self, decision: Decision) -> None:
@@ -100,45 +123,43 @@ class DecisionLog:
 
     def add_quiet(self, timestamps: list[pd.Timestamp], symbols: list[str], plan: QuietPlan, lo: int, hi: int) -> None:
         """Bars ``lo:hi`` of the plan, all quiet, one decision per symbol each (``decide``'s for a flat symbol)."""
-        self._spans.append((len(self._stepped), timestamps, symbols, plan, lo, hi))
+        self.add_span(QuietSpan(timestamps, symbols, plan, lo, hi))
+
+    def add_span(self, span) -> None:
+        """A span of bars stepped at once: it has ``len``, ``columns()`` and ``decisions()``."""
+        self._spans.append((len(self._stepped), span))
         self._all = None
 
     def __len__(self) -> int:
-        return len(self._stepped) + sum(len(symbols) * (hi - lo) for _, _, symbols, _, lo, hi in self._spans)
+        return len(self._stepped) + sum(len(span) for _, span in self._spans)
 
     def decisions(self) -> list[Decision]:
-        """Every decision in order (a quiet span's made now, once)."""
+        """Every decision in order (a span's made now, once)."""
         if self._all is None:
             out: list[Decision] = []
             done = 0
-            for at, timestamps, symbols, plan, lo, hi in self._spans:
+            for at, span in self._spans:
                 out.extend(self._stepped[done:at])
                 done = at
-                cols = _span_columns(timestamps, symbols, plan, lo, hi)
-                out.extend(Decision(t, s, a, o, r, notional_usdt=0.0, confidence=c, model_version=v)
-                           for t, s, a, o, r, c, v in zip(cols["timestamp"], cols["symbol"], cols["signal_action"],
-                                                          cols["outcome"], cols["reason"], cols["confidence"],
-                                                          cols["model_version"]))
+                out.extend(span.decisions())
             out.extend(self._stepped[done:])
             self._all = out
         return self._all
 
     def columns(self, stepped_columns) -> dict[str, list]:
         """The log as columns, in order: ``stepped_columns(decisions)`` turns a run of stepped
-        decisions into the same columns a quiet span has (plus any others it adds)."""
+        decisions into the same columns a span has (plus any others it adds)."""
         pieces: list[dict[str, list]] = []
         done = 0
-        for at, timestamps, symbols, plan, lo, hi in self._spans:
+        for at, span in self._spans:
             pieces.append(stepped_columns(self._stepped[done:at]))
             done = at
-            cols = _span_columns(timestamps, symbols, plan, lo, hi)
-            cols["details"] = ["{}"] * len(cols["symbol"])
-            pieces.append(cols)
+            pieces.append(span.columns())
         pieces.append(stepped_columns(self._stepped[done:]))
         return {k: [x for p in pieces for x in p[k]] for k in pieces[0]}
 
 
-def _span_columns(timestamps: list[pd.Timestamp], symbols: list[str], plan: QuietPlan, lo: int, hi: int) -> dict[str, list]:
+def span_columns(timestamps: list[pd.Timestamp], symbols: list[str], plan: QuietPlan, lo: int, hi: int) -> dict[str, list]:
     """A quiet span's decisions as columns: hold with flat_noop's reason where the symbol has a bar
     and a signal, else skip / NO_BAR (only the action kept, as ``decide`` records it)."""
     k, m = hi - lo, len(symbols)

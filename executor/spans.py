@@ -1,0 +1,213 @@
+"""The backtest's bars between events, stepped at once: quiet spans (flat) and held spans (in a position).
+
+Why: a search runs many backtests and ``step`` costs tens of microseconds a bar, while on most
+bars nothing can happen. ``SpanStepper.advance`` steps, from a bar where the ledger is settled
+(no order pending or resting, nothing reserved, no exit pending), the run of bars up to the next
+bar where anything can happen; that bar goes through ``step`` (one decision core, one risk
+engine, one broker). Bars where something can happen (events):
+
+* a flat symbol with a bar and a signal ``executor.core.flat_noop`` lets through (a buy, a sell
+  that may short, no signal at all: NO_SIGNAL);
+* a held symbol whose signal turns against it with ``risk.exit_on_signal_flip``, or whose
+  ``bars_held`` reaches ``risk.max_holding_bars`` (the closes it sees, counted on the bar grid);
+* a held symbol's guard touched: the stop, the take-profit or the ladder's nearest rung (one array
+  scan of low / high against the levels); the trailing stop conservatively, its peak taken as the
+  running extreme including the bar's own high / low (a level at least the real one: the scan may
+  stop early, never late);
+* a funding time of a held perpetual (the bar it is booked in).
+
+Between events a held span does what ``step`` would (``TradingLoop._mark``, ``decide``'s held and
+flat branches): equity is ``cash + sum(sign * qty * mark)`` added position by position in the
+ledger's order (numpy adds the same doubles in the same order: bit-identical), the risk engine
+sees every bar's equity (``observe_equity``: the same engine, so daily loss / drawdown states
+change on the same bar), ``bars_held`` counts the span's bars of each held symbol, a trail's peak
+takes the span's extreme, and the decisions (IN_POSITION / HOLD_SIGNAL / NO_SIGNAL /
+FLIP_EXIT_DISABLED with ``bars_held``) are kept as columns (``HeldSpan``).
+``tests/executor/test_backtest_differential.py`` holds the result to the loop stepping every bar.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import pandas as pd
+
+from executor.bartable import BarTable
+from executor.core import FLIP_EXIT_DISABLED, HOLD_SIGNAL, IN_POSITION, NO_SIGNAL, Decision
+from executor.funding import is_perp
+from executor.quiet import QuietPlan, mark_span, span_columns
+
+log = logging.getLogger(__name__)
+_NAN = float("nan")
+
+
+def _next_true(mask: np.ndarray) -> np.ndarray:
+    """(n + 1, m): for each bar k and column j, the first bar >= k where ``mask`` is true (n: none)."""
+    n = mask.shape[0]
+    idx = np.where(mask, np.arange(n)[:, None], n)
+    idx = np.concatenate([idx, np.full((1, mask.shape[1]), n)])
+    return np.minimum.accumulate(idx[::-1], axis=0)[::-1].copy()
+
+
+class SpanStepper:
+    """Steps the spans of one run of ``loop`` (a ``TradingLoop``) over ``table`` with ``plan``."""
+
+    def __init__(self, loop, table: BarTable, plan: QuietPlan):
+        self.loop, self.table, self.plan = loop, table, plan
+        has = plan.has_bar
+        self.n = len(table.timestamps)
+        self.col = {s: j for j, s in enumerate(table.symbols)}
+        self.next_flat_event = _next_true(has & np.equal(plan.reasons, None))
+        self.next_sell = _next_true(has & np.equal(plan.actions, "sell"))
+        self.next_buy = _next_true(has & np.equal(plan.actions, "buy"))
+        self.counts = np.concatenate([np.zeros((1, has.shape[1]), dtype=np.int64),
+                                      np.cumsum(has, axis=0)]).T.copy()  # (m, n + 1): bars before k
+        self.stamps_ns = table.timestamps.as_unit("ns").asi8
+        self.high = np.ascontiguousarray(table.ohlc[:, :, 1].T)
+        self.low = np.ascontiguousarray(table.ohlc[:, :, 2].T)
+        self.close = np.ascontiguousarray(table.ohlc[:, :, 3].T)
+        self.has_t = np.ascontiguousarray(has.T)
+
+    def advance(self, i: int, stamps: list[pd.Timestamp]) -> int:
+        """Step the span starting at bar ``i`` if there is one; the index of the next bar to step."""
+        loop = self.loop
+        if not loop.settled():
+            return i
+        if not loop.portfolio.positions:
+            if not self.plan.quiet[i]:
+                return i
+            hi = int(self.plan.span_end[i])
+            loop.quiet_span(self.table, stamps, self.plan, i, hi)
+            return hi
+        hi = self._held_end(i)
+        if hi > i:
+            self._held(i, hi, stamps)
+        return hi
+
+    # ---- held spans ------------------------------------------------------------------
+    def _held_end(self, i: int) -> int:
+        """The first event bar at or after ``i`` (``i`` itself: step it)."""
+        loop, pf = self.loop, self.loop.portfolio
+        risk = loop.params.risk
+        nxt = self.next_flat_event[i].tolist()
+        end = self.n
+        held = []
+        for sym, pos in pf.positions.items():
+            j = self.col.get(sym)
+            guard = loop.broker.protective(sym)
+            if j is None or guard is None:
+                return i
+            held.append((j, pos, guard))
+            nxt[j] = self.n  # a held symbol's signal is read below
+        end = min(end, min(nxt))
+        schedule = loop.funding if not loop.exchange_settles_funding else None
+        for j, pos, guard in held:
+            if risk.exit_on_signal_flip:
+                end = min(end, int((self.next_sell if pos.side == "long" else self.next_buy)[i, j]))
+            counts = self.counts[j]
+            target = counts[i] + max(risk.max_holding_bars - pos.bars_held, 1)
+            end = min(end, int(np.searchsorted(counts, target, side="left")) - 1)
+            if schedule is not None and is_perp(pos.symbol) and i > 0:
+                due = schedule.next_time_after(pos.symbol, int(self.stamps_ns[i - 1]))
+                if due is not None:
+                    end = min(end, int(np.searchsorted(self.stamps_ns, due, side="left")))
+        if end <= i:
+            return i
+        for j, pos, guard in held:
+            touched = self._touched(j, guard, i, end)
+            if len(touched):
+                end = min(end, i + int(touched[0]))
+        return end
+
+    def _touched(self, j: int, guard, i: int, end: int) -> np.ndarray:
+        """Offsets of the bars in ``i:end`` where a guard of symbol ``j`` may fill (a superset)."""
+        low, high = self.low[j, i:end], self.high[j, i:end]
+        has = self.has_t[j, i:end]
+        odd = has & (np.isnan(low) | np.isnan(high))
+        if guard.selling:  # a long's: stop and trail below, take-profit above
+            hit = (low <= guard.stop_price) | odd
+            hit |= high >= (guard.rungs[0][1] if guard.rungs else guard.take_profit_price)
+            if guard.trail_pct > 0:
+                peak = np.maximum(np.fmax.accumulate(np.where(has, high, -math.inf)), guard.peak)
+                hit |= low <= peak * (1 - guard.trail_pct)
+        else:
+            hit = (high >= guard.stop_price) | odd
+            hit |= low <= (guard.rungs[0][1] if guard.rungs else guard.take_profit_price)
+            if guard.trail_pct > 0:
+                trough = np.minimum(np.fmin.accumulate(np.where(has, low, math.inf)), guard.peak)
+                hit |= high >= trough * (1 + guard.trail_pct)
+        return np.flatnonzero(hit)
+
+    def _held(self, lo: int, hi: int, stamps: list[pd.Timestamp]) -> None:
+        """Bars ``lo:hi`` in a position, no event among them: what ``step`` would do to each."""
+        loop, pf, plan = self.loop, self.loop.portfolio, self.plan
+        total = 0.0
+        held = {}
+        for sym, pos in pf.positions.items():  # the ledger's order: equity_usdt's sum
+            j = self.col[sym]
+            has = self.has_t[j, lo:hi]
+            at = np.where(has, np.arange(hi - lo), -1)
+            np.maximum.accumulate(at, out=at)
+            marks = np.where(at >= 0, self.close[j, lo:hi][at], pf.marks.get(sym, pos.entry_price))
+            total = total + pos.sign * pos.qty * marks
+            against = "sell" if pos.side == "long" else "buy"
+            held[j] = (against, pos.bars_held)
+            seen = int(self.counts[j, hi] - self.counts[j, lo])
+            pos.bars_held += seen
+            guard = loop.broker.protective(sym)
+            if guard.trail_pct > 0 and seen:
+                extreme = self.high[j, lo:hi][has].max() if guard.selling else self.low[j, lo:hi][has].min()
+                loop.broker.carry_trail(sym, max(guard.peak, float(extreme)) if guard.selling
+                                        else min(guard.peak, float(extreme)))
+        equity = (pf.cash_usdt + total).tolist()
+        risk = loop.risk
+        for k, eq in enumerate(equity):
+            for alert in risk.observe_equity(eq, stamps[lo + k]):
+                log.warning("risk: %s %s", alert.message, alert.numbers)
+                loop.raise_alert(alert)
+        mark_span(self.table, stamps, plan, lo, hi, pf.marks, loop.volatility, risk.history)
+        loop.book_span(stamps, lo, hi, equity, True, HeldSpan(stamps, self.table.symbols, plan, lo, hi, held),
+                       int(np.not_equal(plan.actions[lo:hi], None).sum()))
+
+
+class HeldSpan:
+    """A held span's decisions, made when read: ``decide``'s for a flat symbol (as a quiet span's)
+    and, for a held one with a bar, ``hold`` with the reason ``decide`` gives and ``bars_held``."""
+
+    def __init__(self, timestamps, symbols, plan: QuietPlan, lo: int, hi: int, held: dict[int, tuple[str, int]]):
+        self.timestamps, self.symbols, self.plan, self.lo, self.hi, self.held = timestamps, symbols, plan, lo, hi, held
+
+    def __len__(self) -> int:
+        return (self.hi - self.lo) * len(self.symbols)
+
+    def _columns(self) -> tuple[dict[str, list], list]:
+        plan, lo, hi, m = self.plan, self.lo, self.hi, len(self.symbols)
+        cols = span_columns(self.timestamps, self.symbols, plan, lo, hi)
+        details: list = [None] * len(self)
+        outcome, reason, conf, version = cols["outcome"], cols["reason"], cols["confidence"], cols["model_version"]
+        for j, (against, held_before) in self.held.items():
+            has = plan.has_bar[lo:hi, j]
+            held_now = (held_before + np.cumsum(has)).tolist()
+            for r in np.flatnonzero(has).tolist():
+                action, at = plan.actions[lo + r, j], r * m + j
+                outcome[at] = "hold"
+                reason[at] = (NO_SIGNAL if action is None else FLIP_EXIT_DISABLED if action == against else
+                              IN_POSITION if action in ("buy", "sell") else HOLD_SIGNAL)
+                conf[at] = _NAN if action is None else plan.confidences[lo + r, j]
+                version[at] = None if action is None else plan.versions[lo + r, j]
+                details[at] = {"bars_held": held_now[r]}
+        return cols, details
+
+    def columns(self) -> dict[str, list]:
+        cols, details = self._columns()
+        cols["details"] = ["{}" if d is None else f'{{"bars_held": {d["bars_held"]}}}' for d in details]
+        return cols
+
+    def decisions(self) -> list[Decision]:
+        cols, details = self._columns()
+        return [Decision(t, s, a, o, r, notional_usdt=0.0, confidence=c, model_version=v, details=d or {})
+                for t, s, a, o, r, c, v, d in zip(cols["timestamp"], cols["symbol"], cols["signal_action"],
+                                                  cols["outcome"], cols["reason"], cols["confidence"],
+                                                  cols["model_version"], details)]
