@@ -34,7 +34,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-import numpy as np
 import pandas as pd
 
 from executor.bartable import bar_table, last_bars, symbol_spans
@@ -47,7 +46,7 @@ from executor.paper import LIMIT_EXPIRED, MarketOrder, PaperBroker
 from executor.portfolio import Bar, Fill, Portfolio
 from executor.rank import decide_rank
 from executor.risk import Approved, RiskAlert, RiskEngine
-from executor.quiet import QuietPlan, QuietSpan, mark_span, quiet_plan
+from executor.quiet import quiet_plan
 from executor.signals import Signal, SignalSource, SignalUnavailable
 from executor.spans import SpanStepper
 from executor.sizing import RealisedVolatility
@@ -113,19 +112,20 @@ class TradingLoop:
 
     # ---- public ----------------------------------------------------------------------
     def run(self, candles: pd.DataFrame, start: pd.Timestamp | None = None, end: pd.Timestamp | None = None,
-            close_at_end: bool = False, skip_quiet: bool = True) -> LoopResult:
+            close_at_end: bool = False, skip_quiet: bool = True, skip_held: bool = True) -> LoopResult:
         """Step every bar with ``start <= ts <= end``; optionally liquidate at the last close.
 
         ``skip_quiet``: a bar where the ledger is flat and idle and no symbol's signal can act is
-        stepped with the run of quiet bars it starts (``_quiet_span``: same result, a fraction of the
-        time; most bars of a backtest);
-        False steps every bar through ``step`` (the differential test's reference)."""
+        stepped with the run of quiet bars it starts; ``skip_held``: so is a bar in a position
+        before the next event (``executor.spans``: same result, a fraction of the time; most bars
+        of a backtest). ``skip_quiet=False`` steps every bar through ``step`` (the differential
+        test's reference)."""
         table = bar_table(candles, start, end)
         require_funding(self.funding, symbol_spans(table))
         if len(table.timestamps):
             self.prime_volatility(candles, table.timestamps[0])
         symbols = table.symbols
-        spans = self._span_stepper(table) if skip_quiet else None
+        spans = self._span_stepper(table, skip_held) if skip_quiet else None
         stamps = list(table.timestamps)  # one Timestamp per bar, shared by its equity point and decisions
         i = 0
         while i < len(stamps):
@@ -146,7 +146,7 @@ class TradingLoop:
         return self.result()
 
     # ---- spans: most bars of a backtest, stepped at once between events (executor.spans) ----
-    def _span_stepper(self, table) -> SpanStepper | None:
+    def _span_stepper(self, table, held: bool) -> SpanStepper | None:
         """Read the signals ahead from a source that can (``signals_on``), where nothing else
         watches a bar (no listeners, kill switch or supervisor; the paper broker), in timing mode
         (rank mode's rebalances are not flat_noop's rule)."""
@@ -156,7 +156,7 @@ class TradingLoop:
                 or self.params.signal.mode != "timing"):
             return None
         return SpanStepper(self, table, quiet_plan(table, signals_on(table.symbols, table.timestamps),
-                                                   self.params.risk))
+                                                   self.params.risk), held)
 
     def settled(self) -> bool:
         """Nothing reserved, pending or guarded against: a bar then fills and opens nothing
@@ -166,20 +166,6 @@ class TradingLoop:
         return (not pf.reserved_usdt and not pf.pending_exits and not self.broker.pending_orders
                 and self._outage_since is None and not self.health.entries_blocked
                 and (bool(pf.positions) or self.broker.idle))
-
-    def quiet_span(self, table, stamps: list[pd.Timestamp], plan: QuietPlan, lo: int, hi: int) -> None:
-        """Bars ``lo:hi``, all quiet, while flat and idle: what ``step`` would do to each (module
-        ``executor.quiet``): marks, windows, equity points, risk state, signal count, decisions."""
-        pf = self.portfolio
-        mark_span(table, stamps, plan, lo, hi, pf.marks, self.volatility, self.risk.history)
-        equity = pf.equity_usdt()
-        for i in [lo] + (lo + 1 + np.flatnonzero(plan.new_day[lo + 1:hi])).tolist():
-            # equity is constant: only the span's first bar and a new UTC day can change the state
-            for alert in self.risk.observe_equity(equity, stamps[i]):
-                log.warning("risk: %s %s", alert.message, alert.numbers)
-                self.raise_alert(alert)
-        self.book_span(stamps, lo, hi, [equity] * (hi - lo), False, QuietSpan(stamps, table.symbols, plan, lo, hi),
-                       int(np.not_equal(plan.actions[lo:hi], None).sum()))
 
     def book_span(self, stamps: list[pd.Timestamp], lo: int, hi: int, equity: list[float], exposed: bool,
                   decisions, signals: int) -> None:

@@ -28,6 +28,7 @@ FLIP_EXIT_DISABLED with ``bars_held``) are kept as columns (``HeldSpan``).
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 
@@ -37,7 +38,7 @@ import pandas as pd
 from executor.bartable import BarTable
 from executor.core import FLIP_EXIT_DISABLED, HOLD_SIGNAL, IN_POSITION, NO_SIGNAL, Decision
 from executor.funding import is_perp
-from executor.quiet import QuietPlan, mark_span, span_columns
+from executor.quiet import QuietPlan, QuietSpan, mark_span, span_columns
 
 log = logging.getLogger(__name__)
 _NAN = float("nan")
@@ -52,10 +53,11 @@ def _next_true(mask: np.ndarray) -> np.ndarray:
 
 
 class SpanStepper:
-    """Steps the spans of one run of ``loop`` (a ``TradingLoop``) over ``table`` with ``plan``."""
+    """Steps the spans of one run of ``loop`` (a ``TradingLoop``) over ``table`` with ``plan``;
+    ``held=False``: quiet spans only (the differential test's third runner)."""
 
-    def __init__(self, loop, table: BarTable, plan: QuietPlan):
-        self.loop, self.table, self.plan = loop, table, plan
+    def __init__(self, loop, table: BarTable, plan: QuietPlan, held: bool = True):
+        self.loop, self.table, self.plan, self.held = loop, table, plan, held
         has = plan.has_bar
         self.n = len(table.timestamps)
         self.col = {s: j for j, s in enumerate(table.symbols)}
@@ -69,6 +71,12 @@ class SpanStepper:
         self.low = np.ascontiguousarray(table.ohlc[:, :, 2].T)
         self.close = np.ascontiguousarray(table.ohlc[:, :, 3].T)
         self.has_t = np.ascontiguousarray(has.T)
+        # the last bar of each symbol at or before k (-1: none yet): its close is the mark at k
+        self.last_row = np.maximum.accumulate(np.where(has, np.arange(self.n)[:, None], -1), axis=0)
+        self.last_row_t = np.ascontiguousarray(self.last_row.T)
+        self.signals_seen = np.concatenate([[0], np.cumsum(np.not_equal(plan.actions, None).sum(axis=1))])
+        self.day_starts = np.flatnonzero(plan.new_day).tolist()
+        self.windows = loop.volatility is not None or loop.risk.history is not None
 
     def advance(self, i: int, stamps: list[pd.Timestamp]) -> int:
         """Step the span starting at bar ``i`` if there is one; the index of the next bar to step."""
@@ -79,12 +87,49 @@ class SpanStepper:
             if not self.plan.quiet[i]:
                 return i
             hi = int(self.plan.span_end[i])
-            loop.quiet_span(self.table, stamps, self.plan, i, hi)
+            self._quiet(i, hi, stamps)
             return hi
+        if not self.held:
+            return i
         hi = self._held_end(i)
         if hi > i:
             self._held(i, hi, stamps)
         return hi
+
+    def _mark(self, lo: int, hi: int, stamps: list[pd.Timestamp]) -> None:
+        """The closes of bars ``lo:hi`` into the marks (each symbol's last), and into the volatility
+        and correlation windows when the run keeps them (``mark_span``)."""
+        loop = self.loop
+        if self.windows:
+            mark_span(self.table, stamps, self.plan, lo, hi, loop.portfolio.marks, loop.volatility, loop.risk.history)
+            return
+        marks = loop.portfolio.marks
+        for j, (sym, r) in enumerate(zip(self.table.symbols, self.last_row[hi - 1].tolist())):
+            if r >= lo:
+                marks[sym] = float(self.close[j, r])
+
+    def _observe(self, equity: float, at: int, stamps: list[pd.Timestamp]) -> None:
+        for alert in self.loop.risk.observe_equity(equity, stamps[at]):
+            log.warning("risk: %s %s", alert.message, alert.numbers)
+            self.loop.raise_alert(alert)
+
+    def _signals(self, lo: int, hi: int) -> int:
+        return int(self.signals_seen[hi] - self.signals_seen[lo])
+
+    # ---- quiet spans (executor.quiet) ----------------------------------------------------
+    def _quiet(self, lo: int, hi: int, stamps: list[pd.Timestamp]) -> None:
+        """Bars ``lo:hi``, all quiet, while flat and idle: what ``step`` would do to each: marks,
+        windows, equity points, risk state, signal count, decisions."""
+        loop = self.loop
+        self._mark(lo, hi, stamps)
+        equity = loop.portfolio.equity_usdt()
+        # equity is constant: only the span's first bar and a new UTC day can change the state
+        self._observe(equity, lo, stamps)
+        days = self.day_starts
+        for k in range(bisect.bisect_right(days, lo), bisect.bisect_left(days, hi)):
+            self._observe(equity, days[k], stamps)
+        loop.book_span(stamps, lo, hi, [equity] * (hi - lo), False,
+                       QuietSpan(stamps, self.table.symbols, self.plan, lo, hi), self._signals(lo, hi))
 
     # ---- held spans ------------------------------------------------------------------
     def _held_end(self, i: int) -> int:
@@ -142,34 +187,27 @@ class SpanStepper:
 
     def _held(self, lo: int, hi: int, stamps: list[pd.Timestamp]) -> None:
         """Bars ``lo:hi`` in a position, no event among them: what ``step`` would do to each."""
-        loop, pf, plan = self.loop, self.loop.portfolio, self.plan
+        loop, pf = self.loop, self.loop.portfolio
         total = 0.0
         held = {}
         for sym, pos in pf.positions.items():  # the ledger's order: equity_usdt's sum
             j = self.col[sym]
-            has = self.has_t[j, lo:hi]
-            at = np.where(has, np.arange(hi - lo), -1)
-            np.maximum.accumulate(at, out=at)
-            marks = np.where(at >= 0, self.close[j, lo:hi][at], pf.marks.get(sym, pos.entry_price))
-            total = total + pos.sign * pos.qty * marks
-            against = "sell" if pos.side == "long" else "buy"
-            held[j] = (against, pos.bars_held)
+            # a held symbol has had a bar (its entry's): its mark is the close of its last bar
+            total = total + pos.sign * pos.qty * self.close[j][self.last_row_t[j, lo:hi]]
+            held[j] = ("sell" if pos.side == "long" else "buy", pos.bars_held)
             seen = int(self.counts[j, hi] - self.counts[j, lo])
             pos.bars_held += seen
             guard = loop.broker.protective(sym)
             if guard.trail_pct > 0 and seen:
-                extreme = self.high[j, lo:hi][has].max() if guard.selling else self.low[j, lo:hi][has].min()
-                loop.broker.carry_trail(sym, max(guard.peak, float(extreme)) if guard.selling
-                                        else min(guard.peak, float(extreme)))
+                has = self.has_t[j, lo:hi]
+                extreme = float(self.high[j, lo:hi][has].max() if guard.selling else self.low[j, lo:hi][has].min())
+                loop.broker.carry_trail(sym, max(guard.peak, extreme) if guard.selling else min(guard.peak, extreme))
         equity = (pf.cash_usdt + total).tolist()
-        risk = loop.risk
         for k, eq in enumerate(equity):
-            for alert in risk.observe_equity(eq, stamps[lo + k]):
-                log.warning("risk: %s %s", alert.message, alert.numbers)
-                loop.raise_alert(alert)
-        mark_span(self.table, stamps, plan, lo, hi, pf.marks, loop.volatility, risk.history)
-        loop.book_span(stamps, lo, hi, equity, True, HeldSpan(stamps, self.table.symbols, plan, lo, hi, held),
-                       int(np.not_equal(plan.actions[lo:hi], None).sum()))
+            self._observe(eq, lo + k, stamps)
+        self._mark(lo, hi, stamps)
+        loop.book_span(stamps, lo, hi, equity, True, HeldSpan(stamps, self.table.symbols, self.plan, lo, hi, held),
+                       self._signals(lo, hi))
 
 
 class HeldSpan:
