@@ -40,28 +40,38 @@ class QuietPlan:
     versions: np.ndarray  # (n_ts, n_sym) object
     reasons: np.ndarray  # (n_ts, n_sym) object: flat_noop's reason where quiet with a bar
     new_day: np.ndarray  # (n_ts,) bool: the bar opens a UTC day other than the previous bar's
+    codes: np.ndarray  # (n_ts, n_sym) int8: the action's index in ACTIONS, -1 without a signal
+    flat_event: np.ndarray  # (n_ts, n_sym) bool: a bar whose signal a flat symbol acts on (not flat_noop's)
 
 
-def quiet_plan(table: BarTable, per_symbol: list[tuple[list, list, list]], risk: RiskParams) -> QuietPlan:
-    """The plan from the table and, per symbol, the source's actions / confidences / versions on its grid."""
+def next_true(mask: np.ndarray) -> np.ndarray:
+    """(n + 1, ...): for each bar k, the first bar >= k where ``mask`` is true (n: none), per column."""
+    n = mask.shape[0]
+    idx = np.where(mask, np.arange(n).reshape((n,) + (1,) * (mask.ndim - 1)), n)
+    idx = np.concatenate([idx, np.full((1,) + mask.shape[1:], n)])
+    return np.minimum.accumulate(idx[::-1], axis=0)[::-1].copy()
+
+
+def quiet_plan(table: BarTable, per_symbol: list[tuple], risk: RiskParams) -> QuietPlan:
+    """The plan from the table and, per symbol, the source's actions / confidences / versions / action
+    codes (``ACTIONS`` index, -1: none) on its grid."""
     n, m = len(table.timestamps), len(table.symbols)
     has = present(table)
     actions, confidences, versions, reasons = (np.empty((n, m), dtype=object) for _ in range(4))
-    quiet = np.ones(n, dtype=bool)
-    for j, (sym, (acts, confs, vers)) in enumerate(zip(table.symbols, per_symbol)):
-        actions[:, j], confidences[:, j], versions[:, j] = acts, confs, vers
-        for action in ACTIONS:  # flat_noop's reason for each action this symbol can have
-            reasons[actions[:, j] == action, j] = flat_noop(action, sym, risk)
-        quiet &= ~has[:, j] | np.not_equal(reasons[:, j], None)
-    span_end = np.empty(n, dtype=np.int64)
-    nxt = n
-    for i in range(n - 1, -1, -1):  # the first non-quiet bar at or after i
-        if not quiet[i]:
-            nxt = i
-        span_end[i] = nxt
+    codes = np.empty((n, m), dtype=np.int8)
+    acts_on = np.empty((n, m), dtype=bool)
+    for j, (sym, (acts, confs, vers, code)) in enumerate(zip(table.symbols, per_symbol)):
+        actions[:, j], confidences[:, j], versions[:, j], codes[:, j] = acts, confs, vers, code
+        # flat_noop's reason for each action this symbol can have (the last cell: no signal)
+        noop = np.array([flat_noop(a, sym, risk) for a in ACTIONS] + [None], dtype=object)
+        reasons[:, j] = noop[code]
+        acts_on[:, j] = np.equal(noop, None)[code]
+    flat_event = has & acts_on
+    quiet = ~flat_event.any(axis=1)
+    span_end = next_true(~quiet)[:n]  # the first non-quiet bar at or after i
     days = table.timestamps.as_unit("ns").asi8 // _DAY_NS
     new_day = np.concatenate([[True], days[1:] != days[:-1]]) if n else np.zeros(0, dtype=bool)
-    return QuietPlan(quiet, span_end, has, actions, confidences, versions, reasons, new_day)
+    return QuietPlan(quiet, span_end, has, actions, confidences, versions, reasons, new_day, codes, flat_event)
 
 
 def mark_span(table: BarTable, stamps: list[pd.Timestamp], plan: QuietPlan, lo: int, hi: int, marks: dict,

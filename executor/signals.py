@@ -113,43 +113,47 @@ class FrameSignalSource:
 
     def __init__(self, signals_df: pd.DataFrame):
         _validate_signals_frame(signals_df)
-        df = signals_df.copy()
-        df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True)
-        df = df.sort_values(["symbol", "timestamp"], kind="stable")
         # Built column-wise over the whole frame, then cut per symbol: a backtest builds one
         # Signal per symbol-bar, and per-group, per-cell pandas iteration was most of its set-up.
-        n = len(df)
-        symbols = df["symbol"].astype(str).to_numpy(dtype=object)
-        ts_all = df["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64)  # ns since epoch
+        n = len(signals_df)
+        stamps = pd.to_datetime(signals_df["timestamp"], utc=True)
+        self._unit = stamps.dtype.unit  # the frame's own: a Signal's timestamp keeps it
+        ts_all = stamps.to_numpy(dtype="datetime64[ns]").astype(np.int64)  # ns since epoch
+        codes, names = pd.factorize(signals_df["symbol"].astype(str), sort=True)
+        act_codes, act_names = pd.factorize(signals_df["action"])
+        columns = [signals_df["action"].astype(str).to_numpy(dtype=object),
+                   signals_df["confidence"].to_numpy(dtype="float64"),
+                   signals_df["expected_return"].to_numpy(dtype="float64"),
+                   signals_df["model_version"].astype(str).to_numpy(dtype=object),
+                   signals_df["atr"].to_numpy(dtype="float64") if "atr" in signals_df.columns else np.full(n, np.nan),
+                   np.array([ACTIONS.index(str(a)) for a in act_names], dtype=np.int8)[act_codes]]  # ACTIONS index
+        # rows by symbol, then time, equal times in frame order (a stable sort; none when sorted already)
+        if n and not np.all((codes[1:] > codes[:-1]) | ((codes[1:] == codes[:-1]) & (ts_all[1:] >= ts_all[:-1]))):
+            order = np.lexsort((ts_all, codes))
+            codes, ts_all, columns = codes[order], ts_all[order], [c[order] for c in columns]
         # one Timestamp (of the frame's own unit) per distinct time, made when a Signal needs it
-        self._times = pd.DatetimeIndex(df["timestamp"]).unique().sort_values()
         self._time_made: dict[int, pd.Timestamp] = {}
-        where = np.unique(ts_all, return_inverse=True)[1]
-        atr = df["atr"].to_numpy(dtype="float64") if "atr" in df.columns else np.full(n, np.nan)
-        columns = (where, df["action"].astype(str).to_numpy(dtype=object), df["confidence"].to_numpy(dtype="float64"),
-                   df["expected_return"].to_numpy(dtype="float64"), df["model_version"].astype(str).to_numpy(dtype=object),
-                   atr)
         # per symbol: its rows' ns times, its columns, and its Signals - made when first served
         # (a backtest's quiet bars read the columns only: no object per symbol-bar)
         self._by_symbol: dict[str, tuple[list[int], tuple[np.ndarray, ...], list[Signal | None]]] = {}
-        cuts = np.flatnonzero(symbols[1:] != symbols[:-1]) + 1 if n else np.array([], dtype=np.int64)
+        cuts = np.flatnonzero(codes[1:] != codes[:-1]) + 1 if n else np.array([], dtype=np.int64)
         for lo, hi in zip(np.concatenate([[0], cuts]).tolist(), np.concatenate([cuts, [n]]).tolist()):
             if hi > lo:
-                self._by_symbol[symbols[lo]] = (ts_all[lo:hi].tolist(), tuple(c[lo:hi] for c in columns),
-                                                [None] * (hi - lo))
+                self._by_symbol[str(names[codes[lo]])] = (ts_all[lo:hi].tolist(), tuple(c[lo:hi] for c in columns),
+                                                          [None] * (hi - lo))
         # per symbol: the row served last - a backtest asks for bars in time order, so the next
         # answer is almost always that row or the following one (no search)
         self._cursor: dict[str, int] = {}
 
     @property
     def first_timestamp(self) -> pd.Timestamp | None:
-        firsts = [cols[0][0] for _, cols, _ in self._by_symbol.values()]
-        return self._times[min(firsts)] if firsts else None
+        firsts = [ts_ns[0] for ts_ns, _, _ in self._by_symbol.values()]
+        return self._time(min(firsts)) if firsts else None
 
     @property
     def last_timestamp(self) -> pd.Timestamp | None:
-        lasts = [cols[0][-1] for _, cols, _ in self._by_symbol.values()]
-        return self._times[max(lasts)] if lasts else None
+        lasts = [ts_ns[-1] for ts_ns, _, _ in self._by_symbol.values()]
+        return self._time(max(lasts)) if lasts else None
 
     def fetch(self, symbols: Sequence[str], as_of: pd.Timestamp) -> list[Signal]:
         as_of_ns = as_of.value if isinstance(as_of, pd.Timestamp) else pd.Timestamp(as_of).value
@@ -175,37 +179,40 @@ class FrameSignalSource:
             if i >= 0:
                 sig = made[i]
                 if sig is None:
-                    when, action, confidence, expected, version, atr = cols
-                    sig = made[i] = Signal(sym, self._time(int(when[i])), action[i], float(confidence[i]),
-                                           float(expected[i]), version[i], float(atr[i]))
+                    action, confidence, expected, version, atr, _ = cols
+                    sig = made[i] = Signal(sym, self._time(ts_ns[i]), action[i], confidence.item(i),
+                                           expected.item(i), version[i], atr.item(i))
                 out.append(sig)
         return out
 
-    def _time(self, k: int) -> pd.Timestamp:
-        """The k-th distinct time, one object shared by every symbol's signal (indexing costs ~5 us)."""
-        t = self._time_made.get(k)
+    def _time(self, ns: int) -> pd.Timestamp:
+        """The Timestamp of ``ns``, one object shared by every symbol's signal at that time."""
+        t = self._time_made.get(ns)
         if t is None:
-            t = self._time_made[k] = self._times[k]
+            t = self._time_made[ns] = pd.Timestamp(ns, tz="UTC").as_unit(self._unit)
         return t
 
-    def signals_on(self, symbols: Sequence[str], timestamps: pd.DatetimeIndex) -> list[tuple[list, list, list]]:
-        """Per symbol, the action, confidence and model version of what ``fetch`` answers at each of
-        ``timestamps`` (action None: no signal yet), in one vectorised search and without Signal
-        objects: a backtest reads ahead with it for the bars where nothing can happen."""
+    def signals_on(self, symbols: Sequence[str], timestamps: pd.DatetimeIndex) -> list[tuple[np.ndarray, ...]]:
+        """Per symbol, the action, confidence, model version and action code (its index in
+        ``ACTIONS``) of what ``fetch`` answers at each of ``timestamps`` (action None, code -1: no
+        signal yet), in one vectorised search and without Signal objects: a backtest reads ahead
+        with it for the bars where nothing can happen."""
         grid = timestamps.as_unit("ns").asi8
         out = []
         for sym in symbols:
             entry = self._by_symbol.get(sym)
             if entry is None:
-                out.append(([None] * len(grid), [None] * len(grid), [None] * len(grid)))
+                none = np.full(len(grid), None, dtype=object)
+                out.append((none, none, none, np.full(len(grid), -1, dtype=np.int8)))
                 continue
-            ts_ns, (_, action, confidence, _, version, _), _ = entry
+            ts_ns, (action, confidence, _, version, _, code), _ = entry
             rows = np.searchsorted(np.asarray(ts_ns, dtype=np.int64), grid, side="right") - 1
             picked = []
-            for col in (action, confidence, version):
-                arr = np.empty(len(col) + 1, dtype=object)  # the extra last cell: None, for row -1
+            for col, missing in ((action, None), (confidence, None), (version, None), (code, -1)):
+                arr = np.empty(len(col) + 1, dtype=object if missing is None else col.dtype)
                 arr[:-1] = col
-                picked.append(arr[rows].tolist())
+                arr[-1] = missing  # the extra last cell, for row -1
+                picked.append(arr[rows])
             out.append(tuple(picked))
         return out
 

@@ -38,18 +38,11 @@ import pandas as pd
 from executor.bartable import BarTable
 from executor.core import FLIP_EXIT_DISABLED, HOLD_SIGNAL, IN_POSITION, NO_SIGNAL, Decision
 from executor.funding import is_perp
-from executor.quiet import QuietPlan, QuietSpan, mark_span, span_columns
+from executor.quiet import QuietPlan, QuietSpan, mark_span, next_true, span_columns
+from executor.signals import ACTIONS
 
 log = logging.getLogger(__name__)
 _NAN = float("nan")
-
-
-def _next_true(mask: np.ndarray) -> np.ndarray:
-    """(n + 1, m): for each bar k and column j, the first bar >= k where ``mask`` is true (n: none)."""
-    n = mask.shape[0]
-    idx = np.where(mask, np.arange(n)[:, None], n)
-    idx = np.concatenate([idx, np.full((1, mask.shape[1]), n)])
-    return np.minimum.accumulate(idx[::-1], axis=0)[::-1].copy()
 
 
 class SpanStepper:
@@ -61,9 +54,9 @@ class SpanStepper:
         has = plan.has_bar
         self.n = len(table.timestamps)
         self.col = {s: j for j, s in enumerate(table.symbols)}
-        self.next_flat_event = _next_true(has & np.equal(plan.reasons, None))
-        self.next_sell = _next_true(has & np.equal(plan.actions, "sell"))
-        self.next_buy = _next_true(has & np.equal(plan.actions, "buy"))
+        self.next_flat_event = next_true(plan.flat_event)
+        self.next_sell = next_true(has & (plan.codes == ACTIONS.index("sell")))
+        self.next_buy = next_true(has & (plan.codes == ACTIONS.index("buy")))
         self.counts = np.concatenate([np.zeros((1, has.shape[1]), dtype=np.int64),
                                       np.cumsum(has, axis=0)]).T.copy()  # (m, n + 1): bars before k
         self.stamps_ns = table.timestamps.as_unit("ns").asi8
@@ -74,7 +67,7 @@ class SpanStepper:
         # the last bar of each symbol at or before k (-1: none yet): its close is the mark at k
         self.last_row = np.maximum.accumulate(np.where(has, np.arange(self.n)[:, None], -1), axis=0)
         self.last_row_t = np.ascontiguousarray(self.last_row.T)
-        self.signals_seen = np.concatenate([[0], np.cumsum(np.not_equal(plan.actions, None).sum(axis=1))])
+        self.signals_seen = np.concatenate([[0], np.cumsum((plan.codes >= 0).sum(axis=1))])
         self.day_starts = np.flatnonzero(plan.new_day).tolist()
         self.windows = loop.volatility is not None or loop.risk.history is not None
 
