@@ -51,10 +51,12 @@ from executor.signals import Signal, SignalSource, SignalUnavailable
 from executor.spans import SpanStepper
 from executor.sizing import RealisedVolatility
 from qt.config import Params
+from qt.values import positional_maker
 from qt.timeframes import timeframe_ms
 
 log = logging.getLogger(__name__)
 MISSED_BAR = "MISSED_BAR"
+_bar = positional_maker(Bar)  # one per symbol-bar stepped (qt.values)
 
 
 class TradingLoop:
@@ -138,7 +140,7 @@ class TradingLoop:
             # Python floats for the row at once, not four numpy scalars per symbol
             for sym, (o, h, lo, c) in zip(symbols, table.ohlc[i].tolist()):
                 if o == o and c == c:  # not NaN
-                    bars[sym] = Bar(sym, ts, o, h, lo, c)
+                    bars[sym] = _bar(sym, ts, o, h, lo, c)
             self.step(ts, bars, symbols)
             i += 1
         if close_at_end:

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from qt.config import SignalParams
+from qt.values import positional_maker
 from qt.errors import DataError, RetryableError
 
 Action = Literal["buy", "sell", "hold"]
@@ -45,6 +46,9 @@ class Signal:
     # ATR of bar t over its close (the feature ``atr_{risk.atr_period}``), for ATR-scaled stop and
     # take-profit levels; NaN when the source did not send it (an ATR level then opens nothing).
     atr: float = float("nan")
+
+
+_signal = positional_maker(Signal)  # one per symbol-bar a backtest steps (qt.values)
 
 
 class SignalSource(Protocol):
@@ -180,8 +184,8 @@ class FrameSignalSource:
                 sig = made[i]
                 if sig is None:
                     action, confidence, expected, version, atr, _ = cols
-                    sig = made[i] = Signal(sym, self._time(ts_ns[i]), action[i], confidence.item(i),
-                                           expected.item(i), version[i], atr.item(i))
+                    sig = made[i] = _signal(sym, self._time(ts_ns[i]), action[i], confidence.item(i),
+                                            expected.item(i), version[i], atr.item(i))
                 out.append(sig)
         return out
 
