@@ -87,6 +87,7 @@ class TradingLoop:
         self._result = LoopResult(params.risk.starting_equity_usdt, self.bar_ms,
                                   pd.Series(dtype="float64"), pd.Series(dtype=bool))
         self._eq_ts: list[pd.Timestamp] = []
+        self._eq_index: pd.DatetimeIndex | None = None  # _eq_ts as an index, when a run stepped a whole table
         self._eq_val: list[float] = []
         self._exposed: list[bool] = []
         # volatility-targeted sizing: fed with every close the loop sees (``_mark``), before it decides
@@ -143,6 +144,8 @@ class TradingLoop:
                     bars[sym] = _bar(sym, ts, o, h, lo, c)
             self.step(ts, bars, symbols)
             i += 1
+        if len(self._eq_ts) == len(table.timestamps):  # one point per bar of the table: this run's
+            self._eq_index = table.timestamps
         if close_at_end:
             self._liquidate(last_bars(table))
         return self.result()
@@ -229,7 +232,8 @@ class TradingLoop:
 
     def result(self) -> LoopResult:
         r = self._result
-        r.equity = pd.Series(self._eq_val, index=pd.DatetimeIndex(self._eq_ts, name="timestamp"),
+        index = self._eq_index if self._eq_index is not None and len(self._eq_index) == len(self._eq_ts) else self._eq_ts
+        r.equity = pd.Series(self._eq_val, index=pd.DatetimeIndex(index, name="timestamp"),
                              name="equity_usdt", dtype="float64")
         r.exposure = pd.Series(self._exposed, index=r.equity.index, name="exposed", dtype=bool)
         r.closed_trades = list(self.portfolio.closed_trades)

@@ -124,11 +124,13 @@ class FrameSignalSource:
         self._unit = stamps.dtype.unit  # the frame's own: a Signal's timestamp keeps it
         ts_all = stamps.to_numpy(dtype="datetime64[ns]").astype(np.int64)  # ns since epoch
         codes, names = pd.factorize(signals_df["symbol"].astype(str), sort=True)
-        act_codes, act_names = pd.factorize(signals_df["action"])
-        columns = [signals_df["action"].astype(str).to_numpy(dtype=object),
+        # the string columns by their few distinct values (hashed once), not one conversion per row
+        act_codes, act_names = pd.factorize(signals_df["action"].astype(str), use_na_sentinel=False)
+        ver_codes, ver_names = pd.factorize(signals_df["model_version"].astype(str), use_na_sentinel=False)
+        columns = [np.asarray(act_names, dtype=object)[act_codes],
                    signals_df["confidence"].to_numpy(dtype="float64"),
                    signals_df["expected_return"].to_numpy(dtype="float64"),
-                   signals_df["model_version"].astype(str).to_numpy(dtype=object),
+                   np.asarray(ver_names, dtype=object)[ver_codes],
                    signals_df["atr"].to_numpy(dtype="float64") if "atr" in signals_df.columns else np.full(n, np.nan),
                    np.array([ACTIONS.index(str(a)) for a in act_names], dtype=np.int8)[act_codes]]  # ACTIONS index
         # rows by symbol, then time, equal times in frame order (a stable sort; none when sorted already)
