@@ -88,6 +88,7 @@ class TradingLoop:
                                   pd.Series(dtype="float64"), pd.Series(dtype=bool))
         self._eq_ts: list[pd.Timestamp] = []
         self._eq_index: pd.DatetimeIndex | None = None  # _eq_ts as an index, when a run stepped a whole table
+        self._planned: tuple[SpanStepper, int] | None = None  # the plan and row of the bar run() steps
         self._eq_val: list[float] = []
         self._exposed: list[bool] = []
         # volatility-targeted sizing: fed with every close the loop sees (``_mark``), before it decides
@@ -128,12 +129,12 @@ class TradingLoop:
         if len(table.timestamps):
             self.prime_volatility(candles, table.timestamps[0])
         symbols = table.symbols
-        spans = self._span_stepper(table, skip_held) if skip_quiet else None
         stamps = list(table.timestamps)  # one Timestamp per bar, shared by its equity point and decisions
+        spans = self._span_stepper(table, stamps, skip_held) if skip_quiet else None
         i = 0
         while i < len(stamps):
             if spans is not None:
-                after = spans.advance(i, stamps)
+                after = spans.advance(i)
                 if after > i:
                     i = after
                     continue
@@ -142,7 +143,9 @@ class TradingLoop:
             for sym, (o, h, lo, c) in zip(symbols, table.ohlc[i].tolist()):
                 if o == o and c == c:  # not NaN
                     bars[sym] = _bar(sym, ts, o, h, lo, c)
+            self._planned = None if spans is None else (spans, i)
             self.step(ts, bars, symbols)
+            self._planned = None
             i += 1
         if len(self._eq_ts) == len(table.timestamps):  # one point per bar of the table: this run's
             self._eq_index = table.timestamps
@@ -151,7 +154,7 @@ class TradingLoop:
         return self.result()
 
     # ---- spans: most bars of a backtest, stepped at once between events (executor.spans) ----
-    def _span_stepper(self, table, held: bool) -> SpanStepper | None:
+    def _span_stepper(self, table, stamps: list[pd.Timestamp], held: bool) -> SpanStepper | None:
         """Read the signals ahead from a source that can (``signals_on``), where nothing else
         watches a bar (no listeners, kill switch or supervisor; the paper broker), in timing mode
         (rank mode's rebalances are not flat_noop's rule)."""
@@ -161,7 +164,7 @@ class TradingLoop:
                 or self.params.signal.mode != "timing"):
             return None
         return SpanStepper(self, table, quiet_plan(table, signals_on(table.symbols, table.timestamps),
-                                                   self.params.risk), held)
+                                                   self.params.risk), stamps, held)
 
     def settled(self) -> bool:
         """Nothing reserved, pending or guarded against: a bar then fills and opens nothing
@@ -306,7 +309,14 @@ class TradingLoop:
         self._emit("on_equity", ts, equity, pf.cash_usdt, self.risk.state, pf)
 
     def _decide(self, ts: pd.Timestamp, bars: dict[str, Bar], symbols: list[str]) -> None:
+        """Signals, the core's intents, the risk engine's verdicts. In a backtest with a plan
+        (``executor.spans``) the symbols whose decision the plan knows - no bar, or flat with a
+        signal ``flat_noop`` says does nothing - are neither fetched nor decided: their decisions
+        are the plan's (``decide``'s for them), the others' are ``decide``'s."""
         signals: dict[str, Signal] | None
+        planned = self._planned
+        if planned is not None:
+            symbols = planned[0].to_decide(planned[1])
         try:
             received = self.source.fetch(symbols, ts)
         except SignalUnavailable as exc:
@@ -319,7 +329,7 @@ class TradingLoop:
                 log.warning("signal source back at %s after %d bar(s) without signals (since %s)",
                             ts, self._outage_bars, self._outage_since)
                 self._outage_since, self._outage_bars = None, 0
-            self._result.signals_received += len(received)
+            self._result.signals_received += len(received) if planned is None else planned[0].signals_at(planned[1])
             signals = {s.symbol: s for s in received}
             self._emit("on_signals", ts, received)
             if self.risk.supervisor.enabled:  # off: nothing to feed it (saves two lists per bar)
@@ -337,6 +347,8 @@ class TradingLoop:
         if self.listeners:
             for d in out.decisions:
                 self.record(d)
+        elif planned is not None:  # the plan's decisions and the core's, in symbol order
+            self._result.decision_log.add_span(planned[0].bar_decisions(planned[1], out.decisions))
         else:  # what record does without listeners
             self._result.decision_log.extend(out.decisions)
         now = ts + self._bar_delta

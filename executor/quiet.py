@@ -101,7 +101,7 @@ class QuietSpan:
     def __len__(self) -> int:
         return len(self.symbols) * (self.hi - self.lo)
 
-    def columns(self) -> dict[str, list]:
+    def columns(self, stepped_columns=None) -> dict[str, list]:
         cols = span_columns(self.timestamps, self.symbols, self.plan, self.lo, self.hi)
         cols["details"] = ["{}"] * len(cols["symbol"])
         return cols
@@ -136,7 +136,7 @@ class DecisionLog:
         self.add_span(QuietSpan(timestamps, symbols, plan, lo, hi))
 
     def add_span(self, span) -> None:
-        """A span of bars stepped at once: it has ``len``, ``columns()`` and ``decisions()``."""
+        """Decisions kept as what makes them: ``len``, ``columns(stepped_columns)`` and ``decisions()``."""
         self._spans.append((len(self._stepped), span))
         self._all = None
 
@@ -164,7 +164,7 @@ class DecisionLog:
         for at, span in self._spans:
             pieces.append(stepped_columns(self._stepped[done:at]))
             done = at
-            pieces.append(span.columns())
+            pieces.append(span.columns(stepped_columns))
         pieces.append(stepped_columns(self._stepped[done:]))
         return {k: [x for p in pieces for x in p[k]] for k in pieces[0]}
 

@@ -49,8 +49,9 @@ class SpanStepper:
     """Steps the spans of one run of ``loop`` (a ``TradingLoop``) over ``table`` with ``plan``;
     ``held=False``: quiet spans only (the differential test's third runner)."""
 
-    def __init__(self, loop, table: BarTable, plan: QuietPlan, held: bool = True):
-        self.loop, self.table, self.plan, self.held = loop, table, plan, held
+    def __init__(self, loop, table: BarTable, plan: QuietPlan, stamps: list[pd.Timestamp], held: bool = True):
+        self.loop, self.table, self.plan, self.stamps, self.held = loop, table, plan, stamps, held
+        self._asked: tuple[int, set[int]] = (-1, set())  # the bar to_decide answered last, and its symbols
         has = plan.has_bar
         self.n = len(table.timestamps)
         self.col = {s: j for j, s in enumerate(table.symbols)}
@@ -71,9 +72,9 @@ class SpanStepper:
         self.day_starts = np.flatnonzero(plan.new_day).tolist()
         self.windows = loop.volatility is not None or loop.risk.history is not None
 
-    def advance(self, i: int, stamps: list[pd.Timestamp]) -> int:
+    def advance(self, i: int) -> int:
         """Step the span starting at bar ``i`` if there is one; the index of the next bar to step."""
-        loop = self.loop
+        loop, stamps = self.loop, self.stamps
         if not loop.settled():
             return i
         if not loop.portfolio.positions:
@@ -108,6 +109,30 @@ class SpanStepper:
 
     def _signals(self, lo: int, hi: int) -> int:
         return int(self.signals_seen[hi] - self.signals_seen[lo])
+
+    # ---- bars that go through step: the plan decides the symbols it knows -------------------
+    def to_decide(self, i: int) -> list[str]:
+        """The symbols of bar ``i`` whose decision needs the core: held or reserved ones with a bar,
+        and flat ones whose signal acts (no bar: ``decide`` skips them, NO_BAR; flat with a
+        ``flat_noop`` signal: it holds them) - in symbol order."""
+        pf = self.loop.portfolio
+        positions, reserved = pf.positions, pf.reserved_usdt
+        asked = [j for j, (sym, has, acts) in enumerate(zip(self.table.symbols, self.plan.has_bar[i].tolist(),
+                                                              self.plan.flat_event[i].tolist()))
+                 if has and (acts or sym in positions or sym in reserved)]
+        self._asked = (i, set(asked))
+        return [self.table.symbols[j] for j in asked]
+
+    def signals_at(self, i: int) -> int:
+        """How many symbols have a signal at bar ``i`` (what ``fetch`` of all of them would return)."""
+        return self._signals(i, i + 1)
+
+    def bar_decisions(self, i: int, decided: list[Decision]) -> SteppedBar:
+        """Bar ``i``'s decisions: ``decided`` (the core's for the symbols ``to_decide`` gave) and the plan's."""
+        at, asked = self._asked
+        if at != i:
+            raise RuntimeError(f"bar_decisions({i}) after to_decide({at}): ask the core about the bar first")
+        return SteppedBar(self.stamps, self.table.symbols, self.plan, i, asked, decided, self.col)
 
     # ---- quiet spans (executor.quiet) ----------------------------------------------------
     def _quiet(self, lo: int, hi: int, stamps: list[pd.Timestamp]) -> None:
@@ -231,7 +256,7 @@ class HeldSpan:
                 details[at] = {"bars_held": held_now[r]}
         return cols, details
 
-    def columns(self) -> dict[str, list]:
+    def columns(self, stepped_columns=None) -> dict[str, list]:
         cols, details = self._columns()
         cols["details"] = ["{}" if d is None else f'{{"bars_held": {d["bars_held"]}}}' for d in details]
         return cols
@@ -242,3 +267,29 @@ class HeldSpan:
                 for t, s, a, o, r, c, v, d in zip(cols["timestamp"], cols["symbol"], cols["signal_action"],
                                                   cols["outcome"], cols["reason"], cols["confidence"],
                                                   cols["model_version"], details)]
+
+
+class SteppedBar:
+    """A stepped bar's non-intent decisions: the core's (``decided``) for the symbols it was asked
+    about (``asked``: those that gave an intent have none here) and the plan's for the others, in
+    symbol order - what ``decide`` over every symbol gives."""
+
+    def __init__(self, timestamps, symbols, plan: QuietPlan, i: int, asked: set[int], decided: list[Decision],
+                 col: dict[str, int]):
+        self.plan_bar = QuietSpan(timestamps, symbols, plan, i, i + 1)
+        self.asked, self.decided = asked, decided
+        self.at = {col[d.symbol]: k for k, d in enumerate(decided)}
+
+    def __len__(self) -> int:
+        return len(self.plan_bar) - len(self.asked) + len(self.decided)
+
+    def _merge(self, planned: list, decided: list) -> list:
+        return [decided[self.at[j]] if j in self.at else x
+                for j, x in enumerate(planned) if j not in self.asked or j in self.at]
+
+    def columns(self, stepped_columns) -> dict[str, list]:
+        planned, decided = self.plan_bar.columns(), stepped_columns(self.decided)
+        return {k: self._merge(v, decided[k]) for k, v in planned.items()}
+
+    def decisions(self) -> list[Decision]:
+        return self._merge(self.plan_bar.decisions(), self.decided)
