@@ -36,7 +36,7 @@ class QuietPlan:
     span_end: np.ndarray  # (n_ts,) int: for a quiet bar, the index after the run of quiet bars it starts
     has_bar: np.ndarray  # (n_ts, n_sym) bool
     actions: np.ndarray  # (n_ts, n_sym) object: the signal's action, None without one
-    confidences: np.ndarray  # (n_ts, n_sym) object
+    confidences: np.ndarray  # (n_ts, n_sym) float: the signal's confidence, NaN without one
     versions: np.ndarray  # (n_ts, n_sym) object
     reasons: np.ndarray  # (n_ts, n_sym) object: flat_noop's reason where quiet with a bar
     new_day: np.ndarray  # (n_ts,) bool: the bar opens a UTC day other than the previous bar's
@@ -57,7 +57,8 @@ def quiet_plan(table: BarTable, per_symbol: list[tuple], risk: RiskParams) -> Qu
     codes (``ACTIONS`` index, -1: none) on its grid."""
     n, m = len(table.timestamps), len(table.symbols)
     has = present(table)
-    actions, confidences, versions, reasons = (np.empty((n, m), dtype=object) for _ in range(4))
+    actions, versions, reasons = (np.empty((n, m), dtype=object) for _ in range(3))
+    confidences = np.empty((n, m), dtype="float64")
     codes = np.empty((n, m), dtype=np.int8)
     acts_on = np.empty((n, m), dtype=bool)
     for j, (sym, (acts, confs, vers, code)) in enumerate(zip(table.symbols, per_symbol)):
@@ -174,7 +175,7 @@ def span_columns(timestamps: list[pd.Timestamp], symbols: list[str], plan: Quiet
     and a signal, else skip / NO_BAR (only the action kept, as ``decide`` records it)."""
     k, m = hi - lo, len(symbols)
     hold = (plan.has_bar[lo:hi] & np.not_equal(plan.actions[lo:hi], None)).ravel()
-    nan_or = np.where(hold, plan.confidences[lo:hi].ravel(), None)
+    conf = np.where(hold, plan.confidences[lo:hi].ravel(), np.nan).tolist()
     return {
         "timestamp": [t for t in timestamps[lo:hi] for _ in range(m)],
         "symbol": symbols * k,
@@ -182,6 +183,6 @@ def span_columns(timestamps: list[pd.Timestamp], symbols: list[str], plan: Quiet
         "outcome": np.where(hold, "hold", "skip").astype(object).tolist(),
         "reason": np.where(hold, plan.reasons[lo:hi].ravel(), NO_BAR).tolist(),
         "notional_usdt": [0.0] * (k * m),
-        "confidence": [c if c is not None else float("nan") for c in nan_or.tolist()],
+        "confidence": conf,
         "model_version": np.where(hold, plan.versions[lo:hi].ravel(), None).tolist(),
     }

@@ -142,11 +142,13 @@ class FrameSignalSource:
         # per symbol: its rows' ns times, its columns, and its Signals - made when first served
         # (a backtest's quiet bars read the columns only: no object per symbol-bar)
         self._by_symbol: dict[str, tuple[list[int], tuple[np.ndarray, ...], list[Signal | None]]] = {}
+        self._ts_ns: dict[str, np.ndarray] = {}
         cuts = np.flatnonzero(codes[1:] != codes[:-1]) + 1 if n else np.array([], dtype=np.int64)
         for lo, hi in zip(np.concatenate([[0], cuts]).tolist(), np.concatenate([cuts, [n]]).tolist()):
             if hi > lo:
-                self._by_symbol[str(names[codes[lo]])] = (ts_all[lo:hi].tolist(), tuple(c[lo:hi] for c in columns),
-                                                          [None] * (hi - lo))
+                sym = str(names[codes[lo]])
+                self._by_symbol[sym] = (ts_all[lo:hi].tolist(), tuple(c[lo:hi] for c in columns), [None] * (hi - lo))
+                self._ts_ns[sym] = ts_all[lo:hi]  # the same times as an array (signals_on's search)
         # per symbol: the row served last - a backtest asks for bars in time order, so the next
         # answer is almost always that row or the following one (no search)
         self._cursor: dict[str, int] = {}
@@ -200,25 +202,26 @@ class FrameSignalSource:
 
     def signals_on(self, symbols: Sequence[str], timestamps: pd.DatetimeIndex) -> list[tuple[np.ndarray, ...]]:
         """Per symbol, the action, confidence, model version and action code (its index in
-        ``ACTIONS``) of what ``fetch`` answers at each of ``timestamps`` (action None, code -1: no
-        signal yet), in one vectorised search and without Signal objects: a backtest reads ahead
-        with it for the bars where nothing can happen."""
+        ``ACTIONS``) of what ``fetch`` answers at each of ``timestamps`` (action and version None,
+        confidence NaN, code -1: no signal yet), in one vectorised search and without Signal
+        objects: a backtest reads ahead with it for the bars where nothing can happen."""
         grid = timestamps.as_unit("ns").asi8
         out = []
         for sym in symbols:
             entry = self._by_symbol.get(sym)
             if entry is None:
                 none = np.full(len(grid), None, dtype=object)
-                out.append((none, none, none, np.full(len(grid), -1, dtype=np.int8)))
+                out.append((none, np.full(len(grid), np.nan), none, np.full(len(grid), -1, dtype=np.int8)))
                 continue
-            ts_ns, (action, confidence, _, version, _, code), _ = entry
-            rows = np.searchsorted(np.asarray(ts_ns, dtype=np.int64), grid, side="right") - 1
+            _, (action, confidence, _, version, _, code), _ = entry
+            rows = np.searchsorted(self._ts_ns[sym], grid, side="right") - 1
+            before = rows < 0  # no signal yet
+            rows[before] = 0
             picked = []
-            for col, missing in ((action, None), (confidence, None), (version, None), (code, -1)):
-                arr = np.empty(len(col) + 1, dtype=object if missing is None else col.dtype)
-                arr[:-1] = col
-                arr[-1] = missing  # the extra last cell, for row -1
-                picked.append(arr[rows])
+            for col, missing in ((action, None), (confidence, np.nan), (version, None), (code, -1)):
+                cells = col[rows]
+                cells[before] = missing
+                picked.append(cells)
             out.append(tuple(picked))
         return out
 

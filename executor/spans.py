@@ -65,6 +65,7 @@ class SpanStepper:
         self.low = np.ascontiguousarray(table.ohlc[:, :, 2].T)
         self.close = np.ascontiguousarray(table.ohlc[:, :, 3].T)
         self.has_t = np.ascontiguousarray(has.T)
+        self.rows_of = [np.flatnonzero(col).tolist() for col in self.has_t]  # each symbol's bars
         # the last bar of each symbol at or before k (-1: none yet): its close is the mark at k
         self.last_row = np.maximum.accumulate(np.where(has, np.arange(self.n)[:, None], -1), axis=0)
         self.last_row_t = np.ascontiguousarray(self.last_row.T)
@@ -155,7 +156,6 @@ class SpanStepper:
         loop, pf = self.loop, self.loop.portfolio
         risk = loop.params.risk
         nxt = self.next_flat_event[i].tolist()
-        end = self.n
         held = []
         for sym, pos in pf.positions.items():
             j = self.col.get(sym)
@@ -164,25 +164,28 @@ class SpanStepper:
                 return i
             held.append((j, pos, guard))
             nxt[j] = self.n  # a held symbol's signal is read below
-        end = min(end, min(nxt))
+        end = min(nxt)
         schedule = loop.funding if not loop.exchange_settles_funding else None
         for j, pos, guard in held:
+            if end <= i:
+                return i
             if risk.exit_on_signal_flip:
                 end = min(end, int((self.next_sell if pos.side == "long" else self.next_buy)[i, j]))
-            counts = self.counts[j]
-            target = counts[i] + max(risk.max_holding_bars - pos.bars_held, 1)
-            end = min(end, int(np.searchsorted(counts, target, side="left")) - 1)
+            # max holding: the bar where bars_held reaches it is the symbol's need-th bar from i
+            rows, nth = self.rows_of[j], int(self.counts[j, i]) + max(risk.max_holding_bars - pos.bars_held, 1) - 1
+            if nth < len(rows):
+                end = min(end, rows[nth])
             if schedule is not None and is_perp(pos.symbol) and i > 0:
                 due = schedule.next_time_after(pos.symbol, int(self.stamps_ns[i - 1]))
                 if due is not None:
                     end = min(end, int(np.searchsorted(self.stamps_ns, due, side="left")))
-        if end <= i:
-            return i
         for j, pos, guard in held:
+            if end <= i:
+                return i
             touched = self._touched(j, guard, i, end)
             if len(touched):
-                end = min(end, i + int(touched[0]))
-        return end
+                end = i + int(touched[0])
+        return max(end, i)
 
     def _touched(self, j: int, guard, i: int, end: int) -> np.ndarray:
         """Offsets of the bars in ``i:end`` where a guard of symbol ``j`` may fill (a superset)."""
@@ -251,7 +254,7 @@ class HeldSpan:
                 outcome[at] = "hold"
                 reason[at] = (NO_SIGNAL if action is None else FLIP_EXIT_DISABLED if action == against else
                               IN_POSITION if action in ("buy", "sell") else HOLD_SIGNAL)
-                conf[at] = _NAN if action is None else plan.confidences[lo + r, j]
+                conf[at] = _NAN if action is None else float(plan.confidences[lo + r, j])
                 version[at] = None if action is None else plan.versions[lo + r, j]
                 details[at] = {"bars_held": held_now[r]}
         return cols, details
