@@ -43,6 +43,7 @@ from executor.signals import ACTIONS
 
 log = logging.getLogger(__name__)
 _NAN = float("nan")
+_BUY, _SELL = ACTIONS.index("buy"), ACTIONS.index("sell")
 
 
 class SpanStepper:
@@ -51,7 +52,7 @@ class SpanStepper:
 
     def __init__(self, loop, table: BarTable, plan: QuietPlan, stamps: list[pd.Timestamp], held: bool = True):
         self.loop, self.table, self.plan, self.stamps, self.held = loop, table, plan, stamps, held
-        self._asked: tuple[int, set[int]] = (-1, set())  # the bar to_decide answered last, and its symbols
+        self._asked: tuple = (-1, set(), {})  # the bar to_decide answered last: asked symbols, held known ones
         has = plan.has_bar
         self.n = len(table.timestamps)
         self.col = {s: j for j, s in enumerate(table.symbols)}
@@ -113,15 +114,28 @@ class SpanStepper:
 
     # ---- bars that go through step: the plan decides the symbols it knows -------------------
     def to_decide(self, i: int) -> list[str]:
-        """The symbols of bar ``i`` whose decision needs the core: held or reserved ones with a bar,
-        and flat ones whose signal acts (no bar: ``decide`` skips them, NO_BAR; flat with a
-        ``flat_noop`` signal: it holds them) - in symbol order."""
-        pf = self.loop.portfolio
-        positions, reserved = pf.positions, pf.reserved_usdt
-        asked = [j for j, (sym, has, acts) in enumerate(zip(self.table.symbols, self.plan.has_bar[i].tolist(),
-                                                              self.plan.flat_event[i].tolist()))
-                 if has and (acts or sym in positions or sym in reserved)]
-        self._asked = (i, set(asked))
+        """The symbols of bar ``i`` (after its fills and marks) whose decision needs the core, in
+        symbol order: flat ones with a bar whose signal acts or whose entry is reserved, held ones
+        with a bar that may exit (an exit pending, ``bars_held`` at max holding, a signal against
+        them with ``exit_on_signal_flip``). The others' decisions are the plan's: no bar, NO_BAR;
+        flat with a ``flat_noop`` signal, its hold; held, a held span's hold with ``bars_held``."""
+        pf, risk = self.loop.portfolio, self.loop.params.risk
+        positions, reserved, exiting = pf.positions, pf.reserved_usdt, pf.pending_exits
+        asked, held = [], {}
+        for j, (sym, has, acts, code) in enumerate(zip(self.table.symbols, self.plan.has_bar[i].tolist(),
+                                                       self.plan.flat_event[i].tolist(), self.plan.codes[i].tolist())):
+            if not has:
+                continue
+            pos = positions.get(sym)
+            if pos is None:
+                if acts or sym in reserved:
+                    asked.append(j)
+            elif (sym in exiting or pos.bars_held >= risk.max_holding_bars
+                  or (risk.exit_on_signal_flip and code == (_SELL if pos.side == "long" else _BUY))):
+                asked.append(j)
+            else:
+                held[j] = ("sell" if pos.side == "long" else "buy", pos.bars_held - 1)  # bars_held before this bar
+        self._asked = (i, set(asked), held)
         return [self.table.symbols[j] for j in asked]
 
     def signals_at(self, i: int) -> int:
@@ -130,10 +144,11 @@ class SpanStepper:
 
     def bar_decisions(self, i: int, decided: list[Decision]) -> SteppedBar:
         """Bar ``i``'s decisions: ``decided`` (the core's for the symbols ``to_decide`` gave) and the plan's."""
-        at, asked = self._asked
+        at, asked, held = self._asked
         if at != i:
             raise RuntimeError(f"bar_decisions({i}) after to_decide({at}): ask the core about the bar first")
-        return SteppedBar(self.stamps, self.table.symbols, self.plan, i, asked, decided, self.col)
+        return SteppedBar(HeldSpan(self.stamps, self.table.symbols, self.plan, i, i + 1, held), asked, decided,
+                          self.col)
 
     # ---- quiet spans (executor.quiet) ----------------------------------------------------
     def _quiet(self, lo: int, hi: int, stamps: list[pd.Timestamp]) -> None:
@@ -274,25 +289,23 @@ class HeldSpan:
 
 class SteppedBar:
     """A stepped bar's non-intent decisions: the core's (``decided``) for the symbols it was asked
-    about (``asked``: those that gave an intent have none here) and the plan's for the others, in
-    symbol order - what ``decide`` over every symbol gives."""
+    about (``asked``: those that gave an intent have none here) and the plan's for the others
+    (``planned``: a one-bar ``HeldSpan``), in symbol order - what ``decide`` over every symbol gives."""
 
-    def __init__(self, timestamps, symbols, plan: QuietPlan, i: int, asked: set[int], decided: list[Decision],
-                 col: dict[str, int]):
-        self.plan_bar = QuietSpan(timestamps, symbols, plan, i, i + 1)
-        self.asked, self.decided = asked, decided
+    def __init__(self, planned: HeldSpan, asked: set[int], decided: list[Decision], col: dict[str, int]):
+        self.planned, self.asked, self.decided = planned, asked, decided
         self.at = {col[d.symbol]: k for k, d in enumerate(decided)}
 
     def __len__(self) -> int:
-        return len(self.plan_bar) - len(self.asked) + len(self.decided)
+        return len(self.planned) - len(self.asked) + len(self.decided)
 
     def _merge(self, planned: list, decided: list) -> list:
         return [decided[self.at[j]] if j in self.at else x
                 for j, x in enumerate(planned) if j not in self.asked or j in self.at]
 
     def columns(self, stepped_columns) -> dict[str, list]:
-        planned, decided = self.plan_bar.columns(), stepped_columns(self.decided)
+        planned, decided = self.planned.columns(), stepped_columns(self.decided)
         return {k: self._merge(v, decided[k]) for k, v in planned.items()}
 
     def decisions(self) -> list[Decision]:
-        return self._merge(self.plan_bar.decisions(), self.decided)
+        return self._merge(self.planned.decisions(), self.decided)
