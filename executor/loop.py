@@ -250,10 +250,11 @@ class TradingLoop:
             self._funding_after = ts
             return
         pf = self.portfolio
-        for pay in settle_funding(self.funding, pf.positions, pf.marks, self._funding_after, ts):
-            pf.apply_funding(pay.symbol, pay.amount_usdt)
-            self._result.funding.append(pay)
-            self._emit("on_funding", pay, pf)
+        if pf.positions:  # flat: nothing is paid
+            for pay in settle_funding(self.funding, pf.positions, pf.marks, self._funding_after, ts):
+                pf.apply_funding(pay.symbol, pay.amount_usdt)
+                self._result.funding.append(pay)
+                self._emit("on_funding", pay, pf)
         self._funding_after = ts
 
     def _execute(self, ts: pd.Timestamp, bars: dict[str, Bar]) -> None:
@@ -288,8 +289,8 @@ class TradingLoop:
                 volatility.observe(sym, bar.close)
             if history is not None:
                 history.observe(sym, ts, bar.close)
-            pos = positions.get(sym)
-            if pos is not None:
+        for sym, pos in positions.items():
+            if sym in bars:
                 pos.bars_held += 1
         equity = pf.equity_usdt()
         alerts = self.risk.observe_equity(equity, ts)
@@ -351,7 +352,7 @@ class TradingLoop:
             self._result.decision_log.add_span(planned[0].bar_decisions(planned[1], out.decisions))
         else:  # what record does without listeners
             self._result.decision_log.extend(out.decisions)
-        now = ts + self._bar_delta
+        now = ts + self._bar_delta if out.intents else None
         for intent in out.intents:
             if not intent.is_exit and self.health.entries_blocked:
                 self.record(_decision_for(ts, intent, "denied", STATE_WRITE_FAILED, 0.0,

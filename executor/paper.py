@@ -190,6 +190,8 @@ class PaperBroker:
 
     def process_bar(self, bars: Mapping[str, Bar]) -> BarExecution:
         """Execute one bar: pending orders at the open (limits also intrabar), then protective orders."""
+        if not self._pending and not self._protective:  # idle: nothing to fill
+            return BarExecution([], [], {})
         fills: list[Fill] = []
         cancelled: list[MarketOrder] = []
         expired: list[MarketOrder] = []
