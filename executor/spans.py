@@ -119,24 +119,25 @@ class SpanStepper:
         with a bar that may exit (an exit pending, ``bars_held`` at max holding, a signal against
         them with ``exit_on_signal_flip``). The others' decisions are the plan's: no bar, NO_BAR;
         flat with a ``flat_noop`` signal, its hold; held, a held span's hold with ``bars_held``."""
-        pf, risk = self.loop.portfolio, self.loop.params.risk
-        positions, reserved, exiting = pf.positions, pf.reserved_usdt, pf.pending_exits
-        asked, held = [], {}
-        for j, (sym, has, acts, code) in enumerate(zip(self.table.symbols, self.plan.has_bar[i].tolist(),
-                                                       self.plan.flat_event[i].tolist(), self.plan.codes[i].tolist())):
-            if not has:
+        pf, risk, plan, col = self.loop.portfolio, self.loop.params.risk, self.plan, self.col
+        asked = set(np.flatnonzero(plan.flat_event[i]).tolist())  # signals a flat symbol acts on (held ones: below)
+        held = {}
+        for sym, pos in pf.positions.items():
+            j = col[sym]
+            asked.discard(j)
+            if not plan.has_bar[i, j]:
                 continue
-            pos = positions.get(sym)
-            if pos is None:
-                if acts or sym in reserved:
-                    asked.append(j)
-            elif (sym in exiting or pos.bars_held >= risk.max_holding_bars
-                  or (risk.exit_on_signal_flip and code == (_SELL if pos.side == "long" else _BUY))):
-                asked.append(j)
+            if (sym in pf.pending_exits or pos.bars_held >= risk.max_holding_bars
+                    or (risk.exit_on_signal_flip and plan.codes[i, j] == (_SELL if pos.side == "long" else _BUY))):
+                asked.add(j)
             else:
                 held[j] = ("sell" if pos.side == "long" else "buy", pos.bars_held - 1)  # bars_held before this bar
-        self._asked = (i, set(asked), held)
-        return [self.table.symbols[j] for j in asked]
+        for sym in pf.reserved_usdt:
+            j = col[sym]
+            if plan.has_bar[i, j]:
+                asked.add(j)
+        self._asked = (i, asked, held)
+        return [self.table.symbols[j] for j in sorted(asked)]
 
     def signals_at(self, i: int) -> int:
         """How many symbols have a signal at bar ``i`` (what ``fetch`` of all of them would return)."""
