@@ -44,6 +44,7 @@ from executor.signals import ACTIONS
 log = logging.getLogger(__name__)
 _NAN = float("nan")
 _BUY, _SELL = ACTIONS.index("buy"), ACTIONS.index("sell")
+_SCAN_IN_PYTHON = 32  # bars: a guard scan over fewer costs less in a loop than in array calls
 
 
 class SpanStepper:
@@ -198,29 +199,17 @@ class SpanStepper:
         for j, pos, guard in held:
             if end <= i:
                 return i
-            touched = self._touched(j, guard, i, end)
-            if len(touched):
-                end = i + int(touched[0])
+            touched = self._first_touch(j, guard, i, end)
+            if touched is not None:
+                end = i + touched
         return max(end, i)
 
-    def _touched(self, j: int, guard, i: int, end: int) -> np.ndarray:
-        """Offsets of the bars in ``i:end`` where a guard of symbol ``j`` may fill (a superset)."""
-        low, high = self.low[j, i:end], self.high[j, i:end]
-        has = self.has_t[j, i:end]
-        odd = has & (np.isnan(low) | np.isnan(high))
-        if guard.selling:  # a long's: stop and trail below, take-profit above
-            hit = (low <= guard.stop_price) | odd
-            hit |= high >= (guard.rungs[0][1] if guard.rungs else guard.take_profit_price)
-            if guard.trail_pct > 0:
-                peak = np.maximum(np.fmax.accumulate(np.where(has, high, -math.inf)), guard.peak)
-                hit |= low <= peak * (1 - guard.trail_pct)
-        else:
-            hit = (high >= guard.stop_price) | odd
-            hit |= low <= (guard.rungs[0][1] if guard.rungs else guard.take_profit_price)
-            if guard.trail_pct > 0:
-                trough = np.minimum(np.fmin.accumulate(np.where(has, low, math.inf)), guard.peak)
-                hit |= high >= trough * (1 + guard.trail_pct)
-        return np.flatnonzero(hit)
+    def _first_touch(self, j: int, guard, i: int, end: int) -> int | None:
+        """The offset of the first bar in ``i:end`` where a guard of symbol ``j`` may fill (None: none)."""
+        has, low, high = self.has_t[j, i:end], self.low[j, i:end], self.high[j, i:end]
+        if end - i > _SCAN_IN_PYTHON:
+            return first_touch_array(guard, has, low, high)
+        return first_touch(guard, has.tolist(), low.tolist(), high.tolist())
 
     def _held(self, lo: int, hi: int, stamps: list[pd.Timestamp]) -> None:
         """Bars ``lo:hi`` in a position, no event among them: what ``step`` would do to each."""
@@ -245,6 +234,47 @@ class SpanStepper:
         self._mark(lo, hi, stamps)
         loop.book_span(stamps, lo, hi, equity, True, HeldSpan(stamps, self.table.symbols, self.plan, lo, hi, held),
                        self._signals(lo, hi))
+
+
+def first_touch(guard, has: list[bool], low: list[float], high: list[float]) -> int | None:
+    """The first bar (offset) where ``guard`` (a ``Protective``) may fill, None: none: its stop, its
+    take-profit or nearest rung, its trail at the level of the peak including the bar's own
+    extreme (at least the real level: a scan may stop early, never late); a bar with a NaN high or
+    low counts. Bars without ``has`` are skipped. A loop: cheaper than array calls on a few bars."""
+    selling, stop, pct, extreme = guard.selling, guard.stop_price, guard.trail_pct, guard.peak
+    take = guard.rungs[0][1] if guard.rungs else guard.take_profit_price
+    for k, (present, lo, hi) in enumerate(zip(has, low, high)):
+        if not present:
+            continue
+        if lo != lo or hi != hi:
+            return k
+        if selling:  # a long's guards: stop and trail below, take-profit above
+            extreme = max(extreme, hi)
+            if lo <= stop or hi >= take or (pct > 0 and lo <= extreme * (1 - pct)):
+                return k
+        else:
+            extreme = min(extreme, lo)
+            if hi >= stop or lo <= take or (pct > 0 and hi >= extreme * (1 + pct)):
+                return k
+    return None
+
+
+def first_touch_array(guard, has: np.ndarray, low: np.ndarray, high: np.ndarray) -> int | None:
+    """``first_touch`` as array scans (long windows)."""
+    take = guard.rungs[0][1] if guard.rungs else guard.take_profit_price
+    odd = has & (np.isnan(low) | np.isnan(high))
+    if guard.selling:
+        hit = (low <= guard.stop_price) | odd | (high >= take)
+        if guard.trail_pct > 0:
+            peak = np.maximum(np.fmax.accumulate(np.where(has, high, -math.inf)), guard.peak)
+            hit |= low <= peak * (1 - guard.trail_pct)
+    else:
+        hit = (high >= guard.stop_price) | odd | (low <= take)
+        if guard.trail_pct > 0:
+            trough = np.minimum(np.fmin.accumulate(np.where(has, low, math.inf)), guard.peak)
+            hit |= high >= trough * (1 + guard.trail_pct)
+    hits = np.flatnonzero(hit & has)
+    return int(hits[0]) if len(hits) else None
 
 
 class HeldSpan:

@@ -51,7 +51,8 @@ from executor.backtest import decisions_frame, result_from_loop, run_backtest
 from executor.loop import LoopListener, TradingLoop
 from executor.paper import PaperBroker
 from executor.signals import FrameSignalSource, Signal
-from executor.spans import SpanStepper
+from executor.paper import Protective
+from executor.spans import SpanStepper, first_touch, first_touch_array
 
 from tests.executor.exec_support import params, ts
 
@@ -141,7 +142,8 @@ def markets(draw):
 
 @st.composite
 def risk_settings(draw, perps: bool):
-    r = {"max_open_positions": draw(st.integers(1, 3)), "max_holding_bars": draw(st.integers(1, 10)),
+    r = {"max_open_positions": draw(st.integers(1, 3)),
+         "max_holding_bars": draw(st.one_of(st.integers(1, 10), st.just(48))),  # 48: long held spans
          "position_fraction": draw(st.sampled_from([0.1, 0.3, 0.6])),
          "exit_on_signal_flip": draw(st.booleans()), "cooldown_bars": draw(st.integers(0, 3)),
          "daily_loss_limit_pct": draw(st.sampled_from([0.01, 0.05, 0.5])),
@@ -236,3 +238,25 @@ def test_the_differential_sees_trades_of_every_kind():
     held.stop()
     assert {"stop_loss", "take_profit", "signal_flip", "side:long", "side:short"} <= kinds
     assert held_spans.call_count > 10
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_the_guard_scan_finds_the_same_bar_as_a_loop_and_as_arrays(data):
+    """A held span's guard scan runs as a loop over a few bars and as array scans over many: both
+    must stop at the same bar (the loop's is the one the differential runs cover most)."""
+    n = data.draw(st.integers(1, 60))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, n)))
+    high, low = close * (1 + rng.random(n) * 0.02), close * (1 - rng.random(n) * 0.02)
+    has = rng.random(n) > 0.1
+    low[~has] = high[~has] = np.nan
+    low[rng.random(n) < 0.02] = np.nan  # a bar with a hole is touched
+    side = data.draw(st.sampled_from(["long", "short"]))
+    sign = 1.0 if side == "long" else -1.0
+    far = data.draw(st.sampled_from([0.01, 0.03, 0.2]))
+    rungs = ((1.0, 100.0 * (1 + sign * far)),) if data.draw(st.booleans()) else ()
+    guard = Protective("A/USDT", 1.0, 100.0 * (1 - sign * data.draw(st.sampled_from([0.01, 0.05, 0.3]))),
+                       float("nan") if rungs else 100.0 * (1 + sign * far), 1,
+                       trail_pct=data.draw(st.sampled_from([0.0, 0.01, 0.05])), peak=100.0, side=side, rungs=rungs)
+    assert first_touch(guard, has.tolist(), low.tolist(), high.tolist()) == first_touch_array(guard, has, low, high)
