@@ -248,7 +248,7 @@ def _run_backtest(candles: pd.DataFrame, signals_df: pd.DataFrame, params: Param
                   funding: pd.DataFrame | FundingSchedule | None) -> BacktestResult:
     source = FrameSignalSource(signals_df)
     bar_ms = check_timeframe(candles, params)
-    symbols = sorted(signals_df["symbol"].astype(str).unique())
+    symbols = source.symbols
     traded = candles[candles["symbol"].isin(symbols)]
     warn_if_perps(symbols, params.risk.allow_short)
     start = source.first_timestamp

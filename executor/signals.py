@@ -98,14 +98,15 @@ def signals_from_predictions(pred_df: pd.DataFrame, params: SignalParams, model_
     return out.sort_values(["symbol", "timestamp"], kind="stable").reset_index(drop=True)
 
 
-def _validate_signals_frame(signals_df: pd.DataFrame) -> None:
+def _validate_signals_frame(signals_df: pd.DataFrame, actions=None) -> None:
+    """``actions``: the frame's distinct actions when the caller has them already."""
     missing = set(SIGNAL_COLUMNS) - set(signals_df.columns)
     if missing:
         raise DataError(f"signals frame lacks columns {sorted(missing)}; build it with "
                         "executor.signals.signals_from_predictions")
-    bad = set(signals_df["action"].unique()) - set(ACTIONS)
+    bad = set(signals_df["action"].unique() if actions is None else actions) - set(ACTIONS)
     if bad:
-        raise DataError(f"signals frame has unknown actions {sorted(bad)}; allowed: buy, sell, hold")
+        raise DataError(f"signals frame has unknown actions {sorted(bad, key=str)}; allowed: buy, sell, hold")
 
 
 class FrameSignalSource:
@@ -117,7 +118,7 @@ class FrameSignalSource:
     """
 
     def __init__(self, signals_df: pd.DataFrame):
-        _validate_signals_frame(signals_df)
+        _validate_signals_frame(signals_df, actions=[])  # the columns; the actions once factorized below
         # Built column-wise over the whole frame, then cut per symbol: a backtest builds one
         # Signal per symbol-bar, and per-group, per-cell pandas iteration was most of its set-up.
         n = len(signals_df)
@@ -127,6 +128,7 @@ class FrameSignalSource:
         codes, names = pd.factorize(signals_df["symbol"].astype(str), sort=True)
         # the string columns by their few distinct values (hashed once), not one conversion per row
         act_codes, act_names = pd.factorize(signals_df["action"].astype(str), use_na_sentinel=False)
+        _validate_signals_frame(signals_df, actions=list(act_names))
         ver_codes, ver_names = pd.factorize(signals_df["model_version"].astype(str), use_na_sentinel=False)
         columns = [np.asarray(act_names, dtype=object)[act_codes],
                    signals_df["confidence"].to_numpy(dtype="float64"),
@@ -153,6 +155,11 @@ class FrameSignalSource:
         # per symbol: the row served last - a backtest asks for bars in time order, so the next
         # answer is almost always that row or the following one (no search)
         self._cursor: dict[str, int] = {}
+
+    @property
+    def symbols(self) -> list[str]:
+        """The symbols it has signals for, sorted."""
+        return sorted(self._by_symbol)
 
     @property
     def first_timestamp(self) -> pd.Timestamp | None:
