@@ -182,8 +182,18 @@ class TradingLoop:
         self._eq_ts.extend(stamps[lo:hi])
         self._eq_val.extend(equity)
         self._exposed.extend([exposed] * (hi - lo))
-        self._result.decision_log.add_span(decisions)
+        if decisions is not None:
+            self._result.decision_log.add_span(decisions)
         self._result.signals_received += signals
+
+    def decide_planned(self, ts: pd.Timestamp, bars: dict[str, Bar], symbols: list[str], planned) -> None:
+        """The decision phase of a bar whose fills, funding and marks a span did (``executor.spans``:
+        flat and idle, nothing to fill or settle): signals, the core, the risk engine, the orders -
+        ``_decide`` as ``step`` calls it, ``bars`` holding the bars of the symbols that act."""
+        self._ts = ts
+        self._planned = planned
+        self._decide(ts, bars, symbols)
+        self._planned = None
 
     def step(self, ts: pd.Timestamp, bars: dict[str, Bar], symbols: list[str], missed: bool = False) -> None:
         """Step bar ``ts`` (the order in the module docstring).

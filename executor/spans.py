@@ -38,6 +38,7 @@ import pandas as pd
 from executor.bartable import BarTable
 from executor.core import FLIP_EXIT_DISABLED, HOLD_SIGNAL, IN_POSITION, NO_SIGNAL, Decision
 from executor.funding import is_perp
+from executor.portfolio import Bar
 from executor.quiet import QuietPlan, QuietSpan, mark_span, next_true, span_columns
 from executor.signals import ACTIONS
 
@@ -81,8 +82,10 @@ class SpanStepper:
         if not loop.settled():
             return i
         if not loop.portfolio.positions:
-            if not self.plan.quiet[i]:
-                return i
+            if not self.plan.quiet[i]:  # a flat symbol acts: a quiet bar's accounting, the loop's decisions
+                self._quiet(i, i + 1, stamps, decided=False)
+                loop.decide_planned(stamps[i], self._bars(i, self.plan.flat_event[i]), self.table.symbols, (self, i))
+                return i + 1
             hi = int(self.plan.span_end[i])
             self._quiet(i, hi, stamps)
             return hi
@@ -153,9 +156,10 @@ class SpanStepper:
                           self.col)
 
     # ---- quiet spans (executor.quiet) ----------------------------------------------------
-    def _quiet(self, lo: int, hi: int, stamps: list[pd.Timestamp]) -> None:
+    def _quiet(self, lo: int, hi: int, stamps: list[pd.Timestamp], decided: bool = True) -> None:
         """Bars ``lo:hi``, all quiet, while flat and idle: what ``step`` would do to each: marks,
-        windows, equity points, risk state, signal count, decisions."""
+        windows, equity points, risk state, signal count, decisions (``decided=False``: all but the
+        last two, which the loop's decision phase makes)."""
         loop = self.loop
         self._mark(lo, hi, stamps)
         equity = loop.portfolio.equity_usdt()
@@ -165,7 +169,16 @@ class SpanStepper:
         for k in range(bisect.bisect_right(days, lo), bisect.bisect_left(days, hi)):
             self._observe(equity, days[k], stamps)
         loop.book_span(stamps, lo, hi, [equity] * (hi - lo), False,
-                       QuietSpan(stamps, self.table.symbols, self.plan, lo, hi), self._signals(lo, hi))
+                       QuietSpan(stamps, self.table.symbols, self.plan, lo, hi) if decided else None,
+                       self._signals(lo, hi) if decided else 0)
+
+    def _bars(self, i: int, which: np.ndarray) -> dict[str, Bar]:
+        """Bar ``i`` of the symbols ``which`` marks, as ``step`` is given them."""
+        ts, out = self.stamps[i], {}
+        for j in np.flatnonzero(which).tolist():
+            o, h, lo, c = self.table.ohlc[i, j].tolist()
+            out[self.table.symbols[j]] = Bar(self.table.symbols[j], ts, o, h, lo, c)
+        return out
 
     # ---- held spans ------------------------------------------------------------------
     def _held_end(self, i: int) -> int:
