@@ -10,10 +10,10 @@ engine, one broker). Bars where something can happen (events):
   that may short, no signal at all: NO_SIGNAL);
 * a held symbol whose signal turns against it with ``risk.exit_on_signal_flip``, or whose
   ``bars_held`` reaches ``risk.max_holding_bars`` (the closes it sees, counted on the bar grid);
-* a held symbol's guard touched: the stop, the take-profit or the ladder's nearest rung (one array
-  scan of low / high against the levels); the trailing stop conservatively, its peak taken as the
-  running extreme including the bar's own high / low (a level at least the real one: the scan may
-  stop early, never late);
+* a held symbol's guard touched: the stop, the take-profit or the ladder's nearest rung (a scan of
+  low / high against the levels); the trailing stop conservatively, its peak taken as the running
+  extreme including the bar's own high / low (a level at least the real one: the scan may stop
+  early, never late);
 * a funding time of a held perpetual (the bar it is booked in).
 
 Between events a held span does what ``step`` would (``TradingLoop._mark``, ``decide``'s held and
@@ -23,7 +23,15 @@ sees every bar's equity (``observe_equity``: the same engine, so daily loss / dr
 change on the same bar), ``bars_held`` counts the span's bars of each held symbol, a trail's peak
 takes the span's extreme, and the decisions (IN_POSITION / HOLD_SIGNAL / NO_SIGNAL /
 FLIP_EXIT_DISABLED with ``bars_held``) are kept as columns (``HeldSpan``).
-``tests/executor/test_backtest_differential.py`` holds the result to the loop stepping every bar.
+
+Event bars: on a bar where the only event is flat symbols acting (nothing can fill, trigger, exit
+or be paid there), the span's accounting covers the bar and the loop runs only its decision phase
+(``TradingLoop.decide_planned``: ``_decide``, the same core, risk engine and orders). On every
+bar the loop decides, the core and the signal source are asked only about the symbols whose
+decision may be other than the plan's (``to_decide``: flat ones that act or have an entry
+reserved, held ones that may exit); the others' decisions are the plan's, merged in symbol order
+(``SteppedBar``). ``tests/executor/test_backtest_differential.py`` holds every output to the loop
+stepping every bar.
 """
 
 from __future__ import annotations
@@ -91,9 +99,13 @@ class SpanStepper:
             return hi
         if not self.held:
             return i
-        hi = self._held_end(i)
+        hi, flat_acts = self._held_end(i)
         if hi > i:
             self._held(i, hi, stamps)
+        elif flat_acts:  # only flat symbols act at bar i: a held bar's accounting, the loop's decisions
+            self._held(i, i + 1, stamps, decided=False)
+            loop.decide_planned(stamps[i], self._bars(i, self.plan.flat_event[i]), self.table.symbols, (self, i))
+            return i + 1
         return hi
 
     def _mark(self, lo: int, hi: int, stamps: list[pd.Timestamp]) -> None:
@@ -181,8 +193,9 @@ class SpanStepper:
         return out
 
     # ---- held spans ------------------------------------------------------------------
-    def _held_end(self, i: int) -> int:
-        """The first event bar at or after ``i`` (``i`` itself: step it)."""
+    def _held_end(self, i: int) -> tuple[int, bool]:
+        """The first event bar at or after ``i`` (``i`` itself: step it), and whether at ``i`` the
+        only event is flat symbols acting (nothing held exits, fills or pays there)."""
         loop, pf = self.loop, self.loop.portfolio
         risk = loop.params.risk
         nxt = self.next_flat_event[i].tolist()
@@ -191,14 +204,12 @@ class SpanStepper:
             j = self.col.get(sym)
             guard = loop.broker.protective(sym)
             if j is None or guard is None:
-                return i
+                return i, False
             held.append((j, pos, guard))
             nxt[j] = self.n  # a held symbol's signal is read below
-        end = min(nxt)
+        flat_end, end = min(nxt), self.n
         schedule = loop.funding if not loop.exchange_settles_funding else None
         for j, pos, guard in held:
-            if end <= i:
-                return i
             if risk.exit_on_signal_flip:
                 end = min(end, int((self.next_sell if pos.side == "long" else self.next_buy)[i, j]))
             # max holding: the bar where bars_held reaches it is the symbol's need-th bar from i
@@ -209,13 +220,16 @@ class SpanStepper:
                 due = schedule.next_time_after(pos.symbol, int(self.stamps_ns[i - 1]))
                 if due is not None:
                     end = min(end, int(np.searchsorted(self.stamps_ns, due, side="left")))
-        for j, pos, guard in held:
             if end <= i:
-                return i
+                return i, False
+        end = min(end, flat_end) if flat_end > i else i + 1  # the bars whose guards matter
+        for j, pos, guard in held:
             touched = self._first_touch(j, guard, i, end)
             if touched is not None:
                 end = i + touched
-        return max(end, i)
+            if end <= i:
+                return i, False
+        return (end, False) if flat_end > i else (i, True)
 
     def _first_touch(self, j: int, guard, i: int, end: int) -> int | None:
         """The offset of the first bar in ``i:end`` where a guard of symbol ``j`` may fill (None: none)."""
@@ -224,8 +238,10 @@ class SpanStepper:
             return first_touch_array(guard, has, low, high)
         return first_touch(guard, has.tolist(), low.tolist(), high.tolist())
 
-    def _held(self, lo: int, hi: int, stamps: list[pd.Timestamp]) -> None:
-        """Bars ``lo:hi`` in a position, no event among them: what ``step`` would do to each."""
+    def _held(self, lo: int, hi: int, stamps: list[pd.Timestamp], decided: bool = True) -> None:
+        """Bars ``lo:hi`` in a position, no event among them: what ``step`` would do to each
+        (``decided=False``: all but the decisions and their signal count, which the loop's
+        decision phase makes)."""
         loop, pf = self.loop, self.loop.portfolio
         total = 0.0
         held = {}
@@ -245,8 +261,9 @@ class SpanStepper:
         for k, eq in enumerate(equity):
             self._observe(eq, lo + k, stamps)
         self._mark(lo, hi, stamps)
-        loop.book_span(stamps, lo, hi, equity, True, HeldSpan(stamps, self.table.symbols, self.plan, lo, hi, held),
-                       self._signals(lo, hi))
+        loop.book_span(stamps, lo, hi, equity, True,
+                       HeldSpan(stamps, self.table.symbols, self.plan, lo, hi, held) if decided else None,
+                       self._signals(lo, hi) if decided else 0)
 
 
 def first_touch(guard, has: list[bool], low: list[float], high: list[float]) -> int | None:

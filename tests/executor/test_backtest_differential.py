@@ -24,10 +24,14 @@ ladder rung / trail touched - one array scan of low/high against the levels, the
 running extreme -, a funding time of a held perp, an order pending or resting; between events
 equity is ``cash + sum(sign * qty * close)`` added position by position in the ledger's order,
 the risk engine sees every bar's equity, and the decisions - IN_POSITION / HOLD_SIGNAL with
-``bars_held``, FLIP_EXIT_DISABLED, NO_SIGNAL - go to the same column log); ``FrameSignalSource``'s
-cursor, read-ahead (``signals_on``), lazy Signals and shared timestamps, ``_emit`` / ``record``
-without listeners; and the loop's own decision list (spans made into objects on demand) against
-the plain one. Event bars go through ``step``: one decision core, one risk engine, one broker.
+``bars_held``, FLIP_EXIT_DISABLED, NO_SIGNAL - go to the same column log); on event bars, the
+plan's decisions for the symbols that cannot act (only the others go to the signal source and the
+core: ``SpanStepper.to_decide``) and, on a bar where only flat symbols act, the span's accounting
+with the loop's decision phase alone (``decide_planned``); ``FrameSignalSource``'s cursor,
+read-ahead (``signals_on``), lazy Signals and shared timestamps, ``_emit`` / ``record`` without
+listeners; and the loop's own decision list (spans made into objects on demand) against the
+plain one. Event bars go through the loop's decision phase: one decision core, one risk engine,
+one broker.
 Shortcuts inside code all runners share (the decision core's flat-and-hold branch, the bar table
 as Python floats) cannot be told apart here; they were compared against the code before them on
 the bench's real data (every output identical), and the by-hand tests pin them.
