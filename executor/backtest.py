@@ -172,7 +172,7 @@ def result_from_loop(loop_result: LoopResult, start=None, end=None) -> BacktestR
 
 
 def _frame(items: list, columns: list[str]) -> pd.DataFrame:
-    return pd.DataFrame([tuple(getattr(x, c) for c in columns) for x in items], columns=columns)
+    return pd.DataFrame(list(map(attrgetter(*columns), items)), columns=columns)
 
 
 def decisions_frame(decisions: list | DecisionLog) -> pd.DataFrame:

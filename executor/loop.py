@@ -144,8 +144,10 @@ class TradingLoop:
                 if o == o and c == c:  # not NaN
                     bars[sym] = _bar(sym, ts, o, h, lo, c)
             self._planned = None if spans is None else (spans, i)
-            self.step(ts, bars, symbols)
-            self._planned = None
+            try:
+                self.step(ts, bars, symbols)
+            finally:
+                self._planned = None
             i += 1
         if len(self._eq_ts) == len(table.timestamps):  # one point per bar of the table: this run's
             self._eq_index = table.timestamps
@@ -192,8 +194,10 @@ class TradingLoop:
         ``_decide`` as ``step`` calls it, ``bars`` holding the bars of the symbols that act."""
         self._ts = ts
         self._planned = planned
-        self._decide(ts, bars, symbols)
-        self._planned = None
+        try:
+            self._decide(ts, bars, symbols)
+        finally:
+            self._planned = None
 
     def step(self, ts: pd.Timestamp, bars: dict[str, Bar], symbols: list[str], missed: bool = False) -> None:
         """Step bar ``ts`` (the order in the module docstring).

@@ -139,7 +139,9 @@ class SpanStepper:
         asked = set(np.flatnonzero(plan.flat_event[i]).tolist())  # signals a flat symbol acts on (held ones: below)
         held = {}
         for sym, pos in pf.positions.items():
-            j = col[sym]
+            j = col.get(sym)
+            if j is None:  # not a symbol of this run: decide is not asked about it
+                continue
             asked.discard(j)
             if not plan.has_bar[i, j]:
                 continue
@@ -149,8 +151,8 @@ class SpanStepper:
             else:
                 held[j] = ("sell" if pos.side == "long" else "buy", pos.bars_held - 1)  # bars_held before this bar
         for sym in pf.reserved_usdt:
-            j = col[sym]
-            if plan.has_bar[i, j]:
+            j = col.get(sym)
+            if j is not None and plan.has_bar[i, j]:
                 asked.add(j)
         self._asked = (i, asked, held)
         return [self.table.symbols[j] for j in sorted(asked)]
