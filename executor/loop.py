@@ -43,7 +43,7 @@ from executor.loopapi import LoopListener, LoopResult  # noqa: F401 - re-exporte
 from executor.listeners import STATE_WRITE_FAILED, STATE_WRITE_RECOVERED, ListenerHealth
 from executor.broker import Broker, Rejection, SimulatedBroker
 from executor.paper import LIMIT_EXPIRED, MarketOrder, PaperBroker
-from executor.portfolio import Bar, Fill, Portfolio
+from executor.portfolio import Bar, Fill, Portfolio, make_bar
 from executor.rank import decide_rank
 from executor.risk import Approved, RiskAlert, RiskEngine
 from executor.quiet import quiet_plan
@@ -51,12 +51,10 @@ from executor.signals import Signal, SignalSource, SignalUnavailable
 from executor.spans import SpanStepper
 from executor.sizing import RealisedVolatility
 from qt.config import Params
-from qt.values import positional_maker
 from qt.timeframes import timeframe_ms
 
 log = logging.getLogger(__name__)
 MISSED_BAR = "MISSED_BAR"
-_bar = positional_maker(Bar)  # one per symbol-bar stepped (qt.values)
 
 
 class TradingLoop:
@@ -142,7 +140,7 @@ class TradingLoop:
             # Python floats for the row at once, not four numpy scalars per symbol
             for sym, (o, h, lo, c) in zip(symbols, table.ohlc[i].tolist()):
                 if o == o and c == c:  # not NaN
-                    bars[sym] = _bar(sym, ts, o, h, lo, c)
+                    bars[sym] = make_bar(sym, ts, o, h, lo, c)
             self._planned = None if spans is None else (spans, i)
             try:
                 self.step(ts, bars, symbols)

@@ -46,7 +46,7 @@ import pandas as pd
 from executor.bartable import BarTable
 from executor.core import FLIP_EXIT_DISABLED, HOLD_SIGNAL, IN_POSITION, NO_SIGNAL, Decision
 from executor.funding import is_perp
-from executor.portfolio import Bar
+from executor.portfolio import Bar, make_bar
 from executor.quiet import QuietPlan, QuietSpan, mark_span, next_true, span_columns
 from executor.signals import ACTIONS
 
@@ -188,10 +188,10 @@ class SpanStepper:
 
     def _bars(self, i: int, which: np.ndarray) -> dict[str, Bar]:
         """Bar ``i`` of the symbols ``which`` marks, as ``step`` is given them."""
-        ts, out = self.stamps[i], {}
+        ts, symbols, out = self.stamps[i], self.table.symbols, {}
         for j in np.flatnonzero(which).tolist():
             o, h, lo, c = self.table.ohlc[i, j].tolist()
-            out[self.table.symbols[j]] = Bar(self.table.symbols[j], ts, o, h, lo, c)
+            out[symbols[j]] = make_bar(symbols[j], ts, o, h, lo, c)
         return out
 
     # ---- held spans ------------------------------------------------------------------
