@@ -13,7 +13,7 @@ Per stream:
 
 * ``latency``: a real backtest in which ``decide`` and ``RiskEngine.check`` are timed where
   ``TradingLoop._decide`` calls them (a bench-only subclass of the loop and of the engine), on
-  every bar (``skip_quiet=False``: the backtest's quiet spans call neither).
+  every bar (``skip_quiet=False``: the backtest's spans, ``executor.spans``, call neither).
   A signal's latency is the time from the start of its bar's ``decide`` to the verdict on its
   own intent: ``decide`` (all symbols of the bar) + the checks of the intents ordered before
   it + its own; a signal that yields no intent waits for ``decide`` only. Microseconds, in
@@ -109,7 +109,7 @@ def timed_backtest():
             self.risk.funding = self.funding  # as TradingLoop.__init__ wires it (the funding filter)
 
         def run(self, *args, **kwargs):
-            # every bar through _decide, as before quiet spans: the latency is decide + check's
+            # every bar through _decide, as without spans: the latency is decide + check's
             return super().run(*args, **{**kwargs, "skip_quiet": False})
 
         def _decide(self, ts, bars, symbols):

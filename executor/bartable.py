@@ -28,17 +28,16 @@ class BarTable:
 
 def infer_bar_ms(candles: pd.DataFrame) -> int:
     """Smallest spacing between consecutive bars of any symbol (gaps only make it larger)."""
-    best = None
-    for _, g in candles.groupby("symbol", sort=False):
-        ts = ((pd.to_datetime(g["timestamp"], utc=True) - _EPOCH) // pd.Timedelta(milliseconds=1)).to_numpy()
-        if len(ts) > 1:
-            d = np.diff(np.sort(ts))
-            d = d[d > 0]
-            if len(d):
-                best = int(d.min()) if best is None else min(best, int(d.min()))
-    if best is None:
+    ms = pd.to_datetime(candles["timestamp"], utc=True).to_numpy(dtype="datetime64[ms]").view(np.int64)
+    codes = pd.factorize(candles["symbol"])[0]
+    if len(ms) > 1 and not np.all((codes[1:] > codes[:-1]) | ((codes[1:] == codes[:-1]) & (ms[1:] >= ms[:-1]))):
+        order = np.lexsort((ms, codes))  # by symbol, then time (a frame sorted so already is the usual case)
+        ms, codes = ms[order], codes[order]
+    steps = np.diff(ms)[(codes[1:] == codes[:-1])]
+    steps = steps[steps > 0]
+    if not len(steps):
         raise DataError("candles have fewer than two bars per symbol; cannot step a trading loop")
-    return best
+    return int(steps.min())
 
 
 def present(table: BarTable) -> np.ndarray:
@@ -73,20 +72,29 @@ def bar_table(candles: pd.DataFrame, start: pd.Timestamp | None, end: pd.Timesta
     missing = {"symbol", "timestamp", "open", "high", "low", "close"} - set(candles.columns)
     if missing:
         raise DataError(f"candles frame lacks columns {sorted(missing)}")
-    df = candles[["symbol", "timestamp", "open", "high", "low", "close"]]
-    ts_all = pd.to_datetime(df["timestamp"], utc=True)
-    mask = np.ones(len(df), dtype=bool)
+    ts_all = pd.to_datetime(candles["timestamp"], utc=True)
+    mask = np.ones(len(candles), dtype=bool)
     if start is not None:
         mask &= (ts_all >= pd.Timestamp(start)).to_numpy()
     if end is not None:
         mask &= (ts_all <= pd.Timestamp(end)).to_numpy()
-    df = df.loc[mask].assign(timestamp=ts_all[mask])
-    if df.empty:
+    if not mask.any():
         raise DataError(f"no candles between {start} and {end}; widen the range or collect data")
-    symbols = sorted(df["symbol"].unique().tolist())
-    timestamps = pd.DatetimeIndex(sorted(df["timestamp"].unique()))
+    # integers, not Timestamp objects: the grid is the sorted distinct open times (the frame's unit),
+    # the symbols the sorted distinct ones in the window (hashed, then the few distinct ones sorted)
+    unit = ts_all.dtype.unit
+    t_codes, t_uniq = pd.factorize(ts_all.to_numpy(dtype=f"datetime64[{unit}]").view(np.int64)[mask])
+    t_order = np.argsort(t_uniq, kind="stable")
+    t_rank = np.empty_like(t_order)
+    t_rank[t_order] = np.arange(len(t_order))
+    timestamps = pd.DatetimeIndex(t_uniq[t_order].view(f"datetime64[{unit}]")).tz_localize("UTC")
+    s_codes, s_names = pd.factorize(candles["symbol"], sort=True)
+    s_codes = s_codes[mask]
+    used = np.flatnonzero(np.bincount(s_codes, minlength=len(s_names)))
+    s_rank = np.full(len(s_names), -1)
+    s_rank[used] = np.arange(len(used))
+    symbols = [str(s_names[k]) for k in used.tolist()]
     ohlc = np.full((len(timestamps), len(symbols), 4), np.nan)
-    ti = timestamps.get_indexer(df["timestamp"])
-    si = pd.Index(symbols).get_indexer(df["symbol"])
-    ohlc[ti, si, :] = df[["open", "high", "low", "close"]].to_numpy(dtype="float64")
+    ohlc.reshape(-1, 4)[t_rank[t_codes] * len(symbols) + s_rank[s_codes]] = candles[
+        ["open", "high", "low", "close"]].to_numpy(dtype="float64")[mask]
     return BarTable(timestamps, symbols, ohlc)

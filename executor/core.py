@@ -45,6 +45,7 @@ from executor.portfolio import Bar, Portfolio
 from executor.signals import Signal
 from executor.sizing import VOL_WARMING_UP, entry_fraction
 from qt.config import RiskParams, SignalParams
+from qt.values import positional_maker
 
 # Reasons for non-events (the risk engine adds the denial reasons).
 NO_SIGNAL = "NO_SIGNAL"
@@ -106,6 +107,12 @@ class Decision:
     details: dict = field(default_factory=dict)
 
 
+# one Decision per symbol-bar on the hot paths: made field by field (qt.values), the class's own NaN
+# where it would have filled in the default (so they equal Decisions made the usual way)
+_decision = positional_maker(Decision)
+_DEFAULT_NAN = Decision.__dataclass_fields__["confidence"].default
+
+
 @dataclass(frozen=True, slots=True)
 class CoreOutput:
     intents: list[OrderIntent]  # exits first, then entry candidates (for the risk engine)
@@ -139,11 +146,11 @@ def decide(bar_ts: pd.Timestamp, bars: Mapping[str, Bar], signals: Mapping[str, 
         else:
             action, conf, version = sig.action, sig.confidence, sig.model_version
         if sym not in bars:
-            decisions.append(Decision(bar_ts, sym, action, "skip", NO_BAR))
+            decisions.append(_decision(bar_ts, sym, action, "skip", NO_BAR, 0.0, _DEFAULT_NAN, None, {}))
             continue
         pos = positions.get(sym)
         if pos is None and action == "hold" and sym not in reserved:  # the common case: flat, nothing to do
-            decisions.append(Decision(bar_ts, sym, action, "hold", HOLD_SIGNAL, confidence=conf, model_version=version))
+            decisions.append(_decision(bar_ts, sym, action, "hold", HOLD_SIGNAL, 0.0, conf, version, {}))
             continue
         if pos is not None:
             against = "sell" if pos.side == "long" else "buy"
@@ -158,8 +165,8 @@ def decide(bar_ts: pd.Timestamp, bars: Mapping[str, Bar], signals: Mapping[str, 
                 reason = (NO_SIGNAL if sig is None else
                           FLIP_EXIT_DISABLED if action == against else
                           IN_POSITION if action in ("buy", "sell") else HOLD_SIGNAL)
-                decisions.append(Decision(bar_ts, sym, action, "hold", reason, confidence=conf,
-                                          model_version=version, details={"bars_held": pos.bars_held}))
+                decisions.append(_decision(bar_ts, sym, action, "hold", reason, 0.0, conf, version,
+                                           {"bars_held": pos.bars_held}))
             continue
         if sym in reserved:
             decisions.append(Decision(bar_ts, sym, action, "hold", ENTRY_PENDING, confidence=conf,
@@ -167,7 +174,7 @@ def decide(bar_ts: pd.Timestamp, bars: Mapping[str, Bar], signals: Mapping[str, 
             continue
         reason = flat_noop(action, sym, risk)
         if reason is not None:
-            decisions.append(Decision(bar_ts, sym, action, "hold", reason, confidence=conf, model_version=version))
+            decisions.append(_decision(bar_ts, sym, action, "hold", reason, 0.0, conf, version, {}))
             continue
         short = action == "sell"  # flat_noop let it through: this symbol may short
         # a missing signal still goes to the risk engine, which records NO_SIGNAL

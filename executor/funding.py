@@ -113,6 +113,14 @@ class FundingSchedule:
         hi = int(np.searchsorted(ts, pd.Timestamp(upto).value, side="right"))
         return [(pd.Timestamp(int(t), tz="UTC"), float(r)) for t, r in zip(ts[lo:hi], self._rate[symbol][lo:hi])]
 
+    def next_time_after(self, symbol: str, after_ns: int) -> int | None:
+        """The first event time of ``symbol`` strictly after ``after_ns`` (ns since the epoch), None: none."""
+        ts = self._ts.get(symbol)
+        if ts is None:
+            raise _missing(symbol)
+        i = int(np.searchsorted(ts, after_ns, side="right"))
+        return int(ts[i]) if i < len(ts) else None
+
     def last_rate_before(self, symbol: str, now: pd.Timestamp) -> float | None:
         """The rate of the last event of ``symbol`` strictly before ``now`` (None: none stored)."""
         ts = self._ts.get(symbol)

@@ -33,67 +33,28 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 
 from executor.bartable import bar_table, last_bars, symbol_spans
 from executor.core import Decision, OrderIntent, decide
-from executor.funding import FundingPayment, FundingSchedule, as_schedule, require_funding, settle_funding
+from executor.funding import FundingSchedule, as_schedule, require_funding, settle_funding
+from executor.loopapi import LoopListener, LoopResult  # noqa: F401 - re-exported: callers import them from here
 from executor.listeners import STATE_WRITE_FAILED, STATE_WRITE_RECOVERED, ListenerHealth
 from executor.broker import Broker, Rejection, SimulatedBroker
 from executor.paper import LIMIT_EXPIRED, MarketOrder, PaperBroker
-from executor.portfolio import Bar, ClosedTrade, Fill, Portfolio
+from executor.portfolio import Bar, Fill, Portfolio, make_bar
 from executor.rank import decide_rank
-from executor.risk import Approved, RiskAlert, RiskEngine, TradingState
-from executor.quiet import DecisionLog, QuietPlan, mark_span, quiet_plan
+from executor.risk import Approved, RiskAlert, RiskEngine
+from executor.quiet import quiet_plan
 from executor.signals import Signal, SignalSource, SignalUnavailable
+from executor.spans import SpanStepper
 from executor.sizing import RealisedVolatility
 from qt.config import Params
 from qt.timeframes import timeframe_ms
 
 log = logging.getLogger(__name__)
 MISSED_BAR = "MISSED_BAR"
-
-
-class LoopListener:
-    """Receives everything the loop does. Override what you need; all default to no-ops."""
-
-    def on_signals(self, ts: pd.Timestamp, signals: list[Signal]) -> None: ...
-    def on_signal_unavailable(self, ts: pd.Timestamp, error: Exception) -> None: ...
-    def on_order(self, order: MarketOrder, decision: Decision) -> None: ...
-    def on_cancel(self, order: MarketOrder, ts: pd.Timestamp) -> None: ...
-    def on_fill(self, fill: Fill, portfolio: Portfolio, trade: ClosedTrade | None) -> None: ...
-    def on_funding(self, payment: FundingPayment, portfolio: Portfolio) -> None: ...
-    def on_decision(self, decision: Decision) -> None: ...
-    def on_equity(self, ts: pd.Timestamp, equity_usdt: float, cash_usdt: float, state: TradingState,
-                  portfolio: Portfolio) -> None: ...
-    def on_alert(self, alert: RiskAlert) -> None: ...
-    def on_bar_done(self, ts: pd.Timestamp) -> None: ...
-    def on_listener_failure(self, listener: str) -> None: ...  # another listener raised (metrics count it)
-
-
-@dataclass
-class LoopResult:
-    starting_equity_usdt: float
-    bar_ms: int
-    equity: pd.Series  # USDT at the close of each bar, indexed by bar open time
-    exposure: pd.Series  # bool: any position open at the close of the bar
-    fills: list[Fill] = field(default_factory=list)
-    funding: list[FundingPayment] = field(default_factory=list)
-    orders: list[MarketOrder] = field(default_factory=list)
-    decision_log: DecisionLog = field(default_factory=DecisionLog)  # quiet spans kept as columns
-    alerts: list[RiskAlert] = field(default_factory=list)
-    closed_trades: list[ClosedTrade] = field(default_factory=list)
-    signals_received: int = 0
-    portfolio: Portfolio | None = None
-    final_state: TradingState = TradingState.ACTIVE
-
-    @property
-    def decisions(self) -> list[Decision]:
-        """Every decision in order (one per symbol per bar, plus intents' verdicts)."""
-        return self.decision_log.decisions()
 
 
 class TradingLoop:
@@ -124,6 +85,8 @@ class TradingLoop:
         self._result = LoopResult(params.risk.starting_equity_usdt, self.bar_ms,
                                   pd.Series(dtype="float64"), pd.Series(dtype=bool))
         self._eq_ts: list[pd.Timestamp] = []
+        self._eq_index: pd.DatetimeIndex | None = None  # _eq_ts as an index, when a run stepped a whole table
+        self._planned: tuple[SpanStepper, int] | None = None  # the plan and row of the bar run() steps
         self._eq_val: list[float] = []
         self._exposed: list[bool] = []
         # volatility-targeted sizing: fed with every close the loop sees (``_mark``), before it decides
@@ -151,40 +114,47 @@ class TradingLoop:
 
     # ---- public ----------------------------------------------------------------------
     def run(self, candles: pd.DataFrame, start: pd.Timestamp | None = None, end: pd.Timestamp | None = None,
-            close_at_end: bool = False, skip_quiet: bool = True) -> LoopResult:
+            close_at_end: bool = False, skip_quiet: bool = True, skip_held: bool = True) -> LoopResult:
         """Step every bar with ``start <= ts <= end``; optionally liquidate at the last close.
 
         ``skip_quiet``: a bar where the ledger is flat and idle and no symbol's signal can act is
-        stepped with the run of quiet bars it starts (``_quiet_span``: same result, a fraction of the
-        time; most bars of a backtest);
-        False steps every bar through ``step`` (the differential test's reference)."""
+        stepped with the run of quiet bars it starts; ``skip_held``: so is a bar in a position
+        before the next event (``executor.spans``: same result, a fraction of the time; most bars
+        of a backtest). ``skip_quiet=False`` steps every bar through ``step`` (the differential
+        test's reference)."""
         table = bar_table(candles, start, end)
         require_funding(self.funding, symbol_spans(table))
         if len(table.timestamps):
             self.prime_volatility(candles, table.timestamps[0])
         symbols = table.symbols
-        plan = self._quiet_plan(table) if skip_quiet else None
         stamps = list(table.timestamps)  # one Timestamp per bar, shared by its equity point and decisions
+        spans = self._span_stepper(table, stamps, skip_held) if skip_quiet else None
         i = 0
         while i < len(stamps):
-            if plan is not None and plan.quiet[i] and self._idle():
-                end = int(plan.span_end[i])
-                self._quiet_span(table, stamps, plan, i, end)
-                i = end
-                continue
+            if spans is not None:
+                after = spans.advance(i)
+                if after > i:
+                    i = after
+                    continue
             ts, bars = stamps[i], {}
             # Python floats for the row at once, not four numpy scalars per symbol
             for sym, (o, h, lo, c) in zip(symbols, table.ohlc[i].tolist()):
                 if o == o and c == c:  # not NaN
-                    bars[sym] = Bar(sym, ts, o, h, lo, c)
-            self.step(ts, bars, symbols)
+                    bars[sym] = make_bar(sym, ts, o, h, lo, c)
+            self._planned = None if spans is None else (spans, i)
+            try:
+                self.step(ts, bars, symbols)
+            finally:
+                self._planned = None
             i += 1
+        if len(self._eq_ts) == len(table.timestamps):  # one point per bar of the table: this run's
+            self._eq_index = table.timestamps
         if close_at_end:
             self._liquidate(last_bars(table))
         return self.result()
 
-    # ---- quiet spans: most bars of a backtest, where nothing can happen (executor.quiet) ----
-    def _quiet_plan(self, table) -> QuietPlan | None:
+    # ---- spans: most bars of a backtest, stepped at once between events (executor.spans) ----
+    def _span_stepper(self, table, stamps: list[pd.Timestamp], held: bool) -> SpanStepper | None:
         """Read the signals ahead from a source that can (``signals_on``), where nothing else
         watches a bar (no listeners, kill switch or supervisor; the paper broker), in timing mode
         (rank mode's rebalances are not flat_noop's rule)."""
@@ -193,31 +163,39 @@ class TradingLoop:
                 or not isinstance(self.broker, PaperBroker) or not len(table.timestamps)
                 or self.params.signal.mode != "timing"):
             return None
-        return quiet_plan(table, signals_on(table.symbols, table.timestamps), self.params.risk)
+        return SpanStepper(self, table, quiet_plan(table, signals_on(table.symbols, table.timestamps),
+                                                   self.params.risk), stamps, held)
 
-    def _idle(self) -> bool:
-        """Flat, nothing reserved, pending or guarded: a quiet bar then fills, settles and opens nothing."""
+    def settled(self) -> bool:
+        """Nothing reserved, pending or guarded against: a bar then fills and opens nothing
+        unless a signal, a guard, max holding or funding makes it (``executor.spans``); flat too
+        (no guards): a quiet bar does nothing at all."""
         pf = self.portfolio
-        return (not pf.positions and not pf.reserved_usdt and not pf.pending_exits and self.broker.idle
-                and self._outage_since is None and not self.health.entries_blocked)
+        return (not pf.reserved_usdt and not pf.pending_exits and not self.broker.pending_orders
+                and self._outage_since is None and not self.health.entries_blocked
+                and (bool(pf.positions) or self.broker.idle))
 
-    def _quiet_span(self, table, stamps: list[pd.Timestamp], plan: QuietPlan, lo: int, hi: int) -> None:
-        """Bars ``lo:hi``, all quiet, while idle: what ``step`` would do to each (module
-        ``executor.quiet``): marks, windows, equity points, risk state, signal count, decisions."""
-        self._ts = self._funding_after = stamps[hi - 1]  # nothing held: no funding to settle
-        pf = self.portfolio
-        mark_span(table, stamps, plan, lo, hi, pf.marks, self.volatility, self.risk.history)
-        equity = pf.equity_usdt()
-        for i in [lo] + (lo + 1 + np.flatnonzero(plan.new_day[lo + 1:hi])).tolist():
-            # equity is constant: only the span's first bar and a new UTC day can change the state
-            for alert in self.risk.observe_equity(equity, stamps[i]):
-                log.warning("risk: %s %s", alert.message, alert.numbers)
-                self.raise_alert(alert)
+    def book_span(self, stamps: list[pd.Timestamp], lo: int, hi: int, equity: list[float], exposed: bool,
+                  decisions, signals: int) -> None:
+        """Record bars ``lo:hi`` stepped at once: equity points, the span's decisions, signals received."""
+        self._ts = self._funding_after = stamps[hi - 1]  # a span holds no funding time of a held perp
         self._eq_ts.extend(stamps[lo:hi])
-        self._eq_val.extend([equity] * (hi - lo))
-        self._exposed.extend([False] * (hi - lo))
-        self._result.decision_log.add_quiet(stamps, table.symbols, plan, lo, hi)
-        self._result.signals_received += int(np.not_equal(plan.actions[lo:hi], None).sum())
+        self._eq_val.extend(equity)
+        self._exposed.extend([exposed] * (hi - lo))
+        if decisions is not None:
+            self._result.decision_log.add_span(decisions)
+        self._result.signals_received += signals
+
+    def decide_planned(self, ts: pd.Timestamp, bars: dict[str, Bar], symbols: list[str], planned) -> None:
+        """The decision phase of a bar whose fills, funding and marks a span did (``executor.spans``:
+        flat and idle, nothing to fill or settle): signals, the core, the risk engine, the orders -
+        ``_decide`` as ``step`` calls it, ``bars`` holding the bars of the symbols that act."""
+        self._ts = ts
+        self._planned = planned
+        try:
+            self._decide(ts, bars, symbols)
+        finally:
+            self._planned = None
 
     def step(self, ts: pd.Timestamp, bars: dict[str, Bar], symbols: list[str], missed: bool = False) -> None:
         """Step bar ``ts`` (the order in the module docstring).
@@ -269,7 +247,8 @@ class TradingLoop:
 
     def result(self) -> LoopResult:
         r = self._result
-        r.equity = pd.Series(self._eq_val, index=pd.DatetimeIndex(self._eq_ts, name="timestamp"),
+        index = self._eq_index if self._eq_index is not None and len(self._eq_index) == len(self._eq_ts) else self._eq_ts
+        r.equity = pd.Series(self._eq_val, index=pd.DatetimeIndex(index, name="timestamp"),
                              name="equity_usdt", dtype="float64")
         r.exposure = pd.Series(self._exposed, index=r.equity.index, name="exposed", dtype=bool)
         r.closed_trades = list(self.portfolio.closed_trades)
@@ -283,10 +262,11 @@ class TradingLoop:
             self._funding_after = ts
             return
         pf = self.portfolio
-        for pay in settle_funding(self.funding, pf.positions, pf.marks, self._funding_after, ts):
-            pf.apply_funding(pay.symbol, pay.amount_usdt)
-            self._result.funding.append(pay)
-            self._emit("on_funding", pay, pf)
+        if pf.positions:  # flat: nothing is paid
+            for pay in settle_funding(self.funding, pf.positions, pf.marks, self._funding_after, ts):
+                pf.apply_funding(pay.symbol, pay.amount_usdt)
+                self._result.funding.append(pay)
+                self._emit("on_funding", pay, pf)
         self._funding_after = ts
 
     def _execute(self, ts: pd.Timestamp, bars: dict[str, Bar]) -> None:
@@ -321,8 +301,8 @@ class TradingLoop:
                 volatility.observe(sym, bar.close)
             if history is not None:
                 history.observe(sym, ts, bar.close)
-            pos = positions.get(sym)
-            if pos is not None:
+        for sym, pos in positions.items():
+            if sym in bars:
                 pos.bars_held += 1
         equity = pf.equity_usdt()
         alerts = self.risk.observe_equity(equity, ts)
@@ -342,7 +322,14 @@ class TradingLoop:
         self._emit("on_equity", ts, equity, pf.cash_usdt, self.risk.state, pf)
 
     def _decide(self, ts: pd.Timestamp, bars: dict[str, Bar], symbols: list[str]) -> None:
+        """Signals, the core's intents, the risk engine's verdicts. In a backtest with a plan
+        (``executor.spans``) the symbols whose decision the plan knows - no bar, or flat with a
+        signal ``flat_noop`` says does nothing - are neither fetched nor decided: their decisions
+        are the plan's (``decide``'s for them), the others' are ``decide``'s."""
         signals: dict[str, Signal] | None
+        planned = self._planned
+        if planned is not None:
+            symbols = planned[0].to_decide(planned[1])
         try:
             received = self.source.fetch(symbols, ts)
         except SignalUnavailable as exc:
@@ -355,7 +342,7 @@ class TradingLoop:
                 log.warning("signal source back at %s after %d bar(s) without signals (since %s)",
                             ts, self._outage_bars, self._outage_since)
                 self._outage_since, self._outage_bars = None, 0
-            self._result.signals_received += len(received)
+            self._result.signals_received += len(received) if planned is None else planned[0].signals_at(planned[1])
             signals = {s.symbol: s for s in received}
             self._emit("on_signals", ts, received)
             if self.risk.supervisor.enabled:  # off: nothing to feed it (saves two lists per bar)
@@ -373,9 +360,11 @@ class TradingLoop:
         if self.listeners:
             for d in out.decisions:
                 self.record(d)
+        elif planned is not None:  # the plan's decisions and the core's, in symbol order
+            self._result.decision_log.add_span(planned[0].bar_decisions(planned[1], out.decisions))
         else:  # what record does without listeners
             self._result.decision_log.extend(out.decisions)
-        now = ts + self._bar_delta
+        now = ts + self._bar_delta if out.intents else None
         for intent in out.intents:
             if not intent.is_exit and self.health.entries_blocked:
                 self.record(_decision_for(ts, intent, "denied", STATE_WRITE_FAILED, 0.0,

@@ -180,11 +180,18 @@ class PaperBroker:
     def protective(self, symbol: str) -> Protective | None:
         return self._protective.get(symbol)
 
+    def carry_trail(self, symbol: str, extreme: float) -> None:
+        """Set a trail's peak (trough) to ``extreme``: bars offered to the guard that touched
+        nothing, stepped at once by the backtest (``executor.spans``); the peak their highs give."""
+        self._protective[symbol] = replace(self._protective[symbol], peak=extreme)
+
     def submit(self, order: MarketOrder) -> None:
         self._pending.append(order)
 
     def process_bar(self, bars: Mapping[str, Bar]) -> BarExecution:
         """Execute one bar: pending orders at the open (limits also intrabar), then protective orders."""
+        if not self._pending and not self._protective:  # idle: nothing to fill
+            return BarExecution([], [], {})
         fills: list[Fill] = []
         cancelled: list[MarketOrder] = []
         expired: list[MarketOrder] = []

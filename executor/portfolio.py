@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from qt.values import positional_maker
+
 
 RUNG_PREFIX = "take_profit_"  # a ladder rung's fill reason: take_profit_1, take_profit_2, ...
 
@@ -37,6 +39,9 @@ class Bar:
     high: float
     low: float
     close: float
+
+
+make_bar = positional_maker(Bar)  # Bar(symbol, timestamp, open, high, low, close) on hot paths (qt.values)
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,32 +36,43 @@ class QuietPlan:
     span_end: np.ndarray  # (n_ts,) int: for a quiet bar, the index after the run of quiet bars it starts
     has_bar: np.ndarray  # (n_ts, n_sym) bool
     actions: np.ndarray  # (n_ts, n_sym) object: the signal's action, None without one
-    confidences: np.ndarray  # (n_ts, n_sym) object
+    confidences: np.ndarray  # (n_ts, n_sym) float: the signal's confidence, NaN without one
     versions: np.ndarray  # (n_ts, n_sym) object
     reasons: np.ndarray  # (n_ts, n_sym) object: flat_noop's reason where quiet with a bar
     new_day: np.ndarray  # (n_ts,) bool: the bar opens a UTC day other than the previous bar's
+    codes: np.ndarray  # (n_ts, n_sym) int8: the action's index in ACTIONS, -1 without a signal
+    flat_event: np.ndarray  # (n_ts, n_sym) bool: a bar whose signal a flat symbol acts on (not flat_noop's)
 
 
-def quiet_plan(table: BarTable, per_symbol: list[tuple[list, list, list]], risk: RiskParams) -> QuietPlan:
-    """The plan from the table and, per symbol, the source's actions / confidences / versions on its grid."""
+def next_true(mask: np.ndarray) -> np.ndarray:
+    """(n + 1, ...): for each bar k, the first bar >= k where ``mask`` is true (n: none), per column."""
+    n = mask.shape[0]
+    idx = np.where(mask, np.arange(n).reshape((n,) + (1,) * (mask.ndim - 1)), n)
+    idx = np.concatenate([idx, np.full((1,) + mask.shape[1:], n)])
+    return np.minimum.accumulate(idx[::-1], axis=0)[::-1].copy()
+
+
+def quiet_plan(table: BarTable, per_symbol: list[tuple], risk: RiskParams) -> QuietPlan:
+    """The plan from the table and, per symbol, the source's actions / confidences / versions / action
+    codes (``ACTIONS`` index, -1: none) on its grid."""
     n, m = len(table.timestamps), len(table.symbols)
     has = present(table)
-    actions, confidences, versions, reasons = (np.empty((n, m), dtype=object) for _ in range(4))
-    quiet = np.ones(n, dtype=bool)
-    for j, (sym, (acts, confs, vers)) in enumerate(zip(table.symbols, per_symbol)):
-        actions[:, j], confidences[:, j], versions[:, j] = acts, confs, vers
-        for action in ACTIONS:  # flat_noop's reason for each action this symbol can have
-            reasons[actions[:, j] == action, j] = flat_noop(action, sym, risk)
-        quiet &= ~has[:, j] | np.not_equal(reasons[:, j], None)
-    span_end = np.empty(n, dtype=np.int64)
-    nxt = n
-    for i in range(n - 1, -1, -1):  # the first non-quiet bar at or after i
-        if not quiet[i]:
-            nxt = i
-        span_end[i] = nxt
+    actions, versions, reasons = (np.empty((n, m), dtype=object) for _ in range(3))
+    confidences = np.empty((n, m), dtype="float64")
+    codes = np.empty((n, m), dtype=np.int8)
+    acts_on = np.empty((n, m), dtype=bool)
+    for j, (sym, (acts, confs, vers, code)) in enumerate(zip(table.symbols, per_symbol)):
+        actions[:, j], confidences[:, j], versions[:, j], codes[:, j] = acts, confs, vers, code
+        # flat_noop's reason for each action this symbol can have (the last cell: no signal)
+        noop = np.array([flat_noop(a, sym, risk) for a in ACTIONS] + [None], dtype=object)
+        reasons[:, j] = noop[code]
+        acts_on[:, j] = np.equal(noop, None)[code]
+    flat_event = has & acts_on
+    quiet = ~flat_event.any(axis=1)
+    span_end = next_true(~quiet)[:n]  # the first non-quiet bar at or after i
     days = table.timestamps.as_unit("ns").asi8 // _DAY_NS
     new_day = np.concatenate([[True], days[1:] != days[:-1]]) if n else np.zeros(0, dtype=bool)
-    return QuietPlan(quiet, span_end, has, actions, confidences, versions, reasons, new_day)
+    return QuietPlan(quiet, span_end, has, actions, confidences, versions, reasons, new_day, codes, flat_event)
 
 
 def mark_span(table: BarTable, stamps: list[pd.Timestamp], plan: QuietPlan, lo: int, hi: int, marks: dict,
@@ -82,12 +93,35 @@ def mark_span(table: BarTable, stamps: list[pd.Timestamp], plan: QuietPlan, lo: 
                 history.observe(sym, stamps[r], c)
 
 
+class QuietSpan:
+    """A quiet span's decisions, made when read: ``decide``'s for a flat symbol on each bar."""
+
+    def __init__(self, timestamps: list[pd.Timestamp], symbols: list[str], plan: QuietPlan, lo: int, hi: int):
+        self.timestamps, self.symbols, self.plan, self.lo, self.hi = timestamps, symbols, plan, lo, hi
+
+    def __len__(self) -> int:
+        return len(self.symbols) * (self.hi - self.lo)
+
+    def columns(self, stepped_columns=None) -> dict[str, list]:
+        cols = span_columns(self.timestamps, self.symbols, self.plan, self.lo, self.hi)
+        cols["details"] = ["{}"] * len(cols["symbol"])
+        return cols
+
+    def decisions(self) -> list[Decision]:
+        cols = span_columns(self.timestamps, self.symbols, self.plan, self.lo, self.hi)
+        return [Decision(t, s, a, o, r, notional_usdt=0.0, confidence=c, model_version=v)
+                for t, s, a, o, r, c, v in zip(cols["timestamp"], cols["symbol"], cols["signal_action"],
+                                               cols["outcome"], cols["reason"], cols["confidence"],
+                                               cols["model_version"])]
+
+
 class DecisionLog:
-    """The loop's decisions in order: stepped ones as ``Decision`` objects, quiet spans as columns."""
+    """The loop's decisions in order: stepped ones as ``Decision`` objects, spans of bars stepped at
+    once (``QuietSpan``, ``executor.spans.HeldSpan``) as what makes their columns when read."""
 
     def __init__(self):
         self._stepped: list[Decision] = []
-        self._spans: list[tuple[int, list[pd.Timestamp], list[str], QuietPlan, int, int]] = []
+        self._spans: list[tuple[int, object]] = []  # (decisions stepped before it, span)
         self._all: list[Decision] | None = None
 
     def append(self, decision: Decision) -> None:
@@ -100,50 +134,48 @@ class DecisionLog:
 
     def add_quiet(self, timestamps: list[pd.Timestamp], symbols: list[str], plan: QuietPlan, lo: int, hi: int) -> None:
         """Bars ``lo:hi`` of the plan, all quiet, one decision per symbol each (``decide``'s for a flat symbol)."""
-        self._spans.append((len(self._stepped), timestamps, symbols, plan, lo, hi))
+        self.add_span(QuietSpan(timestamps, symbols, plan, lo, hi))
+
+    def add_span(self, span) -> None:
+        """Decisions kept as what makes them: ``len``, ``columns(stepped_columns)`` and ``decisions()``."""
+        self._spans.append((len(self._stepped), span))
         self._all = None
 
     def __len__(self) -> int:
-        return len(self._stepped) + sum(len(symbols) * (hi - lo) for _, _, symbols, _, lo, hi in self._spans)
+        return len(self._stepped) + sum(len(span) for _, span in self._spans)
 
     def decisions(self) -> list[Decision]:
-        """Every decision in order (a quiet span's made now, once)."""
+        """Every decision in order (a span's made now, once)."""
         if self._all is None:
             out: list[Decision] = []
             done = 0
-            for at, timestamps, symbols, plan, lo, hi in self._spans:
+            for at, span in self._spans:
                 out.extend(self._stepped[done:at])
                 done = at
-                cols = _span_columns(timestamps, symbols, plan, lo, hi)
-                out.extend(Decision(t, s, a, o, r, notional_usdt=0.0, confidence=c, model_version=v)
-                           for t, s, a, o, r, c, v in zip(cols["timestamp"], cols["symbol"], cols["signal_action"],
-                                                          cols["outcome"], cols["reason"], cols["confidence"],
-                                                          cols["model_version"]))
+                out.extend(span.decisions())
             out.extend(self._stepped[done:])
             self._all = out
         return self._all
 
     def columns(self, stepped_columns) -> dict[str, list]:
         """The log as columns, in order: ``stepped_columns(decisions)`` turns a run of stepped
-        decisions into the same columns a quiet span has (plus any others it adds)."""
+        decisions into the same columns a span has (plus any others it adds)."""
         pieces: list[dict[str, list]] = []
         done = 0
-        for at, timestamps, symbols, plan, lo, hi in self._spans:
+        for at, span in self._spans:
             pieces.append(stepped_columns(self._stepped[done:at]))
             done = at
-            cols = _span_columns(timestamps, symbols, plan, lo, hi)
-            cols["details"] = ["{}"] * len(cols["symbol"])
-            pieces.append(cols)
+            pieces.append(span.columns(stepped_columns))
         pieces.append(stepped_columns(self._stepped[done:]))
         return {k: [x for p in pieces for x in p[k]] for k in pieces[0]}
 
 
-def _span_columns(timestamps: list[pd.Timestamp], symbols: list[str], plan: QuietPlan, lo: int, hi: int) -> dict[str, list]:
+def span_columns(timestamps: list[pd.Timestamp], symbols: list[str], plan: QuietPlan, lo: int, hi: int) -> dict[str, list]:
     """A quiet span's decisions as columns: hold with flat_noop's reason where the symbol has a bar
     and a signal, else skip / NO_BAR (only the action kept, as ``decide`` records it)."""
     k, m = hi - lo, len(symbols)
     hold = (plan.has_bar[lo:hi] & np.not_equal(plan.actions[lo:hi], None)).ravel()
-    nan_or = np.where(hold, plan.confidences[lo:hi].ravel(), None)
+    conf = np.where(hold, plan.confidences[lo:hi].ravel(), np.nan).tolist()
     return {
         "timestamp": [t for t in timestamps[lo:hi] for _ in range(m)],
         "symbol": symbols * k,
@@ -151,6 +183,6 @@ def _span_columns(timestamps: list[pd.Timestamp], symbols: list[str], plan: Quie
         "outcome": np.where(hold, "hold", "skip").astype(object).tolist(),
         "reason": np.where(hold, plan.reasons[lo:hi].ravel(), NO_BAR).tolist(),
         "notional_usdt": [0.0] * (k * m),
-        "confidence": [c if c is not None else float("nan") for c in nan_or.tolist()],
+        "confidence": conf,
         "model_version": np.where(hold, plan.versions[lo:hi].ravel(), None).tolist(),
     }

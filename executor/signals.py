@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from qt.config import SignalParams
+from qt.values import positional_maker
 from qt.errors import DataError, RetryableError
 
 Action = Literal["buy", "sell", "hold"]
@@ -45,6 +46,10 @@ class Signal:
     # ATR of bar t over its close (the feature ``atr_{risk.atr_period}``), for ATR-scaled stop and
     # take-profit levels; NaN when the source did not send it (an ATR level then opens nothing).
     atr: float = float("nan")
+
+
+_signal = positional_maker(Signal)  # one per symbol-bar a backtest steps (qt.values)
+_UTC = pd.Timestamp(0, tz="UTC").tzinfo
 
 
 class SignalSource(Protocol):
@@ -93,14 +98,15 @@ def signals_from_predictions(pred_df: pd.DataFrame, params: SignalParams, model_
     return out.sort_values(["symbol", "timestamp"], kind="stable").reset_index(drop=True)
 
 
-def _validate_signals_frame(signals_df: pd.DataFrame) -> None:
+def _validate_signals_frame(signals_df: pd.DataFrame, actions=None) -> None:
+    """``actions``: the frame's distinct actions when the caller has them already."""
     missing = set(SIGNAL_COLUMNS) - set(signals_df.columns)
     if missing:
         raise DataError(f"signals frame lacks columns {sorted(missing)}; build it with "
                         "executor.signals.signals_from_predictions")
-    bad = set(signals_df["action"].unique()) - set(ACTIONS)
+    bad = set(signals_df["action"].unique() if actions is None else actions) - set(ACTIONS)
     if bad:
-        raise DataError(f"signals frame has unknown actions {sorted(bad)}; allowed: buy, sell, hold")
+        raise DataError(f"signals frame has unknown actions {sorted(bad, key=str)}; allowed: buy, sell, hold")
 
 
 class FrameSignalSource:
@@ -112,47 +118,64 @@ class FrameSignalSource:
     """
 
     def __init__(self, signals_df: pd.DataFrame):
-        _validate_signals_frame(signals_df)
-        df = signals_df.copy()
-        df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True)
-        df = df.sort_values(["symbol", "timestamp"], kind="stable")
+        _validate_signals_frame(signals_df, actions=[])  # the columns; the actions once factorized below
         # Built column-wise over the whole frame, then cut per symbol: a backtest builds one
         # Signal per symbol-bar, and per-group, per-cell pandas iteration was most of its set-up.
-        n = len(df)
-        symbols = df["symbol"].astype(str).to_numpy(dtype=object)
-        ts_all = df["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64)  # ns since epoch
+        n = len(signals_df)
+        stamps = pd.to_datetime(signals_df["timestamp"], utc=True)
+        self._unit = stamps.dtype.unit  # the frame's own: a Signal's timestamp keeps it
+        ts_all = stamps.to_numpy(dtype="datetime64[ns]").astype(np.int64)  # ns since epoch
+        codes, names = pd.factorize(signals_df["symbol"].astype(str), sort=True)
+        # the string columns by their few distinct values (hashed once), not one conversion per row
+        act_codes, act_names = pd.factorize(signals_df["action"].astype(str), use_na_sentinel=False)
+        _validate_signals_frame(signals_df, actions=list(act_names))
+        ver_codes, ver_names = pd.factorize(signals_df["model_version"].astype(str), use_na_sentinel=False)
+        columns = [np.asarray(act_names, dtype=object)[act_codes],
+                   signals_df["confidence"].to_numpy(dtype="float64"),
+                   signals_df["expected_return"].to_numpy(dtype="float64"),
+                   np.asarray(ver_names, dtype=object)[ver_codes],
+                   signals_df["atr"].to_numpy(dtype="float64") if "atr" in signals_df.columns else np.full(n, np.nan),
+                   np.array([ACTIONS.index(str(a)) for a in act_names], dtype=np.int8)[act_codes]]  # ACTIONS index
+        # rows by symbol, then time, equal times in frame order (a stable sort; none when sorted already)
+        if n and not np.all((codes[1:] > codes[:-1]) | ((codes[1:] == codes[:-1]) & (ts_all[1:] >= ts_all[:-1]))):
+            order = np.lexsort((ts_all, codes))
+            codes, ts_all, columns = codes[order], ts_all[order], [c[order] for c in columns]
         # one Timestamp (of the frame's own unit) per distinct time, made when a Signal needs it
-        self._times = pd.DatetimeIndex(df["timestamp"]).unique().sort_values()
         self._time_made: dict[int, pd.Timestamp] = {}
-        where = np.unique(ts_all, return_inverse=True)[1]
-        atr = df["atr"].to_numpy(dtype="float64") if "atr" in df.columns else np.full(n, np.nan)
-        columns = (where, df["action"].astype(str).to_numpy(dtype=object), df["confidence"].to_numpy(dtype="float64"),
-                   df["expected_return"].to_numpy(dtype="float64"), df["model_version"].astype(str).to_numpy(dtype=object),
-                   atr)
         # per symbol: its rows' ns times, its columns, and its Signals - made when first served
         # (a backtest's quiet bars read the columns only: no object per symbol-bar)
         self._by_symbol: dict[str, tuple[list[int], tuple[np.ndarray, ...], list[Signal | None]]] = {}
-        cuts = np.flatnonzero(symbols[1:] != symbols[:-1]) + 1 if n else np.array([], dtype=np.int64)
+        self._ts_ns: dict[str, np.ndarray] = {}
+        cuts = np.flatnonzero(codes[1:] != codes[:-1]) + 1 if n else np.array([], dtype=np.int64)
         for lo, hi in zip(np.concatenate([[0], cuts]).tolist(), np.concatenate([cuts, [n]]).tolist()):
             if hi > lo:
-                self._by_symbol[symbols[lo]] = (ts_all[lo:hi].tolist(), tuple(c[lo:hi] for c in columns),
-                                                [None] * (hi - lo))
+                sym = str(names[codes[lo]])
+                self._by_symbol[sym] = (ts_all[lo:hi].tolist(), tuple(c[lo:hi] for c in columns), [None] * (hi - lo))
+                self._ts_ns[sym] = ts_all[lo:hi]  # the same times as an array (signals_on's search)
         # per symbol: the row served last - a backtest asks for bars in time order, so the next
         # answer is almost always that row or the following one (no search)
         self._cursor: dict[str, int] = {}
 
     @property
+    def symbols(self) -> list[str]:
+        """The symbols it has signals for, sorted."""
+        return sorted(self._by_symbol)
+
+    @property
     def first_timestamp(self) -> pd.Timestamp | None:
-        firsts = [cols[0][0] for _, cols, _ in self._by_symbol.values()]
-        return self._times[min(firsts)] if firsts else None
+        firsts = [ts_ns[0] for ts_ns, _, _ in self._by_symbol.values()]
+        return self._time(min(firsts)) if firsts else None
 
     @property
     def last_timestamp(self) -> pd.Timestamp | None:
-        lasts = [cols[0][-1] for _, cols, _ in self._by_symbol.values()]
-        return self._times[max(lasts)] if lasts else None
+        lasts = [ts_ns[-1] for ts_ns, _, _ in self._by_symbol.values()]
+        return self._time(max(lasts)) if lasts else None
 
     def fetch(self, symbols: Sequence[str], as_of: pd.Timestamp) -> list[Signal]:
         as_of_ns = as_of.value if isinstance(as_of, pd.Timestamp) else pd.Timestamp(as_of).value
+        if (as_of_ns not in self._time_made and isinstance(as_of, pd.Timestamp) and as_of.unit == self._unit
+                and as_of.tzinfo is _UTC):
+            self._time_made[as_of_ns] = as_of  # the caller's object is this time's Timestamp (making one costs ~2 us)
         out: list[Signal] = []
         cursor = self._cursor
         for sym in symbols:
@@ -175,37 +198,41 @@ class FrameSignalSource:
             if i >= 0:
                 sig = made[i]
                 if sig is None:
-                    when, action, confidence, expected, version, atr = cols
-                    sig = made[i] = Signal(sym, self._time(int(when[i])), action[i], float(confidence[i]),
-                                           float(expected[i]), version[i], float(atr[i]))
+                    action, confidence, expected, version, atr, _ = cols
+                    sig = made[i] = _signal(sym, self._time(ts_ns[i]), action[i], confidence.item(i),
+                                            expected.item(i), version[i], atr.item(i))
                 out.append(sig)
         return out
 
-    def _time(self, k: int) -> pd.Timestamp:
-        """The k-th distinct time, one object shared by every symbol's signal (indexing costs ~5 us)."""
-        t = self._time_made.get(k)
+    def _time(self, ns: int) -> pd.Timestamp:
+        """The Timestamp of ``ns``, one object shared by every symbol's signal at that time."""
+        t = self._time_made.get(ns)
         if t is None:
-            t = self._time_made[k] = self._times[k]
+            t = self._time_made[ns] = pd.Timestamp(ns, tz="UTC").as_unit(self._unit)
         return t
 
-    def signals_on(self, symbols: Sequence[str], timestamps: pd.DatetimeIndex) -> list[tuple[list, list, list]]:
-        """Per symbol, the action, confidence and model version of what ``fetch`` answers at each of
-        ``timestamps`` (action None: no signal yet), in one vectorised search and without Signal
+    def signals_on(self, symbols: Sequence[str], timestamps: pd.DatetimeIndex) -> list[tuple[np.ndarray, ...]]:
+        """Per symbol, the action, confidence, model version and action code (its index in
+        ``ACTIONS``) of what ``fetch`` answers at each of ``timestamps`` (action and version None,
+        confidence NaN, code -1: no signal yet), in one vectorised search and without Signal
         objects: a backtest reads ahead with it for the bars where nothing can happen."""
         grid = timestamps.as_unit("ns").asi8
         out = []
         for sym in symbols:
             entry = self._by_symbol.get(sym)
             if entry is None:
-                out.append(([None] * len(grid), [None] * len(grid), [None] * len(grid)))
+                none = np.full(len(grid), None, dtype=object)
+                out.append((none, np.full(len(grid), np.nan), none, np.full(len(grid), -1, dtype=np.int8)))
                 continue
-            ts_ns, (_, action, confidence, _, version, _), _ = entry
-            rows = np.searchsorted(np.asarray(ts_ns, dtype=np.int64), grid, side="right") - 1
+            _, (action, confidence, _, version, _, code), _ = entry
+            rows = np.searchsorted(self._ts_ns[sym], grid, side="right") - 1
+            before = rows < 0  # no signal yet
+            rows[before] = 0
             picked = []
-            for col in (action, confidence, version):
-                arr = np.empty(len(col) + 1, dtype=object)  # the extra last cell: None, for row -1
-                arr[:-1] = col
-                picked.append(arr[rows].tolist())
+            for col, missing in ((action, None), (confidence, np.nan), (version, None), (code, -1)):
+                cells = col[rows]
+                cells[before] = missing
+                picked.append(cells)
             out.append(tuple(picked))
         return out
 

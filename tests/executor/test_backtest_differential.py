@@ -6,37 +6,45 @@ the loop taking none of them, on random markets, signals and risk settings cover
 both sides, comparing everything a backtest returns - fills, trades, equity, decisions, alerts,
 funding payments, metrics - exactly (no tolerance: the same float operations in the same order).
 
-* **fast**: ``run_backtest`` as the bench and the search call it.
+* **fast**: ``run_backtest`` as the bench and the search call it (quiet and held spans).
+* **quiet**: the same loop with quiet spans only (``skip_held=False``): every bar in a position
+  goes through ``step``, so a difference between **fast** and **plain** that **quiet** lacks is
+  the held spans'.
 * **plain**: the same ``TradingLoop`` stepping every bar through ``step`` (``skip_quiet=False``),
   fed by a signal source that scans the signal rows for the latest one at or before ``as_of`` (no
   cursor, no shared objects), with a listener attached, so that every bookkeeping step goes the
   slow way (decisions recorded one by one, every event emitted).
 
-The shortcuts this compares today: quiet spans (``executor.quiet``, ``TradingLoop._quiet_span``:
-runs of bars where the ledger is flat and idle and no signal can act, stepped at once, their
-decisions kept as columns), ``FrameSignalSource``'s cursor, read-ahead (``signals_on``), lazy
-Signals and shared timestamps, ``_emit`` / ``record`` without listeners; and the loop's own
-decision list (quiet spans made into objects on demand) against the plain one. Shortcuts inside
-code both runners share (the decision core's flat-and-hold branch, the bar table as Python
-floats) cannot be told apart here; they were compared against the code before them on the
-bench's real data (every output identical), and the by-hand tests pin them.
+The shortcuts this compares (``executor.spans``): quiet spans (runs of bars where the ledger is
+flat and idle and no signal can act, stepped at once, their decisions kept as columns) and held
+spans (runs of bars **in a position** up to the next event: an actionable signal on a flat symbol
+- a buy, a sell that may short, no signal at all -, a signal against a held position with
+``exit_on_signal_flip``, ``bars_held`` reaching ``max_holding_bars``, a stop / take-profit /
+ladder rung / trail touched - one array scan of low/high against the levels, the trail's peak a
+running extreme -, a funding time of a held perp, an order pending or resting; between events
+equity is ``cash + sum(sign * qty * close)`` added position by position in the ledger's order,
+the risk engine sees every bar's equity, and the decisions - IN_POSITION / HOLD_SIGNAL with
+``bars_held``, FLIP_EXIT_DISABLED, NO_SIGNAL - go to the same column log); on event bars, the
+plan's decisions for the symbols that cannot act (only the others go to the signal source and the
+core: ``SpanStepper.to_decide``) and, on a bar where only flat symbols act, the span's accounting
+with the loop's decision phase alone (``decide_planned``); ``FrameSignalSource``'s cursor,
+read-ahead (``signals_on``), lazy Signals and shared timestamps, ``_emit`` / ``record`` without
+listeners; and the loop's own decision list (spans made into objects on demand) against the
+plain one. Event bars go through the loop's decision phase: one decision core, one risk engine,
+one broker.
+Shortcuts inside code all runners share (the decision core's flat-and-hold branch, the bar table
+as Python floats) cannot be told apart here; they were compared against the code before them on
+the bench's real data (every output identical), and the by-hand tests pin them.
 
-What is left for >= 1 M symbol-bars/s (this test is its acceptance check): spans **in a
-position**. A span would end at the first bar where anything can happen - an actionable signal
-on a flat symbol (a buy; a sell that may short; no signal at all: NO_SIGNAL), a signal against
-a held position (with ``exit_on_signal_flip``), ``bars_held`` reaching ``max_holding_bars``, a
-stop / take-profit / ladder rung / trail touched (one array scan of low/high against the levels;
-the trail's peak a running max of completed highs), a funding time of a held perp, an order
-pending or resting. Between events equity is ``cash + sum(sign * qty * close)`` added position
-by position in the ledger's order (numpy adds the same doubles in the same order:
-bit-identical); the risk engine must see every bar there (equity moves), which a vectorised
-drawdown / day-loss threshold scan can replace; the decisions (IN_POSITION / HOLD_SIGNAL with
-``bars_held``, FLIP_EXIT_DISABLED, NO_SIGNAL) go to the same column log. Event bars keep
-going through ``step``: one decision core, one risk engine, one broker. Add it as a third
-runner here and compare it to **plain**.
+The generators cover every rule on both sides: longs and shorts, spot and perps with funding,
+fixed / ATR stops and take-profits, ladders with and without break-even, trailing stops, limit
+entries, max holding, signal flips on and off, cooldown, sizing modes, exposure / cluster caps,
+the supervisor, daily loss and drawdown limits tight enough to trip.
 """
 
 from __future__ import annotations
+
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -47,6 +55,8 @@ from executor.backtest import decisions_frame, result_from_loop, run_backtest
 from executor.loop import LoopListener, TradingLoop
 from executor.paper import PaperBroker
 from executor.signals import FrameSignalSource, Signal
+from executor.paper import Protective
+from executor.spans import SpanStepper, first_touch, first_touch_array
 
 from tests.executor.exec_support import params, ts
 
@@ -72,6 +82,15 @@ class PlainSource:
             if seen:
                 out.append(seen[-1])  # of equal times, the last row (a stable sort keeps their order)
         return out
+
+
+def _quiet_only_backtest(candles, signals, p, funding):
+    """``run_backtest``'s steps with quiet spans only: every bar in a position through ``step``."""
+    source = FrameSignalSource(signals)
+    start, end = source.first_timestamp, source.last_timestamp + pd.Timedelta(hours=1)
+    traded = candles[candles["symbol"].isin(set(signals["symbol"]))]
+    loop = TradingLoop(p, source, PaperBroker(p.costs), bar_ms=3_600_000, funding=funding)
+    return result_from_loop(loop.run(traded, start=start, end=end, close_at_end=True, skip_held=False), start, end)
 
 
 def _plain_backtest(candles, signals, p, funding):
@@ -127,7 +146,8 @@ def markets(draw):
 
 @st.composite
 def risk_settings(draw, perps: bool):
-    r = {"max_open_positions": draw(st.integers(1, 3)), "max_holding_bars": draw(st.integers(1, 10)),
+    r = {"max_open_positions": draw(st.integers(1, 3)),
+         "max_holding_bars": draw(st.one_of(st.integers(1, 10), st.just(48))),  # 48: long held spans
          "position_fraction": draw(st.sampled_from([0.1, 0.3, 0.6])),
          "exit_on_signal_flip": draw(st.booleans()), "cooldown_bars": draw(st.integers(0, 3)),
          "daily_loss_limit_pct": draw(st.sampled_from([0.01, 0.05, 0.5])),
@@ -181,6 +201,7 @@ def test_backtest_fast_paths_trade_exactly_like_the_plain_loop(data):
     plain = _plain_backtest(candles, signals, p, funding)
     assert len(fast.decisions) > 0
     _same(fast, plain)
+    _same(_quiet_only_backtest(candles, signals, p, funding), plain)
     # the loop's own decision list (quiet spans made into objects on demand), as listeners would read it
     loop = TradingLoop(p, FrameSignalSource(signals), PaperBroker(p.costs), bar_ms=3_600_000, funding=funding)
     listed = loop.run(candles[candles["symbol"].isin(set(signals["symbol"]))], start=fast.start, end=fast.end,
@@ -190,8 +211,11 @@ def test_backtest_fast_paths_trade_exactly_like_the_plain_loop(data):
 
 def test_the_differential_sees_trades_of_every_kind():
     """The generators are worth something only if the runs trade: one fixed draw per side must
-    produce entries, protective exits and signal exits (else the comparison above is vacuous)."""
+    produce entries, protective exits and signal exits, and bars in a position stepped as held
+    spans (else the comparison above is vacuous)."""
     kinds = set()
+    held = mock.patch.object(SpanStepper, "_held", autospec=True, side_effect=SpanStepper._held)
+    held_spans = held.start()
     for perps, seed in ((False, 11), (True, 12)):
         rng = np.random.default_rng(seed)
         symbols = PERPS[:2] if perps else SPOT[:2]
@@ -215,4 +239,28 @@ def test_the_differential_sees_trades_of_every_kind():
                                 params(data={"symbols": symbols}, risk={"max_drawdown_pct": 0.9, **risk}), funding)
         _same(res, plain)
         kinds |= set(res.trades["exit_reason"]) | {f"side:{s}" for s in res.trades["side"]}
+    held.stop()
     assert {"stop_loss", "take_profit", "signal_flip", "side:long", "side:short"} <= kinds
+    assert held_spans.call_count > 10
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_the_guard_scan_finds_the_same_bar_as_a_loop_and_as_arrays(data):
+    """A held span's guard scan runs as a loop over a few bars and as array scans over many: both
+    must stop at the same bar (the loop's is the one the differential runs cover most)."""
+    n = data.draw(st.integers(1, 60))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, n)))
+    high, low = close * (1 + rng.random(n) * 0.02), close * (1 - rng.random(n) * 0.02)
+    has = rng.random(n) > 0.1
+    low[~has] = high[~has] = np.nan
+    low[rng.random(n) < 0.02] = np.nan  # a bar with a hole is touched
+    side = data.draw(st.sampled_from(["long", "short"]))
+    sign = 1.0 if side == "long" else -1.0
+    far = data.draw(st.sampled_from([0.01, 0.03, 0.2]))
+    rungs = ((1.0, 100.0 * (1 + sign * far)),) if data.draw(st.booleans()) else ()
+    guard = Protective("A/USDT", 1.0, 100.0 * (1 - sign * data.draw(st.sampled_from([0.01, 0.05, 0.3]))),
+                       float("nan") if rungs else 100.0 * (1 + sign * far), 1,
+                       trail_pct=data.draw(st.sampled_from([0.0, 0.01, 0.05])), peak=100.0, side=side, rungs=rungs)
+    assert first_touch(guard, has.tolist(), low.tolist(), high.tolist()) == first_touch_array(guard, has, low, high)
