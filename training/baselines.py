@@ -44,10 +44,14 @@ def baseline_names(params: Params) -> tuple[str, ...]:
 
 def rule_params(params: Params, name: str) -> Params:
     """The params the rule ``name`` is backtested with: ``rule_rsi_macd`` long-only,
-    ``rule_rsi_macd_short`` with shorts (``params`` as given: only listed with allow_short)."""
-    if name == RULE_VERSION and params.risk.allow_short:
-        return params.model_copy(update={"risk": params.risk.model_copy(update={"allow_short": False})})
-    return params
+    ``rule_rsi_macd_short`` with shorts (only listed with allow_short); the rule as the old
+    system traded it, timing each symbol. It has no return forecast (expected_return 0), so the two
+    settings that read the model's forecast do not apply to it: ``signal.min_edge_bps`` would refuse
+    every rule entry (a zero move never beats the cost) and ``signal.mode: rank`` would rank ties -
+    either would turn the baseline into ``flat`` and make beating it meaningless."""
+    signal = params.signal.model_copy(update={"min_edge_bps": None, "mode": "timing"})
+    risk = params.risk.model_copy(update={"allow_short": False}) if name == RULE_VERSION else params.risk
+    return params.model_copy(update={"signal": signal, "risk": risk})
 
 
 def make_rule_signals(candles: pd.DataFrame, rsi_period: int = 14, macd: tuple[int, int, int] = (12, 26, 9),

@@ -54,6 +54,21 @@ def test_rule_runs_through_the_same_backtest():
     assert result.metrics["trades"] > 0
 
 
+def test_the_rule_trades_as_it_did_whatever_the_models_decision_layer_is():
+    """A tune trial or params.yaml may set the cost filter or rank mode for the model; the rule has no
+    return forecast, so with them it would never enter and the baseline would silently be flat."""
+    from training.baselines import RULE_VERSION, rule_params
+
+    candles = _candles(800)
+    rule = make_rule_signals(candles)
+    plain = run_backtest(candles, rule, rule_params(Params(), RULE_VERSION))
+    model_layer = Params.model_validate({"signal": {"min_edge_bps": 10.0, "mode": "rank", "top_k": 1}})
+    assert run_backtest(candles, rule, model_layer).metrics["trades"] == 0  # what a baseline must not become
+    as_baseline = run_backtest(candles, rule, rule_params(model_layer, RULE_VERSION))
+    assert as_baseline.metrics["trades"] == plain.metrics["trades"] > 0
+    assert as_baseline.metrics["net_return"] == plain.metrics["net_return"]
+
+
 PERP = "BTC/USDT:USDT"
 
 
