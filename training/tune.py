@@ -70,10 +70,10 @@ class TuneData:
 # -- configuration ---------------------------------------------------------------------------
 def check_space(params: Params, tune: TuneParams) -> None:
     """ConfigError (one line) when a dimension's path names no key of params.yaml, or a features
-    dimension is not categorical (``training.tune_features.feature_dimensions``)."""
-    from training.tune_features import feature_dimensions
+    dimension is not categorical or has a choice the feature code refuses
+    (``training.tune_features.feature_variants``)."""
+    from training.tune_features import feature_variants
 
-    feature_dimensions(tune)
     raw = params.model_dump(mode="json")
     for dim in tune.space:
         parts = dim.path.split(".")
@@ -85,6 +85,7 @@ def check_space(params: Params, tune: TuneParams) -> None:
                 continue
             raise ConfigError(f"tune.space: {dim.path} is not a key of params.yaml (no {part!r} under "
                               f"{parent or 'the top level'})")
+    feature_variants(params.features, tune)
 
 
 def trial_params(params: Params, values: dict) -> Params:

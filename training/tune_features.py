@@ -15,10 +15,12 @@ Why computing on the whole history is safe: a feature at bar t reads nothing aft
 features' point-in-time contract), so the values before the search's cut are the same whether
 or not the holdout's candles were there; the caller cuts every row at or after the cut.
 
-Choices are combined: the columns of every combination of the features dimensions' choices are
-computed (a ``cross`` window named after ``cross_reference``, say), up to ``MAX_VARIANTS``
-combinations; beyond that each dimension's choices on their own, and a trial needing a
-combination's column is refused in one line (``missing_columns``).
+Choices are combined: every combination of the features dimensions' choices is considered (a
+``cross`` window named after ``cross_reference``, say), up to ``MAX_VARIANTS`` combinations, fewest
+changes first, and computed only when it names a column the union lacks so far (five on/off
+families cost five ``compute_features`` passes, not 31); beyond ``MAX_VARIANTS`` each dimension's
+choices on their own, and a trial needing a combination's column is refused in one line
+(``missing_columns``).
 """
 
 from __future__ import annotations
@@ -63,6 +65,10 @@ def feature_variants(base: FeatureParams, tune: TuneParams) -> list[FeatureParam
         log.warning("tune.space: %d features dimensions have more than %d combinations; computing each dimension's "
                     "choices on their own", len(dims), MAX_VARIANTS)
         combos = [{d.path: c} for d in dims for c in d.choices]
+    # fewest changes first: a combination is then computed only when it names a column none of its
+    # parts has (``add_feature_choices`` skips a set whose columns are all there), e.g. cross x reference
+    base_raw = base.model_dump(mode="json")
+    combos.sort(key=lambda combo: sum(_value_at(base_raw, path) != value for path, value in combo.items()))
     out: dict[str, FeatureParams] = {}
     for combo in combos:
         variant = _with_values(base, combo)
@@ -98,6 +104,13 @@ def missing_columns(columns: list[str], features: pd.DataFrame) -> None:
                         f"features combinations: more than {MAX_VARIANTS}); search fewer features dimensions at once")
 
 
+def _value_at(raw: dict, path: str):
+    node = raw
+    for part in path.split(".")[1:]:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
 def _with_values(base: FeatureParams, values: dict) -> FeatureParams:
     raw = base.model_dump(mode="json")
     for path, value in values.items():
@@ -107,8 +120,15 @@ def _with_values(base: FeatureParams, values: dict) -> FeatureParams:
             node = node.setdefault(part, {})
         node[parts[-1]] = list(value) if isinstance(value, tuple) else value
     try:
-        return FeatureParams.model_validate(raw)
+        variant = FeatureParams.model_validate(raw)
     except ValidationError as err:
         first = err.errors()[0]
         raise ConfigError(f"tune.space {values} refused: features.{'.'.join(map(str, first['loc']))}: "
                           f"{first['msg']}") from None
+    from features.compute import feature_columns
+
+    try:
+        feature_columns(variant)  # the feature code's own checks (periods, duplicate columns)
+    except ConfigError as err:
+        raise ConfigError(f"tune.space {values} refused: {err}") from None
+    return variant

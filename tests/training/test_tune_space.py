@@ -130,13 +130,3 @@ def test_a_trial_with_a_feature_family_reads_its_columns_and_one_without_does_no
     next(iter_folds(without, plain, FOLDS))
     pd.testing.assert_frame_equal(rows, fits[-1][1])
 
-
-def test_a_features_dimension_must_list_its_choices():
-    from qt.errors import ConfigError
-    from training.tune import check_space
-
-    params = make_params(0.0, tune={"space": [{"path": "features.warmup_memories", "kind": "float", "low": 10,
-                                               "high": 20}]})
-    with pytest.raises(ConfigError) as err:
-        check_space(params, params.tune)
-    assert "must be categorical" in str(err.value) and "\n" not in str(err.value)
