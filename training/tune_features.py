@@ -80,11 +80,11 @@ def feature_variants(base: FeatureParams, tune: TuneParams) -> list[FeatureParam
 def add_feature_choices(features: pd.DataFrame, candles: pd.DataFrame, params: Params, lake: Path) -> pd.DataFrame:
     """``features`` (the store's rows of the base set) with the columns of every feature set of
     ``params.tune.space`` that it lacks, NaN where that set has no value for the row."""
+    from features.compute import compute_features, feature_columns
+    from features.materialise import read_feature_inputs
+
     out = features
     for variant in feature_variants(params.features, params.tune):
-        from features.compute import compute_features, feature_columns
-        from features.materialise import read_feature_inputs
-
         new = [c for c in feature_columns(variant) if c not in out.columns]
         if not new:
             continue
