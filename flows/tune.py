@@ -58,10 +58,14 @@ def tune_flow(params: Params, home: str, study: str, trials: int | None = None, 
     summary.update(stages.evaluate(tuned, paths))
     stats = found["statistics"]
     summary.update(stages.promote(tuned, paths, search=stats))
+    from training.tune_run import holdout_against_study
+
+    against = holdout_against_study(paths, found["best"], tuned.data.timeframe)
     summary["tune"] = {"study": study, "trials_completed": stats["completed"], "trials_pruned": stats["pruned"],
                        "trials_failed": stats["failed"], "n_trials": stats["n_trials"],
                        "trial_sharpe_variance": stats["sharpe_variance"],
                        "best_inner_fold_sharpe": found["best"]["value"], "best_trial": found["best"]["trial"],
+                       "holdout_vs_study": against,
                        "selected_params": found["best"]["params"], "tuned_params_file": found["tuned_params"],
                        "parent_run_id": found["parent_run_id"], "trials_data_end": found["trials_data_end"],
                        "holdout_start": summary["train"]["holdout_start"], "search_seconds": found["seconds"],

@@ -67,6 +67,11 @@ def _default_space() -> list[TuneDimension]:
         d(path="risk.stop_loss_pct", kind="float", low=0.01, high=0.08),
         d(path="risk.take_profit_pct", kind="float", low=0.02, high=0.16),
         d(path="labels.horizon_bars", kind="int", low=1, high=12),
+        # the decision layer: per-symbol timing or the cross-sectional portfolio, and the cost filter
+        d(path="signal.mode", kind="categorical", choices=["timing", "rank"]),
+        d(path="signal.top_k", kind="int", low=1, high=3),
+        d(path="signal.rebalance_bars", kind="categorical", choices=[4, 12, 24]),
+        d(path="signal.min_edge_bps", kind="float", low=0.0, high=40.0),
         # measured: a trial costs about the same with these two (the union is computed once per study)
         d(path="labels.target", kind="categorical", choices=["forward_return", "triple_barrier"]),
         d(path="features.candle_shape", kind="categorical", choices=[False, True]),
@@ -78,7 +83,8 @@ class TuneParams(_Frozen):
 
     trials: int = Field(30, ge=1, le=100_000)
     timeout_seconds: float | None = Field(None, gt=0.0)  # None = until ``trials`` are done
-    # Fewer inner folds than train.folds keeps a trial cheap; None = train.folds.
+    # Walk-forward folds per trial (None = train.folds): the first calibrates the ensemble weights and
+    # the return map out of fold, the others are traded and scored. Fewer keeps a trial cheap.
     folds: int | None = Field(None, ge=2, le=20)
     # MedianPruner: no pruning before this many trials completed / before this fold (0-based).
     pruner_startup_trials: int = Field(5, ge=0)

@@ -161,7 +161,12 @@ def load_tune_data(params: Params, paths: StatePaths, lake: Path) -> TuneData:
 
 # -- the objective ---------------------------------------------------------------------------
 def iter_folds(tp: Params, data: TuneData, n_folds: int):
-    """Fit ``tp``'s members on each inner fold, trade its test block -> yield one dict per fold.
+    """Fit ``tp``'s members on each inner fold, trade its test block -> yield one dict per traded fold.
+
+    The first fold only calibrates: its test-block predictions are the first out-of-fold rows the
+    ensemble weights and the return map of the next fold are fitted on (``oof_calibration``); every
+    later fold is traded with weights and map fitted on the folds before it, so ``n_folds`` folds
+    give ``n_folds - 1`` scores (numbered from 0).
 
     A generator, so the objective can report each fold to Optuna and stop (prune) before the
     next one is fitted. Labels are made here with the trial's horizon, target and barriers from
@@ -174,11 +179,15 @@ def iter_folds(tp: Params, data: TuneData, n_folds: int):
     from features.labels import label_end_times, label_reach_bars, make_labels
     from features.sequence import add_return_windows
     from training.backtest_model import strategy_signals
-    from training.ensemble import fit_return_map
     from training.gates import compute_sharpe
     from training.models import fit_any_member, predict_up_probability
     from training.splits import walk_forward_folds
-    from training.train import join_features_labels, member_columns, sequence_exog_of, sequence_length_of
+    from training.train import (
+        join_features_labels,
+        member_columns,
+        sequence_exog_of,
+        sequence_length_of,
+    )
     from training.tune_features import missing_columns
 
     reach = label_reach_bars(tp.labels, tp.risk)  # bars after t the trial's label reads
@@ -193,17 +202,25 @@ def iter_folds(tp: Params, data: TuneData, n_folds: int):
     rows = rows[rows["label_end"] < data.cut].reset_index(drop=True)  # no label reaches the embargo
     folds = walk_forward_folds(rows["timestamp"], n_folds, reach, tp.train.embargo_bars, label_end=rows["label_end"])
     up = rows["up"].to_numpy(dtype=np.int64)
+    ret = rows["fwd_return"].to_numpy(dtype=np.float64)
+    oof_p: list[np.ndarray] = []  # per earlier fold: its test block's member probabilities (n x k)
+    oof_rows: list[np.ndarray] = []
     for f, (tr, te) in enumerate(folds):
         if len(np.unique(up[tr])) < 2:
             raise DataError(f"fold {f}: training labels are all one class")
-        fit_p, test_p = [], []
-        for name in tp.train.members:
-            member = fit_any_member(name, rows.iloc[tr], up[tr], tp, by_member[name])
-            fit_p.append(predict_up_probability(member, rows.iloc[tr][by_member[name]].to_numpy(np.float64)))
-            test_p.append(predict_up_probability(member, rows.iloc[te][by_member[name]].to_numpy(np.float64)))
-        # equal weights: convex weights need out-of-fold predictions, which a fold's own fit lacks
-        p_fit, p_test = np.mean(fit_p, axis=0), np.mean(test_p, axis=0)
-        intercept, slope = fit_return_map(p_fit, rows["fwd_return"].to_numpy()[tr])
+        test_p = np.column_stack([
+            predict_up_probability(fit_any_member(name, rows.iloc[tr], up[tr], tp, by_member[name]),
+                                   rows.iloc[te][by_member[name]].to_numpy(np.float64))
+            for name in tp.train.members])
+        if f == 0:  # calibration only: no out-of-fold prediction exists yet to fit weights and map on
+            oof_p.append(test_p)
+            oof_rows.append(te)
+            continue
+        seen = np.concatenate(oof_rows)
+        weights, intercept, slope = oof_calibration(np.vstack(oof_p), up[seen], ret[seen])
+        oof_p.append(test_p)
+        oof_rows.append(te)
+        p_test = test_p @ weights
         test = rows.iloc[te]
         preds = test[["symbol", "timestamp"]].assign(prob_up=p_test, expected_return=intercept + slope * (p_test - 0.5))
         signals = strategy_signals(preds.reset_index(drop=True), data.candles, tp, model_version="tune")
@@ -212,9 +229,83 @@ def iter_folds(tp: Params, data: TuneData, n_folds: int):
         res = run_backtest(candles, signals, tp, funding=data.funding)
         r = res.bar_returns.fillna(0.0).to_numpy()
         sharpe = float(compute_sharpe(r))
-        yield {"fold": f, "sharpe": sharpe, "bars": int(len(r)), "trades": int(res.metrics.get("trades", 0)),
-               "net_return": float(res.metrics.get("net_return", 0.0)),
+        yield {"fold": f - 1, "sharpe": sharpe, "sharpe_se": sharpe_standard_error(r), "bars": len(r), "rows": len(te),
+               "trades": int(res.metrics.get("trades", 0)), "net_return": float(res.metrics.get("net_return", 0.0)),
                "test_start": str(start), "test_end": str(test["timestamp"].max())}
+
+
+def oof_calibration(member_probs: np.ndarray, up: np.ndarray, fwd_return: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """(convex member weights, return-map intercept, slope) fitted on out-of-fold predictions only.
+
+    The train stage fits both on its walk-forward OOF rows (``training.train``); a trial does the
+    same with the test blocks of the folds before the one it trades, so neither the weights nor
+    the expected return a trade is gated on (``signal.min_edge_bps``, rank mode) ever saw the
+    rows they were fitted to predict - an in-sample map would promise the model's training fit."""
+    from training.ensemble import fit_convex_weights, fit_return_map
+
+    weights = fit_convex_weights(member_probs, up)
+    intercept, slope = fit_return_map(member_probs @ weights, fwd_return)
+    return weights, intercept, slope
+
+
+def sharpe_standard_error(bar_returns: np.ndarray) -> float:
+    """Standard error of a per-bar Sharpe ratio under non-normal returns (Mertens 2002, the form
+    Bailey & Lopez de Prado use): sqrt((1 - skew*SR + (kurt - 1)/4 * SR^2) / (n - 1)). NaN under two bars."""
+    from scipy.stats import kurtosis, skew
+
+    r = np.asarray(bar_returns, dtype=np.float64)
+    if len(r) < 2 or r.std(ddof=1) == 0:
+        return float("nan") if len(r) < 2 else 1.0 / math.sqrt(len(r) - 1)
+    sr = r.mean() / r.std(ddof=1)
+    g3, g4 = float(skew(r)), float(kurtosis(r, fisher=False))
+    return float(math.sqrt(max(1.0 - g3 * sr + (g4 - 1.0) / 4.0 * sr * sr, 0.0) / (len(r) - 1)))
+
+
+def sharpe_interval(folds: list[dict], z: float = 1.96) -> dict:
+    """Confidence interval of a trial's score (the mean of its folds' per-bar Sharpes) from the
+    folds' sampling errors: disjoint test blocks, so se = sqrt(sum of squared fold se) / K."""
+    ses = np.array([f.get("sharpe_se", float("nan")) for f in folds], dtype=np.float64)
+    mean = float(np.mean([f["sharpe"] for f in folds])) if folds else float("nan")
+    se = float(np.sqrt(np.sum(ses**2)) / len(ses)) if len(ses) else float("nan")
+    return {"sharpe": mean, "se": se, "low": mean - z * se, "high": mean + z * se}
+
+
+def out_of_selection_sharpes(fold_sharpes: np.ndarray) -> np.ndarray | None:
+    """The search's winner's curse, measured: for each traded fold j, the trial that scores best
+    on the OTHER folds, and its Sharpe on fold j (``fold_sharpes``: trials x folds, completed
+    trials). Their mean estimates what selecting by this study's score earns on data the selection
+    did not see (a leave-one-fold-out version of Bailey et al.'s CSCV). None under two folds."""
+    f = np.asarray(fold_sharpes, dtype=np.float64)
+    if f.ndim != 2 or f.shape[1] < 2 or f.shape[0] == 0:
+        return None
+    out = []
+    for j in range(f.shape[1]):
+        others = np.delete(f, j, axis=1).mean(axis=1)
+        out.append(f[int(np.argmax(others)), j])
+    return np.array(out)
+
+
+def prediction_interval(folds: list[dict], horizon_bars: int, center: float | None = None,
+                        confidence: float = 0.95) -> dict:
+    """Where the selected configuration's per-bar Sharpe on an unseen period of ``horizon_bars``
+    bars (the holdout) should land, from its inner folds - a random-effects prediction interval
+    (Higgins, Thompson & Spiegelhalter 2009): the Sharpe differs between periods by more than
+    sampling error (regimes), so the fold-to-fold variance beyond sampling error (tau^2) is added to
+    the centre's error and to the new period's own sampling error, with Student-t quantiles on K-1
+    degrees of freedom. Two traded folds make it very wide; that is what two folds can say."""
+    from scipy.stats import t as student_t
+
+    s = np.array([f["sharpe"] for f in folds], dtype=np.float64)
+    se2 = np.array([f["sharpe_se"] for f in folds], dtype=np.float64) ** 2
+    bars = np.array([f["bars"] for f in folds], dtype=np.float64)
+    k = len(s)
+    mid = float(np.mean(s)) if center is None else float(center)
+    tau2 = max(0.0, float(np.var(s, ddof=1)) - float(np.mean(se2))) if k > 1 else 0.0
+    new2 = float(np.mean(se2 * bars)) / max(horizon_bars, 1)  # se^2 scales as 1 / bars
+    q = float(student_t.ppf(0.5 + confidence / 2, k - 1)) if k > 1 else 1.959963984540054
+    half = q * math.sqrt(tau2 + float(np.sum(se2)) / k**2 + new2)
+    return {"center": mid, "low": mid - half, "high": mid + half, "tau2": tau2, "quantile": q, "folds": k,
+            "horizon_bars": int(horizon_bars), "confidence": confidence}
 
 
 # -- the study -------------------------------------------------------------------------------

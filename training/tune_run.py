@@ -27,13 +27,26 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from qt.config import Params, load_params
 from qt.errors import DataError
 from qt.paths import StatePaths
-from training.tune import TuneData, bind_study_to_data, check_space, decode, load_tune_data, make_objective, open_study, \
-    study_statistics, trial_params
+from training.tune import (
+    TuneData,
+    bind_study_to_data,
+    check_space,
+    decode,
+    load_tune_data,
+    make_objective,
+    open_study,
+    out_of_selection_sharpes,
+    prediction_interval,
+    sharpe_interval,
+    study_statistics,
+    trial_params,
+)
 
 log = logging.getLogger(__name__)
 TUNED_PARAMS = "tuned-params.yaml"
@@ -83,6 +96,8 @@ def _trial_recorder(client, parent: str, exp: str, params: Params, paths: StateP
             client.log_metric(rid, "fold_trades", f["trades"], step=f["fold"])
             client.log_metric(rid, "fold_net_return", f["net_return"], step=f["fold"])
         client.log_metric(rid, "mean_fold_sharpe", sharpe)
+        if folds:
+            client.log_metric(rid, "mean_fold_sharpe_se", sharpe_interval(folds)["se"])
         client.log_metric(rid, "folds_scored", len(folds))
         client.set_terminated(rid)
         ledger.record(Trial(f"{model_digest(tp)}/tune-{data.key()}", decision_digest(tp), "tune", sharpe,
@@ -116,7 +131,13 @@ class Progress:
         self.stream = stream or sys.stderr
         self.bar = None
         if self.stream.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as Bar
 
             self.bar = Bar(TextColumn("tune"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
                            TimeRemainingColumn())
@@ -217,10 +238,41 @@ def run_search(params: Params, paths: StatePaths, lake: Path, study_name: str, n
     tuned = trial_params(params, selected)
     out = write_tuned_params(tuned, paths)
     _log_parent(client, parent, study, params, stats, out, paths, n_trials, timeout, workers)
-    return {"statistics": stats, "best": {"trial": best.number, "value": float(best.value), "params": selected},
+    folds = best.user_attrs.get("folds", [])
+    grid = [[f["sharpe"] for f in t.user_attrs.get("folds", [])] for t in completed]
+    oos = out_of_selection_sharpes(np.array([g for g in grid if len(g) == len(folds)]))
+    return {"statistics": stats, "best": {"trial": best.number, "value": float(best.value), "params": selected,
+                                          "folds": folds, "interval": sharpe_interval(folds),
+                                          "out_of_selection": None if oos is None else oos.tolist()},
             "tuned_params": str(out), "parent_run_id": parent, "trials_data_end": str(data.end),
             "trials_cut": str(data.cut), "seconds": round(time.perf_counter() - t0, 1),
             "params": tuned}
+
+
+def holdout_against_study(paths: StatePaths, best: dict, timeframe: str) -> dict:
+    """The selected configuration's holdout Sharpe (the evaluate stage's strategy returns, net of
+    costs) beside what the study said of it: the score and its confidence interval, the
+    out-of-selection estimate (``training.tune.out_of_selection_sharpes``) and the prediction
+    interval for a period of the holdout's length, per bar and annualised. ``inside`` False means
+    the unseen data delivered what the study's own uncertainty does not cover."""
+    import pandas as pd
+
+    from executor.backtest import bars_per_year
+    from qt.timeframes import timeframe_ms
+    from training.gates import compute_sharpe
+    from training.stages import RETURNS
+
+    returns = pd.read_parquet(paths.evaluation / RETURNS)["strategy"].fillna(0.0).to_numpy()
+    sharpe = float(compute_sharpe(returns))
+    oos = best.get("out_of_selection")
+    pi = prediction_interval(best["folds"], len(returns), None if not oos else float(np.mean(oos)))
+    score = best["interval"]
+    ann = math.sqrt(bars_per_year(timeframe_ms(timeframe)))
+    per_bar = {"holdout_sharpe": sharpe, "inner_sharpe": score["sharpe"], "inner_ci95": [score["low"], score["high"]],
+               "out_of_selection_sharpe": pi["center"], "prediction95": [pi["low"], pi["high"]]}
+    return {**per_bar, "inside": bool(pi["low"] <= sharpe <= pi["high"]), "between_fold_variance": pi["tau2"],
+            "t_quantile": pi["quantile"], "folds": pi["folds"], "holdout_bars": pi["horizon_bars"],
+            "annualised": {k: [x * ann for x in v] if isinstance(v, list) else v * ann for k, v in per_bar.items()}}
 
 
 def write_tuned_params(tuned: Params, paths: StatePaths) -> Path:
@@ -242,7 +294,10 @@ def _log_parent(client, parent: str, study, params: Params, stats: dict, tuned_f
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
+    from optuna.visualization.matplotlib import (
+        plot_optimization_history,
+        plot_param_importances,
+    )
 
     client.log_dict(parent, {"space": [d.model_dump(mode="json") for d in params.tune.space]}, "search_space.json")
     client.log_dict(parent, {"trials": n_trials, "timeout_seconds": timeout, "workers": workers}, "budget.json")

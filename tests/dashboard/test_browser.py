@@ -165,10 +165,14 @@ def test_dashboard_shows_the_paper_run_and_its_kill_switch_halts_the_executor(tm
         if driver is not None:
             driver.quit()
         dash_proc.stop()
-        executor.join(timeout=60)
+        # the rest of the 1500 bars at full speed, one HTTP call each: seconds when the machine is
+        # quiet, minutes when it is loaded; the source must not close under a running replay
+        executor.join(timeout=600)
+        finished = not executor.is_alive()
         source.close()
         svc.__exit__(None, None, None)
         redis_proc.stop()
+    assert finished, "the paper replay did not finish its bars within 600 s of the end of the test"
     assert "error" not in outcome, outcome.get("error")
     assert outcome["report"].final_state == "ACTIVE"
     print(f"browser test: {time.monotonic() - started:.1f} s")
