@@ -114,3 +114,16 @@ def test_the_model_card_says_which_label_the_model_learned(train, says):
 
     line = next(ln for ln in render_model_card(train).splitlines() if ln.startswith("- label:"))
     assert says in line
+
+
+def test_the_model_digest_knows_the_target_and_its_barriers():
+    from training.trials import model_digest
+
+    base = load_params(None, {"train": {"members": ["xgboost"]}})
+    tb = load_params(None, {"train": {"members": ["xgboost"]}, "labels": {"target": "triple_barrier"}})
+    wider = load_params(None, {"train": {"members": ["xgboost"]}, "labels": {"target": "triple_barrier"},
+                               "risk": {"stop_loss_pct": 0.05}})
+    assert len({model_digest(base), model_digest(tb), model_digest(wider)}) == 3
+    # the default target leaves a forward-return model's digest as it was before labels.target existed
+    assert model_digest(base) == model_digest(load_params(None, {"train": {"members": ["xgboost"]},
+                                                                 "risk": {"stop_loss_pct": 0.05}}))
