@@ -28,9 +28,23 @@ at the close of bar t, replayed with the paper broker's own fill rules (``execut
     ``tb_bars`` = exit bar - entry bar (int64), the executor's ``bars_held`` of that trade:
     0 for a stop inside the entry bar, M for the vertical barrier.
 
-Label end time: ``label_end_times`` gives, per label row, the timestamp of the bar its
-forward return reads (the symbol's own row h rows later). On a symbol with a gap that is
+Label end time: ``label_end_times`` gives, per label row, the timestamp of the last bar its
+label reads (the symbol's own row ``label_reach_bars`` rows later). On a symbol with a gap that is
 much later than t + h bars of the clock; the splits purge by it (``training.splits``).
+
+Training target (``LabelParams.target``, ``training_target``): what the members are fitted on.
+
+    * ``forward_return``: ``up`` and ``fwd_return`` as above; the label reads bars t+1 .. t+h.
+    * ``triple_barrier``: ``up`` = 1 when ``tb_return > 0`` and the return the ensemble's
+      ``expected_return`` is mapped to is ``tb_return``: the outcome of the very trade a buy
+      signal at t opens (same entry, stop, take-profit and max-holding exit as the executor).
+      The sign of the trade's return, not ``tb_label == +1``: a vertical-barrier exit (label 0)
+      can win or lose, and what the decision layer needs is whether entering makes money and by
+      how much; P(tb_return > 0) and E[tb_return] then describe one and the same trade. The
+      label reads bars t+1 .. t+M+1 (exit at the open of t+M+1).
+
+    ``label_reach_bars`` is that reach; the label end times and every purge use it, so no
+    label of a training row reads a test or holdout bar.
 
 Rows: the last bars of every symbol have no outcome yet; they are absent, never NaN, so
 nothing downstream can silently train on a missing label. Without ``risk`` a row needs bar
@@ -67,10 +81,12 @@ def label_rows_lost(labels: LabelParams, risk: RiskParams | None) -> int:
 
 
 def label_set_hash(labels: LabelParams, costs: CostParams, risk: RiskParams | None) -> str:
-    """sha256 (hex) of everything a label value depends on: stored labels of another hash are stale."""
+    """sha256 (hex) of everything a label value depends on: stored labels of another hash are stale.
+
+    ``labels.target`` is left out: it picks which stored column a model trains on, not a value."""
     barriers = None if risk is None else {"stop_loss_pct": risk.stop_loss_pct, "take_profit_pct": risk.take_profit_pct,
                                           "max_holding_bars": risk.max_holding_bars}
-    blob = json.dumps({"code_version": LABEL_CODE_VERSION, "labels": labels.model_dump(mode="json"),
+    blob = json.dumps({"code_version": LABEL_CODE_VERSION, "labels": labels.model_dump(mode="json", exclude={"target"}),
                        "costs": costs.model_dump(mode="json"), "barriers": barriers},
                       sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()
@@ -111,10 +127,34 @@ def make_labels(candles: pd.DataFrame, labels: LabelParams, costs: CostParams,
     return pd.DataFrame(out)
 
 
-def label_end_times(label_keys: pd.DataFrame, bar_keys: pd.DataFrame, horizon_bars: int) -> pd.DatetimeIndex:
-    """Per row of ``label_keys`` (symbol, timestamp): the timestamp of the bar its forward return
-    ends on - the same symbol's row ``horizon_bars`` rows later in ``bar_keys`` (symbol, timestamp:
-    the candles, or any frame holding every candle row from t on, e.g. the features).
+def label_reach_bars(labels: LabelParams, risk: RiskParams) -> int:
+    """Bars after t the training label reads: ``horizon_bars`` for the forward return,
+    ``max_holding_bars + 1`` for the triple barrier (its max-holding exit fills at the open of
+    bar t+M+1). The one number every purge, embargo and label end time is counted from."""
+    return risk.max_holding_bars + 1 if labels.target == "triple_barrier" else labels.horizon_bars
+
+
+def training_target(labels_df: pd.DataFrame, labels: LabelParams) -> pd.DataFrame:
+    """``labels_df`` with ``up`` and ``fwd_return`` set to the target's (``labels.target``).
+
+    With ``triple_barrier``: ``up = tb_return > 0`` and ``fwd_return = tb_return`` (see the module
+    docstring for why), so every reader downstream (fit, return map, metrics, the holdout
+    predictions) uses the target without knowing which it is; ``label_reach_bars`` gives its
+    reach. DataError when the triple-barrier columns are absent (labels built without them)."""
+    if labels.target == "forward_return":
+        return labels_df
+    if "tb_return" not in labels_df.columns:
+        raise DataError("labels.target is triple_barrier but the labels have no tb_return column; re-run the "
+                        "features stage with labels.triple_barrier: true")
+    tb = labels_df["tb_return"].to_numpy(dtype=np.float64)
+    return labels_df.assign(fwd_return=tb, up=(tb > 0.0).astype(np.int64))
+
+
+def label_end_times(label_keys: pd.DataFrame, bar_keys: pd.DataFrame, reach_bars: int) -> pd.DatetimeIndex:
+    """Per row of ``label_keys`` (symbol, timestamp): the timestamp of the last bar its label reads
+    - the same symbol's row ``reach_bars`` rows later (``label_reach_bars``) in ``bar_keys``
+    (symbol, timestamp: the candles, or any frame holding every candle row from t on, e.g. the
+    features).
 
     Rows count per symbol, so across a gap in a symbol's candles the end lies further in time than
     t + h bars. NaT where that row is absent (the end is unknown: a split must not train on it).
@@ -131,7 +171,7 @@ def label_end_times(label_keys: pd.DataFrame, bar_keys: pd.DataFrame, horizon_ba
         pos = np.searchsorted(clock, lab_ts[rows])
         found = (pos < len(clock)) & (clock[np.minimum(pos, len(clock) - 1)] == lab_ts[rows]) if len(clock) else \
             np.zeros(len(rows), dtype=bool)
-        end = pos + horizon_bars
+        end = pos + reach_bars
         ok = found & (end < len(clock))
         out[rows[ok]] = clock[end[ok]]
     return pd.DatetimeIndex(out).tz_localize("UTC")

@@ -115,13 +115,27 @@ class FeatureParams(_Frozen):
 
 
 class LabelParams(_Frozen):
-    """Forward-return label: features end at bar t, the label uses t+1..t+h."""
+    """What the models learn: features end at bar t, the label reads bars after t only.
+
+    ``target`` picks the label the members are fitted on (``features.labels.training_target``):
+    ``forward_return`` (up = the h-bar log return > 0, reads t+1..t+h) or ``triple_barrier``
+    (up = the executor's own long trade entered at t+1 made money, reads t+1..t+M+1 with
+    M = risk.max_holding_bars). The purge between train and test spans what the label reads
+    (``features.labels.label_reach_bars``)."""
 
     horizon_bars: int = Field(4, ge=1)
     # Also materialise triple-barrier labels (tb_label/tb_return/tb_bars) whose barriers are
     # risk.stop_loss_pct / take_profit_pct / max_holding_bars, replayed with the paper broker's
     # fill rules; costs each symbol its last max_holding_bars + 1 label rows instead of h.
     triple_barrier: bool = True
+    target: Literal["forward_return", "triple_barrier"] = "forward_return"
+
+    @model_validator(mode="after")
+    def _check_target(self) -> "LabelParams":
+        if self.target == "triple_barrier" and not self.triple_barrier:
+            raise ValueError("labels.target triple_barrier needs the triple-barrier labels: set labels.triple_barrier: "
+                             "true or labels.target: forward_return")
+        return self
 
 
 class CostParams(_Frozen):
@@ -401,6 +415,11 @@ class Params(_Frozen):
                              f"(the ATR levels use the feature code's atr_{r.atr_period})")
         if self.labels.horizon_bars > self.risk.max_holding_bars:
             raise ValueError("labels.horizon_bars must not exceed risk.max_holding_bars")
+        sequence = [m for m in self.train.members if m in ("nhits", "patchtst")]
+        if self.labels.target == "triple_barrier" and sequence:
+            raise ValueError(f"labels.target triple_barrier: train.members {sequence} forecast the forward "
+                             f"return, not a trade's outcome; drop them from train.members or set labels.target: "
+                             f"forward_return")
         return self
 
     def digest(self) -> str:

@@ -13,6 +13,9 @@ Each dimension is one of:
 
 Defaults search the two fast members (xgboost, lightgbm) only: the neural members are allowed (put
 them in a ``train.members`` choice) but each fit costs tens of seconds, too slow for many trials.
+They also search the label (``labels.target``: the forward return or the executor's own trade) and
+one feature family (``features.candle_shape``): neither adds a fit, so a trial costs about the same.
+A ``features.*`` dimension must be categorical (``training.tune_features``).
 """
 
 from __future__ import annotations
@@ -69,6 +72,9 @@ def _default_space() -> list[TuneDimension]:
         d(path="signal.top_k", kind="int", low=1, high=3),
         d(path="signal.rebalance_bars", kind="categorical", choices=[4, 12, 24]),
         d(path="signal.min_edge_bps", kind="float", low=0.0, high=40.0),
+        # measured: a trial costs about the same with these two (the union is computed once per study)
+        d(path="labels.target", kind="categorical", choices=["forward_return", "triple_barrier"]),
+        d(path="features.candle_shape", kind="categorical", choices=[False, True]),
     ]
 
 

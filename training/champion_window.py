@@ -6,9 +6,11 @@ longer history moves the holdout cut back past the champion's training end): sco
 would be graded on data it learned, and look better than it is. So it is scored only on the
 holdout bars it never saw:
 
-* its last training row's features end at ``train_end``; that row's label ends ``horizon_bars``
-  later, and the purge kept a further ``embargo_bars`` gap, so the first clean bar is
-  ``train_end + (horizon_bars + embargo_bars + 1)`` bars;
+* its last training row's features end at ``train_end``; that row's label reads
+  ``label_reach_bars`` bars further (``features.labels.label_reach_bars``: the horizon for a
+  forward-return label, ``max_holding_bars + 1`` for a triple-barrier one; ``horizon_bars`` for a
+  champion logged before it recorded its reach), and the purge kept a further ``embargo_bars``
+  gap, so the first clean bar is ``train_end + (reach + embargo_bars + 1)`` bars;
 * its own holdout start, when later: labels count a symbol's own rows, so across a gap a
   label ends later than its bar count says, but the purge guarantees that every training
   label and its embargo end before the champion's holdout began.
@@ -30,8 +32,8 @@ def champion_scoring_window(holdout_bars, champion_metadata: dict, bar_ms: int, 
     """``{status, scored_from, champion_train_end, bars_total, bars_used, bars_dropped, why}``.
 
     ``holdout_bars``: the challenger's holdout timestamps (any order, repeats allowed: one per
-    symbol); ``champion_metadata``: what the champion logged (``train_end``, ``horizon_bars``,
-    ``embargo_bars``, ``holdout_start``); ``embargo_bars_default`` stands in for a champion logged
+    symbol); ``champion_metadata``: what the champion logged (``train_end``, ``label_reach_bars``
+    or ``horizon_bars``, ``embargo_bars``, ``holdout_start``); ``embargo_bars_default`` stands in for a champion logged
     before it recorded its embargo. ``status`` is ``compared`` or ``refused``; ``scored_from`` is
     the first bar the champion may be scored on (ISO; None when refused for an unknown end).
     """
@@ -42,11 +44,11 @@ def champion_scoring_window(holdout_bars, champion_metadata: dict, bar_ms: int, 
         out["why"] = ("the champion logged no training end, so the holdout bars it was fitted on cannot be "
                       "told apart; comparison refused")
         return out
-    horizon = int(champion_metadata.get("horizon_bars") or 0)
+    horizon = int(champion_metadata.get("label_reach_bars") or champion_metadata.get("horizon_bars") or 0)
     embargo = champion_metadata.get("embargo_bars")
     embargo = int(embargo_bars_default if embargo is None else embargo)
     first_clean = _utc(champion_metadata["train_end"]) + pd.Timedelta(milliseconds=bar_ms * (horizon + embargo + 1))
-    rule = f"its training end {champion_metadata['train_end']} + {horizon}-bar label horizon + {embargo}-bar embargo"
+    rule = f"its training end {champion_metadata['train_end']} + {horizon}-bar label reach + {embargo}-bar embargo"
     if champion_metadata.get("holdout_start") and _utc(champion_metadata["holdout_start"]) > first_clean:
         first_clean = _utc(champion_metadata["holdout_start"])
         rule = f"its own holdout start {champion_metadata['holdout_start']} (labels across a gap end later)"

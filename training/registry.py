@@ -88,6 +88,7 @@ class ModelRegistry:
         """Log one training run (params, metrics, importance CSV, the ensemble) -> {run_id, model_uri}.
 
         The model card is added by ``log_model_card`` once the run id is known."""
+        from features.labels import label_reach_bars
         from training.trials import model_digest
 
         experiment_id = self._activate()
@@ -99,6 +100,9 @@ class ModelRegistry:
             "feature_set_hash": feature_set_hash,
             "timeframe": params.data.timeframe,
             "horizon_bars": params.labels.horizon_bars,
+            # what the members were fitted on and how many bars after t that label reads (the purge)
+            "label_target": params.labels.target,
+            "label_reach_bars": label_reach_bars(params.labels, params.risk),
             # the purge gap after each training label: which later bars the model never saw
             "embargo_bars": params.train.embargo_bars,
             "symbols": list(symbols),

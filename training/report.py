@@ -162,6 +162,16 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def describe_label(train: dict) -> str:
+    """What ``up`` (and the return ``expected_return`` maps to) was for this model: the target
+    logged by the train stage (``labels.target``; forward_return for a run logged before it)."""
+    if train.get("label_target") == "triple_barrier":
+        return (f"up = the executor's long trade from the next open (stop, take-profit, max-holding exit; triple "
+                f"barrier over {train.get('label_reach_bars')} bars) returned > 0; expected_return = that trade's "
+                f"log return")
+    return f"up = log return over {train.get('horizon_bars')} bars > 0 (forward return)"
+
+
 def render_model_card(train: dict, evaluation: dict | None = None, registry: dict | None = None,
                       figures: list[str] | None = None) -> str:
     """Markdown model card from the stages' hand-over dicts (``figures``: artefact file names)."""
@@ -173,7 +183,7 @@ def render_model_card(train: dict, evaluation: dict | None = None, registry: dic
         f"- holdout: {train.get('holdout_start')} .. {train.get('holdout_end')} "
         f"({train.get('rows', {}).get('holdout')} rows, never seen in fitting)",
         f"- feature set hash: `{train.get('feature_set_hash')}`; data sha256: `{train.get('data_sha256')}`",
-        f"- label: up = log return over {train.get('horizon_bars')} bars > 0",
+        f"- label: {describe_label(train)}",
         "",
         "## Ensemble",
         f"- members and convex weights (log-loss optimal on out-of-fold predictions): {train.get('weights')}",

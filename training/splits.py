@@ -3,7 +3,10 @@
 Positions in time are counted in *bars of the shared clock*: the sorted unique
 timestamps of all symbols together, so every symbol's row at a timestamp lands on
 the same side of a cut. A row at bar ``i`` carries a label computed from bars
-``i .. i + horizon_bars`` (close[t+h] / close[t]). A training row is therefore kept
+``i .. i + horizon_bars``, where ``horizon_bars`` is the label's *reach*
+(``features.labels.label_reach_bars``: h for the forward return close[t+h] / close[t],
+``max_holding_bars + 1`` for the triple barrier, whose last exit fills at that bar's open);
+callers pass the reach, never ``labels.horizon_bars`` itself. A training row is therefore kept
 only when ``i + horizon_bars < test_start - embargo_bars``:
 
 * **purge** - no training label window reaches the first test bar;

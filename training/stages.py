@@ -85,6 +85,7 @@ def _read_handover_file(path: Path, made_by: str) -> dict:
 def train_stage(params: Params, paths: StatePaths) -> dict:
     """Read features + labels, train, log the MLflow run, write ``train.json`` + holdout predictions."""
     from features.compute import feature_set_hash
+    from features.labels import label_reach_bars
     from features.store import read_features, read_labels
     from training.report import render_model_card
     from training.train import train_models
@@ -109,6 +110,8 @@ def train_stage(params: Params, paths: StatePaths) -> dict:
         "timeframe": params.data.timeframe,
         "symbols": list(params.data.symbols),
         "horizon_bars": params.labels.horizon_bars,
+        "label_target": params.labels.target,
+        "label_reach_bars": label_reach_bars(params.labels, params.risk),
         "train_start": result.train_range[0].isoformat(),
         "train_end": result.train_range[1].isoformat(),
         "holdout_start": result.holdout_range[0].isoformat(),

@@ -3,7 +3,9 @@
 Order of operations, and why:
 
 1. join features and labels on (symbol, timestamp); rows without a label (the last
-   ``horizon_bars`` of each symbol) drop out;
+   ``horizon_bars`` of each symbol) drop out; ``up`` / ``fwd_return`` become the configured
+   target's (``labels.target``: the forward return, or the executor's own trade, triple barrier);
+   every purge below spans what that label reads (``features.labels.label_reach_bars``);
 2. **holdout split** - the last ``holdout_fraction`` of the bars is never seen by any
    fit below (purged + embargoed, see ``training.splits``);
 3. **walk-forward CV** on the pre-holdout part: every member is fitted per fold and
@@ -33,8 +35,8 @@ import numpy as np
 import pandas as pd
 
 from features.compute import feature_columns
-from features.labels import label_end_times
-from qt.config import Params
+from features.labels import label_end_times, label_reach_bars, training_target
+from qt.config import LabelParams, Params
 from features.sequence import SOURCE_COLUMN, add_return_windows, all_window_columns, window_columns
 from qt.errors import ConfigError, DataError
 from data.lake import content_sha256
@@ -69,8 +71,15 @@ class TrainResult:
         return {m["name"]: m for m in self.models}
 
 
-def join_features_labels(features_df: pd.DataFrame, labels_df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """Inner join on (symbol, timestamp), sorted by time then symbol; DataError if nothing matches."""
+def join_features_labels(features_df: pd.DataFrame, labels_df: pd.DataFrame, columns: list[str],
+                         labels: LabelParams | None = None) -> pd.DataFrame:
+    """Inner join on (symbol, timestamp), sorted by time then symbol; DataError if nothing matches.
+
+    ``up`` / ``fwd_return`` are the target's of ``labels`` (``features.labels.training_target``;
+    None: the forward return). A row is kept only when every one of ``columns`` is defined: a
+    feature family still warming up (NaN) drops its rows for the models that read it only."""
+    if labels is not None:
+        labels_df = training_target(labels_df, labels)
     missing = [c for c in columns if c not in features_df.columns]
     if missing:
         raise DataError(f"features lack columns {missing} declared by params.features; "
@@ -130,17 +139,17 @@ def sequence_length_of(params: Params) -> int:
 def train_models(features_df: pd.DataFrame, labels_df: pd.DataFrame, params: Params) -> TrainResult:
     """Walk-forward OOF -> ensemble -> final fit -> one holdout prediction. Deterministic per seed."""
     tp = params.train
-    horizon = params.labels.horizon_bars
+    reach = label_reach_bars(params.labels, params.risk)  # bars the training label reads after t
     columns, by_member = member_columns(params)
     seq_len = sequence_length_of(params)
     if seq_len:
         features_df = add_return_windows(features_df, seq_len, exog=sequence_exog_of(params))
     # each label's end time, counted in the symbol's own rows (a gap pushes it later): the purge
     # is by time, so no training label reaches into a test period (``training.splits``)
-    labels_df = labels_df.assign(label_end=label_end_times(labels_df, features_df, horizon))
-    data = join_features_labels(features_df, labels_df, columns)
+    labels_df = labels_df.assign(label_end=label_end_times(labels_df, features_df, reach))
+    data = join_features_labels(features_df, labels_df, columns, params.labels)
 
-    train_mask, holdout_mask = holdout_split(data["timestamp"], tp.holdout_fraction, tp.embargo_bars, horizon,
+    train_mask, holdout_mask = holdout_split(data["timestamp"], tp.holdout_fraction, tp.embargo_bars, reach,
                                              label_end=data["label_end"])
     train = data[train_mask].reset_index(drop=True)
     holdout = data[holdout_mask].reset_index(drop=True)
@@ -149,7 +158,7 @@ def train_models(features_df: pd.DataFrame, labels_df: pd.DataFrame, params: Par
     if len(np.unique(y_train)) < 2:
         raise DataError("training labels are all one class; the market slice is too short or degenerate")
 
-    folds = walk_forward_folds(train["timestamp"], tp.folds, horizon, tp.embargo_bars, label_end=train["label_end"])
+    folds = walk_forward_folds(train["timestamp"], tp.folds, reach, tp.embargo_bars, label_end=train["label_end"])
     names = list(tp.members)
     oof = np.full((len(train), len(names)), np.nan)
     fold_of_row = np.full(len(train), -1)

@@ -51,8 +51,12 @@ def _digest(blob: dict) -> str:
 def model_digest(params: Params) -> str:
     """Digest of every setting that changes a prediction (not the data: see ``model_identity``)."""
     train = {k: v for k, v in params.train.model_dump(mode="json").items() if k not in _TRAIN_COSMETIC}
-    return _digest({"features": params.features.model_dump(mode="json"),
-                    "labels": params.labels.model_dump(mode="json"), "train": train,
+    labels = params.labels.model_dump(mode="json")
+    if labels.pop("target") == "triple_barrier":  # the barriers are then part of the label itself
+        r = params.risk
+        labels["target"] = {"triple_barrier": [r.stop_loss_pct, r.take_profit_pct, r.max_holding_bars]}
+    # (the forward-return target adds nothing: digests from before labels.target existed still match)
+    return _digest({"features": params.features.model_dump(mode="json"), "labels": labels, "train": train,
                     "timeframe": params.data.timeframe})
 
 

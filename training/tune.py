@@ -69,7 +69,11 @@ class TuneData:
 
 # -- configuration ---------------------------------------------------------------------------
 def check_space(params: Params, tune: TuneParams) -> None:
-    """ConfigError (one line) when a dimension's path names no key of params.yaml."""
+    """ConfigError (one line) when a dimension's path names no key of params.yaml, or a features
+    dimension is not categorical or has a choice the feature code refuses
+    (``training.tune_features.feature_variants``)."""
+    from training.tune_features import feature_variants
+
     raw = params.model_dump(mode="json")
     for dim in tune.space:
         parts = dim.path.split(".")
@@ -81,6 +85,7 @@ def check_space(params: Params, tune: TuneParams) -> None:
                 continue
             raise ConfigError(f"tune.space: {dim.path} is not a key of params.yaml (no {part!r} under "
                               f"{parent or 'the top level'})")
+    feature_variants(params.features, tune)
 
 
 def trial_params(params: Params, values: dict) -> Params:
@@ -120,11 +125,15 @@ def load_tune_data(params: Params, paths: StatePaths, lake: Path) -> TuneData:
     """The pre-holdout candles/features/funding of ``params.data.symbols`` (features stage done).
 
     The holdout is where the train stage will put it: ``holdout_split`` on the joined
-    features+labels rows of ``params``; the cut is ``embargo_bars`` before it."""
+    features+labels rows of ``params``, purged by its label's reach; the cut is ``embargo_bars``
+    before it. The features are the store's plus the columns of every ``features.*`` choice in
+    ``params.tune.space`` (``training.tune_features``: computed once here, on the whole history,
+    then cut like the rest: a feature at bar t reads nothing after t)."""
     from data.lake import read_candles, read_lake_funding
-    from features.labels import label_end_times
+    from features.labels import label_end_times, label_reach_bars
     from features.store import read_features, read_labels
     from training.splits import holdout_split
+    from training.tune_features import add_feature_choices
 
     symbols = list(params.data.symbols)
     feats = read_features(paths.features, symbols)
@@ -133,13 +142,15 @@ def load_tune_data(params: Params, paths: StatePaths, lake: Path) -> TuneData:
     joined = feats[keys].merge(labels[keys + ["fwd_return"]].dropna(), on=keys, how="inner")
     if joined.empty:
         raise DataError("no row has both features and a label; run `qt features` first")
-    joined = joined.assign(label_end=label_end_times(joined, feats, params.labels.horizon_bars))
+    reach = label_reach_bars(params.labels, params.risk)
+    joined = joined.assign(label_end=label_end_times(joined, feats, reach))
     _, hold = holdout_split(joined["timestamp"], params.train.holdout_fraction, params.train.embargo_bars,
-                            params.labels.horizon_bars, label_end=joined["label_end"])
+                            reach, label_end=joined["label_end"])
     holdout_start = pd.Timestamp(joined.loc[hold, "timestamp"].min())
     bars = pd.DatetimeIndex(sorted(joined["timestamp"].unique()))
     cut = bars[max(0, bars.searchsorted(holdout_start) - params.train.embargo_bars)]
     candles = read_candles(lake, symbols, params.data.timeframe, params.data.start, params.data.end)
+    feats = add_feature_choices(feats, candles, params, lake)
     funding = read_lake_funding(lake, symbols)
     if funding is not None:
         funding = funding[funding["timestamp"] < cut].reset_index(drop=True)
@@ -158,10 +169,14 @@ def iter_folds(tp: Params, data: TuneData, n_folds: int):
     give ``n_folds - 1`` scores (numbered from 0).
 
     A generator, so the objective can report each fold to Optuna and stop (prune) before the
-    next one is fitted. Labels are made here with the trial's horizon from the
-    pre-holdout candles, so a searched ``labels.horizon_bars`` needs no new feature store."""
+    next one is fitted. Labels are made here with the trial's horizon, target and barriers from
+    the pre-holdout candles, so a searched ``labels.horizon_bars`` / ``labels.target`` needs no new
+    feature store; every purge spans the trial's label reach (``label_reach_bars``). The trial
+    reads only its own columns of the study's feature union and drops the rows where one of them
+    is undefined (``join_features_labels``)."""
     from executor.backtest import run_backtest
-    from features.labels import label_end_times, make_labels
+    from features.compute import feature_columns
+    from features.labels import label_end_times, label_reach_bars, make_labels
     from features.sequence import add_return_windows
     from training.backtest_model import strategy_signals
     from training.gates import compute_sharpe
@@ -173,17 +188,19 @@ def iter_folds(tp: Params, data: TuneData, n_folds: int):
         sequence_exog_of,
         sequence_length_of,
     )
+    from training.tune_features import missing_columns
 
-    h = tp.labels.horizon_bars
+    reach = label_reach_bars(tp.labels, tp.risk)  # bars after t the trial's label reads
     columns, by_member = member_columns(tp)
     feats = data.features
+    missing_columns(feature_columns(tp.features), feats)  # computed once per study: load_tune_data
     if sequence_length_of(tp):
         feats = add_return_windows(feats, sequence_length_of(tp), exog=sequence_exog_of(tp))
-    labels = make_labels(data.candles, tp.labels, tp.costs)
-    labels = labels.assign(label_end=label_end_times(labels, feats, h))
-    rows = join_features_labels(feats, labels, columns)
+    labels = make_labels(data.candles, tp.labels, tp.costs, tp.risk if tp.labels.target == "triple_barrier" else None)
+    labels = labels.assign(label_end=label_end_times(labels, feats, reach))
+    rows = join_features_labels(feats, labels, columns, tp.labels)  # up / fwd_return: the trial's target
     rows = rows[rows["label_end"] < data.cut].reset_index(drop=True)  # no label reaches the embargo
-    folds = walk_forward_folds(rows["timestamp"], n_folds, h, tp.train.embargo_bars, label_end=rows["label_end"])
+    folds = walk_forward_folds(rows["timestamp"], n_folds, reach, tp.train.embargo_bars, label_end=rows["label_end"])
     up = rows["up"].to_numpy(dtype=np.int64)
     ret = rows["fwd_return"].to_numpy(dtype=np.float64)
     oof_p: list[np.ndarray] = []  # per earlier fold: its test block's member probabilities (n x k)

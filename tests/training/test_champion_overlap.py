@@ -85,6 +85,8 @@ def test_overlap_too_small_refuses_the_comparison_and_the_promotion(overlapping)
     ({"train_end": "2024-01-01 09:00", "horizon_bars": 2, "embargo_bars": 3}, 6, "compared"),  # from 15:00
     ({"train_end": "2024-01-01 09:00", "horizon_bars": 2, "embargo_bars": 3,
       "holdout_start": "2024-01-01 17:00"}, 4, "compared"),  # its own holdout began later (a gap)
+    ({"train_end": "2024-01-01 09:00", "horizon_bars": 2, "label_reach_bars": 4, "embargo_bars": 3}, 4,
+     "compared"),  # a triple-barrier label reads 4 bars, not the 2-bar horizon: from 17:00
     ({"train_end": "2024-01-01 12:00", "horizon_bars": 2}, 1, "refused"),  # embargo 5 from params: from 20:00
     ({"horizon_bars": 2}, 0, "refused"),  # no training end logged
 ])

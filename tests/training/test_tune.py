@@ -49,6 +49,12 @@ PLANTED_SPACE = [
     {"path": "labels.horizon_bars", "kind": "int", "low": 1, "high": 12},
 ]
 FAST_SEARCH = {"members": ["xgboost", "lightgbm"]}
+FAMILY_SPACE = [
+    {"path": "features.candle_shape", "kind": "categorical", "choices": [False, True]},
+    {"path": "features.htf", "kind": "categorical",
+     "choices": [[], [{"timeframe": "4h", "base_timeframe": "1h", "rsi": [14]}]]},
+    {"path": "features.cross", "kind": "categorical", "choices": [[], [24]]},
+]
 
 
 def _params(seed: int, **tune):
@@ -147,6 +153,17 @@ def test_no_trial_reads_the_holdout(noise):
     study = optuna.load_study(study_name="noise", storage=f"sqlite:///{paths.tune_db}")
     ends = [pd.Timestamp(f["test_end"]) for t in study.trials for f in t.user_attrs.get("folds", [])]
     assert ends and max(ends) < holdout_start
+    # features.* dimensions: the union of every choice's columns, computed on the whole history,
+    # is cut exactly like the store's features (a feature at bar t reads nothing after t)
+    families = _params(11, folds=2, space=FAMILY_SPACE)
+    union = load_tune_data(families, paths, lake_root(families, paths))
+    assert (union.cut, union.holdout_start, union.end) == (data.cut, data.holdout_start, data.end)
+    # (whichever of them the store lacks - after the flow it holds the selected configuration's)
+    family = ["body_frac", "htf4h_rsi_14", "btc_logret_24", "corr_btc_24"]
+    assert set(family) <= set(union.features.columns) and union.features["timestamp"].max() < data.cut
+    for column in family:
+        assert union.features.loc[union.features[column].notna(), "timestamp"].max() < data.cut, column
+    pd.testing.assert_frame_equal(union.features[list(data.features.columns)], data.features)
 
 
 def test_a_second_qt_tune_resumes_the_study_and_n_counts_both_runs_and_every_worker(tmp_path):
