@@ -74,8 +74,6 @@ def parent_run(client, params: Params, paths: StatePaths, study: str) -> str:
 
 def _trial_recorder(client, parent: str, exp: str, params: Params, paths: StatePaths, data: TuneData, study: str):
     """``on_trial`` of the objective: an MLflow child run and a ledger row per evaluated trial."""
-    import numpy as np
-
     from executor.backtest import bars_per_year
     from qt.timeframes import timeframe_ms
     from training.trials import Trial, TrialLedger, decision_digest, model_digest
