@@ -11,16 +11,14 @@ raised). The functions are the plain ones the CLI runs, so both runners write th
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Sequence
-from urllib.parse import urlsplit
 
 from prefect import task, unmapped
 from prefect.cache_policies import NONE
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from qt.cluster import require_scheduler
 from qt.config import RunnerParams
-from qt.errors import ConfigError
 from qt.fanout import SymbolMap, raise_first
 
 
@@ -37,19 +35,6 @@ def make_task_runner(runner: RunnerParams, threads: int | None = None):
                               cluster_kwargs={"n_workers": runner.workers, "threads_per_worker": 1,
                                               "processes": True, "dashboard_address": None})
     return ThreadPoolTaskRunner(max_workers=threads or runner.workers)
-
-
-def require_scheduler(address: str, timeout_s: float = 5.0) -> None:
-    """ConfigError (one line, before any flow starts) when nothing listens at the scheduler address:
-    otherwise Dask retries for 30 s and the flow dies with a traceback deep in ``distributed``."""
-    where = urlsplit(address)
-    try:
-        with socket.create_connection((where.hostname, where.port or 8786), timeout=timeout_s):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"runner.dask_address {address}: no Dask scheduler answers there "
-                          f"({exc.strerror or type(exc).__name__}); start `dask scheduler` on that host "
-                          f"or fix the address (runner.task_runner: local runs without a cluster)") from None
 
 
 @task(name="per-symbol", cache_policy=NONE, task_run_name="{stage}-{symbol}")

@@ -6,7 +6,8 @@ around it - processes, terminals, tracking - which the objective's tests do not 
 * ``run_search``: opens (or resumes) the study in the state directory's RDB storage, runs this
   process's share of the trials and starts ``workers - 1`` more processes
   (``python -m training.tune_run --worker ...``) on the same study, each with its share of
-  ``n_trials``; they are stopped by PID when anything fails. Progress: a rich bar (trial k/N,
+  ``n_trials``; they are stopped by PID when anything fails. With ``runner.task_runner: dask``
+  the other shares are tasks on the cluster of ``runner:`` instead (``qt.cluster``). Progress: a rich bar (trial k/N,
   best so far, ETA) on a terminal, one line per trial otherwise.
 * MLflow: one parent run per study (experiment ``<model_name>-tune``; found again by its tag on a
   resumption), one child run per trial (its sampled values and inner-fold metrics); at the end the
@@ -117,7 +118,14 @@ def run_worker(params: Params, paths: StatePaths, lake: Path, study_name: str, n
     study = open_study(study_name, paths, params.tune, worker=worker)
     objective = make_objective(params, data, params.tune,
                                on_trial=_trial_recorder(client, parent, exp, params, paths, data, study_name))
-    study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(DataError,), callbacks=list(callbacks),
+    pid = os.getpid()
+
+    def attributed(trial):  # which worker and process ran it: the study says where its N came from
+        trial.set_user_attr("worker", worker)
+        trial.set_user_attr("pid", pid)
+        return objective(trial)
+
+    study.optimize(attributed, n_trials=n_trials, timeout=timeout, catch=(DataError,), callbacks=list(callbacks),
                    gc_after_trial=True)
 
 
@@ -192,9 +200,56 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             p.wait()
 
 
+def _search_in_processes(params: Params, paths: StatePaths, lake: Path, study_name: str, shares: list[int],
+                         timeout: float | None, parent: str, progress: Progress, params_file: Path) -> None:
+    """Share 0 here, the others in ``python -m training.tune_run`` processes, stopped by PID at the end."""
+    procs: list[subprocess.Popen] = []
+    try:
+        procs = _start_workers(len(shares), shares, params_file, paths, lake, study_name, timeout, parent)
+        if shares[0] > 0:
+            run_worker(params, paths, lake, study_name, shares[0], timeout, 0, parent, callbacks=[progress])
+        for p in procs:
+            while p.poll() is None:
+                time.sleep(1.0)
+            if p.returncode != 0:
+                raise DataError(f"tune worker (pid {p.pid}) exited {p.returncode}; see "
+                                f"{paths.logs}/tune-{study_name}-worker*.log")
+    finally:
+        _stop(procs)
+
+
+def _search_on_dask(params: Params, paths: StatePaths, lake: Path, study_name: str, shares: list[int],
+                    timeout: float | None, parent: str, progress: Progress) -> None:
+    """``runner.task_runner: dask``: share 0 here (it drives the progress bar), each other share a
+    task on the cluster of ``runner:`` (a ``LocalCluster`` of one process per extra worker, stopped
+    on exit, or the scheduler at ``runner.dask_address``, whose workers must see this state
+    directory and lake at the same paths: the study, MLflow and the ledger live there)."""
+    from qt.cluster import dask_client
+
+    paths, lake = StatePaths(paths.home.resolve()), lake.resolve()  # a worker's cwd is not ours
+    extra = [w for w in range(1, len(shares)) if shares[w] > 0]
+    if not extra:
+        if shares[0] > 0:
+            run_worker(params, paths, lake, study_name, shares[0], timeout, 0, parent, callbacks=[progress])
+        return
+    with dask_client(params.runner, n_workers=len(extra)) as client:
+        futures = {w: client.submit(run_worker, params, paths, lake, study_name, shares[w], timeout, w, parent,
+                                    key=f"tune-{study_name}-worker{w}-{parent}", pure=False) for w in extra}
+        try:
+            if shares[0] > 0:
+                run_worker(params, paths, lake, study_name, shares[0], timeout, 0, parent, callbacks=[progress])
+            for w, fut in futures.items():
+                exc = fut.exception()  # waits for it
+                if exc is not None:
+                    raise DataError(f"tune worker {w} on the Dask cluster failed: {type(exc).__name__}: {exc}")
+        finally:
+            client.cancel(list(futures.values()))
+
+
 def run_search(params: Params, paths: StatePaths, lake: Path, study_name: str, n_trials: int,
                timeout: float | None = None, workers: int = 1) -> dict:
-    """Run (or resume) the study with ``n_trials`` more trials over ``workers`` processes ->
+    """Run (or resume) the study with ``n_trials`` more trials over ``workers`` processes (or Dask
+    tasks, ``runner.task_runner: dask``) ->
     ``{statistics, best, parent_run_id, seconds}``; writes ``reports/tuned-params.yaml``."""
     from mlflow.tracking import MlflowClient
 
@@ -211,19 +266,12 @@ def run_search(params: Params, paths: StatePaths, lake: Path, study_name: str, n
     params_file = paths.home / "tune" / f"{study_name}.params.yaml"
     params_file.write_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
     progress = Progress(n_trials, already)
-    procs: list[subprocess.Popen] = []
     try:
-        procs = _start_workers(workers, shares, params_file, paths, lake, study_name, timeout, parent)
-        if shares[0] > 0:
-            run_worker(params, paths, lake, study_name, shares[0], timeout, 0, parent, callbacks=[progress])
-        for p in procs:
-            while p.poll() is None:
-                time.sleep(1.0)
-            if p.returncode != 0:
-                raise DataError(f"tune worker (pid {p.pid}) exited {p.returncode}; see "
-                                f"{paths.logs}/tune-{study_name}-worker*.log")
+        if params.runner.task_runner == "dask":
+            _search_on_dask(params, paths, lake, study_name, shares, timeout, parent, progress)
+        else:
+            _search_in_processes(params, paths, lake, study_name, shares, timeout, parent, progress, params_file)
     finally:
-        _stop(procs)
         progress.close()
     study = open_study(study_name, paths, params.tune)
     stats = study_statistics(study)

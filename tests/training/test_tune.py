@@ -206,3 +206,31 @@ def _processes() -> list[str]:
     import subprocess
 
     return subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
+
+
+def test_with_runner_dask_the_other_workers_trials_run_on_the_cluster_and_count(noise, tmp_path):
+    """``runner.task_runner: dask``: the second worker's share runs as a task on a LocalCluster (the
+    cluster of ``runner:``), in the same study; N counts both, and the cluster's process is gone after."""
+    import shutil
+
+    from data.sources import lake_root
+    from training.tune_run import run_search
+
+    _, noise_paths = noise
+    home = tmp_path / "home"
+    shutil.copytree(noise_paths.home, home)  # its lake and feature store; a study of its own
+    paths = StatePaths(home)
+    os.environ.update(paths.tool_env())
+    params = _params(11, folds=2, pruner_startup_trials=100).model_copy(
+        update={"runner": load_params(overrides={"runner": {"task_runner": "dask"}}).runner})
+    found = run_search(params, paths, lake_root(params, paths), "on-dask", 4, workers=2)
+    assert found["statistics"]["n_trials"] == 4
+    study = optuna.load_study(study_name="on-dask", storage=f"sqlite:///{paths.tune_db}")
+    by_worker = {}
+    for t in study.trials:
+        by_worker.setdefault(t.user_attrs["worker"], set()).add(t.user_attrs["pid"])
+    assert sorted(by_worker) == [0, 1] and by_worker[0] == {os.getpid()}
+    (remote,) = by_worker[1]
+    assert remote != os.getpid()
+    with pytest.raises(ProcessLookupError):  # the LocalCluster's worker process was stopped
+        os.kill(remote, 0)
