@@ -99,7 +99,7 @@ class SequenceForecaster:
         return all_window_columns(self.input_size, self.exog)
 
     # ------------------------------------------------------------------ training
-    def fit(self, frame: pd.DataFrame, up: np.ndarray) -> "SequenceForecaster":
+    def fit(self, frame: pd.DataFrame, up: np.ndarray, windows=None) -> "SequenceForecaster":
         """Train the network on each symbol's ``SOURCE_COLUMN`` series, then calibrate P(up).
 
         ``frame``: the training slice's rows (several symbols, any order) with ``symbol``,
@@ -107,6 +107,8 @@ class SequenceForecaster:
         aligned with ``frame``'s rows. Each symbol's rows, in time order, are one series (rows,
         not hours: gaps are not filled, as in ``features.compute``). The calibration is fitted on
         the in-sample forecasts of at most ``CALIBRATION_MAX_ROWS`` rows (a fixed stride).
+        ``windows``: a function of row positions in ``frame`` giving those rows' ``input_columns``
+        (``features.sequence.ReturnWindows``, training's batches) when ``frame`` does not carry them.
         """
         up = np.asarray(up, dtype=np.float64)
         if len(up) != len(frame):
@@ -119,6 +121,7 @@ class SequenceForecaster:
                             frame["symbol"].astype(str).to_numpy()))
         frame, up = frame.iloc[order], up[order]
         series = self._training_series(frame)
+        pick = _strided(len(frame), CALIBRATION_MAX_ROWS)
         self.scale_ = float(np.std(series["y"].to_numpy(), ddof=1))
         if not np.isfinite(self.scale_) or self.scale_ <= 0:
             raise DataError(f"{self.kind}: the training returns are constant; nothing to learn")
@@ -134,9 +137,9 @@ class SequenceForecaster:
             series[list(self.exog)] = (raw - self.exog_mean_) / self.exog_scale_
         self.module_ = self._train_network(series)
 
-        windows = _window_matrix(frame, self.input_columns, self.kind, self.input_size)
-        pick = _strided(len(frame), CALIBRATION_MAX_ROWS)
-        self.calibration_ = fit_logistic(self.forecast_sum(windows[pick]), up[pick])
+        calibration_windows = (_window_matrix(frame, self.input_columns, self.kind, self.input_size)[pick]
+                               if windows is None else windows(order[pick]))
+        self.calibration_ = fit_logistic(self.forecast_sum(calibration_windows), up[pick])
         return self
 
     def _training_series(self, frame: pd.DataFrame) -> pd.DataFrame:

@@ -154,6 +154,10 @@ class EnsembleModel(PythonModel):
         probs = self._member_matrix(self._matrix(frame))
         return pd.DataFrame({name: probs[:, j] for j, name in enumerate(self.members)}, index=frame.index)
 
+    def member_probability_matrix(self, x: np.ndarray) -> np.ndarray:
+        """``member_probabilities`` of a matrix in ``feature_columns`` order: ``[n, members]``."""
+        return self._member_matrix(self._checked_matrix(np.asarray(x, dtype=np.float64)))
+
     def predict_matrix(self, x: np.ndarray) -> np.ndarray:
         """``[n, 2]``: ``prob_up`` and ``expected_return`` per row of ``x``, the feature values in
         ``feature_columns`` order (float64). The arithmetic of ``predict_frame`` without the frames:

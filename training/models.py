@@ -61,11 +61,13 @@ def fit_member(name: str, features: np.ndarray, up: np.ndarray, train: TrainPara
     return model
 
 
-def fit_any_member(name: str, rows: pd.DataFrame, up: np.ndarray, params: Params, columns: list[str]):
+def fit_any_member(name: str, rows: pd.DataFrame, up: np.ndarray, params: Params, columns: list[str],
+                   windows=None):
     """A fitted member of any kind: trees on ``rows[columns]``, sequence nets on the rows' windows.
 
     A sequence member also needs ``symbol``/``timestamp``/``logret_1`` in ``rows``: it trains its
-    network on each symbol's return series, then calibrates P(up) on the rows (``training.deep``)."""
+    network on each symbol's return series, then calibrates P(up) on the rows (``training.deep``),
+    whose windows are ``rows[columns]`` or, when given, ``windows(positions in rows)``."""
     if name in SEQUENCE_MEMBERS:
         from training.deep import SequenceForecaster
 
@@ -75,7 +77,7 @@ def fit_any_member(name: str, rows: pd.DataFrame, up: np.ndarray, params: Params
         net = SequenceForecaster(name, horizon=params.labels.horizon_bars, input_size=tp.sequence_length,
                                  hparams=dict(getattr(tp, name)), seed=tp.seed, n_jobs=tp.n_jobs,
                                  exog=tuple(tp.sequence_exog) if name in EXOG_KINDS else ())
-        return net.fit(rows, np.asarray(up, dtype=np.int64))
+        return net.fit(rows, np.asarray(up, dtype=np.int64), windows=windows)
     return fit_member(name, rows[columns].to_numpy(dtype=np.float64), up, params.train)
 
 

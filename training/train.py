@@ -37,12 +37,19 @@ import pandas as pd
 from features.compute import feature_columns
 from features.labels import label_end_times, label_reach_bars, training_target
 from qt.config import LabelParams, Params
-from features.sequence import SOURCE_COLUMN, add_return_windows, all_window_columns, window_columns
+from features.sequence import SOURCE_COLUMN, ReturnWindows, all_window_columns, window_columns
 from qt.errors import ConfigError, DataError
 from data.lake import content_sha256
 from training.ensemble import EnsembleModel, fit_convex_weights, fit_return_map
+from training.inputs import FEATURE_ROW, ModelInputs
 from training.metrics import compute_classification_metrics
-from training.models import SEQUENCE_MEMBERS, feature_importance, fit_any_member, predict_up_probability
+from training.models import (
+    SEQUENCE_MEMBERS,
+    feature_importance,
+    fit_any_member,
+    fit_member,
+    predict_up_probability,
+)
 from training.splits import holdout_split, walk_forward_folds
 
 log = logging.getLogger(__name__)
@@ -137,26 +144,42 @@ def sequence_length_of(params: Params) -> int:
 
 
 def train_models(features_df: pd.DataFrame, labels_df: pd.DataFrame, params: Params) -> TrainResult:
-    """Walk-forward OOF -> ensemble -> final fit -> one holdout prediction. Deterministic per seed."""
+    """Walk-forward OOF -> ensemble -> final fit -> one holdout prediction. Deterministic per seed.
+
+    The sequence members' windows are never columns of the training frame: ``training.inputs``
+    builds them for the rows a fit or a prediction needs, a batch at a time (the same values)."""
     tp = params.train
     reach = label_reach_bars(params.labels, params.risk)  # bars the training label reads after t
     columns, by_member = member_columns(params)
+    tabular = feature_columns(params.features)
     seq_len = sequence_length_of(params)
-    if seq_len:
-        features_df = add_return_windows(features_df, seq_len, exog=sequence_exog_of(params))
     # each label's end time, counted in the symbol's own rows (a gap pushes it later): the purge
     # is by time, so no training label reaches into a test period (``training.splits``)
     labels_df = labels_df.assign(label_end=label_end_times(labels_df, features_df, reach))
-    data = join_features_labels(features_df, labels_df, columns, params.labels)
+    windows = None
+    keep = tabular
+    if seq_len:
+        windows = ReturnWindows(features_df, seq_len, exog=sequence_exog_of(params))
+        # the rows a frame with the window columns keeps after dropping NaN inputs, each with its
+        # position in features_df (its windows); no window column is made here
+        complete = windows.complete()
+        features_df = features_df[complete].assign(**{FEATURE_ROW: np.flatnonzero(complete)})
+        keep = tabular + [FEATURE_ROW]
+    data = join_features_labels(features_df, labels_df, keep, params.labels)
+    del features_df
+    data_sha256 = content_sha256(data.drop(columns=["label_end", FEATURE_ROW], errors="ignore"))
 
     train_mask, holdout_mask = holdout_split(data["timestamp"], tp.holdout_fraction, tp.embargo_bars, reach,
                                              label_end=data["label_end"])
     train = data[train_mask].reset_index(drop=True)
     holdout = data[holdout_mask].reset_index(drop=True)
+    n_data = len(data)
+    del data
     y_train = train["up"].to_numpy(dtype=np.int64)
     r_train = train["fwd_return"].to_numpy(dtype=np.float64)
     if len(np.unique(y_train)) < 2:
         raise DataError("training labels are all one class; the market slice is too short or degenerate")
+    inputs, holdout_inputs = ModelInputs(train, tabular, columns, windows), ModelInputs(holdout, tabular, columns, windows)
 
     folds = walk_forward_folds(train["timestamp"], tp.folds, reach, tp.embargo_bars, label_end=train["label_end"])
     names = list(tp.members)
@@ -167,8 +190,8 @@ def train_models(features_df: pd.DataFrame, labels_df: pd.DataFrame, params: Par
         fold_of_row[te] = f
         for j, name in enumerate(names):
             t0 = time.perf_counter()
-            member = fit_any_member(name, train.iloc[tr], y_train[tr], params, by_member[name])
-            oof[te, j] = predict_up_probability(member, train.iloc[te][by_member[name]].to_numpy(np.float64))
+            member = _fit(name, train, tr, y_train, params, inputs, by_member[name])
+            oof[te, j] = inputs.predict(lambda x, m=member: predict_up_probability(m, x), te, by_member[name])
             member_seconds[name] += time.perf_counter() - t0
             log.info("fold %d/%d: %s fitted and predicted in %.1f s", f + 1, len(folds), name,
                      time.perf_counter() - t0)
@@ -181,15 +204,20 @@ def train_models(features_df: pd.DataFrame, labels_df: pd.DataFrame, params: Par
     finals = {}
     for name in names:
         t0 = time.perf_counter()
-        finals[name] = fit_any_member(name, train, y_train, params, by_member[name])
+        finals[name] = _fit(name, train, np.arange(len(train)), y_train, params, inputs, by_member[name])
         member_seconds[name] += time.perf_counter() - t0
         log.info("final fit: %s in %.1f s", name, time.perf_counter() - t0)
     ensemble = EnsembleModel(columns, finals, dict(zip(names, weights)), intercept, slope,
                              member_columns=by_member, sequence_length=seq_len,
                              sequence_exog=sequence_exog_of(params))
 
-    member_holdout = ensemble.member_probabilities(holdout)
-    pred = ensemble.predict_frame(holdout)
+    member_holdout = np.empty((len(holdout), len(names)))
+    pred_values = np.empty((len(holdout), 2))
+    for batch in holdout_inputs.batches():
+        x = holdout_inputs.matrix(batch)
+        member_holdout[batch] = ensemble.member_probability_matrix(x)
+        pred_values[batch] = ensemble.predict_matrix(x)
+    pred = pd.DataFrame({"prob_up": pred_values[:, 0], "expected_return": pred_values[:, 1]}, index=holdout.index)
     y_hold = holdout["up"].to_numpy(dtype=np.int64)
     r_hold = holdout["fwd_return"].to_numpy(dtype=np.float64)
 
@@ -202,7 +230,7 @@ def train_models(features_df: pd.DataFrame, labels_df: pd.DataFrame, params: Par
             hold_p, hold_er = pred["prob_up"].to_numpy(), pred["expected_return"].to_numpy()
             oof_er = intercept + slope * (ens_oof - 0.5)
         else:  # a member's IC uses prob_up itself: Spearman is invariant to increasing maps
-            hold_p = hold_er = member_holdout[name].to_numpy()
+            hold_p = hold_er = member_holdout[:, names.index(name)]
             oof_er = oof_frame[name].to_numpy()
         oof_p = oof_frame[name].to_numpy()
         cv = compute_classification_metrics(cv_up, oof_p, cv_ret, oof_er)
@@ -233,9 +261,20 @@ def train_models(features_df: pd.DataFrame, labels_df: pd.DataFrame, params: Par
         feature_importance=importance,
         train_range=(train["timestamp"].min(), train["timestamp"].max()),
         holdout_range=(holdout["timestamp"].min(), holdout["timestamp"].max()),
-        data_sha256=content_sha256(data.drop(columns="label_end")),  # label_end is derived, not data
-        input_example=train[columns].head(5).reset_index(drop=True),
+        data_sha256=data_sha256,  # of the joined rows the run saw: keys, tabular features, labels
+        input_example=pd.DataFrame(inputs.matrix(np.arange(min(5, len(train)))), columns=columns),
         rows={"train": int(len(train)), "holdout": int(len(holdout)), "oof": int(has_oof.sum()),
-              "purged": int(len(data) - len(train) - len(holdout))},
+              "purged": int(n_data - len(train) - len(holdout))},
         trained_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
+
+
+def _fit(name: str, train: pd.DataFrame, rows: np.ndarray, up: np.ndarray, params: Params, inputs: ModelInputs,
+         columns: list[str]):
+    """Member ``name`` fitted on the training rows ``rows``: a tree on their input matrix, a sequence
+    net on their series (keys, returns, exogenous columns) with their windows built on demand."""
+    if name in SEQUENCE_MEMBERS:
+        series = [c for c in ("symbol", "timestamp", SOURCE_COLUMN, *sequence_exog_of(params)) if c in train.columns]
+        return fit_any_member(name, train.iloc[rows][list(dict.fromkeys(series))], up[rows], params, columns,
+                              windows=lambda at: inputs.matrix(rows[at], columns))
+    return fit_member(name, inputs.matrix(rows, columns), up[rows], params.train)

@@ -120,3 +120,21 @@ def test_peeking_window_would_be_caught(synthetic):
 
     violations = check_lookahead(synthetic, leaking, cuts=3, seed=4)
     assert violations and all(v.startswith("seq_ret_0 of ") for v in violations)
+
+
+def test_windows_of_any_rows_asked_a_batch_at_a_time_equal_the_window_columns():
+    """Training builds windows per batch of rows (``ReturnWindows``) instead of 192 columns per row:
+    any subset, in any order, must equal those rows of ``add_return_windows``; and ``complete``
+    must keep exactly the rows ``dropna`` over the window columns keeps (a NaN inside a window too)."""
+    from features.sequence import ReturnWindows
+
+    frame = _two_symbols(40, 33).sample(frac=1.0, random_state=5).reset_index(drop=True)
+    frame.loc[[3, 17, 50], "rsi_14"] = np.nan  # NaNs inside some windows of the exogenous column
+    full = add_return_windows(frame, LENGTH, exog=["rsi_14"])
+    cols = all_window_columns(LENGTH, ["rsi_14"])
+    windows = ReturnWindows(frame, LENGTH, exog=["rsi_14"])
+    rows = np.random.default_rng(1).permutation(len(frame))[:45]
+    np.testing.assert_array_equal(windows.matrix(rows), full[cols].to_numpy()[rows])
+    kept = full.dropna(subset=cols).index.to_numpy()
+    assert np.flatnonzero(windows.complete()).tolist() == sorted(kept.tolist())
+    assert len(kept) < len(frame) - 2 * (LENGTH - 1)  # the NaNs did remove windows beyond the warm-up
