@@ -34,7 +34,10 @@ def dask_client(runner: RunnerParams, n_workers: int | None = None) -> Iterator:
     """A ``distributed.Client`` on the scheduler at ``runner.dask_address``, or on a ``LocalCluster``
     of ``n_workers`` (default ``runner.workers``) single-threaded worker processes started here and
     stopped on exit, also on failure (closing the cluster ends its worker processes)."""
-    from distributed import Client, LocalCluster  # optional and heavy: only for runner dask
+    from distributed import (  # optional and heavy: only for runner dask
+        Client,
+        LocalCluster,
+    )
 
     if runner.dask_address:
         require_scheduler(runner.dask_address)

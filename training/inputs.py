@@ -19,8 +19,10 @@ import numpy as np
 import pandas as pd
 
 from features.sequence import ReturnWindows
+from qt.config import Params
 from qt.errors import DataError
 from training.deep import PREDICT_BATCH_ROWS
+from training.models import SEQUENCE_MEMBERS, fit_any_member, fit_member
 
 FEATURE_ROW = "_feature_row"  # a training row's position in the features frame its windows come from
 # rows per prediction batch: a multiple of the sequence members' forward-pass batch, so batching
@@ -67,3 +69,13 @@ class ModelInputs:
         """``fn(matrix)`` over ``rows`` batch by batch, concatenated (``fn`` maps rows to rows)."""
         parts = [fn(self.matrix(batch, columns)) for batch in self.batches(rows)]
         return np.concatenate(parts) if parts else fn(self.matrix(np.zeros(0, dtype=np.int64), columns))
+
+
+def fit_on_rows(name: str, series: pd.DataFrame, rows: np.ndarray, up: np.ndarray, params: Params,
+                inputs: ModelInputs, columns: list[str]):
+    """Member ``name`` fitted on the training rows ``rows``: a tree on their input matrix, a sequence
+    net on their ``series`` (keys, returns, exogenous columns) with their windows built on demand."""
+    if name in SEQUENCE_MEMBERS:
+        return fit_any_member(name, series.iloc[rows], up[rows], params, columns,
+                              windows=lambda at: inputs.matrix(rows[at], columns))
+    return fit_member(name, inputs.matrix(rows, columns), up[rows], params.train)

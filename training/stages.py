@@ -95,7 +95,13 @@ def train_stage(params: Params, paths: StatePaths) -> dict:
     feats = read_features(paths.features, params.data.symbols)
     labels = read_labels(paths.features, params.data.symbols)
     t0 = time.perf_counter()
-    result = train_models(feats, labels, params)
+    if params.runner.task_runner == "dask":  # the fits on the cluster of runner: (training.cluster_fit)
+        from qt.cluster import dask_client
+
+        with dask_client(params.runner) as client:
+            result = train_models(feats, labels, params, cluster=client)
+    else:
+        result = train_models(feats, labels, params)
     fit_seconds = time.perf_counter() - t0
     registry = _registry(params, paths)
     fs_hash = feature_set_hash(params.features)

@@ -41,15 +41,9 @@ from features.sequence import SOURCE_COLUMN, ReturnWindows, all_window_columns, 
 from qt.errors import ConfigError, DataError
 from data.lake import content_sha256
 from training.ensemble import EnsembleModel, fit_convex_weights, fit_return_map
-from training.inputs import FEATURE_ROW, ModelInputs
+from training.inputs import FEATURE_ROW, ModelInputs, fit_on_rows
 from training.metrics import compute_classification_metrics
-from training.models import (
-    SEQUENCE_MEMBERS,
-    feature_importance,
-    fit_any_member,
-    fit_member,
-    predict_up_probability,
-)
+from training.models import SEQUENCE_MEMBERS, feature_importance, predict_up_probability
 from training.splits import holdout_split, walk_forward_folds
 
 log = logging.getLogger(__name__)
@@ -143,11 +137,13 @@ def sequence_length_of(params: Params) -> int:
     return params.train.sequence_length if any(n in SEQUENCE_MEMBERS for n in params.train.members) else 0
 
 
-def train_models(features_df: pd.DataFrame, labels_df: pd.DataFrame, params: Params) -> TrainResult:
+def train_models(features_df: pd.DataFrame, labels_df: pd.DataFrame, params: Params, cluster=None) -> TrainResult:
     """Walk-forward OOF -> ensemble -> final fit -> one holdout prediction. Deterministic per seed.
 
     The sequence members' windows are never columns of the training frame: ``training.inputs``
-    builds them for the rows a fit or a prediction needs, a batch at a time (the same values)."""
+    builds them for the rows a fit or a prediction needs, a batch at a time (the same values).
+    ``cluster``: a ``distributed.Client`` - the fold fits become Dask tasks and the final tree fits
+    ``xgboost.dask`` / ``lightgbm.dask`` ones (``training.cluster_fit``); None: all in this process."""
     tp = params.train
     reach = label_reach_bars(params.labels, params.risk)  # bars the training label reads after t
     columns, by_member = member_columns(params)
@@ -180,17 +176,29 @@ def train_models(features_df: pd.DataFrame, labels_df: pd.DataFrame, params: Par
     if len(np.unique(y_train)) < 2:
         raise DataError("training labels are all one class; the market slice is too short or degenerate")
     inputs, holdout_inputs = ModelInputs(train, tabular, columns, windows), ModelInputs(holdout, tabular, columns, windows)
+    # what a sequence member's network trains on (each symbol's series); trees read ``inputs``
+    series = train[list(dict.fromkeys(["symbol", "timestamp", SOURCE_COLUMN, *sequence_exog_of(params)]))
+                   if seq_len else ["symbol", "timestamp"]]
 
     folds = walk_forward_folds(train["timestamp"], tp.folds, reach, tp.embargo_bars, label_end=train["label_end"])
     names = list(tp.members)
     oof = np.full((len(train), len(names)), np.nan)
     fold_of_row = np.full(len(train), -1)
     member_seconds = {name: 0.0 for name in names}
-    for f, (tr, te) in enumerate(folds):
+    if cluster is not None:
+        from training.cluster_fit import fold_predictions
+
+        t0 = time.perf_counter()
+        for (f, j), probs in fold_predictions(cluster, names, folds, series, y_train, params, inputs,
+                                              by_member).items():
+            oof[folds[f][1], j] = probs
+            fold_of_row[folds[f][1]] = f
+        log.info("%d fold fits on the cluster in %.1f s", len(folds) * len(names), time.perf_counter() - t0)
+    for f, (tr, te) in enumerate(folds if cluster is None else []):
         fold_of_row[te] = f
         for j, name in enumerate(names):
             t0 = time.perf_counter()
-            member = _fit(name, train, tr, y_train, params, inputs, by_member[name])
+            member = fit_on_rows(name, series, tr, y_train, params, inputs, by_member[name])
             oof[te, j] = inputs.predict(lambda x, m=member: predict_up_probability(m, x), te, by_member[name])
             member_seconds[name] += time.perf_counter() - t0
             log.info("fold %d/%d: %s fitted and predicted in %.1f s", f + 1, len(folds), name,
@@ -202,9 +210,15 @@ def train_models(features_df: pd.DataFrame, labels_df: pd.DataFrame, params: Par
     intercept, slope = fit_return_map(ens_oof, r_train[has_oof])
 
     finals = {}
-    for name in names:
+    if cluster is not None:
+        from training.cluster_fit import final_members
+
         t0 = time.perf_counter()
-        finals[name] = _fit(name, train, np.arange(len(train)), y_train, params, inputs, by_member[name])
+        finals = final_members(cluster, names, series, y_train, params, inputs, by_member)
+        log.info("final fits on the cluster in %.1f s", time.perf_counter() - t0)
+    for name in (names if cluster is None else []):
+        t0 = time.perf_counter()
+        finals[name] = fit_on_rows(name, series, np.arange(len(train)), y_train, params, inputs, by_member[name])
         member_seconds[name] += time.perf_counter() - t0
         log.info("final fit: %s in %.1f s", name, time.perf_counter() - t0)
     ensemble = EnsembleModel(columns, finals, dict(zip(names, weights)), intercept, slope,
@@ -240,7 +254,9 @@ def train_models(features_df: pd.DataFrame, labels_df: pd.DataFrame, params: Par
             for f in range(len(folds))
         ]
         models.append({"name": name, "oos": compute_classification_metrics(y_hold, hold_p, r_hold, hold_er),
-                       "cv": cv, "fit_seconds": round(member_seconds.get(name, 0.0), 2)})
+                       "cv": cv,
+                       # a member's own seconds; None on a cluster, where its fits overlap others'
+                       "fit_seconds": None if cluster is not None else round(member_seconds.get(name, 0.0), 2)})
 
     tabular = feature_columns(params.features)
     importance = pd.DataFrame({"feature": tabular})
@@ -268,13 +284,3 @@ def train_models(features_df: pd.DataFrame, labels_df: pd.DataFrame, params: Par
         trained_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
 
-
-def _fit(name: str, train: pd.DataFrame, rows: np.ndarray, up: np.ndarray, params: Params, inputs: ModelInputs,
-         columns: list[str]):
-    """Member ``name`` fitted on the training rows ``rows``: a tree on their input matrix, a sequence
-    net on their series (keys, returns, exogenous columns) with their windows built on demand."""
-    if name in SEQUENCE_MEMBERS:
-        series = [c for c in ("symbol", "timestamp", SOURCE_COLUMN, *sequence_exog_of(params)) if c in train.columns]
-        return fit_any_member(name, train.iloc[rows][list(dict.fromkeys(series))], up[rows], params, columns,
-                              windows=lambda at: inputs.matrix(rows[at], columns))
-    return fit_member(name, inputs.matrix(rows, columns), up[rows], params.train)
