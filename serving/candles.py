@@ -13,6 +13,7 @@ come from the ``CandleCache`` like any symbol's.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from dataclasses import dataclass
@@ -34,6 +35,13 @@ class SymbolCandles:
     # (inode, mtime_ns, size) of the symbol's lake directory when it was read: changes on every
     # write (atomic rename), so anything derived from these candles may be cached under it
     generation: tuple[int, int, int] = (0, 0, 0)
+
+    @functools.cached_property
+    def ohlcv(self) -> np.ndarray:
+        """``(5, bars)`` float64 open, high, low, close, volume: the new-bar path stacks windows of
+        566 symbols from these (slicing arrays, not frames: ``serving.newbar``)."""
+        return np.ascontiguousarray(self.frame[["open", "high", "low", "close", "volume"]]
+                                    .to_numpy(dtype=np.float64).T)
 
     def window_before(self, as_of_ms: int, bars: int) -> pd.DataFrame:
         """The last ``bars`` candles with open time <= ``as_of_ms`` (empty if none)."""
