@@ -13,8 +13,12 @@ per request), two engines side by side in the same run, on the same lake and mod
 Two workloads, each timed per new bar for both engines (their order alternates bar by bar):
 
 * ``appended``: a bar is appended to the lake (one ``data.lake.write_candles`` per symbol,
-  untimed), then the first batch at that bar: the engine re-reads the changed candle files
-  (``serving.candles.CandleCache``) and computes every row - what the live service does;
+  untimed), then the first batch at that bar - ``refreshed``: after ``SignalEngine.refresh_candles``
+  (untimed) re-read the changed candle files, as the service's background refresher does while
+  the collector writes (``serving.refresher``, every ``serving.lake_refresh_seconds``), so the
+  batch computes every row - what the live service answers (the target); ``cold``: straight after
+  the writes, the batch re-reads the 566 changed files itself (a refresher switched off, or a
+  request racing the collector);
 * ``as_of``: the lake already loaded, the batch asks for successive bars by ``as_of`` - what the
   paper replay of ``qt run`` does (one request per bar over a finished lake): compute only.
 
@@ -119,14 +123,15 @@ def _timed(engine, model, symbols: list[str], as_of: str) -> tuple[float, list[d
     return time.perf_counter() - t0, signals
 
 
-def _both(engines: dict, model, symbols: list[str], as_of: str, turn: int, times: dict) -> bool:
-    """Time both engines' batch at ``as_of`` (order alternating with ``turn``); True when they agree."""
+def _both(engines: dict, names: tuple[str, str], model, symbols: list[str], as_of: str, turn: int,
+          times: dict) -> list[list[dict]]:
+    """Time the two engines' batch at ``as_of`` (order alternating with ``turn``); their answers."""
     answers = {}
-    for name in (list(engines) if turn % 2 == 0 else list(engines)[::-1]):
+    for name in (names if turn % 2 == 0 else names[::-1]):
         gc.collect()
         seconds, answers[name] = _timed(engines[name], model, symbols, as_of)
         times[name].append(seconds)
-    return answers["panel"] == answers["full"]
+    return [answers[n] for n in names]
 
 
 def run() -> dict:
@@ -151,45 +156,65 @@ def run() -> dict:
         for sym, part in by_symbol.items():
             write_candles(lake, sym, "1h", part.iloc[:first_new])
         write_s = time.perf_counter() - t0
-        engines = {"panel": SignalEngine(lake, serving, signal), "full": _full_engine_class()(lake, serving, signal)}
+        full = _full_engine_class()
+        engines = {"panel": SignalEngine(lake, serving, signal), "full": full(lake, serving, signal),
+                   "panel_refreshed": SignalEngine(lake, serving, signal),
+                   "full_refreshed": full(lake, serving, signal)}
         for engine in engines.values():  # read the lake once, at a bar not measured
             engine.signals(model, symbols, iso[first_new - 1 - AS_OF_BARS])
 
         as_of_times: dict[str, list[float]] = {"panel": [], "full": []}
         equal = True
         for turn, i in enumerate(range(first_new - AS_OF_BARS, first_new)):
-            equal &= _both(engines, model, symbols, iso[i], turn, as_of_times)
+            a, b = _both(engines, ("panel", "full"), model, symbols, iso[i], turn, as_of_times)
+            equal &= a == b
 
-        appended_times: dict[str, list[float]] = {"panel": [], "full": []}
+        appended_times: dict[str, list[float]] = {name: [] for name in engines}
         cached: list[float] = []
-        append_s = []
+        append_s, refresh_s = [], []
         for turn, i in enumerate(range(first_new, len(bars))):
             t0 = time.perf_counter()
             for sym, part in by_symbol.items():
                 write_candles(lake, sym, "1h", part.iloc[i:i + 1])
             append_s.append(time.perf_counter() - t0)
-            equal &= _both(engines, model, symbols, iso[i], turn, appended_times)
+            t0 = time.perf_counter()  # what the service's refresher does while the collector writes
+            for name in ("panel_refreshed", "full_refreshed"):
+                if engines[name].refresh_candles() != N_SYMBOLS:
+                    raise RuntimeError(f"{name}: the refresh did not re-read every appended symbol")
+            refresh_s.append((time.perf_counter() - t0) / 2)
+            answers = _both(engines, ("panel", "full"), model, symbols, iso[i], turn, appended_times)
+            answers += _both(engines, ("panel_refreshed", "full_refreshed"), model, symbols, iso[i], turn,
+                             appended_times)
+            equal &= all(a == answers[0] for a in answers)
             cached.append(_timed(engines["panel"], model, symbols, iso[i])[0])
 
-    def ratio(times: dict) -> dict:
-        a, b = _summary(times["panel"]), _summary(times["full"])
+    def ratio(panel: list[float], reference: list[float]) -> dict:
+        a, b = _summary(panel), _summary(reference)
         return {"p50": round(a["p50_ms"] / b["p50_ms"], 3), "p99": round(a["p99_ms"] / b["p99_ms"], 3)}
 
-    appended = {name: _summary(t) for name, t in appended_times.items()}
-    appended["panel"].update(target_p99_ms=TARGET_P99_MS,
-                             within_target=bool(appended["panel"]["p99_ms"] < TARGET_P99_MS))
+    appended = {
+        "cold": {"panel": _summary(appended_times["panel"]), "full": _summary(appended_times["full"])},
+        "refreshed": {"panel": _summary(appended_times["panel_refreshed"]),
+                      "full": _summary(appended_times["full_refreshed"])},
+    }
+    served = appended["refreshed"]["panel"]
+    served.update(target_p99_ms=TARGET_P99_MS, within_target=bool(served["p99_ms"] < TARGET_P99_MS))
     return {
         "lake": {"symbols": N_SYMBOLS, "timeframe": "1h", "bars_per_symbol": BARS,
                  "source": f"synthetic (data.synthetic.generate_market, seed {SEED})",
                  "write_seconds": round(write_s, 1),
-                 "append_one_bar_seconds_p50": round(float(np.median(append_s)), 1)},
+                 "append_one_bar_seconds_p50": round(float(np.median(append_s)), 1),
+                 "refresh_after_append_seconds_p50": round(float(np.median(refresh_s)), 2)},
         "model": {"input_columns": len(model.feature_columns), "sequence_length": model.sequence_length,
                   "sequence_exog": list(model.sequence_exog), "history_bars": serving.history_bars,
                   "members": f"xgboost + lightgbm, {TREES} trees each, trained on {TRAIN_SYMBOLS} symbols"},
         "appended": appended,
         "as_of": {name: _summary(t) for name, t in as_of_times.items()},
         "cached_batch_after_append": _summary(cached),
-        "ratio_panel_to_full": {"appended": ratio(appended_times), "as_of": ratio(as_of_times)},
+        "ratio_panel_to_full": {
+            "appended_cold": ratio(appended_times["panel"], appended_times["full"]),
+            "appended_refreshed": ratio(appended_times["panel_refreshed"], appended_times["full_refreshed"]),
+            "as_of": ratio(as_of_times["panel"], as_of_times["full"])},
         "answers_equal": bool(equal),
         "load_average_1m": {"start": round(load_before[0], 2), "end": round(os.getloadavg()[0], 2)},
         "bench_seconds": round(time.perf_counter() - started, 1),

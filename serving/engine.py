@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from qt.config import FeatureParams, RiskParams, ServingParams, SignalParams
-from serving.candles import CandleCache, FundingCache
+from serving.candles import CandleCache, FundingCache, refresh_candles
 from serving.champion import LoadedModel
 from serving.inference import (WindowSpan, check_symbols, iso_utc, latest_feature_rows, min_history_bars,
                                parse_as_of, plan_windows, select_inputs, signal_dicts)
@@ -92,6 +92,19 @@ class SignalEngine:
         self._warmups: dict[str, int] = {}
         self._warmups_by_id: dict[int, tuple[FeatureParams, int]] = {}
         self._atr_warmups: dict[int, tuple[FeatureParams, int]] = {}
+        self._universe: tuple[str, tuple[str, ...]] | None = None
+
+    def refresh_candles(self) -> int:
+        """Re-read the candle files of the last batch's symbols that the collector has rewritten
+        since (``serving.candles.refresh_candles``); the number re-read. The service calls it in
+        the background (``serving.refresher``) so that the first batch after a new bar finds the
+        candles read: re-reading 566 files costs ~1.4 s, ten times the rows' computation. A
+        request still re-reads whatever the refresh has not reached yet: never a stale candle."""
+        universe = self._universe
+        if universe is None:
+            return 0
+        timeframe, symbols = universe
+        return refresh_candles(self.candles(timeframe), list(symbols))
 
     def candles(self, timeframe: str) -> CandleCache:
         cache = self._candles.get(timeframe)
@@ -109,6 +122,8 @@ class SignalEngine:
 
         wanted = check_symbols(symbols)
         when = parse_as_of(as_of)
+        if len(wanted) > 1:
+            self._universe = (model.timeframe, tuple(wanted))  # what refresh_candles keeps read
         warmup = self._warmup(model.feature_params)
         cache = self.candles(model.timeframe)
         need = min_history_bars(warmup, model.sequence_length)

@@ -6,6 +6,8 @@ models; what it cannot answer exactly goes to the full path."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -176,3 +178,37 @@ def test_a_rewritten_candle_is_recomputed_and_still_equals_the_full_recompute(tm
     full = _full(engine, model, ["A/USDT", "B/USDT"], as_of, 400)
     expected = model.pyfunc.predict(full[list(model.feature_columns)])
     assert [s["confidence"] for s in after] == expected["prob_up"].tolist()
+
+
+def test_the_background_refresh_reads_what_the_collector_appended_so_the_batch_reads_nothing(tmp_path, monkeypatch):
+    import serving.candles as candles_module
+    from serving.refresher import Refresher
+
+    candles = generate_market(["A/USDT", "B/USDT"], "1h", SyntheticParams(bars=400), seed=3)
+    parts = {str(sym): part for sym, part in candles.groupby("symbol")}
+    for sym, part in parts.items():
+        write_candles(tmp_path, sym, "1h", part.iloc[:-1])
+    model = _model(FeatureParams(), 8)
+    engine = SignalEngine(tmp_path, ServingParams(history_bars=300), SignalParams())
+    assert engine.refresh_candles() == 0  # no batch asked yet: nothing to keep read
+    engine.signals(model, list(parts), None)
+    assert engine.refresh_candles() == 0  # nothing changed
+    for sym, part in parts.items():
+        write_candles(tmp_path, sym, "1h", part.iloc[-1:])
+    reads: list[str] = []
+    real = candles_module.read_symbol
+    monkeypatch.setattr(candles_module, "read_symbol", lambda root, sym, tf: reads.append(sym) or real(root, sym, tf))
+    refresher = Refresher(engine.refresh_candles, 0.01).start()
+    try:
+        for _ in range(500):
+            if len(reads) == 2:
+                break
+            threading.Event().wait(0.01)
+    finally:
+        refresher.stop()
+    assert sorted(reads) == sorted(parts)  # each appended file re-read once, in the background
+    signals, _ = engine.signals(model, list(parts), None)
+    assert sorted(reads) == sorted(parts)  # the batch read nothing more
+    assert {s["feature_timestamp"] for s in signals} == {candles["timestamp"].max().strftime("%Y-%m-%dT%H:%M:%SZ")}
+    fresh = SignalEngine(tmp_path, ServingParams(history_bars=300), SignalParams())
+    assert fresh.signals(model, list(parts), None)[0] == signals  # the same answer as reading on request
