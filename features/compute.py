@@ -295,63 +295,82 @@ def _run_blocks(fill, kept_rows: np.ndarray) -> None:
 
 def _candle_block(bar: dict[str, np.ndarray], params: FeatureParams, out: np.ndarray, warmup: int) -> None:
     """One symbol's candle-only features written into ``out`` (rows = ``_candle_columns``),
-    dropping the first ``warmup`` bars."""
+    dropping the first ``warmup`` bars: ``candle_panel`` on a panel of one symbol."""
+    candle_panel({c: a[None, :] for c, a in bar.items()}, params, out[:, None, :], warmup)
+
+
+def candle_panel(bar: dict[str, np.ndarray], params: FeatureParams, out: np.ndarray, keep_from: int) -> None:
+    """The candle-only features of a PANEL of symbols, written into ``out``.
+
+    ``bar``: ``open, high, low, close, volume`` as ``(symbols, bars)`` float64 arrays, one row per
+    symbol, every row that symbol's own consecutive candles (the panel has one length: callers
+    group symbols by window length). ``out``: ``(len(_candle_columns), symbols, bars - keep_from)``,
+    the values of bars ``keep_from..`` (``keep_from = warmup`` gives ``compute_features``' rows).
+
+    Why a panel: the serving path computes ~566 short windows at once, and per-symbol pandas
+    rolling calls cost ~50 us of overhead each - more than the arithmetic. Every formula here is
+    element-wise along a row or a per-row kernel, so a row's values do not depend on the other
+    rows: TA-Lib (1-D only) is called row by row; a rolling statistic is pandas' rolling kernel
+    run on each column of a ``(bars, symbols)`` frame, the same kernel a Series uses, so a panel
+    row equals the one-symbol computation bit for bit (``tests/features/test_panel.py``).
+    """
     open_, close, high, low, volume = bar["open"], bar["close"], bar["high"], bar["low"], bar["volume"]
     rows = iter(out)
 
     def put(values: np.ndarray) -> None:
-        next(rows)[:] = values[warmup:]
+        next(rows)[:] = values[:, keep_from:]
 
     for p in params.rsi:
-        put(talib.RSI(close, timeperiod=p))
+        put(_talib_rows(talib.RSI, close, timeperiod=p))
     for p in params.ema:
-        put(talib.EMA(close, timeperiod=p) / close - 1.0)
+        put(_talib_rows(talib.EMA, close, timeperiod=p) / close - 1.0)
     for p in params.sma:
-        put(talib.SMA(close, timeperiod=p) / close - 1.0)
+        put(_talib_rows(talib.SMA, close, timeperiod=p) / close - 1.0)
     fast, slow, signal = params.macd
-    macd, macd_signal, macd_hist = talib.MACD(close, fastperiod=fast, slowperiod=slow, signalperiod=signal)
+    macd, macd_signal, macd_hist = _talib_rows(talib.MACD, close, fastperiod=fast, slowperiod=slow,
+                                               signalperiod=signal)
     put(macd / close)
     put(macd_signal / close)
     put(macd_hist / close)
     bb_period, bb_k = params.bbands
-    upper, middle, lower = talib.BBANDS(close, timeperiod=bb_period, nbdevup=bb_k, nbdevdn=bb_k, matype=0)
+    upper, middle, lower = _talib_rows(talib.BBANDS, close, timeperiod=bb_period, nbdevup=bb_k, nbdevdn=bb_k,
+                                       matype=0)
     put(upper / close - 1.0)
     put(lower / close - 1.0)
     put((upper - lower) / middle)
     for p in params.atr:
-        put(talib.ATR(high, low, close, timeperiod=p) / close)
+        put(_talib_rows(talib.ATR, high, low, close, timeperiod=p) / close)
 
     log_close = np.log(close)
     for h in params.log_return:
         put(_lagged_difference(log_close, h))
-    one_bar = pd.Series(_lagged_difference(log_close, 1))
+    one_bar = _lagged_difference(log_close, 1)
     for w in params.realised_vol:
-        put(np.sqrt(one_bar.rolling(w).var().to_numpy()))
-    volume_series = pd.Series(volume)
+        put(np.sqrt(_rolling(one_bar, w, "var")))
     for w in params.volume_z:
-        put(_trailing_zscore(volume_series, w))
+        put(_trailing_zscore(volume, w))
     for p in params.adx:
-        put(talib.ADX(high, low, close, timeperiod=p))
+        put(_talib_rows(talib.ADX, high, low, close, timeperiod=p))
     stoch_k, stoch_d, stoch_s = params.stoch
-    slow_k, slow_d = talib.STOCH(high, low, close, fastk_period=stoch_k, slowk_period=stoch_s, slowk_matype=0,
-                                 slowd_period=stoch_d, slowd_matype=0)
+    slow_k, slow_d = _talib_rows(talib.STOCH, high, low, close, fastk_period=stoch_k, slowk_period=stoch_s,
+                                 slowk_matype=0, slowd_period=stoch_d, slowd_matype=0)
     put(slow_k)
     put(slow_d)
     if params.obv_z:
-        obv = talib.OBV(close, volume)
-        obv_step = pd.Series(_lagged_difference(obv, 1))
+        obv = _talib_rows(talib.OBV, close, volume)
+        obv_step = _lagged_difference(obv, 1)
         for w in params.obv_z:
-            step_std = obv_step.rolling(w).std().to_numpy()
-            varies = step_std > 1e-9 * obv_step.abs().rolling(w).mean().to_numpy()
+            step_std = _rolling(obv_step, w, "std")
+            varies = step_std > 1e-9 * _rolling(np.abs(obv_step), w, "mean")
             change = _lagged_difference(obv, w)
             z = np.where(varies, change / (math.sqrt(w) * np.where(varies, step_std, 1.0)), 0.0)
             z[np.isnan(step_std)] = np.nan
             put(z)
     if params.vwap_dist:
-        price_volume = pd.Series((high + low + close) / 3.0 * volume)
+        price_volume = (high + low + close) / 3.0 * volume
         for w in params.vwap_dist:
-            traded = volume_series.rolling(w).sum().to_numpy()
-            vwap = price_volume.rolling(w).sum().to_numpy() / np.where(traded > 0, traded, np.nan)
+            traded = _rolling(volume, w, "sum")
+            vwap = _rolling(price_volume, w, "sum") / np.where(traded > 0, traded, np.nan)
             put(np.where(traded > 0, close / vwap - 1.0, np.where(np.isnan(traded), np.nan, 0.0)))
     if params.candle_shape:
         span = high - low
@@ -363,23 +382,45 @@ def _candle_block(bar: dict[str, np.ndarray], params: FeatureParams, out: np.nda
         put(np.log(high / low))
 
 
+def _talib_rows(fn, *inputs: np.ndarray, **kwargs):
+    """``fn`` (a 1-D TA-Lib function) on each row of the ``(symbols, bars)`` inputs: an array of
+    that shape, or a tuple of them for a function with several outputs."""
+    if len(inputs[0]) == 1:  # the one-symbol path: no copies
+        result = fn(*(x[0] for x in inputs), **kwargs)
+        return tuple(r[None, :] for r in result) if isinstance(result, tuple) else result[None, :]
+    results = [fn(*(x[i] for x in inputs), **kwargs) for i in range(len(inputs[0]))]
+    if isinstance(results[0], tuple):
+        return tuple(np.vstack(part) for part in zip(*results))
+    return np.vstack(results)
+
+
+def _rolling(x: np.ndarray, window: int, stat: str) -> np.ndarray:
+    """pandas' rolling ``stat`` (mean, sum, var, std) over the bars of each row of a
+    ``(symbols, bars)`` array. One row goes through a Series (a frame costs ~40% more per call on
+    the one-symbol path training takes); both run the same kernel on each row."""
+    if len(x) == 1:
+        return getattr(pd.Series(x[0]).rolling(window), stat)().to_numpy()[None, :]
+    return getattr(pd.DataFrame(x.T, copy=False).rolling(window), stat)().to_numpy().T
+
+
 def _lagged_difference(x: np.ndarray, lag: int) -> np.ndarray:
+    """``x_t - x_{t-lag}`` along the last axis (NaN for the first ``lag`` bars)."""
     out = np.full_like(x, np.nan)
-    if lag < len(x):
-        out[lag:] = x[lag:] - x[:-lag]
+    if lag < x.shape[-1]:
+        out[..., lag:] = x[..., lag:] - x[..., :-lag]
     return out
 
 
-def _trailing_zscore(x: pd.Series, window: int) -> np.ndarray:
-    """z-score of each value within its trailing window (ddof=1); 0 for a constant window.
+def _trailing_zscore(x: np.ndarray, window: int) -> np.ndarray:
+    """z-score of each value within its trailing window (ddof=1), per row of a ``(symbols, bars)``
+    array; 0 for a constant window.
     "Constant" allows rounding noise (std <= 1e-9 x |mean|): 24 volumes of 0.1 have a
     computed std of ~1e-17, and dividing rounding noise by rounding noise would give an
     arbitrary z."""
-    rolling = x.rolling(window)
-    mean = rolling.mean().to_numpy()
-    std = rolling.std().to_numpy()
+    mean = _rolling(x, window, "mean")
+    std = _rolling(x, window, "std")
     varies = std > 1e-9 * np.abs(mean)
-    z = np.where(varies, (x.to_numpy() - mean) / np.where(varies, std, 1.0), 0.0)
+    z = np.where(varies, (x - mean) / np.where(varies, std, 1.0), 0.0)
     z[np.isnan(std)] = np.nan
     return z
 

@@ -253,6 +253,10 @@ class ServingParams(_Frozen):
     # 270 + 64 for the default features and train.sequence_length).
     history_bars: int = Field(400, ge=50)
     max_staleness_bars: int = Field(2, ge=1)  # candles older than this (vs as_of) are refused
+    # How often the service re-reads, in the background, the candle files of the universe last
+    # asked for that the collector has rewritten (serving.refresher): the first /signals batch
+    # after a new bar then finds its candles read and only computes. 0 = off (read on request).
+    lake_refresh_seconds: float = Field(1.0, ge=0.0)
 
 
 class CollectParams(_Frozen):

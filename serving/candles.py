@@ -13,6 +13,7 @@ come from the ``CandleCache`` like any symbol's.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from dataclasses import dataclass
@@ -34,6 +35,13 @@ class SymbolCandles:
     # (inode, mtime_ns, size) of the symbol's lake directory when it was read: changes on every
     # write (atomic rename), so anything derived from these candles may be cached under it
     generation: tuple[int, int, int] = (0, 0, 0)
+
+    @functools.cached_property
+    def ohlcv(self) -> np.ndarray:
+        """``(5, bars)`` float64 open, high, low, close, volume: the new-bar path stacks windows of
+        566 symbols from these (slicing arrays, not frames: ``serving.newbar``)."""
+        return np.ascontiguousarray(self.frame[["open", "high", "low", "close", "volume"]]
+                                    .to_numpy(dtype=np.float64).T)
 
     def window_before(self, as_of_ms: int, bars: int) -> pd.DataFrame:
         """The last ``bars`` candles with open time <= ``as_of_ms`` (empty if none)."""
@@ -65,6 +73,11 @@ class CandleCache:
                  if len(s.open_ms)]
         return max(lasts) if lasts else None
 
+    def cached_generation(self, symbol: str) -> tuple[int, int, int] | None:
+        """The generation of the candles cached for ``symbol`` (None: not read yet)."""
+        hit = self._entries.get(symbol)
+        return None if hit is None else hit[0]
+
     def get(self, symbol: str) -> SymbolCandles:
         """Cached candles of ``symbol``; UnknownSymbol (naming what exists) if the lake lacks it.
 
@@ -88,9 +101,26 @@ class CandleCache:
         frame = frame.sort_values("timestamp", kind="stable").reset_index(drop=True).assign(symbol=symbol)
         open_ms = frame["timestamp"].dt.tz_convert(None).to_numpy().astype("datetime64[ms]").astype(np.int64)
         entry = SymbolCandles(symbol=symbol, frame=frame, open_ms=open_ms, generation=key)
+        entry.ohlcv  # built here, by whoever reads the file (the background refresh): not by the batch
         with self._lock:
             self._entries[symbol] = (key, entry)
         return entry
+
+
+def refresh_candles(cache: CandleCache, symbols: list[str]) -> int:
+    """Bring the cached candles of ``symbols`` up to date with the lake; the number of symbols
+    whose files had changed (and were re-read). Unknown or unreadable symbols are skipped: the
+    request that asks for them reports them."""
+    from qt.errors import DataError
+
+    changed = 0
+    for symbol in symbols:
+        try:
+            before = cache.cached_generation(symbol)
+            changed += cache.get(symbol).generation != before
+        except (UnknownSymbol, DataError):
+            continue
+    return changed
 
 
 class FundingCache:

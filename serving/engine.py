@@ -7,6 +7,10 @@ the window's last bar from ``FeatureRowCache`` or computes it with the one featu
 ONE batched model call and returns the signals, each with the ATR of its bar (``atr_period``:
 ``risk.atr_period``; ``features.atr``), which the row cache keeps beside the row.
 
+On a new bar every row misses; for a candle-only feature set the missing rows are computed all
+symbols at once (``serving.newbar.panel_rows``: the same formulas as ``compute_features``, bit for
+bit), and any request that path cannot answer exactly goes to ``latest_feature_rows``.
+
 The BentoML service calls it inside its request handler; ``bench.serving`` calls the very same
 object in process, so the ratio HTTP / in-process measures the HTTP layer alone.
 
@@ -21,17 +25,20 @@ universe once per bar, so after the first request of a bar every symbol is a hit
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from qt.config import FeatureParams, RiskParams, ServingParams, SignalParams
-from serving.candles import CandleCache, FundingCache
+from serving.candles import CandleCache, FundingCache, refresh_candles
 from serving.champion import LoadedModel
 from serving.inference import (WindowSpan, check_symbols, iso_utc, latest_feature_rows, min_history_bars,
                                parse_as_of, plan_windows, select_inputs, signal_dicts)
+from serving.newbar import panel_rows
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,19 @@ class SignalEngine:
         self._warmups: dict[str, int] = {}
         self._warmups_by_id: dict[int, tuple[FeatureParams, int]] = {}
         self._atr_warmups: dict[int, tuple[FeatureParams, int]] = {}
+        self._universe: tuple[str, tuple[str, ...]] | None = None
+
+    def refresh_candles(self) -> int:
+        """Re-read the candle files of the last batch's symbols that the collector has rewritten
+        since (``serving.candles.refresh_candles``); the number re-read. The service calls it in
+        the background (``serving.refresher``) so that the first batch after a new bar finds the
+        candles read: re-reading 566 files costs ~1.4 s, ten times the rows' computation. A
+        request still re-reads whatever the refresh has not reached yet: never a stale candle."""
+        universe = self._universe
+        if universe is None:
+            return 0
+        timeframe, symbols = universe
+        return refresh_candles(self.candles(timeframe), list(symbols))
 
     def candles(self, timeframe: str) -> CandleCache:
         cache = self._candles.get(timeframe)
@@ -102,6 +122,8 @@ class SignalEngine:
 
         wanted = check_symbols(symbols)
         when = parse_as_of(as_of)
+        if len(wanted) > 1:
+            self._universe = (model.timeframe, tuple(wanted))  # what refresh_candles keeps read
         warmup = self._warmup(model.feature_params)
         cache = self.candles(model.timeframe)
         need = min_history_bars(warmup, model.sequence_length)
@@ -136,17 +158,30 @@ class SignalEngine:
         if missing and not compute:
             raise RowsNotCached(f"{len(missing)} of {len(spans)} rows to compute")
         if missing:
-            windows = {sym: spans[sym].frame() for sym in missing}
-            funding, reference = select_inputs(self.candles(model.timeframe), self._funding, windows,
-                                               model.feature_params)
-            computed = latest_feature_rows(windows, model, funding, reference, self.atr_period)
-            values = computed.loc[:, list(model.feature_columns)].to_numpy(dtype=np.float64)
-            atr = computed["atr"].to_numpy(dtype=np.float64) if self.atr_period is not None else None
-            for i, (sym, ts) in enumerate(zip(missing, computed["timestamp"])):
-                row = FeatureRow(iso_utc(ts), values[i].copy(), float("nan") if atr is None else float(atr[i]))
+            computed = self.compute_rows(model, {sym: spans[sym] for sym in missing}, inputs)
+            for sym, row in computed.items():
                 self.rows.put(sym, keys[sym], row)
                 found[sym] = row
         return [found[sym] for sym in spans]
+
+    def compute_rows(self, model: LoadedModel, spans: dict[str, WindowSpan], inputs: bool) -> dict[str, FeatureRow]:
+        """The input rows of ``spans`` (all cache misses): all symbols at once by
+        ``serving.newbar.panel_rows`` (candle-only models), else - or when that path cannot answer
+        exactly - ONE ``latest_feature_rows`` call (which refuses with 422 what cannot be answered)."""
+        if not inputs:
+            fast = panel_rows(spans, model, self.atr_period)
+            if fast is not None:
+                values, atr = fast
+                return {sym: FeatureRow(_iso_ms(span.last_open_ms), values[i].copy(), float(atr[i]))
+                        for i, (sym, span) in enumerate(spans.items())}
+        windows = {sym: span.frame() for sym, span in spans.items()}
+        funding, reference = select_inputs(self.candles(model.timeframe), self._funding, windows,
+                                           model.feature_params)
+        computed = latest_feature_rows(windows, model, funding, reference, self.atr_period)
+        values = computed.loc[:, list(model.feature_columns)].to_numpy(dtype=np.float64)
+        atr = computed["atr"].to_numpy(dtype=np.float64) if self.atr_period is not None else None
+        return {sym: FeatureRow(iso_utc(ts), values[i].copy(), float("nan") if atr is None else float(atr[i]))
+                for i, (sym, ts) in enumerate(zip(spans, computed["timestamp"]))}
 
     def _inputs_key(self, model: LoadedModel, symbol: str) -> tuple:
         """Generations of the funding history and reference candles ``symbol``'s row reads (called
@@ -191,3 +226,9 @@ class SignalEngine:
             self._warmups_by_id.clear()
         self._warmups_by_id[id(params)] = (params, self._warmups[key])  # holds params: the id stays theirs
         return self._warmups[key]
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_ms(open_ms: int) -> str:
+    """``iso_utc`` of an open time in ms (a batch shares one bar: cached)."""
+    return iso_utc(pd.Timestamp(open_ms, unit="ms", tz="UTC"))

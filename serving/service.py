@@ -37,6 +37,7 @@ from qt.errors import DataError
 from serving.champion import ChampionWatcher, LoadedModel, ModelContractError
 from serving.engine import RowsNotCached
 from serving.inference import RequestRejected, parse_predict_rows
+from serving.refresher import Refresher
 
 log = logging.getLogger("qt.serving")
 
@@ -85,6 +86,8 @@ class SignalService:
         self.watcher.poll_once()  # load the champion before the first request if it exists
         _freeze_heap()
         self.watcher.start()
+        self.refresher = Refresher(self.engine.refresh_candles,
+                                   self.settings.params.serving.lake_refresh_seconds).start()
 
     def __is_ready__(self) -> bool:
         return self.watcher.current is not None
@@ -92,6 +95,7 @@ class SignalService:
     @bentoml.on_shutdown
     def stop_watcher(self) -> None:
         self.watcher.stop()
+        self.refresher.stop()
 
     # ------------------------------------------------------------------ endpoints
 
@@ -103,7 +107,7 @@ class SignalService:
         per request cost ~0.4 ms on this 2-core machine (more under load), a tenth of a
         single-symbol answer. Every request of a bar after the first is answered from cached rows
         in a few ms, so it runs right here on the event loop; only a request that must compute
-        features (the first of a bar: up to ~1 s for 566 symbols) goes to a worker thread, one at
+        features (the first of a bar: ~0.15 s for 566 symbols, ``serving.newbar``) goes to a worker thread, one at
         a time, leaving the loop free for health probes and ``/metrics``.
         """
         try:

@@ -79,15 +79,16 @@ def _essentials(signals: list[dict]) -> list[dict]:
 
 @pytest.fixture
 def counted(monkeypatch):
-    """Counts the symbols whose rows the engine computes (cache misses)."""
+    """Counts the symbols whose rows the engine computes (cache misses), whichever way it
+    computes them (``serving.newbar`` or ``latest_feature_rows``)."""
     computed: list[list[str]] = []
-    real = engine_module.latest_feature_rows
+    real = engine_module.SignalEngine.compute_rows
 
-    def spy(windows, *args, **kwargs):
-        computed.append(list(windows))
-        return real(windows, *args, **kwargs)
+    def spy(self, model, spans, *args, **kwargs):
+        computed.append(list(spans))
+        return real(self, model, spans, *args, **kwargs)
 
-    monkeypatch.setattr(engine_module, "latest_feature_rows", spy)
+    monkeypatch.setattr(engine_module.SignalEngine, "compute_rows", spy)
     return computed
 
 
