@@ -16,13 +16,13 @@ Severity ``critical`` is an error: the symbol's batch is quarantined and never r
 features. ``warning`` (exchange gaps, return outliers) is reported and passes. Every
 failure is split per symbol and names example rows.
 
-Per symbol (``validate_symbol``, ``validate_lake_symbol``): every derived column and every
+Per symbol (``validate_symbol``): every derived column and every
 expectation is computed within one symbol, and example rows are numbered within the symbol's
 own candles, so a symbol validated alone gets exactly the result it gets in a frame of many.
-That lets the validate stage map one task per symbol (on threads or a Dask cluster) and merge
-the reports (``merge_reports``), or - without a fan-out - validate every symbol in one run and
-split the result (``validate_symbols``): the same record either way, and one Great
-Expectations run costs ~0.3 s whatever its size, so the single run is the fast local path.
+That lets the validate stage map one task per batch of symbols (``validate_lake_batch``, on
+threads or a Dask cluster) and merge the reports (``merge_reports``), or - without a fan-out -
+validate every symbol in one run and split the result (``validate_symbols``): the same record
+either way. One Great Expectations run costs ~0.2-0.3 s whatever its size, so runs are few.
 """
 
 from __future__ import annotations
@@ -265,11 +265,21 @@ def validate_symbols(candles: pd.DataFrame, funding: pd.DataFrame | None, timefr
 
 def validate_lake_symbols(symbols: list[str], *, root: str, timeframe: str, start: str | None, end: str | None,
                           params: ValidationParams, now: pd.Timestamp | None = None) -> list[SymbolValidation]:
-    """``validate_symbols`` on the lake at ``root``, reading what ``validate_lake_symbol`` reads."""
+    """``validate_symbols`` on the lake at ``root``: each symbol's candles in ``[start, end)`` and
+    (perpetuals) its whole funding history. DataError when the lake has no candles for them."""
     candles = read_candles(Path(root), symbols, timeframe, start, end)
     fundings = [f for f in (_lake_funding(root, s) for s in symbols) if f is not None and not f.empty]
     return validate_symbols(candles, pd.concat(fundings, ignore_index=True) if fundings else None, timeframe,
                             params, now)
+
+
+def validate_lake_batch(label: str, *, members: dict[str, list[str]], root: str, timeframe: str,
+                        start: str | None, end: str | None, params: ValidationParams,
+                        now: pd.Timestamp | None = None) -> list[SymbolValidation]:
+    """``validate_lake_symbols`` on the batch ``members[label]``: the unit of work one task runs
+    (``qt.fanout`` maps it over batch labels; reads its own input from the lake)."""
+    return validate_lake_symbols(members[label], root=root, timeframe=timeframe, start=start, end=end,
+                                 params=params, now=now)
 
 
 def _lake_funding(root: str, symbol: str) -> pd.DataFrame | None:
@@ -286,15 +296,6 @@ def _only(symbol: str, report: ValidationReport) -> ValidationReport:
     """The part of a several-symbol report about ``symbol`` (table-level failures included)."""
     failed = [f for f in report.failed_expectations if f.symbol in (symbol, "*")]
     return _charged_to(symbol, ValidationReport(report.suite, {symbol: report.rows_by_symbol[symbol]}, failed))
-
-
-def validate_lake_symbol(symbol: str, *, root: str, timeframe: str, start: str | None, end: str | None,
-                         params: ValidationParams, now: pd.Timestamp | None = None) -> SymbolValidation:
-    """``validate_symbol`` on the symbol's candles in ``[start, end)`` and (perpetuals) its whole
-    funding history, read from the lake at ``root``: the unit of work one task runs (reads its own
-    input, so a Dask worker needs only the path). DataError when the lake has no candles for it."""
-    candles = read_candles(Path(root), [symbol], timeframe, start, end)
-    return validate_symbol(symbol, candles, _lake_funding(root, symbol), timeframe, params, now)
 
 
 def merge_reports(suite: str, reports: list[ValidationReport]) -> ValidationReport:

@@ -62,7 +62,7 @@ def collect(params: Params, paths: StatePaths, collect_symbols=None) -> dict:
 
 
 def validate(params: Params, paths: StatePaths, map_symbols=None) -> dict:
-    """Both suites per symbol (``data.validate.validate_lake_symbol`` through ``map_symbols``);
+    """Both suites per symbol (``data.validate.validate_lake_batch`` through ``map_symbols``);
     writes ``reports/validation.json`` itself (also when it fails)."""
     return validate_stage(params, paths, map_symbols=map_symbols)
 

@@ -104,11 +104,12 @@ def test_dask_local_cluster_writes_what_the_local_runner_writes(local_run, colle
 
     from prefect.client.orchestration import get_client
 
-    with get_client(sync_client=True) as client:  # one task per symbol and stage, in the UI
+    with get_client(sync_client=True) as client:  # in the UI: a validation task per batch of symbols
         names = [t.name for t in client.read_task_runs() if t.name.startswith(("validate-", "features-"))]
-    assert sorted(set(names)) == sorted({f"validate-{s}" for s in SYMBOLS} |
-                                            {"features-BTC/USDT", "features-ETH/USDT"})
-    assert len(names) == 2 * (len(SYMBOLS) + 2)  # both runs, nothing run twice
+    ordered = sorted(SYMBOLS)  # one batch (VALIDATION_BATCH_SYMBOLS > 3), named by its first and last symbol
+    assert sorted(set(names)) == sorted({f"validate-{ordered[0]}..{ordered[-1]}"} |
+                                            {"features-BTC/USDT", "features-ETH/USDT"})  # one per symbol passed
+    assert len(names) == 2 * (1 + 2)  # both runs, nothing run twice
 
 
 def test_the_stage_functions_without_a_flow_write_the_same_files(local_run, collected, tmp_path):
