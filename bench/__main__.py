@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = ("market_data", "features", "training", "serving", "newbar", "executor", "risk_rules", "tune")
+BENCHMARKS = ("market_data", "features", "training", "serving", "newbar", "executor", "risk_rules", "tune", "scale")
 
 
 def main(argv: list[str] | None = None) -> int:
