@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
+from features.sequence import ReturnWindows
 from qt.config import FeatureParams, Params
 from qt.errors import DataError, UserError
 from training.baselines import RULE_FEATURES, RULE_SHORT
+from training.inputs import BATCH_ROWS
 
 EVALUATION_KEYS = ("strategy", "rule_rsi_macd", "buy_and_hold", "flat")  # without risk.allow_short
 URI_FORMS = "models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/model"
@@ -88,29 +91,39 @@ def model_predictions(model, history_candles: pd.DataFrame, start=None, end=None
     fp = FeatureParams(**md["feature_params"])
     feats = (compute_features(history_candles, fp, funding=funding) if atr_period is None else
              features_with_atr(history_candles, fp, atr_period, funding=funding))
-    seq = sequence_length_of(md)
-    if seq > 0:
-        from features.sequence import add_return_windows
-
-        feats = add_return_windows(feats, seq, exog=md.get("sequence_exog") or [])
     ts = feats["timestamp"]
-    mask = pd.Series(True, index=feats.index)
+    mask = np.ones(len(feats), dtype=bool)
     if start is not None:
-        mask &= ts >= _utc(start)
+        mask &= (ts >= _utc(start)).to_numpy()
     if end is not None:
-        mask &= ts <= _utc(end)
+        mask &= (ts <= _utc(end)).to_numpy()
     columns = list(md["feature_columns"])
-    absent = [c for c in columns if c not in feats.columns]
-    if absent:
-        raise DataError(f"the rebuilt features lack the model's columns {absent[:5]}; the model was logged "
-                        f"by a different feature code version - retrain it")
-    window = feats[mask].dropna(subset=columns).reset_index(drop=True)
-    if window.empty:
+    seq = sequence_length_of(md)
+    # the return windows are built for the rows predicted, a batch at a time (training.inputs):
+    # as columns of every history row they were gigabytes at hundreds of symbols
+    windows = ReturnWindows(feats, seq, exog=md.get("sequence_exog") or []) if seq > 0 else None
+    tabular = [c for c in columns if windows is None or c not in windows.columns]
+    absent = [c for c in tabular if c not in feats.columns]
+    if absent or (windows is not None and columns != tabular + windows.columns):
+        raise DataError(f"the rebuilt features lack the model's columns {(absent or columns)[:5]}; the model was "
+                        f"logged by a different feature code version - retrain it")
+    mask &= feats[tabular].notna().all(axis=1).to_numpy()  # a row with an undefined input is not predictable
+    if windows is not None:
+        mask &= windows.complete()
+    rows = np.flatnonzero(mask)
+    if not len(rows):
         raise DataError(f"no predictable bars in [{start or 'start'}, {end or 'end'}]: the model needs "
                         f"{history_bars_needed(md)} bars of history before the first one; widen the range")
-    pred = model.predict(window[columns])
+    values = feats[tabular].to_numpy(dtype=np.float64)
+    parts = []
+    for at in range(0, len(rows), BATCH_ROWS):
+        batch = rows[at:at + BATCH_ROWS]
+        x = values[batch] if windows is None else np.hstack([values[batch], windows.matrix(batch)])
+        parts.append(model.predict(pd.DataFrame(x, columns=columns, copy=False)))
+    pred = pd.concat(parts, ignore_index=True)
     keys = ["symbol", "timestamp", *([ATR] if atr_period is not None else [])]
-    out = window[keys].assign(prob_up=pred["prob_up"].to_numpy(), expected_return=pred["expected_return"].to_numpy())
+    out = feats[keys].iloc[rows].reset_index(drop=True)
+    out = out.assign(prob_up=pred["prob_up"].to_numpy(), expected_return=pred["expected_return"].to_numpy())
     return out[["symbol", "timestamp", "prob_up", "expected_return", *keys[2:]]]
 
 
