@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from qt.config import FeatureParams
+from serving.refresher import Refresher
 
 log = logging.getLogger("qt.serving")
 
@@ -346,14 +347,12 @@ class ChampionWatcher:
                  on_poll_error: Callable[[], None] | None = None):
         self._resolve = resolve
         self._load = load
-        self._interval_s = interval_s
         self._model_name = model_name
         self._on_switch = on_switch or (lambda old, new: None)
         self._on_poll_error = on_poll_error or (lambda: None)
         self._current: LoadedModel | None = None
         self._why_not_ready = f"no '{CHAMPION_ALIAS}' alias checked yet for model {model_name}"
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller = Refresher(self._poll_timed, interval_s, name="champion-watcher")
 
     @property
     def current(self) -> LoadedModel | None:
@@ -403,16 +402,12 @@ class ChampionWatcher:
         self._on_switch(old, new)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="champion-watcher", daemon=True)
-        self._thread.start()
+        self._poller.start()
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
+        self._poller.stop(timeout_s)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            started = time.monotonic()
-            self.poll_once()
-            log.debug("registry poll took %.3fs", time.monotonic() - started)
+    def _poll_timed(self) -> None:
+        started = time.monotonic()
+        self.poll_once()
+        log.debug("registry poll took %.3fs", time.monotonic() - started)

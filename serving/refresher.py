@@ -1,4 +1,5 @@
-"""A daemon thread calling one function every few seconds: the service's background candle refresh.
+"""A daemon thread calling one function every few seconds: the service's background candle refresh
+and its champion watcher (``serving.champion.ChampionWatcher`` polls the registry with it).
 
 The collector rewrites every symbol's candle file once per bar; the first ``/signals`` batch after
 that would re-read them all (~2.4 ms each, ~1.4 s for 566 symbols) before computing anything.
