@@ -6,7 +6,7 @@ rows. With a cluster:
 
 * **folds as tasks**: each (fold, member) fit and its out-of-fold prediction is one Dask task
   running ``training.inputs.fit_on_rows`` - the function the local loop calls - on the training
-  inputs scattered to the workers once. Same code, same rows, same seeds and thread counts: the
+  inputs scattered to the workers once (``ClusterTraining``). Same code, same rows, same seeds and thread counts: the
   out-of-fold predictions equal the local ones (``tests/training/test_cluster_fit.py``).
 * **final tree fits data-parallel**: XGBoost through ``xgboost.dask`` and LightGBM through
   ``lightgbm.dask``, the rows split over the workers as Dask arrays - the way one model is trained
@@ -56,34 +56,34 @@ def _final_task(name: str, series: pd.DataFrame, up: np.ndarray, params: Params,
     return fit_on_rows(name, series, np.arange(len(inputs)), up, params, inputs, columns)
 
 
-def fold_predictions(client, names: list[str], folds: list[tuple[np.ndarray, np.ndarray]], series: pd.DataFrame,
-                     up: np.ndarray, params: Params, inputs: ModelInputs,
-                     by_member: dict[str, list[str]]) -> dict[tuple[int, int], np.ndarray]:
-    """{(fold, member index): out-of-fold P(up) of that fold's test rows}, every pair a task."""
-    series_f, up_f, inputs_f = client.scatter([series, up, inputs], broadcast=True, hash=False)
-    futures = {(f, j): client.submit(_fold_task, name, series_f, tr, te, up_f, params, inputs_f, by_member[name],
-                                     pure=False, key=f"fold-{f}-{name}-{id(inputs)}")
-               for f, (tr, te) in enumerate(folds) for j, name in enumerate(names)}
-    return dict(zip(futures, client.gather(list(futures.values()))))
+class ClusterTraining:
+    """The training inputs scattered to every worker once, and the fits made from them."""
 
+    def __init__(self, client, series: pd.DataFrame, up: np.ndarray, params: Params, inputs: ModelInputs,
+                 by_member: dict[str, list[str]]):
+        self.client, self.up, self.params, self.inputs, self.by_member = client, up, params, inputs, by_member
+        self._series, self._up, self._inputs = client.scatter([series, up, inputs], broadcast=True, hash=False)
 
-def final_members(client, names: list[str], series: pd.DataFrame, up: np.ndarray, params: Params,
-                  inputs: ModelInputs, by_member: dict[str, list[str]]) -> dict[str, object]:
-    """Each member fitted on all training rows: trees data-parallel, sequence nets as tasks."""
-    nets = [n for n in names if n in SEQUENCE_MEMBERS]
-    futures = {}
-    if nets:
-        series_f, up_f, inputs_f = client.scatter([series, up, inputs], broadcast=True, hash=False)
-        futures = {n: client.submit(_final_task, n, series_f, up_f, params, inputs_f, by_member[n], pure=False,
-                                    key=f"final-{n}-{id(inputs)}") for n in nets}
-    out = {}
-    for name in names:
-        if name not in SEQUENCE_MEMBERS:
-            out[name] = _tree_on_cluster(client, name, inputs.matrix(np.arange(len(inputs)), by_member[name]), up,
-                                         params)
-    for name, fut in futures.items():
-        out[name] = fut.result()
-    return {name: out[name] for name in names}
+    def fold_predictions(self, names: list[str],
+                         folds: list[tuple[np.ndarray, np.ndarray]]) -> dict[tuple[int, int], np.ndarray]:
+        """{(fold, member index): out-of-fold P(up) of that fold's test rows}, every pair a task."""
+        futures = {(f, j): self.client.submit(_fold_task, name, self._series, tr, te, self._up, self.params,
+                                              self._inputs, self.by_member[name], pure=False,
+                                              key=f"fold-{f}-{name}-{id(self)}")
+                   for f, (tr, te) in enumerate(folds) for j, name in enumerate(names)}
+        return dict(zip(futures, self.client.gather(list(futures.values()))))
+
+    def final_members(self, names: list[str]) -> dict[str, object]:
+        """Each member fitted on all training rows: trees data-parallel, sequence nets as tasks."""
+        futures = {n: self.client.submit(_final_task, n, self._series, self._up, self.params, self._inputs,
+                                         self.by_member[n], pure=False, key=f"final-{n}-{id(self)}")
+                   for n in names if n in SEQUENCE_MEMBERS}
+        out = {name: _tree_on_cluster(self.client, name, self.inputs.matrix(np.arange(len(self.inputs)),
+                                                                            self.by_member[name]),
+                                      self.up, self.params)
+               for name in names if name not in SEQUENCE_MEMBERS}
+        out.update({name: fut.result() for name, fut in futures.items()})
+        return {name: out[name] for name in names}
 
 
 def _tree_on_cluster(client, name: str, x: np.ndarray, up: np.ndarray, params: Params):
@@ -107,7 +107,7 @@ def _tree_on_cluster(client, name: str, x: np.ndarray, up: np.ndarray, params: P
             model.save_model(path)
             fitted = XGBClassifier()
             fitted.load_model(path)
-        fitted.set_params(**{k: v for k, v in local.get_params().items() if k in ("n_jobs",)})
+        fitted.set_params(n_jobs=local.n_jobs)  # the thread cap a local member predicts with
         return fitted
     if name == "lightgbm":
         from lightgbm.dask import DaskLGBMClassifier

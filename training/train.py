@@ -185,12 +185,13 @@ def train_models(features_df: pd.DataFrame, labels_df: pd.DataFrame, params: Par
     oof = np.full((len(train), len(names)), np.nan)
     fold_of_row = np.full(len(train), -1)
     member_seconds = {name: 0.0 for name in names}
+    on_cluster = None
     if cluster is not None:
-        from training.cluster_fit import fold_predictions
+        from training.cluster_fit import ClusterTraining
 
         t0 = time.perf_counter()
-        for (f, j), probs in fold_predictions(cluster, names, folds, series, y_train, params, inputs,
-                                              by_member).items():
+        on_cluster = ClusterTraining(cluster, series, y_train, params, inputs, by_member)
+        for (f, j), probs in on_cluster.fold_predictions(names, folds).items():
             oof[folds[f][1], j] = probs
             fold_of_row[folds[f][1]] = f
         log.info("%d fold fits on the cluster in %.1f s", len(folds) * len(names), time.perf_counter() - t0)
@@ -210,11 +211,9 @@ def train_models(features_df: pd.DataFrame, labels_df: pd.DataFrame, params: Par
     intercept, slope = fit_return_map(ens_oof, r_train[has_oof])
 
     finals = {}
-    if cluster is not None:
-        from training.cluster_fit import final_members
-
+    if on_cluster is not None:
         t0 = time.perf_counter()
-        finals = final_members(cluster, names, series, y_train, params, inputs, by_member)
+        finals = on_cluster.final_members(names)
         log.info("final fits on the cluster in %.1f s", time.perf_counter() - t0)
     for name in (names if cluster is None else []):
         t0 = time.perf_counter()
