@@ -132,7 +132,9 @@ def test_deployments_from_prefect_yaml_run_on_a_real_server_and_worker(tmp_path)
         _prefect(env, "work-pool", "create", "process", "--type", "process")
         worker.start()
         started.append(worker.pid)
-        out = _prefect(env, "deploy", "--all", "--no-prompt")
+        # 6 s here when warm; CI's fresh machine timed out at 60 s importing the flows' modules (torch,
+        # neuralforecast) from a cold disk beside the other test process. A hang guard, not a bar.
+        out = _prefect(env, "deploy", "--all", "--no-prompt", timeout=300)
         declared = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
         assert out.count("successfully created") == len(declared) == 5, out[-2000:]  # collect .. drift, tune
         runs = asyncio.run(_exercise(api_url, qt_home, params))
