@@ -60,19 +60,19 @@ __all__ = [
 
 # ----------------------------------------------------------------------------- candle paths
 
-def candle_path(root: Path, symbol: str, timeframe: str) -> Path:
+def candle_path(root: Path, symbol: str, timeframe: str, venue: str = "binance") -> Path:
     """The directory holding one symbol's ``timeframe`` candles (partitions, manifests, state).
 
     Every write enters it by rename, so its (inode, mtime) changes on each write: a
     valid cache key for readers such as ``serving.candles``.
     """
-    return Path(root) / "ohlcv" / market_dir(symbol) / symbol_stem(symbol) / timeframe
+    return Path(root) / "ohlcv" / market_dir(symbol, venue) / symbol_stem(symbol) / timeframe
 
 
-def available_symbols(root: Path, timeframe: str) -> list[str]:
-    """Symbols with stored candles of ``timeframe`` under ``root`` (ccxt notation), spot first."""
+def available_symbols(root: Path, timeframe: str, venue: str = "binance") -> list[str]:
+    """Symbols with stored candles of ``timeframe`` on ``venue`` under ``root`` (ccxt notation), spot first."""
     out = []
-    for market in MARKETS:
+    for market in (MARKETS if venue == "binance" else (market_dir("X/USDT:USDT", venue),)):
         base = Path(root) / "ohlcv" / market
         if not base.is_dir():
             continue
@@ -84,7 +84,7 @@ def available_symbols(root: Path, timeframe: str) -> list[str]:
 
 # ----------------------------------------------------------------------------- writing
 
-def write_candles(root: Path, symbol: str, timeframe: str, ohlcv: pd.DataFrame) -> WriteResult:
+def write_candles(root: Path, symbol: str, timeframe: str, ohlcv: pd.DataFrame, venue: str = "binance") -> WriteResult:
     """Merge one symbol's candles into the lake: union with what is stored, one row per
     timestamp (the incoming row wins), sorted. Calling it with the full history again
     rewrites nothing; only partitions that receive new or changed rows are rewritten.
@@ -99,22 +99,22 @@ def write_candles(root: Path, symbol: str, timeframe: str, ohlcv: pd.DataFrame) 
         bad = frame["timestamp"][off].iloc[0]
         raise DataError(f"{symbol}: candle open time {bad} is not on the {timeframe} grid; "
                         f"check the timeframe and that timestamps are candle open times")
-    directory = candle_path(root, symbol, timeframe)
+    directory = candle_path(root, symbol, timeframe, venue)
     result = merge_series(directory, frame, OHLCV_COLUMNS, monthly_partitions(timeframe),
                           {"symbol": symbol, "timeframe": timeframe})
     if result.partitions_written:
-        _refresh_state_summary(root, symbol, timeframe)
+        _refresh_state_summary(root, symbol, timeframe, venue)
     return result
 
 
-def repair_series(root: Path, symbol: str, timeframe: str) -> list[str]:
+def repair_series(root: Path, symbol: str, timeframe: str, venue: str = "binance") -> list[str]:
     """Make every manifest of a candle series describe its partition and delete temp files
     left by killed writers; returns the partition keys whose manifest was rewritten.
 
     Run before collecting into a series: after a SIGKILL the last partition may be newer
     than its manifest, and a partition that is never written again would keep it stale.
     """
-    directory = candle_path(root, symbol, timeframe)
+    directory = candle_path(root, symbol, timeframe, venue)
     if not directory.is_dir():
         return []
     remove_orphan_temp_files(directory)
@@ -127,17 +127,17 @@ def repair_series(root: Path, symbol: str, timeframe: str) -> list[str]:
         ensure_manifest(directory, key, frame, content_sha256(frame), describe)
         if (directory / f"{key}.manifest.json").read_text() != before:
             fixed.append(key)
-    _refresh_state_summary(root, symbol, timeframe)
+    _refresh_state_summary(root, symbol, timeframe, venue)
     return fixed
 
 
 # ----------------------------------------------------------------------------- state
 
-def read_state(root: Path, symbol: str, timeframe: str) -> dict:
+def read_state(root: Path, symbol: str, timeframe: str, venue: str = "binance") -> dict:
     """The series' ``state.json``: ``first``/``last`` stored candle (ISO), ``rows``, and
     ``unfillable_gaps`` (``[{start_ms, end_ms, start, end, missing_bars}]``, end exclusive)
     the exchange could not fill. An absent file is an empty state."""
-    path = candle_path(root, symbol, timeframe) / "state.json"
+    path = candle_path(root, symbol, timeframe, venue) / "state.json"
     if not path.is_file():
         return {"symbol": symbol, "timeframe": timeframe, "first": None, "last": None, "rows": 0,
                 "unfillable_gaps": []}
@@ -147,9 +147,9 @@ def read_state(root: Path, symbol: str, timeframe: str) -> dict:
         raise DataError(f"{path}: not valid JSON; delete it and re-run the collector to rebuild it") from None
 
 
-def write_state(root: Path, symbol: str, timeframe: str, state: dict) -> None:
+def write_state(root: Path, symbol: str, timeframe: str, state: dict, venue: str = "binance") -> None:
     """Atomically write ``state.json`` (sorted keys; untouched when the text is the same)."""
-    directory = candle_path(root, symbol, timeframe)
+    directory = candle_path(root, symbol, timeframe, venue)
     directory.mkdir(parents=True, exist_ok=True)
     text = json.dumps(state, indent=2, sort_keys=True) + "\n"
     path = directory / "state.json"
@@ -158,60 +158,61 @@ def write_state(root: Path, symbol: str, timeframe: str, state: dict) -> None:
     write_text_atomic(path, text)
 
 
-def _refresh_state_summary(root: Path, symbol: str, timeframe: str) -> None:
+def _refresh_state_summary(root: Path, symbol: str, timeframe: str, venue: str = "binance") -> None:
     """first/last/rows in ``state.json`` from the manifests (gaps kept as they are)."""
-    directory = candle_path(root, symbol, timeframe)
+    directory = candle_path(root, symbol, timeframe, venue)
     manifests = [json.loads(p.read_text()) for p in sorted(directory.glob("*.manifest.json"))]
-    state = read_state(root, symbol, timeframe)
+    state = read_state(root, symbol, timeframe, venue)
     state.update({"symbol": symbol, "timeframe": timeframe,
                   "first": manifests[0]["first"] if manifests else None,
                   "last": manifests[-1]["last"] if manifests else None,
                   "rows": sum(m["rows"] for m in manifests)})
     state.setdefault("unfillable_gaps", [])
-    write_state(root, symbol, timeframe, state)
+    write_state(root, symbol, timeframe, state, venue)
 
 
 # ----------------------------------------------------------------------------- reading
 
-def read_symbol(root: Path, symbol: str, timeframe: str) -> pd.DataFrame:
+def read_symbol(root: Path, symbol: str, timeframe: str, venue: str = "binance") -> pd.DataFrame:
     """One symbol's OHLCV, timestamps as ``datetime64[ms, UTC]``; DataError if absent or malformed."""
-    directory = candle_path(root, symbol, timeframe)
+    directory = candle_path(root, symbol, timeframe, venue)
     if not any(directory.glob("*.parquet")):
-        raise no_candles(root, symbol, timeframe, available_symbols(root, timeframe))
+        raise no_candles(root, symbol, timeframe, available_symbols(root, timeframe, venue))
     return read_series(directory, OHLCV_COLUMNS, None, None)
 
 
 def read_candles(root: Path, symbols: list[str], timeframe: str,
-                 start: pd.Timestamp | str | None = None, end: pd.Timestamp | str | None = None) -> pd.DataFrame:
+                 start: pd.Timestamp | str | None = None, end: pd.Timestamp | str | None = None,
+                 venue: str = "binance") -> pd.DataFrame:
     """Tidy candles for ``symbols`` in ``[start, end)``: columns ``CANDLE_COLUMNS``,
     sorted by symbol then timestamp. Only partitions overlapping the range are opened.
     Raises DataError when a symbol is absent or the range holds none of its candles."""
     lo, hi = utc_timestamp(start), utc_timestamp(end)
     frames = []
     for sym in symbols:
-        directory = candle_path(root, sym, timeframe)
+        directory = candle_path(root, sym, timeframe, venue)
         if not any(directory.glob("*.parquet")):
-            raise no_candles(root, sym, timeframe, available_symbols(root, timeframe))
+            raise no_candles(root, sym, timeframe, available_symbols(root, timeframe, venue))
         frames.append(require_rows(read_series(directory, OHLCV_COLUMNS, lo, hi), sym, timeframe, start, end))
     return tidy(frames)
 
 
-def last_timestamp(root: Path, symbol: str, timeframe: str) -> pd.Timestamp | None:
+def last_timestamp(root: Path, symbol: str, timeframe: str, venue: str = "binance") -> pd.Timestamp | None:
     """Open time of the newest stored candle (read from the newest partition, not from the
     state file, so it is right even after a kill between a partition and its state)."""
-    return series_edge(candle_path(root, symbol, timeframe), last=True)
+    return series_edge(candle_path(root, symbol, timeframe, venue), last=True)
 
 
-def first_timestamp(root: Path, symbol: str, timeframe: str) -> pd.Timestamp | None:
+def first_timestamp(root: Path, symbol: str, timeframe: str, venue: str = "binance") -> pd.Timestamp | None:
     """Open time of the oldest stored candle, None when nothing is stored."""
-    return series_edge(candle_path(root, symbol, timeframe), last=False)
+    return series_edge(candle_path(root, symbol, timeframe, venue), last=False)
 
 
 def stored_timestamps_ms(root: Path, symbol: str, timeframe: str, start_ms: int | None = None,
-                         end_ms: int | None = None):
+                         end_ms: int | None = None, venue: str = "binance"):
     """Stored candle open times (int64 ms, sorted) in ``[start_ms, end_ms)``; only the
     timestamp column of the overlapping partitions is read (gap scans over long histories)."""
     lo = None if start_ms is None else pd.Timestamp(start_ms, unit="ms", tz="UTC")
     hi = None if end_ms is None else pd.Timestamp(end_ms, unit="ms", tz="UTC")
-    ts = read_series(candle_path(root, symbol, timeframe), ["timestamp"], lo, hi)["timestamp"]
+    ts = read_series(candle_path(root, symbol, timeframe, venue), ["timestamp"], lo, hi)["timestamp"]
     return ms(ts).to_numpy()

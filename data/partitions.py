@@ -29,6 +29,11 @@ CANDLE_COLUMNS = ["symbol", *OHLCV_COLUMNS]
 
 _HOUR_MS = 3_600_000
 MARKETS = ("binance", "binanceusdm")
+# The venues whose series the lake keeps side by side under one root (``ohlcv/<market>/``): Binance
+# (spot ``binance`` and USDT-M ``binanceusdm``, told apart by the symbol) and Bybit's USDT perpetuals
+# (``bybit``), the layout of ``../shared/data``. One root per source, so the same perpetual on two
+# venues can be joined bar for bar (the cross-venue features) without a second lake.
+VENUES = ("binance", "bybit")
 # Fixed writer options: the same rows must always give the same bytes (idempotent collection,
 # DVC sees no change when nothing changed).
 _PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 3, "use_dictionary": False,
@@ -37,9 +42,17 @@ _PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 3, "use_dictiona
 
 # ----------------------------------------------------------------------------- names
 
-def market_dir(symbol: str) -> str:
-    """``binanceusdm`` for perpetuals (``BASE/QUOTE:SETTLE``), else ``binance``."""
-    return "binanceusdm" if ":" in symbol else "binance"
+def market_dir(symbol: str, venue: str = "binance") -> str:
+    """The folder of ``symbol``'s market on ``venue``: on Binance ``binanceusdm`` for perpetuals
+    (``BASE/QUOTE:SETTLE``), else ``binance``; on Bybit ``bybit`` (USDT perpetuals only)."""
+    if venue == "binance":
+        return "binanceusdm" if ":" in symbol else "binance"
+    if venue == "bybit":
+        if ":" not in symbol:
+            raise DataError(f"{symbol} is a spot symbol; on Bybit only USDT perpetuals are collected "
+                            f"(write it as BASE/USDT:USDT)")
+        return "bybit"
+    raise DataError(f"venue {venue!r} is not one of {', '.join(VENUES)}")
 
 
 def symbol_stem(symbol: str) -> str:
@@ -52,7 +65,7 @@ def symbol_stem(symbol: str) -> str:
 def symbol_from(market: str, stem: str) -> str:
     """The ccxt symbol of a ``<market>/<STEM>`` directory (inverse of ``market_dir``/``symbol_stem``)."""
     base, quote = stem.split("_", 1)
-    return f"{base}/{quote}" + (f":{quote}" if market == "binanceusdm" else "")
+    return f"{base}/{quote}" + (f":{quote}" if market in ("binanceusdm", "bybit") else "")
 
 
 def monthly_partitions(timeframe: str) -> bool:

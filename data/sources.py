@@ -86,7 +86,7 @@ def source_key(source: Source, params: Params) -> str:
     if source.kind == "parquet":
         return f"parquet-{source.directory.name}-{_digest(str(source.directory))}"
     url = params.collect.exchange_url
-    return "binance" if url is None else f"exchange-{_digest(url)}"
+    return params.collect.venue if url is None else f"exchange-{_digest(url)}"
 
 
 _UNIVERSE_FILE = "universe.json"  # in a synthetic lake: the symbols its market was generated for
@@ -113,6 +113,16 @@ def lake_root(params: Params, paths: StatePaths) -> Path:
         if wanted <= set(universe) and source_key(source, as_collected) == lake_dir.name:
             return lake_dir
     return root
+
+
+def venue_lake_root(params: Params, paths: StatePaths, venue: str) -> Path:
+    """The lake holding ``venue``'s series for this source (``data.partitions.VENUES``).
+
+    A file, synthetic or local-exchange source keeps every venue under one root (``ohlcv/bybit/``
+    beside ``ohlcv/binanceusdm/``); the real venues (no ``collect.exchange_url``) each have their own."""
+    exchange = "bybit" if venue == "bybit" else "binance"
+    as_venue = params.model_copy(update={"collect": params.collect.model_copy(update={"exchange": exchange})})
+    return lake_root(as_venue, paths)
 
 
 def with_collected_universe(params: Params, paths: StatePaths) -> Params:

@@ -262,7 +262,10 @@ class ServingParams(_Frozen):
 class CollectParams(_Frozen):
     """Incremental collection from Binance (or the local exchange) into the raw lake (``data.collector``)."""
 
-    exchange_url: str | None = None  # http://HOST:PORT of a Binance-compatible server; None = Binance
+    # The venue collected from, by ccxt id: ``binance`` (spot, and USDT-M perpetuals through
+    # ``binanceusdm``: the symbol says which) or ``bybit`` (USDT perpetuals, ``BASE/USDT:USDT``).
+    exchange: Literal["binance", "binanceusdm", "bybit"] = "binance"
+    exchange_url: str | None = None  # http://HOST:PORT of a compatible server (the local exchange); None = the venue
     universe: Literal["list", "top"] = "list"  # "list" = data.symbols; "top" = top_n by 24h quote volume
     market: Literal["spot", "perp"] = "spot"  # which market "top" ranks
     top_n: int = Field(20, ge=1, le=1000)
@@ -283,6 +286,11 @@ class CollectParams(_Frozen):
     funding: bool = True  # perpetuals: funding-rate history
     open_interest: bool = True  # perpetuals: open-interest history (Binance keeps ~30 days)
     progress_every_pages: int = Field(10, ge=1)  # one progress line per this many pages when not a TTY
+
+    @property
+    def venue(self) -> str:
+        """The lake's venue of ``exchange``: ``binance`` (both of its ccxt ids) or ``bybit``."""
+        return "bybit" if self.exchange == "bybit" else "binance"
 
     @model_validator(mode="after")
     def _check_backoff(self) -> "CollectParams":
