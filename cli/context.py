@@ -13,7 +13,7 @@ from qt.paths import StatePaths, default_params_path
 from qt.timeframes import utc_timestamp
 
 
-def load_context(params_path, source, symbols, timeframe, start, end, exchange_url=None):
+def load_context(params_path, source, symbols, timeframe, start, end, exchange_url=None, exchange=None):
     """Load params with CLI overrides and prepare the state directory and tool environment."""
     data: dict = {}
     overrides: dict = {}
@@ -21,6 +21,8 @@ def load_context(params_path, source, symbols, timeframe, start, end, exchange_u
         if not exchange_url.startswith(("http://", "https://")):
             raise UserError(f"--exchange-url {exchange_url!r} must be an http(s) URL, e.g. http://127.0.0.1:8900")
         overrides["collect"] = {"exchange_url": exchange_url.rstrip("/")}
+    if exchange is not None:
+        overrides.setdefault("collect", {})["exchange"] = exchange
     if source is not None:
         data["source"] = source
     if symbols is not None:

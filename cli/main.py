@@ -28,11 +28,14 @@ StartOpt = Annotated[Optional[str], typer.Option("--start", help="first date, in
 EndOpt = Annotated[Optional[str], typer.Option("--end", help="last date, exclusive (YYYY-MM-DD)")]
 ExchangeUrlOpt = Annotated[Optional[str], typer.Option(
     "--exchange-url", help="with --source ccxt: a Binance-compatible server, e.g. http://127.0.0.1:8900")]
+ExchangeOpt = Annotated[Optional[str], typer.Option(
+    "--exchange", help="the venue collected from, by ccxt id: binance | binanceusdm | bybit (collect.exchange)")]
 ParamsOpt = Annotated[Optional[Path], typer.Option("--params", help="params file (default: ./params.yaml)")]
 
 
-def _run_stage(name: str, params_path, source, symbols, timeframe, start, end, exchange_url=None) -> None:
-    params, paths = load_context(params_path, source, symbols, timeframe, start, end, exchange_url)
+def _run_stage(name: str, params_path, source, symbols, timeframe, start, end, exchange_url=None,
+               exchange=None) -> None:
+    params, paths = load_context(params_path, source, symbols, timeframe, start, end, exchange_url, exchange)
     if name == "collect" and params.runner.task_runner == "dask":  # Dask needs the Prefect flow
         from flows.collect import collection_flow
 
@@ -62,7 +65,15 @@ def _stage_command(name: str, doc: str):
     app.command(name)(command)
 
 
-_stage_command("collect", "Bring candles from the source into the raw lake.")
+@app.command("collect")
+def collect_command(params: ParamsOpt = None, source: SourceOpt = None, symbols: SymbolsOpt = None,
+                    timeframe: TimeframeOpt = None, start: StartOpt = None, end: EndOpt = None,
+                    exchange_url: ExchangeUrlOpt = None, exchange: ExchangeOpt = None) -> None:
+    """Bring candles from the source into the raw lake (from collect.exchange: Binance, or Bybit's perpetuals)."""
+    _run_stage("collect", params, source, symbols, timeframe, start, end, exchange_url, exchange)
+
+
+
 _stage_command("validate", "Validate the collected candles (Great Expectations); errors stop here.")
 _stage_command("features", "Compute features and labels from validated candles into Parquet.")
 _stage_command("train", "Walk-forward train XGBoost and LightGBM and the ensemble; log to MLflow.")

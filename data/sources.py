@@ -31,7 +31,7 @@ from data.collector import CollectReport, collect_universe, select_universe
 from data.synthetic import generate_market
 from exchange import LocalExchange
 from exchange.datadir import write_datadir
-from qt.binance import make_ccxt
+from qt.venues import make_client, market_of, venue_for
 from qt.config import Params
 from qt.errors import DataError, QTError, UserError
 from qt.paths import StatePaths
@@ -140,10 +140,11 @@ def with_collected_universe(params: Params, paths: StatePaths) -> Params:
     return params.model_copy(update={"data": params.data.model_copy(update={"symbols": symbols})})
 
 
-def read_lake(params: Params, paths: StatePaths) -> pd.DataFrame:
-    """The collected candles for ``params.data`` from the lake (what every later stage reads)."""
-    return lake.read_candles(lake_root(params, paths), params.data.symbols, params.data.timeframe,
-                             params.data.start, params.data.end)
+def read_lake(params: Params, paths: StatePaths, venue: str = "binance") -> pd.DataFrame:
+    """The collected candles for ``params.data`` from the lake (what every later stage reads: the
+    pipeline decides on Binance's candles; Bybit's are an input of the cross-venue features)."""
+    return lake.read_candles(venue_lake_root(params, paths, venue), params.data.symbols, params.data.timeframe,
+                             params.data.start, params.data.end, venue)
 
 
 def synthetic_datadir(seed: int, params: Params, paths: StatePaths) -> Path:
@@ -170,6 +171,8 @@ def exchange_url_for(params: Params, paths: StatePaths) -> Iterator[str | None]:
 def _refusal_reason(exchange, symbol: str) -> str | None:
     """The exchange's own one-line reason for not listing ``symbol``, when it gives more than Binance's
     bare "Invalid symbol." (the local exchange names a bad data file there); None if simply unknown."""
+    if exchange.id not in ("binance", "binanceusdm"):
+        return None
     ask = exchange.fapiPublicGetExchangeInfo if ":" in symbol else exchange.publicGetExchangeInfo
     try:
         ask({"symbol": symbol.split(":")[0].replace("/", "")})
@@ -189,23 +192,28 @@ def _check_listed(symbols: list[str], url: str | None, params: Params) -> dict[s
     Returns the symbols the exchange refused with a reason of its own (e.g. a corrupt source file):
     those are not a typo, so the others are still collected and the stage fails afterwards."""
     unknown, listed, refused = [], [], {}
-    for market in sorted({"perp" if ":" in s else "spot" for s in symbols}):
-        exchange = make_ccxt(market, url, params.collect.timeout_ms)
+    venue, where = venue_for(params.collect.exchange), url or params.collect.exchange
+    off_venue = [s for s in symbols if market_of(s) not in venue.markets]
+    if off_venue:
+        raise UserError(f"{', '.join(off_venue)}: not a market collected on {params.collect.exchange} "
+                        f"(there: {' and '.join(venue.markets)}); write perpetuals as BASE/USDT:USDT")
+    for market in sorted({market_of(s) for s in symbols}):
+        exchange = make_client(params.collect.exchange, market, url, params.collect.timeout_ms)
         try:
             markets = exchange.load_markets()
         except ccxt.NetworkError as exc:
-            raise QTError(f"cannot reach the {market} exchange at {url or 'Binance'} "
+            raise QTError(f"cannot reach the {market} exchange at {where} "
                           f"({type(exc).__name__}); check --exchange-url or the network") from None
         listed += sorted(markets)
         for s in symbols:
-            if ("perp" if ":" in s else "spot") == market and s not in markets:
+            if market_of(s) == market and s not in markets:
                 reason = _refusal_reason(exchange, s)
                 if reason is None:
                     unknown.append(s)
                 else:
                     refused[s] = reason
     if unknown:
-        raise UserError(f"unknown symbol(s) {', '.join(unknown)} on {url or 'Binance'}; "
+        raise UserError(f"unknown symbol(s) {', '.join(unknown)} on {where}; "
                         f"listed there: {', '.join(listed[:12])}{' ...' if len(listed) > 12 else ''}")
     return refused
 
@@ -223,7 +231,8 @@ def collect_stage(params: Params, paths: StatePaths,
     root = lake_root(params, paths)
     root.mkdir(parents=True, exist_ok=True)
     with exchange_url_for(params, paths) as url:
-        symbols = select_universe(make_ccxt(params.collect.market, url, params.collect.timeout_ms), params)
+        symbols = list(params.data.symbols) if params.collect.universe == "list" else select_universe(
+            make_client(params.collect.exchange, params.collect.market, url, params.collect.timeout_ms), params)
         refused = _check_listed(symbols, url, params)
         servable = [s for s in symbols if s not in refused]
         if collect_symbols is None:
@@ -250,9 +259,10 @@ def collect_stage(params: Params, paths: StatePaths,
         d = params.data
         raise DataError(f"no {d.timeframe} candles in [{d.start or 'start'}, {d.end or 'end'}) from "
                         f"{source.describe()} for {', '.join(empty)}; widen --start/--end")
-    stored = read_lake(params, paths)
+    stored = read_lake(params, paths, params.collect.venue)
     return {"data": {
         "source": source.describe(),
+        "exchange": params.collect.exchange,
         "symbols": symbols,
         "timeframe": params.data.timeframe,
         "rows": int(len(stored)),

@@ -55,10 +55,18 @@ def _recorded(stage):
     return wrapper
 
 
-@_recorded
 def collect(params: Params, paths: StatePaths, collect_symbols=None) -> dict:
-    """``collect_symbols`` fans out over symbols (threads by default; Prefect tasks in the flow)."""
-    return collect_stage(params, paths, collect_symbols)
+    """``collect_symbols`` fans out over symbols (threads by default; Prefect tasks in the flow).
+
+    Recorded in ``reports/collect.json``; a collection from Bybit (an input of the cross-venue
+    features, not the candles the pipeline decides on) in ``reports/collect-bybit.json``, so it
+    never replaces the record later stages read (universe, collection time)."""
+    result = collect_stage(params, paths, collect_symbols)
+    venue = params.collect.venue
+    paths.reports.mkdir(parents=True, exist_ok=True)
+    name = "collect.json" if venue == "binance" else f"collect-{venue}.json"
+    write_json_atomic(paths.reports / name, result, indent=2, default=str)
+    return result
 
 
 def validate(params: Params, paths: StatePaths, map_symbols=None) -> dict:

@@ -18,32 +18,75 @@ from data.collector.planning import ts_ms
 from data.collector.reports import SymbolReport
 from qt.errors import DataError, RetryableError
 from qt.timeframes import timeframe_ms
+from qt.venues import BINANCE, Venue
 
-FUNDING_PAGE_LIMIT = 1000  # Binance /fapi/v1/fundingRate max
 OPEN_INTEREST_PAGE_LIMIT = 500  # Binance /futures/data/openInterestHist max
 OPEN_INTEREST_PERIODS = ("5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d")
 
 
-def collect_funding(calls: ExchangeCalls, root: Path, symbol: str, start_ms: int, end_ms: int, now_ms: int) -> int:
+def collect_funding(calls: ExchangeCalls, root: Path, symbol: str, start_ms: int, end_ms: int, now_ms: int,
+                    venue: Venue = BINANCE) -> int:
     """Funding settlements after the newest stored one (or from ``start_ms``), up to now."""
-    last = perp_series.last_funding_timestamp(root, symbol)
+    last = perp_series.last_funding_timestamp(root, symbol, venue.name)
     since = ts_ms(last) + 1 if last is not None else start_ms
+    stop = min(end_ms, now_ms + 1)
+    if venue.funding_window_ms() is not None:
+        return _funding_by_windows(calls, root, symbol, since, stop, now_ms, end_ms, venue)
+    limit = venue.funding_page_limit
     added = 0
-    while since < min(end_ms, now_ms + 1):
+    while since < stop:
         rows = calls.call("fetch_funding_rate_history",
-                          lambda: calls.exchange.fetch_funding_rate_history(symbol, since, FUNDING_PAGE_LIMIT))
-        frame = pd.DataFrame({"ts_ms": [int(r["timestamp"]) for r in rows],
-                              "funding_rate": [float(r["fundingRate"]) for r in rows]})
-        frame = frame[(frame["ts_ms"] >= since) & (frame["ts_ms"] <= now_ms) & (frame["ts_ms"] < end_ms)]
+                          lambda: calls.exchange.fetch_funding_rate_history(symbol, since, limit))
+        frame = _funding_frame(rows, since, now_ms, end_ms)
         if frame.empty:
             break
-        frame = frame.sort_values("ts_ms")
-        frame["timestamp"] = pd.to_datetime(frame["ts_ms"], unit="ms", utc=True)
-        added += perp_series.write_funding(root, symbol, frame[["timestamp", "funding_rate"]]).rows_added
-        since = int(frame["ts_ms"].iloc[-1]) + 1
-        if len(rows) < FUNDING_PAGE_LIMIT:
-            break
+        added += perp_series.write_funding(root, symbol, frame, venue.name).rows_added
+        since = _ms(frame["timestamp"].iloc[-1]) + 1
+        if len(rows) < limit:
+            break  # "limit rows from since on" (Binance): a short page is the end of what it has
     return added
+
+
+def _funding_by_windows(calls: ExchangeCalls, root: Path, symbol: str, since: int, stop: int, now_ms: int,
+                        end_ms: int, venue: Venue) -> int:
+    """Bybit's paging: each request is a window ``[since, until]`` answered newest first, at most
+    ``limit`` rows. An empty window is skipped (not the end of history: a listing or a pause); a
+    full page may have cut the window's oldest rows, so the rest of that window is asked again
+    below the oldest row received, until a page comes back short."""
+    limit, window = venue.funding_page_limit, venue.funding_window_ms()
+    added = 0
+    while since < stop:
+        until = min(since + window, stop) - 1
+        while True:
+            upper = until
+            rows = calls.call("fetch_funding_rate_history", lambda: calls.exchange.fetch_funding_rate_history(
+                symbol, since, limit, {"until": upper}))
+            frame = _funding_frame(rows, since, now_ms, end_ms)
+            frame = frame[frame["timestamp"] <= pd.Timestamp(upper, unit="ms", tz="UTC")]
+            if len(frame):
+                added += perp_series.write_funding(root, symbol, frame, venue.name).rows_added
+            if len(rows) < limit or frame.empty:
+                break
+            until = _ms(frame["timestamp"].iloc[0]) - 1
+            if until < since:
+                break
+        since = min(since + window, stop)
+    return added
+
+
+def _funding_frame(rows: list[dict], since: int, now_ms: int, end_ms: int) -> pd.DataFrame:
+    """The settlements of a ccxt page in ``[since, min(now, end))``, oldest first, as the lake stores them."""
+    frame = pd.DataFrame({"ts_ms": [int(r["timestamp"]) for r in rows],
+                          "funding_rate": [float(r["fundingRate"]) for r in rows]}, dtype="float64")
+    frame["ts_ms"] = frame["ts_ms"].astype("int64")
+    frame = frame[(frame["ts_ms"] >= since) & (frame["ts_ms"] <= now_ms) & (frame["ts_ms"] < end_ms)]
+    frame = frame.drop_duplicates("ts_ms").sort_values("ts_ms")
+    return pd.DataFrame({"timestamp": pd.to_datetime(frame["ts_ms"], unit="ms", utc=True),
+                         "funding_rate": frame["funding_rate"]}).reset_index(drop=True)
+
+
+def _ms(ts: pd.Timestamp) -> int:
+    return int(ts.value // 1_000_000)
 
 
 def collect_open_interest(calls: ExchangeCalls, root: Path, symbol: str, timeframe: str, start_ms: int,

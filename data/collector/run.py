@@ -20,13 +20,9 @@ from data.collector.calls import message_line
 from data.collector.reports import CollectReport, LineProgress, ProgressFn, SymbolReport, make_progress
 from data.collector.symbol import collect_symbol_into
 from data.collector.universe import select_universe
-from qt.binance import make_ccxt
+from qt.venues import make_client, market_of, venue_for
 from qt.config import CollectParams, Params
 from qt.errors import QTError
-
-
-def _market_of(symbol: str) -> str:
-    return "perp" if ":" in symbol else "spot"
 
 
 def collect_one(params: Params, root: Path | str, exchange_url: str | None, symbol: str,
@@ -47,19 +43,21 @@ def _collect_job(exchange_url: str | None, root: str, symbol: str, timeframe: st
     t0 = time.perf_counter()
     report = SymbolReport(symbol=symbol, timeframe=timeframe)
     try:
-        market = _market_of(symbol)
+        market = market_of(symbol)
         if clients is None:
-            exchange = make_ccxt(market, exchange_url, params.timeout_ms)
+            exchange = make_client(params.exchange, market, exchange_url, params.timeout_ms)
         else:
             exchange = clients.get(market) or clients.setdefault(
-                market, make_ccxt(market, exchange_url, params.timeout_ms))
+                market, make_client(params.exchange, market, exchange_url, params.timeout_ms))
         collect_symbol_into(report, exchange, Path(root), symbol, timeframe, start, end, params, progress,
                             time.sleep, None)
         return report
     except (QTError, ccxt.BaseError) as exc:
         report.error = message_line(exc, 400)
-        first = lake.first_timestamp(Path(root), symbol, timeframe) if "/" in symbol else None
-        last = lake.last_timestamp(Path(root), symbol, timeframe) if "/" in symbol else None
+        venue = venue_for(params.exchange).name
+        stored = "/" in symbol and (venue == "binance" or ":" in symbol)
+        first = lake.first_timestamp(Path(root), symbol, timeframe, venue) if stored else None
+        last = lake.last_timestamp(Path(root), symbol, timeframe, venue) if stored else None
         report.first_stored = first.isoformat() if first is not None else None
         report.last_stored = last.isoformat() if last is not None else None
         report.seconds = round(time.perf_counter() - t0, 3)
@@ -79,7 +77,7 @@ def collect_universe(params: Params, root: Path, exchange_url: str | None = None
     url = exchange_url if exchange_url is not None else c.exchange_url
     tf = params.data.timeframe
     if symbols is None:
-        symbols = select_universe(make_ccxt(c.market, url, c.timeout_ms), params)
+        symbols = select_universe(make_client(c.exchange, c.market, url, c.timeout_ms), params)
     sink = make_progress(symbols, c.progress_every_pages) if progress else None
     try:
         reports = _run_threads(url, root, symbols, tf, params, sink)

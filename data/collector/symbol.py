@@ -24,6 +24,7 @@ from data.collector.reports import PageProgress, ProgressFn, SymbolReport
 from qt.config import CollectParams
 from qt.errors import DataError
 from qt.timeframes import timeframe_ms
+from qt.venues import Venue, venue_for
 
 
 def collect_symbol(exchange: ccxt.Exchange, root: Path, symbol: str, timeframe: str,
@@ -50,7 +51,9 @@ def collect_symbol_into(report: SymbolReport, exchange: ccxt.Exchange, root: Pat
     t0 = time.perf_counter()
     calls = ExchangeCalls(exchange, symbol, params, report, sleep, rng)
     step = timeframe_ms(timeframe)
-    lake.repair_series(root, symbol, timeframe)
+    venue = venue_for(params.exchange)
+    v = venue.name
+    lake.repair_series(root, symbol, timeframe, v)
     calls.call("load_markets", exchange.load_markets)
     if symbol not in exchange.markets:
         raise DataError(f"{symbol}: unknown on {exchange.id}; check --symbols")
@@ -60,47 +63,53 @@ def collect_symbol_into(report: SymbolReport, exchange: ccxt.Exchange, root: Pat
     if end is not None:
         end_ms = min(end_ms, to_ms(end))
     start_ms = align_up_ms(to_ms(start if start is not None else params.backfill_start), step)
-    first, last = lake.first_timestamp(root, symbol, timeframe), lake.last_timestamp(root, symbol, timeframe)
-    state = lake.read_state(root, symbol, timeframe)
+    first, last = lake.first_timestamp(root, symbol, timeframe, v), lake.last_timestamp(root, symbol, timeframe, v)
+    state = lake.read_state(root, symbol, timeframe, v)
     ranges = plan_fetch_ranges(start_ms, end_ms, ts_ms(first), ts_ms(last), step,
                                state.get("history_checked_from_ms"))
     expected = sum((hi - lo) // step for lo, hi in ranges)
     for lo, hi in ranges:
-        _fetch_candle_range(calls, root, symbol, timeframe, lo, hi, params, report, progress, expected)
+        _fetch_candle_range(calls, root, symbol, timeframe, lo, hi, venue, report, progress, expected)
     if ranges and (first is None or ranges[0][0] < ts_ms(first)):
-        state = lake.read_state(root, symbol, timeframe)
+        state = lake.read_state(root, symbol, timeframe, v)
         state["history_checked_from_ms"] = min(start_ms, state.get("history_checked_from_ms") or start_ms)
-        lake.write_state(root, symbol, timeframe, state)
+        lake.write_state(root, symbol, timeframe, state, v)
 
-    _fill_gaps(calls, root, symbol, timeframe, params, report, progress, end_ms)
+    _fill_gaps(calls, root, symbol, timeframe, venue, report, progress, end_ms)
 
+    first, last = lake.first_timestamp(root, symbol, timeframe, v), lake.last_timestamp(root, symbol, timeframe, v)
     if ":" in symbol and params.funding:
-        report.funding_rows_added = collect_funding(calls, root, symbol, start_ms, end_ms, now_ms)
+        # no settlement precedes the first candle: start there, not at a backfill date years before listing
+        funding_from = max(start_ms, ts_ms(first)) if first is not None else start_ms
+        report.funding_rows_added = collect_funding(calls, root, symbol, funding_from, end_ms, now_ms, venue)
     if ":" in symbol and params.open_interest:
-        collect_open_interest(calls, root, symbol, timeframe, start_ms, end_ms, report)
+        if venue.open_interest:
+            collect_open_interest(calls, root, symbol, timeframe, start_ms, end_ms, report)
+        else:
+            report.notes.append(f"open interest: not collected on {venue.name}")
 
-    first, last = lake.first_timestamp(root, symbol, timeframe), lake.last_timestamp(root, symbol, timeframe)
     report.first_stored = first.isoformat() if first is not None else None
     report.last_stored = last.isoformat() if last is not None else None
     report.seconds = round(time.perf_counter() - t0, 3)
 
 
 def _fetch_candle_range(calls: ExchangeCalls, root: Path, symbol: str, timeframe: str, lo: int, hi: int,
-                        params: CollectParams, report: SymbolReport, progress: ProgressFn | None,
+                        venue: Venue, report: SymbolReport, progress: ProgressFn | None,
                         expected: int) -> int:
     """Page through ``[lo, hi)``, storing each page; returns rows added."""
     step = timeframe_ms(timeframe)
     since = lo
     added = 0
     while since < hi:
-        limit = int(min(params.page_limit, -(-(hi - since) // step)))
-        rows = calls.call("fetch_ohlcv", lambda: calls.exchange.fetch_ohlcv(symbol, timeframe, since, limit))
+        limit = int(min(calls.params.page_limit, -(-(hi - since) // step)))
+        extra = venue.ohlcv_params(since, limit, step)
+        rows = calls.call("fetch_ohlcv", lambda: calls.exchange.fetch_ohlcv(symbol, timeframe, since, limit, extra))
         report.pages += 1
         page = _ohlcv_frame(rows)
         page = page[(page["ts_ms"] >= since) & (page["ts_ms"] < hi)]
         if page.empty:
             break  # nothing more in this range on the exchange (a gap up to hi, or no data yet)
-        result = lake.write_candles(root, symbol, timeframe, page.drop(columns="ts_ms"))
+        result = lake.write_candles(root, symbol, timeframe, page.drop(columns="ts_ms"), venue.name)
         added += result.rows_added
         report.rows_added += result.rows_added
         since = int(page["ts_ms"].iloc[-1]) + step
@@ -109,30 +118,31 @@ def _fetch_candle_range(calls: ExchangeCalls, root: Path, symbol: str, timeframe
     return added
 
 
-def _fill_gaps(calls: ExchangeCalls, root: Path, symbol: str, timeframe: str, params: CollectParams,
+def _fill_gaps(calls: ExchangeCalls, root: Path, symbol: str, timeframe: str, venue: Venue,
                report: SymbolReport, progress: ProgressFn | None, end_ms: int) -> None:
     """Re-request every unknown gap once; record what stays missing as unfillable."""
     step = timeframe_ms(timeframe)
-    ts = lake.stored_timestamps_ms(root, symbol, timeframe)
-    state = lake.read_state(root, symbol, timeframe)
+    v = venue.name
+    ts = lake.stored_timestamps_ms(root, symbol, timeframe, venue=v)
+    state = lake.read_state(root, symbol, timeframe, v)
     known = [(g["start_ms"], g["end_ms"]) for g in state.get("unfillable_gaps", [])]
     todo = subtract_known(find_gaps(ts, step), known)
     new_unfillable = []
     for lo, hi in todo:
         report.gap_requests += 1
-        _fetch_candle_range(calls, root, symbol, timeframe, lo, hi, params, report, progress, 0)
-        now_ts = lake.stored_timestamps_ms(root, symbol, timeframe, start_ms=lo - step, end_ms=hi + step)
+        _fetch_candle_range(calls, root, symbol, timeframe, lo, hi, venue, report, progress, 0)
+        now_ts = lake.stored_timestamps_ms(root, symbol, timeframe, start_ms=lo - step, end_ms=hi + step, venue=v)
         left = [g for g in find_gaps(now_ts, step) if g[0] >= lo and g[1] <= hi]
         if left:
             new_unfillable.extend(left)
         else:
             report.gaps_filled += 1
     if new_unfillable:
-        state = lake.read_state(root, symbol, timeframe)
+        state = lake.read_state(root, symbol, timeframe, v)
         gaps = state.get("unfillable_gaps", []) + [gap_record(lo, hi, step) for lo, hi in new_unfillable]
         state["unfillable_gaps"] = sorted(gaps, key=lambda g: g["start_ms"])
-        lake.write_state(root, symbol, timeframe, state)
-    report.gaps_unfillable = len(lake.read_state(root, symbol, timeframe).get("unfillable_gaps", []))
+        lake.write_state(root, symbol, timeframe, state, v)
+    report.gaps_unfillable = len(lake.read_state(root, symbol, timeframe, v).get("unfillable_gaps", []))
     if report.gaps_unfillable:
         report.notes.append(f"{report.gaps_unfillable} exchange gap(s) the exchange cannot fill (see state.json)")
 
