@@ -49,27 +49,26 @@ def collect_funding(calls: ExchangeCalls, root: Path, symbol: str, start_ms: int
 
 def _funding_by_windows(calls: ExchangeCalls, root: Path, symbol: str, since: int, stop: int, now_ms: int,
                         end_ms: int, venue: Venue) -> int:
-    """Bybit's paging: each request is a window ``[since, until]`` answered newest first, at most
-    ``limit`` rows. An empty window is skipped (not the end of history: a listing or a pause); a
-    full page may have cut the window's oldest rows, so the rest of that window is asked again
-    below the oldest row received, until a page comes back short."""
+    """Bybit's paging: each request is a window ``[lo, hi]`` answered with at most ``limit`` rows.
+    An empty window is skipped (not the end of history: before a listing, or a pause). A full page
+    may have left out part of its window - the oldest rows if the venue answers newest first (Bybit),
+    the newest if oldest first - so the parts of the window on either side of what came back are
+    asked for again, until every page is short."""
     limit, window = venue.funding_page_limit, venue.funding_window_ms()
     added = 0
     while since < stop:
-        until = min(since + window, stop) - 1
-        while True:
-            upper = until
+        pending = [(since, min(since + window, stop) - 1)]
+        while pending:
+            lo, hi = pending.pop()
             rows = calls.call("fetch_funding_rate_history", lambda: calls.exchange.fetch_funding_rate_history(
-                symbol, since, limit, {"until": upper}))
-            frame = _funding_frame(rows, since, now_ms, end_ms)
-            frame = frame[frame["timestamp"] <= pd.Timestamp(upper, unit="ms", tz="UTC")]
-            if len(frame):
-                added += perp_series.write_funding(root, symbol, frame, venue.name).rows_added
-            if len(rows) < limit or frame.empty:
-                break
-            until = _ms(frame["timestamp"].iloc[0]) - 1
-            if until < since:
-                break
+                symbol, lo, limit, {"until": hi}))
+            frame = _funding_frame(rows, lo, now_ms, min(end_ms, hi + 1))
+            if frame.empty:
+                continue
+            added += perp_series.write_funding(root, symbol, frame, venue.name).rows_added
+            if len(rows) >= limit:
+                first, last = _ms(frame["timestamp"].iloc[0]), _ms(frame["timestamp"].iloc[-1])
+                pending += [(a, b) for a, b in ((lo, first - 1), (last + 1, hi)) if a <= b]
         since = min(since + window, stop)
     return added
 

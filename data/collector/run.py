@@ -77,7 +77,8 @@ def collect_universe(params: Params, root: Path, exchange_url: str | None = None
     url = exchange_url if exchange_url is not None else c.exchange_url
     tf = params.data.timeframe
     if symbols is None:
-        symbols = select_universe(make_client(c.exchange, c.market, url, c.timeout_ms), params)
+        symbols = list(params.data.symbols) if c.universe == "list" else select_universe(
+            make_client(c.exchange, c.market, url, c.timeout_ms), params)
     sink = make_progress(symbols, c.progress_every_pages) if progress else None
     try:
         reports = _run_threads(url, root, symbols, tf, params, sink)

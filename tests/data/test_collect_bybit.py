@@ -22,8 +22,8 @@ from tests.data.support import collect_params
 pytestmark = pytest.mark.slow
 
 SYMBOL = "BTC/USDT:USDT"
-BARS = 2600  # three kline pages of 1000
-NOW = "2024-06-01T00:00:00"
+BARS = 4000  # four kline pages of 1000, to 2024-06-15
+NOW = "2024-07-01T00:00:00"
 
 
 def _bybit_source(src):
@@ -36,9 +36,10 @@ def _bybit_source(src):
     candles.to_parquet(src / "ohlcv" / "bybit" / "BTC_USDT-1h.parquet", index=False)
     mark = candles[["timestamp", "open", "high", "low", "close"]]
     mark.to_parquet(src / "ohlcv" / "bybit" / "BTC_USDT-1h-mark.parquet", index=False)
-    settle = pd.date_range("2024-01-01", ts[-1], freq="8h", tz="UTC").astype("datetime64[ms, UTC]")
-    # a 70-day pause in settlements: longer than one funding window (200 x 8 h = 66.7 days)
-    settle = settle[(settle < pd.Timestamp("2024-01-10", tz="UTC")) | (settle >= pd.Timestamp("2024-03-20", tz="UTC"))]
+    settle = pd.date_range(ts[0], ts[-1], freq="8h").astype("datetime64[ms, UTC]")
+    # a 71-day pause in settlements: longer than one funding window (200 x 8 h = 66.7 days); after it
+    # 91 days without one, so a window holds a full page of 200 and the rest is asked for again
+    settle = settle[(settle < pd.Timestamp("2024-01-05", tz="UTC")) | (settle >= pd.Timestamp("2024-03-16", tz="UTC"))]
     funding = pd.DataFrame({"timestamp": settle, "funding_rate": rng.normal(1e-4, 1e-4, len(settle))})
     (src / "funding" / "bybit").mkdir(parents=True)
     funding.to_parquet(src / "funding" / "bybit" / "BTC_USDT-funding.parquet", index=False)
