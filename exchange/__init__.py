@@ -1,4 +1,4 @@
-"""The project's local Binance-compatible exchange (offline stand-in for binance.com).
+"""The project's local Binance-compatible exchange (offline stand-in for binance.com, and for Bybit v5).
 
 * ``create_app`` / ``Clock`` (``exchange.local``): Binance's public REST endpoints over a
   Parquet data dir (``exchange.market_data``), at the wall clock or a replayed instant, plus the
@@ -8,6 +8,11 @@
   ``exchange.orders``, spot OCO lists in ``exchange.oco``, the futures account with cross and
   isolated margin in ``exchange.ledger``, liquidation of isolated positions in
   ``exchange.liquidation``), and a test-control surface (``exchange.control``). It imports nothing of the project but ``qt``.
+* Bybit v5 (``exchange.bybit``), served by the same process over the same data dir, clock and
+  faults, for the real ccxt ``bybit`` client and pybit: ``GET /v5/market/time``,
+  ``instruments-info``, ``kline``, ``mark-price-kline``, ``funding/history``, ``tickers``,
+  ``open-interest`` (USDT perpetuals, category ``linear``; files under ``ohlcv/bybit`` and
+  ``funding/bybit``).
 * API keys: ``{"api key": "secret"}`` as JSON in the environment variable
   ``QT_EXCHANGE_API_KEYS`` of the server process (never on the command line, where ``ps``
   shows it, and never logged). Without keys every signed request is refused (-2015).

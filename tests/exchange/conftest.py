@@ -67,3 +67,17 @@ def venue(trading_exchange) -> LocalExchange:
     trading_exchange.move_clock_to(NOW_MS)
     yield trading_exchange
     trading_exchange.set_faults({})
+
+
+@pytest.fixture(scope="session")
+def bybit_datadir(tmp_path_factory) -> Path:
+    from tests.exchange.bybit_support import write_bybit_datadir
+
+    return write_bybit_datadir(tmp_path_factory.mktemp("bybit-data"))
+
+
+@pytest.fixture(scope="session")
+def bybit_exchange(bybit_datadir) -> LocalExchange:
+    """One server over the Bybit data dir at NOW; tests that set faults clear them."""
+    with LocalExchange(bybit_datadir, now=NOW) as ex:
+        yield ex

@@ -1,0 +1,59 @@
+"""Bybit's v5 REST API (USDT perpetuals, category ``linear``), served by the local exchange's
+one server process beside the Binance routes (``exchange.local``), over the same data dir,
+clock and fault injector, so the real ccxt ``bybit`` client and pybit run offline.
+
+Served (public, ``exchange.bybit.market``)
+    ``GET /v5/market/time``, ``instruments-info`` (cursor pagination), ``kline``,
+    ``mark-price-kline``, ``funding/history``, ``tickers``, ``open-interest`` (always an
+    empty list: the data dir holds no open interest).
+Any other ``/v5/...`` path answers HTTP 404 with retCode 10017 (route not found), loudly.
+
+Modules: ``envelope`` (the answer envelope, Bybit's retCodes, parameter checks, fault bodies),
+``files`` (the ``ohlcv/bybit`` and ``funding/bybit`` layout), ``market`` (the answers).
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from exchange.bybit.envelope import (FAULT_BODIES, ROUTE_NOT_FOUND, BybitError, envelope, error_response,
+                                     json_response)
+from exchange.bybit.market import BybitMarketData
+from exchange.datadir import DataDir
+
+V5_PREFIX = "/v5/"
+
+
+def bybit_routes(data: DataDir, clock) -> list[Route]:
+    """The v5 routes; the last one catches every other ``/v5/`` path (must stay last)."""
+    market = BybitMarketData(data, clock)
+
+    def endpoint(fn):
+        def handler(request: Request) -> Response:
+            try:
+                result = fn(request.query_params)
+            except BybitError as exc:
+                return error_response(exc, clock.now_ms())
+            return json_response(envelope(result, clock.now_ms()))
+        return handler
+
+    async def unknown_route(request: Request) -> Response:
+        return error_response(BybitError(ROUTE_NOT_FOUND, f"Route not found (local exchange: {request.method} "
+                                                          f"{request.url.path} is not simulated)", status=404),
+                              clock.now_ms())
+
+    return [
+        Route("/v5/market/time", endpoint(market.time)),
+        Route("/v5/market/instruments-info", endpoint(market.instruments_info)),
+        Route("/v5/market/kline", endpoint(market.kline)),
+        Route("/v5/market/mark-price-kline", endpoint(market.mark_price_kline)),
+        Route("/v5/market/funding/history", endpoint(market.funding_history)),
+        Route("/v5/market/tickers", endpoint(market.tickers)),
+        Route("/v5/market/open-interest", endpoint(market.open_interest)),
+        Route("/v5/{rest:path}", unknown_route, methods=["GET", "POST"]),
+    ]
+
+
+__all__ = ["FAULT_BODIES", "V5_PREFIX", "BybitError", "bybit_routes"]
