@@ -68,3 +68,16 @@ def recorded_paths(client: ccxt.bybit) -> list[str]:
 
     client.fetch = recording
     return seen
+
+
+def pybit_session(url: str, api_key: str | None = None, secret: str | None = None):
+    """pybit's ``unified_trading.HTTP`` pointed at ``url``.
+
+    pybit builds its base URL as ``https://api.{domain}.{tld}`` in ``__post_init__`` and sends
+    every request to ``self.endpoint + path``; it has no argument for a whole URL, so the
+    attribute is replaced after construction (pybit's own code is untouched)."""
+    from pybit.unified_trading import HTTP
+
+    session = HTTP(api_key=api_key, api_secret=secret, max_retries=1, timeout=10)
+    session.endpoint = url.rstrip("/")
+    return session
