@@ -14,6 +14,8 @@
                         of the running account (orders, balances and positions kept), e.g. so that
                         an exit fills only in part after an entry filled in full; {} removes every cap.
     GET  /_qt/account   the raw account (balances, wallet, positions, order and trade counts) for tests.
+    /_qt/bybit/reset, /_qt/bybit/account, /_qt/bybit/liquidity: the same for the Bybit v5 account
+                        (``exchange.bybit.trading``; its own wallet, orders and positions, the same clock).
 
 A bad body is answered 400 ``{"code": -1130, "msg": ...}`` with one line naming the key.
 """
@@ -140,6 +142,16 @@ def control_routes(venue: TradingVenue, clock) -> list:
         except (ConfigError, ValueError) as err:
             return _error(str(err))
 
+    return [Route("/_qt/clock", get_clock, methods=["GET"]), Route("/_qt/clock", post_clock, methods=["POST"]),
+            *account_control_routes(venue, clock, "/_qt")]
+
+
+def account_control_routes(venue: TradingVenue, clock, prefix: str) -> list:
+    """``{prefix}/reset``, ``/account``, ``/liquidity`` of one venue's account (Binance's under
+    ``/_qt``, Bybit's under ``/_qt/bybit``: separate accounts, one clock)."""
+    def ok(payload) -> Response:
+        return Response(json.dumps(payload), media_type="application/json")
+
     async def post_reset(request: Request) -> Response:
         try:
             reset = _parse(AccountReset, await request.body())
@@ -172,6 +184,5 @@ def control_routes(venue: TradingVenue, clock) -> list:
                 "orders": len(e.orders), "algo_orders": len(e.algo_orders), "trades": len(e.trades),
             })
 
-    return [Route("/_qt/clock", get_clock, methods=["GET"]), Route("/_qt/clock", post_clock, methods=["POST"]),
-            Route("/_qt/reset", post_reset, methods=["POST"]), Route("/_qt/account", get_account, methods=["GET"]),
-            Route("/_qt/liquidity", post_liquidity, methods=["POST"])]
+    return [Route(f"{prefix}/reset", post_reset, methods=["POST"]), Route(f"{prefix}/account", get_account, methods=["GET"]),
+            Route(f"{prefix}/liquidity", post_liquidity, methods=["POST"])]

@@ -14,7 +14,9 @@ Served (public market data, answered by ``exchange.market_data``)
     Bybit  ``/v5/market``: time, instruments-info, kline, mark-price-kline, funding/history,
            tickers, open-interest (always an empty list) - USDT perpetuals (category linear)
            from ``ohlcv/bybit`` and ``funding/bybit``, in Bybit's envelope and retCodes
-           (``exchange.bybit``); any other ``/v5/`` path answers 404 / retCode 10017
+           (``exchange.bybit``); signed ``/v5/account``, ``/v5/position``, ``/v5/order``,
+           ``/v5/execution`` over the matching engine in a Bybit account of its own
+           (``exchange.bybit.trading``); any other ``/v5/`` path answers 404 / retCode 10017
     admin  ``GET/POST /_qt/faults`` (fault config and counters, see ``exchange.faults``)
 
 What the data dir cannot say is not invented: klines carry trade count 0 and taker-buy
@@ -195,7 +197,7 @@ def create_app(datadir: Path, clock: Clock, faults: FaultInjector,
         *starlette_routes(venue),
         *control_routes(venue, clock),
         *[Route(path, not_implemented(method, path), methods=[method]) for method, path in NOT_SIMULATED],
-        *bybit_routes(data, clock),  # Bybit v5 (/v5/...): same data dir, clock and faults
+        *bybit_routes(data, clock, api_keys),  # Bybit v5 (/v5/...): same data dir, clock and faults
     ]
 
     async def binance_error(_request: Request, exc: BinanceError) -> Response:

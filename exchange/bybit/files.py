@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exchange.datadir import SUPPORTED_TIMEFRAMES, Bars, DataDir, Funding, read_bars, read_funding
+from exchange.datadir import SUPPORTED_TIMEFRAMES, Bars, DataDir, Funding, MarketFiles, read_bars, read_funding
 from qt.errors import DataError
 from qt.timeframes import timeframe_ms
 
@@ -70,6 +70,14 @@ class BybitFiles:
                                  funding if funding.is_file() else None)
             out[market.symbol] = market
         return out
+
+    def tradable(self, kind: str) -> dict[str, MarketFiles]:
+        """The perpetuals as the matching venue names markets (``exchange.trading.TradingVenue``'s
+        ``markets``): Bybit has no spot here, so any other kind is empty."""
+        if kind != "perp":
+            return {}
+        return {symbol: MarketFiles("perp", m.base, m.quote, m.candle_files, m.funding_file)
+                for symbol, m in self.markets().items()}
 
     def bars(self, market: BybitMarket, timeframe: str) -> Bars:
         return self.data.cached(market.candle_files[timeframe], read_bars)

@@ -78,6 +78,17 @@ def bybit_datadir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def bybit_exchange(bybit_datadir) -> LocalExchange:
-    """One server over the Bybit data dir at NOW; tests that set faults clear them."""
-    with LocalExchange(bybit_datadir, now=NOW) as ex:
+    """One server over the Bybit data dir at NOW, with the test API key; tests that set faults
+    clear them, tests that trade reset the Bybit account (``bybit_venue``)."""
+    with LocalExchange(bybit_datadir, now=NOW, api_keys={API_KEY: API_SECRET}) as ex:
         yield ex
+
+
+@pytest.fixture
+def bybit_venue(bybit_exchange) -> LocalExchange:
+    """The Bybit server with a fresh Bybit account (10 000 USDT), its clock back at NOW, no faults."""
+    bybit_exchange.set_faults({})
+    bybit_exchange.move_clock_to(NOW_MS)
+    bybit_exchange.reset_account(futures_usdt=10_000, prefix="/_qt/bybit")
+    yield bybit_exchange
+    bybit_exchange.move_clock_to(NOW_MS)
