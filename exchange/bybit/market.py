@@ -3,10 +3,11 @@
 The same visibility rules as the Binance side (``exchange.views``: a candle exists once it
 opened, a settlement once it happened, a symbol once its first candle opened), in Bybit's
 shapes: every number a string, lists **newest first**, ``limit`` checked against Bybit's
-maxima. Row selection (assumed from Bybit's documented behaviour, and the one ccxt's
-``since`` pagination relies on): with ``start`` the first ``limit`` rows from it, without it
-the last ``limit`` up to ``end`` (or now); funding history refuses ``startTime`` without
-``endTime`` as Bybit does.
+maxima. Row selection (Bybit's behaviour as its users report it, and the one ccxt's ``since``
+pagination relies on): with ``start`` the first ``limit`` candles from the one whose interval
+contains ``start`` (so ``start = last open + 1`` returns that last candle again; ccxt drops it,
+ccxt/ccxt#20646), without it the last ``limit`` up to ``end`` (or now); funding history refuses
+``startTime`` without ``endTime`` as Bybit documents, and with both gives the first ``limit``.
 
 What the data dir cannot say is not invented: turnover is volume x mean(OHLC) (an estimate),
 tickers have no bid/ask/open interest (empty strings), ``fundingRate`` in a ticker is the last
@@ -155,7 +156,10 @@ class BybitMarketData:
             raise BybitError(PARAMS_ERROR, f"Not supported symbols (local exchange: {exc})") from None
         if not series:
             return {"category": "linear", "symbol": market.symbol, "list": []}
-        window = visible_window(self._source(series, interval), now_ms, start, end, limit)
+        source = self._source(series, interval)
+        if start is not None:  # Bybit includes the candle whose interval contains ``start``
+            start -= start % source.interval_ms
+        window = visible_window(source, now_ms, start, end, limit)
         return {"category": "linear", "symbol": market.symbol, "list": kline_list(window, with_volume=not mark)}
 
     def kline(self, params) -> dict:

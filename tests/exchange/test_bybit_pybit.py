@@ -25,14 +25,15 @@ def _as_strings(df: pd.DataFrame, columns: list[str]) -> list[list[float]]:
 
 
 def _klines(method, start: int, limit: int) -> list[list[float]]:
-    """Pages from ``start``: each answer is newest first; the next page starts after its newest row."""
+    """Pages from ``start``: each answer is newest first; the next page starts one interval after
+    its newest row (Bybit includes the candle containing ``start``: newest + 1 would repeat it)."""
     out = []
     while True:
         rows = method(category="linear", symbol="BTCUSDT", interval="60", start=start, limit=limit)["result"]["list"]
         if not rows:
             return out
         out += [[int(r[0]), *map(float, r[1:])] for r in reversed(rows)]
-        start = int(rows[0][0]) + 1
+        start = int(rows[0][0]) + HOUR_MS
 
 
 def test_pybit_klines_are_the_candle_file(bybit_exchange, bybit_datadir):
@@ -61,6 +62,14 @@ def test_pybit_funding_history_is_the_funding_file(bybit_exchange, bybit_datadir
         got = [(int(r["fundingRateTimestamp"]), float(r["fundingRate"])) for r in reversed(rows)] + got
         end = int(rows[-1]["fundingRateTimestamp"]) - 1
     assert got == list(zip(ts_ms(stored["timestamp"]), stored["funding_rate"].tolist()))
+
+
+def test_a_start_inside_a_candle_includes_that_candle_as_bybit_does(bybit_exchange):
+    session = pybit_session(bybit_exchange.url)
+    last_open = NOW_MS - 30 * 60_000
+    rows = session.get_kline(category="linear", symbol="BTCUSDT", interval="60", start=last_open - HOUR_MS + 1,
+                             limit=5)["result"]["list"]
+    assert [int(r[0]) for r in rows] == [last_open, last_open - HOUR_MS]  # newest first, nothing after now
 
 
 def test_pybit_server_time_and_errors(bybit_exchange):
