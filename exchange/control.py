@@ -172,6 +172,7 @@ def account_control_routes(venue: TradingVenue, clock, prefix: str) -> list:
 
     async def get_account(_request: Request) -> Response:
         with venue.lock:
+            venue.sync(clock.now_ms())  # a venue other than Binance's is not synced by a clock move
             e = venue.engine
             return ok({
                 "spot": {a: {"free": num(e.spot.free_of(a)), "locked": num(e.spot.locked_of(a))}

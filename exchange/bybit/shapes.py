@@ -94,8 +94,9 @@ def _bybit_side(side: str) -> str:
     return "Buy" if side == "BUY" else "Sell"
 
 
-def order(o: Order, child: Order | None = None) -> dict:
-    """Bybit's order shape; ``child`` is the regular order a triggered conditional placed."""
+def order(o: Order, child: Order | None = None, fee: Decimal = Decimal(0)) -> dict:
+    """Bybit's order shape; ``child`` is the regular order a triggered conditional placed,
+    ``fee`` the commission of the order's fills (USDT)."""
     filled = child if o.algo else o
     if o.algo:
         status = _ALGO_STATUS.get(o.status) or (_STATUS[child.status] if child is not None else "Triggered")
@@ -116,7 +117,7 @@ def order(o: Order, child: Order | None = None) -> dict:
         "avgPrice": num(filled.avg_price) if filled is not None and executed else "",
         "leavesQty": num(leaves), "leavesValue": num(leaves * o.price),
         "cumExecQty": num(executed), "cumExecValue": num(filled.cum_quote if filled is not None else 0),
-        "cumExecFee": "", "timeInForce": {"GTX": "PostOnly"}.get(o.time_in_force, o.time_in_force),
+        "cumExecFee": num(fee), "timeInForce": {"GTX": "PostOnly"}.get(o.time_in_force, o.time_in_force),
         "orderType": "Market" if o.type in ("MARKET", "STOP_MARKET", "TAKE_PROFIT_MARKET") else "Limit",
         "stopOrderType": ("StopLoss" if o.type.startswith("STOP") else "TakeProfit") if o.algo and o.reduce_only
         else ("Stop" if o.algo else ""),

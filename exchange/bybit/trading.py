@@ -61,7 +61,10 @@ class BybitAccount:
         return self.engine.orders.get(o.actual_order_id) if o.algo and o.actual_order_id is not None else None
 
     def _shape(self, o: Order) -> dict:
-        return shapes.order(o, self._child(o))
+        child = self._child(o)
+        filled_id = child.order_id if child is not None else o.order_id
+        fee = sum((t.commission for t in self.engine.trades if t.order_id == filled_id), Decimal(0))
+        return shapes.order(o, child, fee)
 
     def _find(self, params: dict) -> Order:
         order_id, link_id = params.get("orderId") or None, params.get("orderLinkId") or None

@@ -91,4 +91,5 @@ def bybit_venue(bybit_exchange) -> LocalExchange:
     bybit_exchange.move_clock_to(NOW_MS)
     bybit_exchange.reset_account(futures_usdt=10_000, prefix="/_qt/bybit")
     yield bybit_exchange
+    bybit_exchange.set_faults({})
     bybit_exchange.move_clock_to(NOW_MS)

@@ -151,3 +151,31 @@ def test_the_bybit_account_is_apart_from_the_binance_one(bybit_venue):
     client.create_order(SYMBOL, "market", "buy", 0.01)
     assert bybit_venue.account_state()["trades"] == 0  # /_qt/account is the Binance account
     assert bybit_venue._control("GET", "/_qt/bybit/account")["trades"] == 1
+
+
+def test_an_order_whose_answer_was_lost_is_found_by_its_order_link_id_and_not_placed_twice(bybit_venue):
+    client = _client(bybit_venue)
+    bybit_venue.set_faults({"rules": [{"kind": "drop_after", "path_prefix": "/v5/order/create", "symbol": "BTCUSDT",
+                                       "first_k": 1}]})
+    with pytest.raises(ccxt.NetworkError):
+        client.create_order(SYMBOL, "market", "buy", 0.01, params={"clientOrderId": "lost-1"})
+    found = client.privateGetV5OrderRealtime({"category": "linear", "symbol": "BTCUSDT", "orderLinkId": "lost-1"})
+    [order] = found["result"]["list"]
+    assert order["orderStatus"] == "Filled" and order["cumExecQty"] == "0.01"
+    assert float(order["cumExecFee"]) > 0
+    with pytest.raises(ccxt.InvalidOrder):  # a blind retry is refused: 110072
+        client.create_order(SYMBOL, "market", "buy", 0.01, params={"clientOrderId": "lost-1"})
+
+
+def test_pybit_signs_requests_the_local_exchange_accepts(bybit_venue):
+    pytest.importorskip("pybit", reason="pybit (a dev dependency) is not installed in this environment")
+    from tests.exchange.bybit_support import pybit_session
+
+    session = pybit_session(bybit_venue.url, API_KEY, API_SECRET)
+    placed = session.place_order(category="linear", symbol="BTCUSDT", side="Buy", orderType="Market", qty="0.01",
+                                 orderLinkId="pybit-1")
+    assert placed["retCode"] == 0 and placed["result"]["orderLinkId"] == "pybit-1"
+    [position] = session.get_positions(category="linear", symbol="BTCUSDT")["result"]["list"]
+    assert position["side"] == "Buy" and position["size"] == "0.01"
+    wallet = session.get_wallet_balance(accountType="UNIFIED")["result"]["list"][0]
+    assert wallet["accountType"] == "UNIFIED" and float(wallet["coin"][0]["walletBalance"]) < 10_000
