@@ -153,3 +153,13 @@ def test_errors_raise_the_ccxt_classes_bybit_would(bybit_exchange):
         client.publicGetV5MarketKline({"category": "spot", "symbol": "BTCUSDT", "interval": "60"})
     answer = httpx.get(f"{bybit_exchange.url}/v5/market/orderbook", params={"category": "linear"})
     assert answer.status_code == 404 and answer.json()["retCode"] == 10017  # not simulated: said loudly
+
+
+def test_ccxt_funding_rate_and_open_interest_say_only_what_the_data_dir_knows(bybit_exchange, bybit_datadir):
+    client = bybit_client(bybit_exchange.url)
+    stored = pd.read_parquet(bybit_datadir / "funding" / "bybit" / "BTC_USDT-funding.parquet")
+    settled = stored[pd.to_datetime(stored["timestamp"]) <= NOW_TS]
+    rate = client.fetch_funding_rate("BTC/USDT:USDT")
+    assert rate["fundingRate"] == settled["funding_rate"].iloc[-1]  # the last settled rate, not a guess
+    assert rate["fundingTimestamp"] == pd.Timestamp("2023-03-01T16:00", tz="UTC").value // 10**6
+    assert client.fetch_open_interest_history("BTC/USDT:USDT", "1h") == []

@@ -179,3 +179,12 @@ def test_pybit_signs_requests_the_local_exchange_accepts(bybit_venue):
     assert position["side"] == "Buy" and position["size"] == "0.01"
     wallet = session.get_wallet_balance(accountType="UNIFIED")["result"]["list"][0]
     assert wallet["accountType"] == "UNIFIED" and float(wallet["coin"][0]["walletBalance"]) < 10_000
+
+
+def test_a_stale_timestamp_and_an_unknown_order_raise_what_bybit_would(bybit_venue):
+    client = _client(bybit_venue)
+    with pytest.raises(ccxt.OrderNotFound):  # 110001
+        client.cancel_order("123", SYMBOL)
+    client.options["timeDifference"] = 60_000  # the client's clock a minute behind: outside recv_window
+    with pytest.raises(ccxt.InvalidNonce):  # 10002
+        client.fetch_balance()
