@@ -73,7 +73,7 @@ def serve(datadir: Path, host: str, port: int, clock: Clock, faults: FaultInject
     app = create_app(Path(datadir), clock, faults, api_keys)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                             lifespan="off", timeout_graceful_shutdown=1)
-    print(f"local Binance-compatible exchange on http://{host}:{port} serving {datadir}, "
+    print(f"local Binance- and Bybit-compatible exchange on http://{host}:{port} serving {datadir}, "
           f"{len(api_keys or {})} API key(s) (Ctrl-C to stop)", flush=True)
     uvicorn.Server(config).run()
 

@@ -28,7 +28,7 @@ rows carry no ``markPrice``.
 Time: ``Clock`` - the wall clock, or a fixed ``now_ms`` that replays history (nothing after
 now is visible, a symbol is listed once its first candle opened; see ``exchange.views``).
 The clock and the fault injector are the same for both protocols; a fault on a ``/v5/`` path is
-answered in Bybit's dialect (``exchange.bybit.envelope.FAULT_BODIES``: rate limit = retCode
+answered in Bybit's dialect (``exchange.bybit.envelope.fault_answer``: rate limit = retCode
 10006, IP ban = HTTP 403). Every Binance answer carries ``X-MBX-USED-WEIGHT-1M`` (request weights summed per wall-clock minute,
 Binance's table, approximate); the limit is not enforced - use a 429 fault to test that.
 
@@ -58,7 +58,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from exchange.bybit import FAULT_BODIES as BYBIT_FAULT_BODIES, V5_PREFIX, bybit_routes
+from exchange.bybit import V5_PREFIX, bybit_routes, fault_answer as bybit_fault_answer
 from exchange.control import control_routes
 from exchange.datadir import DataDir
 from exchange.faults import FaultInjector, parse_fault_config
@@ -210,7 +210,7 @@ def create_app(datadir: Path, clock: Clock, faults: FaultInjector,
         return Response(f"local exchange data error: {exc}", status_code=500, media_type="text/plain")
 
     app = Starlette(routes=routes, exception_handlers={BinanceError: binance_error, DataError: data_error})
-    return _FaultsAndWeight(app, faults)  # type: ignore[return-value]
+    return _FaultsAndWeight(app, faults, clock)  # type: ignore[return-value]
 
 
 _FAULT_BODIES = {
@@ -230,8 +230,8 @@ class _FaultsAndWeight:
     """ASGI middleware: applies the fault decision to every request outside ``/_qt/`` and
     adds ``X-MBX-USED-WEIGHT-1M`` to real answers."""
 
-    def __init__(self, app, faults: FaultInjector):
-        self.app, self.faults, self.weight = app, faults, _UsedWeight()
+    def __init__(self, app, faults: FaultInjector, clock: Clock):
+        self.app, self.faults, self.weight, self.clock = app, faults, _UsedWeight(), clock
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["path"].startswith("/_qt/"):
@@ -253,7 +253,8 @@ class _FaultsAndWeight:
         if decision.kind == "timeout":
             await asyncio.sleep(decision.timeout_s)
         elif decision.kind is not None:
-            status, body, media = (BYBIT_FAULT_BODIES if bybit else _FAULT_BODIES)[decision.kind]
+            status, body, media = (bybit_fault_answer(decision.kind, self.clock.now_ms()) if bybit
+                                   else _FAULT_BODIES[decision.kind])
             headers = [(b"content-type", media.encode()), (b"content-length", str(len(body)).encode())]
             if not bybit:
                 headers.append((b"x-mbx-used-weight-1m", used))

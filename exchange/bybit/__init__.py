@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from exchange.bybit.envelope import (FAULT_BODIES, ROUTE_NOT_FOUND, BybitError, envelope, error_response,
+from exchange.bybit.envelope import (ROUTE_NOT_FOUND, BybitError, envelope, error_response, fault_answer,
                                      json_response)
 from exchange.bybit.files import BybitFiles
 from exchange.bybit.market import BybitMarketData
@@ -73,4 +73,4 @@ def bybit_routes(data: DataDir, clock, api_keys: dict[str, str] | None = None) -
     ]
 
 
-__all__ = ["FAULT_BODIES", "V5_PREFIX", "BybitError", "bybit_routes"]
+__all__ = ["V5_PREFIX", "BybitError", "bybit_routes", "fault_answer"]

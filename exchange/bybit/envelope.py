@@ -82,9 +82,10 @@ def limit_param(params, default: int, maximum: int) -> int:
     return limit
 
 
-def linear_category(params) -> str:
-    """Only USDT perpetuals are served: ``category=linear``; the others are answered honestly."""
-    category = params.get("category")
+def linear_category(params, default: str | None = None) -> str:
+    """Only USDT perpetuals are served: ``category=linear``; the others are answered honestly.
+    ``default``: what Bybit assumes when the endpoint lets ``category`` be left out (kline)."""
+    category = params.get("category") or default
     if not category:
         raise params_error("category is required")
     if category != "linear":
@@ -92,16 +93,22 @@ def linear_category(params) -> str:
     return category
 
 
-# Fault answers in Bybit's dialect (``exchange.local`` picks them for /v5/ paths). Rate limits
+# Fault answers in Bybit's dialect (``exchange.local`` asks for them on /v5/ paths). Rate limits
 # are HTTP 200 + retCode 10006 as Bybit sends them; an IP ban is Bybit's HTTP 403 "access too
 # frequent" page; 5xx are gateway pages (not JSON), which ccxt maps by status.
-FAULT_BODIES = {
-    "429": (200, json.dumps(envelope({}, 0, RATE_LIMITED, "Too many visits. Exceeded the API Rate Limit."))
-            .encode(), "application/json"),
+_FAULT_CODES = {"429": (RATE_LIMITED, "Too many visits. Exceeded the API Rate Limit."),
+                "refuse": (PARAMS_ERROR, "Request refused (local exchange fault rule).")}
+_FAULT_PAGES = {
     "418": (403, b"access too frequent", "text/plain"),
     "500": (500, b"Internal Server Error", "text/plain"),
     "502": (502, b"<html><head><title>502 Bad Gateway</title></head></html>", "text/html"),
     "503": (503, b"Service Unavailable.", "text/plain"),
-    "refuse": (200, json.dumps(envelope({}, 0, PARAMS_ERROR, "Request refused (local exchange fault rule)."))
-               .encode(), "application/json"),
 }
+
+
+def fault_answer(kind: str, now_ms: int) -> tuple[int, bytes, str]:
+    """(HTTP status, body, media type) of an injected fault of ``kind`` at ``now_ms``."""
+    if kind in _FAULT_CODES:
+        code, msg = _FAULT_CODES[kind]
+        return 200, json.dumps(envelope({}, now_ms, code, msg), separators=(",", ":")).encode(), "application/json"
+    return _FAULT_PAGES[kind]

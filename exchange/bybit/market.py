@@ -72,8 +72,8 @@ class BybitMarketData:
                 out[symbol] = (market, bars)
         return out
 
-    def market(self, params, now_ms: int) -> tuple[BybitMarket, Bars]:
-        linear_category(params)
+    def market(self, params, now_ms: int, default_category: str | None = None) -> tuple[BybitMarket, Bars]:
+        linear_category(params, default_category)
         hit = self.listed(now_ms).get(require(params, "symbol"))
         if hit is None:
             raise not_supported_symbol()
@@ -142,7 +142,7 @@ class BybitMarketData:
 
     def _klines(self, params, mark: bool) -> dict:
         now_ms = self.clock.now_ms()
-        market, _ = self.market(params, now_ms)
+        market, _ = self.market(params, now_ms, default_category="linear")  # Bybit's kline default
         interval = require(params, "interval")
         limit = limit_param(params, KLINE_DEFAULT_LIMIT, KLINE_MAX_LIMIT)
         start, end = int_param(params, "start"), int_param(params, "end")

@@ -5,6 +5,7 @@ the classes it raises against api.bybit.com on a bad day."""
 from __future__ import annotations
 
 import ccxt
+import httpx
 import pytest
 
 from tests.exchange.bybit_support import bybit_client
@@ -58,3 +59,11 @@ def test_moving_the_replay_clock_reveals_the_next_candles_and_settlements(bybit_
     assert client.fetch_ohlcv("BTC/USDT:USDT", "1h", limit=1)[-1][0] == before + 6 * HOUR_MS
     rates_after = client.fetch_funding_rate_history("BTC/USDT:USDT", limit=200)
     assert rates_after[-1]["timestamp"] == rates_before[-1]["timestamp"] + 8 * HOUR_MS  # the 16:00 settlement
+
+
+def test_a_rate_limit_fault_is_bybits_envelope_at_the_exchange_clock(bybit_faulty):
+    bybit_faulty.set_faults({"rules": [{"kind": "429", "path_prefix": "/v5/market/time"}]})
+    answer = httpx.get(f"{bybit_faulty.url}/v5/market/time")
+    assert answer.status_code == 200  # Bybit answers its rate limit with HTTP 200 and retCode 10006
+    assert answer.json()["retCode"] == 10006 and answer.json()["time"] == NOW_MS
+    assert "x-mbx-used-weight-1m" not in answer.headers  # no Binance header on a Bybit answer

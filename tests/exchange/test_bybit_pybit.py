@@ -75,6 +75,8 @@ def test_a_start_inside_a_candle_includes_that_candle_as_bybit_does(bybit_exchan
 def test_pybit_server_time_and_errors(bybit_exchange):
     session = pybit_session(bybit_exchange.url)
     assert int(session.get_server_time()["time"]) == NOW_MS
+    latest = session.get_kline(symbol="BTCUSDT", interval="60", limit=1)["result"]  # category defaults to linear
+    assert [int(r[0]) for r in latest["list"]] == [NOW_MS - 30 * 60_000] and latest["category"] == "linear"
     with pytest.raises(InvalidRequestError) as err:
         session.get_kline(category="linear", symbol="XRPUSDT", interval="60")
     assert err.value.status_code == 10001
