@@ -12,7 +12,8 @@ positions, as on the real exchanges) and its prices are the ``ohlcv/bybit`` cand
                                                   for the account's life (110072), as on Bybit
     POST /v5/order/amend, /v5/order/cancel
     GET  /v5/order/realtime                       open orders; any order by orderId/orderLinkId
-    GET  /v5/order/history, /v5/execution/list    newest first
+    GET  /v5/order/history                        finished orders (or those of ``orderStatus``), newest first
+    GET  /v5/execution/list                       fills, newest first
 
 Refusals are Bybit retCodes (``exchange.bybit.shapes.retcode_for``). Not simulated: hedge mode,
 tpsl attached to an order (takeProfit/stopLoss), trailing stops, /v5/position/trading-stop,
@@ -214,9 +215,9 @@ class BybitAccount:
         rows = [o for o in self._selected(params) if (not start or o.created_ms >= int(start))
                 and (not end or o.created_ms <= int(end))]
         shaped = [self._shape(o) for o in reversed(rows)]
-        shaped = [r for r in shaped if r["orderStatus"] not in shapes.OPEN_STATUSES or r["orderStatus"] == "Untriggered"]
-        if params.get("orderStatus"):
-            shaped = [r for r in shaped if r["orderStatus"] == params["orderStatus"]]
+        wanted = params.get("orderStatus")  # without it: the finished orders (ccxt's closed and canceled)
+        shaped = [r for r in shaped if (r["orderStatus"] == wanted if wanted
+                                        else r["orderStatus"] not in shapes.OPEN_STATUSES)]
         return self._page(shaped, params, 50)
 
     def executions(self, params: dict, now_ms: int) -> dict:

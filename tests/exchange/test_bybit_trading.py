@@ -42,6 +42,7 @@ def test_market_order_fills_at_the_current_close_and_opens_a_position(bybit_venu
     assert fetched["clientOrderId"] == "entry-1" and fetched["side"] == "buy"
     [position] = client.fetch_positions([SYMBOL])
     assert position["side"] == "long" and position["contracts"] == 0.01 and position["entryPrice"] == close
+    assert [p["symbol"] for p in client.fetch_positions()] == [SYMBOL]  # all open positions (settleCoin USDT)
     balance = client.fetch_balance()
     fee = 0.01 * close * 0.0005
     assert balance["USDT"]["total"] == pytest.approx(10_000 - fee, abs=1e-6)
