@@ -68,6 +68,10 @@ def test_reduce_only_conditional_stop_rests_until_cancelled(bybit_venue, bybit_d
     assert open_order["id"] == stop["id"] and open_order["status"] == "open"
     assert open_order["triggerPrice"] == trigger and open_order["reduceOnly"] is True
     assert open_order["info"]["orderStatus"] == "Untriggered"
+    lower = round(close * 0.7, 1)
+    client.edit_order(stop["id"], SYMBOL, "market", "sell", 0.01, None, {"triggerPrice": lower})
+    [amended] = client.fetch_open_orders(SYMBOL)
+    assert amended["id"] == stop["id"] and amended["triggerPrice"] == lower  # amended in place, same id
     client.cancel_order(stop["id"], SYMBOL)
     assert client.fetch_open_orders(SYMBOL) == []
     [closed] = [o for o in client.fetch_canceled_and_closed_orders(SYMBOL) if o["id"] == stop["id"]]
