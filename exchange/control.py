@@ -22,6 +22,7 @@ A bad body is answered 400 ``{"code": -1130, "msg": ...}`` with one line naming 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from decimal import Decimal
 
@@ -115,25 +116,33 @@ def _parse(model, body: bytes):
         raise ConfigError(f"{key}: {first['msg']}") from None
 
 
-def control_routes(venue: TradingVenue, clock) -> list:
+def control_routes(venue: TradingVenue, clock, others: tuple[TradingVenue, ...] = ()) -> list:
+    """The clock routes and ``venue``'s account routes under ``/_qt``. A clock move matches the
+    resting orders of ``venue`` and of ``others`` (the Bybit account) on every bar on the way,
+    and a move backwards is refused while any of them has orders open or positions held."""
     def ok(payload) -> Response:
         return Response(json.dumps(payload), media_type="application/json")
+
+    venues = (venue, *others)
 
     async def get_clock(_request: Request) -> Response:
         return ok({"now_ms": clock.now_ms(), "fixed": clock.fixed_ms is not None, "synced_ms": venue.synced_ms})
 
     def _move(move: ClockMove) -> dict:
-        with venue.lock:
+        with contextlib.ExitStack() as locks:
+            for v in venues:
+                locks.enter_context(v.lock)
             now = clock.now_ms()
             target = move.target_ms(now)
-            engine = venue.engine
-            if target < now and (engine.symbols_with_open_orders() or engine.futures.open_symbols()):
+            busy = any(v.engine.symbols_with_open_orders() or v.engine.futures.open_symbols() for v in venues)
+            if target < now and busy:
                 raise ConfigError("the clock cannot move backwards while orders are open or positions held; "
-                                  "POST /_qt/reset first")
+                                  "POST /_qt/reset (and /_qt/bybit/reset) first")
             clock.move_to(target)
             if target < now:
-                venue.synced_ms = target
-            return {"now_ms": target, "bars_offered": venue.sync(target)}
+                for v in venues:
+                    v.synced_ms = target
+            return {"now_ms": target, "bars_offered": sum(v.sync(target) for v in venues)}
 
     async def post_clock(request: Request) -> Response:
         try:

@@ -58,7 +58,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from exchange.bybit import V5_PREFIX, bybit_routes, fault_answer as bybit_fault_answer
+from exchange.bybit import V5_PREFIX, bybit_routes, bybit_venue, fault_answer as bybit_fault_answer
 from exchange.control import control_routes
 from exchange.datadir import DataDir
 from exchange.faults import FaultInjector, parse_fault_config
@@ -149,6 +149,7 @@ def create_app(datadir: Path, clock: Clock, faults: FaultInjector,
     data = DataDir(datadir)
     spot, perp = MarketData(data, "spot", clock), MarketData(data, "perp", clock)
     venue = TradingVenue(data, clock, api_keys or {})
+    bybit_account = bybit_venue(data, clock, api_keys)  # Bybit v5's account: same engine, own wallet
 
     def endpoint(fn):
         def handler(request: Request) -> Response:
@@ -195,9 +196,9 @@ def create_app(datadir: Path, clock: Clock, faults: FaultInjector,
         Route("/_qt/faults", get_faults, methods=["GET"]),
         Route("/_qt/faults", post_faults, methods=["POST"]),
         *starlette_routes(venue),
-        *control_routes(venue, clock),
+        *control_routes(venue, clock, others=(bybit_account,)),
         *[Route(path, not_implemented(method, path), methods=[method]) for method, path in NOT_SIMULATED],
-        *bybit_routes(data, clock, api_keys),  # Bybit v5 (/v5/...): same data dir, clock and faults
+        *bybit_routes(data, clock, bybit_account, api_keys),  # Bybit v5 (/v5/...): same data dir, clock, faults
     ]
 
     async def binance_error(_request: Request, exc: BinanceError) -> Response:

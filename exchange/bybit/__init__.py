@@ -38,12 +38,16 @@ from exchange.trading import TradingVenue
 V5_PREFIX = "/v5/"
 
 
-def bybit_routes(data: DataDir, clock, api_keys: dict[str, str] | None = None) -> list[Route]:
-    """The v5 routes and the Bybit account's ``/_qt/bybit/...`` controls; the last route catches
-    every other ``/v5/`` path (must stay last). The account is a ``TradingVenue`` of its own over
-    the Bybit candles: the one matching engine, Bybit's prices, a wallet apart from Binance's."""
+def bybit_venue(data: DataDir, clock, api_keys: dict[str, str] | None = None) -> TradingVenue:
+    """The Bybit account: a ``TradingVenue`` of its own over the Bybit candles - the one matching
+    engine, Bybit's prices, a wallet apart from Binance's."""
+    return TradingVenue(data, clock, api_keys or {}, markets=BybitFiles(data).tradable)
+
+
+def bybit_routes(data: DataDir, clock, venue: TradingVenue, api_keys: dict[str, str] | None = None) -> list[Route]:
+    """The v5 routes over ``venue`` (``bybit_venue``) and its ``/_qt/bybit/...`` controls; the
+    last route catches every other ``/v5/`` path (must stay last)."""
     market = BybitMarketData(data, clock)
-    venue = TradingVenue(data, clock, api_keys or {}, markets=BybitFiles(data).tradable)
 
     def endpoint(fn):
         def handler(request: Request) -> Response:
@@ -73,4 +77,4 @@ def bybit_routes(data: DataDir, clock, api_keys: dict[str, str] | None = None) -
     ]
 
 
-__all__ = ["V5_PREFIX", "BybitError", "bybit_routes", "fault_answer"]
+__all__ = ["V5_PREFIX", "BybitError", "bybit_routes", "bybit_venue", "fault_answer"]

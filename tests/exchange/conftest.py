@@ -88,8 +88,9 @@ def bybit_exchange(bybit_datadir) -> LocalExchange:
 def bybit_venue(bybit_exchange) -> LocalExchange:
     """The Bybit server with a fresh Bybit account (10 000 USDT), its clock back at NOW, no faults."""
     bybit_exchange.set_faults({})
-    bybit_exchange.move_clock_to(NOW_MS)
     bybit_exchange.reset_account(futures_usdt=10_000, prefix="/_qt/bybit")
+    bybit_exchange.move_clock_to(NOW_MS)  # back from where a test left it: allowed with nothing open
     yield bybit_exchange
     bybit_exchange.set_faults({})
+    bybit_exchange.reset_account(futures_usdt=10_000, prefix="/_qt/bybit")
     bybit_exchange.move_clock_to(NOW_MS)

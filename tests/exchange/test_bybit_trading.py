@@ -193,3 +193,14 @@ def test_a_stale_timestamp_and_an_unknown_order_raise_what_bybit_would(bybit_ven
     client.options["timeDifference"] = 60_000  # the client's clock a minute behind: outside recv_window
     with pytest.raises(ccxt.InvalidNonce):  # 10002
         client.fetch_balance()
+
+
+def test_the_clock_control_matches_and_protects_the_bybit_account(bybit_venue, bybit_datadir):
+    from qt.errors import ConfigError
+
+    client = _client(bybit_venue)
+    close = float(_current_bar(bybit_datadir)["close"])
+    client.create_order(SYMBOL, "limit", "buy", 0.01, round(close * 0.5, 1))
+    with pytest.raises(ConfigError):  # backwards with a Bybit order open: refused, as for Binance
+        bybit_venue.move_clock_to(NOW_MS - HOUR_MS)
+    assert bybit_venue.advance(2)["bars_offered"] == 2  # the move itself offers the bars to the Bybit order
