@@ -47,8 +47,10 @@ def error_response(exc: BybitError, now_ms: int) -> Response:
     return json_response(envelope({}, now_ms, exc.ret_code, exc.msg), exc.status)
 
 
-def not_supported_symbol() -> BybitError:
-    return BybitError(PARAMS_ERROR, "Not supported symbols")
+def not_supported_symbol(reason: str | None = None) -> BybitError:
+    """Bybit's answer for an unknown symbol (ccxt: BadSymbol); ``reason`` (a bad data file) is
+    appended so a client sees why in one line."""
+    return BybitError(PARAMS_ERROR, "Not supported symbols" + (f" (local exchange: {reason})" if reason else ""))
 
 
 def params_error(detail: str) -> BybitError:

@@ -17,8 +17,8 @@ open interest is an empty list.
 
 from __future__ import annotations
 
-from exchange.bybit.envelope import (BybitError, PARAMS_ERROR, int_param, limit_param, linear_category,
-                                     not_supported_symbol, params_error, require)
+from exchange.bybit.envelope import (int_param, limit_param, linear_category, not_supported_symbol, params_error,
+                                     require)
 from exchange.bybit.files import BybitFiles, BybitMarket
 from exchange.datadir import Bars, DataDir
 from exchange.views import (PERP_MARKET_MAX_QTY, PERP_MAX_QTY, KlineSource, aggregate_bars, derive_filters,
@@ -58,6 +58,7 @@ class BybitMarketData:
 
     def __init__(self, data: DataDir, clock):
         self.files, self.clock = BybitFiles(data), clock
+        self.refused: dict[str, str] = {}  # symbol -> why its data file cannot be served
 
     # -- what is listed -------------------------------------------------------------------
     def listed(self, now_ms: int) -> dict[str, tuple[BybitMarket, Bars]]:
@@ -66,17 +67,20 @@ class BybitMarketData:
         for symbol, market in sorted(self.files.markets().items()):
             try:
                 bars = self.files.bars(market, market.finest_timeframe)
-            except DataError:
+            except DataError as exc:  # one bad file refuses its own symbol, never the others
+                self.refused[symbol] = str(exc)
                 continue
+            self.refused.pop(symbol, None)
             if len(bars) and bars.ts_ms[0] <= now_ms:
                 out[symbol] = (market, bars)
         return out
 
     def market(self, params, now_ms: int, default_category: str | None = None) -> tuple[BybitMarket, Bars]:
         linear_category(params, default_category)
-        hit = self.listed(now_ms).get(require(params, "symbol"))
+        symbol = require(params, "symbol")
+        hit = self.listed(now_ms).get(symbol)
         if hit is None:
-            raise not_supported_symbol()
+            raise not_supported_symbol(self.refused.get(symbol))
         return hit
 
     # -- time -----------------------------------------------------------------------------
@@ -152,8 +156,8 @@ class BybitMarketData:
         read = self.files.mark_bars if mark else self.files.bars
         try:
             series = {tf: read(market, tf) for tf in files}
-        except DataError as exc:
-            raise BybitError(PARAMS_ERROR, f"Not supported symbols (local exchange: {exc})") from None
+        except DataError as exc:  # another file of this symbol (a mark file) is bad
+            raise not_supported_symbol(str(exc)) from None
         if not series:
             return {"category": "linear", "symbol": market.symbol, "list": []}
         source = self._source(series, interval)

@@ -163,3 +163,28 @@ def test_ccxt_funding_rate_and_open_interest_say_only_what_the_data_dir_knows(by
     assert rate["fundingRate"] == settled["funding_rate"].iloc[-1]  # the last settled rate, not a guess
     assert rate["fundingTimestamp"] == pd.Timestamp("2023-03-01T16:00", tz="UTC").value // 10**6
     assert client.fetch_open_interest_history("BTC/USDT:USDT", "1h") == []
+
+
+def test_a_corrupt_file_refuses_only_its_own_symbol_and_says_why(tmp_path):
+    import shutil
+    import warnings
+
+    from exchange import Clock, FaultInjector, create_app, parse_fault_config
+    from tests.exchange.bybit_support import write_bybit_datadir
+
+    root = write_bybit_datadir(tmp_path)
+    bad = root / "ohlcv" / "bybit" / "ETH_USDT-1h.parquet"
+    bad.write_bytes(b"not parquet")
+    shutil.rmtree(root / "funding")  # no funding files: an empty history, not an error
+    with warnings.catch_warnings():  # starlette's TestClient warns about httpx at import; in-process is enough here
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+        client = TestClient(create_app(root, Clock(NOW_MS), FaultInjector(parse_fault_config(None))))
+    kline = {"category": "linear", "interval": "60", "limit": 1}
+    refused = client.get("/v5/market/kline", params={**kline, "symbol": "ETHUSDT"}).json()
+    assert refused["retCode"] == 10001 and "Not supported symbols" in refused["retMsg"]
+    assert "ETH_USDT-1h.parquet" in refused["retMsg"] and "unreadable" in refused["retMsg"]
+    assert client.get("/v5/market/kline", params={**kline, "symbol": "BTCUSDT"}).json()["retCode"] == 0
+    funding = client.get("/v5/market/funding/history", params={"category": "linear", "symbol": "BTCUSDT"}).json()
+    assert funding["retCode"] == 0 and funding["result"]["list"] == []
