@@ -1,4 +1,4 @@
-"""The project's local Binance-compatible exchange (offline stand-in for binance.com).
+"""The project's local Binance-compatible exchange (offline stand-in for binance.com, and for Bybit v5).
 
 * ``create_app`` / ``Clock`` (``exchange.local``): Binance's public REST endpoints over a
   Parquet data dir (``exchange.market_data``), at the wall clock or a replayed instant, plus the
@@ -8,6 +8,15 @@
   ``exchange.orders``, spot OCO lists in ``exchange.oco``, the futures account with cross and
   isolated margin in ``exchange.ledger``, liquidation of isolated positions in
   ``exchange.liquidation``), and a test-control surface (``exchange.control``). It imports nothing of the project but ``qt``.
+* Bybit v5 (``exchange.bybit``), served by the same process over the same data dir, clock and
+  faults, for the real ccxt ``bybit`` client and pybit: ``GET /v5/market/time``,
+  ``instruments-info``, ``kline``, ``mark-price-kline``, ``funding/history``, ``tickers``,
+  ``open-interest`` (USDT perpetuals, category ``linear``; files under ``ohlcv/bybit`` and
+  ``funding/bybit``); signed (same API keys): ``/v5/user/query-api``, ``/v5/account/info``,
+  ``/v5/asset/coin/query-info``, ``/v5/account/wallet-balance``, ``/v5/position/list``,
+  ``/v5/position/set-leverage``, ``/v5/order/create|amend|cancel|realtime|history``,
+  ``/v5/execution/list`` - over the one matching engine, in a Bybit account apart from the
+  Binance one (``reset_account(..., prefix="/_qt/bybit")``).
 * API keys: ``{"api key": "secret"}`` as JSON in the environment variable
   ``QT_EXCHANGE_API_KEYS`` of the server process (never on the command line, where ``ps``
   shows it, and never logged). Without keys every signed request is refused (-2015).
@@ -64,7 +73,7 @@ def serve(datadir: Path, host: str, port: int, clock: Clock, faults: FaultInject
     app = create_app(Path(datadir), clock, faults, api_keys)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                             lifespan="off", timeout_graceful_shutdown=1)
-    print(f"local Binance-compatible exchange on http://{host}:{port} serving {datadir}, "
+    print(f"local Binance- and Bybit-compatible exchange on http://{host}:{port} serving {datadir}, "
           f"{len(api_keys or {})} API key(s) (Ctrl-C to stop)", flush=True)
     uvicorn.Server(config).run()
 
@@ -188,8 +197,10 @@ class LocalExchange:
         return self._control("GET", "/_qt/clock")["now_ms"]
 
     def reset_account(self, spot: dict | None = None, futures_usdt: float | str | None = None,
-                      fees: dict | None = None, max_fill_qty_per_bar: dict | None = None) -> dict:
-        """A fresh account (no orders, positions or trades) with these balances and settings."""
+                      fees: dict | None = None, max_fill_qty_per_bar: dict | None = None,
+                      prefix: str = "/_qt") -> dict:
+        """A fresh account (no orders, positions or trades) with these balances and settings;
+        ``prefix="/_qt/bybit"`` resets the Bybit v5 account instead of the Binance one."""
         body: dict = {}
         if spot is not None:
             body["spot"] = {k: str(v) for k, v in spot.items()}
@@ -199,7 +210,7 @@ class LocalExchange:
             body["fees"] = {k: str(v) for k, v in fees.items()}
         if max_fill_qty_per_bar is not None:
             body["max_fill_qty_per_bar"] = {k: str(v) for k, v in max_fill_qty_per_bar.items()}
-        return self._control("POST", "/_qt/reset", body)
+        return self._control("POST", f"{prefix}/reset", body)
 
     def set_liquidity(self, max_fill_qty_per_bar: dict) -> dict:
         """Change the per-bar quantity cap of the running account (``{}``: no cap); nothing else changes."""

@@ -14,12 +14,15 @@
                         of the running account (orders, balances and positions kept), e.g. so that
                         an exit fills only in part after an entry filled in full; {} removes every cap.
     GET  /_qt/account   the raw account (balances, wallet, positions, order and trade counts) for tests.
+    /_qt/bybit/reset, /_qt/bybit/account, /_qt/bybit/liquidity: the same for the Bybit v5 account
+                        (``exchange.bybit.trading``; its own wallet, orders and positions, the same clock).
 
 A bad body is answered 400 ``{"code": -1130, "msg": ...}`` with one line naming the key.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from decimal import Decimal
 
@@ -113,25 +116,33 @@ def _parse(model, body: bytes):
         raise ConfigError(f"{key}: {first['msg']}") from None
 
 
-def control_routes(venue: TradingVenue, clock) -> list:
+def control_routes(venue: TradingVenue, clock, others: tuple[TradingVenue, ...] = ()) -> list:
+    """The clock routes and ``venue``'s account routes under ``/_qt``. A clock move matches the
+    resting orders of ``venue`` and of ``others`` (the Bybit account) on every bar on the way,
+    and a move backwards is refused while any of them has orders open or positions held."""
     def ok(payload) -> Response:
         return Response(json.dumps(payload), media_type="application/json")
+
+    venues = (venue, *others)
 
     async def get_clock(_request: Request) -> Response:
         return ok({"now_ms": clock.now_ms(), "fixed": clock.fixed_ms is not None, "synced_ms": venue.synced_ms})
 
     def _move(move: ClockMove) -> dict:
-        with venue.lock:
+        with contextlib.ExitStack() as locks:
+            for v in venues:
+                locks.enter_context(v.lock)
             now = clock.now_ms()
             target = move.target_ms(now)
-            engine = venue.engine
-            if target < now and (engine.symbols_with_open_orders() or engine.futures.open_symbols()):
+            busy = any(v.engine.symbols_with_open_orders() or v.engine.futures.open_symbols() for v in venues)
+            if target < now and busy:
                 raise ConfigError("the clock cannot move backwards while orders are open or positions held; "
-                                  "POST /_qt/reset first")
+                                  "POST /_qt/reset (and /_qt/bybit/reset) first")
             clock.move_to(target)
             if target < now:
-                venue.synced_ms = target
-            return {"now_ms": target, "bars_offered": venue.sync(target)}
+                for v in venues:
+                    v.synced_ms = target
+            return {"now_ms": target, "bars_offered": sum(v.sync(target) for v in venues)}
 
     async def post_clock(request: Request) -> Response:
         try:
@@ -139,6 +150,16 @@ def control_routes(venue: TradingVenue, clock) -> list:
             return ok(await run_in_threadpool(_move, move))
         except (ConfigError, ValueError) as err:
             return _error(str(err))
+
+    return [Route("/_qt/clock", get_clock, methods=["GET"]), Route("/_qt/clock", post_clock, methods=["POST"]),
+            *account_control_routes(venue, clock, "/_qt")]
+
+
+def account_control_routes(venue: TradingVenue, clock, prefix: str) -> list:
+    """``{prefix}/reset``, ``/account``, ``/liquidity`` of one venue's account (Binance's under
+    ``/_qt``, Bybit's under ``/_qt/bybit``: separate accounts, one clock)."""
+    def ok(payload) -> Response:
+        return Response(json.dumps(payload), media_type="application/json")
 
     async def post_reset(request: Request) -> Response:
         try:
@@ -160,6 +181,7 @@ def control_routes(venue: TradingVenue, clock) -> list:
 
     async def get_account(_request: Request) -> Response:
         with venue.lock:
+            venue.sync(clock.now_ms())  # a venue other than Binance's is not synced by a clock move
             e = venue.engine
             return ok({
                 "spot": {a: {"free": num(e.spot.free_of(a)), "locked": num(e.spot.locked_of(a))}
@@ -172,6 +194,5 @@ def control_routes(venue: TradingVenue, clock) -> list:
                 "orders": len(e.orders), "algo_orders": len(e.algo_orders), "trades": len(e.trades),
             })
 
-    return [Route("/_qt/clock", get_clock, methods=["GET"]), Route("/_qt/clock", post_clock, methods=["POST"]),
-            Route("/_qt/reset", post_reset, methods=["POST"]), Route("/_qt/account", get_account, methods=["GET"]),
-            Route("/_qt/liquidity", post_liquidity, methods=["POST"])]
+    return [Route(f"{prefix}/reset", post_reset, methods=["POST"]), Route(f"{prefix}/account", get_account, methods=["GET"]),
+            Route(f"{prefix}/liquidity", post_liquidity, methods=["POST"])]

@@ -6,6 +6,9 @@ Layout (the same as ``../shared/data`` and the raw lake, see ``data.lake``)::
     ohlcv/binanceusdm/<BASE>_<QUOTE>-<tf>.parquet     perps, ccxt BASE/QUOTE:QUOTE
     funding/binanceusdm/<BASE>_<QUOTE>-funding.parquet
 
+(Bybit's ``ohlcv/bybit`` / ``funding/bybit`` files are found by ``exchange.bybit.files``,
+read with ``read_bars`` / ``read_funding`` through the same ``DataDir.cached``.)
+
 Series are held as numpy arrays (``Bars``, ``Funding``) because the exchange slices them
 on every request; they are cached in memory keyed by (path, mtime), so a file rewritten
 while the server runs is picked up on the next request, never served stale.
@@ -121,15 +124,17 @@ class DataDir:
     def bars(self, market: MarketFiles, timeframe: str) -> Bars:
         """The stored candles of ``market`` at ``timeframe`` (which must be one of its files)."""
         path = market.candle_files[timeframe]
-        return self._cached(path, _read_bars)
+        return self.cached(path, _read_bars)
 
     def funding(self, market: MarketFiles) -> Funding:
         """Funding settlements of a perpetual; empty when the data dir has none for it."""
         if market.funding_file is None:
             return Funding(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64))
-        return self._cached(market.funding_file, _read_funding)
+        return self.cached(market.funding_file, read_funding)
 
-    def _cached(self, path: Path, reader):
+    def cached(self, path: Path, reader):
+        """``reader(path)``, memoised per (path, mtime); a DataError is memoised too. Public so
+        the other protocols' file layouts (``exchange.bybit.files``) share the one cache."""
         try:
             mtime_ns = os.stat(path).st_mtime_ns
         except FileNotFoundError:
@@ -159,13 +164,22 @@ def _ts_ms(series: pd.Series) -> np.ndarray:
 
 
 def _read_bars(path: Path) -> Bars:
+    return read_bars(path)
+
+
+def read_bars(path: Path, with_volume: bool = True) -> Bars:
+    """A checked candle file; ``with_volume=False`` for price series that have none (mark-price
+    candles), whose ``volume`` is then zeros rather than a made-up number."""
     try:
         df = pd.read_parquet(path)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a data error
         raise DataError(f"{path}: unreadable Parquet ({type(exc).__name__}: {exc})") from None
-    missing = [c for c in OHLCV_COLUMNS if c not in df.columns]
+    expected = OHLCV_COLUMNS if with_volume else OHLCV_COLUMNS[:-1]
+    missing = [c for c in expected if c not in df.columns]
     if missing:
-        raise DataError(f"{path}: missing columns {missing}; expected {OHLCV_COLUMNS}")
+        raise DataError(f"{path}: missing columns {missing}; expected {expected}")
+    if not with_volume:
+        df = df.assign(volume=0.0)
     ts = _ts_ms(df["timestamp"])
     if len(ts) > 1 and not (np.diff(ts) > 0).all():
         raise DataError(f"{path}: {_order_problem(ts)}; the exchange cannot serve it - rewrite the file "
@@ -185,7 +199,7 @@ def _order_problem(ts_ms: np.ndarray) -> str:
     return f"timestamps unsorted (row {back} is earlier than row {back - 1})"
 
 
-def _read_funding(path: Path) -> Funding:
+def read_funding(path: Path) -> Funding:
     try:
         df = pd.read_parquet(path)
     except Exception as exc:  # noqa: BLE001
@@ -260,5 +274,5 @@ def _atomic_parquet(frame: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-__all__ = ["Bars", "DataDir", "Funding", "Kind", "MarketFiles", "SUPPORTED_TIMEFRAMES", "datadir_candle_path",
-           "write_datadir"]
+__all__ = ["Bars", "DataDir", "Funding", "Kind", "MarketFiles", "OHLCV_COLUMNS", "SUPPORTED_TIMEFRAMES",
+           "datadir_candle_path", "read_bars", "read_funding", "write_datadir"]

@@ -1,4 +1,4 @@
-"""The local exchange: Binance's public REST protocol served from a Parquet data dir.
+"""The local exchange: Binance's (and Bybit v5's) public REST protocol served from a Parquet data dir.
 
 Our machines have no network, so the pipeline's collector talks to this server with the
 real, unmodified ccxt ``binance``/``binanceusdm`` clients (``qt.binance``): the code
@@ -11,6 +11,12 @@ Served (public market data, answered by ``exchange.market_data``)
     USDT-M ``/fapi/v1``: ping, time, exchangeInfo, klines, fundingRate, premiumIndex,
            ticker/24hr; ``/futures/data/openInterestHist`` (always ``[]``: the data dir
            holds no open interest)
+    Bybit  ``/v5/market``: time, instruments-info, kline, mark-price-kline, funding/history,
+           tickers, open-interest (always an empty list) - USDT perpetuals (category linear)
+           from ``ohlcv/bybit`` and ``funding/bybit``, in Bybit's envelope and retCodes
+           (``exchange.bybit``); signed ``/v5/account``, ``/v5/position``, ``/v5/order``,
+           ``/v5/execution`` over the matching engine in a Bybit account of its own
+           (``exchange.bybit.trading``); any other ``/v5/`` path answers 404 / retCode 10017
     admin  ``GET/POST /_qt/faults`` (fault config and counters, see ``exchange.faults``)
 
 What the data dir cannot say is not invented: klines carry trade count 0 and taker-buy
@@ -21,7 +27,9 @@ rows carry no ``markPrice``.
 
 Time: ``Clock`` - the wall clock, or a fixed ``now_ms`` that replays history (nothing after
 now is visible, a symbol is listed once its first candle opened; see ``exchange.views``).
-Every answer carries ``X-MBX-USED-WEIGHT-1M`` (request weights summed per wall-clock minute,
+The clock and the fault injector are the same for both protocols; a fault on a ``/v5/`` path is
+answered in Bybit's dialect (``exchange.bybit.envelope.fault_answer``: rate limit = retCode
+10006, IP ban = HTTP 403). Every Binance answer carries ``X-MBX-USED-WEIGHT-1M`` (request weights summed per wall-clock minute,
 Binance's table, approximate); the limit is not enforced - use a 429 fault to test that.
 
 Orders and accounts (issue #7): ``exchange.trading`` serves Binance's signed order,
@@ -50,6 +58,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from exchange.bybit import V5_PREFIX, bybit_routes, bybit_venue, fault_answer as bybit_fault_answer
 from exchange.control import control_routes
 from exchange.datadir import DataDir
 from exchange.faults import FaultInjector, parse_fault_config
@@ -140,6 +149,7 @@ def create_app(datadir: Path, clock: Clock, faults: FaultInjector,
     data = DataDir(datadir)
     spot, perp = MarketData(data, "spot", clock), MarketData(data, "perp", clock)
     venue = TradingVenue(data, clock, api_keys or {})
+    bybit_account = bybit_venue(data, clock, api_keys)  # Bybit v5's account: same engine, own wallet
 
     def endpoint(fn):
         def handler(request: Request) -> Response:
@@ -186,8 +196,9 @@ def create_app(datadir: Path, clock: Clock, faults: FaultInjector,
         Route("/_qt/faults", get_faults, methods=["GET"]),
         Route("/_qt/faults", post_faults, methods=["POST"]),
         *starlette_routes(venue),
-        *control_routes(venue, clock),
+        *control_routes(venue, clock, others=(bybit_account,)),
         *[Route(path, not_implemented(method, path), methods=[method]) for method, path in NOT_SIMULATED],
+        *bybit_routes(data, clock, bybit_account, api_keys),  # Bybit v5 (/v5/...): same data dir, clock, faults
     ]
 
     async def binance_error(_request: Request, exc: BinanceError) -> Response:
@@ -200,7 +211,7 @@ def create_app(datadir: Path, clock: Clock, faults: FaultInjector,
         return Response(f"local exchange data error: {exc}", status_code=500, media_type="text/plain")
 
     app = Starlette(routes=routes, exception_handlers={BinanceError: binance_error, DataError: data_error})
-    return _FaultsAndWeight(app, faults)  # type: ignore[return-value]
+    return _FaultsAndWeight(app, faults, clock)  # type: ignore[return-value]
 
 
 _FAULT_BODIES = {
@@ -220,17 +231,18 @@ class _FaultsAndWeight:
     """ASGI middleware: applies the fault decision to every request outside ``/_qt/`` and
     adds ``X-MBX-USED-WEIGHT-1M`` to real answers."""
 
-    def __init__(self, app, faults: FaultInjector):
-        self.app, self.faults, self.weight = app, faults, _UsedWeight()
+    def __init__(self, app, faults: FaultInjector, clock: Clock):
+        self.app, self.faults, self.weight, self.clock = app, faults, _UsedWeight(), clock
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["path"].startswith("/_qt/"):
             return await self.app(scope, receive, send)
         path, method = scope["path"], scope["method"]
         params = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
+        bybit = path.startswith(V5_PREFIX)
         if method in ("POST", "PUT", "DELETE") and "symbol" not in params:
             receive, body = await _buffered(receive)  # signed POSTs carry their parameters in the body
-            params.update({k: v[-1] for k, v in parse_qs(body.decode("latin-1")).items()})
+            params.update(_body_params(body))
         decision = self.faults.decide(path, params.get("symbol"), method)
         if decision.latency_ms:
             await asyncio.sleep(decision.latency_ms / 1000)
@@ -242,9 +254,11 @@ class _FaultsAndWeight:
         if decision.kind == "timeout":
             await asyncio.sleep(decision.timeout_s)
         elif decision.kind is not None:
-            status, body, media = _FAULT_BODIES[decision.kind]
-            headers = [(b"content-type", media.encode()), (b"content-length", str(len(body)).encode()),
-                       (b"x-mbx-used-weight-1m", used)]
+            status, body, media = (bybit_fault_answer(decision.kind, self.clock.now_ms()) if bybit
+                                   else _FAULT_BODIES[decision.kind])
+            headers = [(b"content-type", media.encode()), (b"content-length", str(len(body)).encode())]
+            if not bybit:
+                headers.append((b"x-mbx-used-weight-1m", used))
             if decision.kind in ("429", "418"):
                 headers.append((b"retry-after", str(decision.retry_after_s).encode()))
             await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -252,11 +266,23 @@ class _FaultsAndWeight:
             return
 
         async def send_with_weight(message):
-            if message["type"] == "http.response.start":
+            if message["type"] == "http.response.start" and not bybit:  # a Binance header only
                 message = {**message, "headers": [*message.get("headers", []), (b"x-mbx-used-weight-1m", used)]}
             await send(message)
 
         await self.app(scope, receive, send_with_weight)
+
+
+def _body_params(body: bytes) -> dict[str, str]:
+    """Parameters of a request body: Binance's form encoding or Bybit's JSON object."""
+    text = body.decode("latin-1")
+    if text.lstrip().startswith("{"):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return {}
+        return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+    return {k: v[-1] for k, v in parse_qs(text).items()}
 
 
 async def _buffered(receive):

@@ -55,8 +55,12 @@ def _d(value: float) -> Decimal:
 class TradingVenue:
     """The account, its engine and the data dir's prices at the clock, behind one lock."""
 
-    def __init__(self, data: DataDir, clock, api_keys: dict[str, str]):
+    def __init__(self, data: DataDir, clock, api_keys: dict[str, str], markets=None):
+        """``markets(kind)`` lists the tradable markets by exchange id (default: the data dir's
+        Binance folders); the Bybit venue passes its own (``exchange.bybit.files``), so one
+        engine class serves both protocols, each venue with its own account and prices."""
         self.data, self.clock = data, clock
+        self._markets = markets or data.markets
         self._api_keys = dict(api_keys)
         self.lock = threading.Lock()
         self.engine = self._new_engine(MatchingEngine(DEFAULT_SPOT_BALANCES, DEFAULT_FUTURES_WALLET))
@@ -73,7 +77,7 @@ class TradingVenue:
 
     # -- market state at a time ----------------------------------------------------------
     def listed(self, kind: str, symbol: str, now_ms: int) -> tuple[MarketFiles, Bars]:
-        market = self.data.markets(kind).get(symbol)
+        market = self._markets(kind).get(symbol)
         if market is None:
             raise Rejected(-1121, "Invalid symbol.")
         bars = self.data.bars(market, market.finest_timeframe)

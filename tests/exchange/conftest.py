@@ -67,3 +67,30 @@ def venue(trading_exchange) -> LocalExchange:
     trading_exchange.move_clock_to(NOW_MS)
     yield trading_exchange
     trading_exchange.set_faults({})
+
+
+@pytest.fixture(scope="session")
+def bybit_datadir(tmp_path_factory) -> Path:
+    from tests.exchange.bybit_support import write_bybit_datadir
+
+    return write_bybit_datadir(tmp_path_factory.mktemp("bybit-data"))
+
+
+@pytest.fixture(scope="session")
+def bybit_exchange(bybit_datadir) -> LocalExchange:
+    """One server over the Bybit data dir at NOW, with the test API key; tests that set faults
+    clear them, tests that trade reset the Bybit account (``bybit_venue``)."""
+    with LocalExchange(bybit_datadir, now=NOW, api_keys={API_KEY: API_SECRET}) as ex:
+        yield ex
+
+
+@pytest.fixture
+def bybit_venue(bybit_exchange) -> LocalExchange:
+    """The Bybit server with a fresh Bybit account (10 000 USDT), its clock back at NOW, no faults."""
+    bybit_exchange.set_faults({})
+    bybit_exchange.reset_account(futures_usdt=10_000, prefix="/_qt/bybit")
+    bybit_exchange.move_clock_to(NOW_MS)  # back from where a test left it: allowed with nothing open
+    yield bybit_exchange
+    bybit_exchange.set_faults({})
+    bybit_exchange.reset_account(futures_usdt=10_000, prefix="/_qt/bybit")
+    bybit_exchange.move_clock_to(NOW_MS)
