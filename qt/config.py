@@ -109,6 +109,10 @@ class FeatureParams(_Frozen):
     basis: bool = False  # log(perp close / spot close); spot candles come in ``reference``
     cross: list[int] = Field(default_factory=list)  # reference logret/beta/corr over N bars
     cross_reference: str = Field("BTC/USDT", min_length=3)
+    # Cross-venue family (features.cross_venue), off by default: the same USDT perpetual on Bybit
+    # as an extra input (``other_venue``): xv_basis_log, xv_basis_z_N, xv_funding_spread.
+    xv: bool = False
+    xv_z: list[int] = Field(default_factory=list)  # z-score windows of xv_basis_log, in bars (needs xv)
     # Warm-up length in "memories" (e-folding bars) of the slowest recursive indicator; see
     # features.compute.warmup_bars (and its docstring for the measurement behind the value).
     warmup_memories: float = Field(18.0, gt=0.0, le=100.0)
