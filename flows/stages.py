@@ -31,9 +31,9 @@ import yaml
 
 from data.lake import read_candles, read_lake_funding
 from data.quarantine import require_validated, validate_stage, validated_symbols
-from data.sources import collect_stage, lake_root, with_collected_universe
+from data.sources import collect_stage, lake_root, venue_lake_root, with_collected_universe
 from features.compute import feature_columns
-from features.materialise import materialise, read_feature_inputs
+from features.materialise import materialise, read_feature_inputs, read_other_venue
 from features.pit import check_point_in_time
 from qt.atomic import write_json_atomic
 from qt.config import Params
@@ -100,10 +100,12 @@ def features(params: Params, paths: StatePaths, map_symbols=None) -> dict:
     require_validated(candles, paths)
     t0 = time.perf_counter()
     funding, reference = read_feature_inputs(root, list(params.data.symbols), params.data.timeframe, params)
-    pit = check_point_in_time(candles, params, funding=funding, reference=reference)
+    bybit_root = venue_lake_root(params, paths, "bybit")  # the cross-venue family's Bybit series
+    other = read_other_venue(bybit_root, list(params.data.symbols), params.data.timeframe, params)
+    pit = check_point_in_time(candles, params, funding=funding, reference=reference, other_venue=other)
     pit["seconds"] = round(time.perf_counter() - t0, 3)
     out = materialise(root, list(params.data.symbols), params.data.timeframe, params, paths.features,
-                      map_symbols=map_symbols)
+                      map_symbols=map_symbols, bybit_root=bybit_root)
     if not out["rows"]:
         raise DataError("no feature rows left after the warm-up; collect a longer history (--start earlier)")
     return {"features": {"rows": int(out["rows"]), "columns": feature_columns(params.features),
