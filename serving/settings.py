@@ -32,6 +32,8 @@ class ServingSettings:
     registry_uri: str
     reload_interval_s: float
     lake: Path  # the raw candle lake the service reads (QT_LAKE, else the configured source's lake)
+    # the lake holding Bybit's series for the cross-venue features (QT_LAKE: the same root)
+    bybit_lake: Path | None = None
 
     @property
     def model_name(self) -> str:
@@ -55,8 +57,9 @@ class ServingSettings:
                                   f"give seconds, e.g. 2") from None
             if not math.isfinite(reload_s) or reload_s <= 0:
                 raise ConfigError(f"QT_SERVING_RELOAD_SECONDS={raw!r} must be a positive number of seconds")
-        from data.sources import lake_root
+        from data.sources import lake_root, venue_lake_root
 
         lake = Path(env["QT_LAKE"]) if env.get("QT_LAKE") else lake_root(params, paths)
+        bybit_lake = Path(env["QT_LAKE"]) if env.get("QT_LAKE") else venue_lake_root(params, paths, "bybit")
         return cls(paths=paths, params=params, tracking_uri=tracking_uri,
-                   registry_uri=registry_uri, reload_interval_s=reload_s, lake=lake)
+                   registry_uri=registry_uri, reload_interval_s=reload_s, lake=lake, bybit_lake=bybit_lake)
