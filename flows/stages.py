@@ -159,9 +159,10 @@ def serve_and_execute(params: Params, paths: StatePaths, redis_url: str | None) 
     start = holdout_start(paths)
     has_champion = champion_version(paths.tracking_uri, params.train.model_name) is not None
     funding = read_lake_funding(root, params.data.symbols)  # None without perps
+    bybit_root = venue_lake_root(params, paths, "bybit")  # the cross-venue features' Bybit series
 
     with ServiceProcess(paths, params_path=write_effective_params(params, paths),
-                        extra_env={"QT_LAKE": str(root)}) as service:
+                        extra_env={"QT_LAKE": str(root), "QT_BYBIT_LAKE": str(bybit_root)}) as service:
         if has_champion:
             service.wait_ready(timeout_s=180)
         else:
@@ -176,9 +177,14 @@ def serve_and_execute(params: Params, paths: StatePaths, redis_url: str | None) 
         from training.parity import check_parity, read_replay_fills
         from training.registry import load_champion
 
-        parity = check_parity(candles, load_champion(paths.tracking_uri, params.train.model_name), params,
-                              start, report, meta.get("model_version"), funding=funding,
-                              replay_fills=read_replay_fills(paths.executor_db, report.run_id))
+        from training.backtest_model import logged_metadata
+        from qt.config import FeatureParams
+
+        champion = load_champion(paths.tracking_uri, params.train.model_name)
+        as_champion = params.model_copy(update={"features": FeatureParams(**logged_metadata(champion)["feature_params"])})
+        other = read_other_venue(bybit_root, list(params.data.symbols), params.data.timeframe, as_champion)
+        parity = check_parity(candles, champion, params, start, report, meta.get("model_version"), funding=funding,
+                              replay_fills=read_replay_fills(paths.executor_db, report.run_id), other_venue=other)
         if not parity["match"]:
             log.error("PARITY BROKEN: paper replay %s vs in-process backtest %s", parity["replay_net_pnl"],
                       parity["backtest_net_pnl"])
