@@ -127,7 +127,7 @@ def split_funding(funding: pd.DataFrame | None, params: FeatureParams) -> dict[s
     if not uses_funding(params):
         return {}
     if funding is None:
-        raise DataError("features.funding_last/funding_mean are enabled but no funding frame was passed; "
+        raise DataError("features.funding_last/funding_mean/xv are enabled but no funding frame was passed; "
                         "call compute_features(..., funding=frame of symbol, timestamp, funding_rate)")
     missing = [c for c in ("symbol", "timestamp", "funding_rate") if c not in funding.columns]
     if missing:
