@@ -103,7 +103,8 @@ class FeatureParams(_Frozen):
     # warm-up, more than serving's 300-bar window); see features.htf.
     htf: list[HtfFeatureParams] = Field(default_factory=list)
     # Multi-input families, off by default: compute_features needs ``funding`` / ``reference``
-    # frames for them, which the serving path does not pass yet (see features.multi_input).
+    # frames for them (materialisation, serving and the backtest read them from the lake; see
+    # features.multi_input).
     funding_last: bool = False
     funding_mean: list[int] = Field(default_factory=list)  # N = funding events, not bars
     basis: bool = False  # log(perp close / spot close); spot candles come in ``reference``
