@@ -174,17 +174,17 @@ def serve_and_execute(params: Params, paths: StatePaths, redis_url: str | None) 
         meta = _get_json(service.url + "/metadata") if has_champion else {}
     parity = None
     if has_champion:
+        from qt.config import FeatureParams
+        from training.backtest_model import logged_metadata
         from training.parity import check_parity, read_replay_fills
         from training.registry import load_champion
-
-        from training.backtest_model import logged_metadata
-        from qt.config import FeatureParams
+        from training.stages import model_feature_inputs
 
         champion = load_champion(paths.tracking_uri, params.train.model_name)
-        as_champion = params.model_copy(update={"features": FeatureParams(**logged_metadata(champion)["feature_params"])})
-        other = read_other_venue(bybit_root, list(params.data.symbols), params.data.timeframe, as_champion)
+        # the reference candles and Bybit series the service read for the champion's features
+        inputs = model_feature_inputs(params, paths, FeatureParams(**logged_metadata(champion)["feature_params"]))
         parity = check_parity(candles, champion, params, start, report, meta.get("model_version"), funding=funding,
-                              replay_fills=read_replay_fills(paths.executor_db, report.run_id), other_venue=other)
+                              replay_fills=read_replay_fills(paths.executor_db, report.run_id), **inputs)
         if not parity["match"]:
             log.error("PARITY BROKEN: paper replay %s vs in-process backtest %s", parity["replay_net_pnl"],
                       parity["backtest_net_pnl"])
