@@ -91,9 +91,9 @@ def print_report(result: dict) -> None:
         for row in [*block["months"], {"month": "all", **_whole(block)}]:
             b, f = row["basis_bps"], row["funding_spread"]
             table.add_row(row["month"], str(b["bars"]), _f(b["mean"]), _f(b["median"]), _f(b["p5"]), _f(b["p95"]),
-                          _f(b["max_abs"], "{:.2f}"), _f(b["share_above_cost"], "{:.1%}"), _f(f["mean_bps_per_8h"], "{:+.3f}"),
-                          _f(f["annualised_pct"], "{:+.2f}%"), str(row["opportunities"]),
-                          _f(row["capturable_bps"], "{:.1f}"))
+                          _f(b["max_abs"], "{:.2f}"), _f(b["share_above_cost"], "{:.1%}"),
+                          _f(f["mean_bps_per_8h"], "{:+.3f}"), _f(f["annualised_pct"], "{:+.2f}%"),
+                          str(row["opportunities"]), _f(row["capturable_bps"], "{:.1f}"))
         console.print(table)
         for opp in block["opportunities"][:10]:
             console.print(f"  {opp['start']} -> {opp['end']} {opp['bars']} bar(s) {opp['side']} peak "
