@@ -86,6 +86,8 @@ from qt.timeframes import timeframe_ms
 # so a model trained on the old formulas is never served features computed by the new ones.
 FEATURE_CODE_VERSION = "2"
 _THREADS = 2
+# FeatureParams fields added after models were logged, with their "off" value (feature_set_hash)
+_ADDED_WHEN_OFF = {"xv": False, "xv_z": []}
 _PARALLEL_MIN_ROWS = 50_000
 
 
@@ -185,8 +187,15 @@ def feature_set_hash(params: FeatureParams) -> str:
     """sha256 (hex) of the canonical JSON of the feature params and FEATURE_CODE_VERSION.
 
     Stored in every model's metadata: features of another hash must not be fed to that model.
+    Params added later are left out while they are off (``_ADDED_WHEN_OFF``): a feature set that
+    does not use them computes what it computed before, so models and stores made before they
+    existed keep their hash (the service would otherwise refuse every existing champion).
     """
-    blob = json.dumps({"code_version": FEATURE_CODE_VERSION, "params": params.model_dump(mode="json")},
+    dump = params.model_dump(mode="json")
+    for key, off in _ADDED_WHEN_OFF.items():
+        if dump.get(key) == off:
+            del dump[key]
+    blob = json.dumps({"code_version": FEATURE_CODE_VERSION, "params": dump},
                       sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()
 

@@ -92,3 +92,14 @@ def test_a_missing_bybit_series_is_one_clear_error():
 def test_z_windows_without_the_family_are_refused():
     with pytest.raises(ConfigError, match="features.xv is false"):
         feature_columns(FeatureParams(xv_z=[24]))
+
+
+def test_the_feature_set_hash_of_a_set_without_xv_is_the_one_logged_before_xv_existed():
+    """Models and stores made before the family existed keep their hash (the service compares it);
+    switching xv on, or listing z windows, changes it."""
+    from features.compute import feature_set_hash
+
+    assert feature_set_hash(FeatureParams()) == "953aabaaa07e14481f00210ba510a1275f0fc08552ba4c22dbd68f4066209a2f"
+    hashes = {feature_set_hash(p) for p in (FeatureParams(), FeatureParams(xv=True),
+                                            FeatureParams(xv=True, xv_z=[24]), FeatureParams(xv_z=[24]))}
+    assert len(hashes) == 4
