@@ -34,14 +34,17 @@ _COLUMNS = (("net_return", "net", "{:+.2%}"), ("sharpe", "Sharpe", "{:.2f}"), ("
             ("funding_long_usdt", "funding long", "{:.0f}"), ("funding_short_usdt", "funding short", "{:.0f}"))
 
 
-def read_source_candles(params: Params, start: str | None, end: str | None,
-                        history_bars: int) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """(candles, funding or None) of ``params.data`` in ``[start - history_bars bars, end)``,
-    collected from ``params.data.source`` into a throw-away lake."""
+def read_source_candles(params: Params, start: str | None, end: str | None, history_bars: int,
+                        feature_params=None) -> tuple[pd.DataFrame, pd.DataFrame | None, object]:
+    """(candles, funding or None, Bybit's series or None) of ``params.data`` in
+    ``[start - history_bars bars, end)``, collected from ``params.data.source`` into a throw-away
+    lake. Bybit's series (``features.materialise.read_other_venue``) only when ``feature_params``
+    (the model's) use the cross-venue family."""
     import pandas as pd
 
     from data.lake import read_lake_funding
-    from data.sources import collect_stage, lake_root, read_lake
+    from data.sources import collect_stage, lake_root, read_lake, venue_lake_root
+    from features.materialise import read_other_venue
     from qt.paths import StatePaths
     from qt.timeframes import timeframe_ms
 
@@ -56,7 +59,12 @@ def read_source_candles(params: Params, start: str | None, end: str | None,
         collect_stage(params, paths)
         candles = read_lake(params, paths)
         funding = read_lake_funding(lake_root(params, paths), params.data.symbols, first, end)
-    return candles, funding
+        other = None
+        if feature_params is not None and feature_params.xv:
+            as_model = params.model_copy(update={"features": feature_params})
+            other = read_other_venue(venue_lake_root(params, paths, "bybit"), list(params.data.symbols),
+                                     params.data.timeframe, as_model)
+    return candles, funding, other
 
 
 def backtest(
@@ -82,8 +90,11 @@ def backtest(
     if symbols is None and md.get("symbols"):
         data["symbols"] = list(md["symbols"])
     p = p.model_copy(update={"data": p.data.model_copy(update=data)})
-    candles, funding = read_source_candles(p, start, end, history_bars_for_backtest(md, p.risk.atr_period))
-    evaluation = backtest_model(model, candles, funding, p, start=start, model=loaded)
+    from qt.config import FeatureParams
+
+    candles, funding, other = read_source_candles(p, start, end, history_bars_for_backtest(md, p.risk.atr_period),
+                                                  FeatureParams(**md["feature_params"]))
+    evaluation = backtest_model(model, candles, funding, p, start=start, model=loaded, other_venue=other)
     _print_table(evaluation, model, p)
     run_id = getattr(loaded.metadata, "run_id", None)
     typer.echo(_record_trial(evaluation, md, f"run:{run_id}" if run_id else model, p, paths.trials_ledger))

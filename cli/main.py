@@ -224,6 +224,9 @@ app.command("drift")(_drift)
 from cli.tune import tune as _tune  # noqa: E402
 
 app.command("tune")(_tune)
+from cli.xv import xv_app  # noqa: E402
+
+app.add_typer(xv_app, name="xv")
 
 
 def _kill_switch_client():

@@ -50,7 +50,8 @@ The four candle-shape columns are off by default (``params.candle_shape``; see i
 
 Higher-timeframe blocks (``params.htf``, off by default) are in ``features.htf``; the
 funding, basis and cross-asset families (off by default, extra inputs) in
-``features.multi_input``. Rolling means, sums and standard deviations are pandas' rolling
+``features.multi_input``, the cross-venue one (Bybit's series as ``other_venue``) in
+``features.cross_venue``. Rolling means, sums and standard deviations are pandas' rolling
 kernels (Kahan-compensated sums, online variance that is exactly 0 on a constant window),
 O(rows) instead of one pass over every window.
 
@@ -74,6 +75,7 @@ import talib
 
 from features.frames import sort_candles, symbol_blocks
 from features.htf import check_htf_block, htf_block_values, htf_columns, htf_warmup_base_bars
+from features.cross_venue import OtherVenue, check_xv_params, split_other_venue
 from features.multi_input import (multi_input_columns, multi_input_values, split_funding, split_reference,
                                   uses_funding)
 from qt.config import FeatureParams
@@ -84,6 +86,8 @@ from qt.timeframes import timeframe_ms
 # so a model trained on the old formulas is never served features computed by the new ones.
 FEATURE_CODE_VERSION = "2"
 _THREADS = 2
+# FeatureParams fields added after models were logged, with their "off" value (feature_set_hash)
+_ADDED_WHEN_OFF = {"xv": False, "xv_z": []}
 _PARALLEL_MIN_ROWS = 50_000
 
 
@@ -162,6 +166,7 @@ def warmup_bars(params: FeatureParams) -> int:
         *(n + 1 for n in params.obv_z),
         *(n for n in params.vwap_dist),
         *(n + 1 for n in params.cross),
+        *(n for n in params.xv_z),
         stoch_k + stoch_d + stoch_s - 2,
         bb_period,
     ]
@@ -182,31 +187,39 @@ def feature_set_hash(params: FeatureParams) -> str:
     """sha256 (hex) of the canonical JSON of the feature params and FEATURE_CODE_VERSION.
 
     Stored in every model's metadata: features of another hash must not be fed to that model.
+    Params added later are left out while they are off (``_ADDED_WHEN_OFF``): a feature set that
+    does not use them computes what it computed before, so models and stores made before they
+    existed keep their hash (the service would otherwise refuse every existing champion).
     """
-    blob = json.dumps({"code_version": FEATURE_CODE_VERSION, "params": params.model_dump(mode="json")},
+    dump = params.model_dump(mode="json")
+    for key, off in _ADDED_WHEN_OFF.items():
+        if dump.get(key) == off:
+            del dump[key]
+    blob = json.dumps({"code_version": FEATURE_CODE_VERSION, "params": dump},
                       sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()
 
 
 def compute_features(candles: pd.DataFrame, params: FeatureParams, funding: pd.DataFrame | None = None,
-                     reference: pd.DataFrame | None = None) -> pd.DataFrame:
+                     reference: pd.DataFrame | None = None, other_venue: OtherVenue | None = None) -> pd.DataFrame:
     """Features frame (``symbol``, ``timestamp``, float64 ``feature_columns(params)``).
 
     ``candles`` is the Candles frame (any row order; it is sorted by symbol, timestamp).
     ``funding`` (symbol, timestamp, funding_rate) and ``reference`` (a Candles frame) are
-    needed only by the multi-input families (``features.multi_input``); DataError when an
+    needed only by the multi-input families (``features.multi_input``), ``other_venue`` (Bybit's
+    candles and funding) only by the cross-venue one (``features.cross_venue``); DataError when an
     enabled family lacks its input. Raises DataError on missing columns, duplicate
     (symbol, timestamp) rows or non-finite prices/volumes: a NaN would poison every
     recursive indicator after it.
     """
     frame, codes = sort_candles(candles)
     starts, ends = symbol_blocks(codes)
-    return _compute_blocks(frame, starts, ends, params, funding, reference)
+    return _compute_blocks(frame, starts, ends, params, funding, reference, other_venue)
 
 
 def compute_features_windows(candles: pd.DataFrame, params: FeatureParams, windows: list[tuple[int, int]],
                              funding: pd.DataFrame | None = None, reference: pd.DataFrame | None = None,
-                             ) -> pd.DataFrame:
+                             other_venue: OtherVenue | None = None) -> pd.DataFrame:
     """``compute_features`` of several row windows of ONE symbol's candles, in one pass.
 
     ``candles``: one symbol, sorted by timestamp (``features.materialise`` reads them so);
@@ -223,11 +236,12 @@ def compute_features_windows(candles: pd.DataFrame, params: FeatureParams, windo
     bounds = np.asarray(windows, dtype=np.int64).reshape(-1, 2)
     if len(bounds) and (bounds.min() < 0 or bounds[:, 1].max() > len(frame) or (bounds[:, 0] > bounds[:, 1]).any()):
         raise DataError(f"windows {windows} are not row ranges of the {len(frame)} candles")
-    return _compute_blocks(frame, bounds[:, 0], bounds[:, 1], params, funding, reference)
+    return _compute_blocks(frame, bounds[:, 0], bounds[:, 1], params, funding, reference, other_venue)
 
 
 def _compute_blocks(frame: pd.DataFrame, starts: np.ndarray, ends: np.ndarray, params: FeatureParams,
-                    funding: pd.DataFrame | None, reference: pd.DataFrame | None) -> pd.DataFrame:
+                    funding: pd.DataFrame | None, reference: pd.DataFrame | None,
+                    other_venue: OtherVenue | None = None) -> pd.DataFrame:
     """The features of each row block ``[starts[i], ends[i])`` of the sorted ``frame``, each
     computed on its own (warm-up dropped per block), concatenated in block order."""
     columns = feature_columns(params)
@@ -236,6 +250,7 @@ def _compute_blocks(frame: pd.DataFrame, starts: np.ndarray, ends: np.ndarray, p
     n_multi = len(multi_input_columns(params))
     funding_by_symbol = split_funding(funding, params)
     reference_by_symbol = split_reference(reference, params)
+    other_by_symbol = split_other_venue(other_venue, params)
     ohlcv = {c: frame[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low", "close", "volume")}
     _check_finite(frame, ohlcv)
     open_ms = frame["timestamp"].to_numpy(dtype="datetime64[ms]").view("int64")
@@ -266,7 +281,8 @@ def _compute_blocks(frame: pd.DataFrame, starts: np.ndarray, ends: np.ndarray, p
             row += len(got)
         if n_multi:
             out[row:] = multi_input_values(str(frame["symbol"].iat[start]), open_ms[start:end], block["close"],
-                                           bar_ms, params, funding_by_symbol, reference_by_symbol)[:, warmup:]
+                                           bar_ms, params, funding_by_symbol, reference_by_symbol,
+                                           other_by_symbol)[:, warmup:]
         keep[at:at + end - start - warmup] = np.arange(start + warmup, end)
 
     _run_blocks(fill, kept_rows)
@@ -460,7 +476,7 @@ def _fmt(x: float) -> str:
 
 def _check_params(params: FeatureParams) -> None:
     for name in ("rsi", "ema", "sma", "atr", "log_return", "realised_vol", "volume_z", "adx", "obv_z",
-                 "vwap_dist", "funding_mean", "cross"):
+                 "vwap_dist", "funding_mean", "cross", "xv_z"):
         periods = list(getattr(params, name))
         low = 1 if name in ("log_return", "vwap_dist", "funding_mean") else 2
         for p in periods:
@@ -477,3 +493,6 @@ def _check_params(params: FeatureParams) -> None:
         raise ConfigError(f"features.stoch: need K, D, S >= 1, got {params.stoch}")
     for i, block in enumerate(params.htf):
         check_htf_block(block, i)
+    problem = check_xv_params(params)
+    if problem:
+        raise ConfigError(problem)

@@ -21,6 +21,9 @@ same lake, whole (each once per run), and passed to the same ``compute_features`
 input is a DataError naming what to collect or which family to switch off. Their partitions
 are fingerprinted like the symbol's own: a changed input partition starting at R recomputes
 the features from the period holding the bar before R (that bar's close may see R's data).
+The cross-venue family (``features.cross_venue``) reads Bybit's candles and funding of the
+perpetual from ``bybit_root`` (``data.sources.venue_lake_root(params, paths, "bybit")``: the
+same root for file and local-exchange sources), fingerprinted the same way.
 
 Incremental rule, per symbol: the manifest records the feature-set and label-set hashes, the
 timeframe, a fingerprint (size, mtime) of every raw candle partition (and of every input
@@ -49,8 +52,9 @@ import pyarrow.parquet as pq
 from features import store
 from features.compute import compute_features_windows, feature_set_hash, warmup_bars
 from features.labels import label_set_hash, make_labels
-from features.multi_input import (no_funding, no_reference, reference_window, required_inputs, uses_funding,
-                                  uses_reference)
+from features.cross_venue import COLLECT_HINT, OtherVenue, no_other_venue
+from features.multi_input import (needs_other_venue, no_funding, no_reference, reference_window, required_inputs,
+                                  uses_funding, uses_other_venue, uses_reference)
 from qt.config import Params
 from qt.errors import DataError
 from qt.fanout import in_threads
@@ -58,16 +62,18 @@ from data.lake import (OHLCV_COLUMNS, candle_path, funding_dir, monthly_partitio
                      read_candles, read_funding, remove_orphan_temp_files, stored_timestamps_ms)
 
 
-def materialise_symbol(symbol: str, *, candles_root: str, timeframe: str, params: Params, out_root: str) -> dict:
+def materialise_symbol(symbol: str, *, candles_root: str, timeframe: str, params: Params, out_root: str,
+                       bybit_root: str | None = None) -> dict:
     """Bring one symbol's partitions up to date: the unit of work ``materialise`` fans out (a
     Prefect task per symbol in the flows, on threads or a Dask worker). It reads its own candles
     and inputs from the lake and writes only under its own symbol directory, so symbols never
     touch each other's files and the result does not depend on where or in which order they run."""
-    return _Job(Path(candles_root), timeframe, params, Path(out_root)).run(symbol)
+    return _Job(Path(candles_root), timeframe, params, Path(out_root),
+                None if bybit_root is None else Path(bybit_root)).run(symbol)
 
 
 def materialise(candles_root: Path, symbols: list[str], timeframe: str, params: Params, out_root: Path,
-                workers: int = 2, map_symbols=None) -> dict:
+                workers: int = 2, map_symbols=None, bybit_root: Path | None = None) -> dict:
     """Bring the store under ``out_root`` up to date with the lake for ``symbols``.
 
     Returns ``{rows, label_rows, rows_computed, files, seconds, phase_seconds, feature_set_hash,
@@ -80,19 +86,21 @@ def materialise(candles_root: Path, symbols: list[str], timeframe: str, params: 
     mixes a shrunk universe with stale symbols). Raises the first symbol's error after every
     other symbol has finished (DataError for absent candles), with the others noted.
     ``map_symbols`` (``qt.fanout``) runs ``materialise_symbol`` per symbol; default: ``workers``
-    threads sharing one job (the reference candles read once).
+    threads sharing one job (the reference candles read once). ``bybit_root``: the lake holding
+    Bybit's series for the cross-venue family (default ``candles_root``).
     """
     t0 = time.perf_counter()
     out_root = Path(out_root)
     if not symbols:
         raise DataError("no symbols to materialise; pass at least one (check --symbols / data.symbols)")
-    job = _Job(Path(candles_root), timeframe, params, out_root)
+    job = _Job(Path(candles_root), timeframe, params, out_root, None if bybit_root is None else Path(bybit_root))
     unique = list(dict.fromkeys(symbols))
     if map_symbols is None:
         outs = in_threads(max(1, workers))(lambda sym: job.run(sym), unique)
     else:
         outs = map_symbols(materialise_symbol, unique, candles_root=str(candles_root), timeframe=timeframe,
-                           params=params, out_root=str(out_root))
+                           params=params, out_root=str(out_root),
+                           bybit_root=None if bybit_root is None else str(bybit_root))
     results: dict[str, dict] = dict(zip(unique, outs, strict=True))
     _remove_other_symbols(out_root, set(symbols))
     phases = {k: round(sum(r["phase_seconds"].get(k, 0.0) for r in results.values()), 3) for k in _PHASES}
@@ -133,17 +141,31 @@ def read_feature_inputs(candles_root: Path, symbols: list[str], timeframe: str, 
     return funding, (no_reference() if uses_reference(params.features) else None)
 
 
+def read_other_venue(bybit_root: Path, symbols: list[str], timeframe: str, params: Params) -> OtherVenue | None:
+    """Bybit's candles and funding of ``symbols``' perpetuals, read as ``materialise`` reads them
+    (None when the cross-venue family is off); DataError naming what to collect."""
+    if not uses_other_venue(params.features):
+        return None
+    inputs = _LakeInputs(Path(bybit_root), timeframe, params, Path(bybit_root))
+    parts = [inputs.other_venue(symbol) for symbol in symbols if needs_other_venue(symbol, params.features)]
+    if not parts:
+        return no_other_venue()
+    return OtherVenue(pd.concat([p.candles for p in parts], ignore_index=True),
+                      pd.concat([p.funding for p in parts], ignore_index=True))
+
+
 class _Job:
     """One materialisation run's constant inputs; ``run(symbol)`` is the per-symbol unit of work."""
 
-    def __init__(self, candles_root: Path, timeframe: str, params: Params, out_root: Path):
+    def __init__(self, candles_root: Path, timeframe: str, params: Params, out_root: Path,
+                 bybit_root: Path | None = None):
         self.candles_root, self.timeframe, self.params, self.out_root = candles_root, timeframe, params, out_root
         self.monthly = monthly_partitions(timeframe)
         self.warmup = warmup_bars(params.features)
         self.risk = params.risk if params.labels.triple_barrier else None
         self.feature_hash = feature_set_hash(params.features)
         self.label_hash = label_set_hash(params.labels, params.costs, self.risk)
-        self.inputs = _LakeInputs(candles_root, timeframe, params)
+        self.inputs = _LakeInputs(candles_root, timeframe, params, bybit_root)
 
     def run(self, symbol: str) -> dict:
         clock = _PhaseClock()
@@ -173,8 +195,9 @@ class _Job:
             candles = _read_symbol_candles(self.candles_root, symbol, self.timeframe,
                                            None if old is None else self._read_start(symbol, first, label_first))
             funding, reference = self.inputs.load(symbol)
+            other = self.inputs.other_venue(symbol)
         with clock("features"):
-            feats = self._features(candles, first, funding, reference)
+            feats = self._features(candles, first, funding, reference, other)
         with clock("labels"):
             lab_candles = candles[candles["timestamp"] >= partition_bounds(label_first)[0]] if old is not None \
                 else candles
@@ -225,7 +248,7 @@ class _Job:
         return min(warm_start, partition_bounds(label_first)[0])
 
     def _features(self, candles: pd.DataFrame, first: str, funding: pd.DataFrame | None,
-                  reference: dict[str, pd.DataFrame]) -> pd.DataFrame:
+                  reference: dict[str, pd.DataFrame], other: OtherVenue | None = None) -> pd.DataFrame:
         """Anchored features of every period from ``first`` on (see the module docstring)."""
         fp = self.params.features
         candles = candles.reset_index(drop=True)
@@ -233,7 +256,8 @@ class _Job:
         windows = [(max(0, lo - self.warmup), hi)
                    for key, lo, hi in store.partition_slices(candles["timestamp"], self.monthly) if key >= first]
         return compute_features_windows(candles, fp, windows, funding=funding,
-                                        reference=_reference_for(candles, reference, fp))
+                                        reference=_reference_for(candles, reference, fp),
+                                        other_venue=_other_venue_for(candles, other))
 
     def _write_parts(self, directory: Path, kind: str, frame: pd.DataFrame, since: str, old_entries: dict,
                      written: list[str]) -> dict:
@@ -276,8 +300,9 @@ class _LakeInputs:
     """The multi-input families' inputs read from the lake: each symbol's funding history and
     each reference symbol's candles, whole, read at most once per run (thread-safe)."""
 
-    def __init__(self, root: Path, timeframe: str, params: Params):
+    def __init__(self, root: Path, timeframe: str, params: Params, bybit_root: Path | None = None):
         self.root, self.timeframe, self.features = root, timeframe, params.features
+        self.bybit_root = root if bybit_root is None else bybit_root
         self._lock = threading.Lock()
         self._reference: dict[str, pd.DataFrame] = {}
 
@@ -287,6 +312,9 @@ class _LakeInputs:
         out = {f"candles:{ref}": _raw_fingerprints(candle_path(self.root, ref, self.timeframe)) for ref in references}
         if needs_funding:
             out["funding"] = _raw_fingerprints(funding_dir(self.root, symbol))
+        if needs_other_venue(symbol, self.features):
+            out["bybit:candles"] = _raw_fingerprints(candle_path(self.bybit_root, symbol, self.timeframe, "bybit"))
+            out["bybit:funding"] = _raw_fingerprints(funding_dir(self.bybit_root, symbol, "bybit"))
         return out
 
     def load(self, symbol: str) -> tuple[pd.DataFrame | None, dict[str, pd.DataFrame]]:
@@ -298,10 +326,27 @@ class _LakeInputs:
             events = read_funding(self.root, symbol) if needs_funding else None
             if needs_funding and events.empty:
                 raise DataError(f"{symbol}: no funding history under {funding_dir(self.root, symbol)}; features."
-                                f"funding_last/funding_mean need it: collect it (collect.funding: true) or switch "
-                                f"those features off")
+                                f"funding_last/funding_mean/xv need it: collect it (collect.funding: true) or "
+                                f"switch those features off")
             funding = events.assign(symbol=symbol) if events is not None else no_funding()
         return funding, {ref: self._reference_candles(symbol, ref) for ref in references}
+
+    def other_venue(self, symbol: str) -> OtherVenue | None:
+        """Bybit's candles and funding of ``symbol`` (None when xv is off, empty for a spot symbol);
+        DataError naming what to collect when the lake lacks them."""
+        if not uses_other_venue(self.features):
+            return None
+        if not needs_other_venue(symbol, self.features):
+            return no_other_venue()
+        if not any(candle_path(self.bybit_root, symbol, self.timeframe, "bybit").glob("*.parquet")):
+            raise DataError(f"{symbol}: features.xv needs its Bybit {self.timeframe} candles, absent under "
+                            f"{self.bybit_root}; {COLLECT_HINT} or set features.xv: false")
+        events = read_funding(self.bybit_root, symbol, venue="bybit")
+        if events.empty:
+            raise DataError(f"{symbol}: features.xv needs its Bybit funding history, absent under "
+                            f"{self.bybit_root}; {COLLECT_HINT} or set features.xv: false")
+        return OtherVenue(read_candles(self.bybit_root, [symbol], self.timeframe, venue="bybit"),
+                          events.assign(symbol=symbol))
 
     def _reference_candles(self, symbol: str, ref: str) -> pd.DataFrame:
         with self._lock:
@@ -325,6 +370,14 @@ def _reference_for(window: pd.DataFrame, reference: dict[str, pd.DataFrame], fp)
         return no_reference()
     first, last = window["timestamp"].iat[0], window["timestamp"].iat[-1]
     return pd.concat([reference_window(r, first, last) for r in reference.values()], ignore_index=True)
+
+
+def _other_venue_for(window: pd.DataFrame, other: OtherVenue | None) -> OtherVenue | None:
+    """Bybit's candles the bars of ``window`` align to (``reference_window``), its funding whole."""
+    if other is None or window.empty or other.candles.empty:
+        return other
+    first, last = window["timestamp"].iat[0], window["timestamp"].iat[-1]
+    return OtherVenue(reference_window(other.candles, first, last).reset_index(drop=True), other.funding)
 
 
 _CANDLE_SCHEMA = pa.schema([("timestamp", pa.timestamp("ms", tz="UTC"))] +

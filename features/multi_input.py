@@ -1,7 +1,9 @@
-"""Features that need more than the symbol's own candles: funding, basis, cross-asset.
+"""Features that need more than the symbol's own candles: funding, basis, cross-asset, cross-venue.
 
-OFF by default. ``compute_features(candles, params, funding=..., reference=...)`` must be
-given the extra inputs when one of these families is enabled (DataError otherwise).
+OFF by default. ``compute_features(candles, params, funding=..., reference=..., other_venue=...)``
+must be given the extra inputs when one of these families is enabled (DataError otherwise).
+The cross-venue family (``xv_*``, Bybit's series of the same perpetual in ``other_venue``) is
+``features.cross_venue``; it follows the point-in-time rules below.
 ``required_inputs`` says which inputs a symbol needs and ``reference_window`` cuts the
 reference candles a window of bars needs: materialisation (``features.materialise``) and
 serving (``serving.inference.select_inputs``) both read them from the lake with these two
@@ -37,6 +39,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from features.cross_venue import xv_columns, xv_rows
 from qt.config import FeatureParams
 from qt.errors import DataError
 
@@ -51,7 +54,7 @@ def multi_input_columns(params: FeatureParams) -> list[str]:
     cols += ["basis_log"] if params.basis else []
     for n in params.cross:
         cols += [f"{tag}_logret_{n}", f"beta_{tag}_{n}", f"corr_{tag}_{n}"]
-    return cols
+    return cols + xv_columns(params)
 
 
 def reference_tag(params: FeatureParams) -> str:
@@ -59,6 +62,21 @@ def reference_tag(params: FeatureParams) -> str:
 
 
 def uses_funding(params: FeatureParams) -> bool:
+    """The symbols' own funding history is an input: the funding columns, or xv's funding spread."""
+    return _funding_columns_on(params) or params.xv
+
+
+def uses_other_venue(params: FeatureParams) -> bool:
+    """Bybit's series of the perpetuals are an input (``features.cross_venue``)."""
+    return params.xv
+
+
+def needs_other_venue(symbol: str, params: FeatureParams) -> bool:
+    """``symbol`` needs Bybit's candles and funding: xv is on and it is a perpetual (spot: 0)."""
+    return params.xv and ":" in symbol
+
+
+def _funding_columns_on(params: FeatureParams) -> bool:
     return params.funding_last or bool(params.funding_mean)
 
 
@@ -109,7 +127,7 @@ def split_funding(funding: pd.DataFrame | None, params: FeatureParams) -> dict[s
     if not uses_funding(params):
         return {}
     if funding is None:
-        raise DataError("features.funding_last/funding_mean are enabled but no funding frame was passed; "
+        raise DataError("features.funding_last/funding_mean/xv are enabled but no funding frame was passed; "
                         "call compute_features(..., funding=frame of symbol, timestamp, funding_rate)")
     missing = [c for c in ("symbol", "timestamp", "funding_rate") if c not in funding.columns]
     if missing:
@@ -135,12 +153,17 @@ def split_reference(reference: pd.DataFrame | None, params: FeatureParams) -> di
         raise DataError("features.basis/cross are enabled but no reference candles were passed; call "
                         f"compute_features(..., reference=candles of {params.cross_reference} and the spot "
                         f"symbols of the perpetuals)")
+    return candles_by_symbol(reference, "reference candles")
+
+
+def candles_by_symbol(candles: pd.DataFrame, what: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """symbol -> (open_ms ascending, close) of a Candles frame; DataError on a bad close."""
     from features.frames import sort_candles, symbol_blocks
 
-    frame, codes = sort_candles(reference)
+    frame, codes = sort_candles(candles)
     close = frame["close"].to_numpy(dtype=np.float64)
     if not (np.isfinite(close) & (close > 0)).all():
-        raise DataError("reference candles hold non-positive or non-finite closes; run the validation stage")
+        raise DataError(f"{what} hold non-positive or non-finite closes; run the validation stage")
     ms = frame["timestamp"].to_numpy(dtype="datetime64[ms]").view("int64")
     symbols = frame["symbol"].to_numpy()
     starts, ends = symbol_blocks(codes)
@@ -148,11 +171,12 @@ def split_reference(reference: pd.DataFrame | None, params: FeatureParams) -> di
 
 
 def multi_input_values(symbol: str, open_ms: np.ndarray, close: np.ndarray, bar_ms: int, params: FeatureParams,
-                       funding: dict, reference: dict) -> np.ndarray:
-    """One symbol's multi-input features (rows = ``multi_input_columns``), NaN where undefined."""
+                       funding: dict, reference: dict, other_venue: tuple[dict, dict] = ({}, {})) -> np.ndarray:
+    """One symbol's multi-input features (rows = ``multi_input_columns``), NaN where undefined.
+    ``other_venue``: Bybit's (candles, funding) by symbol (``cross_venue.split_other_venue``)."""
     rows: list[np.ndarray] = []
     is_perp = ":" in symbol
-    if uses_funding(params):
+    if _funding_columns_on(params):
         rows += _funding_rows(symbol, open_ms, bar_ms, params, funding) if is_perp else \
             [np.zeros(len(open_ms))] * (int(params.funding_last) + len(params.funding_mean))
     if params.basis:
@@ -175,6 +199,8 @@ def multi_input_values(symbol: str, open_ms: np.ndarray, close: np.ndarray, bar_
         for n in params.cross:
             rows.append(_diff(log_ref, n))
             rows += cross_beta_corr(r, b, n)
+    if params.xv:
+        rows += xv_rows(symbol, open_ms, close, bar_ms, params, funding, *other_venue)
     return np.vstack(rows) if rows else np.empty((0, len(open_ms)))
 
 

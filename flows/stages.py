@@ -31,9 +31,9 @@ import yaml
 
 from data.lake import read_candles, read_lake_funding
 from data.quarantine import require_validated, validate_stage, validated_symbols
-from data.sources import collect_stage, lake_root, with_collected_universe
+from data.sources import collect_stage, lake_root, venue_lake_root, with_collected_universe
 from features.compute import feature_columns
-from features.materialise import materialise, read_feature_inputs
+from features.materialise import materialise, read_feature_inputs, read_other_venue
 from features.pit import check_point_in_time
 from qt.atomic import write_json_atomic
 from qt.config import Params
@@ -108,10 +108,12 @@ def features(params: Params, paths: StatePaths, map_symbols=None) -> dict:
     require_validated(candles, paths)
     t0 = time.perf_counter()
     funding, reference = read_feature_inputs(root, list(params.data.symbols), params.data.timeframe, params)
-    pit = check_point_in_time(candles, params, funding=funding, reference=reference)
+    bybit_root = venue_lake_root(params, paths, "bybit")  # the cross-venue family's Bybit series
+    other = read_other_venue(bybit_root, list(params.data.symbols), params.data.timeframe, params)
+    pit = check_point_in_time(candles, params, funding=funding, reference=reference, other_venue=other)
     pit["seconds"] = round(time.perf_counter() - t0, 3)
     out = materialise(root, list(params.data.symbols), params.data.timeframe, params, paths.features,
-                      map_symbols=map_symbols)
+                      map_symbols=map_symbols, bybit_root=bybit_root)
     if not out["rows"]:
         raise DataError("no feature rows left after the warm-up; collect a longer history (--start earlier)")
     return {"features": {"rows": int(out["rows"]), "columns": feature_columns(params.features),
@@ -165,9 +167,10 @@ def serve_and_execute(params: Params, paths: StatePaths, redis_url: str | None) 
     start = holdout_start(paths)
     has_champion = champion_version(paths.tracking_uri, params.train.model_name) is not None
     funding = read_lake_funding(root, params.data.symbols)  # None without perps
+    bybit_root = venue_lake_root(params, paths, "bybit")  # the cross-venue features' Bybit series
 
     with ServiceProcess(paths, params_path=write_effective_params(params, paths),
-                        extra_env={"QT_LAKE": str(root)}) as service:
+                        extra_env={"QT_LAKE": str(root), "QT_BYBIT_LAKE": str(bybit_root)}) as service:
         if has_champion:
             service.wait_ready(timeout_s=180)
         else:
@@ -179,12 +182,17 @@ def serve_and_execute(params: Params, paths: StatePaths, redis_url: str | None) 
         meta = _get_json(service.url + "/metadata") if has_champion else {}
     parity = None
     if has_champion:
+        from qt.config import FeatureParams
+        from training.backtest_model import logged_metadata
         from training.parity import check_parity, read_replay_fills
         from training.registry import load_champion
+        from training.stages import model_feature_inputs
 
-        parity = check_parity(candles, load_champion(paths.tracking_uri, params.train.model_name), params,
-                              start, report, meta.get("model_version"), funding=funding,
-                              replay_fills=read_replay_fills(paths.executor_db, report.run_id))
+        champion = load_champion(paths.tracking_uri, params.train.model_name)
+        # the reference candles and Bybit series the service read for the champion's features
+        inputs = model_feature_inputs(params, paths, FeatureParams(**logged_metadata(champion)["feature_params"]))
+        parity = check_parity(candles, champion, params, start, report, meta.get("model_version"), funding=funding,
+                              replay_fills=read_replay_fills(paths.executor_db, report.run_id), **inputs)
         if not parity["match"]:
             log.error("PARITY BROKEN: paper replay %s vs in-process backtest %s", parity["replay_net_pnl"],
                       parity["backtest_net_pnl"])

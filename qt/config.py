@@ -103,12 +103,17 @@ class FeatureParams(_Frozen):
     # warm-up, more than serving's 300-bar window); see features.htf.
     htf: list[HtfFeatureParams] = Field(default_factory=list)
     # Multi-input families, off by default: compute_features needs ``funding`` / ``reference``
-    # frames for them, which the serving path does not pass yet (see features.multi_input).
+    # frames for them (materialisation, serving and the backtest read them from the lake; see
+    # features.multi_input).
     funding_last: bool = False
     funding_mean: list[int] = Field(default_factory=list)  # N = funding events, not bars
     basis: bool = False  # log(perp close / spot close); spot candles come in ``reference``
     cross: list[int] = Field(default_factory=list)  # reference logret/beta/corr over N bars
     cross_reference: str = Field("BTC/USDT", min_length=3)
+    # Cross-venue family (features.cross_venue), off by default: the same USDT perpetual on Bybit
+    # as an extra input (``other_venue``): xv_basis_log, xv_basis_z_N, xv_funding_spread.
+    xv: bool = False
+    xv_z: list[int] = Field(default_factory=list)  # z-score windows of xv_basis_log, in bars (needs xv)
     # Warm-up length in "memories" (e-folding bars) of the slowest recursive indicator; see
     # features.compute.warmup_bars (and its docstring for the measurement behind the value).
     warmup_memories: float = Field(18.0, gt=0.0, le=100.0)

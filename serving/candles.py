@@ -8,7 +8,8 @@ keeps ``/signals`` far below the bar interval even for many symbols.
 
 ``FundingCache`` does the same for the perpetuals' funding histories, which a model using the
 funding features needs (``features.multi_input``); reference candles (cross-asset, basis)
-come from the ``CandleCache`` like any symbol's.
+come from the ``CandleCache`` like any symbol's. Both take a ``venue``: the cross-venue
+features read Bybit's candles and funding of the perpetual through a ``bybit`` pair of caches.
 """
 
 from __future__ import annotations
@@ -56,9 +57,10 @@ class UnknownSymbol(LookupError):
 class CandleCache:
     """Thread-safe cache of the lake's per-symbol candle files for one timeframe."""
 
-    def __init__(self, raw_root: Path, timeframe: str):
+    def __init__(self, raw_root: Path, timeframe: str, venue: str = "binance"):
         self.raw_root = Path(raw_root)
         self.timeframe = timeframe
+        self.venue = venue
         self._entries: dict[str, tuple[tuple[int, int, int], SymbolCandles]] = {}
         self._paths: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -69,8 +71,8 @@ class CandleCache:
         "Latest in the lake" for a request without as_of: a symbol whose collector
         stalled is then stale even when it is the only one asked for.
         """
-        lasts = [int(s.open_ms[-1]) for s in map(self.get, available_symbols(self.raw_root, self.timeframe))
-                 if len(s.open_ms)]
+        symbols = available_symbols(self.raw_root, self.timeframe, self.venue)
+        lasts = [int(s.open_ms[-1]) for s in map(self.get, symbols) if len(s.open_ms)]
         return max(lasts) if lasts else None
 
     def cached_generation(self, symbol: str) -> tuple[int, int, int] | None:
@@ -84,11 +86,11 @@ class CandleCache:
         A malformed symbol raises ``qt.errors.DataError`` from ``data.lake``.
         """
         # a name's path is fixed and building it costs more than the stat: kept for names that exist
-        path = self._paths.get(symbol) or str(candle_path(self.raw_root, symbol, self.timeframe))
+        path = self._paths.get(symbol) or str(candle_path(self.raw_root, symbol, self.timeframe, self.venue))
         try:
             st = os.stat(path)
         except FileNotFoundError:
-            have = ", ".join(available_symbols(self.raw_root, self.timeframe)) or "none"
+            have = ", ".join(available_symbols(self.raw_root, self.timeframe, self.venue)) or "none"
             raise UnknownSymbol(f"unknown symbol {symbol!r}: no {self.timeframe} candles in the lake "
                                 f"(have: {have})") from None
         self._paths[symbol] = path
@@ -97,7 +99,7 @@ class CandleCache:
             hit = self._entries.get(symbol)
         if hit is not None and hit[0] == key:
             return hit[1]
-        frame = read_symbol(self.raw_root, symbol, self.timeframe)
+        frame = read_symbol(self.raw_root, symbol, self.timeframe, self.venue)
         frame = frame.sort_values("timestamp", kind="stable").reset_index(drop=True).assign(symbol=symbol)
         open_ms = frame["timestamp"].dt.tz_convert(None).to_numpy().astype("datetime64[ms]").astype(np.int64)
         entry = SymbolCandles(symbol=symbol, frame=frame, open_ms=open_ms, generation=key)
@@ -127,15 +129,16 @@ class FundingCache:
     """Thread-safe cache of the lake's funding histories (whole, as ``features.materialise``
     reads them, so the rolling funding means start from the same first event)."""
 
-    def __init__(self, raw_root: Path):
+    def __init__(self, raw_root: Path, venue: str = "binance"):
         self.raw_root = Path(raw_root)
+        self.venue = venue
         self._entries: dict[str, tuple[tuple, pd.DataFrame]] = {}
         self._lock = threading.Lock()
 
     def generation(self, symbol: str) -> tuple:
         """The (name, size, mtime) of every funding partition of ``symbol``: the collector replaces
         them atomically, so this changes whenever the history does (empty when none is stored)."""
-        directory = funding_dir(self.raw_root, symbol)
+        directory = funding_dir(self.raw_root, symbol, self.venue)
         files = sorted(directory.glob("*.parquet")) if directory.is_dir() else []
         return tuple((f.name, st.st_size, st.st_mtime_ns) for f in files for st in (f.stat(),))
 
@@ -149,7 +152,7 @@ class FundingCache:
             hit = self._entries.get(symbol)
         if hit is not None and hit[0] == key:
             return hit[1]
-        frame = read_funding(self.raw_root, symbol).assign(symbol=symbol)
+        frame = read_funding(self.raw_root, symbol, venue=self.venue).assign(symbol=symbol)
         with self._lock:
             self._entries[symbol] = (key, frame)
         return frame

@@ -37,7 +37,7 @@ from qt.config import FeatureParams, RiskParams, ServingParams, SignalParams
 from serving.candles import CandleCache, FundingCache, refresh_candles
 from serving.champion import LoadedModel
 from serving.inference import (WindowSpan, check_symbols, iso_utc, latest_feature_rows, min_history_bars,
-                               parse_as_of, plan_windows, select_inputs, signal_dicts)
+                               parse_as_of, plan_windows, select_inputs, select_other_venue, signal_dicts)
 from serving.newbar import panel_rows
 
 
@@ -80,9 +80,13 @@ class SignalEngine:
     """Signals from the lake for any loaded model; thread-safe (the caches lock their own maps)."""
 
     def __init__(self, lake: Path, serving: ServingParams, signal: SignalParams,
-                 atr_period: int | None = RiskParams().atr_period):
-        """``atr_period``: ``risk.atr_period``, the ATR each signal carries; None: signals without ``atr``."""
+                 atr_period: int | None = RiskParams().atr_period, bybit_lake: Path | None = None):
+        """``atr_period``: ``risk.atr_period``, the ATR each signal carries; None: signals without ``atr``.
+        ``bybit_lake``: the lake holding Bybit's series (cross-venue features); default ``lake``."""
         self.lake = Path(lake)
+        self.bybit_lake = self.lake if bybit_lake is None else Path(bybit_lake)
+        self._bybit_candles: dict[str, CandleCache] = {}
+        self._bybit_funding = FundingCache(self.bybit_lake, venue="bybit")
         self.serving = serving
         self.signal = signal
         self.atr_period = atr_period
@@ -110,6 +114,12 @@ class SignalEngine:
         cache = self._candles.get(timeframe)
         if cache is None:
             cache = self._candles.setdefault(timeframe, CandleCache(self.lake, timeframe))
+        return cache
+
+    def bybit_candles(self, timeframe: str) -> CandleCache:
+        cache = self._bybit_candles.get(timeframe)
+        if cache is None:
+            cache = self._bybit_candles.setdefault(timeframe, CandleCache(self.bybit_lake, timeframe, venue="bybit"))
         return cache
 
     def signals(self, model: LoadedModel, symbols: list[str], as_of: str | None,
@@ -145,11 +155,12 @@ class SignalEngine:
         """The input row of each window's last bar (spans' order): cached, or computed for the
         missing symbols in ONE ``latest_feature_rows`` call (422 when a row is incomplete);
         ``RowsNotCached`` instead of computing when ``compute`` is False."""
-        from features.multi_input import uses_funding, uses_reference
+        from features.multi_input import uses_funding, uses_other_venue, uses_reference
 
         model_key = (model.feature_params, model.sequence_length, model.sequence_exog, model.feature_columns,
                      self.atr_period)
-        inputs = uses_funding(model.feature_params) or uses_reference(model.feature_params)
+        fp = model.feature_params
+        inputs = uses_funding(fp) or uses_reference(fp) or uses_other_venue(fp)
         keys = {sym: (model_key, span.candles.generation, span.start, span.end,
                       self._inputs_key(model, sym) if inputs else ())
                 for sym, span in spans.items()}
@@ -177,16 +188,18 @@ class SignalEngine:
         windows = {sym: span.frame() for sym, span in spans.items()}
         funding, reference = select_inputs(self.candles(model.timeframe), self._funding, windows,
                                            model.feature_params)
-        computed = latest_feature_rows(windows, model, funding, reference, self.atr_period)
+        other = select_other_venue(self.bybit_candles(model.timeframe), self._bybit_funding, windows,
+                                   model.feature_params)
+        computed = latest_feature_rows(windows, model, funding, reference, self.atr_period, other)
         values = computed.loc[:, list(model.feature_columns)].to_numpy(dtype=np.float64)
         atr = computed["atr"].to_numpy(dtype=np.float64) if self.atr_period is not None else None
         return {sym: FeatureRow(iso_utc(ts), values[i].copy(), float("nan") if atr is None else float(atr[i]))
                 for i, (sym, ts) in enumerate(zip(spans, computed["timestamp"]))}
 
     def _inputs_key(self, model: LoadedModel, symbol: str) -> tuple:
-        """Generations of the funding history and reference candles ``symbol``'s row reads (called
-        only for a model using the funding, basis or cross-asset families)."""
-        from features.multi_input import required_inputs
+        """Generations of the funding history, reference candles and Bybit series ``symbol``'s row
+        reads (called only for a model using the funding, basis, cross-asset or cross-venue families)."""
+        from features.multi_input import needs_other_venue, required_inputs
 
         needs_funding, references = required_inputs(symbol, model.feature_params)
         cache = self.candles(model.timeframe)
@@ -196,7 +209,14 @@ class SignalEngine:
                 refs.append((ref, cache.get(ref).generation))
             except LookupError:
                 refs.append((ref, None))  # select_inputs refuses it with 422 when computing
-        return (self._funding.generation(symbol) if needs_funding else None, tuple(refs))
+        bybit = None
+        if needs_other_venue(symbol, model.feature_params):
+            try:
+                bybit = (self.bybit_candles(model.timeframe).get(symbol).generation,
+                         self._bybit_funding.generation(symbol))
+            except LookupError:
+                bybit = ("absent",)  # select_other_venue refuses it with 422 when computing
+        return (self._funding.generation(symbol) if needs_funding else None, tuple(refs), bybit)
 
     def _atr_warmup(self, params: FeatureParams) -> int:
         """``features.atr.atr_warmup_bars(params, atr_period)``, cached like ``_warmup``."""

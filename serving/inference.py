@@ -9,7 +9,8 @@ and one line saying what to do):
    history for the feature warm-up (plus the model's return window), and stale candles;
    ``select_inputs`` - the funding history and reference candles the model's
    multi-input features need, from the same lake and cut by the same functions as
-   ``features.materialise`` uses (a missing one is refused with 422);
+   ``features.materialise`` uses (a missing one is refused with 422); ``select_other_venue``
+   - Bybit's candles and funding for the cross-venue features, likewise;
 3. ``compute_signals`` - ONE ``features.compute.compute_features`` call for all
    symbols (the function training used), the return windows of the model's
    ``sequence_length`` (``features.sequence.add_return_windows``, as training adds them),
@@ -197,9 +198,40 @@ def select_inputs(candles: CandleCache, funding: FundingCache, windows: Mapping[
     return funding_frame, reference_frame
 
 
+def select_other_venue(candles: CandleCache, funding: FundingCache, windows: Mapping[str, pd.DataFrame],
+                       params: FeatureParams):
+    """Bybit's series for ``compute_features(..., other_venue=)`` over ``windows`` (None when the
+    cross-venue family is off), cut as ``features.materialise`` cuts them: the Bybit candles the
+    windows' bars align to (``reference_window``) and the whole Bybit funding history.
+    ``candles`` / ``funding``: caches of the Bybit venue. A missing series is refused with 422."""
+    from features.cross_venue import COLLECT_HINT, OtherVenue, no_other_venue
+    from features.multi_input import needs_other_venue, reference_window, uses_other_venue
+
+    if not uses_other_venue(params):
+        return None
+    bars, events = [], []
+    for sym, window in windows.items():
+        if not needs_other_venue(sym, params):
+            continue
+        try:
+            frame = candles.get(sym).frame
+        except UnknownSymbol:
+            raise RequestRejected(422, f"{sym}: the model's cross-venue features need its Bybit {candles.timeframe} "
+                                       f"candles, absent from the lake; {COLLECT_HINT}") from None
+        history = funding.get(sym)
+        if history.empty:
+            raise RequestRejected(422, f"{sym}: the model's cross-venue features need its Bybit funding history, "
+                                       f"absent from the lake; {COLLECT_HINT}")
+        bars.append(reference_window(frame, window["timestamp"].iat[0], window["timestamp"].iat[-1]))
+        events.append(history)
+    if not bars:
+        return no_other_venue()
+    return OtherVenue(pd.concat(bars, ignore_index=True), pd.concat(events, ignore_index=True))
+
+
 def latest_feature_rows(windows: Mapping[str, pd.DataFrame], model: LoadedModel,
                         funding: pd.DataFrame | None = None, reference: pd.DataFrame | None = None,
-                        atr_period: int | None = None) -> pd.DataFrame:
+                        atr_period: int | None = None, other_venue=None) -> pd.DataFrame:
     """The model input of each window's last bar: ``symbol``, ``timestamp`` and the model's
     feature columns, one row per symbol in request order; 422 when a row is missing or incomplete.
     With ``atr_period`` also ``atr``: ``atr_{atr_period}`` of that bar (``features.atr``; NaN
@@ -228,9 +260,11 @@ def latest_feature_rows(windows: Mapping[str, pd.DataFrame], model: LoadedModel,
     position = {sym: i for i, sym in enumerate(ordered)}
     wanted = [last_bars[position[sym]] for sym in symbols]
     if atr_period is None:
-        feats = compute_features(candles, model.feature_params, funding=funding, reference=reference)
+        feats = compute_features(candles, model.feature_params, funding=funding, reference=reference,
+                                 other_venue=other_venue)
     else:
-        feats = features_with_atr(candles, model.feature_params, atr_period, funding=funding, reference=reference)
+        feats = features_with_atr(candles, model.feature_params, atr_period, funding=funding, reference=reference,
+                                  other_venue=other_venue)
     length = int(model.sequence_length)
     tail = feats.groupby("symbol", sort=False).tail(max(1, length))
     if length:
@@ -255,14 +289,15 @@ def latest_feature_rows(windows: Mapping[str, pd.DataFrame], model: LoadedModel,
 
 def compute_signals(windows: Mapping[str, pd.DataFrame], model: LoadedModel, signal_params: SignalParams,
                     funding: pd.DataFrame | None = None, reference: pd.DataFrame | None = None,
-                    atr_period: int | None = None) -> tuple[list[dict], np.ndarray]:
+                    atr_period: int | None = None, other_venue=None) -> tuple[list[dict], np.ndarray]:
     """One signal per symbol (request order) from the model input of each window's last bar.
 
-    ``funding`` / ``reference``: from ``select_inputs`` when the model uses those families.
+    ``funding`` / ``reference``: from ``select_inputs`` when the model uses those families;
+    ``other_venue``: from ``select_other_venue`` (the cross-venue family).
     ``atr_period``: each signal carries ``atr`` = ``atr_{atr_period}`` of its bar (``risk.atr_period``).
     Returns the signal dicts and the prob_up array (for the metrics histogram).
     """
-    rows = latest_feature_rows(windows, model, funding, reference, atr_period)
+    rows = latest_feature_rows(windows, model, funding, reference, atr_period, other_venue)
     pred = model.predict(rows.loc[:, list(model.feature_columns)])
     prob = pred["prob_up"].to_numpy()
     stamps = [iso_utc(ts) for ts in rows["timestamp"]]

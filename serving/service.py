@@ -71,6 +71,7 @@ class SignalService:
         client = MlflowClient(tracking_uri=self.settings.tracking_uri, registry_uri=self.settings.registry_uri)
         name = self.settings.model_name
         self.engine = SignalEngine(self.settings.lake, self.settings.params.serving, self.settings.params.signal,
+                                   bybit_lake=self.settings.bybit_lake,
                                    atr_period=self.settings.params.risk.atr_period)
         self._compute_limiter: anyio.CapacityLimiter | None = None  # see ``signals``
         self.watcher = ChampionWatcher(

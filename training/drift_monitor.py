@@ -102,8 +102,12 @@ def gather_inputs(params: Params, paths: StatePaths) -> DriftInputs | None:
 
     candles, funding = _candles(params, paths, min(pd.Timestamp(md["holdout_start"]), recent["timestamp"].min()),
                                 history_bars_needed(md), symbols)
-    holdout = model_predictions(model, candles, md["holdout_start"], md["holdout_end"], funding=funding)
-    now = model_predictions(model, candles, recent["timestamp"].min(), None, funding=funding)
+    from qt.config import FeatureParams
+    from training.stages import model_feature_inputs
+
+    inputs = model_feature_inputs(params, paths, FeatureParams(**md["feature_params"]))  # basis, cross, xv
+    holdout = model_predictions(model, candles, md["holdout_start"], md["holdout_end"], funding=funding, **inputs)
+    now = model_predictions(model, candles, recent["timestamp"].min(), None, funding=funding, **inputs)
     now = now.merge(recent[["symbol", "timestamp"]], on=["symbol", "timestamp"])
     m = registry.run_metrics(run_id)
     backtest = {k: m.get(f"holdout_strategy_{k}") for k in ("trades", "hit_rate", "net_pnl")}

@@ -201,6 +201,24 @@ def evaluate_stage(params: Params, paths: StatePaths) -> dict:
     return jsonable({"evaluation": evaluation})
 
 
+def model_feature_inputs(params: Params, paths: StatePaths, feature_params) -> dict:
+    """``reference`` / ``other_venue`` for ``model_predictions`` of a model whose logged feature
+    params are ``feature_params``: the reference candles and Bybit's series read from the lakes the
+    features stage and the service read (``features.materialise``), so the champion is re-judged
+    on the input it is served. Empty when its families need neither."""
+    from data.sources import lake_root, venue_lake_root
+    from features.materialise import read_feature_inputs, read_other_venue
+    from features.multi_input import uses_other_venue, uses_reference
+
+    if not (uses_reference(feature_params) or uses_other_venue(feature_params)):
+        return {}
+    as_model = params.model_copy(update={"features": feature_params})
+    symbols, timeframe = list(params.data.symbols), params.data.timeframe
+    _, reference = read_feature_inputs(lake_root(params, paths), symbols, timeframe, as_model)
+    return {"reference": reference,
+            "other_venue": read_other_venue(venue_lake_root(params, paths, "bybit"), symbols, timeframe, as_model)}
+
+
 def _holdout_funding(params: Params, paths: StatePaths, h_start: pd.Timestamp) -> pd.DataFrame | None:
     """Funding of the perp symbols from one funding interval before the holdout on (None
     without perps). A perp with nothing stored makes the backtest refuse it, saying what to collect."""
@@ -404,7 +422,8 @@ def _reevaluate_champion(registry, version: str, params: Params, paths: StatePat
     lead = max(history_bars_needed(md), atr_warmup_bars(FeatureParams(**md["feature_params"]), params.risk.atr_period))
     history = _read_candles_with_history(params, paths, h_start, lead)
     funding = _holdout_funding(params, paths, history["timestamp"].min())
-    pred_df = model_predictions(model, history, h_start, h_end, funding=funding, atr_period=params.risk.atr_period)
+    pred_df = model_predictions(model, history, h_start, h_end, funding=funding, atr_period=params.risk.atr_period,
+                                **model_feature_inputs(params, paths, FeatureParams(**md["feature_params"])))
     signals = strategy_signals(pred_df, history, params, model_version=str(version))
     candles = history[history["timestamp"] >= h_start].reset_index(drop=True)
     res = run_backtest(candles, signals, params, funding=funding)

@@ -150,7 +150,9 @@ def load_tune_data(params: Params, paths: StatePaths, lake: Path) -> TuneData:
     bars = pd.DatetimeIndex(sorted(joined["timestamp"].unique()))
     cut = bars[max(0, bars.searchsorted(holdout_start) - params.train.embargo_bars)]
     candles = read_candles(lake, symbols, params.data.timeframe, params.data.start, params.data.end)
-    feats = add_feature_choices(feats, candles, params, lake)
+    from data.sources import venue_lake_root
+
+    feats = add_feature_choices(feats, candles, params, lake, venue_lake_root(params, paths, "bybit"))
     funding = read_lake_funding(lake, symbols)
     if funding is not None:
         funding = funding[funding["timestamp"] < cut].reset_index(drop=True)

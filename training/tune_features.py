@@ -77,11 +77,13 @@ def feature_variants(base: FeatureParams, tune: TuneParams) -> list[FeatureParam
     return list(out.values())
 
 
-def add_feature_choices(features: pd.DataFrame, candles: pd.DataFrame, params: Params, lake: Path) -> pd.DataFrame:
+def add_feature_choices(features: pd.DataFrame, candles: pd.DataFrame, params: Params, lake: Path,
+                        bybit_lake: Path | None = None) -> pd.DataFrame:
     """``features`` (the store's rows of the base set) with the columns of every feature set of
-    ``params.tune.space`` that it lacks, NaN where that set has no value for the row."""
+    ``params.tune.space`` that it lacks, NaN where that set has no value for the row.
+    ``bybit_lake``: where Bybit's series live for a cross-venue choice (default ``lake``)."""
     from features.compute import compute_features, feature_columns
-    from features.materialise import read_feature_inputs
+    from features.materialise import read_feature_inputs, read_other_venue
 
     out = features
     for variant in feature_variants(params.features, params.tune):
@@ -90,7 +92,8 @@ def add_feature_choices(features: pd.DataFrame, candles: pd.DataFrame, params: P
             continue
         with_variant = params.model_copy(update={"features": variant})
         funding, reference = read_feature_inputs(lake, list(params.data.symbols), params.data.timeframe, with_variant)
-        computed = compute_features(candles, variant, funding=funding, reference=reference)
+        other = read_other_venue(bybit_lake or lake, list(params.data.symbols), params.data.timeframe, with_variant)
+        computed = compute_features(candles, variant, funding=funding, reference=reference, other_venue=other)
         log.info("tune: %d feature columns of a features choice computed (%s)", len(new), ", ".join(new))
         out = out.merge(computed[KEYS + new], on=KEYS, how="left", validate="one_to_one")
     return out
