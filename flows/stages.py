@@ -66,7 +66,27 @@ def collect(params: Params, paths: StatePaths, collect_symbols=None) -> dict:
     paths.reports.mkdir(parents=True, exist_ok=True)
     name = "collect.json" if venue == "binance" else f"collect-{venue}.json"
     write_json_atomic(paths.reports / name, result, indent=2, default=str)
+    if venue == "binance" and params.features.xv:
+        result["data"]["cross_venue"] = _collect_cross_venue(params, paths, result["data"]["symbols"], collect_symbols)
+        write_json_atomic(paths.reports / name, result, indent=2, default=str)
     return result
+
+
+def _collect_cross_venue(params: Params, paths: StatePaths, symbols: list[str], collect_symbols=None) -> dict:
+    """With the cross-venue features on, Bybit's series of the same perpetuals too (same source:
+    the local exchange serves both venues from one data dir): without them the features stage
+    would stop. Recorded in ``reports/collect-bybit.json``; a short summary goes into collect's."""
+    if params.data.source.startswith("synthetic"):
+        raise DataError("features.xv needs Bybit's candles and funding, which the synthetic market has not; "
+                        "use --source parquet:DIR (with ohlcv/bybit, funding/bybit) or ccxt, or turn features.xv off")
+    perps = [s for s in symbols if ":" in s]
+    if not perps:
+        return {"exchange": "bybit", "symbols": [], "note": "no perpetual in data.symbols"}
+    on_bybit = params.model_copy(update={
+        "collect": params.collect.model_copy(update={"exchange": "bybit", "universe": "list"}),
+        "data": params.data.model_copy(update={"symbols": perps})})
+    summary = collect(on_bybit, paths, collect_symbols)["data"]
+    return {k: summary[k] for k in ("exchange", "symbols", "rows", "start", "end", "sha256")}
 
 
 def validate(params: Params, paths: StatePaths, map_symbols=None) -> dict:

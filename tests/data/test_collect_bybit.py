@@ -9,13 +9,20 @@ has a pause longer than one 200-settlement window.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from data import lake, perp_series
 from data.collector import collect_universe
+from data.sources import venue_lake_root
 from exchange import LocalExchange
+from flows import stages
+from qt.config import load_params
+from qt.errors import DataError
+from qt.paths import StatePaths
 from tests.cli.support import assert_one_line_error, run_qt
 from tests.data.support import collect_params
 
@@ -43,13 +50,22 @@ def _bybit_source(src):
     funding = pd.DataFrame({"timestamp": settle, "funding_rate": rng.normal(1e-4, 1e-4, len(settle))})
     (src / "funding" / "bybit").mkdir(parents=True)
     funding.to_parquet(src / "funding" / "bybit" / "BTC_USDT-funding.parquet", index=False)
+    # the same perpetual on Binance, a hair cheaper: what the pipeline decides on
+    (src / "ohlcv" / "binanceusdm").mkdir(parents=True)
+    binance = candles.assign(**{c: candles[c] * 0.9999 for c in ("open", "high", "low", "close")})
+    binance.to_parquet(src / "ohlcv" / "binanceusdm" / "BTC_USDT-1h.parquet", index=False)
     return candles, funding
 
 
 @pytest.fixture(scope="module")
-def bybit_exchange(tmp_path_factory):
+def bybit_source(tmp_path_factory):
     src = tmp_path_factory.mktemp("bybit-src")
-    candles, funding = _bybit_source(src)
+    return src, *_bybit_source(src)
+
+
+@pytest.fixture(scope="module")
+def bybit_exchange(bybit_source):
+    src, candles, funding = bybit_source
     with LocalExchange(src, now=NOW, log_path=src / "exchange.log") as ex:
         yield ex, candles, funding
 
@@ -81,3 +97,22 @@ def test_qt_collect_exchange_bybit_records_its_own_report(bybit_exchange, tmp_pa
     spot = run_qt(["collect", "--source", "ccxt", "--exchange", "bybit", "--exchange-url", ex.url,
                    "--symbols", "BTC/USDT"], home)
     assert_one_line_error(spot, "BASE/USDT:USDT")
+
+
+def test_with_the_cross_venue_features_on_the_collect_stage_brings_bybits_series_too(bybit_source, tmp_path):
+    src, candles, funding = bybit_source
+    on = load_params(None, {"data": {"source": f"parquet:{src}", "symbols": [SYMBOL], "start": "2024-01-01"},
+                            "features": {"xv": True}})
+    paths = StatePaths(tmp_path).ensure()
+    result = stages.collect(on, paths)
+    assert result["data"]["cross_venue"]["rows"] == BARS
+    root = venue_lake_root(on, paths, "bybit")
+    pd.testing.assert_frame_equal(lake.read_symbol(root, SYMBOL, "1h", venue="bybit"), candles)
+    pd.testing.assert_frame_equal(perp_series.read_funding(root, SYMBOL, venue="bybit"), funding)
+    assert (paths.reports / "collect-bybit.json").is_file()
+    assert json.loads((paths.reports / "collect.json").read_text())["data"]["cross_venue"]["rows"] == BARS
+
+    synthetic = load_params(None, {"data": {"source": "synthetic:3", "symbols": [SYMBOL]},
+                                   "synthetic": {"bars": 300}, "features": {"xv": True}})
+    with pytest.raises(DataError, match="synthetic market has not"):
+        stages.collect(synthetic, StatePaths(tmp_path / "other").ensure())
