@@ -10,7 +10,7 @@ Point in time (the rules of ``features.multi_input``): a Binance row opening at 
 ``t + bar_ms``; it sees
 
 * the Bybit candle with the latest open time ``<= t`` (its close is at or before the row's
-  close) - the reference alignment of ``multi_input.align_closes``. A missing Bybit bar
+  close) - the reference alignment of ``input_frames.align_closes``. A missing Bybit bar
   therefore carries Bybit's last close forward (the basis of that row compares Binance's fresh
   close with Bybit's previous one) rather than dropping the row: a gap of one venue must not
   shift the bar count of the rolling z-score;
@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from features.input_frames import align_closes, candles_by_symbol, funding_by_symbol, no_funding, no_reference
 from qt.config import FeatureParams
 from qt.errors import DataError
 
@@ -54,7 +55,7 @@ class OtherVenue:
     candles: pd.DataFrame
     funding: pd.DataFrame
 
-    def cut(self, cut_ms: int, bar_ms: int) -> "OtherVenue":
+    def cut(self, cut_ms: int, bar_ms: int) -> OtherVenue:
         """What a run at the close of the bar opening at ``cut_ms`` knew: candles opening
         <= cut_ms, funding settled <= cut_ms + bar_ms (the point-in-time check's cut)."""
         return OtherVenue(self.candles[_ms(self.candles) <= cut_ms], self.funding[_ms(self.funding) <= cut_ms + bar_ms])
@@ -75,8 +76,6 @@ def check_xv_params(params: FeatureParams) -> str | None:
 
 def no_other_venue() -> OtherVenue:
     """Empty Bybit inputs: the input when xv is on but no symbol is a perpetual."""
-    from features.multi_input import no_funding, no_reference
-
     return OtherVenue(no_reference(), no_funding())
 
 
@@ -87,9 +86,7 @@ def split_other_venue(other: OtherVenue | None, params: FeatureParams) -> tuple[
     if other is None:
         raise DataError("features.xv is enabled but no Bybit series were passed; call compute_features(..., "
                         "other_venue=OtherVenue(bybit candles, bybit funding))")
-    from features.multi_input import candles_by_symbol, split_funding
-
-    return candles_by_symbol(other.candles, "Bybit candles"), split_funding(other.funding, params)
+    return candles_by_symbol(other.candles, "Bybit candles"), funding_by_symbol(other.funding)
 
 
 def xv_rows(symbol: str, open_ms: np.ndarray, close: np.ndarray, bar_ms: int, params: FeatureParams,
@@ -98,8 +95,6 @@ def xv_rows(symbol: str, open_ms: np.ndarray, close: np.ndarray, bar_ms: int, pa
     n_rows = len(xv_columns(params))
     if ":" not in symbol:
         return [np.zeros(len(open_ms))] * n_rows
-    from features.multi_input import align_closes
-
     for have, what in ((bybit_candles, "candles"), (bybit_funding, "funding")):
         if symbol not in have:
             raise DataError(f"features.xv: no Bybit {what} for {symbol}; {COLLECT_HINT} or set features.xv: false")

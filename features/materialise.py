@@ -49,17 +49,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from data.lake import (OHLCV_COLUMNS, candle_path, funding_dir, monthly_partitions, partition_bounds, partition_key,
+                       read_candles, read_funding, remove_orphan_temp_files, stored_timestamps_ms)
 from features import store
 from features.compute import compute_features_windows, feature_set_hash, warmup_bars
-from features.labels import label_set_hash, make_labels
 from features.cross_venue import COLLECT_HINT, OtherVenue, no_other_venue
-from features.multi_input import (needs_other_venue, no_funding, no_reference, reference_window, required_inputs,
-                                  uses_funding, uses_other_venue, uses_reference)
+from features.input_frames import no_funding, no_reference
+from features.labels import label_set_hash, make_labels
+from features.multi_input import (needs_other_venue, reference_window, required_inputs, uses_funding,
+                                  uses_other_venue, uses_reference)
 from qt.config import Params
 from qt.errors import DataError
 from qt.fanout import in_threads
-from data.lake import (OHLCV_COLUMNS, candle_path, funding_dir, monthly_partitions, partition_bounds, partition_key,
-                     read_candles, read_funding, remove_orphan_temp_files, stored_timestamps_ms)
 
 
 def materialise_symbol(symbol: str, *, candles_root: str, timeframe: str, params: Params, out_root: str,

@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from features.cross_venue import xv_columns, xv_rows
+from features.input_frames import align_closes, candles_by_symbol, funding_by_symbol
 from qt.config import FeatureParams
 from qt.errors import DataError
 
@@ -108,20 +109,6 @@ def reference_window(reference: pd.DataFrame, first_open: pd.Timestamp, last_ope
     return reference.iloc[lo:hi]
 
 
-def no_funding() -> pd.DataFrame:
-    """An empty funding frame: the input when the funding features are on but no symbol is a perpetual."""
-    return pd.DataFrame({"symbol": pd.Series(dtype="str"), "timestamp": pd.Series(dtype="datetime64[ms, UTC]"),
-                         "funding_rate": pd.Series(dtype="float64")})
-
-
-def no_reference() -> pd.DataFrame:
-    """An empty candles frame: the input when basis is on but no symbol is a perpetual."""
-    frame = pd.DataFrame({c: pd.Series(dtype="float64") for c in ("open", "high", "low", "close", "volume")})
-    frame.insert(0, "timestamp", pd.Series(dtype="datetime64[ms, UTC]"))
-    frame.insert(0, "symbol", pd.Series(dtype="str"))
-    return frame
-
-
 def split_funding(funding: pd.DataFrame | None, params: FeatureParams) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """symbol -> (event_ms ascending, funding_rate); DataError when missing or malformed."""
     if not uses_funding(params):
@@ -129,20 +116,7 @@ def split_funding(funding: pd.DataFrame | None, params: FeatureParams) -> dict[s
     if funding is None:
         raise DataError("features.funding_last/funding_mean/xv are enabled but no funding frame was passed; "
                         "call compute_features(..., funding=frame of symbol, timestamp, funding_rate)")
-    missing = [c for c in ("symbol", "timestamp", "funding_rate") if c not in funding.columns]
-    if missing:
-        raise DataError(f"funding frame lacks columns {missing}; expected symbol, timestamp, funding_rate")
-    rates = funding["funding_rate"].to_numpy(dtype=np.float64)
-    if not np.isfinite(rates).all():
-        raise DataError("funding frame holds non-finite funding_rate values; run the validation stage")
-    out = {}
-    frame = funding.assign(_ms=funding["timestamp"].to_numpy(dtype="datetime64[ms]").view("int64"))
-    for symbol, rows in frame.sort_values(["symbol", "_ms"], kind="stable").groupby("symbol", sort=False):
-        ms = rows["_ms"].to_numpy()
-        if np.any(ms[1:] <= ms[:-1]):
-            raise DataError(f"funding frame holds duplicate events for {symbol}; de-duplicate it")
-        out[str(symbol)] = (ms, rows["funding_rate"].to_numpy(dtype=np.float64))
-    return out
+    return funding_by_symbol(funding)
 
 
 def split_reference(reference: pd.DataFrame | None, params: FeatureParams) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -154,20 +128,6 @@ def split_reference(reference: pd.DataFrame | None, params: FeatureParams) -> di
                         f"compute_features(..., reference=candles of {params.cross_reference} and the spot "
                         f"symbols of the perpetuals)")
     return candles_by_symbol(reference, "reference candles")
-
-
-def candles_by_symbol(candles: pd.DataFrame, what: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """symbol -> (open_ms ascending, close) of a Candles frame; DataError on a bad close."""
-    from features.frames import sort_candles, symbol_blocks
-
-    frame, codes = sort_candles(candles)
-    close = frame["close"].to_numpy(dtype=np.float64)
-    if not (np.isfinite(close) & (close > 0)).all():
-        raise DataError(f"{what} hold non-positive or non-finite closes; run the validation stage")
-    ms = frame["timestamp"].to_numpy(dtype="datetime64[ms]").view("int64")
-    symbols = frame["symbol"].to_numpy()
-    starts, ends = symbol_blocks(codes)
-    return {str(symbols[s]): (ms[s:e], close[s:e]) for s, e in zip(starts, ends)}
 
 
 def multi_input_values(symbol: str, open_ms: np.ndarray, close: np.ndarray, bar_ms: int, params: FeatureParams,
@@ -202,12 +162,6 @@ def multi_input_values(symbol: str, open_ms: np.ndarray, close: np.ndarray, bar_
     if params.xv:
         rows += xv_rows(symbol, open_ms, close, bar_ms, params, funding, *other_venue)
     return np.vstack(rows) if rows else np.empty((0, len(open_ms)))
-
-
-def align_closes(open_ms: np.ndarray, ref_open_ms: np.ndarray, ref_close: np.ndarray) -> np.ndarray:
-    """Close of the latest reference candle opening at or before each row's open; NaN before it starts."""
-    pos = np.searchsorted(ref_open_ms, open_ms, side="right") - 1
-    return np.where(pos >= 0, ref_close[np.maximum(pos, 0)], np.nan)
 
 
 def cross_beta_corr(r: pd.Series, b: pd.Series, window: int) -> list[np.ndarray]:

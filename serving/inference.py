@@ -166,8 +166,8 @@ def select_inputs(candles: CandleCache, funding: FundingCache, windows: Mapping[
     family needs one), read as ``features.materialise`` reads them: each perpetual's whole funding
     history, and the reference candles the bars of the windows align to (``reference_window``).
     A model needing an input the lake lacks is refused with 422 naming what to collect."""
-    from features.multi_input import (no_funding, no_reference, reference_window, required_inputs, uses_funding,
-                                      uses_reference)
+    from features.input_frames import no_funding, no_reference
+    from features.multi_input import reference_window, required_inputs, uses_funding, uses_reference
 
     if not (uses_funding(params) or uses_reference(params)):
         return None, None  # the default, candle-only feature set
