@@ -1,0 +1,166 @@
+"""A recording in the lake: four compact Parquet tables per symbol and UTC day.
+
+Layout under the lake root (``<market>`` is ``binance`` (spot) or ``binanceusdm`` (USDT-M),
+``<STEM>`` is ``BTC_USDT``, ``<date>`` the UTC day of the local receive time)::
+
+    orderbook/<market>/<STEM>/<date>/depth.parquet        seq, receive_ns, event_ms, U, u, pu, side, price, qty
+    orderbook/<market>/<STEM>/<date>/trades.parquet       seq, receive_ns, event_ms, trade_ms, trade_id, price, qty,
+                                                          is_buyer_maker
+    orderbook/<market>/<STEM>/<date>/book_ticker.parquet  seq, receive_ns, u, bid, bid_qty, ask, ask_qty
+    orderbook/<market>/<STEM>/<date>/snapshots.parquet    seq, receive_ns, event_ms, last_update_id, side, price, qty
+    orderbook/<market>/<STEM>/<date>/manifest.json        rows per table, units, sha256 per file
+
+Prices and quantities are **int64 counts of 1e-8** (``data.orderbook.units``), not float64:
+exact for every Binance decimal, sums included, and they compress as well. A depth event is one
+row per level (``side`` +1 bid, -1 ask); an event without levels keeps one row with ``side`` 0 so
+the update-id chain stays whole. ``pu`` is null on spot, ``event_ms`` null for spot snapshots.
+``seq`` is the message's position in the recording: reading merges the tables back by
+(``receive_ns``, ``seq``), so a replay from the lake sees the very messages of the raw file.
+
+Writes are deterministic (fixed writer options, no pandas metadata) and atomic (``qt.atomic``):
+importing the same recording again leaves the files unchanged; a different recording for a day
+already stored is refused rather than silently merged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import io
+import json
+from collections import defaultdict
+from itertools import groupby
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from data.orderbook.messages import BookTicker, DepthDiff, Message, Snapshot, Trade
+from data.orderbook.units import DECIMALS
+from data.partitions import symbol_stem
+from qt.atomic import write_bytes_atomic, write_text_atomic
+from qt.errors import DataError
+
+MARKETS = ("binance", "binanceusdm")
+_I64, _I8 = pa.int64(), pa.int8()
+SCHEMAS = {
+    "depth": pa.schema([("seq", _I64), ("receive_ns", _I64), ("event_ms", _I64), ("U", _I64), ("u", _I64),
+                        ("pu", _I64), ("side", _I8), ("price", _I64), ("qty", _I64)]),
+    "trades": pa.schema([("seq", _I64), ("receive_ns", _I64), ("event_ms", _I64), ("trade_ms", _I64),
+                         ("trade_id", _I64), ("price", _I64), ("qty", _I64), ("is_buyer_maker", pa.bool_())]),
+    "book_ticker": pa.schema([("seq", _I64), ("receive_ns", _I64), ("u", _I64), ("bid", _I64), ("bid_qty", _I64),
+                              ("ask", _I64), ("ask_qty", _I64)]),
+    "snapshots": pa.schema([("seq", _I64), ("receive_ns", _I64), ("event_ms", _I64), ("last_update_id", _I64),
+                            ("side", _I8), ("price", _I64), ("qty", _I64)]),
+}
+_PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 9, "use_dictionary": False,
+                    "write_statistics": True, "version": "2.6", "data_page_version": "1.0"}
+
+
+def recording_root(root: Path, symbol: str, market: str) -> Path:
+    if market not in MARKETS:
+        raise DataError(f"market {market!r} is not one of {', '.join(MARKETS)}")
+    return Path(root) / "orderbook" / market / symbol_stem(symbol)
+
+
+def _day(receive_ns: int) -> str:
+    return pd.Timestamp(receive_ns, unit="ns", tz="UTC").strftime("%Y-%m-%d")
+
+
+def _rows(messages: Iterable[Message]) -> dict[str, dict[str, list[tuple]]]:
+    """{day: {table: [row, ...]}} from a message stream (rows in the schemas' column order)."""
+    days: dict[str, dict[str, list[tuple]]] = defaultdict(lambda: {name: [] for name in SCHEMAS})
+    for m in messages:
+        tables = days[_day(m.receive_ns)]
+        if isinstance(m, DepthDiff):
+            head = (m.seq, m.receive_ns, m.event_ms, m.first_id, m.last_id, m.prev_id)
+            rows = [(*head, 1, p, q) for p, q in m.bids] + [(*head, -1, p, q) for p, q in m.asks]
+            tables["depth"].extend(rows or [(*head, 0, 0, 0)])
+        elif isinstance(m, Trade):
+            tables["trades"].append((m.seq, m.receive_ns, m.event_ms, m.trade_ms, m.trade_id, m.price, m.qty,
+                                     m.is_buyer_maker))
+        elif isinstance(m, BookTicker):
+            tables["book_ticker"].append((m.seq, m.receive_ns, m.update_id, m.bid, m.bid_qty, m.ask, m.ask_qty))
+        elif isinstance(m, Snapshot):
+            head = (m.seq, m.receive_ns, m.event_ms, m.last_update_id)
+            rows = [(*head, 1, p, q) for p, q in m.bids] + [(*head, -1, p, q) for p, q in m.asks]
+            tables["snapshots"].extend(rows or [(*head, 0, 0, 0)])
+    return days
+
+
+def _parquet_bytes(name: str, rows: list[tuple]) -> bytes:
+    schema = SCHEMAS[name]
+    rows = sorted(rows, key=lambda r: (r[1], r[0]))  # receive time, then recorded order (stable within a message)
+    columns = list(zip(*rows)) if rows else [[] for _ in schema.names]
+    table = pa.Table.from_arrays([pa.array(col, type=f.type) for col, f in zip(columns, schema)], schema=schema)
+    sink = io.BytesIO()
+    pq.write_table(table, sink, **_PARQUET_OPTIONS)
+    return sink.getvalue()
+
+
+def write_recording(root: Path, symbol: str, market: str, messages: Iterable[Message], source: str = "") -> dict:
+    """Store a recording's messages; returns {day: {"tables": rows per table, "written": bool}}."""
+    base = recording_root(root, symbol, market)
+    out = {}
+    for day, tables in sorted(_rows(messages).items()):
+        directory = base / day
+        blobs = {name: _parquet_bytes(name, rows) for name, rows in tables.items()}
+        shas = {name: hashlib.sha256(blob).hexdigest() for name, blob in blobs.items()}
+        manifest = {"symbol": symbol, "market": market, "day": day, "units": f"1e-{DECIMALS}",
+                    "rows": {name: len(rows) for name, rows in tables.items()}, "sha256": shas, "source": source}
+        old = _manifest(directory)
+        if old is not None and old["sha256"] == shas:
+            out[day] = {"tables": manifest["rows"], "written": False}
+            continue
+        if old is not None:
+            raise DataError(f"{directory} already holds a different recording of {symbol} on {day} "
+                            f"(from {old.get('source') or 'another import'}); remove that directory to replace it")
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, blob in blobs.items():
+            write_bytes_atomic(directory / f"{name}.parquet", blob)
+        write_text_atomic(directory / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        out[day] = {"tables": manifest["rows"], "written": True}
+    return out
+
+
+def _manifest(directory: Path) -> dict | None:
+    path = directory / "manifest.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def stored_days(root: Path, symbol: str, market: str) -> list[str]:
+    base = recording_root(root, symbol, market)
+    return sorted(p.name for p in base.iterdir() if (p / "manifest.json").is_file()) if base.is_dir() else []
+
+
+def _levels(rows: list[tuple]) -> tuple[tuple, tuple]:
+    return (tuple((r[-2], r[-1]) for r in rows if r[-3] == 1), tuple((r[-2], r[-1]) for r in rows if r[-3] == -1))
+
+
+def _table_rows(directory: Path, name: str) -> list[tuple]:
+    table = pq.read_table(directory / f"{name}.parquet", schema=SCHEMAS[name])
+    return list(zip(*(table.column(c).to_pylist() for c in SCHEMAS[name].names)))
+
+
+def _messages(directory: Path) -> Iterator[Message]:
+    """One day's messages, merged back into receive order."""
+    depth = [DepthDiff(*rows[0][:6], *_levels(rows))
+             for _, rows in ((k, list(g)) for k, g in groupby(_table_rows(directory, "depth"), key=lambda r: r[0]))]
+    snaps = [Snapshot(*rows[0][:4], *_levels(rows))
+             for _, rows in ((k, list(g)) for k, g in groupby(_table_rows(directory, "snapshots"), key=lambda r: r[0]))]
+    trades = [Trade(*r) for r in _table_rows(directory, "trades")]
+    tickers = [BookTicker(*r) for r in _table_rows(directory, "book_ticker")]
+    yield from heapq.merge(depth, snaps, trades, tickers, key=lambda m: (m.receive_ns, m.seq))
+
+
+def read_recording(root: Path, symbol: str, market: str, days: list[str] | None = None) -> Iterator[Message]:
+    """The stored messages of ``symbol`` on ``market`` (all days, or ``days``), in receive order."""
+    have = stored_days(root, symbol, market)
+    if not have:
+        raise DataError(f"no order-book recording of {symbol} ({market}) under {recording_root(root, symbol, market)}")
+    for day in days or have:
+        if day not in have:
+            raise DataError(f"no order-book recording of {symbol} ({market}) on {day}; stored: {', '.join(have)}")
+        yield from _messages(recording_root(root, symbol, market) / day)
