@@ -128,3 +128,15 @@ def read_raw(path: Path, symbols: set[str] | None = None) -> Iterator[Message]:
             yield from parse_lines(fh, symbols)
     except (OSError, EOFError, UnicodeDecodeError) as exc:
         raise DataError(f"recording {path} is not readable gzip text ({type(exc).__name__}: {exc})") from None
+
+
+def require_market(messages: Iterable[Message], market: str) -> Iterator[Message]:
+    """Pass messages through, refusing a recording of the other market: USDT-M depth events carry
+    ``pu``, spot ones do not (the sequencing rules differ, so a mix-up would report false gaps)."""
+    futures = market == "binanceusdm"
+    for m in messages:
+        if isinstance(m, DepthDiff) and (m.prev_id is not None) != futures:
+            other = "USDT-M (depth events carry pu)" if m.prev_id is not None else "spot (depth events have no pu)"
+            raise DataError(f"the recording is {other}, not {market}; pass --venue "
+                            f"{'binanceusdm' if m.prev_id is not None else 'binance'}")
+        yield m
