@@ -46,9 +46,9 @@ class BookSide:
         return None
 
     def top(self, n: int) -> list[Level]:
-        """The ``n`` best levels, best first (sorts the side: for features, not for every diff)."""
-        prices = sorted(self.levels, reverse=self.sign == BID)[:n]
-        return [(p, self.levels[p]) for p in prices]
+        """The ``n`` best levels, best first (a pass over the side: for sampling, not for every diff)."""
+        pick = heapq.nlargest if self.sign == BID else heapq.nsmallest
+        return [(p, self.levels[p]) for p in pick(n, self.levels)]
 
 
 class Book:
