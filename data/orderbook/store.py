@@ -24,6 +24,7 @@ already stored is refused rather than silently merged.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import heapq
 import io
@@ -100,8 +101,10 @@ def _parquet_bytes(name: str, rows: list[tuple]) -> bytes:
     return sink.getvalue()
 
 
-def write_recording(root: Path, symbol: str, market: str, messages: Iterable[Message], source: str = "") -> dict:
-    """Store a recording's messages; returns {day: {"tables": rows per table, "written": bool}}."""
+def write_recording(root: Path, symbol: str, market: str, messages: Iterable[Message], source: str = "",
+                    replace: bool = False) -> dict:
+    """Store a recording's messages; returns {day: {"tables": rows per table, "written": bool}}.
+    ``replace`` overwrites a day holding another recording (``append_recording`` merges first)."""
     base = recording_root(root, symbol, market)
     out = {}
     for day, tables in sorted(_rows(messages).items()):
@@ -114,7 +117,7 @@ def write_recording(root: Path, symbol: str, market: str, messages: Iterable[Mes
         if old is not None and old["sha256"] == shas:
             out[day] = {"tables": manifest["rows"], "written": False}
             continue
-        if old is not None:
+        if old is not None and not replace:
             raise DataError(f"{directory} already holds a different recording of {symbol} on {day} "
                             f"(from {old.get('source') or 'another import'}); remove that directory to replace it")
         directory.mkdir(parents=True, exist_ok=True)
@@ -128,6 +131,24 @@ def write_recording(root: Path, symbol: str, market: str, messages: Iterable[Mes
 def _manifest(directory: Path) -> dict | None:
     path = directory / "manifest.json"
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def append_recording(root: Path, symbol: str, market: str, messages: Iterable[Message], source: str = "") -> dict:
+    """Add messages (e.g. polled snapshots) to the days already stored: the union, in receive
+    order, renumbered; a message already stored (same content) is not added twice."""
+    by_day: dict[str, list[Message]] = defaultdict(list)
+    for m in messages:
+        by_day[_day(m.receive_ns)].append(m)
+    out = {}
+    for day, new in sorted(by_day.items()):
+        directory = recording_root(root, symbol, market) / day
+        old = list(_messages(directory)) if _manifest(directory) is not None else []
+        seen = {dataclasses.replace(m, seq=0) for m in old}
+        fresh = [m for m in new if dataclasses.replace(m, seq=0) not in seen]
+        merged = sorted(old + fresh, key=lambda m: m.receive_ns)  # stable: stored first, then arrival order
+        renumbered = [dataclasses.replace(m, seq=i) for i, m in enumerate(merged)]
+        out.update(write_recording(root, symbol, market, renumbered, source, replace=True))
+    return out
 
 
 def stored_days(root: Path, symbol: str, market: str) -> list[str]:

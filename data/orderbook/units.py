@@ -26,3 +26,12 @@ def to_units(text: str) -> int:
 def to_float(units: int) -> float:
     """For display and features only (never for book state)."""
     return units / SCALE
+
+
+def float_to_units(value: float) -> int:
+    """A float that came from a decimal string (ccxt parses Binance's strings to floats): its
+    shortest round-tripping decimal is that string, so the units are exact for any price or
+    size with at most 15 significant digits - every Binance quote."""
+    from decimal import Decimal
+
+    return to_units(format(Decimal(repr(float(value))), "f"))
