@@ -40,3 +40,22 @@ def test_replayed_top_of_book_equals_the_recorded_book_ticker(market):
     states = check["book_states"]
     assert states["states"] == replay["diffs_applied"] + 1 and states["equal"] == states["states"], states
     assert elapsed < 60
+
+
+@pytest.mark.parametrize("market", ["binanceusdm", "binance"])
+def test_a_depth_message_lost_mid_recording_is_a_gap_and_nothing_after_it_is_compared(market):
+    from data.orderbook.messages import DepthDiff
+
+    messages = list(read_raw(require_orderbook_recording(market)))
+    depth_at = [i for i, m in enumerate(messages) if isinstance(m, DepthDiff)]
+    lost = messages[depth_at[len(depth_at) // 2]]
+    result = replay_and_check((m for m in messages if m is not lost), market)
+    replay, check = result["replay"], result["book_ticker"]
+    assert replay["gaps"] == 1
+    gap = replay["gap_details"][0]
+    assert gap["book_id"] == lost.first_id - 1 if market == "binance" else gap["book_id"] == lost.prev_id
+    assert gap["first_id"] == lost.last_id + 1 if market == "binance" else gap["prev_id"] == lost.last_id
+    assert replay["diffs_applied"] + replay["diffs_stale"] + replay["diffs_unsynced"] == len(depth_at) - 1
+    assert replay["diffs_unsynced"] == len(depth_at) - len(depth_at) // 2 - 1  # no later snapshot: never resynced
+    assert check["unequal"] == 0 and check["book_states"]["unequal"] == 0
+    assert check["not_comparable_by_reason"]["book_invalid"] > 0
