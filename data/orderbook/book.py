@@ -12,6 +12,7 @@ import heapq
 from typing import Iterable
 
 from data.orderbook.messages import Level
+from qt.book_walk import walk_book
 
 BID, ASK = 1, -1
 
@@ -67,3 +68,10 @@ class Book:
         if bid is None or ask is None:
             return None
         return bid[0], bid[1], ask[0], ask[1]
+
+    def walk(self, buying: bool, qty: int) -> tuple[float, int, int]:
+        """A market order of ``qty`` units against this book (``qt.book_walk.walk_book``): a buy takes
+        the asks, a sell the bids, best first; (average price units, filled units, levels used)."""
+        side = self.asks if buying else self.bids
+        levels = sorted(side.levels.items(), reverse=not buying)
+        return walk_book(levels, qty)

@@ -41,8 +41,6 @@ def futures_verdict(diff: DepthDiff, book_id: int, first_after_snapshot: bool) -
     return Verdict.APPLY if diff.prev_id == book_id else Verdict.GAP
 
 
-RULES = {"spot": spot_verdict, "futures": futures_verdict}
-
 
 def rules_for(market: str):
     """``binance`` (spot) or ``binanceusdm`` (USDT-M) -> its verdict function."""

@@ -19,7 +19,8 @@ the update-id chain stays whole. ``pu`` is null on spot, ``event_ms`` null for s
 
 Writes are deterministic (fixed writer options, no pandas metadata) and atomic (``qt.atomic``):
 importing the same recording again leaves the files unchanged; a different recording for a day
-already stored is refused rather than silently merged.
+already stored is refused rather than silently merged. Polled REST snapshots are the exception
+(``append_recording``): each poll adds to the day, in receive order, never twice.
 """
 
 from __future__ import annotations

@@ -53,3 +53,14 @@ def test_the_new_option_leaves_existing_decision_digests_unchanged():
     assert decision_digest(Params()) == "194c0736bad95947"  # main before costs.fill_model existed
     book = Params.model_validate({"costs": {"fill_model": "book"}})
     assert decision_digest(book) != decision_digest(Params())
+
+
+def test_a_replayed_book_is_walked_on_the_side_an_order_takes_from():
+    from data.orderbook.book import Book
+    from data.orderbook.units import to_units as u
+
+    book = Book(bids=[(u("99"), u("1")), (u("98"), u("5"))], asks=[(u("101"), u("1")), (u("100"), u("2"))])
+    avg, filled, used = book.walk(buying=True, qty=u("2.5"))  # 2 @ 100 + 0.5 @ 101
+    assert (filled, used) == (u("2.5"), 2) and avg == pytest.approx(u("100.2"))  # 250.5 / 2.5
+    avg, filled, used = book.walk(buying=False, qty=u("2"))  # 1 @ 99 + 1 @ 98
+    assert (filled, used) == (u("2"), 2) and avg == pytest.approx(u("98.5"))
