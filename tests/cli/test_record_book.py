@@ -17,6 +17,8 @@ from exchange import LocalExchange
 from tests.cli.support import assert_one_line_error, run_qt
 from tests.data.orderbook_support import depth, snapshot, ticker, trade
 
+pytestmark = pytest.mark.slow  # runs the qt command and a local exchange as processes
+
 NS = 1_723_161_255_000_000_000  # 2024-08-08 UTC
 PERP = [depth(NS, 96, 104, bids=[("100.0", "1")], prev=95),
         snapshot(NS + 1, 100, bids=[("100.0", "2"), ("99.9", "1")], asks=[("100.1", "3")]),
