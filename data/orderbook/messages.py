@@ -103,7 +103,12 @@ def symbol_of(payload: dict) -> str | None:
 
 def parse_lines(lines: Iterable[str], symbols: set[str] | None = None) -> Iterator[Message]:
     """Records from raw lines in recorded order; a message about another symbol than ``symbols``
-    is refused (one recording, one symbol), an unknown stream skipped."""
+    is refused (one recording, one symbol), an unknown stream skipped.
+
+    The lines must be in receive order (the collector writes them as they arrive): the replay
+    follows that order and the lake keeps it by (receive time, position), so a recording whose
+    receive time steps back is refused rather than replayed in two different orders."""
+    last_ns = None
     for seq, line in enumerate(lines):
         stamp, _, body = line.partition(" ")
         try:
@@ -111,6 +116,10 @@ def parse_lines(lines: Iterable[str], symbols: set[str] | None = None) -> Iterat
             receive_ns = int(stamp)
         except ValueError:
             raise DataError(f"line {seq + 1} is not '<receive ns> <JSON>': {line[:60]!r}") from None
+        if last_ns is not None and receive_ns < last_ns:
+            raise DataError(f"line {seq + 1}: the receive time goes back {(last_ns - receive_ns) / 1e6:.3f} ms; "
+                            f"the recording is not in receive order (sort it by its first column)")
+        last_ns = receive_ns
         if symbols is not None and (sym := symbol_of(payload)) is not None and sym not in symbols:
             raise DataError(f"line {seq + 1} is about {sym}, not {', '.join(sorted(symbols))}")
         msg = parse_message(seq, receive_ns, payload)

@@ -4,9 +4,12 @@ over, a zero quantity removes the level, a later snapshot resyncs). Expected boo
 
 from __future__ import annotations
 
+import pytest
+
 from data.orderbook.messages import parse_lines
 from data.orderbook.replay import Replay
 from data.orderbook.units import to_units
+from qt.errors import DataError
 from tests.data.orderbook_support import depth, snapshot
 
 SNAP = snapshot(5, 100, bids=[("10.0", "1"), ("9.5", "2")], asks=[("10.5", "3"), ("11.0", "4")])
@@ -82,3 +85,8 @@ def test_an_older_snapshot_does_not_move_a_valid_book_and_unused_diffs_are_count
 def test_prices_are_exact_units_not_floats():
     assert to_units("61837.63000000") == 6_183_763_000_000 and to_units("0.014") == 1_400_000
     assert to_units("0.1") + to_units("0.2") == to_units("0.3")  # a float sum would not be
+
+
+def test_a_recording_out_of_receive_order_is_refused():
+    with pytest.raises(DataError, match="line 2: the receive time goes back 2.500 ms"):
+        list(parse_lines([depth(10_000_000, 1, 2, prev=0), depth(7_500_000, 3, 4, prev=2)]))
