@@ -26,6 +26,7 @@ Pure: it observes a ``Replay`` through ``on_update`` and is fed the tickers; no 
 from __future__ import annotations
 
 import bisect
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -43,7 +44,12 @@ class TickerCheck:
     first_ids: list[int] = field(default_factory=list)  # U of each observation, in order
     last_ids: list[int] = field(default_factory=list)  # u of each observation, increasing within a stretch
     stretches: list[list[int]] = field(default_factory=list)  # [first valid id, last applied id]
-    tickers: list[BookTicker] = field(default_factory=list)
+    # the tickers as (u, bid, bid_qty, ask, ask_qty) int64 columns: compact for a day of them
+    tickers: tuple[array, ...] = field(default_factory=lambda: tuple(array("q") for _ in range(5)))
+
+    def add_ticker(self, t: BookTicker) -> None:
+        for column, value in zip(self.tickers, (t.update_id, t.bid, t.bid_qty, t.ask, t.ask_qty)):
+            column.append(value)
 
     def observe(self, first_id: int, last_id: int, is_snapshot: bool, book: Book) -> None:
         self.tops[last_id] = book.top_of_book()
@@ -68,36 +74,36 @@ class TickerCheck:
 
     def report(self, book_valid_at_end: bool, examples: int = 5) -> dict:
         equal, mismatches, reasons = 0, [], Counter()
-        for t in self.tickers:
-            top = self.tops.get(t.update_id)
+        for update_id, *quote in zip(*self.tickers):
+            top = self.tops.get(update_id)
             if top is None:
-                reasons[self.reason(t.update_id, book_valid_at_end)] += 1
-            elif top == (t.bid, t.bid_qty, t.ask, t.ask_qty):
+                reasons[self.reason(update_id, book_valid_at_end)] += 1
+            elif top == tuple(quote):
                 equal += 1
             else:
-                mismatches.append({"u": t.update_id, "ticker": [t.bid, t.bid_qty, t.ask, t.ask_qty],
-                                   "book": list(top) if top else None})
+                mismatches.append({"u": update_id, "ticker": quote, "book": list(top) if top else None})
         compared = equal + len(mismatches)
-        return {"book_tickers": len(self.tickers), "compared": compared, "equal": equal,
+        return {"book_tickers": len(self.tickers[0]), "compared": compared, "equal": equal,
                 "unequal": len(mismatches), "not_comparable": sum(reasons.values()),
                 "not_comparable_by_reason": dict(sorted(reasons.items())), "first_mismatches": mismatches[:examples],
                 "book_states": self.states_report(examples)}
 
     def states_report(self, examples: int = 5) -> dict:
         """Every observed book state against the latest bookTicker at or before its update id."""
-        ordered = sorted(self.tickers, key=lambda t: t.update_id)
-        ids = [t.update_id for t in ordered]
+        ids_all = self.tickers[0]
+        order = sorted(range(len(ids_all)), key=ids_all.__getitem__)
+        ids = [ids_all[i] for i in order]
         equal, no_ticker, mismatches = 0, 0, []
         for update_id, top in self.tops.items():
             i = bisect.bisect_right(ids, update_id) - 1
             if i < 0:
                 no_ticker += 1
                 continue
-            t = ordered[i]
-            if top == (t.bid, t.bid_qty, t.ask, t.ask_qty):
+            quote = tuple(column[order[i]] for column in self.tickers[1:])
+            if top == quote:
                 equal += 1
             else:
-                mismatches.append({"u": update_id, "ticker_u": t.update_id, "ticker": [t.bid, t.bid_qty, t.ask, t.ask_qty],
+                mismatches.append({"u": update_id, "ticker_u": ids[i], "ticker": list(quote),
                                    "book": list(top) if top else None})
         return {"states": len(self.tops), "equal": equal, "unequal": len(mismatches), "no_earlier_ticker": no_ticker,
                 "first_mismatches": mismatches[:examples]}
@@ -110,6 +116,6 @@ def replay_and_check(messages: Iterable[Message], market: str) -> dict:
     for message in messages:
         replay.feed(message)
         if isinstance(message, BookTicker):
-            check.tickers.append(message)
+            check.add_ticker(message)
     counts: ReplayCounts = replay.finish()
     return {"market": market, "replay": counts.to_dict(), "book_ticker": check.report(replay.valid)}

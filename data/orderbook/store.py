@@ -30,11 +30,12 @@ import hashlib
 import heapq
 import io
 import json
+from array import array
 from collections import defaultdict
-from itertools import groupby
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -57,6 +58,7 @@ SCHEMAS = {
     "snapshots": pa.schema([("seq", _I64), ("receive_ns", _I64), ("event_ms", _I64), ("last_update_id", _I64),
                             ("side", _I8), ("price", _I64), ("qty", _I64)]),
 }
+_NULLABLE = {"depth": ("pu",), "snapshots": ("event_ms",)}  # null: spot has no pu, spot snapshots no time
 _PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 9, "use_dictionary": False,
                     "write_statistics": True, "version": "2.6", "data_page_version": "1.0"}
 
@@ -71,34 +73,66 @@ def _day(receive_ns: int) -> str:
     return pd.Timestamp(receive_ns, unit="ns", tz="UTC").strftime("%Y-%m-%d")
 
 
-def _rows(messages: Iterable[Message]) -> dict[str, dict[str, list[tuple]]]:
-    """{day: {table: [row, ...]}} from a message stream (rows in the schemas' column order)."""
-    days: dict[str, dict[str, list[tuple]]] = defaultdict(lambda: {name: [] for name in SCHEMAS})
+class _Columns:
+    """One table's columns as compact int64 arrays while a recording is read (a Python tuple per
+    row would take ~10x the memory: a day of USDT-M depth is tens of millions of level rows)."""
+
+    def __init__(self, name: str) -> None:
+        self.schema = SCHEMAS[name]
+        self.values = {f.name: array("q") for f in self.schema}
+        self.nulls = {c: array("b") for c in _NULLABLE.get(name, ())}
+
+    def add(self, head: tuple, levels: list[tuple[int, int, int]] | None = None) -> None:
+        """One row (``levels`` None), or one row per (side, price, qty) sharing ``head``."""
+        n = 1 if levels is None else len(levels)
+        names = self.schema.names
+        for column, value in zip(names, head):
+            if column in self.nulls:
+                self.nulls[column].extend([value is None] * n)
+                value = 0 if value is None else value
+            self.values[column].extend([int(value)] * n)
+        if levels is not None:
+            for column, i in (("side", 0), ("price", 1), ("qty", 2)):
+                self.values[column].extend(level[i] for level in levels)
+
+    def __len__(self) -> int:
+        return len(self.values["seq"])
+
+    def table(self) -> pa.Table:
+        arrays = []
+        for f in self.schema:
+            values = np.frombuffer(self.values[f.name], dtype=np.int64) if len(self) else np.zeros(0, np.int64)
+            mask = np.frombuffer(self.nulls[f.name], dtype=np.int8).astype(bool) if f.name in self.nulls and len(self) \
+                else None
+            arrays.append(pa.array(values, mask=mask).cast(f.type))
+        table = pa.Table.from_arrays(arrays, schema=self.schema)
+        order = np.lexsort((arrays[0].to_numpy(), arrays[1].to_numpy()))  # receive time, then position; stable
+        return table if np.array_equal(order, np.arange(len(order))) else table.take(order)
+
+
+def _rows(messages: Iterable[Message]) -> dict[str, dict[str, _Columns]]:
+    """{day: {table: columns}} from a message stream."""
+    days: dict[str, dict[str, _Columns]] = defaultdict(lambda: {name: _Columns(name) for name in SCHEMAS})
     for m in messages:
         tables = days[_day(m.receive_ns)]
-        if isinstance(m, DepthDiff):
-            head = (m.seq, m.receive_ns, m.event_ms, m.first_id, m.last_id, m.prev_id)
-            rows = [(*head, 1, p, q) for p, q in m.bids] + [(*head, -1, p, q) for p, q in m.asks]
-            tables["depth"].extend(rows or [(*head, 0, 0, 0)])
+        if isinstance(m, (DepthDiff, Snapshot)):
+            if isinstance(m, DepthDiff):
+                head, table = (m.seq, m.receive_ns, m.event_ms, m.first_id, m.last_id, m.prev_id), tables["depth"]
+            else:
+                head, table = (m.seq, m.receive_ns, m.event_ms, m.last_update_id), tables["snapshots"]
+            levels = [(1, p, q) for p, q in m.bids] + [(-1, p, q) for p, q in m.asks]
+            table.add(head, levels or [(0, 0, 0)])  # an event without levels keeps one row: the id chain
         elif isinstance(m, Trade):
-            tables["trades"].append((m.seq, m.receive_ns, m.event_ms, m.trade_ms, m.trade_id, m.price, m.qty,
-                                     m.is_buyer_maker))
+            tables["trades"].add((m.seq, m.receive_ns, m.event_ms, m.trade_ms, m.trade_id, m.price, m.qty,
+                                  m.is_buyer_maker))
         elif isinstance(m, BookTicker):
-            tables["book_ticker"].append((m.seq, m.receive_ns, m.update_id, m.bid, m.bid_qty, m.ask, m.ask_qty))
-        elif isinstance(m, Snapshot):
-            head = (m.seq, m.receive_ns, m.event_ms, m.last_update_id)
-            rows = [(*head, 1, p, q) for p, q in m.bids] + [(*head, -1, p, q) for p, q in m.asks]
-            tables["snapshots"].extend(rows or [(*head, 0, 0, 0)])
+            tables["book_ticker"].add((m.seq, m.receive_ns, m.update_id, m.bid, m.bid_qty, m.ask, m.ask_qty))
     return days
 
 
-def _parquet_bytes(name: str, rows: list[tuple]) -> bytes:
-    schema = SCHEMAS[name]
-    rows = sorted(rows, key=lambda r: (r[1], r[0]))  # receive time, then recorded order (stable within a message)
-    columns = list(zip(*rows)) if rows else [[] for _ in schema.names]
-    table = pa.Table.from_arrays([pa.array(col, type=f.type) for col, f in zip(columns, schema)], schema=schema)
+def _parquet_bytes(columns: _Columns) -> bytes:
     sink = io.BytesIO()
-    pq.write_table(table, sink, **_PARQUET_OPTIONS)
+    pq.write_table(columns.table(), sink, **_PARQUET_OPTIONS)
     return sink.getvalue()
 
 
@@ -110,10 +144,10 @@ def write_recording(root: Path, symbol: str, market: str, messages: Iterable[Mes
     out = {}
     for day, tables in sorted(_rows(messages).items()):
         directory = base / day
-        blobs = {name: _parquet_bytes(name, rows) for name, rows in tables.items()}
+        blobs = {name: _parquet_bytes(columns) for name, columns in tables.items()}
         shas = {name: hashlib.sha256(blob).hexdigest() for name, blob in blobs.items()}
         manifest = {"symbol": symbol, "market": market, "day": day, "units": f"1e-{DECIMALS}",
-                    "rows": {name: len(rows) for name, rows in tables.items()}, "sha256": shas, "source": source}
+                    "rows": {name: len(columns) for name, columns in tables.items()}, "sha256": shas, "source": source}
         old = _manifest(directory)
         if old is not None and old["sha256"] == shas:
             out[day] = {"tables": manifest["rows"], "written": False}
@@ -157,23 +191,43 @@ def stored_days(root: Path, symbol: str, market: str) -> list[str]:
     return sorted(p.name for p in base.iterdir() if (p / "manifest.json").is_file()) if base.is_dir() else []
 
 
-def _levels(rows: list[tuple]) -> tuple[tuple, tuple]:
-    return (tuple((r[-2], r[-1]) for r in rows if r[-3] == 1), tuple((r[-2], r[-1]) for r in rows if r[-3] == -1))
+_CHUNK_ROWS = 65_536  # rows turned into Python objects at a time while reading
 
 
-def _table_rows(directory: Path, name: str) -> list[tuple]:
-    table = pq.read_table(directory / f"{name}.parquet", schema=SCHEMAS[name])
-    return list(zip(*(table.column(c).to_pylist() for c in SCHEMAS[name].names)))
+def _flat(table: pa.Table) -> Iterator[tuple]:
+    """Rows of a one-row-per-message table, converted a chunk at a time."""
+    for batch in table.to_batches(max_chunksize=_CHUNK_ROWS):
+        yield from zip(*(batch.column(i).to_pylist() for i in range(batch.num_columns)))
+
+
+def _grouped(table: pa.Table, head_columns: int) -> Iterator[tuple[list, tuple, tuple]]:
+    """(head values, bids, asks) per message of a one-row-per-level table (rows grouped by ``seq``)."""
+    seq = table.column("seq").to_numpy()
+    if not len(seq):
+        return
+    bounds = np.r_[np.flatnonzero(np.r_[True, seq[1:] != seq[:-1]]), len(seq)]
+    i = 0
+    while i < len(bounds) - 1:
+        j = int(np.searchsorted(bounds, bounds[i] + _CHUNK_ROWS, side="left"))
+        j = min(max(j, i + 1), len(bounds) - 1)
+        lo = int(bounds[i])
+        cols = [c.to_pylist() for c in table.slice(lo, int(bounds[j]) - lo).columns]
+        side, price, qty = cols[head_columns], cols[head_columns + 1], cols[head_columns + 2]
+        for k in range(i, j):
+            a, b = int(bounds[k]) - lo, int(bounds[k + 1]) - lo
+            levels = list(zip(side[a:b], price[a:b], qty[a:b]))
+            yield ([c[a] for c in cols[:head_columns]], tuple((p, q) for s_, p, q in levels if s_ == 1),
+                   tuple((p, q) for s_, p, q in levels if s_ == -1))
+        i = j
 
 
 def _messages(directory: Path) -> Iterator[Message]:
-    """One day's messages, merged back into receive order."""
-    depth = [DepthDiff(*rows[0][:6], *_levels(rows))
-             for _, rows in ((k, list(g)) for k, g in groupby(_table_rows(directory, "depth"), key=lambda r: r[0]))]
-    snaps = [Snapshot(*rows[0][:4], *_levels(rows))
-             for _, rows in ((k, list(g)) for k, g in groupby(_table_rows(directory, "snapshots"), key=lambda r: r[0]))]
-    trades = [Trade(*r) for r in _table_rows(directory, "trades")]
-    tickers = [BookTicker(*r) for r in _table_rows(directory, "book_ticker")]
+    """One day's messages, merged back into receive order, built a chunk at a time."""
+    read = lambda name: pq.read_table(directory / f"{name}.parquet", schema=SCHEMAS[name])  # noqa: E731
+    depth = (DepthDiff(*head, bids, asks) for head, bids, asks in _grouped(read("depth"), 6))
+    snaps = (Snapshot(*head, bids, asks) for head, bids, asks in _grouped(read("snapshots"), 4))
+    trades = (Trade(*row) for row in _flat(read("trades")))
+    tickers = (BookTicker(*row) for row in _flat(read("book_ticker")))
     yield from heapq.merge(depth, snaps, trades, tickers, key=lambda m: (m.receive_ns, m.seq))
 
 
