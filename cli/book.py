@@ -46,7 +46,7 @@ def record_book(
     symbols: Annotated[str, typer.Option("--symbols", help="ccxt symbol(s), comma-separated, e.g. BTC/USDT")],
     venue: Annotated[str, typer.Option("--venue", help="binance (spot) | binanceusdm (USDT-M perpetuals)")],
     from_file: Annotated[Optional[Path], typer.Option(
-        "--from-file", help="import a raw recording (gzip '<receive ns> <JSON>' lines) instead of recording live")] = None,
+        "--from-file", help="import a raw websocket recording (gzip '<receive ns> <JSON>' lines) instead of polling REST")] = None,
     seconds: Annotated[Optional[float], typer.Option("--seconds", min=0.0, help="REST polling length (default 10)")] = None,
     interval: Annotated[float, typer.Option("--interval", min=0.05, help="seconds between REST polls")] = 1.0,
     limit: Annotated[int, typer.Option("--limit", help="levels per side per REST snapshot")] = 100,
@@ -55,7 +55,8 @@ def record_book(
     lake: Annotated[Optional[Path], typer.Option("--lake", help="lake root (default: <QT_HOME>/raw)")] = None,
     params: Annotated[Optional[Path], typer.Option("--params", help="params file (default: ./params.yaml)")] = None,
 ) -> None:
-    """Record Binance order books (depth, trades, best bid/ask) into the lake and check the replay."""
+    """Order books into the lake: import a raw websocket recording (--from-file) and check its replay
+    against bookTicker, or poll REST depth snapshots through ccxt."""
     if venue not in VENUES:
         raise UserError(f"--venue {venue!r} is not one of {', '.join(VENUES)}")
     wanted = [market_symbol(s.strip(), venue) for s in symbols.split(",") if s.strip()]
