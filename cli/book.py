@@ -52,7 +52,7 @@ def record_book(
     limit: Annotated[int, typer.Option("--limit", help="levels per side per REST snapshot")] = 100,
     exchange_url: Annotated[Optional[str], typer.Option(
         "--exchange-url", help="a Binance-compatible server (e.g. the local exchange) instead of Binance")] = None,
-    lake: Annotated[Optional[Path], typer.Option("--lake", help="lake root (default: <QT_HOME>/raw)")] = None,
+    lake: Annotated[Optional[Path], typer.Option("--lake", help="where orderbook/ goes (default: <QT_HOME>, the state directory)")] = None,
     params: Annotated[Optional[Path], typer.Option("--params", help="params file (default: ./params.yaml)")] = None,
 ) -> None:
     """Order books into the lake: import a raw websocket recording (--from-file) and check its replay
@@ -77,7 +77,7 @@ def record_book(
     from data.orderbook.store import read_recording, recording_root, write_recording
 
     _, paths = load_context(params, None, None, None, None, None)
-    root = lake or paths.raw
+    root = lake or paths.home  # <QT_HOME>/orderbook/: not under raw/, a DVC input of the features stage
     symbol = wanted[0]
     messages = require_market(read_raw(from_file, {binance_id(symbol)}), venue)
     stored = write_recording(root, symbol, venue, messages, source=str(from_file.resolve()))
@@ -113,7 +113,7 @@ def _poll(symbols: list[str], venue: str, seconds: float, interval: float, limit
         raise UserError(f"the exchange refused the request ({str(exc).splitlines()[0][:200]})") from None
     except ccxt.NetworkError as exc:
         raise QTError(f"cannot reach {exchange_url or venue} ({type(exc).__name__}); nothing was stored") from None
-    root = lake or paths.raw
+    root = lake or paths.home  # <QT_HOME>/orderbook/: not under raw/, a DVC input of the features stage
     out = {}
     for symbol, snaps in polled.items():
         stored = append_recording(root, symbol, venue, snaps, source=f"rest:{exchange_url or venue}")

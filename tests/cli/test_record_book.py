@@ -43,7 +43,7 @@ def test_a_recording_lands_in_the_lake_and_its_replay_is_checked(tmp_path):
     assert out["replay"]["messages"] == {"depth": 2, "snapshot": 1, "bookTicker": 1, "trade": 1}
     assert out["replay"]["diffs_applied"] == 2 and out["replay"]["gaps"] == 0
     assert (out["book_ticker"]["compared"], out["book_ticker"]["equal"]) == (1, 1)
-    day = tmp_path / "home" / "raw" / "orderbook" / "binanceusdm" / "BTC_USDT" / "2024-08-08"
+    day = tmp_path / "home" / "orderbook" / "binanceusdm" / "BTC_USDT" / "2024-08-08"
     assert sorted(p.name for p in day.iterdir()) == ["book_ticker.parquet", "depth.parquet", "manifest.json",
                                                      "snapshots.parquet", "trades.parquet"]
 
@@ -69,7 +69,7 @@ def test_a_wrong_recording_is_refused_and_nothing_is_written(tmp_path, venue, sy
     raw = _recording(tmp_path / "rec.gz", lines)
     res = run_qt(["record-book", "--from-file", str(raw), "--venue", venue, "--symbols", symbol], tmp_path / "home")
     assert_one_line_error(res, fragment)
-    assert not (tmp_path / "home" / "raw" / "orderbook").exists()
+    assert not (tmp_path / "home" / "orderbook").exists()
 
 
 def test_a_file_that_is_not_gzip_is_one_line(tmp_path):
@@ -113,7 +113,7 @@ def test_rest_snapshots_of_the_local_exchange_land_in_the_snapshots_table(local_
     # the exchange's clock stands still (--now): the same update id twice, so the second adds nothing new
     assert (result["replay"]["snapshots_used"], result["replay"]["snapshots_ignored"]) == (1, 1)
     (day,) = result["stored"]
-    table = pq.read_table(tmp_path / "home" / "raw" / "orderbook" / venue / "BTC_USDT" / day / "snapshots.parquet")
+    table = pq.read_table(tmp_path / "home" / "orderbook" / venue / "BTC_USDT" / day / "snapshots.parquet")
     rows = table.to_pandas()
     assert set(rows["last_update_id"]) == {int(pd.Timestamp("2024-08-09T12:00:00Z").value // 1_000_000)}
     first = rows[rows["seq"] == 0]
@@ -130,7 +130,7 @@ def test_a_depth_limit_binance_does_not_allow_is_one_line(local_exchange, tmp_pa
     res = run_qt(["record-book", "--venue", "binance", "--symbols", "BTC/USDT", "--exchange-url",
                   local_exchange.url, "--seconds", "0", "--limit", "7"], tmp_path / "home")
     assert_one_line_error(res, "the exchange refused the request")
-    assert not (tmp_path / "home" / "raw" / "orderbook").exists()
+    assert not (tmp_path / "home" / "orderbook").exists()
 
 
 def test_a_symbol_the_exchange_does_not_list_is_one_line(local_exchange, tmp_path):
