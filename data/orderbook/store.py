@@ -74,7 +74,7 @@ def _day(receive_ns: int) -> str:
 
 
 class _Columns:
-    """One table's columns as compact int64 arrays while a recording is read (a Python tuple per
+    """One table's columns as compact int64 arrays while a recording is imported (a Python tuple per
     row would take ~10x the memory: a day of USDT-M depth is tens of millions of level rows)."""
 
     def __init__(self, name: str) -> None:
