@@ -225,6 +225,9 @@ from cli.tune import tune as _tune  # noqa: E402
 
 app.command("tune")(_tune)
 from cli.xv import xv_app  # noqa: E402
+from cli.book import record_book as _record_book  # noqa: E402
+
+app.command("record-book")(_record_book)
 
 app.add_typer(xv_app, name="xv")
 

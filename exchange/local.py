@@ -110,6 +110,10 @@ def request_weight(path: str, params) -> int:
         return 20
     if path.endswith("/ticker/24hr"):
         return 2 if params.get("symbol") else 80 if path.startswith("/api") else 40
+    if path.endswith("/depth"):  # spot and USDT-M weigh a depth request by its limit
+        raw = str(params.get("limit", ""))
+        limit = int(raw) if raw.isdigit() else 100
+        return 1 if limit <= 100 else 5 if limit <= 500 else 10 if limit <= 1000 else 50
     if path == "/fapi/v1/premiumIndex":
         return 1 if params.get("symbol") else 10
     return 1
@@ -185,6 +189,7 @@ def create_app(datadir: Path, clock: Clock, faults: FaultInjector,
         Route("/api/v3/exchangeInfo", endpoint(spot.exchange_info)),
         Route("/api/v3/klines", endpoint(spot.klines)),
         Route("/api/v3/ticker/24hr", endpoint(spot.ticker_24hr)),
+        Route("/api/v3/depth", endpoint(spot.depth)),
         Route("/fapi/v1/ping", constant(dict)),
         Route("/fapi/v1/time", constant(time_payload)),
         Route("/fapi/v1/exchangeInfo", endpoint(perp.exchange_info)),
@@ -192,6 +197,7 @@ def create_app(datadir: Path, clock: Clock, faults: FaultInjector,
         Route("/fapi/v1/fundingRate", endpoint(perp.funding_rate)),
         Route("/fapi/v1/premiumIndex", endpoint(perp.premium_index)),
         Route("/fapi/v1/ticker/24hr", endpoint(perp.ticker_24hr)),
+        Route("/fapi/v1/depth", endpoint(perp.depth)),
         Route("/futures/data/openInterestHist", endpoint(perp.open_interest_hist)),
         Route("/_qt/faults", get_faults, methods=["GET"]),
         Route("/_qt/faults", post_faults, methods=["POST"]),

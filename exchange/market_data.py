@@ -13,6 +13,7 @@ import json
 import threading
 
 from exchange.datadir import Bars, DataDir, Kind, MarketFiles
+from exchange.depth import DEFAULT_LIMIT, PERP_LIMITS, SPOT_LIMITS, synthetic_book
 from exchange.views import (PERP_MARKET_MAX_QTY, PERP_MAX_QTY, SPOT_MAX_QTY, KlineSource, aggregate_bars,
                             derive_filters, format_number, kline_rows, next_funding_ms, ticker_24h,
                             visible_funding, visible_window)
@@ -213,6 +214,17 @@ class MarketData:
                            "TRAILING_STOP_MARKET"],
             "timeInForce": ["GTC", "IOC", "FOK", "GTX", "GTD"],
         }
+
+    # -- order book (invented from the current candle: exchange.depth) ----------------------
+    def depth(self, params) -> dict:
+        now_ms = self.clock.now_ms()
+        _, bars = self.market(params, now_ms)
+        limits = PERP_LIMITS if self.kind == "perp" else SPOT_LIMITS
+        limit = _int_param(params, "limit") or DEFAULT_LIMIT
+        if limit not in limits:
+            raise BinanceError(400, -1100, f"Illegal characters found in parameter 'limit'; legal range is "
+                                           f"'{', '.join(map(str, limits))}'.")
+        return synthetic_book(bars, now_ms, limit, perp=self.kind == "perp")
 
     # -- tickers --------------------------------------------------------------------------
     def ticker_24hr(self, params) -> dict | list[dict]:

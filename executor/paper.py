@@ -75,6 +75,7 @@ import pandas as pd
 from executor.portfolio import Bar, Fill
 from qt.fills import step_trail, stop_fill, trail_level
 from qt.config import CostParams
+from qt.errors import ConfigError
 
 LIMIT_EXPIRED = "LIMIT_EXPIRED"
 
@@ -161,6 +162,9 @@ class BarExecution:
 
 class PaperBroker:
     def __init__(self, costs: CostParams):
+        if costs.fill_model == "book":  # bars carry no order book to walk: refuse rather than fake it
+            raise ConfigError("costs.fill_model: book needs a replayed order book at every fill; the paper broker "
+                              "and the backtest fill OHLC bars - use costs.fill_model: fixed (slippage_bps)")
         self.costs = costs
         self._slip = costs.slippage_bps / 10_000.0
         self._maker_fee = costs.fee_rate if costs.maker_fee_rate is None else costs.maker_fee_rate

@@ -150,6 +150,10 @@ class CostParams(_Frozen):
     slippage_bps: float = Field(2.0, ge=0.0, lt=500.0)  # adverse price move per fill
     # a resting limit that fills pays the maker rate (executor.paper); None: the taker fee_rate
     maker_fee_rate: float | None = Field(None, ge=0.0, lt=0.05)
+    # how a market order's price is found: ``fixed`` = slippage_bps off the reference price;
+    # ``book`` = walk a replayed order book's levels (qt.book_walk). Only a caller holding a book
+    # can walk it; the bar-based paper broker and backtest refuse ``book`` (they have no book).
+    fill_model: Literal["fixed", "book"] = "fixed"
 
 
 # Hyper-parameters ``train.nhits`` / ``train.patchtst`` may set (passed to the neuralforecast

@@ -15,3 +15,11 @@ def require_shared_data() -> Path:
     if not (SHARED_DATA / "ohlcv").is_dir():
         pytest.skip(f"../shared/data absent ({SHARED_DATA}): real-candle tests need the shared data set")
     return SHARED_DATA
+
+
+def require_orderbook_recording(market: str) -> Path:
+    """The raw Binance BTCUSDT order-book recording of ``market`` (binance | binanceusdm), or skip."""
+    path = SHARED_DATA / "orderbook" / market / "btcusdt_20240808.gz"
+    if not path.is_file():
+        pytest.skip(f"{path} absent: the order-book replay tests need the shared raw recording")
+    return path

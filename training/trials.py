@@ -64,6 +64,8 @@ def decision_digest(params: Params) -> str:
     """Digest of every setting that turns the same predictions into other trades or returns."""
     blob = {section: getattr(params, section).model_dump(mode="json") for section in ("signal", "risk", "costs")}
     blob["risk"] = {k: v for k, v in blob["risk"].items() if k not in _RISK_LIVE_ONLY}
+    if blob["costs"].get("fill_model") == "fixed":  # the default leaves digests from before the option unchanged
+        del blob["costs"]["fill_model"]
     return _digest(blob)
 
 

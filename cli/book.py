@@ -1,0 +1,122 @@
+"""``qt record-book``: order-book recordings into the lake, checked by a replay.
+
+Two ways in, one storage (``<lake>/orderbook/<market>/<STEM>/<day>/``, ``data.orderbook.store``):
+
+* ``--from-file RAW.gz`` imports a raw websocket recording (hftbacktest's collector format:
+  ``<receive ns> <JSON>`` lines of Binance depth diffs, trades, bookTicker and a REST snapshot),
+  then replays the stored copy and prints the counts and the bookTicker check as JSON;
+* without it, REST depth snapshots are polled through ccxt every ``--interval`` s for
+  ``--seconds`` (``data.orderbook.recorder``) from Binance, or from ``--exchange-url`` (the local
+  exchange answers with a book it invents from the current candle, ``exchange.depth``), and
+  appended to the ``snapshots`` table.
+
+What is not here: recording the websocket diff/trade/bookTicker streams live needs ccxt.pro (or a
+websocket client) and the network; polled snapshots miss every change between two polls.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from qt.errors import UserError
+
+VENUES = ("binance", "binanceusdm")
+
+
+def market_symbol(symbol: str, venue: str) -> str:
+    """The ccxt symbol on ``venue``: ``BTC/USDT`` on spot, ``BTC/USDT:USDT`` on USDT-M (added if left off)."""
+    if "/" not in symbol:
+        raise UserError(f"--symbols {symbol!r} is not a ccxt symbol; write it as BASE/QUOTE, e.g. BTC/USDT")
+    if venue == "binance" and ":" in symbol:
+        raise UserError(f"--symbols {symbol} is a perpetual; with --venue binance (spot) write {symbol.split(':')[0]}")
+    if venue == "binanceusdm" and ":" not in symbol:
+        return f"{symbol}:{symbol.split('/')[1]}"
+    return symbol
+
+
+def binance_id(symbol: str) -> str:
+    return symbol.split(":")[0].replace("/", "")
+
+
+def record_book(
+    symbols: Annotated[str, typer.Option("--symbols", help="ccxt symbol(s), comma-separated, e.g. BTC/USDT")],
+    venue: Annotated[str, typer.Option("--venue", help="binance (spot) | binanceusdm (USDT-M perpetuals)")],
+    from_file: Annotated[Optional[Path], typer.Option(
+        "--from-file", help="import a raw websocket recording (gzip '<receive ns> <JSON>' lines) instead of polling REST")] = None,
+    seconds: Annotated[Optional[float], typer.Option("--seconds", min=0.0, help="REST polling length (default 10)")] = None,
+    interval: Annotated[float, typer.Option("--interval", min=0.05, help="seconds between REST polls")] = 1.0,
+    limit: Annotated[int, typer.Option("--limit", help="levels per side per REST snapshot")] = 100,
+    exchange_url: Annotated[Optional[str], typer.Option(
+        "--exchange-url", help="a Binance-compatible server (e.g. the local exchange) instead of Binance")] = None,
+    lake: Annotated[Optional[Path], typer.Option("--lake", help="where orderbook/ goes (default: <QT_HOME>, the state directory)")] = None,
+    params: Annotated[Optional[Path], typer.Option("--params", help="params file (default: ./params.yaml)")] = None,
+) -> None:
+    """Order books into the lake: import a raw websocket recording (--from-file) and check its replay
+    against bookTicker, or poll REST depth snapshots through ccxt."""
+    if venue not in VENUES:
+        raise UserError(f"--venue {venue!r} is not one of {', '.join(VENUES)}")
+    wanted = [market_symbol(s.strip(), venue) for s in symbols.split(",") if s.strip()]
+    if not wanted:
+        raise UserError("--symbols is empty; pass e.g. --symbols BTC/USDT")
+    if from_file is None:
+        _poll(wanted, venue, 10.0 if seconds is None else seconds, interval, limit, exchange_url, lake, params)
+        return
+    if seconds is not None or exchange_url is not None:
+        raise UserError("--seconds and --exchange-url are for REST polling; --from-file imports the whole file")
+    if len(wanted) != 1:
+        raise UserError(f"--from-file holds one symbol's recording; pass one symbol, not {len(wanted)}")
+    if not from_file.is_file():
+        raise UserError(f"--from-file {from_file} does not exist")
+    from cli.context import load_context
+    from data.orderbook.check import replay_and_check
+    from data.orderbook.messages import read_raw, require_market
+    from data.orderbook.store import read_recording, recording_root, write_recording
+
+    _, paths = load_context(params, None, None, None, None, None)
+    root = lake or paths.home  # <QT_HOME>/orderbook/: not under raw/, a DVC input of the features stage
+    symbol = wanted[0]
+    messages = require_market(read_raw(from_file, {binance_id(symbol)}), venue)
+    stored = write_recording(root, symbol, venue, messages, source=str(from_file.resolve()))
+    check = replay_and_check(read_recording(root, symbol, venue, sorted(stored)), venue)
+    typer.echo(json.dumps({"symbol": symbol, "venue": venue, "stored": stored,
+                           "directory": str(recording_root(root, symbol, venue)), **check}, indent=2))
+
+
+def _poll(symbols: list[str], venue: str, seconds: float, interval: float, limit: int, exchange_url: str | None,
+          lake: Path | None, params: Path | None) -> None:
+    """Poll REST snapshots into the lake; print per symbol what was stored and how the replay took it."""
+    if exchange_url is not None and not exchange_url.startswith(("http://", "https://")):
+        raise UserError(f"--exchange-url {exchange_url!r} must be an http(s) URL, e.g. http://127.0.0.1:8900")
+    import ccxt
+
+    from cli.context import load_context
+    from data.orderbook.check import replay_and_check
+    from data.orderbook.recorder import poll_snapshots
+    from data.orderbook.store import append_recording, read_recording
+    from qt.binance import make_ccxt
+    from qt.errors import QTError
+
+    p, paths = load_context(params, None, None, None, None, None)
+    client = make_ccxt("perp" if venue == "binanceusdm" else "spot", exchange_url.rstrip("/") if exchange_url else None,
+                       timeout_ms=p.collect.timeout_ms)
+    polled: dict[str, list] = {s: [] for s in symbols}
+    try:
+        for symbol, snap in poll_snapshots(client, symbols, seconds, interval, limit):
+            polled[symbol].append(snap)
+    except ccxt.BadSymbol as exc:
+        raise UserError(f"{venue} does not list that symbol: {str(exc).splitlines()[0][:200]}") from None
+    except ccxt.BadRequest as exc:
+        raise UserError(f"the exchange refused the request ({str(exc).splitlines()[0][:200]})") from None
+    except ccxt.NetworkError as exc:
+        raise QTError(f"cannot reach {exchange_url or venue} ({type(exc).__name__}); nothing was stored") from None
+    root = lake or paths.home  # <QT_HOME>/orderbook/: not under raw/, a DVC input of the features stage
+    out = {}
+    for symbol, snaps in polled.items():
+        stored = append_recording(root, symbol, venue, snaps, source=f"rest:{exchange_url or venue}")
+        check = replay_and_check(read_recording(root, symbol, venue, sorted(stored)), venue)
+        out[symbol] = {"snapshots_polled": len(snaps), "stored": stored, "replay": check["replay"]}
+    typer.echo(json.dumps({"venue": venue, "mode": "rest-snapshots", "symbols": out}, indent=2))
