@@ -15,7 +15,7 @@ import threading
 from exchange.datadir import Bars, DataDir, Kind, MarketFiles
 from exchange.depth import DEFAULT_LIMIT, PERP_LIMITS, SPOT_LIMITS, synthetic_book
 from exchange.views import (PERP_MARKET_MAX_QTY, PERP_MAX_QTY, SPOT_MAX_QTY, KlineSource, aggregate_bars,
-                            derive_filters, format_number, kline_rows, next_funding_ms, ticker_24h,
+                            derive_filters, format_number, kline_rows, listed_markets, next_funding_ms, ticker_24h,
                             visible_funding, visible_window)
 from qt.errors import DataError
 from qt.timeframes import TIMEFRAME_MS
@@ -85,17 +85,8 @@ class MarketData:
     # -- what is listed -------------------------------------------------------------------
     def listed(self, now_ms: int) -> dict[str, tuple[MarketFiles, Bars]]:
         """Markets whose first candle opened by ``now``, with their finest stored candles."""
-        out = {}
-        for exchange_id, market in self.data.markets(self.kind).items():
-            try:
-                bars = self.data.bars(market, market.finest_timeframe)
-            except DataError as exc:  # one bad file refuses its own symbol, never the others
-                self.refused[exchange_id] = str(exc)
-                continue
-            self.refused.pop(exchange_id, None)
-            if len(bars) and bars.ts_ms[0] <= now_ms:
-                out[exchange_id] = (market, bars)
-        return out
+        return listed_markets(self.data.markets(self.kind), lambda m: self.data.bars(m, m.finest_timeframe),
+                              self.refused, now_ms)
 
     def market(self, params, now_ms: int, required: bool = True) -> tuple[MarketFiles, Bars] | None:
         symbol = params.get("symbol")

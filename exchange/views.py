@@ -23,6 +23,7 @@ from decimal import Decimal
 import numpy as np
 
 from exchange.datadir import Bars, Funding
+from qt.errors import DataError
 
 FUNDING_INTERVAL_MS = 8 * 3_600_000
 DAY_MS = 86_400_000
@@ -153,6 +154,23 @@ class SymbolFilters:
     price_decimals: int
     qty_decimals: int
     min_notional: str = "5"
+
+
+def listed_markets(markets: dict, bars_of, refused: dict[str, str], now_ms: int) -> dict:
+    """``{id: (market, bars)}`` of the markets whose first candle opened by ``now``, with their finest
+    stored candles (``bars_of(market)``). A bad file refuses only its own symbol (its one-line reason
+    kept in ``refused``, cleared once the file reads again), never the others."""
+    out = {}
+    for market_id, market in markets.items():
+        try:
+            bars = bars_of(market)
+        except DataError as exc:
+            refused[market_id] = str(exc)
+            continue
+        refused.pop(market_id, None)
+        if len(bars) and bars.ts_ms[0] <= now_ms:
+            out[market_id] = (market, bars)
+    return out
 
 
 def derive_filters(price: float) -> SymbolFilters:

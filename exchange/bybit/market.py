@@ -22,7 +22,8 @@ from exchange.bybit.envelope import (int_param, limit_param, linear_category, no
 from exchange.bybit.files import BybitFiles, BybitMarket
 from exchange.datadir import Bars, DataDir
 from exchange.views import (PERP_MARKET_MAX_QTY, PERP_MAX_QTY, KlineSource, aggregate_bars, derive_filters,
-                            format_number, next_funding_ms, ticker_24h, visible_funding, visible_window)
+                            format_number, listed_markets, next_funding_ms, ticker_24h, visible_funding,
+                            visible_window)
 from qt.errors import DataError
 from qt.timeframes import TIMEFRAME_MS
 
@@ -63,17 +64,8 @@ class BybitMarketData:
     # -- what is listed -------------------------------------------------------------------
     def listed(self, now_ms: int) -> dict[str, tuple[BybitMarket, Bars]]:
         """Markets whose first candle opened by ``now`` (a bad file hides only its own symbol)."""
-        out = {}
-        for symbol, market in sorted(self.files.markets().items()):
-            try:
-                bars = self.files.bars(market, market.finest_timeframe)
-            except DataError as exc:  # one bad file refuses its own symbol, never the others
-                self.refused[symbol] = str(exc)
-                continue
-            self.refused.pop(symbol, None)
-            if len(bars) and bars.ts_ms[0] <= now_ms:
-                out[symbol] = (market, bars)
-        return out
+        return listed_markets(dict(sorted(self.files.markets().items())), lambda m: self.files.bars(m, m.finest_timeframe),
+                              self.refused, now_ms)
 
     def market(self, params, now_ms: int, default_category: str | None = None) -> tuple[BybitMarket, Bars]:
         linear_category(params, default_category)
