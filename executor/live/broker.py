@@ -60,6 +60,7 @@ from executor.live.guards import Guard, GuardKeeping
 from executor.live.journal import OrderJournal, client_order_id
 from executor.live.ladder import make_rungs
 from executor.live.leverage import LEVERAGE_UNVERIFIED
+from executor.live.venue import venue_of
 from executor.paper import BarExecution, MarketOrder, Protective
 from executor.portfolio import Bar, Fill
 from qt.backoff import parse_retry_after_s, retry_call
@@ -89,6 +90,8 @@ class CcxtBroker(GuardKeeping):
                  retry: RetryPolicy = RetryPolicy(), sleep: Callable[[float], None] = time.sleep,
                  rng: random.Random | None = None, secrets: tuple[str, ...] = ()):
         self.ex = exchange
+        self.venue = venue_of(exchange)  # what differs between Binance and Bybit (executor.live.venue)
+        self.venue.prepare(exchange)
         self.journal = journal
         self.namespace = namespace
         self.bar_ms = bar_ms
@@ -373,10 +376,10 @@ class CcxtBroker(GuardKeeping):
                           on_retry=self._on_retry)
 
     def lookup(self, cid: str, symbol: str, algo: bool) -> dict | None:
-        """The newest order with this client id, or None (``fetch_order`` by ``clientOrderId``)."""
-        params = {"clientOrderId": cid, **({"trigger": True} if algo else {})}
+        """The newest order with this client id, or None (the venue's look-up: Binance's ``fetch_order``
+        by ``clientOrderId``, Bybit's by ``orderLinkId``)."""
         try:
-            return self.read(lambda: self.ex.fetch_order(None, symbol, params))
+            return self.venue.lookup(self, cid, symbol, algo)
         except ccxt.OrderNotFound:
             return None
 
@@ -402,10 +405,11 @@ class CcxtBroker(GuardKeeping):
             sent = True
             sent_at = time.time()
             try:
-                return create()
+                answer = create()
             except ccxt.RequestTimeout:
                 timed_out_at = sent_at
                 raise
+            return self.venue.placed(self, answer, symbol, algo)  # Bybit answers ids only: read it back
 
         r = self.retry
         return retry_call(attempt, is_retryable=is_lost_answer, max_attempts=r.max_attempts, base_s=r.base_s,

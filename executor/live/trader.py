@@ -53,6 +53,7 @@ import pandas as pd
 
 from executor.live.broker import CcxtBroker, RetryPolicy
 from executor.live.journal import OrderJournal
+from executor.live.venue import venue_of
 from executor.live.spot import SpotBroker, reconcile_spot
 from executor.core import NO_SIGNAL, Decision
 from executor.events import EventPublisher, EventRecorder
@@ -74,6 +75,9 @@ log = logging.getLogger(__name__)
 
 FUNDING_EVERY_MS = 8 * 3_600_000  # Binance settles USDT-M funding at 00, 08 and 16 UTC
 _PROGRESS = "CREATE TABLE IF NOT EXISTS live_progress (namespace TEXT PRIMARY KEY, last_bar_ts TEXT NOT NULL)"
+# one row per run: where it trades (the dashboard shows the venue of the run it displays)
+_RUNS = ("CREATE TABLE IF NOT EXISTS live_runs (run_id TEXT PRIMARY KEY, namespace TEXT NOT NULL, venue TEXT NOT NULL, "
+         "market TEXT NOT NULL, started_ts TEXT NOT NULL)")
 
 
 class _SignalWatch(LoopListener):
@@ -119,6 +123,13 @@ def check_live_universe(symbols: Sequence[str], exchange: ccxt.Exchange | None =
         if market == "perp" and client == "binance":
             raise UserError(f"{', '.join(symbols)} are USDT-M perpetuals but the exchange client is binance (spot); "
                             f"use binanceusdm")
+    if market == "perp" and exchange is not None and risk is not None:
+        venue = venue_of(exchange)
+        if getattr(risk, "trailing_stop_pct", 0.0) > 0 and getattr(risk, "trailing_mode", "native") == "native" \
+                and not venue.native_trailing:
+            raise UserError(f"risk.trailing_mode: native is not supported on {venue.name} (no trailing stop order "
+                            f"there; its position trailing stop is not served by the local exchange); use "
+                            f"risk.trailing_mode: managed")
     if market == "spot" and risk is not None:
         if getattr(risk, "trailing_stop_pct", 0.0) > 0 and getattr(risk, "trailing_mode", "native") != "managed":
             raise UserError("risk.trailing_mode: native is not supported for spot live trading (the local exchange "
@@ -148,6 +159,11 @@ class LiveTrader:
         self.run_id = pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
         self.store = StateStore(Path(state_db), self.run_id)
         self.store.conn.execute(_PROGRESS)
+        self.store.conn.execute(_RUNS)
+        self.venue = str(getattr(exchange, "id", ""))  # the ccxt id: binance, binanceusdm, bybit
+        self.store.conn.execute("INSERT OR REPLACE INTO live_runs VALUES (?, ?, ?, ?, ?)",
+                                (self.run_id, namespace, self.venue, self.market,
+                                 pd.Timestamp.now(tz="UTC").isoformat()))
         self.store.conn.commit()
         self.journal = OrderJournal(self.store.conn, namespace, self.run_id)
         self.publisher = EventPublisher(redis_url) if redis_url else None
@@ -235,6 +251,10 @@ class LiveTrader:
 
     def _read_brackets(self) -> None:
         """The exchange's maintenance brackets into the RiskEngine (its liquidation check)."""
+        if not self.broker.venue.leverage_tiers:
+            log.warning("maintenance brackets are not read on %s: the liquidation check uses Binance's BTCUSDT "
+                        "table", self.broker.venue.name)
+            return
         try:
             self.loop.risk.brackets.update(venue_brackets(self.broker, self.symbols))
         except ccxt.BaseError as exc:
