@@ -12,6 +12,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from dashboard.state_reader import read_run
 from executor.live.trader import LiveTrader
 from executor.signals import HttpSignalSource
 from qt.errors import UserError
@@ -40,6 +41,7 @@ def test_bybit_entry_is_guarded_by_reduce_only_stop_and_take_profit_resting_on_t
     venue_row = trader.store.conn.execute("SELECT venue, market FROM live_runs WHERE run_id=?",
                                           (trader.run_id,)).fetchall()
     assert venue_row == [("bybit", "perp")]
+    assert read_run(trader.store.path, trader.run_id).venue == "bybit"  # what the dashboard shows
 
 
 def test_bybit_a_bar_touching_both_levels_fills_the_stop_booked_as_the_exit(make_trader, venue):
