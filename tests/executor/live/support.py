@@ -82,8 +82,8 @@ def start_daemon(venue_url: str, service_url: str, home: Path, log_path: Path, s
     e.pop("QT_PARAMS", None) if "QT_PARAMS" not in env else None
     e.pop("REDIS_URL", None) if "REDIS_URL" not in env else None
     log = open(log_path, "ab")
-    return subprocess.Popen(daemon_argv(venue_url, service_url, symbols=symbols, extra=extra), stdout=log, stderr=subprocess.STDOUT, env=e,
-                            cwd=PROJECT_ROOT, start_new_session=True)
+    return subprocess.Popen(daemon_argv(venue_url, service_url, symbols=symbols, extra=extra), stdout=log,
+                            stderr=subprocess.STDOUT, env=e, cwd=PROJECT_ROOT, start_new_session=True)
 
 
 # ---- spot (issue #7: spot live trading, OCO protection) -------------------------------------------
@@ -233,11 +233,13 @@ def bybit_position_qty(venue: LocalExchange) -> float:
     return sum(float(p["contracts"] or 0.0) for p in bybit_client(venue).fetch_positions([SYMBOL]))
 
 
-def bybit_daemon_params(root: Path, **risk) -> Path:
+def bybit_daemon_params(root: Path, collect: dict | None = None, **risk) -> Path:
     """A params file for a ``qt execute --venue bybit`` daemon: the local Bybit account is cross
-    margined (account-wide, read back, never switched by the executor), so ``risk.margin_mode: cross``."""
+    margined (account-wide, read back, never switched by the executor), so ``risk.margin_mode: cross``;
+    ``collect`` (e.g. ``{"exchange": "bybit"}``: the default venue) when given."""
     import yaml
 
     path = root / "bybit-params.yaml"
-    path.write_text(yaml.safe_dump({"risk": {"margin_mode": "cross", **risk}}))
+    sections = {"risk": {"margin_mode": "cross", **risk}, **({"collect": collect} if collect else {})}
+    path.write_text(yaml.safe_dump(sections))
     return path
