@@ -38,7 +38,10 @@ What this adapter guarantees (issue #7):
   each rung is its own reduce-only TAKE_PROFIT_MARKET (``executor.live.ladder``); a position the
   exchange liquidates is booked as a ``liquidation`` exit (``executor.live.liquidation``).
 
-This class trades USDT-M perpetuals (``BASE/USDT:USDT``, ccxt ``binanceusdm``). Spot has no
+This class trades USDT-M perpetuals (``BASE/USDT:USDT``) on Binance (ccxt ``binanceusdm``) and Bybit
+(ccxt ``bybit``, linear): what the two venues do differently - conditional-order params, the look-up
+by client id (``clientOrderId`` / ``orderLinkId``), a create answer without fills, a triggered order's
+fills, crossed-stop codes - is asked of ``self.venue`` (``executor.live.venue``). Spot has no
 reduce-only orders, so a stop and a take-profit cannot both guard one spot position as two
 orders: ``executor.live.spot.SpotBroker`` subclasses this one with an OCO order list as guard.
 """

@@ -34,6 +34,11 @@ refused, never silently allowed. At start-up it also sets and reads back each pe
 (``risk.leverage_of``) and margin mode, and reads the exchange's maintenance-margin brackets
 (``fetch_leverage_tiers``) into ``RiskEngine.brackets`` for the liquidation check.
 
+Perpetuals trade on Binance (ccxt ``binanceusdm``) or Bybit (ccxt ``bybit``) with the same broker;
+the venue's differences live in ``executor.live.venue`` (on Bybit: no native trailing stop - refused
+at start-up -, no liquidation or bracket reads, the margin mode only read back). Each run records its
+venue in ``live_runs`` (the dashboard shows it).
+
 Spot (``BASE/USDT`` through ccxt ``binance``) uses ``SpotBroker`` and ``reconcile_spot``
 (``executor.live.spot``): the guard is one OCO order list instead of two reduce-only orders.
 One executor trades one market: a universe mixing spot and perpetuals is refused.
