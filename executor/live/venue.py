@@ -16,7 +16,8 @@ stop / take-profit params   ``stopLossPrice`` / ``takeProfitPrice`` the same: cc
                                                                     + ``reduceOnly`` + ``orderLinkId``
 look-up by client id        ``fetch_order(None, clientOrderId=)``   ``/v5/order/realtime?orderLinkId=``
                                                                     (open and the last 500 orders)
-a created order's answer    the whole order (fills included)        ids only: read back once
+a created order's answer    the whole order (fills included)        ids only: read back (a market order
+                                                                    until it is no longer open, ~1 s)
 a triggered conditional     placed a regular order                  keeps its id: its fills are its own
                             (``info.actualOrderId``)
 cancelling a finished one   -2011 -> ``OrderNotFound``              110008 -> ``InvalidOrder``: mapped
@@ -112,6 +113,7 @@ class BybitVenue(BinanceVenue):
     leverage_tiers = False
     _CROSSED = ("110092", "110093")  # expect Rising/Falling, but the trigger price is already passed
     _FINISHED = ("110008", "110001")  # completed or cancelled / does not exist
+    MARKET_SETTLE_READS = 5  # read-backs of a market order still open (0.2 s apart) before booking what filled
 
     def prepare(self, exchange: ccxt.Exchange) -> None:
         # ccxt refuses fetch_order on a unified account unless told that it reads the open orders
@@ -135,7 +137,13 @@ class BybitVenue(BinanceVenue):
     def placed(self, broker, answer: dict, symbol: str, algo: bool) -> dict:
         if algo:  # a conditional order: its id is all the broker keeps
             return answer
-        return broker.read(lambda: broker.ex.fetch_order(str(answer["id"]), symbol))
+        order = broker.read(lambda: broker.ex.fetch_order(str(answer["id"]), symbol))
+        for _ in range(self.MARKET_SETTLE_READS):  # Bybit matches a market order just after acknowledging it
+            if order.get("type") != "market" or order.get("status") != "open":
+                break
+            broker.sleep(0.2)
+            order = broker.read(lambda: broker.ex.fetch_order(str(answer["id"]), symbol))
+        return order
 
     def cancel(self, exchange: ccxt.Exchange, oid: str, symbol: str, algo: bool) -> dict:
         try:

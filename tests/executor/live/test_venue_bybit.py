@@ -55,3 +55,30 @@ def test_a_client_gets_its_venue_by_ccxt_id_and_an_unknown_one_is_refused():
     client = _Cancelling(None)
     BYBIT.prepare(client)
     assert client.options == {"fetchOrder": {"acknowledged": True}}
+
+
+class _Reading:
+    """A broker whose exchange answers the read-backs of one order in turn."""
+
+    def __init__(self, answers):
+        self.answers, self.sleeps = list(answers), []
+        self.ex = self
+
+    def fetch_order(self, oid, symbol, params=None):
+        return self.answers.pop(0)
+
+    def read(self, fn):
+        return fn()
+
+    def sleep(self, s):
+        self.sleeps.append(s)
+
+
+def test_bybit_a_market_order_is_read_back_until_it_is_no_longer_open_a_limit_one_at_once():
+    broker = _Reading([{"type": "market", "status": "open"}, {"type": "market", "status": "closed", "filled": 1}])
+    assert BYBIT.placed(broker, {"id": "7"}, "BTC/USDT:USDT", False)["status"] == "closed"
+    assert broker.sleeps == [0.2]
+    resting = _Reading([{"type": "limit", "status": "open"}])
+    assert BYBIT.placed(resting, {"id": "8"}, "BTC/USDT:USDT", False)["status"] == "open" and resting.sleeps == []
+    assert BYBIT.placed(_Reading([]), {"id": "9"}, "BTC/USDT:USDT", True) == {"id": "9"}  # conditional: ids only
+    assert BINANCE.placed(_Reading([]), {"id": "1", "status": "closed"}, "BTC/USDT:USDT", False)["status"] == "closed"
