@@ -133,7 +133,7 @@ def execute(mode: Annotated[str, typer.Option("--mode", help="paper | testnet | 
                 "--i-understand-live", help="required by --mode live: real orders on the venue's mainnet")] = False,
             venue: Annotated[Optional[str], typer.Option(
                 "--venue", help="testnet/live: binance | binanceusdm | bybit (Bybit: USDT perpetuals only); "
-                                "default collect.exchange, the venue the data came from")] = None,
+                                "default execute.venue")] = None,
             poll_seconds: Annotated[float, typer.Option("--poll-seconds", min=0.05)] = 5.0,
             max_bars: Annotated[Optional[int], typer.Option("--max-bars", min=1, help="stop after N bars")] = None,
             executor_id: Annotated[str, typer.Option(
@@ -201,7 +201,7 @@ def _execute_live(mode, service_url, params, symbols, exchange_url, i_understand
     from executor.live.trader import check_live_universe
     from qt.venues import make_client, venue_for
 
-    venue = venue or p.collect.exchange  # the venue the data came from, unless --venue says otherwise
+    venue = venue or p.execute.venue
     market = check_live_universe(p.data.symbols, risk=p.risk)  # spot -> ccxt binance, perpetuals -> binanceusdm
     if market not in venue_for(venue).markets:
         raise UserError(f"--venue {venue} trades USDT perpetuals only (BASE/USDT:USDT); "

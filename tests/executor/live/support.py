@@ -233,13 +233,13 @@ def bybit_position_qty(venue: LocalExchange) -> float:
     return sum(float(p["contracts"] or 0.0) for p in bybit_client(venue).fetch_positions([SYMBOL]))
 
 
-def bybit_daemon_params(root: Path, collect: dict | None = None, **risk) -> Path:
+def bybit_daemon_params(root: Path, execute: dict | None = None, **risk) -> Path:
     """A params file for a ``qt execute --venue bybit`` daemon: the local Bybit account is cross
     margined (account-wide, read back, never switched by the executor), so ``risk.margin_mode: cross``;
-    ``collect`` (e.g. ``{"exchange": "bybit"}``: the default venue) when given."""
+    ``execute`` (e.g. ``{"venue": "bybit"}``: the default venue) when given."""
     import yaml
 
     path = root / "bybit-params.yaml"
-    sections = {"risk": {"margin_mode": "cross", **risk}, **({"collect": collect} if collect else {})}
+    sections = {"risk": {"margin_mode": "cross", **risk}, **({"execute": execute} if execute else {})}
     path.write_text(yaml.safe_dump(sections))
     return path

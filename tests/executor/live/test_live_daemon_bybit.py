@@ -1,7 +1,8 @@
 """``qt execute --mode testnet --venue bybit`` as a real process against the local exchange's v5 API:
 killed with SIGKILL while an order request is in flight and restarted at once, it finds the order by
 its ``orderLinkId`` - no second entry, no second stop - and leaves the position guarded by a
-reduce-only stop and take-profit. A Bybit spot universe and an unknown venue are refused in one line.
+reduce-only stop and take-profit. A Bybit spot universe and an unknown venue are refused in one line;
+``collect.exchange: bybit`` (collecting Bybit's series) does not move the orders to Bybit.
 """
 
 from __future__ import annotations
@@ -62,13 +63,12 @@ def _stop(proc: subprocess.Popen | None) -> None:
 def test_bybit_kill_9_during_order_placement_then_restart_reconciles_without_a_duplicate(venue, tmp_path, nth):
     """The nth order request (1: the entry, 2: its stop-loss) stalls - the server executes it 3 s
     later; the daemon is killed with SIGKILL while it waits and restarted at once. The second case
-    picks Bybit by ``collect.exchange`` (the default venue) instead of ``--venue``."""
+    picks Bybit by ``execute.venue`` (the default venue) instead of ``--venue``."""
     venue.set_faults({"rules": [{"kind": "timeout", "path_prefix": "/v5/order/create", "method": "POST",
                                  "every_nth": nth, "first_k": nth, "timeout_s": 3.0}]})
     log, home = tmp_path / "daemon.log", tmp_path / "home"
     by_params = nth == 2
-    env = {"QT_PARAMS": str(bybit_daemon_params(tmp_path, {"exchange": "bybit", "market": "perp"} if by_params
-                                                else None))}
+    env = {"QT_PARAMS": str(bybit_daemon_params(tmp_path, {"venue": "bybit"} if by_params else None))}
     extra = () if by_params else BYBIT
     first = second = None
     with FakeSignalService(buy_signals()) as svc:
@@ -120,3 +120,23 @@ def test_bybit_cli_refuses_spot_and_unknown_venues_in_one_line(tmp_path, args, f
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and fragment in errors[0], res.stderr
     assert "Traceback" not in res.stderr and "s-456" not in res.stderr + res.stdout
+
+
+def test_collecting_bybit_series_does_not_move_the_orders_to_bybit(venue, tmp_path):
+    """``collect.exchange: bybit`` without ``execute.venue`` / ``--venue``: the executor still builds
+    Binance's client (``binanceusdm``), and this exchange serves no Binance market - refused in one
+    line by name, nothing sent to the Bybit account."""
+    import yaml
+
+    params_file = tmp_path / "collect-bybit.yaml"
+    params_file.write_text(yaml.safe_dump({"collect": {"exchange": "bybit", "market": "perp"},
+                                           "risk": {"margin_mode": "cross"}}))
+    e = {**os.environ, "QT_HOME": str(tmp_path / "home"), "QT_API_KEY": API_KEY, "QT_API_SECRET": API_SECRET,
+         "QT_PARAMS": str(params_file)}
+    res = subprocess.run([sys.executable, "-m", "cli.main", "execute", "--mode", "testnet", "--exchange-url",
+                          venue.url, "--service-url", "http://127.0.0.1:9", "--symbols", "BTC/USDT:USDT",
+                          "--max-bars", "1"], capture_output=True, text=True, env=e, timeout=120)
+    assert res.returncode == 2, res.stderr
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "BTC/USDT:USDT is not listed on the exchange" in errors[0], res.stderr
+    assert venue._control("GET", "/_qt/bybit/account")["orders"] == 0
