@@ -20,7 +20,7 @@ from tests.executor.exec_support import params
 from tests.executor.live.bybit_support import (BYBIT_RISK, CALM_BAR, PRICE, SL, expected_qty, guarded,  # noqa: F401
                                                journal_rows, exchange, make_trader, signals, venue)
 from tests.executor.live.support import (SYMBOL, WIDE_BARS, bar_ms, bybit_client, bybit_entry_orders,
-                                         bybit_position_qty, bybit_protectives)
+                                         bybit_position_qty, bybit_protectives, reset_bybit)
 
 pytestmark = pytest.mark.slow
 
@@ -124,3 +124,15 @@ def test_bybit_an_isolated_margin_mode_wanted_on_a_cross_account_refuses_entries
     alerts = trader.store.read("alerts")
     (message,) = alerts[alerts["kind"] == "LEVERAGE_UNVERIFIED"]["message"].unique().tolist()
     assert "margin mode wanted isolated, exchange reports cross" in message and "account-wide" in message
+
+
+def test_bybit_insufficient_balance_is_recorded_as_a_rejection_with_the_exchanges_reason(make_trader, venue):
+    trader = make_trader()
+    reset_bybit(venue, futures_usdt=20)  # the wallet shrinks after start-up; the ledger still says 10 000
+    trader.poll()
+    decisions = trader.store.read("decisions")
+    rejected = decisions[decisions["outcome"] == "rejected"]
+    assert rejected["reason"].tolist() == ["INSUFFICIENT_FUNDS"]
+    message = rejected["details"].iloc[0]
+    assert "retCode" in message and "Traceback" not in message and "\\n" not in message
+    assert bybit_entry_orders(venue) == [] and trader.loop.portfolio.reserved_usdt == {}
