@@ -208,6 +208,10 @@ class LiveTrader:
             if mismatch is not None:  # this symbol is not traded; the others are
                 unverified.append((sym, mismatch))
         if self.market != "spot":
+            if b.venue.checks_position_mode:  # Bybit: one-way mode (positionIdx 0) or nothing
+                refusal = b.venue.position_mode_refusal(b.read(lambda: self.ex.fetch_positions(self.symbols)))
+                if refusal is not None:
+                    raise UserError(refusal)
             self._read_brackets()
             self._refresh_funding()
         last = self._last_bar()

@@ -23,6 +23,8 @@ a triggered conditional     placed a regular order                  keeps its id
 cancelling a finished one   -2011 -> ``OrderNotFound``              110008 -> ``InvalidOrder``: mapped
                                                                     to ``OrderNotFound`` here
 stop already crossed        -2021 "would immediately trigger"       110092 / 110093
+position mode               not checked (one-way assumed)           one-way (positionIdx 0) checked at
+                                                                    start-up: hedge mode is refused
 margin mode                 per symbol: set, then read back         account-wide (unified account): read
                                                                     back only, never switched here
 native trailing stop        TRAILING_STOP_MARKET                    not offered (``/v5/position/
@@ -51,6 +53,7 @@ class BinanceVenue:
     """Binance USDT-M futures (and the spot broker's ``binance``): the behaviour the broker was built on."""
 
     name = "binance"
+    checks_position_mode = False  # positions are read at start-up to refuse hedge mode
     native_trailing = True
     sets_margin_mode = True
     liquidations = True
@@ -94,6 +97,11 @@ class BinanceVenue:
         return ("stop_loss" if kind in ("STOP_MARKET", "STOP") else
                 "trailing_stop" if kind == "TRAILING_STOP_MARKET" else "take_profit")
 
+    def position_mode_refusal(self, positions: list[dict]) -> str | None:
+        """The line refusing to trade when the account is not in one-way mode, else None (Binance:
+        not checked here, as before)."""
+        return None
+
     def wallet_usdt(self, balance: dict) -> float:
         info = balance.get("info") or {}
         return float(info.get("totalWalletBalance") or balance.get("USDT", {}).get("total") or 0.0)
@@ -107,6 +115,7 @@ class BybitVenue(BinanceVenue):
     """Bybit v5 USDT perpetuals (category linear, one-way mode, unified account) through ccxt ``bybit``."""
 
     name = "bybit"
+    checks_position_mode = True
     native_trailing = False
     sets_margin_mode = False
     liquidations = False
@@ -159,6 +168,14 @@ class BybitVenue(BinanceVenue):
     def guard_kind(self, order: dict) -> str:
         kind = str((order.get("info") or {}).get("stopOrderType") or "")
         return {"StopLoss": "stop_loss", "TrailingStop": "trailing_stop"}.get(kind, "take_profit")
+
+    def position_mode_refusal(self, positions: list[dict]) -> str | None:
+        hedged = sorted({str(p.get("symbol")) for p in positions
+                         if str((p.get("info") or {}).get("positionIdx", "0")) not in ("0", "")})
+        if not hedged:
+            return None
+        return (f"the Bybit account holds {', '.join(hedged)} in hedge mode (positionIdx 1/2); the executor trades "
+                f"one-way positions (positionIdx 0): switch the USDT perpetuals to one-way mode first")
 
     def wallet_usdt(self, balance: dict) -> float:
         rows = (((balance.get("info") or {}).get("result") or {}).get("list") or [{}])

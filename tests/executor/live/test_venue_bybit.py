@@ -82,3 +82,13 @@ def test_bybit_a_market_order_is_read_back_until_it_is_no_longer_open_a_limit_on
     assert BYBIT.placed(resting, {"id": "8"}, "BTC/USDT:USDT", False)["status"] == "open" and resting.sleeps == []
     assert BYBIT.placed(_Reading([]), {"id": "9"}, "BTC/USDT:USDT", True) == {"id": "9"}  # conditional: ids only
     assert BINANCE.placed(_Reading([]), {"id": "1", "status": "closed"}, "BTC/USDT:USDT", False)["status"] == "closed"
+
+
+def test_bybit_hedge_mode_is_refused_one_way_passes_binance_is_not_asked():
+    one_way = [{"symbol": "BTC/USDT:USDT", "info": {"positionIdx": 0}}]
+    hedged = [{"symbol": "BTC/USDT:USDT", "info": {"positionIdx": 1}},
+              {"symbol": "BTC/USDT:USDT", "info": {"positionIdx": 2}}]
+    assert BYBIT.position_mode_refusal(one_way) is None and BYBIT.position_mode_refusal([]) is None
+    line = BYBIT.position_mode_refusal(hedged)
+    assert "hedge mode" in line and "BTC/USDT:USDT" in line and "\n" not in line
+    assert BINANCE.position_mode_refusal(hedged) is None
