@@ -130,7 +130,10 @@ def execute(mode: Annotated[str, typer.Option("--mode", help="paper | testnet | 
                 "--exchange-url", help="testnet: a Binance-compatible server (e.g. the local exchange) "
                                        "instead of Binance's sandbox")] = None,
             i_understand_live: Annotated[bool, typer.Option(
-                "--i-understand-live", help="required by --mode live: real orders on Binance mainnet")] = False,
+                "--i-understand-live", help="required by --mode live: real orders on the venue's mainnet")] = False,
+            venue: Annotated[Optional[str], typer.Option(
+                "--venue", help="testnet/live: binance | binanceusdm | bybit (Bybit: USDT perpetuals only); "
+                                "default execute.venue")] = None,
             poll_seconds: Annotated[float, typer.Option("--poll-seconds", min=0.05)] = 5.0,
             max_bars: Annotated[Optional[int], typer.Option("--max-bars", min=1, help="stop after N bars")] = None,
             executor_id: Annotated[str, typer.Option(
@@ -140,12 +143,12 @@ def execute(mode: Annotated[str, typer.Option("--mode", help="paper | testnet | 
                 help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics while running")] = None,
             ) -> None:
     """Run the executor. Paper mode replays the collected bars from --start (default: the holdout);
-    testnet/live trade USDT-M perpetuals or spot through ccxt (keys from QT_API_KEY / QT_API_SECRET)."""
+    testnet/live trade USDT-M perpetuals or spot through ccxt on --venue (keys from QT_API_KEY / QT_API_SECRET)."""
     if mode not in ("paper", "testnet", "live"):
         raise UserError(f"--mode {mode!r} is not one of paper, testnet, live")
     if mode != "paper":
         _execute_live(mode, service_url, params, symbols, exchange_url, i_understand_live, poll_seconds,
-                      max_bars, executor_id, metrics_port)
+                      max_bars, executor_id, metrics_port, venue)
         return
     p, paths = load_context(params, None, symbols, None, None, end)
     import pandas as pd
@@ -171,14 +174,18 @@ def execute(mode: Annotated[str, typer.Option("--mode", help="paper | testnet | 
 
 
 def _execute_live(mode, service_url, params, symbols, exchange_url, i_understand_live, poll_seconds, max_bars,
-                  executor_id, metrics_port=None) -> None:
+                  executor_id, metrics_port=None, venue=None) -> None:
     """testnet: ccxt sandbox (or --exchange-url); live: mainnet, only with --i-understand-live.
     The keys are read here from the environment and go only to the ccxt client."""
+    from qt.venues import VENUES
+
+    if venue is not None and venue not in VENUES:
+        raise UserError(f"--venue {venue!r} is not one of {', '.join(VENUES)}")
     if mode == "live" and not i_understand_live:
-        raise UserError("--mode live sends real orders to Binance mainnet; confirm with --i-understand-live "
+        raise UserError("--mode live sends real orders to the venue's mainnet; confirm with --i-understand-live "
                         "(keys in QT_API_KEY / QT_API_SECRET), or use --mode paper / --mode testnet first")
     if mode == "live" and exchange_url is not None:
-        raise UserError("--exchange-url is for --mode testnet; --mode live always trades on Binance")
+        raise UserError("--exchange-url is for --mode testnet; --mode live always trades on the venue itself")
     if exchange_url is not None and not exchange_url.startswith(("http://", "https://")):
         raise UserError(f"--exchange-url {exchange_url!r} must be an http(s) URL, e.g. http://127.0.0.1:8900")
     from qt.live_guard import refuse_production_url_for_testnet
@@ -192,12 +199,16 @@ def _execute_live(mode, service_url, params, symbols, exchange_url, i_understand
     from executor.daemon import run_live
     from executor.signals import HttpSignalSource
     from executor.live.trader import check_live_universe
-    from exchange import make_ccxt
+    from qt.venues import make_client, venue_for
 
+    venue = venue or p.execute.venue
     market = check_live_universe(p.data.symbols, risk=p.risk)  # spot -> ccxt binance, perpetuals -> binanceusdm
-    exchange = make_ccxt(market, exchange_url.rstrip("/") if exchange_url else None,
-                         timeout_ms=p.collect.timeout_ms, api_key=key, secret=secret)
-    exchange.options["recvWindow"] = 5_000  # Binance's default: after it a late request is refused, so a
+    if market not in venue_for(venue).markets:
+        raise UserError(f"--venue {venue} trades USDT perpetuals only (BASE/USDT:USDT); "
+                        f"{', '.join(p.data.symbols)} {'is' if len(p.data.symbols) == 1 else 'are'} {market}")
+    exchange = make_client(venue, market, exchange_url.rstrip("/") if exchange_url else None,
+                           timeout_ms=p.collect.timeout_ms, api_key=key, secret=secret)
+    exchange.options["recvWindow"] = 5_000  # Binance's and Bybit's default: after it a late request is refused, so a
     # look-up after a timed-out order is final that much sooner
     if mode == "testnet" and exchange_url is None:
         try:

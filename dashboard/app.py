@@ -129,7 +129,8 @@ def build_app(sources: Sources, refresh_s: float = 5.0) -> Dash:
         if run is None:
             info = html.Div(html.Strong(why), id="run-id")
         else:
-            info = html.Div(f"run {run.run_id} - last bar {_fmt(run.last_bar)} - state {run.state} - "
+            venue = f" - venue {run.venue}" if run.venue else ""
+            info = html.Div(f"run {run.run_id}{venue} - last bar {_fmt(run.last_bar)} - state {run.state} - "
                             f"{len(run.fills)} fills", id="run-id")
         empty = pd.DataFrame()
         return (

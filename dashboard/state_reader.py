@@ -29,6 +29,7 @@ class RunView:
     decisions: pd.DataFrame  # ts, symbol, signal_action, outcome, reason, confidence, model_version
     alerts: pd.DataFrame  # ts, kind, message (newest first): the alerts and every refused entry (kind = reason)
     symbols: list[str] = field(default_factory=list)
+    venue: str | None = None  # live/testnet runs: the ccxt id traded through (binance, binanceusdm, bybit)
 
     @property
     def state(self) -> str | None:
@@ -79,6 +80,7 @@ def read_run(db: Path, run_id: str | None = None) -> RunView:
         refusals = _frame(conn, "SELECT ts, reason AS kind, symbol || ': entry refused (' || reason || ') ' || "
                                 "COALESCE(details, '') AS message FROM decisions "
                                 "WHERE run_id=? AND outcome IN ('denied', 'rejected') ORDER BY rowid DESC", run_id)
+        venue = _venue_of(conn, run_id)
     finally:
         conn.close()
     symbols = sorted(set(decisions["symbol"]) | set(fills["symbol"]))
@@ -86,4 +88,13 @@ def read_run(db: Path, run_id: str | None = None) -> RunView:
     merged = pd.concat([alerts, refusals], ignore_index=True) if len(refusals) else alerts
     merged = merged.sort_values("ts", ascending=False, kind="stable").reset_index(drop=True)
     return RunView(run_id=run_id, runs=runs, equity=equity, fills=fills, positions=positions,
-                   decisions=decisions, alerts=merged, symbols=symbols)
+                   decisions=decisions, alerts=merged, symbols=symbols, venue=venue)
+
+
+def _venue_of(conn: sqlite3.Connection, run_id: str) -> str | None:
+    """The venue a live run recorded at start (``live_runs``); None for paper runs and older stores."""
+    try:
+        row = conn.execute("SELECT venue FROM live_runs WHERE run_id=?", (run_id,)).fetchone()
+    except sqlite3.OperationalError:  # no live run ever wrote to this store
+        return None
+    return row[0] if row else None

@@ -311,6 +311,17 @@ class CollectParams(_Frozen):
 _RUNNER_KEYS_MOVED = ("task_runner", "dask_address")  # were collect.*, now runner.*
 
 
+class ExecuteParams(_Frozen):
+    """``qt execute --mode testnet|live``: where the live executor trades (``executor.live``).
+
+    ``venue`` is a ccxt id: ``binance`` / ``binanceusdm`` (Binance: spot through ``binance``,
+    USDT-M perpetuals through ``binanceusdm``; the symbols say which) or ``bybit`` (Bybit USDT
+    perpetuals only). Apart from ``collect.exchange`` on purpose: collecting Bybit's series for the
+    cross-venue features must not move where the executor sends orders. ``--venue`` overrides it."""
+
+    venue: Literal["binance", "binanceusdm", "bybit"] = "binance"
+
+
 class RunnerParams(_Frozen):
     """Where the flows' per-symbol tasks run (collection, validation, features): the one setting for
     scale-out. ``local``: a thread pool in the flow's process; ``dask``: a Dask cluster through
@@ -399,6 +410,7 @@ class Params(_Frozen):
     serving: ServingParams = ServingParams()
     collect: CollectParams = CollectParams()
     runner: RunnerParams = RunnerParams()
+    execute: ExecuteParams = ExecuteParams()
     drift: DriftParams = DriftParams()
     notify: NotifyParams = NotifyParams()
     tune: TuneParams = TuneParams()

@@ -1,4 +1,4 @@
-"""Which exchange URLs are Binance production, so testnet mode can never trade on mainnet.
+"""Which exchange URLs are Binance (or Bybit) production, so testnet mode can never trade on mainnet.
 
 ``qt execute --mode testnet --exchange-url URL`` is meant for a test exchange (Binance's sandbox or the
 local one). Real keys plus a production URL would otherwise reach mainnet without ``--i-understand-live``;
@@ -26,6 +26,12 @@ _KNOWN_ALTERNATES = frozenset({
     "stream.binance.com", "fstream.binance.com", "dstream.binance.com", "ws-api.binance.com",
     "ws-fapi.binance.com", "api.binance.us", "www.binance.us", "stream.binance.us",
 })
+# Bybit's production REST hosts (``qt execute --venue bybit``): ccxt's table holds them as templates
+# (``https://api.{hostname}``), so they are listed here; the testnet/demo hosts are not production.
+_BYBIT_PRODUCTION = frozenset({
+    "api.bybit.com", "api.bytick.com", "api.bybit.nl", "api.byhkbit.com", "api.bybit.kz", "api.bybit.eu",
+    "api.bybitglobal.com", "stream.bybit.com",
+})
 
 
 def _hosts_in(table) -> set[str]:
@@ -45,7 +51,7 @@ def production_hosts() -> frozenset[str]:
     """ccxt's production hosts for the Binance venues, minus its sandbox hosts, plus known alternates."""
     import ccxt
 
-    hosts: set[str] = set(_KNOWN_ALTERNATES)
+    hosts: set[str] = set(_KNOWN_ALTERNATES | _BYBIT_PRODUCTION)
     for name in _CCXT_BINANCE_VENUES:
         urls = getattr(ccxt, name)().urls
         hosts |= _hosts_in(urls.get("api")) - _hosts_in(urls.get("test"))
@@ -58,12 +64,12 @@ def _host_of(url: str) -> str:
 
 
 def is_binance_production_host(url: str) -> bool:
-    """True if ``url`` points at a Binance production host (any case, port, path or trailing dot)."""
+    """True if ``url`` points at a Binance (or Bybit) production host (any case, port, path or trailing dot)."""
     return _host_of(url) in production_hosts()
 
 
 def refuse_production_url_for_testnet(url: str | None) -> None:
-    """Raise a one-line UserError if testnet mode was given a Binance production URL."""
+    """Raise a one-line UserError if testnet mode was given a Binance or Bybit production URL."""
     if url is not None and is_binance_production_host(url):
-        raise UserError(f"--exchange-url {_host_of(url)} is a Binance production host; --mode testnet never "
-                        f"trades there (real orders need --mode live --i-understand-live)")
+        raise UserError(f"--exchange-url {_host_of(url)} is a Binance or Bybit production host; --mode testnet "
+                        f"never trades there (real orders need --mode live --i-understand-live)")

@@ -22,9 +22,11 @@ from collections.abc import Iterable
 MASK = "***"
 CREDENTIAL_ENV = ("QT_API_KEY", "QT_API_SECRET")
 MIN_ENV_SECRET_LEN = 8  # a stray one-letter value must not mask every such letter
-# signature=..., apiKey: "...", "X-MBX-APIKEY": '...', secret=... (query strings, JSON, header dicts)
+# signature=..., apiKey: "...", "X-MBX-APIKEY": '...', secret=... (query strings, JSON, header dicts);
+# Bybit's v5 headers: "X-BAPI-API-KEY" (an api-key) and "X-BAPI-SIGN" (the request's signature)
 _SENSITIVE = re.compile(
-    r"""(signature|api[_-]?key|x-mbx-apikey|secret)(['"]?\s*[:=]\s*['"]?)([^&'"\s,}]+)""", re.IGNORECASE)
+    r"""(signature|api[_-]?key|x-mbx-apikey|x-bapi-sign|secret)(['"]?\s*[:=]\s*['"]?)([^&'"\s,}]+)""",
+    re.IGNORECASE)
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:

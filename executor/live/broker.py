@@ -38,7 +38,10 @@ What this adapter guarantees (issue #7):
   each rung is its own reduce-only TAKE_PROFIT_MARKET (``executor.live.ladder``); a position the
   exchange liquidates is booked as a ``liquidation`` exit (``executor.live.liquidation``).
 
-This class trades USDT-M perpetuals (``BASE/USDT:USDT``, ccxt ``binanceusdm``). Spot has no
+This class trades USDT-M perpetuals (``BASE/USDT:USDT``) on Binance (ccxt ``binanceusdm``) and Bybit
+(ccxt ``bybit``, linear): what the two venues do differently - conditional-order params, the look-up
+by client id (``clientOrderId`` / ``orderLinkId``), a create answer without fills, a triggered order's
+fills, crossed-stop codes - is asked of ``self.venue`` (``executor.live.venue``). Spot has no
 reduce-only orders, so a stop and a take-profit cannot both guard one spot position as two
 orders: ``executor.live.spot.SpotBroker`` subclasses this one with an OCO order list as guard.
 """
@@ -60,6 +63,7 @@ from executor.live.guards import Guard, GuardKeeping
 from executor.live.journal import OrderJournal, client_order_id
 from executor.live.ladder import make_rungs
 from executor.live.leverage import LEVERAGE_UNVERIFIED
+from executor.live.venue import venue_of
 from executor.paper import BarExecution, MarketOrder, Protective
 from executor.portfolio import Bar, Fill
 from qt.backoff import parse_retry_after_s, retry_call
@@ -89,6 +93,8 @@ class CcxtBroker(GuardKeeping):
                  retry: RetryPolicy = RetryPolicy(), sleep: Callable[[float], None] = time.sleep,
                  rng: random.Random | None = None, secrets: tuple[str, ...] = ()):
         self.ex = exchange
+        self.venue = venue_of(exchange)  # what differs between Binance and Bybit (executor.live.venue)
+        self.venue.prepare(exchange)
         self.journal = journal
         self.namespace = namespace
         self.bar_ms = bar_ms
@@ -373,10 +379,10 @@ class CcxtBroker(GuardKeeping):
                           on_retry=self._on_retry)
 
     def lookup(self, cid: str, symbol: str, algo: bool) -> dict | None:
-        """The newest order with this client id, or None (``fetch_order`` by ``clientOrderId``)."""
-        params = {"clientOrderId": cid, **({"trigger": True} if algo else {})}
+        """The newest order with this client id, or None (the venue's look-up: Binance's ``fetch_order``
+        by ``clientOrderId``, Bybit's by ``orderLinkId``)."""
         try:
-            return self.read(lambda: self.ex.fetch_order(None, symbol, params))
+            return self.venue.lookup(self, cid, symbol, algo)
         except ccxt.OrderNotFound:
             return None
 
@@ -402,10 +408,11 @@ class CcxtBroker(GuardKeeping):
             sent = True
             sent_at = time.time()
             try:
-                return create()
+                answer = create()
             except ccxt.RequestTimeout:
                 timed_out_at = sent_at
                 raise
+            return self.venue.placed(self, answer, symbol, algo)  # Bybit answers ids only: read it back
 
         r = self.retry
         return retry_call(attempt, is_retryable=is_lost_answer, max_attempts=r.max_attempts, base_s=r.base_s,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import ccxt
 import pandas as pd
 
-from executor.live.emergency import exit_crossed_guard, refused_as_crossed
+from executor.live.emergency import exit_crossed_guard
 from executor.live.ladder import Rung, after_rung, book_rung, fired_at
 from executor.live.liquidation import book_liquidation
 from executor.live.journal import client_order_id
@@ -142,7 +142,7 @@ class GuardKeeping:
         A stop the price is already through is not placed: the position is closed at market
         (``executor.live.emergency``) and the guard dropped."""
         if open_algo is None:
-            open_algo = self.read(lambda: self.ex.fetch_open_orders(guard.symbol, params={"trigger": True}))
+            open_algo = self.read(lambda: self.ex.fetch_open_orders(guard.symbol, params=self.venue.trigger()))
         open_ids = {str(o["id"]) for o in open_algo}
         placed = []
         for kind in guard.kinds:
@@ -165,7 +165,6 @@ class GuardKeeping:
         cid = client_order_id(self.namespace, pd.Timestamp(0, tz="UTC"), f"{guard.entry_cid}|{sym}", kind,
                               guard.generation)
         guard.generation += 1
-        key = {"stop_loss": "stopLossPrice", "trailing_stop": "trailingPercent"}.get(kind, "takeProfitPrice")
         qty = self.round_amount(sym, guard.qty_of(kind))
         if qty <= 0:  # a rung rounded to nothing: the stop covers it
             return None
@@ -173,11 +172,11 @@ class GuardKeeping:
                              side=guard.close_side)
         try:
             placed = self.place(cid, sym, True, lambda: self.ex.create_order(
-                sym, "market", guard.close_side, qty, None, {key: price, "reduceOnly": True, "clientOrderId": cid}))
+                sym, "market", guard.close_side, qty, None, self.venue.protective_params(kind, price, cid)))
         except ccxt.BaseError as exc:
             msg = self.error_text(exc)
             self.journal.update(cid, status="rejected", reason=reason_for(exc), message=msg)
-            if kind == "stop_loss" and refused_as_crossed(exc):
+            if kind == "stop_loss" and self.venue.refused_as_crossed(exc):
                 return msg
             log.error("%s: could not place the %s at %s: %s (retried next bar)", sym, kind, price, msg)
             self.alerts.append(("UNPROTECTED", f"{sym} {kind} could not be placed: {msg}",
@@ -190,13 +189,13 @@ class GuardKeeping:
     def _check_guard(self, symbol: str) -> None:
         guard = self.guards[symbol]
         try:
-            open_algo = self.read(lambda: self.ex.fetch_open_orders(symbol, params={"trigger": True}))
+            open_algo = self.read(lambda: self.ex.fetch_open_orders(symbol, params=self.venue.trigger()))
             open_ids = {str(o["id"]) for o in open_algo}
             fired = []
             for kind, oid in ((k, guard.order_id_of(k)) for k in guard.kinds):
                 if oid is None or oid in open_ids:
                     continue
-                order = self.read(lambda: self.ex.fetch_order(oid, symbol, {"trigger": True}))
+                order = self.read(lambda: self.ex.fetch_order(oid, symbol, self.venue.trigger()))
                 if order.get("status") == "closed":  # triggered: it placed a regular order
                     fired.append((kind, order))
                 elif is_rung(kind):  # a rung cancelled or expired: placed again below
@@ -214,7 +213,7 @@ class GuardKeeping:
                 after_rung(self, guard)  # the stop for what is left, break-even
                 if symbol not in self.guards:
                     return
-                open_algo = self.read(lambda: self.ex.fetch_open_orders(symbol, params={"trigger": True}))
+                open_algo = self.read(lambda: self.ex.fetch_open_orders(symbol, params=self.venue.trigger()))
             if self.position_qty(symbol) <= 0:
                 if book_liquidation(self, guard):
                     return
@@ -240,9 +239,9 @@ class GuardKeeping:
                       self.error_text(exc))
 
     def triggered_order(self, symbol: str, algo: dict) -> dict:
-        """The regular order a triggered conditional order placed (its fills), or the algo order."""
-        actual = (algo.get("info") or {}).get("actualOrderId")
-        return self.read(lambda: self.ex.fetch_order(str(actual), symbol)) if actual else algo
+        """The order holding a triggered conditional order's fills (Binance: the regular order it
+        placed; Bybit: itself), or the algo order."""
+        return self.venue.filled_order_of(self, symbol, algo) or algo
 
     def _book_trigger(self, guard: Guard, kind: str, algo: dict) -> None:
         sym = guard.symbol
@@ -272,14 +271,14 @@ class GuardKeeping:
 
     def cancel_quietly(self, symbol: str, oid: str) -> None:
         try:
-            self.read(lambda: self.ex.cancel_order(oid, symbol, {"trigger": True}))
+            self.read(lambda: self.venue.cancel(self.ex, oid, symbol, True))
         except ccxt.OrderNotFound:
             pass
 
     def cancel_guard(self, guard: Guard) -> None:
         for oid in guard.order_ids():
             try:
-                self.read(lambda: self.ex.cancel_order(oid, guard.symbol, {"trigger": True}))
+                self.read(lambda: self.venue.cancel(self.ex, oid, guard.symbol, True))
             except ccxt.OrderNotFound:
                 pass  # already triggered, expired or cancelled
             rows = self.journal.rows("exchange_id=? AND status='open'", (oid,))

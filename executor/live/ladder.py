@@ -146,7 +146,7 @@ def replace_protective(broker, guard, kind: str, price: float | None = None, why
     if old_id is None:
         return True
     try:
-        broker.read(lambda: broker.ex.cancel_order(old_id, sym, {"trigger": True}))
+        broker.read(lambda: broker.venue.cancel(broker.ex, old_id, sym, True))
     except ccxt.OrderNotFound:  # the old order fired meanwhile: that is the exit, booked by the next check
         log.warning("%s: %s %s fired while it was being moved; the new one is withdrawn", sym, kind, old_id)
         new_id = guard.order_id_of(kind)

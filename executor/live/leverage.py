@@ -61,12 +61,18 @@ def set_and_verify_leverage(broker, symbol: str, wanted: int, secrets: tuple[str
     Authentication problems are raised: they stop the daemon, not one symbol."""
     ex, lines = broker.ex, []
     if margin_mode is not None:
-        _, refusal = _call(broker, lambda: ex.set_margin_mode(margin_mode, symbol), secrets)
+        refusal = None
+        if broker.venue.sets_margin_mode:  # Bybit's unified account has one mode for all: only read back
+            _, refusal = _call(broker, lambda: ex.set_margin_mode(margin_mode, symbol), secrets)
         answer, failed = _call(broker, lambda: ex.fetch_margin_mode(symbol), secrets)
         actual = None if answer is None else answer.get("marginMode")
         if failed:
             refusal = refusal or f"read-back failed: {failed}"
-        lines.append(margin_mode_mismatch(symbol, margin_mode, actual, refusal))
+        line = margin_mode_mismatch(symbol, margin_mode, actual, refusal)
+        if line and not broker.venue.sets_margin_mode:
+            line += (f" ({broker.venue.name}'s margin mode is account-wide: set it on the account or "
+                     f"risk.margin_mode: {actual}; the executor does not switch it)")
+        lines.append(line)
     _, refusal = _call(broker, lambda: ex.set_leverage(wanted, symbol), secrets)
     answer, failed = _call(broker, lambda: ex.fetch_leverage(symbol), secrets)
     actual = None if answer is None or answer.get("longLeverage") is None else float(answer["longLeverage"])

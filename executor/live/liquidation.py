@@ -72,7 +72,10 @@ def record_liquidation(broker, order: dict, entry_order_id: int, entry_cid: str 
 
 def book_liquidation(broker, guard) -> bool:
     """The guarded position is gone: if the exchange liquidated it, book that exit and drop the
-    guard (True); otherwise False (the caller reports the position as closed outside)."""
+    guard (True); otherwise False (the caller reports the position as closed outside). A venue whose
+    liquidations are not read (``executor.live.venue``: Bybit) always answers False."""
+    if not broker.venue.liquidations:
+        return False
     sym = guard.symbol
     entry = broker.journal.get(guard.entry_cid)
     since = pd.Timestamp(entry["fill_ts"]) if entry and entry.get("fill_ts") else None
@@ -93,6 +96,8 @@ def adopt_liquidations(broker, symbols, held: set[str]) -> list[Fill]:
     """Start-up: positions the exchange liquidated while the executor was down (a symbol flat now,
     an autoclose order after our last entry there): recorded, alerted; their exit fills."""
     fills = []
+    if not broker.venue.liquidations:
+        return fills
     for sym in symbols:
         if sym in held:
             continue

@@ -105,16 +105,17 @@ def _adopt_triggered_guards(broker: CcxtBroker, report: ReconcileReport) -> None
     for row in journal.rows("status='open' AND (purpose IN ('stop_loss', 'take_profit', 'trailing_stop') "
                             "OR purpose LIKE 'take!_profit!_%' ESCAPE '!')"):
         try:
-            order = broker.read(lambda: broker.ex.fetch_order(row["exchange_id"], row["symbol"], {"trigger": True}))
+            order = broker.read(lambda: broker.ex.fetch_order(row["exchange_id"], row["symbol"],
+                                                              broker.venue.trigger()))
         except ccxt.OrderNotFound:
             journal.update(row["client_id"], status="missing")
             continue
         if order.get("status") == "open":
             continue
         fill = None
-        actual = (order.get("info") or {}).get("actualOrderId")
-        if order.get("status") == "closed" and actual:
-            regular = broker.read(lambda: broker.ex.fetch_order(str(actual), row["symbol"]))
+        closed = order.get("status") == "closed"
+        regular = broker.venue.filled_order_of(broker, row["symbol"], order) if closed else None
+        if regular is not None:
             fill = broker.fill_from_order(regular, -int(row["order_id"] or 0), str(regular.get("side") or "sell"),
                                           "exit", _trigger_reason(journal, row))
         if fill is not None:
@@ -154,7 +155,7 @@ def _keep_guard_orders(broker: CcxtBroker, guard: Guard, open_algo: list[dict], 
         r.order_id = None
     for order in open_algo:
         oid = str(order["id"])
-        kind = candidates[oid].kind if oid in candidates else _guard_kind(order)
+        kind = candidates[oid].kind if oid in candidates else broker.venue.guard_kind(order)
         qty = guard.qty_of(kind) if kind in guard.kinds else -1.0
         right = (order.get("side") == guard.close_side and order.get("reduceOnly") and kind in guard.kinds
                  and abs(float(order.get("amount") or 0.0) - qty) <= 1e-9 * max(qty, 1.0)
@@ -174,17 +175,11 @@ def _keep_guard_orders(broker: CcxtBroker, guard: Guard, open_algo: list[dict], 
             keep.append(order)
             continue
         try:
-            broker.read(lambda: broker.ex.cancel_order(order["id"], guard.symbol, {"trigger": True}))
+            broker.read(lambda: broker.venue.cancel(broker.ex, order["id"], guard.symbol, True))
             report.cancelled_orphans.append(oid)
         except ccxt.OrderNotFound:
             pass
     return keep
-
-
-def _guard_kind(order: dict) -> str:
-    kind = str((order.get("info") or {}).get("orderType") or (order.get("info") or {}).get("type") or "")
-    return ("stop_loss" if kind in ("STOP_MARKET", "STOP") else
-            "trailing_stop" if kind == "TRAILING_STOP_MARKET" else "take_profit")
 
 
 def adopt_resting_entries(broker: CcxtBroker, risk: RiskParams, portfolio: Portfolio,
@@ -198,7 +193,7 @@ def adopt_resting_entries(broker: CcxtBroker, risk: RiskParams, portfolio: Portf
             found = broker.read(lambda: broker.ex.fetch_order(oid, sym))
             if found.get("status") == "open" and float(found.get("filled") or 0.0) > 0:
                 try:
-                    broker.read(lambda: broker.ex.cancel_order(oid, sym))
+                    broker.read(lambda: broker.venue.cancel(broker.ex, oid, sym, False))
                 except ccxt.OrderNotFound:
                     pass
                 found = broker.read(lambda: broker.ex.fetch_order(oid, sym))
@@ -245,7 +240,7 @@ def cancel_orphans(broker: CcxtBroker, symbol: str, report: ReconcileReport,
         if keep(order):
             continue
         try:
-            broker.read(lambda: ex.cancel_order(order["id"], symbol))
+            broker.read(lambda: broker.venue.cancel(ex, order["id"], symbol, False))
             report.cancelled_orphans.append(str(order["id"]))
             log.warning("%s: cancelled resting order %s (client id %s) the executor does not keep", symbol,
                         order["id"], order.get("clientOrderId"))
@@ -267,8 +262,7 @@ def reconcile(broker: CcxtBroker, symbols: list[str], risk: RiskParams, next_bar
     report.fills.extend(adopt_liquidations(broker, symbols, set(positions)))
 
     balance = broker.read(lambda: ex.fetch_balance())
-    info = balance.get("info") or {}
-    wallet = float(info.get("totalWalletBalance") or balance.get("USDT", {}).get("total") or 0.0)
+    wallet = broker.venue.wallet_usdt(balance)
     report.wallet_usdt = wallet
     portfolio = Portfolio(cash_usdt=wallet)
     broker.guards.clear()
@@ -277,12 +271,12 @@ def reconcile(broker: CcxtBroker, symbols: list[str], risk: RiskParams, next_bar
 
     for sym in symbols:
         cancel_orphans(broker, sym, report, keep=lambda order: order.get("reduceOnly") or str(order["id"]) in resting)
-        open_algo = broker.read(lambda: ex.fetch_open_orders(sym, params={"trigger": True}))
+        open_algo = broker.read(lambda: ex.fetch_open_orders(sym, params=broker.venue.trigger()))
         pos = positions.get(sym)
         if pos is None:
             for order in open_algo:
                 try:
-                    broker.read(lambda: ex.cancel_order(order["id"], sym, {"trigger": True}))
+                    broker.read(lambda: broker.venue.cancel(ex, order["id"], sym, True))
                     report.cancelled_orphans.append(str(order["id"]))
                 except ccxt.OrderNotFound:
                     pass

@@ -86,7 +86,7 @@ def check_resting(broker, bars: Mapping[str, Bar]) -> None:
                 continue  # still working
             if status == "open":
                 try:
-                    broker.read(lambda: broker.ex.cancel_order(entry.exchange_id, sym))
+                    broker.read(lambda: broker.venue.cancel(broker.ex, entry.exchange_id, sym, False))
                 except ccxt.OrderNotFound:
                     pass  # it filled (or was cancelled) in the meantime: the re-read says which
                 found = broker.read(lambda: broker.ex.fetch_order(entry.exchange_id, sym))

@@ -34,6 +34,11 @@ refused, never silently allowed. At start-up it also sets and reads back each pe
 (``risk.leverage_of``) and margin mode, and reads the exchange's maintenance-margin brackets
 (``fetch_leverage_tiers``) into ``RiskEngine.brackets`` for the liquidation check.
 
+Perpetuals trade on Binance (ccxt ``binanceusdm``) or Bybit (ccxt ``bybit``) with the same broker;
+the venue's differences live in ``executor.live.venue`` (on Bybit: no native trailing stop - refused
+at start-up -, no liquidation or bracket reads, the margin mode only read back). Each run records its
+venue in ``live_runs`` (the dashboard shows it).
+
 Spot (``BASE/USDT`` through ccxt ``binance``) uses ``SpotBroker`` and ``reconcile_spot``
 (``executor.live.spot``): the guard is one OCO order list instead of two reduce-only orders.
 One executor trades one market: a universe mixing spot and perpetuals is refused.
@@ -53,6 +58,7 @@ import pandas as pd
 
 from executor.live.broker import CcxtBroker, RetryPolicy
 from executor.live.journal import OrderJournal
+from executor.live.venue import venue_of
 from executor.live.spot import SpotBroker, reconcile_spot
 from executor.core import NO_SIGNAL, Decision
 from executor.events import EventPublisher, EventRecorder
@@ -74,6 +80,9 @@ log = logging.getLogger(__name__)
 
 FUNDING_EVERY_MS = 8 * 3_600_000  # Binance settles USDT-M funding at 00, 08 and 16 UTC
 _PROGRESS = "CREATE TABLE IF NOT EXISTS live_progress (namespace TEXT PRIMARY KEY, last_bar_ts TEXT NOT NULL)"
+# one row per run: where it trades (the dashboard shows the venue of the run it displays)
+_RUNS = ("CREATE TABLE IF NOT EXISTS live_runs (run_id TEXT PRIMARY KEY, namespace TEXT NOT NULL, venue TEXT NOT NULL, "
+         "market TEXT NOT NULL, started_ts TEXT NOT NULL)")
 
 
 class _SignalWatch(LoopListener):
@@ -119,6 +128,13 @@ def check_live_universe(symbols: Sequence[str], exchange: ccxt.Exchange | None =
         if market == "perp" and client == "binance":
             raise UserError(f"{', '.join(symbols)} are USDT-M perpetuals but the exchange client is binance (spot); "
                             f"use binanceusdm")
+    if market == "perp" and exchange is not None and risk is not None:
+        venue = venue_of(exchange)
+        if getattr(risk, "trailing_stop_pct", 0.0) > 0 and getattr(risk, "trailing_mode", "native") == "native" \
+                and not venue.native_trailing:
+            raise UserError(f"risk.trailing_mode: native is not supported on {venue.name} (no trailing stop order "
+                            f"there; its position trailing stop is not served by the local exchange); use "
+                            f"risk.trailing_mode: managed")
     if market == "spot" and risk is not None:
         if getattr(risk, "trailing_stop_pct", 0.0) > 0 and getattr(risk, "trailing_mode", "native") != "managed":
             raise UserError("risk.trailing_mode: native is not supported for spot live trading (the local exchange "
@@ -148,6 +164,11 @@ class LiveTrader:
         self.run_id = pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
         self.store = StateStore(Path(state_db), self.run_id)
         self.store.conn.execute(_PROGRESS)
+        self.store.conn.execute(_RUNS)
+        self.venue = str(getattr(exchange, "id", ""))  # the ccxt id: binance, binanceusdm, bybit
+        self.store.conn.execute("INSERT OR REPLACE INTO live_runs VALUES (?, ?, ?, ?, ?)",
+                                (self.run_id, namespace, self.venue, self.market,
+                                 pd.Timestamp.now(tz="UTC").isoformat()))
         self.store.conn.commit()
         self.journal = OrderJournal(self.store.conn, namespace, self.run_id)
         self.publisher = EventPublisher(redis_url) if redis_url else None
@@ -187,6 +208,10 @@ class LiveTrader:
             if mismatch is not None:  # this symbol is not traded; the others are
                 unverified.append((sym, mismatch))
         if self.market != "spot":
+            if b.venue.checks_position_mode:  # Bybit: one-way mode (positionIdx 0) or nothing
+                refusal = b.venue.position_mode_refusal(b.read(lambda: self.ex.fetch_positions(self.symbols)))
+                if refusal is not None:
+                    raise UserError(refusal)
             self._read_brackets()
             self._refresh_funding()
         last = self._last_bar()
@@ -235,6 +260,10 @@ class LiveTrader:
 
     def _read_brackets(self) -> None:
         """The exchange's maintenance brackets into the RiskEngine (its liquidation check)."""
+        if not self.broker.venue.leverage_tiers:
+            log.warning("maintenance brackets are not read on %s: the liquidation check uses Binance's BTCUSDT "
+                        "table", self.broker.venue.name)
+            return
         try:
             self.loop.risk.brackets.update(venue_brackets(self.broker, self.symbols))
         except ccxt.BaseError as exc:

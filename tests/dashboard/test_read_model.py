@@ -37,6 +37,7 @@ def test_the_latest_run_is_read_with_every_bar_fill_and_open_position(run):
     assert len(view.fills) == report.fills > 20
     assert len(view.positions) == report.open_positions and HOLD in set(view.positions["symbol"])
     assert view.state == report.final_state
+    assert view.venue is None  # a paper replay trades on no venue
     last = candles.sort_values("timestamp").groupby("symbol").tail(1).set_index("symbol")["close"]
     held = sum(r.qty * last[r.symbol] for r in view.positions.itertuples())  # marked by hand at the last close
     assert view.equity["equity_usdt"].iloc[-1] == pytest.approx(view.equity["cash_usdt"].iloc[-1] + held)

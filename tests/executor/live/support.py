@@ -68,21 +68,22 @@ def start_exchange(root: Path) -> LocalExchange:
     return LocalExchange(root, now=T0.isoformat(), api_keys={API_KEY: API_SECRET}).start()
 
 
-def daemon_argv(venue_url: str, service_url: str, poll_seconds: float = 0.1, symbols: str = SYMBOL) -> list[str]:
+def daemon_argv(venue_url: str, service_url: str, poll_seconds: float = 0.1, symbols: str = SYMBOL,
+                extra: tuple[str, ...] = ()) -> list[str]:
     return [sys.executable, "-m", "cli.main", "execute", "--mode", "testnet", "--exchange-url", venue_url,
-            "--service-url", service_url, "--symbols", symbols, "--poll-seconds", str(poll_seconds)]
+            "--service-url", service_url, "--symbols", symbols, "--poll-seconds", str(poll_seconds), *extra]
 
 
 def start_daemon(venue_url: str, service_url: str, home: Path, log_path: Path, symbols: str = SYMBOL,
-                 **env) -> subprocess.Popen:
+                 extra: tuple[str, ...] = (), **env) -> subprocess.Popen:
     """``qt execute --mode testnet`` as a real process (its own session, so it is killed alone)."""
     e = {**os.environ, "QT_HOME": str(home), "QT_API_KEY": API_KEY, "QT_API_SECRET": API_SECRET,
          "QT_LOG_LEVEL": "WARNING", **env}
-    e.pop("QT_PARAMS", None)
+    e.pop("QT_PARAMS", None) if "QT_PARAMS" not in env else None
     e.pop("REDIS_URL", None) if "REDIS_URL" not in env else None
     log = open(log_path, "ab")
-    return subprocess.Popen(daemon_argv(venue_url, service_url, symbols=symbols), stdout=log, stderr=subprocess.STDOUT, env=e,
-                            cwd=PROJECT_ROOT, start_new_session=True)
+    return subprocess.Popen(daemon_argv(venue_url, service_url, symbols=symbols, extra=extra), stdout=log,
+                            stderr=subprocess.STDOUT, env=e, cwd=PROJECT_ROOT, start_new_session=True)
 
 
 # ---- spot (issue #7: spot live trading, OCO protection) -------------------------------------------
@@ -170,3 +171,75 @@ def trader_factory(make_client: Callable[[], ccxt.Exchange], signals: pd.DataFra
         finally:
             for t in made:
                 t.close()
+
+
+# ---- Bybit USDT perpetuals (issue #19: the same broker through ccxt bybit) --------------------------
+BYBIT_RESET = "/_qt/bybit"  # the Bybit account's control prefix on the local exchange
+
+
+def write_bybit_market(root: Path, candles_frame: pd.DataFrame | None = None, funding_rate: float = 0.0) -> Path:
+    """``candles_frame`` (default: ``candles()``) as Bybit's last-trade and mark-price 1h candles
+    (``ohlcv/bybit``) with a funding event every 8 h (``funding/bybit``), the layout the local
+    exchange's v5 routes serve."""
+    frame = candles() if candles_frame is None else candles_frame
+    folder, funding_folder = root / "ohlcv" / "bybit", root / "funding" / "bybit"
+    folder.mkdir(parents=True, exist_ok=True)
+    funding_folder.mkdir(parents=True, exist_ok=True)
+    for symbol, group in frame.groupby("symbol"):
+        stem = str(symbol).split(":")[0].replace("/", "_")
+        ohlcv = group[["timestamp", "open", "high", "low", "close", "volume"]].reset_index(drop=True)
+        ohlcv["timestamp"] = pd.to_datetime(ohlcv["timestamp"], utc=True).astype("datetime64[ms, UTC]")
+        ohlcv.to_parquet(folder / f"{stem}-1h.parquet", index=False)
+        ohlcv.drop(columns="volume").to_parquet(folder / f"{stem}-1h-mark.parquet", index=False)
+        stamps = pd.date_range(ohlcv["timestamp"].iloc[0], ohlcv["timestamp"].iloc[-1], freq="8h", tz="UTC")
+        pd.DataFrame({"timestamp": stamps.astype("datetime64[ms, UTC]"), "funding_rate": funding_rate}) \
+            .to_parquet(funding_folder / f"{stem}-funding.parquet", index=False)
+    return root
+
+
+def bybit_client(venue: LocalExchange, timeout_ms: int = 10_000) -> ccxt.Exchange:
+    """The client ``qt execute --venue bybit`` builds (``qt.venues.make_client``), markets loaded."""
+    from qt.venues import make_client
+
+    c = make_client("bybit", "perp", venue.url, timeout_ms=timeout_ms, api_key=API_KEY, secret=API_SECRET)
+    c.load_markets()
+    return c
+
+
+def reset_bybit(venue: LocalExchange, **kwargs) -> dict:
+    """A fresh Bybit account (10 000 USDT unless ``futures_usdt`` says otherwise)."""
+    return venue.reset_account(**{"futures_usdt": 10_000, **kwargs}, prefix=BYBIT_RESET)
+
+
+def bybit_account(venue: LocalExchange) -> dict:
+    return venue._control("GET", f"{BYBIT_RESET}/account")
+
+
+def bybit_protectives(venue: LocalExchange) -> list[tuple]:
+    """The open conditional orders as (stopOrderType, amount, trigger price, reduce-only), lowest trigger first."""
+    c = bybit_client(venue)
+    return sorted(((o["info"]["stopOrderType"], o["amount"], o["triggerPrice"], o["reduceOnly"])
+                   for o in c.fetch_open_orders(SYMBOL, params={"orderFilter": "StopOrder"})), key=lambda r: r[2])
+
+
+def bybit_entry_orders(venue: LocalExchange) -> list[dict]:
+    """Every order that is not reduce-only (entries), open or finished."""
+    c = bybit_client(venue)
+    orders = c.fetch_open_orders(SYMBOL) + c.fetch_canceled_and_closed_orders(SYMBOL)
+    return [o for o in orders if not o["reduceOnly"]]
+
+
+def bybit_position_qty(venue: LocalExchange) -> float:
+    return sum(float(p["contracts"] or 0.0) for p in bybit_client(venue).fetch_positions([SYMBOL]))
+
+
+def bybit_daemon_params(root: Path, execute: dict | None = None, **risk) -> Path:
+    """A params file for a ``qt execute --venue bybit`` daemon: the local Bybit account is cross
+    margined (account-wide, read back, never switched by the executor), so ``risk.margin_mode: cross``;
+    ``execute`` (e.g. ``{"venue": "bybit"}``: the default venue) when given."""
+    import yaml
+
+    path = root / "bybit-params.yaml"
+    sections = {"risk": {"margin_mode": "cross", **risk}, **({"execute": execute} if execute else {})}
+    path.write_text(yaml.safe_dump(sections))
+    return path

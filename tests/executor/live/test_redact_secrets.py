@@ -97,6 +97,9 @@ def test_redact_one_function_hides_planted_credentials_signatures_and_key_header
     for fragment in ("abc123def", "hdr-key-9", "qk-77"):
         assert fragment not in out
     assert "BTCUSDT" in out and "-1022" in out  # what the operator needs stays
+    bybit = redact("headers {'X-BAPI-API-KEY': 'bk-31', 'X-BAPI-SIGN': 'f00dcafe', 'X-BAPI-SIGN-TYPE': '2', "
+                   "'X-BAPI-RECV-WINDOW': '5000'}")  # Bybit v5's signed request headers
+    assert "bk-31" not in bybit and "f00dcafe" not in bybit and "'X-BAPI-SIGN-TYPE': '2'" in bybit
     line = one_line(ccxt.ExchangeError(ECHO + "\nsecond line"), (API_KEY, API_SECRET))
     assert line.startswith("ExchangeError: ") and "\n" not in line and _leaks(line) == []
 
