@@ -197,7 +197,7 @@ def test_the_background_refresh_reads_what_the_collector_appended_so_the_batch_r
         write_candles(tmp_path, sym, "1h", part.iloc[-1:])
     reads: list[str] = []
     real = candles_module.read_symbol
-    monkeypatch.setattr(candles_module, "read_symbol", lambda root, sym, tf: reads.append(sym) or real(root, sym, tf))
+    monkeypatch.setattr(candles_module, "read_symbol", lambda root, sym, tf, *venue: reads.append(sym) or real(root, sym, tf, *venue))
     refresher = Refresher(engine.refresh_candles, 0.01).start()
     try:
         for _ in range(500):
