@@ -149,3 +149,13 @@ def test_cli_unknown_family_is_one_line_exit_2(tmp_path):
 def test_cli_bad_members_is_one_line_exit_2(tmp_path):
     res = run_qt(["ablate", "--family", "htf", "--members", "xgboost,catboost"], tmp_path)
     assert_one_line_error(res, "--members")
+
+
+def test_cli_family_without_its_inputs_is_the_features_one_line_error(tmp_path):
+    """Bybit's shared series cover BTC, ETH and SOL only: the cross-venue family on LTC has no input."""
+    from tests.support import require_shared_data
+
+    data = require_shared_data()
+    res = run_qt(["ablate", "--family", "xv", "--source", f"parquet:{data}", "--symbols", "LTC/USDT:USDT",
+                  "--start", "2024-12-01"], tmp_path)
+    assert_one_line_error(res, "features.xv needs its Bybit 1h candles")
