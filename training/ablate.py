@@ -118,14 +118,17 @@ def compare_arms(without: list[dict], with_: list[dict], params: Params, seed: i
         out[part] = {"sharpe": paired_sharpe_change(ra, rb, **opts),
                      "auc": paired_rank_change(rows, "auc", **opts),
                      "ic": paired_rank_change(rows, "ic", **opts),
-                     "blocks": [_block_row(x, y) for x, y in zip(a, b_)]}
+                     "blocks": [_block_row(x, y, list(params.train.members)) for x, y in zip(a, b_)]}
     return out
 
 
-def _block_row(x: dict, y: dict) -> dict:
+def _block_row(x: dict, y: dict, members: list[str]) -> dict:
+    """One block's figures per arm; ``member_auc`` is each member's own AUC (no interval: a point)."""
     from training.ablate_stats import auc, rank_ic
 
-    return {"fold": x["fold"], "test_start": x["test_start"], "test_end": x["test_end"], "bars": x["bars"],
+    return {"member_auc": {m: {"without": auc(x["up"], x["member_probs"][:, i]),
+                               "with": auc(y["up"], y["member_probs"][:, i])} for i, m in enumerate(members)},
+            "fold": x["fold"], "test_start": x["test_start"], "test_end": x["test_end"], "bars": x["bars"],
             "rows": x["rows"], "sharpe_without": x["sharpe"], "sharpe_with": y["sharpe"],
             "trades_without": x["trades"], "trades_with": y["trades"],
             "auc_without": auc(x["up"], x["prob_up"]), "auc_with": auc(y["up"], y["prob_up"]),
@@ -160,7 +163,7 @@ def run_ablation(params: Params, paths: StatePaths, lake: Path, family: str, mem
     arms = {}
     for name, tp in (("without", without), ("with", with_)):
         arms[name] = run_arm(tp, data, n_folds, None if progress is None else (lambda b, n=name: progress(n, b)))
-    changes = compare_arms(arms["without"], arms["with"], params, params.train.seed)
+    changes = compare_arms(arms["without"], arms["with"], with_, params.train.seed)
     from executor.backtest import bars_per_year
     from qt.timeframes import timeframe_ms
 
