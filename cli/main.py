@@ -235,6 +235,9 @@ app.command("drift")(_drift)
 from cli.tune import tune as _tune  # noqa: E402
 
 app.command("tune")(_tune)
+from cli.ablate import ablate as _ablate  # noqa: E402
+
+app.command("ablate")(_ablate)
 from cli.xv import xv_app  # noqa: E402
 from cli.book import record_book as _record_book  # noqa: E402
 

@@ -37,7 +37,8 @@ import numpy as np
 
 from qt.config import Params
 
-ORIGINS = ("evaluate", "promote", "champion_reevaluation", "backtest", "tune")  # tune: a `qt tune` trial
+ORIGINS = ("evaluate", "promote", "champion_reevaluation", "backtest", "tune",
+           "ablate")  # tune: a `qt tune` trial; ablate: an arm of `qt ablate`
 # train settings that change how fast a model fits or what it is called, never what it predicts
 _TRAIN_COSMETIC = ("n_jobs", "model_name")
 # risk settings only the live executor reads (the exchange account's set-up): no backtest trade moves

@@ -162,7 +162,8 @@ def load_tune_data(params: Params, paths: StatePaths, lake: Path) -> TuneData:
 
 
 # -- the objective ---------------------------------------------------------------------------
-def iter_folds(tp: Params, data: TuneData, n_folds: int):
+def iter_folds(tp: Params, data: TuneData, n_folds: int, *, holdout_start: pd.Timestamp | None = None,
+               detail: bool = False):
     """Fit ``tp``'s members on each inner fold, trade its test block -> yield one dict per traded fold.
 
     The first fold only calibrates: its test-block predictions are the first out-of-fold rows the
@@ -175,7 +176,13 @@ def iter_folds(tp: Params, data: TuneData, n_folds: int):
     the pre-holdout candles, so a searched ``labels.horizon_bars`` / ``labels.target`` needs no new
     feature store; every purge spans the trial's label reach (``label_reach_bars``). The trial
     reads only its own columns of the study's feature union and drops the rows where one of them
-    is undefined (``join_features_labels``)."""
+    is undefined (``join_features_labels``).
+
+    ``holdout_start`` (``qt ablate``; ``data`` then holds the whole history, ``data.cut`` still the
+    first bar no inner fold reads): after the inner folds, one more block, ``fold`` "holdout" -
+    members fitted on every pre-cut row, weights and map on every inner fold's out-of-fold rows,
+    the rows from ``holdout_start`` on traded. ``detail`` adds each block's bar returns,
+    probabilities and targets (for paired bootstraps), which Optuna's attributes should not hold."""
     from executor.backtest import run_backtest
     from features.compute import feature_columns
     from features.labels import label_end_times, label_reach_bars, make_labels
@@ -200,19 +207,26 @@ def iter_folds(tp: Params, data: TuneData, n_folds: int):
         feats = add_return_windows(feats, sequence_length_of(tp), exog=sequence_exog_of(tp))
     labels = make_labels(data.candles, tp.labels, tp.costs, tp.risk if tp.labels.target == "triple_barrier" else None)
     labels = labels.assign(label_end=label_end_times(labels, feats, reach))
-    rows = join_features_labels(feats, labels, columns, tp.labels)  # up / fwd_return: the trial's target
-    rows = rows[rows["label_end"] < data.cut].reset_index(drop=True)  # no label reaches the embargo
+    all_rows = join_features_labels(feats, labels, columns, tp.labels)  # up / fwd_return: the trial's target
+    rows = all_rows[all_rows["label_end"] < data.cut].reset_index(drop=True)  # no label reaches the embargo
+    inner_candles = data.candles[data.candles["timestamp"] < data.cut].reset_index(drop=True)
     folds = walk_forward_folds(rows["timestamp"], n_folds, reach, tp.train.embargo_bars, label_end=rows["label_end"])
+    # (train frame, train idx, test frame, test idx, candles traded): the inner folds, then the holdout
+    plan = [(rows, tr, rows, te, inner_candles) for tr, te in folds]
+    if holdout_start is not None:
+        hold = all_rows[all_rows["timestamp"] >= holdout_start].reset_index(drop=True)
+        plan.append((rows, np.arange(len(rows)), hold, np.arange(len(hold)), data.candles))
     up = rows["up"].to_numpy(dtype=np.int64)
     ret = rows["fwd_return"].to_numpy(dtype=np.float64)
     oof_p: list[np.ndarray] = []  # per earlier fold: its test block's member probabilities (n x k)
     oof_rows: list[np.ndarray] = []
-    for f, (tr, te) in enumerate(folds):
-        if len(np.unique(up[tr])) < 2:
+    for f, (train, tr, test_frame, te, traded) in enumerate(plan):
+        up_tr = train["up"].to_numpy(dtype=np.int64)[tr]
+        if len(np.unique(up_tr)) < 2:
             raise DataError(f"fold {f}: training labels are all one class")
         test_p = np.column_stack([
-            predict_up_probability(fit_any_member(name, rows.iloc[tr], up[tr], tp, by_member[name]),
-                                   rows.iloc[te][by_member[name]].to_numpy(np.float64))
+            predict_up_probability(fit_any_member(name, train.iloc[tr], up_tr, tp, by_member[name]),
+                                   test_frame.iloc[te][by_member[name]].to_numpy(np.float64))
             for name in tp.train.members])
         if f == 0:  # calibration only: no out-of-fold prediction exists yet to fit weights and map on
             oof_p.append(test_p)
@@ -223,17 +237,23 @@ def iter_folds(tp: Params, data: TuneData, n_folds: int):
         oof_p.append(test_p)
         oof_rows.append(te)
         p_test = test_p @ weights
-        test = rows.iloc[te]
+        test = test_frame.iloc[te]
         preds = test[["symbol", "timestamp"]].assign(prob_up=p_test, expected_return=intercept + slope * (p_test - 0.5))
-        signals = strategy_signals(preds.reset_index(drop=True), data.candles, tp, model_version="tune")
+        signals = strategy_signals(preds.reset_index(drop=True), traded, tp, model_version="tune")
         start = test["timestamp"].min()
-        candles = data.candles[data.candles["timestamp"] >= start].reset_index(drop=True)
+        candles = traded[traded["timestamp"] >= start].reset_index(drop=True)
         res = run_backtest(candles, signals, tp, funding=data.funding)
         r = res.bar_returns.fillna(0.0).to_numpy()
         sharpe = float(compute_sharpe(r))
-        yield {"fold": f - 1, "sharpe": sharpe, "sharpe_se": sharpe_standard_error(r), "bars": len(r), "rows": len(te),
+        out = {"fold": "holdout" if f == len(folds) else f - 1, "sharpe": sharpe,
+               "sharpe_se": sharpe_standard_error(r), "bars": len(r), "rows": len(te),
                "trades": int(res.metrics.get("trades", 0)), "net_return": float(res.metrics.get("net_return", 0.0)),
                "test_start": str(start), "test_end": str(test["timestamp"].max())}
+        if detail:  # what a paired comparison of two configurations needs (``training.ablate``)
+            out.update(bar_returns=res.bar_returns.fillna(0.0), prob_up=p_test, member_probs=test_p,
+                       up=test["up"].to_numpy(dtype=np.int64), fwd_return=test["fwd_return"].to_numpy(np.float64),
+                       timestamp=test["timestamp"].to_numpy())
+        yield out
 
 
 def oof_calibration(member_probs: np.ndarray, up: np.ndarray, fwd_return: np.ndarray) -> tuple[np.ndarray, float, float]:
