@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from qt.errors import ConfigError
+from qt.altparams import AltFeatureFields, AltParams
 from qt.riskparams import RiskParams
 from qt.tuneparams import TuneParams
 
@@ -79,8 +80,8 @@ class HtfFeatureParams(_Frozen):
     log_return: list[int] = Field(default_factory=list)
 
 
-class FeatureParams(_Frozen):
-    """The declared feature set. Column names are ``<indicator>_<params>``."""
+class FeatureParams(AltFeatureFields):
+    """The declared feature set. Column names are ``<indicator>_<params>`` (alt keys: ``qt.altparams``)."""
 
     rsi: list[int] = Field(default_factory=lambda: [14])
     ema: list[int] = Field(default_factory=lambda: [12, 26])
@@ -114,16 +115,6 @@ class FeatureParams(_Frozen):
     # as an extra input (``other_venue``): xv_basis_log, xv_basis_z_N, xv_funding_spread.
     xv: bool = False
     xv_z: list[int] = Field(default_factory=list)  # z-score windows of xv_basis_log, in bars (needs xv)
-    # Alternative-data families (features.alt_features), off by default: market-wide daily and
-    # news series from the lake's alt/ (collect them with ``alt.series``); each is one key, so an
-    # ablation switches a family with one override (features.fng=false ...).
-    fng: bool = False  # fng_value: the last published Crypto Fear & Greed value (0-100)
-    fng_change: list[int] = Field(default_factory=list)  # fng_change_N: value - the one N days before
-    fng_z: list[int] = Field(default_factory=list)  # fng_z_N: z of the value in its last N daily values
-    onchain: bool = False  # onchain_mvrv, onchain_nupl, onchain_realised_dist (BTC close / realised price - 1)
-    etf_flow_z: list[int] = Field(default_factory=list)  # etf_flow_z_N: z of the last US spot-ETF flow, N flows
-    news_hours: list[int] = Field(default_factory=list)  # news_count_N, news_votes_N, news_sent_N over N hours
-    alt_scope: Literal["all", "btc"] = "all"  # all symbols (market-wide) or BTC symbols only (others 0)
     # Warm-up length in "memories" (e-folding bars) of the slowest recursive indicator; see
     # features.compute.warmup_bars (and its docstring for the measurement behind the value).
     warmup_memories: float = Field(18.0, gt=0.0, le=100.0)
@@ -316,18 +307,6 @@ class CollectParams(_Frozen):
         if self.backoff_cap_s < self.backoff_base_s:
             raise ValueError("collect.backoff_cap_s must be >= collect.backoff_base_s")
         return self
-
-
-class AltParams(_Frozen):
-    """Alternative data collected beside the candles into ``<lake>/alt/`` (``data.alt_collect``)."""
-
-    # which series ``qt collect`` stores: fear_greed, onchain_btc, headlines; none by default
-    series: list[Literal["fear_greed", "onchain_btc", "headlines"]] = Field(default_factory=list)
-    # where from: "data" = like data.source (parquet:DIR -> DIR/alt/*.parquet, ccxt -> the APIs);
-    # "api" = alternative.me / CryptoPanic (token in env CRYPTOPANIC_TOKEN); "parquet:DIR" = that dir
-    source: str = "data"
-    # validation: the newest value may be at most this many days older than the candles' end
-    max_staleness_days: float = Field(3.0, gt=0.0)
 
 
 _RUNNER_KEYS_MOVED = ("task_runner", "dask_address")  # were collect.*, now runner.*
