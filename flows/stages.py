@@ -31,8 +31,9 @@ import yaml
 
 from data.alt_collect import collect_alt
 from data.lake import read_candles, read_lake_funding
-from data.quarantine import require_validated, validate_stage, validated_symbols
+from data.quarantine import require_alt_passed, require_validated, validate_stage, validated_symbols
 from data.sources import collect_stage, lake_root, venue_lake_root, with_collected_universe
+from features.alt_features import alt_series_needed
 from features.compute import feature_columns
 from features.materialise import materialise, read_alt_inputs, read_feature_inputs, read_other_venue
 from features.pit import check_point_in_time
@@ -135,6 +136,7 @@ def features(params: Params, paths: StatePaths, map_symbols=None) -> dict:
     funding, reference = read_feature_inputs(root, list(params.data.symbols), params.data.timeframe, params)
     bybit_root = venue_lake_root(params, paths, "bybit")  # the cross-venue family's Bybit series
     other = read_other_venue(bybit_root, list(params.data.symbols), params.data.timeframe, params)
+    require_alt_passed(paths, alt_series_needed(params.features))  # a quarantined alt series stops here
     alt = read_alt_inputs(root, params.features)  # the alt families' market-wide series (lake's alt/)
     pit = check_point_in_time(candles, params, funding=funding, reference=reference, other_venue=other, alt=alt)
     pit["seconds"] = round(time.perf_counter() - t0, 3)
