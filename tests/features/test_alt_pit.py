@@ -82,3 +82,23 @@ def test_the_stage_policy_runs_with_alt_inputs(candles):
     params = Params(features=ALL_ALT)
     record = check_point_in_time(candles, params, cuts=4, alt=_alt())
     assert record["lookahead_violations"] == 0
+
+
+def test_real_btc_with_the_shared_alt_files_passes_and_the_shift_fails(tmp_path):
+    """The shared Fear & Greed, on-chain and headline files on real BTC 1h bars of late 2024."""
+    from data.alt_collect import collect_alt
+    from data.lake import read_datadir_candles
+    from features.materialise import read_alt_inputs
+    from tests.support import require_shared_data
+
+    shared = require_shared_data()
+    if not (shared / "alt").is_dir():
+        pytest.skip(f"{shared / 'alt'} absent: the shared alt files are needed")
+    collect_alt(Params(alt={"series": ["fear_greed", "onchain_btc", "headlines"], "source": f"parquet:{shared}"}),
+                tmp_path)
+    alt = read_alt_inputs(tmp_path, ALL_ALT)
+    btc = read_datadir_candles(shared, ["BTC/USDT"], "1h")
+    btc = btc[btc["timestamp"] >= pd.Timestamp("2024-09-01", tz="UTC")].reset_index(drop=True)
+    assert check_lookahead(btc, _compute(ALL_ALT), cuts=6, alt=alt) == []
+    early = AltInputs(onchain_btc=alt.onchain_btc.assign(available_at=alt.onchain_btc["timestamp"]))
+    assert check_lookahead(btc, _compute(FeatureParams(onchain=True)), cuts=3, alt=early)
