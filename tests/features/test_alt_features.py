@@ -133,3 +133,14 @@ def test_families_off_by_default_keep_the_feature_set_hash():
     on = FeatureParams(fng=True)
     assert feature_set_hash(on) != feature_set_hash(FeatureParams())
     assert "fng_value" in feature_columns(on)
+
+
+def test_each_family_is_switched_off_by_its_override():
+    from features.alt_features import ALT_FAMILIES_OFF
+
+    on = FeatureParams(fng=True, fng_change=[2], fng_z=[3], onchain=True, etf_flow_z=[2], news_hours=[1])
+    prefixes = {"fng": "fng_", "onchain": "onchain_", "etf_flow": "etf_flow_", "news": "news_"}
+    for family, off in ALT_FAMILIES_OFF.items():
+        left = feature_columns(on.model_copy(update=off))
+        assert not any(c.startswith(prefixes[family]) for c in left), family
+        assert len(left) < len(feature_columns(on))
