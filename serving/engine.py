@@ -164,8 +164,9 @@ class SignalEngine:
                      self.atr_period)
         fp = model.feature_params
         inputs = uses_funding(fp) or uses_reference(fp) or uses_other_venue(fp) or uses_alt(fp)
+        alt = self._alt.generation(fp) if uses_alt(fp) else ()  # once per request: the series are market-wide
         keys = {sym: (model_key, span.candles.generation, span.start, span.end,
-                      self._inputs_key(model, sym) if inputs else ())
+                      self._inputs_key(model, sym) if inputs else (), alt)
                 for sym, span in spans.items()}
         found = {sym: self.rows.get(sym, keys[sym]) for sym in spans}
         missing = [sym for sym, row in found.items() if row is None]
@@ -220,8 +221,7 @@ class SignalEngine:
                          self._bybit_funding.generation(symbol))
             except LookupError:
                 bybit = ("absent",)  # select_other_venue refuses it with 422 when computing
-        return (self._funding.generation(symbol) if needs_funding else None, tuple(refs), bybit,
-                self._alt.generation(model.feature_params))
+        return (self._funding.generation(symbol) if needs_funding else None, tuple(refs), bybit)
 
     def _atr_warmup(self, params: FeatureParams) -> int:
         """``features.atr.atr_warmup_bars(params, atr_period)``, cached like ``_warmup``."""
