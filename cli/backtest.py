@@ -39,12 +39,15 @@ def read_source_candles(params: Params, start: str | None, end: str | None, hist
     """(candles, funding or None, Bybit's series or None) of ``params.data`` in
     ``[start - history_bars bars, end)``, collected from ``params.data.source`` into a throw-away
     lake. Bybit's series (``features.materialise.read_other_venue``) only when ``feature_params``
-    (the model's) use the cross-venue family."""
+    (the model's) use the cross-venue family; the alt series (``alt.source``) only when they use an
+    alt family."""
     import pandas as pd
 
     from data.lake import read_lake_funding
     from data.sources import collect_stage, lake_root, read_lake, venue_lake_root
-    from features.materialise import read_other_venue
+    from data.alt_collect import collect_alt
+    from features.alt_features import alt_series_needed
+    from features.materialise import read_alt_inputs, read_other_venue
     from qt.paths import StatePaths
     from qt.timeframes import timeframe_ms
 
@@ -64,7 +67,13 @@ def read_source_candles(params: Params, start: str | None, end: str | None, hist
             as_model = params.model_copy(update={"features": feature_params})
             other = read_other_venue(venue_lake_root(params, paths, "bybit"), list(params.data.symbols),
                                      params.data.timeframe, as_model)
-    return candles, funding, other
+        alt = None
+        needed = alt_series_needed(feature_params) if feature_params is not None else []
+        if needed:  # the model's alt families: the series from alt.source into the throw-away lake
+            with_alt = params.model_copy(update={"alt": params.alt.model_copy(update={"series": needed})})
+            collect_alt(with_alt, lake_root(params, paths))
+            alt = read_alt_inputs(lake_root(params, paths), feature_params)
+    return candles, funding, other, alt
 
 
 def backtest(
@@ -92,9 +101,9 @@ def backtest(
     p = p.model_copy(update={"data": p.data.model_copy(update=data)})
     from qt.config import FeatureParams
 
-    candles, funding, other = read_source_candles(p, start, end, history_bars_for_backtest(md, p.risk.atr_period),
+    candles, funding, other, alt = read_source_candles(p, start, end, history_bars_for_backtest(md, p.risk.atr_period),
                                                   FeatureParams(**md["feature_params"]))
-    evaluation = backtest_model(model, candles, funding, p, start=start, model=loaded, other_venue=other)
+    evaluation = backtest_model(model, candles, funding, p, start=start, model=loaded, other_venue=other, alt=alt)
     _print_table(evaluation, model, p)
     run_id = getattr(loaded.metadata, "run_id", None)
     typer.echo(_record_trial(evaluation, md, f"run:{run_id}" if run_id else model, p, paths.trials_ledger))

@@ -53,3 +53,16 @@ def check_dates(params) -> None:
     lo, hi = utc_timestamp(params.data.start), utc_timestamp(params.data.end)
     if lo is not None and hi is not None and lo >= hi:
         raise UserError(f"--start {params.data.start} is not before --end {params.data.end}")
+
+
+def params_with_alt_series(params, alt: str):
+    """``params`` with ``alt.series`` = the comma-separated ``--alt`` list (validated: UserError on an
+    unknown series, one line)."""
+    from qt.config import AltParams
+
+    series = [s.strip() for s in alt.split(",") if s.strip()]
+    try:
+        checked = AltParams(**(params.alt.model_dump() | {"series": series}))
+    except ValueError:
+        raise UserError(f"--alt {alt!r}: series are fear_greed, onchain_btc, headlines (comma-separated)") from None
+    return params.model_copy(update={"alt": checked})

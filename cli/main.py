@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli.context import load_context
+from cli.context import load_context, params_with_alt_series
 from qt.errors import QTError, UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -34,8 +34,10 @@ ParamsOpt = Annotated[Optional[Path], typer.Option("--params", help="params file
 
 
 def _run_stage(name: str, params_path, source, symbols, timeframe, start, end, exchange_url=None,
-               exchange=None) -> None:
+               exchange=None, alt: str | None = None) -> None:
     params, paths = load_context(params_path, source, symbols, timeframe, start, end, exchange_url, exchange)
+    if alt is not None:  # --alt: the alt series to collect beside the candles (alt.series)
+        params = params_with_alt_series(params, alt)
     if name == "collect" and params.runner.task_runner == "dask":  # Dask needs the Prefect flow
         from flows.collect import collection_flow
 
@@ -49,7 +51,8 @@ def _run_stage(name: str, params_path, source, symbols, timeframe, start, end, e
 
         result = getattr(pipeline, name)(params, paths)
     typer.echo(json.dumps(result, indent=2, default=str))
-    quarantined = result.get("validation", {}).get("quarantined_symbols") if name == "validate" else None
+    quarantined = (result.get("validation", {}).get("quarantined_symbols", [])
+                   + result.get("validation", {}).get("quarantined_alt", [])) if name == "validate" else None
     if quarantined:
         raise QTError(f"quarantined by validation: {', '.join(quarantined)} "
                       f"(see {paths.reports / 'validation.md'}); they are left out of later stages")
@@ -68,9 +71,12 @@ def _stage_command(name: str, doc: str):
 @app.command("collect")
 def collect_command(params: ParamsOpt = None, source: SourceOpt = None, symbols: SymbolsOpt = None,
                     timeframe: TimeframeOpt = None, start: StartOpt = None, end: EndOpt = None,
-                    exchange_url: ExchangeUrlOpt = None, exchange: ExchangeOpt = None) -> None:
+                    exchange_url: ExchangeUrlOpt = None, exchange: ExchangeOpt = None,
+                    alt: Annotated[Optional[str], typer.Option(
+                        "--alt", help="alt series to collect too, comma-separated: fear_greed,onchain_btc,headlines "
+                                      "(alt.series; '' = none)")] = None) -> None:
     """Bring candles from the source into the raw lake (from collect.exchange: Binance, or Bybit's perpetuals)."""
-    _run_stage("collect", params, source, symbols, timeframe, start, end, exchange_url, exchange)
+    _run_stage("collect", params, source, symbols, timeframe, start, end, exchange_url, exchange, alt)
 
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 
 from data.lake import content_sha256, read_candles
 from data.sources import lake_root, with_collected_universe
+from data.validate_alt import alt_record, require_alt_validated, stored_alt_series, validate_alt_lake
 from data.validate import (CANDLE_SUITE, FUNDING_SUITE, ValidationReport, merge_reports, validate_lake_batch,
                            validate_lake_symbols)
 from qt.atomic import write_text_atomic
@@ -74,21 +75,29 @@ def validate_stage(params: Params, paths: StatePaths, now: pd.Timestamp | None =
     # one frame (the collect stage's hash when all pass) - so they are read together, here
     lineage = read_candles(root, passed, params.data.timeframe, params.data.start, params.data.end) if passed \
         else None
+    # the alt series (data.validate_alt), judged against the candles' end; a failing series is
+    # quarantined on its own: the candles still pass, the features stage refuses its families
+    series = stored_alt_series(root, list(params.alt.series))
+    alt = validate_alt_lake(root, series, params.alt, lineage["timestamp"].max() if lineage is not None else None) \
+        if series else None
     record = {
         "suite": report.suite, "success": not quarantined, "rows": report.rows,
         "data_sha256": content_sha256(lineage) if lineage is not None else None,
         "passed_symbols": passed, "quarantined_symbols": quarantined, "symbols": per_symbol,
         "candles": report.to_dict(), "funding": funding_report.to_dict() if funding_report else None,
+        "alt": alt_record(alt) if alt is not None else None,
     }
     paths.reports.mkdir(parents=True, exist_ok=True)
     write_text_atomic(paths.reports / REPORT_JSON, json.dumps(record, indent=2, default=str))
-    write_text_atomic(paths.reports / REPORT_MD, render_markdown(report, funding_report, quarantined))
+    write_text_atomic(paths.reports / REPORT_MD, render_markdown(report, funding_report, quarantined, alt))
     if not passed:
         raise DataError(report.describe() + f"\nevery symbol is quarantined (see {paths.reports / REPORT_MD}); "
                         "fix or re-collect the data")
-    failed = report.failed_expectations + (funding_report.failed_expectations if funding_report else [])
+    failed = report.failed_expectations + (funding_report.failed_expectations if funding_report else []) \
+        + (alt.failed_expectations if alt is not None else [])
     return {"validation": {"suite": report.suite, "success": not quarantined,
                            "passed_symbols": passed, "quarantined_symbols": quarantined,
+                           "quarantined_alt": alt.quarantined if alt is not None else [],
                            "failed_expectations": [f.to_dict() for f in failed],
                            "report": str(paths.reports / REPORT_MD)}}
 
@@ -118,10 +127,13 @@ def require_validated(candles: pd.DataFrame, paths: StatePaths) -> None:
             raise DataError(f"{sym}: candles changed since they were validated; run `qt validate` again")
 
 
-def render_markdown(report: ValidationReport, funding: ValidationReport | None, quarantined: list[str]) -> str:
+def render_markdown(report: ValidationReport, funding: ValidationReport | None, quarantined: list[str],
+                    alt: ValidationReport | None = None) -> str:
     lines = ["# Data validation", ""]
     lines.append(f"**Quarantined:** {', '.join(quarantined)}" if quarantined else "**All symbols passed.**")
-    for rep in (report, funding):
+    if alt is not None and alt.quarantined:
+        lines.append(f"**Quarantined alt series:** {', '.join(alt.quarantined)}")
+    for rep in (report, funding, alt):
         if rep is None:
             continue
         lines += ["", f"## {rep.suite}: {rep.rows} rows, {len(rep.errors)} error(s), {len(rep.warnings)} warning(s)",
@@ -131,6 +143,12 @@ def render_markdown(report: ValidationReport, funding: ValidationReport | None, 
             lines.append(f"| {f.symbol} | {'ERROR' if f.is_error else 'warning'} | {f.expectation} | "
                          f"{f.column} | {f.count} | {eg} |")
     return "\n".join(lines) + "\n"
+
+
+def require_alt_passed(paths: StatePaths, needed: list[str]) -> None:
+    """DataError unless every alt series of ``needed`` passed the last validation."""
+    if needed:
+        require_alt_validated(_read_record(paths), needed)
 
 
 def _collected_at(paths: StatePaths) -> pd.Timestamp:

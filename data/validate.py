@@ -318,6 +318,12 @@ def _charged_to(symbol: str, report: ValidationReport) -> ValidationReport:
     return ValidationReport(report.suite, report.rows_by_symbol or {symbol: 0}, failed)
 
 
+def run_suite(checked: pd.DataFrame, key: tuple, build_suite) -> ValidationReport:
+    """Run the suite ``build_suite(gx, gxe)`` (cached under ``key``, ``key[0]`` its name) on the frame
+    ``checked`` (a ``symbol`` column says whom each failure concerns): other suites (``data.validate_alt``)."""
+    return _run(checked, key, build_suite)
+
+
 def _run(checked: pd.DataFrame, key: tuple, build_suite) -> ValidationReport:
     with _GX_LOCK:
         vd = _VALIDATIONS.get(key)

@@ -59,18 +59,19 @@ def atr_warmup_bars(params: FeatureParams, period: int) -> int:
 
 def features_with_atr(candles: pd.DataFrame, params: FeatureParams, period: int,
                       funding: pd.DataFrame | None = None, reference: pd.DataFrame | None = None,
-                      other_venue=None) -> pd.DataFrame:
-    """``compute_features(candles, params, funding, reference, other_venue)`` (the same rows and feature columns)
+                      other_venue=None, alt=None) -> pd.DataFrame:
+    """``compute_features(candles, params, funding, reference, other_venue, alt)`` (the same rows and feature columns)
     plus the column ``atr`` = ``atr_{period}`` of each row (NaN where ATR is still warming up)."""
     from features.compute import compute_features
 
     column = atr_column(period)
     if single_call(params, period):
         feats = compute_features(candles, with_atr(params, period), funding=funding, reference=reference,
-                                 other_venue=other_venue)
+                                 other_venue=other_venue, alt=alt)
         feats[ATR] = feats[column]
         return feats if int(period) in params.atr else feats.drop(columns=[column])
-    feats = compute_features(candles, params, funding=funding, reference=reference, other_venue=other_venue)
+    feats = compute_features(candles, params, funding=funding, reference=reference, other_venue=other_venue,
+                             alt=alt)
     return attach_atr(feats, candles, period, params.warmup_memories)
 
 

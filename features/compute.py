@@ -74,8 +74,11 @@ import pandas as pd
 import talib
 
 from features.frames import sort_candles, symbol_blocks
-from features.htf import check_htf_block, htf_block_values, htf_columns, htf_warmup_base_bars
-from features.cross_venue import OtherVenue, check_xv_params, split_other_venue
+from features.alt_features import alt_columns, alt_rows, require_alt, uses_alt
+from features.alt_join import AltInputs
+from features.cross_venue import OtherVenue, split_other_venue
+from features.feature_params import check_params
+from features.htf import htf_block_values, htf_columns, htf_warmup_base_bars
 from features.multi_input import (multi_input_columns, multi_input_values, split_funding, split_reference,
                                   uses_funding)
 from qt.config import FeatureParams
@@ -87,7 +90,8 @@ from qt.timeframes import timeframe_ms
 FEATURE_CODE_VERSION = "2"
 _THREADS = 2
 # FeatureParams fields added after models were logged, with their "off" value (feature_set_hash)
-_ADDED_WHEN_OFF = {"xv": False, "xv_z": []}
+_ADDED_WHEN_OFF = {"xv": False, "xv_z": [], "fng": False, "fng_change": [], "fng_z": [], "onchain": False,
+                   "etf_flow_z": [], "news_hours": [], "alt_scope": "all"}
 _PARALLEL_MIN_ROWS = 50_000
 
 
@@ -96,11 +100,12 @@ def feature_columns(params: FeatureParams) -> list[str]:
 
     Raises ConfigError when the declared set is malformed (duplicate or too-short period).
     """
-    _check_params(params)
+    check_params(params)
     columns = _candle_columns(params)
     for block in params.htf:
         columns += htf_columns(block)
     columns += multi_input_columns(params)
+    columns += alt_columns(params)
     if len(set(columns)) != len(columns):
         raise ConfigError(f"features.htf: two blocks produce the same columns ({columns}); list each "
                           f"timeframe once")
@@ -154,7 +159,7 @@ def warmup_bars(params: FeatureParams) -> int:
     HTF blocks add ``features.htf.htf_warmup_base_bars``. Serving must read more than that
     many candles per symbol.
     """
-    _check_params(params)
+    check_params(params)
     fast, slow, signal = params.macd
     bb_period, _ = params.bbands
     stoch_k, stoch_d, stoch_s = params.stoch
@@ -201,25 +206,27 @@ def feature_set_hash(params: FeatureParams) -> str:
 
 
 def compute_features(candles: pd.DataFrame, params: FeatureParams, funding: pd.DataFrame | None = None,
-                     reference: pd.DataFrame | None = None, other_venue: OtherVenue | None = None) -> pd.DataFrame:
+                     reference: pd.DataFrame | None = None, other_venue: OtherVenue | None = None,
+                     alt: AltInputs | None = None) -> pd.DataFrame:
     """Features frame (``symbol``, ``timestamp``, float64 ``feature_columns(params)``).
 
     ``candles`` is the Candles frame (any row order; it is sorted by symbol, timestamp).
     ``funding`` (symbol, timestamp, funding_rate) and ``reference`` (a Candles frame) are
     needed only by the multi-input families (``features.multi_input``), ``other_venue`` (Bybit's
     candles and funding) only by the cross-venue one (``features.cross_venue``); DataError when an
-    enabled family lacks its input. Raises DataError on missing columns, duplicate
+    enabled family lacks its input; ``alt`` (the lake's alt series) only by the alt families
+    (``features.alt_features``). Raises DataError on missing columns, duplicate
     (symbol, timestamp) rows or non-finite prices/volumes: a NaN would poison every
     recursive indicator after it.
     """
     frame, codes = sort_candles(candles)
     starts, ends = symbol_blocks(codes)
-    return _compute_blocks(frame, starts, ends, params, funding, reference, other_venue)
+    return _compute_blocks(frame, starts, ends, params, funding, reference, other_venue, alt)
 
 
 def compute_features_windows(candles: pd.DataFrame, params: FeatureParams, windows: list[tuple[int, int]],
                              funding: pd.DataFrame | None = None, reference: pd.DataFrame | None = None,
-                             other_venue: OtherVenue | None = None) -> pd.DataFrame:
+                             other_venue: OtherVenue | None = None, alt: AltInputs | None = None) -> pd.DataFrame:
     """``compute_features`` of several row windows of ONE symbol's candles, in one pass.
 
     ``candles``: one symbol, sorted by timestamp (``features.materialise`` reads them so);
@@ -236,18 +243,20 @@ def compute_features_windows(candles: pd.DataFrame, params: FeatureParams, windo
     bounds = np.asarray(windows, dtype=np.int64).reshape(-1, 2)
     if len(bounds) and (bounds.min() < 0 or bounds[:, 1].max() > len(frame) or (bounds[:, 0] > bounds[:, 1]).any()):
         raise DataError(f"windows {windows} are not row ranges of the {len(frame)} candles")
-    return _compute_blocks(frame, bounds[:, 0], bounds[:, 1], params, funding, reference, other_venue)
+    return _compute_blocks(frame, bounds[:, 0], bounds[:, 1], params, funding, reference, other_venue, alt)
 
 
 def _compute_blocks(frame: pd.DataFrame, starts: np.ndarray, ends: np.ndarray, params: FeatureParams,
                     funding: pd.DataFrame | None, reference: pd.DataFrame | None,
-                    other_venue: OtherVenue | None = None) -> pd.DataFrame:
+                    other_venue: OtherVenue | None = None, alt: AltInputs | None = None) -> pd.DataFrame:
     """The features of each row block ``[starts[i], ends[i])`` of the sorted ``frame``, each
     computed on its own (warm-up dropped per block), concatenated in block order."""
     columns = feature_columns(params)
     warmup = warmup_bars(params)
     n_candle = len(_candle_columns(params))
-    n_multi = len(multi_input_columns(params))
+    n_multi = len(multi_input_columns(params)) + len(alt_columns(params))
+    n_alt = len(alt_columns(params))
+    alt = require_alt(alt, params)
     funding_by_symbol = split_funding(funding, params)
     reference_by_symbol = split_reference(reference, params)
     other_by_symbol = split_other_venue(other_venue, params)
@@ -257,7 +266,8 @@ def _compute_blocks(frame: pd.DataFrame, starts: np.ndarray, ends: np.ndarray, p
 
     long_enough = (ends - starts) > warmup
     starts, ends = starts[long_enough], ends[long_enough]
-    bar_ms = _bar_ms(open_ms, starts, ends) if (params.htf or uses_funding(params)) and len(starts) else 0
+    bar_ms = _bar_ms(open_ms, starts, ends) if (params.htf or uses_funding(params) or uses_alt(params)) \
+        and len(starts) else 0
     for i, block in enumerate(params.htf):
         if len(starts) and bar_ms != timeframe_ms(block.base_timeframe):
             raise DataError(f"features.htf[{i}] declares base_timeframe {block.base_timeframe} but the candles "
@@ -279,10 +289,14 @@ def _compute_blocks(frame: pd.DataFrame, starts: np.ndarray, ends: np.ndarray, p
             got = htf_block_values(open_ms[start:end], block["high"], block["low"], block["close"], htf, bar_ms)
             out[row:row + len(got)] = got[:, warmup:]
             row += len(got)
-        if n_multi:
-            out[row:] = multi_input_values(str(frame["symbol"].iat[start]), open_ms[start:end], block["close"],
-                                           bar_ms, params, funding_by_symbol, reference_by_symbol,
-                                           other_by_symbol)[:, warmup:]
+        symbol = str(frame["symbol"].iat[start])
+        if n_multi > n_alt:
+            out[row:row + n_multi - n_alt] = multi_input_values(
+                symbol, open_ms[start:end], block["close"], bar_ms, params, funding_by_symbol, reference_by_symbol,
+                other_by_symbol)[:, warmup:]
+        if n_alt:
+            got = alt_rows(symbol, open_ms[start:end], block["close"], bar_ms, params, alt)
+            out[row + n_multi - n_alt:] = np.vstack(got)[:, warmup:]
         keep[at:at + end - start - warmup] = np.arange(start + warmup, end)
 
     _run_blocks(fill, kept_rows)
@@ -472,27 +486,3 @@ def _wilder_memory(period: int) -> float:
 
 def _fmt(x: float) -> str:
     return f"{x:g}"
-
-
-def _check_params(params: FeatureParams) -> None:
-    for name in ("rsi", "ema", "sma", "atr", "log_return", "realised_vol", "volume_z", "adx", "obv_z",
-                 "vwap_dist", "funding_mean", "cross", "xv_z"):
-        periods = list(getattr(params, name))
-        low = 1 if name in ("log_return", "vwap_dist", "funding_mean") else 2
-        for p in periods:
-            if p < low:
-                raise ConfigError(f"features.{name}: period {p} is below {low}; use periods >= {low}")
-        if len(set(periods)) != len(periods):
-            raise ConfigError(f"features.{name}: a period is listed twice ({periods}); list each once")
-    fast, slow, signal = params.macd
-    if not (2 <= fast < slow and signal >= 2):
-        raise ConfigError(f"features.macd: need 2 <= fast < slow and signal >= 2, got {params.macd}")
-    if params.bbands[0] < 2 or params.bbands[1] <= 0:
-        raise ConfigError(f"features.bbands: need period >= 2 and k > 0, got {params.bbands}")
-    if params.stoch[0] < 1 or min(params.stoch[1:]) < 1:
-        raise ConfigError(f"features.stoch: need K, D, S >= 1, got {params.stoch}")
-    for i, block in enumerate(params.htf):
-        check_htf_block(block, i)
-    problem = check_xv_params(params)
-    if problem:
-        raise ConfigError(problem)

@@ -24,6 +24,10 @@ the features from the period holding the bar before R (that bar's close may see 
 The cross-venue family (``features.cross_venue``) reads Bybit's candles and funding of the
 perpetual from ``bybit_root`` (``data.sources.venue_lake_root(params, paths, "bybit")``: the
 same root for file and local-exchange sources), fingerprinted the same way.
+The alt families (``features.alt_features``) read the lake's market-wide ``alt/`` series
+(``read_alt_inputs``: every stored row, once per run), fingerprinted per yearly partition like
+the other inputs, so a day of new Fear & Greed or on-chain values recomputes the periods that
+can see it.
 
 Incremental rule, per symbol: the manifest records the feature-set and label-set hashes, the
 timeframe, a fingerprint (size, mtime) of every raw candle partition (and of every input
@@ -49,16 +53,19 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from data.alt_lake import alt_dir, read_alt
 from data.lake import (OHLCV_COLUMNS, candle_path, funding_dir, monthly_partitions, partition_bounds, partition_key,
                        read_candles, read_funding, remove_orphan_temp_files, stored_timestamps_ms)
 from features import store
+from features.alt_features import alt_series_needed
+from features.alt_join import AltInputs
 from features.compute import compute_features_windows, feature_set_hash, warmup_bars
 from features.cross_venue import COLLECT_HINT, OtherVenue, no_other_venue
 from features.input_frames import no_funding, no_reference
 from features.labels import label_set_hash, make_labels
 from features.multi_input import (needs_other_venue, reference_window, required_inputs, uses_funding,
                                   uses_other_venue, uses_reference)
-from qt.config import Params
+from qt.config import FeatureParams, Params
 from qt.errors import DataError
 from qt.fanout import in_threads
 
@@ -142,6 +149,21 @@ def read_feature_inputs(candles_root: Path, symbols: list[str], timeframe: str, 
     return funding, (no_reference() if uses_reference(params.features) else None)
 
 
+def read_alt_inputs(candles_root: Path, features: FeatureParams) -> AltInputs | None:
+    """The alt series the enabled alt families read, from ``<candles_root>/alt`` as ``materialise``
+    reads them (None when no alt family is on); DataError naming what to collect when one is empty."""
+    needed = alt_series_needed(features)
+    if not needed:
+        return None
+    frames = {}
+    for name in needed:
+        frames[name] = read_alt(Path(candles_root), name)
+        if frames[name].empty:
+            raise DataError(f"the alt features need the {name} series, absent under {alt_dir(candles_root, name)}; "
+                            f"add {name} to alt.series and run `qt collect`, or switch its features off")
+    return AltInputs(**frames)
+
+
 def read_other_venue(bybit_root: Path, symbols: list[str], timeframe: str, params: Params) -> OtherVenue | None:
     """Bybit's candles and funding of ``symbols``' perpetuals, read as ``materialise`` reads them
     (None when the cross-venue family is off); DataError naming what to collect."""
@@ -197,8 +219,9 @@ class _Job:
                                            None if old is None else self._read_start(symbol, first, label_first))
             funding, reference = self.inputs.load(symbol)
             other = self.inputs.other_venue(symbol)
+            alt = self.inputs.alt()
         with clock("features"):
-            feats = self._features(candles, first, funding, reference, other)
+            feats = self._features(candles, first, funding, reference, other, alt)
         with clock("labels"):
             lab_candles = candles[candles["timestamp"] >= partition_bounds(label_first)[0]] if old is not None \
                 else candles
@@ -249,7 +272,8 @@ class _Job:
         return min(warm_start, partition_bounds(label_first)[0])
 
     def _features(self, candles: pd.DataFrame, first: str, funding: pd.DataFrame | None,
-                  reference: dict[str, pd.DataFrame], other: OtherVenue | None = None) -> pd.DataFrame:
+                  reference: dict[str, pd.DataFrame], other: OtherVenue | None = None,
+                  alt: AltInputs | None = None) -> pd.DataFrame:
         """Anchored features of every period from ``first`` on (see the module docstring)."""
         fp = self.params.features
         candles = candles.reset_index(drop=True)
@@ -258,7 +282,7 @@ class _Job:
                    for key, lo, hi in store.partition_slices(candles["timestamp"], self.monthly) if key >= first]
         return compute_features_windows(candles, fp, windows, funding=funding,
                                         reference=_reference_for(candles, reference, fp),
-                                        other_venue=_other_venue_for(candles, other))
+                                        other_venue=_other_venue_for(candles, other), alt=alt)
 
     def _write_parts(self, directory: Path, kind: str, frame: pd.DataFrame, since: str, old_entries: dict,
                      written: list[str]) -> dict:
@@ -306,6 +330,7 @@ class _LakeInputs:
         self.bybit_root = root if bybit_root is None else bybit_root
         self._lock = threading.Lock()
         self._reference: dict[str, pd.DataFrame] = {}
+        self._alt: list[AltInputs | None] = []
 
     def fingerprints(self, symbol: str) -> dict[str, dict[str, list[int]]]:
         """``{input name: {period: [size, mtime_ns]}}`` of the inputs ``symbol``'s features read."""
@@ -316,7 +341,16 @@ class _LakeInputs:
         if needs_other_venue(symbol, self.features):
             out["bybit:candles"] = _raw_fingerprints(candle_path(self.bybit_root, symbol, self.timeframe, "bybit"))
             out["bybit:funding"] = _raw_fingerprints(funding_dir(self.bybit_root, symbol, "bybit"))
+        for name in alt_series_needed(self.features):
+            out[f"alt:{name}"] = _raw_fingerprints(alt_dir(self.root, name))
         return out
+
+    def alt(self) -> AltInputs | None:
+        """The alt series (``read_alt_inputs``), read once per run."""
+        with self._lock:
+            if not self._alt:
+                self._alt.append(read_alt_inputs(self.root, self.features))
+            return self._alt[0]
 
     def load(self, symbol: str) -> tuple[pd.DataFrame | None, dict[str, pd.DataFrame]]:
         """(funding frame or None, {reference symbol: candles}); DataError naming the missing input."""

@@ -18,6 +18,11 @@ cut bar, when a live run would have known them). The recursive check passes them
 (their families are windows of the auxiliary series, not recursions on the candles).
 The cross-venue family's ``other_venue`` (Bybit's candles and funding, ``features.cross_venue``)
 is cut by the same rule: its candles opening <= T, its funding settled <= T + one bar.
+The alt families' ``alt`` (``features.alt_join.AltInputs``) is cut to what was published strictly
+before the cut bar's close T + one bar by each series' documented publication lag
+(``AltInputs.cut``: from the rows' own ``timestamp``, not their stored ``available_at``), so a
+series stored or joined as available earlier than its rule (on-chain of day D used on D instead
+of D+1) changes a row when the future is removed, and fails the check.
 
 ``check_point_in_time`` is the policy of the pipeline's features stage: both checks on a recent
 sample of every symbol, and a violation stops the run before anything is trained on it.
@@ -45,7 +50,7 @@ RECURSIVE_RTOL = 1e-6
 
 def check_lookahead(candles: pd.DataFrame, compute_fn: ComputeFn, cuts: int = 20, seed: int = 0,
                     funding: pd.DataFrame | None = None, reference: pd.DataFrame | None = None,
-                    other_venue=None) -> list[str]:
+                    other_venue=None, alt=None) -> list[str]:
     """Violations of "the row of bar t uses bars <= t only".
 
     ``cuts`` times, every symbol is cut at its own random bar (uniform over its history,
@@ -55,8 +60,8 @@ def check_lookahead(candles: pd.DataFrame, compute_fn: ComputeFn, cuts: int = 20
     """
     frame, codes = sort_candles(candles)
     frame = frame.reset_index(drop=True)
-    multi = funding is not None or reference is not None or other_venue is not None
-    full = _call(compute_fn, frame, funding, reference, other_venue)
+    multi = funding is not None or reference is not None or other_venue is not None or alt is not None
+    full = _call(compute_fn, frame, funding, reference, other_venue, alt)
     value_columns = _value_columns(full)
     starts, ends = symbol_blocks(codes)
     open_ms = _open_ms(frame)
@@ -72,13 +77,14 @@ def check_lookahead(candles: pd.DataFrame, compute_fn: ComputeFn, cuts: int = 20
             cut_funding = None if funding is None else funding[_open_ms(funding) <= cut_ms + bar_ms]
             cut_reference = None if reference is None else reference[_open_ms(reference) <= cut_ms]
             cut_other = None if other_venue is None else other_venue.cut(cut_ms, bar_ms)
+            cut_alt = None if alt is None else alt.cut(cut_ms + bar_ms)
         else:
             cut_rows = np.array([rng.integers(s, e) for s, e in zip(starts, ends)], dtype=np.int64)
             cut_ts = dict(zip(frame["symbol"].to_numpy()[cut_rows], frame["timestamp"].iloc[cut_rows]))
-            cut_funding = cut_reference = cut_other = None
+            cut_funding = cut_reference = cut_other = cut_alt = None
         keep = np.concatenate([np.arange(s, c + 1) for s, c in zip(starts, cut_rows)])
         truncated = _call(compute_fn, frame.iloc[keep].reset_index(drop=True), cut_funding, cut_reference,
-                          cut_other)
+                          cut_other, cut_alt)
         expected = full[full["timestamp"] <= full["symbol"].map(cut_ts)]
         late = truncated[truncated["timestamp"] > truncated["symbol"].map(cut_ts)]
         for _, row in late.head(3).iterrows():
@@ -93,7 +99,7 @@ def check_lookahead(candles: pd.DataFrame, compute_fn: ComputeFn, cuts: int = 20
 def check_recursive(candles: pd.DataFrame, compute_fn: ComputeFn, params: FeatureParams,
                     start_offsets_bars: Sequence[int] = (1, 17, 101), rtol: float = RECURSIVE_RTOL,
                     funding: pd.DataFrame | None = None, reference: pd.DataFrame | None = None,
-                    other_venue=None) -> list[str]:
+                    other_venue=None, alt=None) -> list[str]:
     """Violations of "after ``warmup_bars(params)`` bars the start of history no longer matters".
 
     For each offset, every symbol's first ``offset`` candles are dropped and the features
@@ -104,7 +110,7 @@ def check_recursive(candles: pd.DataFrame, compute_fn: ComputeFn, params: Featur
     """
     frame, codes = sort_candles(candles)
     frame = frame.reset_index(drop=True)
-    full = _call(compute_fn, frame, funding, reference, other_venue)
+    full = _call(compute_fn, frame, funding, reference, other_venue, alt)
     value_columns = _value_columns(full)
     scale = {c: float(np.nanmedian(np.abs(full[c].to_numpy(dtype=np.float64)))) if len(full) else 0.0
              for c in value_columns}
@@ -114,7 +120,7 @@ def check_recursive(candles: pd.DataFrame, compute_fn: ComputeFn, params: Featur
     for offset in start_offsets_bars:
         keep = np.concatenate([np.arange(min(s + offset, e), e) for s, e in zip(starts, ends)])
         late_candles = frame.iloc[keep].reset_index(drop=True)
-        late = _call(compute_fn, late_candles, funding, reference, other_venue)
+        late = _call(compute_fn, late_candles, funding, reference, other_venue, alt)
         # the first bar that must already agree: `warmup` bars into the shortened history
         first_due = {}
         for s, e in zip(starts, ends):
@@ -131,9 +137,9 @@ def check_recursive(candles: pd.DataFrame, compute_fn: ComputeFn, params: Featur
 
 
 def _call(compute_fn: ComputeFn, candles: pd.DataFrame, funding: pd.DataFrame | None,
-          reference: pd.DataFrame | None, other_venue=None) -> pd.DataFrame:
-    extra = {k: v for k, v in (("funding", funding), ("reference", reference), ("other_venue", other_venue))
-             if v is not None}
+          reference: pd.DataFrame | None, other_venue=None, alt=None) -> pd.DataFrame:
+    extra = {k: v for k, v in (("funding", funding), ("reference", reference), ("other_venue", other_venue),
+                               ("alt", alt)) if v is not None}
     return compute_fn(candles, **extra)
 
 
@@ -183,13 +189,14 @@ def _compare(expected: pd.DataFrame, actual: pd.DataFrame, columns: list[str], r
 
 
 def check_point_in_time(candles, params: Params, bars_per_symbol: int = 3000, cuts: int = 20,
-                        funding=None, reference=None, other_venue=None) -> dict:
+                        funding=None, reference=None, other_venue=None, alt=None) -> dict:
     """The lookahead and recursive-indicator checks on the declared feature set, as a stage step.
 
     Runs on each symbol's last ``bars_per_symbol`` bars (enough for the warm-up many times over,
     cheap enough for every run). A violation stops the run: no model is trained, so none can be
     promoted, on features that see the future or depend on where the history starts.
-    ``funding`` / ``reference`` / ``other_venue``: the multi-input families' inputs (``read_feature_inputs``).
+    ``funding`` / ``reference`` / ``other_venue``: the multi-input families' inputs (``read_feature_inputs``);
+    ``alt``: the alt families' series (``features.materialise.read_alt_inputs``).
     """
     sample = candles.groupby("symbol", sort=False).tail(bars_per_symbol).reset_index(drop=True)
 
@@ -197,9 +204,9 @@ def check_point_in_time(candles, params: Params, bars_per_symbol: int = 3000, cu
         return compute_features(c, params.features, **kw)
 
     lookahead = check_lookahead(sample, compute, cuts=cuts, seed=params.train.seed, funding=funding,
-                                reference=reference, other_venue=other_venue)
+                                reference=reference, other_venue=other_venue, alt=alt)
     recursive = check_recursive(sample, compute, params.features, funding=funding, reference=reference,
-                                other_venue=other_venue)
+                                other_venue=other_venue, alt=alt)
     if lookahead or recursive:
         shown = "; ".join((lookahead + recursive)[:3])
         raise DataError(f"point-in-time check failed ({len(lookahead)} lookahead, {len(recursive)} "

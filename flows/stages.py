@@ -29,11 +29,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from data.alt_collect import collect_alt
 from data.lake import read_candles, read_lake_funding
-from data.quarantine import require_validated, validate_stage, validated_symbols
+from data.quarantine import require_alt_passed, require_validated, validate_stage, validated_symbols
 from data.sources import collect_stage, lake_root, venue_lake_root, with_collected_universe
+from features.alt_features import alt_series_needed
 from features.compute import feature_columns
-from features.materialise import materialise, read_feature_inputs, read_other_venue
+from features.materialise import materialise, read_alt_inputs, read_feature_inputs, read_other_venue
 from features.pit import check_point_in_time
 from qt.atomic import write_json_atomic
 from qt.config import Params
@@ -58,7 +60,8 @@ def _recorded(stage):
 def collect(params: Params, paths: StatePaths, collect_symbols=None) -> dict:
     """``collect_symbols`` fans out over symbols (threads by default; Prefect tasks in the flow).
 
-    Recorded in ``reports/collect.json``; a collection from Bybit (an input of the cross-venue
+    With ``alt.series`` set, the alt series too (``data.alt_collect``), into the same lake's ``alt/``
+    and recorded under ``data.alt``. Recorded in ``reports/collect.json``; a collection from Bybit (an input of the cross-venue
     features, not the candles the pipeline decides on) in ``reports/collect-bybit.json``, so it
     never replaces the record later stages read (universe, collection time)."""
     result = collect_stage(params, paths, collect_symbols)
@@ -68,6 +71,9 @@ def collect(params: Params, paths: StatePaths, collect_symbols=None) -> dict:
     write_json_atomic(paths.reports / name, result, indent=2, default=str)
     if venue == "binance" and params.features.xv:
         result["data"]["cross_venue"] = _collect_cross_venue(params, paths, result["data"]["symbols"], collect_symbols)
+        write_json_atomic(paths.reports / name, result, indent=2, default=str)
+    if venue == "binance" and params.alt.series:  # alternative data beside the candles (off by default)
+        result["data"]["alt"] = collect_alt(params, Path(result["data"]["lake"]))
         write_json_atomic(paths.reports / name, result, indent=2, default=str)
     return result
 
@@ -130,7 +136,9 @@ def features(params: Params, paths: StatePaths, map_symbols=None) -> dict:
     funding, reference = read_feature_inputs(root, list(params.data.symbols), params.data.timeframe, params)
     bybit_root = venue_lake_root(params, paths, "bybit")  # the cross-venue family's Bybit series
     other = read_other_venue(bybit_root, list(params.data.symbols), params.data.timeframe, params)
-    pit = check_point_in_time(candles, params, funding=funding, reference=reference, other_venue=other)
+    require_alt_passed(paths, alt_series_needed(params.features))  # a quarantined alt series stops here
+    alt = read_alt_inputs(root, params.features)  # the alt families' market-wide series (lake's alt/)
+    pit = check_point_in_time(candles, params, funding=funding, reference=reference, other_venue=other, alt=alt)
     pit["seconds"] = round(time.perf_counter() - t0, 3)
     out = materialise(root, list(params.data.symbols), params.data.timeframe, params, paths.features,
                       map_symbols=map_symbols, bybit_root=bybit_root)

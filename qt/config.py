@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from qt.errors import ConfigError
+from qt.altparams import AltFeatureFields, AltParams
 from qt.riskparams import RiskParams
 from qt.venueparams import CollectParams, ExecuteParams
 from qt.tuneparams import TuneParams
@@ -80,8 +81,8 @@ class HtfFeatureParams(_Frozen):
     log_return: list[int] = Field(default_factory=list)
 
 
-class FeatureParams(_Frozen):
-    """The declared feature set. Column names are ``<indicator>_<params>``."""
+class FeatureParams(AltFeatureFields):
+    """The declared feature set. Column names are ``<indicator>_<params>`` (alt keys: ``qt.altparams``)."""
 
     rsi: list[int] = Field(default_factory=lambda: [14])
     ema: list[int] = Field(default_factory=lambda: [12, 26])
@@ -359,6 +360,7 @@ class Params(_Frozen):
     gates: GateParams = GateParams()
     serving: ServingParams = ServingParams()
     collect: CollectParams = CollectParams()
+    alt: AltParams = AltParams()
     runner: RunnerParams = RunnerParams()
     execute: ExecuteParams = ExecuteParams()
     drift: DriftParams = DriftParams()

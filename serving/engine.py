@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from qt.config import FeatureParams, RiskParams, ServingParams, SignalParams
+from serving.alt_inputs import AltCache
 from serving.candles import CandleCache, FundingCache, refresh_candles
 from serving.champion import LoadedModel
 from serving.inference import (WindowSpan, check_symbols, iso_utc, latest_feature_rows, min_history_bars,
@@ -87,6 +88,7 @@ class SignalEngine:
         self.bybit_lake = self.lake if bybit_lake is None else Path(bybit_lake)
         self._bybit_candles: dict[str, CandleCache] = {}
         self._bybit_funding = FundingCache(self.bybit_lake, venue="bybit")
+        self._alt = AltCache(self.lake)  # the alt families' series (lake's alt/)
         self.serving = serving
         self.signal = signal
         self.atr_period = atr_period
@@ -155,14 +157,16 @@ class SignalEngine:
         """The input row of each window's last bar (spans' order): cached, or computed for the
         missing symbols in ONE ``latest_feature_rows`` call (422 when a row is incomplete);
         ``RowsNotCached`` instead of computing when ``compute`` is False."""
+        from features.alt_features import uses_alt
         from features.multi_input import uses_funding, uses_other_venue, uses_reference
 
         model_key = (model.feature_params, model.sequence_length, model.sequence_exog, model.feature_columns,
                      self.atr_period)
         fp = model.feature_params
-        inputs = uses_funding(fp) or uses_reference(fp) or uses_other_venue(fp)
+        inputs = uses_funding(fp) or uses_reference(fp) or uses_other_venue(fp) or uses_alt(fp)
+        alt = self._alt.generation(fp) if uses_alt(fp) else ()  # once per request: the series are market-wide
         keys = {sym: (model_key, span.candles.generation, span.start, span.end,
-                      self._inputs_key(model, sym) if inputs else ())
+                      self._inputs_key(model, sym) if inputs else (), alt)
                 for sym, span in spans.items()}
         found = {sym: self.rows.get(sym, keys[sym]) for sym in spans}
         missing = [sym for sym, row in found.items() if row is None]
@@ -190,7 +194,8 @@ class SignalEngine:
                                            model.feature_params)
         other = select_other_venue(self.bybit_candles(model.timeframe), self._bybit_funding, windows,
                                    model.feature_params)
-        computed = latest_feature_rows(windows, model, funding, reference, self.atr_period, other)
+        alt = self._alt.select(model.feature_params)
+        computed = latest_feature_rows(windows, model, funding, reference, self.atr_period, other, alt)
         values = computed.loc[:, list(model.feature_columns)].to_numpy(dtype=np.float64)
         atr = computed["atr"].to_numpy(dtype=np.float64) if self.atr_period is not None else None
         return {sym: FeatureRow(iso_utc(ts), values[i].copy(), float("nan") if atr is None else float(atr[i]))

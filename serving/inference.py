@@ -231,7 +231,7 @@ def select_other_venue(candles: CandleCache, funding: FundingCache, windows: Map
 
 def latest_feature_rows(windows: Mapping[str, pd.DataFrame], model: LoadedModel,
                         funding: pd.DataFrame | None = None, reference: pd.DataFrame | None = None,
-                        atr_period: int | None = None, other_venue=None) -> pd.DataFrame:
+                        atr_period: int | None = None, other_venue=None, alt=None) -> pd.DataFrame:
     """The model input of each window's last bar: ``symbol``, ``timestamp`` and the model's
     feature columns, one row per symbol in request order; 422 when a row is missing or incomplete.
     With ``atr_period`` also ``atr``: ``atr_{atr_period}`` of that bar (``features.atr``; NaN
@@ -261,10 +261,10 @@ def latest_feature_rows(windows: Mapping[str, pd.DataFrame], model: LoadedModel,
     wanted = [last_bars[position[sym]] for sym in symbols]
     if atr_period is None:
         feats = compute_features(candles, model.feature_params, funding=funding, reference=reference,
-                                 other_venue=other_venue)
+                                 other_venue=other_venue, alt=alt)
     else:
         feats = features_with_atr(candles, model.feature_params, atr_period, funding=funding, reference=reference,
-                                  other_venue=other_venue)
+                                  other_venue=other_venue, alt=alt)
     length = int(model.sequence_length)
     tail = feats.groupby("symbol", sort=False).tail(max(1, length))
     if length:
@@ -289,15 +289,16 @@ def latest_feature_rows(windows: Mapping[str, pd.DataFrame], model: LoadedModel,
 
 def compute_signals(windows: Mapping[str, pd.DataFrame], model: LoadedModel, signal_params: SignalParams,
                     funding: pd.DataFrame | None = None, reference: pd.DataFrame | None = None,
-                    atr_period: int | None = None, other_venue=None) -> tuple[list[dict], np.ndarray]:
+                    atr_period: int | None = None, other_venue=None, alt=None) -> tuple[list[dict], np.ndarray]:
     """One signal per symbol (request order) from the model input of each window's last bar.
 
     ``funding`` / ``reference``: from ``select_inputs`` when the model uses those families;
-    ``other_venue``: from ``select_other_venue`` (the cross-venue family).
+    ``other_venue``: from ``select_other_venue`` (the cross-venue family); ``alt``: the alt families'
+    series (``serving.alt_inputs.AltCache.select``).
     ``atr_period``: each signal carries ``atr`` = ``atr_{atr_period}`` of its bar (``risk.atr_period``).
     Returns the signal dicts and the prob_up array (for the metrics histogram).
     """
-    rows = latest_feature_rows(windows, model, funding, reference, atr_period, other_venue)
+    rows = latest_feature_rows(windows, model, funding, reference, atr_period, other_venue, alt)
     pred = model.predict(rows.loc[:, list(model.feature_columns)])
     prob = pred["prob_up"].to_numpy()
     stamps = [iso_utc(ts) for ts in rows["timestamp"]]

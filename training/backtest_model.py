@@ -77,11 +77,12 @@ def history_bars_for_backtest(metadata: dict, atr_period: int | None = None) -> 
 
 def model_predictions(model, history_candles: pd.DataFrame, start=None, end=None,
                       funding: pd.DataFrame | None = None, atr_period: int | None = None,
-                      reference: pd.DataFrame | None = None, other_venue=None) -> pd.DataFrame:
+                      reference: pd.DataFrame | None = None, other_venue=None, alt=None) -> pd.DataFrame:
     """Predictions ``symbol, timestamp, prob_up, expected_return`` for the bars in ``[start, end]``
     (with ``atr_period`` also ``atr``: ``atr_{atr_period}`` of each bar, ``features.atr``).
     ``reference`` / ``other_venue``: the multi-input families' inputs when the model logged them
-    (``features.materialise.read_feature_inputs`` / ``read_other_venue``), as serving passes them.
+    (``features.materialise.read_feature_inputs`` / ``read_other_venue``), ``alt`` the alt families'
+    series (``read_alt_inputs``), as serving passes them.
 
     ``history_candles`` must reach back ``history_bars_needed`` bars before ``start``: earlier
     rows are the warm-up. A row without a full return window is not predictable (like a warm-up
@@ -92,7 +93,7 @@ def model_predictions(model, history_candles: pd.DataFrame, start=None, end=None
 
     md = logged_metadata(model)
     fp = FeatureParams(**md["feature_params"])
-    inputs = {"funding": funding, "reference": reference, "other_venue": other_venue}
+    inputs = {"funding": funding, "reference": reference, "other_venue": other_venue, "alt": alt}
     feats = (compute_features(history_candles, fp, **inputs) if atr_period is None else
              features_with_atr(history_candles, fp, atr_period, **inputs))
     ts = feats["timestamp"]
@@ -198,14 +199,16 @@ def load_logged_model(model_uri: str, tracking_uri: str | None = None):
 
 
 def backtest_model(model_uri: str, candles: pd.DataFrame, funding: pd.DataFrame | None, params: Params, *,
-                   start=None, end=None, tracking_uri: str | None = None, model=None, other_venue=None) -> dict:
+                   start=None, end=None, tracking_uri: str | None = None, model=None, other_venue=None,
+                   alt=None) -> dict:
     """Evaluation block (``EVALUATION_KEYS``) of the model at ``model_uri`` on ``candles``.
 
     ``candles`` carry the history (``history_bars_needed`` bars before ``start``); the bars
     traded are ``[start, end]`` (default: every predictable bar). ``params`` supplies costs,
     risk and signal thresholds, and its ``data.timeframe`` must be the model's. ``model``:
     an already loaded pyfunc for ``model_uri`` (skips loading). ``other_venue``: Bybit's series
-    for a model using the cross-venue features (``features.materialise.read_other_venue``).
+    for a model using the cross-venue features (``features.materialise.read_other_venue``); ``alt``
+    the alt series for a model using the alt families (``features.materialise.read_alt_inputs``).
     """
     model = model if model is not None else load_logged_model(model_uri, tracking_uri)
     md = logged_metadata(model)
@@ -213,7 +216,7 @@ def backtest_model(model_uri: str, candles: pd.DataFrame, funding: pd.DataFrame 
         raise UserError(f"{model_uri} was trained on {md['timeframe']} bars, not {params.data.timeframe}; "
                         f"backtest it with --timeframe {md['timeframe']}")
     predictions = model_predictions(model, candles, start, end, funding=funding, atr_period=params.risk.atr_period,
-                                    other_venue=other_venue)
+                                    other_venue=other_venue, alt=alt)
     evaluation, _ = evaluate_predictions(candles, predictions, params, model_version=model_uri, funding=funding)
     return evaluation
 

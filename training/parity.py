@@ -16,27 +16,28 @@ from qt.config import Params
 
 def offline_signals(candles: pd.DataFrame, model, params: Params, start: pd.Timestamp,
                     model_version: str | None, funding: pd.DataFrame | None = None,
-                    reference: pd.DataFrame | None = None, other_venue=None) -> pd.DataFrame:
+                    reference: pd.DataFrame | None = None, other_venue=None, alt=None) -> pd.DataFrame:
     """The champion's signals for every bar from ``start``, computed in process through
     ``model_predictions`` (the features and return window the model logged; ``reference`` /
-    ``other_venue``: the multi-input families' inputs, as the service reads them)."""
+    ``other_venue`` / ``alt``: the multi-input and alt families' inputs, as the service reads them)."""
     from executor.signals import signals_from_predictions
     from training.backtest_model import model_predictions
 
-    preds = model_predictions(model, candles, start, funding=funding, reference=reference, other_venue=other_venue)
+    preds = model_predictions(model, candles, start, funding=funding, reference=reference, other_venue=other_venue,
+                              alt=alt)
     return signals_from_predictions(preds, params.signal, model_version)
 
 
 def check_parity(candles: pd.DataFrame, model, params: Params, start: pd.Timestamp,
                  replay_report, model_version: str | None, funding: pd.DataFrame | None = None,
                  replay_fills: pd.DataFrame | None = None, reference: pd.DataFrame | None = None,
-                 other_venue=None) -> dict:
+                 other_venue=None, alt=None) -> dict:
     """Compare the HTTP-driven paper replay with an in-process backtest of the same bars
     (perpetuals settle the same ``funding`` in both); ``replay_fills`` locate the first divergence."""
     from executor.backtest import run_backtest
 
     signals = offline_signals(candles, model, params, start, model_version, funding=funding, reference=reference,
-                              other_venue=other_venue)
+                              other_venue=other_venue, alt=alt)
     bt = run_backtest(candles, signals, params, close_at_end=False, funding=funding)
     return judge_parity(bt.metrics, bt.fills, replay_report.metrics, replay_report.net_pnl, replay_fills,
                         tolerance_usdt=1e-6 * params.risk.starting_equity_usdt)

@@ -202,21 +202,23 @@ def evaluate_stage(params: Params, paths: StatePaths) -> dict:
 
 
 def model_feature_inputs(params: Params, paths: StatePaths, feature_params) -> dict:
-    """``reference`` / ``other_venue`` for ``model_predictions`` of a model whose logged feature
+    """``reference`` / ``other_venue`` / ``alt`` for ``model_predictions`` of a model whose logged feature
     params are ``feature_params``: the reference candles and Bybit's series read from the lakes the
     features stage and the service read (``features.materialise``), so the champion is re-judged
     on the input it is served. Empty when its families need neither."""
     from data.sources import lake_root, venue_lake_root
-    from features.materialise import read_feature_inputs, read_other_venue
+    from features.alt_features import uses_alt
+    from features.materialise import read_alt_inputs, read_feature_inputs, read_other_venue
     from features.multi_input import uses_other_venue, uses_reference
 
-    if not (uses_reference(feature_params) or uses_other_venue(feature_params)):
+    if not (uses_reference(feature_params) or uses_other_venue(feature_params) or uses_alt(feature_params)):
         return {}
     as_model = params.model_copy(update={"features": feature_params})
     symbols, timeframe = list(params.data.symbols), params.data.timeframe
     _, reference = read_feature_inputs(lake_root(params, paths), symbols, timeframe, as_model)
     return {"reference": reference,
-            "other_venue": read_other_venue(venue_lake_root(params, paths, "bybit"), symbols, timeframe, as_model)}
+            "other_venue": read_other_venue(venue_lake_root(params, paths, "bybit"), symbols, timeframe, as_model),
+            "alt": read_alt_inputs(lake_root(params, paths), feature_params)}
 
 
 def _holdout_funding(params: Params, paths: StatePaths, h_start: pd.Timestamp) -> pd.DataFrame | None:

@@ -83,7 +83,7 @@ def add_feature_choices(features: pd.DataFrame, candles: pd.DataFrame, params: P
     ``params.tune.space`` that it lacks, NaN where that set has no value for the row.
     ``bybit_lake``: where Bybit's series live for a cross-venue choice (default ``lake``)."""
     from features.compute import compute_features, feature_columns
-    from features.materialise import read_feature_inputs, read_other_venue
+    from features.materialise import read_alt_inputs, read_feature_inputs, read_other_venue
 
     out = features
     for variant in feature_variants(params.features, params.tune):
@@ -93,7 +93,9 @@ def add_feature_choices(features: pd.DataFrame, candles: pd.DataFrame, params: P
         with_variant = params.model_copy(update={"features": variant})
         funding, reference = read_feature_inputs(lake, list(params.data.symbols), params.data.timeframe, with_variant)
         other = read_other_venue(bybit_lake or lake, list(params.data.symbols), params.data.timeframe, with_variant)
-        computed = compute_features(candles, variant, funding=funding, reference=reference, other_venue=other)
+        alt = read_alt_inputs(lake, variant)
+        computed = compute_features(candles, variant, funding=funding, reference=reference, other_venue=other,
+                                    alt=alt)
         log.info("tune: %d feature columns of a features choice computed (%s)", len(new), ", ".join(new))
         out = out.merge(computed[KEYS + new], on=KEYS, how="left", validate="one_to_one")
     return out
