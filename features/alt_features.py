@@ -53,14 +53,6 @@ from features.cross_venue import rolling_zscore
 from qt.config import FeatureParams
 from qt.errors import DataError
 
-# Each alt family's features.* keys with their "off" values: the override that switches the family
-# off (an ablation sets one family's entry; ``features.fng=false`` alone leaves fng_change/fng_z on).
-ALT_FAMILIES_OFF = {
-    "fng": {"fng": False, "fng_change": [], "fng_z": []},
-    "onchain": {"onchain": False},
-    "etf_flow": {"etf_flow_z": []},
-    "news": {"news_hours": []},
-}
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 COLLECT_HINT = "collect it (alt.series in params.yaml, then `qt collect`)"

@@ -22,6 +22,11 @@ FAMILIES: dict[str, dict] = {
     "basis": {"basis": True},
     "cross": {"cross": [24]},
     "xv": {"xv": True, "xv_z": [24]},
+    # alternative data (``features.alt_features``): daily F&G and on-chain values, ETF flows, headlines
+    "fng": {"fng": True, "fng_change": [1, 7], "fng_z": [30]},
+    "onchain": {"onchain": True},
+    "etf_flow": {"etf_flow_z": [20]},
+    "news": {"news_hours": [24]},
 }
 
 

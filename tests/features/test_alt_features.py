@@ -135,12 +135,14 @@ def test_families_off_by_default_keep_the_feature_set_hash():
     assert "fng_value" in feature_columns(on)
 
 
-def test_each_family_is_switched_off_by_its_override():
-    from features.alt_features import ALT_FAMILIES_OFF
+def test_each_alt_family_is_switched_off_and_on_by_the_ablation_registry():
+    from features.families import family_arms
 
     on = FeatureParams(fng=True, fng_change=[2], fng_z=[3], onchain=True, etf_flow_z=[2], news_hours=[1])
     prefixes = {"fng": "fng_", "onchain": "onchain_", "etf_flow": "etf_flow_", "news": "news_"}
-    for family, off in ALT_FAMILIES_OFF.items():
-        left = feature_columns(on.model_copy(update=off))
-        assert not any(c.startswith(prefixes[family]) for c in left), family
-        assert len(left) < len(feature_columns(on))
+    for family, prefix in prefixes.items():
+        without, with_ = family_arms(on, family)
+        assert not any(c.startswith(prefix) for c in feature_columns(without)), family
+        assert len(feature_columns(without)) < len(feature_columns(on))
+        without_all, with_only = family_arms(FeatureParams(), family)
+        assert any(c.startswith(prefix) for c in feature_columns(with_only)), family
