@@ -56,7 +56,7 @@ def load_ablation_data(with_params: Params, paths: StatePaths, lake: Path) -> Tu
     from data.sources import venue_lake_root
     from features.compute import compute_features, feature_columns
     from features.labels import label_end_times, label_reach_bars, make_labels
-    from features.materialise import read_feature_inputs, read_other_venue
+    from features.materialise import read_alt_inputs, read_feature_inputs, read_other_venue
     from training.splits import holdout_split
 
     p = with_params
@@ -66,7 +66,8 @@ def load_ablation_data(with_params: Params, paths: StatePaths, lake: Path) -> Tu
         raise DataError(f"no candles for {symbols} {tf} in {lake}; run `qt collect` / `qt validate` first")
     funding, reference = read_feature_inputs(lake, symbols, tf, p)
     other = read_other_venue(venue_lake_root(p, paths, "bybit"), symbols, tf, p)
-    feats = compute_features(candles, p.features, funding=funding, reference=reference, other_venue=other)
+    feats = compute_features(candles, p.features, funding=funding, reference=reference, other_venue=other,
+                             alt=read_alt_inputs(lake, p.features))
     feats = feats.dropna(subset=feature_columns(p.features)).reset_index(drop=True)
     reach = label_reach_bars(p.labels, p.risk)
     labels = make_labels(candles, p.labels, p.costs, p.risk if p.labels.target == "triple_barrier" else None)
