@@ -27,15 +27,11 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from data.partitions import WriteResult, content_sha256, read_table
-from qt.atomic import replace_atomic, tmp_path
+from data.partitions import WriteResult, content_sha256, read_table, write_table_atomic
 from qt.errors import DataError
 
 DAY_MS = 86_400_000
-_WRITER = {"compression": "zstd", "compression_level": 3, "use_dictionary": False,
-           "write_statistics": True, "version": "2.6", "data_page_version": "1.0"}
 _TS = pa.timestamp("ms", tz="UTC")
 
 
@@ -149,11 +145,5 @@ def _tidy(frame: pd.DataFrame, spec: AltSeries) -> pd.DataFrame:
 
 
 def _write(frame: pd.DataFrame, path: Path, spec: AltSeries) -> None:
-    table = pa.Table.from_pandas(frame, schema=spec.schema, preserve_index=False).replace_schema_metadata(None)
-    tmp = tmp_path(path)
-    try:
-        pq.write_table(table, tmp, **_WRITER)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    replace_atomic(tmp, path)
+    write_table_atomic(pa.Table.from_pandas(frame, schema=spec.schema, preserve_index=False)
+                       .replace_schema_metadata(None), path)

@@ -214,6 +214,12 @@ def write_parquet_atomic(df: pd.DataFrame, path: Path, columns: list[str]) -> st
     schema = pa.schema([pa.field("timestamp", pa.timestamp("ms", tz="UTC"), nullable=False)]
                        + [pa.field(c, pa.float64()) for c in columns[1:]])
     table = pa.Table.from_pandas(df[columns], schema=schema, preserve_index=False).replace_schema_metadata(None)
+    return write_table_atomic(table, path)
+
+
+def write_table_atomic(table: pa.Table, path: Path) -> str:
+    """Write ``table`` with the fixed writer options (the same rows, the same bytes) via a temp file
+    and rename (``qt.atomic``); returns the sha256 of the bytes written."""
     tmp = tmp_path(path)
     try:
         pq.write_table(table, tmp, **_PARQUET_OPTIONS)
