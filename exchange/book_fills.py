@@ -86,7 +86,11 @@ class BookLevels:
                 raise DataError(f"--book {f}: not a levels table (no qt.market/qt.symbol metadata)")
             key = (_KINDS[market], symbol.split(":")[0].replace("/", ""))
             frames.setdefault(key, []).append(table.select(["ts_ms", "side", "rank", "price", "qty"]).to_pandas())
-        return cls({key: _symbol_book(parts) for key, parts in frames.items()}, max_age_ms)
+        books = {key: _symbol_book(parts) for key, parts in frames.items()}
+        empty = [f"{market} {symbol}" for (market, symbol), b in books.items() if not len(b.ts)]
+        if empty:
+            raise DataError(f"--book {path}: no two-sided sample of {', '.join(empty)} (was the replayed book ever valid?)")
+        return cls(books, max_age_ms)
 
     def covers(self, market: str, symbol: str) -> bool:
         return (market, symbol) in self.books

@@ -111,3 +111,12 @@ def test_on_the_shared_recording_a_larger_order_pays_more_slippage(tmp_path):
         small, large = (book.fill_price(_order(side, q), _bar("61800"), now) for q in ("0.01", "20"))
         sign = 1 if side == "BUY" else -1
         assert 0 < sign * (small - close) < sign * (large - close), (side, small, large)
+
+
+def test_a_levels_table_without_samples_is_refused_at_start(tmp_path):
+    from qt.errors import DataError
+
+    empty = pa.Table.from_arrays([pa.array([], type=f.type) for f in SCHEMA], schema=SCHEMA)
+    write_levels(tmp_path / "levels.parquet", empty, "BTC/USDT:USDT", "binanceusdm")
+    with pytest.raises(DataError, match="no two-sided sample of perp BTCUSDT"):
+        BookLevels.read(tmp_path)
