@@ -4,7 +4,9 @@ Two ways in, one storage (``<lake>/orderbook/<market>/<STEM>/<day>/``, ``data.or
 
 * ``--from-file RAW.gz`` imports a raw websocket recording (hftbacktest's collector format:
   ``<receive ns> <JSON>`` lines of Binance depth diffs, trades, bookTicker and a REST snapshot),
-  then replays the stored copy and prints the counts and the bookTicker check as JSON;
+  then replays the stored copy and prints the counts and the bookTicker check as JSON; the same
+  pass writes ``levels.parquet`` per day (the top 50 levels per side each second of Binance's
+  event clock, ``data.orderbook.levels``), which ``qt exchange serve --book`` walks for market fills;
 * without it, REST depth snapshots are polled through ccxt every ``--interval`` s for
   ``--seconds`` (``data.orderbook.recorder``) from Binance, or from ``--exchange-url`` (the local
   exchange answers with a book it invents from the current candle, ``exchange.depth``), and
@@ -73,6 +75,7 @@ def record_book(
         raise UserError(f"--from-file {from_file} does not exist")
     from cli.context import load_context
     from data.orderbook.check import replay_and_check
+    from data.orderbook.levels import LevelSampler
     from data.orderbook.messages import read_raw, require_market
     from data.orderbook.store import read_recording, recording_root, write_recording
 
@@ -81,9 +84,45 @@ def record_book(
     symbol = wanted[0]
     messages = require_market(read_raw(from_file, {binance_id(symbol)}), venue)
     stored = write_recording(root, symbol, venue, messages, source=str(from_file.resolve()))
-    check = replay_and_check(read_recording(root, symbol, venue, sorted(stored)), venue)
-    typer.echo(json.dumps({"symbol": symbol, "venue": venue, "stored": stored,
+    sampler = LevelSampler(venue, every_ms=1000, depth=LEVELS_DEPTH)
+    check = replay_and_check(_teed(read_recording(root, symbol, venue, sorted(stored)), sampler.feed), venue)
+    levels = _write_levels_by_day(sampler.table(), recording_root(root, symbol, venue), sorted(stored), symbol, venue)
+    typer.echo(json.dumps({"symbol": symbol, "venue": venue, "stored": stored, "levels": levels,
                            "directory": str(recording_root(root, symbol, venue)), **check}, indent=2))
+
+
+LEVELS_DEPTH = 50  # levels per side in levels.parquet: enough for market orders far beyond the top of book
+
+
+def _teed(messages, feed):
+    """The messages, each also handed to ``feed`` (one read of the lake for the check and the levels)."""
+    for m in messages:
+        feed(m)
+        yield m
+
+
+def _write_levels_by_day(table, base: Path, days: list[str], symbol: str, venue: str) -> dict:
+    """``levels.parquet`` into each stored day's directory: the rows of that UTC day of *event* time
+    (a row of a day without a directory goes to the latest stored day before it, else the first)."""
+    import numpy as np
+    import pandas as pd
+
+    from data.orderbook.levels import LEVELS_FILE, write_levels
+
+    row_days = pd.to_datetime(table.column("ts_ms").to_numpy(), unit="ms", utc=True).strftime("%Y-%m-%d").to_numpy()
+    home = np.array([max([d for d in days if d <= r], default=days[0]) for r in row_days], dtype=object) \
+        if len(row_days) else np.array([], dtype=object)
+    out = {}
+    for day in days:
+        part = table.filter(_mask(home == day))
+        out[day] = {"rows": part.num_rows, "path": str(write_levels(base / day / LEVELS_FILE, part, symbol, venue))}
+    return out
+
+
+def _mask(mask):
+    import pyarrow as pa
+
+    return pa.array(mask, type=pa.bool_())
 
 
 def _poll(symbols: list[str], venue: str, seconds: float, interval: float, limit: int, exchange_url: str | None,

@@ -319,11 +319,14 @@ def exchange_serve(
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     now: Annotated[Optional[str], typer.Option("--now", help="replay clock, ISO time (default: wall clock)")] = None,
     faults: Annotated[Optional[str], typer.Option("--faults", help="fault-injection config, JSON")] = None,
+    book: Annotated[Optional[Path], typer.Option(
+        "--book", help="levels.parquet (or a directory of them, from qt record-book --from-file): "
+                       "market orders walk that book instead of filling at the bar close")] = None,
 ) -> None:
     """Serve candles and funding from DIR over Binance's REST API until Ctrl-C."""
     from exchange import run_server_cli
 
-    run_server_cli(data, port, host=host, now=now, faults_json=faults)
+    run_server_cli(data, port, host=host, now=now, faults_json=faults, book=book)
 
 
 def _exit_on_sigterm(signum, _frame) -> None:

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from qt.errors import ConfigError, QTError
 from qt.binance import make_ccxt
+from exchange.book_fills import BookLevels
 from exchange.datadir import DataDir, write_datadir
 from exchange.faults import FaultConfig, FaultInjector, parse_fault_config
 from exchange.local import Clock, create_app
@@ -63,14 +64,14 @@ def parse_api_keys(raw: str | None) -> dict[str, str]:
 
 
 def serve(datadir: Path, host: str, port: int, clock: Clock, faults: FaultInjector,
-          api_keys: dict[str, str] | None = None) -> None:
+          api_keys: dict[str, str] | None = None, book=None) -> None:
     """Serve the exchange on ``host:port`` until SIGINT/SIGTERM (blocking).
 
     In-flight requests get 1 s at shutdown: a "timeout" fault stalls for longer than any
     client waits, and must not keep a stopping server alive."""
     import uvicorn  # only the server process needs it: clients and tests import this package without it
 
-    app = create_app(Path(datadir), clock, faults, api_keys)
+    app = create_app(Path(datadir), clock, faults, api_keys, book)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                             lifespan="off", timeout_graceful_shutdown=1)
     print(f"local Binance- and Bybit-compatible exchange on http://{host}:{port} serving {datadir}, "
@@ -79,8 +80,9 @@ def serve(datadir: Path, host: str, port: int, clock: Clock, faults: FaultInject
 
 
 def run_server_cli(data: Path, port: int, host: str = LOOPBACK, now: str | None = None,
-                   faults_json: str | None = None, api_keys: dict[str, str] | None = None) -> None:
-    """``qt exchange serve --data DIR --port P [--host H] [--now ISO] [--faults JSON]``.
+                   faults_json: str | None = None, api_keys: dict[str, str] | None = None,
+                   book: Path | None = None) -> None:
+    """``qt exchange serve --data DIR --port P [--host H] [--now ISO] [--faults JSON] [--book LEVELS]``.
 
     API keys come from ``api_keys`` or else ``$QT_EXCHANGE_API_KEYS`` (read here, at the entry
     point). Every argument is checked before the port is bound: a bad one raises a UserError
@@ -91,7 +93,8 @@ def run_server_cli(data: Path, port: int, host: str = LOOPBACK, now: str | None 
     faults = FaultInjector(parse_fault_config(faults_json))
     keys = api_keys if api_keys is not None else parse_api_keys(os.environ.get(API_KEYS_ENV))
     DataDir(Path(data))  # DataError now, not at the first request
-    serve(Path(data), host, port, clock, faults, keys)
+    levels = BookLevels.read(Path(book)) if book is not None else None  # likewise
+    serve(Path(data), host, port, clock, faults, keys, levels)
 
 
 class LocalExchange:
@@ -99,12 +102,13 @@ class LocalExchange:
 
     ``with LocalExchange(data_dir, now="2024-06-01T12:30", faults={...}) as ex:`` starts
     ``python -m exchange``, waits until ``/api/v3/ping`` answers, and stops it by PID on
-    exit (also when the body raises). ``ex.url`` is what ``make_ccxt`` takes.
+    exit (also when the body raises). ``ex.url`` is what ``make_ccxt`` takes. ``book=`` (a
+    ``levels.parquet`` or a directory of them) makes market orders walk that book (``exchange.book_fills``).
     """
 
     def __init__(self, data: Path, now: str | None = None, faults: dict | FaultConfig | None = None,
                  port: int | None = None, log_path: Path | None = None, start_timeout_s: float = 30.0,
-                 api_keys: dict[str, str] | None = None):
+                 api_keys: dict[str, str] | None = None, book: Path | None = None):
         self.data = Path(data)
         self.port = port or free_port()
         self.now = now
@@ -119,6 +123,8 @@ class LocalExchange:
                 "--host", LOOPBACK, "--faults", self._faults_json]
         if now is not None:
             argv += ["--now", now]
+        if book is not None:
+            argv += ["--book", str(book)]
         env = {k: v for k, v in os.environ.items() if k != API_KEYS_ENV}
         if api_keys:
             env[API_KEYS_ENV] = json.dumps(api_keys)  # the environment, not argv: ps shows argv

@@ -142,7 +142,7 @@ def _json(payload, status: int = 200) -> Response:
 
 
 def create_app(datadir: Path, clock: Clock, faults: FaultInjector,
-               api_keys: dict[str, str] | None = None) -> "_FaultsAndWeight":
+               api_keys: dict[str, str] | None = None, book=None) -> "_FaultsAndWeight":
     """The ASGI app of the local exchange over ``datadir`` (checked now: DataError if unusable).
 
     ``api_keys`` ({api key: secret}) are the only credentials the signed endpoints accept;
@@ -152,7 +152,7 @@ def create_app(datadir: Path, clock: Clock, faults: FaultInjector,
     ``send`` uvicorn hands to the app, which Starlette's own middleware would wrap."""
     data = DataDir(datadir)
     spot, perp = MarketData(data, "spot", clock), MarketData(data, "perp", clock)
-    venue = TradingVenue(data, clock, api_keys or {})
+    venue = TradingVenue(data, clock, api_keys or {}, book=book)  # book: exchange.book_fills.BookLevels
     bybit_account = bybit_venue(data, clock, api_keys)  # Bybit v5's account: same engine, own wallet
 
     def endpoint(fn):

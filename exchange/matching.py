@@ -4,7 +4,8 @@ There is no order book. The exchange's price for a symbol is its *current bar* (
 candle containing the clock, the one the ticker's ``lastPrice`` comes from):
 
 * A MARKET order, and a LIMIT order that is marketable on arrival, fills at once at the
-  current bar's close (taker). Nothing clever: no spread, no slippage model.
+  current bar's close (taker). Nothing clever: no spread, no slippage model - unless the venue
+  sets ``market_price`` (``--book``: a MARKET order walks a recorded book, ``exchange.book_fills``).
 * A resting order is matched when the clock advances: each new bar (open time in
   (previous now, now]) is offered to the symbol's open orders, oldest first, stop-type orders
   before take-profits and limits, so a bar that touches both a stop and a take-profit fills the
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from dataclasses import replace
 from decimal import Decimal
 from typing import Protocol
 
@@ -101,6 +103,7 @@ class MatchingEngine:
         self._trade_ids = itertools.count(1)
         self._used: dict[tuple[str, str, int], Decimal] = {}  # (market, symbol, bar ts) -> traded qty
         self.groups: OrderGroups | None = None  # spot OCO lists, once attached (exchange.oco)
+        self.market_price = None  # (order, bar, now_ms) -> a MARKET order's price; None: bar.close
 
     def attach_groups(self, groups: OrderGroups) -> None:
         """Match ``groups`` each bar (before the single orders) and let them cancel a member's group."""
@@ -184,11 +187,14 @@ class MatchingEngine:
                       working=req.type in ("MARKET", "LIMIT"))
         if order.type == "TRAILING_STOP_MARKET" and order.activation_price is None:
             order.trail_extreme = bar.close
+        price = bar.close
+        if order.type == "MARKET" and self.market_price is not None:  # a book walk (exchange.book_fills)
+            price = self.market_price(order, bar, now_ms)  # may refuse: before anything is reserved
         if not req.algo:
-            self._reserve(order, rules, bar, marks)
+            self._reserve(order, rules, replace(bar, close=price), marks)
         book[order.order_id] = order
         if order.type == "MARKET" or (order.type == "LIMIT" and self._marketable(order, bar.close)):
-            self.fill(order, rules, bar, bar.close, maker=False, now_ms=now_ms, marks=marks)
+            self.fill(order, rules, bar, price, maker=False, now_ms=now_ms, marks=marks)
             if order.type == "MARKET" and order.is_open:
                 self._close(order, "EXPIRED", rules, now_ms)
         return order

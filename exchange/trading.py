@@ -55,22 +55,29 @@ def _d(value: float) -> Decimal:
 class TradingVenue:
     """The account, its engine and the data dir's prices at the clock, behind one lock."""
 
-    def __init__(self, data: DataDir, clock, api_keys: dict[str, str], markets=None):
+    def __init__(self, data: DataDir, clock, api_keys: dict[str, str], markets=None, book=None):
         """``markets(kind)`` lists the tradable markets by exchange id (default: the data dir's
         Binance folders); the Bybit venue passes its own (``exchange.bybit.files``), so one
-        engine class serves both protocols, each venue with its own account and prices."""
-        self.data, self.clock = data, clock
+        engine class serves both protocols, each venue with its own account and prices.
+        ``book`` (an ``exchange.book_fills.BookLevels``): MARKET orders of the symbols it covers walk it."""
+        self.data, self.clock, self.book = data, clock, book
         self._markets = markets or data.markets
         self._api_keys = dict(api_keys)
         self.lock = threading.Lock()
         self.engine = self._new_engine(MatchingEngine(DEFAULT_SPOT_BALANCES, DEFAULT_FUTURES_WALLET))
         self.synced_ms = clock.now_ms()
 
-    @staticmethod
-    def _new_engine(engine: MatchingEngine) -> MatchingEngine:
-        """The engine with the spot OCO lists attached (matched each bar, cancelled by a leg)."""
+    def _new_engine(self, engine: MatchingEngine) -> MatchingEngine:
+        """The engine with the spot OCO lists attached (matched each bar, cancelled by a leg) and,
+        with a book, market orders priced by walking it."""
         oco.attach(engine)
+        if self.book is not None:
+            engine.market_price = self._market_price
         return engine
+
+    def _market_price(self, order: Order, bar: Bar, now_ms: int) -> Decimal:
+        return self.book.fill_price(order, bar, now_ms) if self.book.covers(order.market, order.symbol) \
+            else bar.close
 
     def __repr__(self) -> str:  # never show the keys
         return f"TradingVenue(keys={len(self._api_keys)}, synced_ms={self.synced_ms})"

@@ -44,8 +44,9 @@ def test_a_recording_lands_in_the_lake_and_its_replay_is_checked(tmp_path):
     assert out["replay"]["diffs_applied"] == 2 and out["replay"]["gaps"] == 0
     assert (out["book_ticker"]["compared"], out["book_ticker"]["equal"]) == (1, 1)
     day = tmp_path / "home" / "orderbook" / "binanceusdm" / "BTC_USDT" / "2024-08-08"
-    assert sorted(p.name for p in day.iterdir()) == ["book_ticker.parquet", "depth.parquet", "manifest.json",
-                                                     "snapshots.parquet", "trades.parquet"]
+    assert sorted(p.name for p in day.iterdir()) == ["book_ticker.parquet", "depth.parquet", "levels.parquet",
+                                                     "manifest.json", "snapshots.parquet", "trades.parquet"]
+    assert out["levels"]["2024-08-08"]["path"] == str(day / "levels.parquet")  # the book for qt exchange serve --book
 
 
 @pytest.mark.parametrize("args,fragment", [
