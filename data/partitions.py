@@ -305,7 +305,12 @@ def tidy(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
-    """Read through one open file handle: a writer may ``os.replace`` the path at any time, and
-    reading by path lets pyarrow take the size of one inode and the bytes of another."""
-    with open(path, "rb") as fh:
-        return pq.read_table(fh, columns=columns)
+    """Read through one open file: a writer may ``os.replace`` the path at any time, and reading
+    by path lets pyarrow take the size of one inode and the bytes of another.
+
+    The file is Arrow's own (``pa.OSFile``), never a Python file object: pyarrow wraps those in a
+    reader whose destructor takes the GIL, and when a scan thread drops it while the interpreter
+    exits, the process aborts ("terminate called without an active exception", exit 134; seen
+    in CI after ``qt xv report`` printed its error; apache/arrow#34314)."""
+    with pa.OSFile(str(path), "rb") as fh:
+        return pq.ParquetFile(fh).read(columns=columns)

@@ -51,11 +51,11 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from data.alt_lake import alt_dir, read_alt
 from data.lake import (OHLCV_COLUMNS, candle_path, funding_dir, monthly_partitions, partition_bounds, partition_key,
                        read_candles, read_funding, remove_orphan_temp_files, stored_timestamps_ms)
+from data.partitions import read_table
 from features import store
 from features.alt_features import alt_series_needed
 from features.alt_join import AltInputs
@@ -431,8 +431,7 @@ def _read_symbol_candles(root: Path, symbol: str, timeframe: str, start: pd.Time
     try:
         tables = []
         for path in paths:
-            with open(path, "rb") as fh:
-                tables.append(pq.ParquetFile(fh).read(columns=OHLCV_COLUMNS).cast(_CANDLE_SCHEMA))
+            tables.append(read_table(path, columns=OHLCV_COLUMNS).cast(_CANDLE_SCHEMA))
         frame = pa.concat_tables(tables).to_pandas() if tables else None
     except Exception:  # noqa: BLE001 - the lake's reader raises the DataError a user can act on
         frame = None
