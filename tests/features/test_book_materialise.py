@@ -2,7 +2,8 @@
 (2024-08-08 23:54:13 -> 23:59:59 on the recorder's clock, ~1.27 s behind Binance's): of a month and
 a half of real 1h bars only the one whose close the recording covers - the bar opening 23:00,
 closing 2024-08-09 00:00 - gets a book value, so it is the only row stored; a lake without a
-recording is one DataError saying how to record one."""
+recording is one DataError saying how to record one; a rewritten recording alone recomputes the
+features (the manifest fingerprints each symbol's recorded levels and trades)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from features.store import read_features
 from qt.config import Params
 from qt.errors import DataError
 from tests.cli.support import run_qt
+from tests.features.book_support import record_book
 
 PERP = "BTC/USDT:USDT"
 PARAMS = Params(features={"book": True})
@@ -62,3 +64,21 @@ def test_a_lake_without_a_recording_is_one_data_error_saying_how_to_record(tmp_p
     write_candles(tmp_path / "lake", "BTC/USDT", "1h", bars.drop(columns="symbol"))
     with pytest.raises(DataError, match="qt record-book --from-file"):
         materialise(tmp_path / "lake", ["BTC/USDT"], "1h", PARAMS, tmp_path / "store", workers=1)
+
+
+def test_a_rewritten_recording_alone_recomputes_the_book_features(tmp_path):
+    from data.synthetic import generate_market
+    from qt.config import SyntheticParams
+
+    bars = generate_market(["BTC/USDT"], "1h", SyntheticParams(bars=400, start="2024-01-01"), seed=1)
+    close_ms = (bars["timestamp"].max() + pd.Timedelta("1h")).value // 1_000_000
+    write_candles(tmp_path / "lake", "BTC/USDT", "1h", bars.drop(columns="symbol"))
+    record_book(tmp_path / "lake", close_ms, ask=101.0)
+    params = Params(features={"book": True, "book_lake": str(tmp_path / "lake")})
+    first = materialise(tmp_path / "lake", ["BTC/USDT"], "1h", params, tmp_path / "store", workers=1)
+    again = materialise(tmp_path / "lake", ["BTC/USDT"], "1h", params, tmp_path / "store", workers=1)
+    assert first["rows"] == 1 and first["rows_computed"] > 0 and again["rows_computed"] == 0
+    record_book(tmp_path / "lake", close_ms, ask=102.0)
+    after = materialise(tmp_path / "lake", ["BTC/USDT"], "1h", params, tmp_path / "store", workers=1)
+    assert after["rows_computed"] > 0
+    assert read_features(tmp_path / "store")["book_spread_bps"].iat[0] == pytest.approx(2 / 101 * 1e4)

@@ -5,13 +5,9 @@ and a rewritten recording changes the next answer (the row cache keys on the rec
 from __future__ import annotations
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from data.lake import write_candles
-from data.orderbook.levels import SCHEMA, write_levels
-from data.orderbook.store import SCHEMAS
 from data.synthetic import generate_market
 from features.compute import feature_columns
 from features.materialise import materialise
@@ -19,25 +15,12 @@ from features.store import read_features
 from qt.config import FeatureParams, Params, ServingParams, SignalParams, SyntheticParams
 from serving.champion import LoadedModel
 from serving.engine import SignalEngine
+from tests.features.book_support import record_book
 
 BOOK = FeatureParams(book=True, book_levels=1)
 CANDLES = generate_market(["BTC/USDT"], "1h", SyntheticParams(bars=500, start="2024-01-20"), seed=5)
 LAST = CANDLES["timestamp"].max()
 CLOSE_MS = (LAST + pd.Timedelta("1h")).value // 1_000_000
-
-
-def _record(lake, ask: float) -> None:
-    """Samples at the close - 2 s, - 1 s and at the close: bid 100 x 3, ask ``ask`` x 1; two trades before."""
-    day = lake / "orderbook" / "binance" / "BTC_USDT" / pd.Timestamp(CLOSE_MS - 1, unit="ms").strftime("%Y-%m-%d")
-    day.mkdir(parents=True, exist_ok=True)
-    rows = [(CLOSE_MS - k * 1000, CLOSE_MS - k * 1000 - 100, side, 0, price, qty)
-            for k in (2, 1, 0) for side, price, qty in ((1, 100.0, 3.0), (-1, ask, 1.0))]
-    write_levels(day / "levels.parquet", pa.Table.from_pylist([dict(zip(SCHEMA.names, r)) for r in rows], SCHEMA),
-                 "BTC/USDT", "binance")
-    trades = [(i, 0, t, t, i, 100, q, m) for i, (t, q, m) in enumerate([(CLOSE_MS - 5000, 3, False),
-                                                                         (CLOSE_MS - 4000, 1, True)])]
-    table = pa.Table.from_pylist([dict(zip(SCHEMAS["trades"].names, r)) for r in trades], SCHEMAS["trades"])
-    pq.write_table(table, day / "trades.parquet")
 
 
 class _Recorder:
@@ -56,7 +39,7 @@ def _model() -> LoadedModel:
 
 def test_the_served_book_row_equals_the_stored_row_and_a_new_recording_changes_it(tmp_path):
     write_candles(tmp_path, "BTC/USDT", "1h", CANDLES.drop(columns="symbol"))
-    _record(tmp_path, ask=101.0)
+    record_book(tmp_path, CLOSE_MS, ask=101.0)
     materialise(tmp_path, ["BTC/USDT"], "1h", Params(features=BOOK.model_dump()), tmp_path / "store")
     stored = read_features(tmp_path / "store")
     assert stored["timestamp"].tolist() == [LAST]  # the only close a sample covers
@@ -68,6 +51,6 @@ def test_the_served_book_row_equals_the_stored_row_and_a_new_recording_changes_i
         assert served[col] == stored[col].iat[0], col
     assert served["book_spread_bps"] == pytest.approx(1 / 100.5 * 1e4)  # (101 - 100) / 100.5
     assert served["book_imbalance_1"] == 0.5 and served["book_flow_10s"] == 0.5  # (3 - 1) / 4 each
-    _record(tmp_path, ask=102.0)
+    record_book(tmp_path, CLOSE_MS, ask=102.0)
     engine.signals(model, ["BTC/USDT"], when)
     assert model.pyfunc.inputs[-1]["book_spread_bps"].iat[0] == pytest.approx(2 / 101 * 1e4)
