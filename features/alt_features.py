@@ -27,6 +27,10 @@ column                     value
 ``news_sent_N``            mean VADER compound sentiment (-1..1) of their titles; 0 when none
 =========================  ==================================================================
 
+The order-book family (``features.book``) rides in the same ``AltInputs`` (``book``) and comes last
+in ``alt_columns``: per symbol, from its own recording, whatever ``alt_scope`` says; its columns and
+join rule are in ``features.book_bars``.
+
 Each metric carries its own last known value (a NaN in the source, e.g. NUPL before 2011, is
 skipped, not joined). Rows before a needed series starts (Fear & Greed before 2018-02-01, the
 on-chain metrics before theirs) are undefined (NaN) and dropped by ``compute_features`` like

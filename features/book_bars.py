@@ -8,7 +8,9 @@ only once a later event proved that state held, never while the book was invalid
 clock ``features.book_sampling`` samples on is not used here: the shared recording's machine ran
 about 1.27 s behind Binance, so a receive-clock sample stamped at the close would really be ~1.3 s
 after it. Trade flow counts the trades with trade time in ``[s - S, s)`` (a trade at exactly ``s``
-belongs to the bar opening at ``s``).
+belongs to the bar opening at ``s``). The one millisecond left: a depth event stamped exactly at
+the close's millisecond is in the sample at the close (the levels table's ``<=`` rule) though it
+belongs to the next bar's time; accepted, and said here.
 
 The join (``join_book``, the only one: materialisation, serving and the backtest all reach it
 through ``compute_features(..., alt=AltInputs(book=...))``): a bar's value is the latest sample
