@@ -72,6 +72,7 @@ def read_source_candles(params: Params, start: str | None, end: str | None, hist
         if needed:  # the model's alt families: the series from alt.source into the throw-away lake
             with_alt = params.model_copy(update={"alt": params.alt.model_copy(update={"series": needed})})
             collect_alt(with_alt, lake_root(params, paths))
+        if needed or (feature_params is not None and feature_params.book):  # book: from features.book_lake
             alt = read_alt_inputs(lake_root(params, paths), feature_params)
     return candles, funding, other, alt
 

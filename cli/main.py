@@ -322,11 +322,16 @@ def exchange_serve(
     book: Annotated[Optional[Path], typer.Option(
         "--book", help="levels.parquet (or a directory of them, from qt record-book --from-file): "
                        "market orders walk that book instead of filling at the bar close")] = None,
+    params: Annotated[Optional[Path], typer.Option(
+        "--params", help="params file whose costs.fill_model: book + costs.book choose the book (--book wins); "
+                         "without it, none is read")] = None,
 ) -> None:
     """Serve candles and funding from DIR over Binance's REST API until Ctrl-C."""
     from exchange import run_server_cli
+    from qt.config import load_params
 
-    run_server_cli(data, port, host=host, now=now, faults_json=faults, book=book)
+    costs = load_params(params).costs if params is not None else None
+    run_server_cli(data, port, host=host, now=now, faults_json=faults, book=book, costs=costs)
 
 
 def _exit_on_sigterm(signum, _frame) -> None:

@@ -35,9 +35,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from qt.config import CostParams
 from qt.errors import ConfigError, QTError
 from qt.binance import make_ccxt
-from exchange.book_fills import BookLevels
+from exchange.book_fills import BookLevels, book_source
 from exchange.datadir import DataDir, write_datadir
 from exchange.faults import FaultConfig, FaultInjector, parse_fault_config
 from exchange.local import Clock, create_app
@@ -81,8 +82,10 @@ def serve(datadir: Path, host: str, port: int, clock: Clock, faults: FaultInject
 
 def run_server_cli(data: Path, port: int, host: str = LOOPBACK, now: str | None = None,
                    faults_json: str | None = None, api_keys: dict[str, str] | None = None,
-                   book: Path | None = None) -> None:
-    """``qt exchange serve --data DIR --port P [--host H] [--now ISO] [--faults JSON] [--book LEVELS]``.
+                   book: Path | None = None, costs: CostParams | None = None) -> None:
+    """``qt exchange serve --data DIR --port P [--host H] [--now ISO] [--faults JSON] [--book LEVELS]
+    [--params FILE]``: without ``--book``, ``costs`` (``qt.config.CostParams`` of ``--params``) may
+    choose the book (``costs.fill_model: book`` + ``costs.book``; ``exchange.book_fills.book_source``).
 
     API keys come from ``api_keys`` or else ``$QT_EXCHANGE_API_KEYS`` (read here, at the entry
     point). Every argument is checked before the port is bound: a bad one raises a UserError
@@ -93,7 +96,8 @@ def run_server_cli(data: Path, port: int, host: str = LOOPBACK, now: str | None 
     faults = FaultInjector(parse_fault_config(faults_json))
     keys = api_keys if api_keys is not None else parse_api_keys(os.environ.get(API_KEYS_ENV))
     DataDir(Path(data))  # DataError now, not at the first request
-    levels = BookLevels.read(Path(book)) if book is not None else None  # likewise
+    chosen = book_source(book, costs)
+    levels = BookLevels.read(chosen[0], source=chosen[1]) if chosen is not None else None  # likewise
     serve(Path(data), host, port, clock, faults, keys, levels)
 
 

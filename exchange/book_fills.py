@@ -23,6 +23,8 @@ resting depth the recording held at the exchange clock:
   misreport a market that could have filled it.
 * Symbols the book does not cover, resting limit orders, and triggered stops keep the bar-close
   rules; a triggered STOP_MARKET fills at its trigger (the paper broker's gap rule), unchanged.
+* **Chosen by** ``--book`` or, without it, by ``costs.fill_model: book`` + ``costs.book`` of
+  ``--params FILE`` (``book_source``): the flag wins; ``fill_model: book`` without a path is refused.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ import pyarrow.parquet as pq
 from exchange.ledger import Rejected
 from exchange.orders import PERP, SPOT, Bar, Order
 from qt.book_walk import slippage_bps_of, walk_book
-from qt.errors import DataError
+from qt.config import CostParams
+from qt.errors import ConfigError, DataError
 
 MAX_AGE_MS = 5_000
 LEVELS_FILE = "levels.parquet"
@@ -72,24 +75,25 @@ class BookLevels:
         self.books, self.max_age_ms = books, max_age_ms
 
     @classmethod
-    def read(cls, path: Path, max_age_ms: int = MAX_AGE_MS) -> "BookLevels":
+    def read(cls, path: Path, max_age_ms: int = MAX_AGE_MS, source: str = "--book") -> "BookLevels":
+        """``source`` names where the path came from in every error (``--book`` or ``costs.book``)."""
         path = Path(path)
         files = [path] if path.is_file() else sorted(path.rglob(LEVELS_FILE)) if path.is_dir() else []
         if not files:
-            raise DataError(f"--book {path}: no {LEVELS_FILE} there (qt record-book --from-file writes it)")
+            raise DataError(f"{source} {path}: no {LEVELS_FILE} there (qt record-book --from-file writes it)")
         frames: dict[tuple[str, str], list] = {}
         for f in files:
             table = pq.read_table(f)
             meta = table.schema.metadata or {}
             market, symbol = meta.get(b"qt.market", b"").decode(), meta.get(b"qt.symbol", b"").decode()
             if market not in _KINDS or "/" not in symbol:
-                raise DataError(f"--book {f}: not a levels table (no qt.market/qt.symbol metadata)")
+                raise DataError(f"{source} {f}: not a levels table (no qt.market/qt.symbol metadata)")
             key = (_KINDS[market], symbol.split(":")[0].replace("/", ""))
             frames.setdefault(key, []).append(table.select(["ts_ms", "side", "rank", "price", "qty"]).to_pandas())
         books = {key: _symbol_book(parts) for key, parts in frames.items()}
         empty = [f"{market} {symbol}" for (market, symbol), b in books.items() if not len(b.ts)]
         if empty:
-            raise DataError(f"--book {path}: no two-sided sample of {', '.join(empty)} (was the replayed book ever valid?)")
+            raise DataError(f"{source} {path}: no two-sided sample of {', '.join(empty)} (was the replayed book ever valid?)")
         return cls(books, max_age_ms)
 
     def covers(self, market: str, symbol: str) -> bool:
@@ -114,6 +118,21 @@ class BookLevels:
         return (bar.close * (1 + move)).quantize(Decimal("1e-8"))
 
 
+def book_source(flag: Path | None, costs: CostParams | None) -> tuple[Path, str] | None:
+    """(path, its name for errors) of the book market orders walk: ``--book`` when given (it wins),
+    else ``costs.book`` when ``costs.fill_model`` is book, else None (bar-close fills). ConfigError
+    (one line) when ``fill_model: book`` names no book."""
+    if flag is not None:
+        return Path(flag), "--book"
+    if costs is None or costs.fill_model != "book":
+        return None
+    if not costs.book:
+        raise ConfigError("costs.fill_model: book needs costs.book: a levels.parquet (or a directory of them, from "
+                          "qt record-book --from-file) for market orders to walk; set it, pass --book, or use "
+                          "fill_model: fixed")
+    return Path(costs.book), "costs.book"
+
+
 def _symbol_book(parts: list) -> SymbolBook:
     import pandas as pd
 
@@ -128,4 +147,4 @@ def _symbol_book(parts: list) -> SymbolBook:
     return SymbolBook(ts[keep], [bids[k] for k in keep], [asks[k] for k in keep])
 
 
-__all__ = ["BookLevels", "MAX_AGE_MS", "SymbolBook"]
+__all__ = ["BookLevels", "MAX_AGE_MS", "SymbolBook", "book_source"]

@@ -27,6 +27,10 @@ column                     value
 ``news_sent_N``            mean VADER compound sentiment (-1..1) of their titles; 0 when none
 =========================  ==================================================================
 
+The order-book family (``features.book``) rides in the same ``AltInputs`` (``book``) and comes last
+in ``alt_columns``: per symbol, from its own recording, whatever ``alt_scope`` says; its columns and
+join rule are in ``features.book_bars``.
+
 Each metric carries its own last known value (a NaN in the source, e.g. NUPL before 2011, is
 skipped, not joined). Rows before a needed series starts (Fear & Greed before 2018-02-01, the
 on-chain metrics before theirs) are undefined (NaN) and dropped by ``compute_features`` like
@@ -49,6 +53,7 @@ import numpy as np
 import pandas as pd
 
 from features.alt_join import AltInputs, asof_join, available_ms, window_bounds
+from features.book_bars import book_columns, book_rows
 from features.cross_venue import rolling_zscore
 from qt.config import FeatureParams
 from qt.errors import DataError
@@ -65,7 +70,7 @@ def alt_columns(params: FeatureParams) -> list[str]:
     cols += [f"etf_flow_z_{n}" for n in params.etf_flow_z]
     for n in params.news_hours:
         cols += [f"news_count_{n}", f"news_votes_{n}", f"news_sent_{n}"]
-    return cols
+    return cols + book_columns(params)
 
 
 def alt_series_needed(params: FeatureParams) -> list[str]:
@@ -76,7 +81,8 @@ def alt_series_needed(params: FeatureParams) -> list[str]:
 
 
 def uses_alt(params: FeatureParams) -> bool:
-    return bool(alt_series_needed(params))
+    """Any family joined through ``AltInputs``: the lake's alt series or the order book."""
+    return bool(alt_series_needed(params)) or params.book
 
 
 def check_alt_params(params: FeatureParams) -> str | None:
@@ -95,7 +101,7 @@ def require_alt(alt: AltInputs | None, params: FeatureParams) -> AltInputs | Non
     """``alt`` when every series an enabled family reads is in it (None when no family is on)."""
     if not uses_alt(params):
         return None
-    for name in alt_series_needed(params):
+    for name in alt_series_needed(params) + (["book"] if params.book else []):
         frame = None if alt is None else getattr(alt, name)
         if frame is None:
             raise DataError(f"the alt features need the {name} series but none was passed; call compute_features(..., "
@@ -105,10 +111,12 @@ def require_alt(alt: AltInputs | None, params: FeatureParams) -> AltInputs | Non
 
 def alt_rows(symbol: str, open_ms: np.ndarray, close: np.ndarray, bar_ms: int, params: FeatureParams,
              alt: AltInputs) -> list[np.ndarray]:
-    """One symbol's alt rows (``alt_columns`` order), NaN where undefined."""
-    if not in_scope(symbol, params):
-        return [np.zeros(len(open_ms))] * len(alt_columns(params))
+    """One symbol's alt rows (``alt_columns`` order), NaN where undefined. The book rows are the
+    symbol's own book (``features.book_bars``), whatever ``alt_scope`` says."""
     closes_at = open_ms + bar_ms
+    book = book_rows(symbol, closes_at, params, alt.book) if params.book else []
+    if not in_scope(symbol, params):
+        return [np.zeros(len(open_ms))] * (len(alt_columns(params)) - len(book)) + book
     rows: list[np.ndarray] = []
     if params.fng or params.fng_change or params.fng_z:
         rows += _fng_rows(closes_at, params, alt.fear_greed)
@@ -116,7 +124,7 @@ def alt_rows(symbol: str, open_ms: np.ndarray, close: np.ndarray, bar_ms: int, p
         rows += _onchain_rows(symbol, closes_at, close, params, alt.onchain_btc)
     if params.news_hours:
         rows += _news_rows(closes_at, params, alt.headlines)
-    return rows
+    return rows + book
 
 
 def _fng_rows(closes_at: np.ndarray, params: FeatureParams, fng: pd.DataFrame) -> list[np.ndarray]:

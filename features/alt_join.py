@@ -60,11 +60,16 @@ class AltInputs:
     fear_greed: pd.DataFrame | None = None
     onchain_btc: pd.DataFrame | None = None
     headlines: pd.DataFrame | None = None
+    # the order-book family's samples (``features.book_bars.SAMPLE_COLUMNS``), every recorded symbol
+    book: pd.DataFrame | None = None
 
     def cut(self, close_ms: int) -> AltInputs:
         """What was published strictly before ``close_ms`` by the documented publication rule
-        (``timestamp + lag < close``), whatever ``available_at`` the rows claim."""
+        (``timestamp + lag < close``), whatever ``available_at`` the rows claim; book samples
+        taken at or before ``close_ms`` (a sample holds only events stamped at or before it)."""
         out = {}
+        if self.book is not None:
+            out["book"] = self.book[available_ms(self.book, "timestamp") <= close_ms].reset_index(drop=True)
         for name in ("fear_greed", "onchain_btc", "headlines"):
             frame = getattr(self, name)
             if frame is not None:

@@ -5,7 +5,8 @@ recording machine's clock and Binance's event clock differ by about a second, so
 never mixed). At each sample time the features describe the book as replayed from every message
 received before it, and the taker trades received in the ``flow_window`` before it; while the
 book is invalid (before the snapshot, after a gap) the book features are NaN and
-``book_valid`` is False.
+``book_valid`` is False. The bar-level family (``features.book_bars``) samples on Binance's event
+clock instead (the candles' clock), from the recording's ``levels.parquet``.
 """
 
 from __future__ import annotations

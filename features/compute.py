@@ -91,7 +91,8 @@ FEATURE_CODE_VERSION = "2"
 _THREADS = 2
 # FeatureParams fields added after models were logged, with their "off" value (feature_set_hash)
 _ADDED_WHEN_OFF = {"xv": False, "xv_z": [], "fng": False, "fng_change": [], "fng_z": [], "onchain": False,
-                   "etf_flow_z": [], "news_hours": [], "alt_scope": "all"}
+                   "etf_flow_z": [], "news_hours": [], "alt_scope": "all", "book": False, "book_levels": 5,
+                   "book_flow_seconds": 10, "book_max_age_seconds": 60.0}
 _PARALLEL_MIN_ROWS = 50_000
 
 
@@ -197,6 +198,7 @@ def feature_set_hash(params: FeatureParams) -> str:
     existed keep their hash (the service would otherwise refuse every existing champion).
     """
     dump = params.model_dump(mode="json")
+    dump.pop("book_lake", None)  # where the recordings live, not what is computed from them
     for key, off in _ADDED_WHEN_OFF.items():
         if dump.get(key) == off:
             del dump[key]

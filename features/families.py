@@ -27,6 +27,8 @@ FAMILIES: dict[str, dict] = {
     "onchain": {"onchain": True},
     "etf_flow": {"etf_flow_z": [20]},
     "news": {"news_hours": [24]},
+    # the symbol's recorded order book at each bar close (``features.book_bars``; needs recordings)
+    "book": {"book": True},
 }
 
 

@@ -27,7 +27,8 @@ same root for file and local-exchange sources), fingerprinted the same way.
 The alt families (``features.alt_features``) read the lake's market-wide ``alt/`` series
 (``read_alt_inputs``: every stored row, once per run), fingerprinted per yearly partition like
 the other inputs, so a day of new Fear & Greed or on-chain values recomputes the periods that
-can see it.
+can see it. The book family (``features.book_bars``) reads every recording once per run
+(``features.book_lake``), fingerprinted per symbol and month of recording.
 
 Incremental rule, per symbol: the manifest records the feature-set and label-set hashes, the
 timeframe, a fingerprint (size, mtime) of every raw candle partition (and of every input
@@ -59,6 +60,7 @@ from data.partitions import read_table
 from features import store
 from features.alt_features import alt_series_needed
 from features.alt_join import AltInputs
+from features.book_lake import book_fingerprints, book_root, read_book_samples
 from features.compute import compute_features_windows, feature_set_hash, warmup_bars
 from features.cross_venue import COLLECT_HINT, OtherVenue, no_other_venue
 from features.input_frames import no_funding, no_reference
@@ -151,9 +153,10 @@ def read_feature_inputs(candles_root: Path, symbols: list[str], timeframe: str, 
 
 def read_alt_inputs(candles_root: Path, features: FeatureParams) -> AltInputs | None:
     """The alt series the enabled alt families read, from ``<candles_root>/alt`` as ``materialise``
-    reads them (None when no alt family is on); DataError naming what to collect when one is empty."""
+    reads them, and the book family's samples (``features.book_lake``); None when no such family is
+    on; DataError naming what to collect when one is empty."""
     needed = alt_series_needed(features)
-    if not needed:
+    if not needed and not features.book:
         return None
     frames = {}
     for name in needed:
@@ -161,7 +164,8 @@ def read_alt_inputs(candles_root: Path, features: FeatureParams) -> AltInputs | 
         if frames[name].empty:
             raise DataError(f"the alt features need the {name} series, absent under {alt_dir(candles_root, name)}; "
                             f"add {name} to alt.series and run `qt collect`, or switch its features off")
-    return AltInputs(**frames)
+    book = read_book_samples(book_root(candles_root, features), features) if features.book else None
+    return AltInputs(**frames, book=book)
 
 
 def read_other_venue(bybit_root: Path, symbols: list[str], timeframe: str, params: Params) -> OtherVenue | None:
@@ -343,6 +347,8 @@ class _LakeInputs:
             out["bybit:funding"] = _raw_fingerprints(funding_dir(self.bybit_root, symbol, "bybit"))
         for name in alt_series_needed(self.features):
             out[f"alt:{name}"] = _raw_fingerprints(alt_dir(self.root, name))
+        if self.features.book:
+            out["book"] = book_fingerprints(book_root(self.root, self.features), symbol)
         return out
 
     def alt(self) -> AltInputs | None:

@@ -22,7 +22,8 @@ The alt families' ``alt`` (``features.alt_join.AltInputs``) is cut to what was p
 before the cut bar's close T + one bar by each series' documented publication lag
 (``AltInputs.cut``: from the rows' own ``timestamp``, not their stored ``available_at``), so a
 series stored or joined as available earlier than its rule (on-chain of day D used on D instead
-of D+1) changes a row when the future is removed, and fails the check.
+of D+1) changes a row when the future is removed, and fails the check. Its ``book`` samples (the
+order-book family, ``features.book_bars``) are cut to those taken at or before that close.
 
 ``check_point_in_time`` is the policy of the pipeline's features stage: both checks on a recent
 sample of every symbol, and a violation stops the run before anything is trained on it.

@@ -26,6 +26,13 @@ class AltFeatureFields(_Frozen):
     etf_flow_z: list[int] = Field(default_factory=list)  # etf_flow_z_N: z of the last US spot-ETF flow, N flows
     news_hours: list[int] = Field(default_factory=list)  # news_count_N, news_votes_N, news_sent_N over N hours
     alt_scope: Literal["all", "btc"] = "all"  # all symbols (market-wide) or BTC symbols only (others 0)
+    # off by default: the symbol's own recorded order book (``features.book_bars``), joined at each
+    # bar's close from the levels and trades ``qt record-book --from-file --lake DIR`` wrote
+    book: bool = False  # book_spread_bps, book_imbalance_N, book_microprice_bps, book_flow_Ss
+    book_levels: int = Field(5, ge=1, le=50)  # N: levels per side in the imbalance (levels.parquet holds 50)
+    book_flow_seconds: int = Field(10, ge=1)  # S: the trade-flow window before the sample, seconds
+    book_max_age_seconds: float = Field(60.0, gt=0.0)  # older book state at the close -> NaN (row dropped)
+    book_lake: str | None = None  # DIR of `qt record-book --lake DIR` (DIR/orderbook/...); null = the candles lake
 
 
 class AltParams(_Frozen):

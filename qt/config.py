@@ -156,6 +156,9 @@ class CostParams(_Frozen):
     # ``book`` = walk a replayed order book's levels (qt.book_walk). Only a caller holding a book
     # can walk it; the bar-based paper broker and backtest refuse ``book`` (they have no book).
     fill_model: Literal["fixed", "book"] = "fixed"
+    # the book ``fill_model: book`` walks on the local exchange (``qt exchange serve --params FILE``):
+    # a levels.parquet or a directory of them (``qt record-book --from-file``); ``--book`` overrides it
+    book: str | None = None
 
 
 # Hyper-parameters ``train.nhits`` / ``train.patchtst`` may set (passed to the neuralforecast

@@ -16,6 +16,7 @@ from pathlib import Path
 from data.alt_lake import alt_dir
 from features.alt_features import alt_series_needed
 from features.alt_join import AltInputs
+from features.book_lake import book_root
 from qt.config import FeatureParams
 from qt.errors import DataError
 from serving.inference import RequestRejected
@@ -36,13 +37,18 @@ class AltCache:
             for path in sorted(alt_dir(self.lake, name).glob("*.parquet")):
                 st = path.stat()
                 out.append((name, path.name, st.st_size, st.st_mtime_ns))
+        if params.book:  # every recording's levels and trades (a recorder appends days)
+            for path in sorted((book_root(self.lake, params) / "orderbook").glob("*/*/*/*.parquet")):
+                st = path.stat()
+                out.append(("book", str(path), st.st_size, st.st_mtime_ns))
         return tuple(out)
 
     def select(self, params: FeatureParams) -> AltInputs | None:
         """The alt inputs of ``params``; 422 naming what to collect when the lake lacks one."""
         from features.materialise import read_alt_inputs
 
-        needed = tuple(alt_series_needed(params))
+        needed = tuple(alt_series_needed(params)) + ((f"book:{params.book_lake}:{params.book_levels}:{params.book_flow_seconds}",)
+                                                     if params.book else ())
         if not needed:
             return None
         key = self.generation(params)

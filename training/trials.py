@@ -67,6 +67,7 @@ def decision_digest(params: Params) -> str:
     blob["risk"] = {k: v for k, v in blob["risk"].items() if k not in _RISK_LIVE_ONLY}
     if blob["costs"].get("fill_model") == "fixed":  # the default leaves digests from before the option unchanged
         del blob["costs"]["fill_model"]
+    blob["costs"].pop("book", None)  # where the local exchange's book lives: the bar backtest refuses book fills
     return _digest(blob)
 
 
