@@ -25,7 +25,6 @@ units in ``data.orderbook.book``).
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Iterable
 
@@ -104,9 +103,9 @@ def write_levels(path: Path, table: pa.Table, symbol: str, market: str) -> Path:
     (``qt.symbol``, ``qt.market``) so a reader needs no path convention."""
     meta = {b"qt.symbol": symbol.encode(), b"qt.market": market.encode(),
             b"qt.clock": b"binance event time (ms)"}
-    sink = io.BytesIO()
+    sink = pa.BufferOutputStream()  # Arrow's own buffer, not a Python file (see data.partitions.read_table)
     pq.write_table(table.replace_schema_metadata(meta), sink, compression="zstd")
-    write_bytes_atomic(Path(path), sink.getvalue())
+    write_bytes_atomic(Path(path), sink.getvalue().to_pybytes())
     return Path(path)
 
 

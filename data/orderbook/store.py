@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import heapq
-import io
 import json
 from array import array
 from collections import defaultdict
@@ -131,9 +130,9 @@ def _rows(messages: Iterable[Message]) -> dict[str, dict[str, _Columns]]:
 
 
 def _parquet_bytes(columns: _Columns) -> bytes:
-    sink = io.BytesIO()
+    sink = pa.BufferOutputStream()  # Arrow's own buffer, not a Python file (see data.partitions.read_table)
     pq.write_table(columns.table(), sink, **_PARQUET_OPTIONS)
-    return sink.getvalue()
+    return sink.getvalue().to_pybytes()
 
 
 def write_recording(root: Path, symbol: str, market: str, messages: Iterable[Message], source: str = "",
