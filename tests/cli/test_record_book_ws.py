@@ -123,6 +123,27 @@ def test_a_dropped_depth_message_is_a_gap_and_a_fresh_snapshot_resyncs(tmp_path)
 
 
 @pytest.mark.shared_data
+def test_a_dropped_connection_is_reopened_and_the_missed_updates_resync_with_a_fresh_snapshot(tmp_path):
+    with BinanceStreamServer(_lines("binance"), "binance", disconnect_after_depth=50) as server:
+        res = _record(server, tmp_path / "home", "binance")
+        assert server.finished.is_set() and server.connections == 2
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    got = out["symbols"]["BTC/USDT"]
+    assert out["connections"] == 2
+    assert (got["recorded"]["gaps_seen_live"], got["recorded"]["snapshots_asked"]) == (1, 2)
+    replay = got["replay"]
+    assert (replay["gaps"], replay["snapshots_used"], replay["diffs_unsynced"]) == (1, 2, 0)
+    assert got["book_ticker"]["unequal"] == 0 and got["book_ticker"]["compared"] >= 10
+    # the tickers sent while disconnected are lost too: the resynced book's first state can only be
+    # held against a ticker from before the break; every other state equals its latest ticker
+    states, (gap,) = got["book_ticker"]["book_states"], replay["gap_details"]
+    assert states["unequal"] <= 1 and states["equal"] > 100, states
+    assert all(m["ticker_u"] < gap["first_id"] <= m["u"] for m in states["first_mismatches"]), (states, gap)
+    _assert_lake_holds_what_was_sent(server, tmp_path / "home", "binance")
+
+
+@pytest.mark.shared_data
 def test_sigterm_ends_the_recording_early_and_keeps_what_arrived(tmp_path):
     with BinanceStreamServer(_lines("binance"), "binance") as server:
         started = time.monotonic()

@@ -9,8 +9,11 @@
   update id, so a snapshot asked for after a gap bridges the stream like Binance's would; before
   the recording's own snapshot line is reached, that snapshot line is the answer.
 
-``drop_depth`` (positions among the depth messages) are skipped on the wire but still applied to
-the server's book: the client misses updates, exactly a gap. ``sent`` keeps what went out.
+The recording plays on its own clock from the first connection on. ``drop_depth`` (positions among
+the depth messages) are skipped on the wire but still applied to the server's book: the client
+misses updates, exactly a gap. ``disconnect_after_depth`` closes the connection after that depth
+message and refuses new ones (HTTP 503) for ``refuse_s``; what plays meanwhile is lost, as on
+Binance. ``sent`` keeps what went out.
 """
 
 from __future__ import annotations
@@ -34,8 +37,12 @@ def _text(units: int) -> str:
 
 
 class BinanceStreamServer:
-    def __init__(self, lines: list[str], market: str, speed: float = 10.0, drop_depth: set[int] = frozenset()):
+    def __init__(self, lines: list[str], market: str, speed: float = 10.0, drop_depth: set[int] = frozenset(),
+                 disconnect_after_depth: int | None = None, refuse_s: float = 0.3):
         self.market, self.speed, self.drop_depth = market, speed, set(drop_depth)
+        self.disconnect_after_depth, self.refuse_s, self.refuse_until = disconnect_after_depth, refuse_s, 0.0
+        self.client: tuple[web.WebSocketResponse, dict] | None = None  # the connected client, its stream names
+        self._feed_task: asyncio.Task | None = None
         self.items = [(int(ns), json.loads(body)) for ns, _, body in (ln.partition(" ") for ln in lines)]
         self.symbol = next(p["data"]["s"] for _, p in self.items if "data" in p)
         self.file_snapshot = next(p for _, p in self.items if "lastUpdateId" in p)
@@ -61,31 +68,47 @@ class BinanceStreamServer:
             by_kind = {}
         else:
             by_kind = {kinds[n.partition("@")[2]]: n for n in names if n.startswith(sym + "@")}
+        loop = asyncio.get_running_loop()
+        if loop.time() < self.refuse_until:
+            return web.Response(status=503, text="try again later")
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         self.connections += 1
-        t0_rec, t0 = self.items[0][0], asyncio.get_running_loop().time()
+        self.client = (ws, by_kind)
+        if self._feed_task is None:
+            self._feed_task = loop.create_task(self._feed())
+        async for _ in ws:  # until either side closes
+            pass
+        return ws
+
+    async def _feed(self) -> None:
+        """The recording on its own clock from the first connection on: what comes while no client
+        is connected is lost, as on Binance."""
+        loop = asyncio.get_running_loop()
+        t0_rec, t0 = self.items[0][0], loop.time()
         depth_seen = 0
         for ns, payload in self.items:
-            wait = t0 + (ns - t0_rec) / 1e9 / self.speed - asyncio.get_running_loop().time()
+            wait = t0 + (ns - t0_rec) / 1e9 / self.speed - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
-            message = parse_message(0, ns, payload)
-            self.replay.feed(message)
-            if "lastUpdateId" in payload or ws.closed:
+            self.replay.feed(parse_message(0, ns, payload))
+            if "lastUpdateId" in payload:
                 continue
             kind = payload["stream"].split("@")[1]
-            if kind not in by_kind:
+            index = depth_seen if kind == "depth" else None
+            depth_seen += kind == "depth"
+            ws, by_kind = self.client or (None, {})
+            if ws is None or ws.closed or kind not in by_kind or index in self.drop_depth:
                 continue
-            if kind == "depth":
-                depth_seen += 1
-                if depth_seen - 1 in self.drop_depth:
-                    continue
-            await ws.send_str(json.dumps({"stream": by_kind[kind], "data": payload["data"]}))
+            try:
+                await ws.send_str(json.dumps({"stream": by_kind[kind], "data": payload["data"]}))
+            except ConnectionError:
+                continue
             self.sent.append({"kind": kind, **payload["data"]})
+            if index is not None and index == self.disconnect_after_depth:
+                self.client, self.refuse_until = None, loop.time() + self.refuse_s
+                await ws.close()
         self.finished.set()
-        await ws.receive()  # until the client closes
-        return ws
 
     async def _depth(self, request: web.Request) -> web.Response:
         self.depth_requests.append(dict(request.query))
