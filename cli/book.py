@@ -78,6 +78,8 @@ def record_book(
     _check_urls(ws_url, rest_url, rest_only)
     if from_file is None:
         length = 10.0 if seconds is None else seconds
+        if not rest_only and length <= 0:
+            raise UserError("--seconds must be more than 0 to record the websocket streams")
         if rest_only:
             _poll(wanted, venue, length, interval, limit or 100, rest_url, lake, params)
         else:
@@ -143,7 +145,8 @@ def _live(symbols: list[str], venue: str, seconds: float, interval: float, limit
 
     p, paths = load_context(params, None, None, None, None, None)
     root = lake or paths.home
-    start = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    now_ms = time.time_ns() // 1_000_000  # milliseconds in the name: two runs in one second keep both raw files
+    start = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now_ms // 1000)) + f".{now_ms % 1000:03d}Z"
     files = {binance_id(s): recording_root(root, s, venue) / "raw" / f"{start}.gz" for s in symbols}
     try:
         report = record_raw(venue, files, seconds, ws_url=ws_url, rest_url=rest_url, limit=limit or 1000,

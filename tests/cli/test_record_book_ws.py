@@ -68,18 +68,20 @@ def _record(server, home, market, seconds="5", symbol="BTC/USDT", **kw):
                 "--ws-url", server.ws_url, "--rest-url", server.rest_url], home, **kw)
 
 
-def _table(home, market, name):
-    (day,) = (home / "orderbook" / market / "BTC_USDT").glob("20*")
+def _table(home, market, name, stem="BTC_USDT"):
+    (day,) = (home / "orderbook" / market / stem).glob("20*")
     return pq.read_table(day / f"{name}.parquet").to_pandas()
 
 
-def _assert_lake_holds_what_was_sent(server, home, market):
+def _assert_lake_holds_what_was_sent(server, home, market, symbol="BTCUSDT"):
     sent = pd.DataFrame(server.sent)
-    depth = _table(home, market, "depth").drop_duplicates("seq")
+    sent = sent[sent.s == symbol]
+    stem = symbol.replace("USDT", "_USDT")
+    depth = _table(home, market, "depth", stem).drop_duplicates("seq")
     assert depth[["U", "u"]].values.tolist() == sent.loc[sent.kind == "depth", ["U", "u"]].values.tolist()
-    trades = _table(home, market, "trades")
+    trades = _table(home, market, "trades", stem)
     assert trades["trade_id"].tolist() == sent.loc[sent.kind == "trade", "t"].tolist()
-    tickers = _table(home, market, "book_ticker")
+    tickers = _table(home, market, "book_ticker", stem)
     assert tickers["u"].tolist() == sent.loc[sent.kind == "bookTicker", "u"].tolist()
 
 
@@ -104,6 +106,22 @@ def test_a_live_recording_lands_in_the_lake_and_its_replay_equals_the_book_ticke
     _assert_lake_holds_what_was_sent(server, tmp_path / "home", market)
     assert len(server.depth_requests) == 1 and server.depth_requests[0]["limit"] == "1000"
     assert os.path.isfile(got["raw"]) and all(os.path.isfile(v["path"]) for v in got["levels"].values())
+
+
+@pytest.mark.shared_data
+def test_two_symbols_share_one_stream_and_each_lands_in_its_own_recording(tmp_path):
+    with BinanceStreamServer(_lines("binance"), "binance", also_as=("ETHUSDT",)) as server:
+        res = _record(server, tmp_path / "home", "binance", symbol="BTC/USDT,ETH/USDT")
+        assert server.finished.is_set()
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert sorted(out["symbols"]) == ["BTC/USDT", "ETH/USDT"] and out["connections"] == 1
+    assert sorted(r["symbol"] for r in server.depth_requests) == ["BTCUSDT", "ETHUSDT"]
+    for symbol, got in out["symbols"].items():
+        assert got["replay"]["gaps"] == 0 and got["replay"]["snapshots_used"] == 1, symbol
+        assert got["book_ticker"]["unequal"] == 0 and got["book_ticker"]["compared"] >= 10, symbol
+        _assert_lake_holds_what_was_sent(server, tmp_path / "home", "binance", symbol.replace("/", ""))
+    assert out["symbols"]["BTC/USDT"]["raw"] != out["symbols"]["ETH/USDT"]["raw"]
 
 
 @pytest.mark.shared_data
@@ -209,6 +227,7 @@ def test_nothing_reachable_is_the_warning_then_one_error_line(tmp_path):
     (["--ws-url", "http://x", "--rest-url", "http://x"], "must be a ws(s) URL"),
     (["--ws-url", "ws://x", "--rest-url", "http://x", "--rest-only"], "--rest-only polls REST snapshots only"),
     (["--ws-url", "ws://x", "--rest-url", "http://x", "--from-file", "X"], "--from-file imports the whole file"),
+    (["--ws-url", "ws://x", "--rest-url", "http://x", "--seconds", "0"], "--seconds must be more than 0"),
 ])
 def test_url_mistakes_are_one_line_exit_2(tmp_path, args, fragment):
     res = run_qt(["record-book", "--venue", "binance", "--symbols", "BTC/USDT", *args], tmp_path / "home")

@@ -13,7 +13,8 @@ The recording plays on its own clock from the first connection on. ``drop_depth`
 the depth messages) are skipped on the wire but still applied to the server's book: the client
 misses updates, exactly a gap. ``disconnect_after_depth`` closes the connection after that depth
 message and refuses new ones (HTTP 503) for ``refuse_s``; what plays meanwhile is lost, as on
-Binance. ``sent`` keeps what went out.
+Binance. ``also_as`` serves the same recording under more symbol ids too (a multi-symbol stream).
+``sent`` keeps what went out.
 """
 
 from __future__ import annotations
@@ -38,15 +39,15 @@ def _text(units: int) -> str:
 
 class BinanceStreamServer:
     def __init__(self, lines: list[str], market: str, speed: float = 10.0, drop_depth: set[int] = frozenset(),
-                 disconnect_after_depth: int | None = None, refuse_s: float = 0.3):
+                 disconnect_after_depth: int | None = None, refuse_s: float = 0.3, also_as: tuple[str, ...] = ()):
         self.market, self.speed, self.drop_depth = market, speed, set(drop_depth)
         self.disconnect_after_depth, self.refuse_s, self.refuse_until = disconnect_after_depth, refuse_s, 0.0
         self.client: tuple[web.WebSocketResponse, dict] | None = None  # the connected client, its stream names
         self._feed_task: asyncio.Task | None = None
         self.items = [(int(ns), json.loads(body)) for ns, _, body in (ln.partition(" ") for ln in lines)]
-        self.symbol = next(p["data"]["s"] for _, p in self.items if "data" in p)
+        self.symbols = [next(p["data"]["s"] for _, p in self.items if "data" in p), *also_as]
         self.file_snapshot = next(p for _, p in self.items if "lastUpdateId" in p)
-        self.replay = Replay(market)
+        self.replays = {s: Replay(market) for s in self.symbols}
         self.sent: list[dict] = []  # the data of each stream message sent, with its kind
         self.depth_requests: list[dict] = []
         self.connections = 0
@@ -59,15 +60,12 @@ class BinanceStreamServer:
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
         names = request.query.get("streams", "").split("/")
-        symbols = {n.split("@")[0] for n in names}
         kinds = {"depth@100ms": "depth", "trade": "trade", "bookTicker": "bookTicker"}
         if any(n.partition("@")[2] not in kinds for n in names):
             return web.json_response({"code": -1121, "msg": f"Invalid streams {names}"}, status=400)
-        sym = self.symbol.lower()
-        if sym not in symbols:  # Binance opens a stream of an unlisted symbol and sends nothing on it
-            by_kind = {}
-        else:
-            by_kind = {kinds[n.partition("@")[2]]: n for n in names if n.startswith(sym + "@")}
+        # {(symbol, kind): stream name}; Binance opens a stream of an unlisted symbol and sends nothing on it
+        by_kind = {(sym, kinds[n.partition("@")[2]]): n for sym in self.symbols for n in names
+                   if n.startswith(sym.lower() + "@")}
         loop = asyncio.get_running_loop()
         if loop.time() < self.refuse_until:
             return web.Response(status=503, text="try again later")
@@ -91,20 +89,26 @@ class BinanceStreamServer:
             wait = t0 + (ns - t0_rec) / 1e9 / self.speed - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
-            self.replay.feed(parse_message(0, ns, payload))
+            message = parse_message(0, ns, payload)
+            for replay in self.replays.values():
+                replay.feed(message)
             if "lastUpdateId" in payload:
                 continue
             kind = payload["stream"].split("@")[1]
             index = depth_seen if kind == "depth" else None
             depth_seen += kind == "depth"
             ws, by_kind = self.client or (None, {})
-            if ws is None or ws.closed or kind not in by_kind or index in self.drop_depth:
+            if ws is None or ws.closed or index in self.drop_depth:
                 continue
-            try:
-                await ws.send_str(json.dumps({"stream": by_kind[kind], "data": payload["data"]}))
-            except ConnectionError:
-                continue
-            self.sent.append({"kind": kind, **payload["data"]})
+            for sym in self.symbols:
+                if (sym, kind) not in by_kind:
+                    continue
+                data = {**payload["data"], "s": sym}
+                try:
+                    await ws.send_str(json.dumps({"stream": by_kind[sym, kind], "data": data}))
+                except ConnectionError:
+                    continue
+                self.sent.append({"kind": kind, **data})
             if index is not None and index == self.disconnect_after_depth:
                 self.client, self.refuse_until = None, loop.time() + self.refuse_s
                 await ws.close()
@@ -113,12 +117,13 @@ class BinanceStreamServer:
     async def _depth(self, request: web.Request) -> web.Response:
         self.depth_requests.append(dict(request.query))
         limit = int(request.query.get("limit", 100))
-        if request.query.get("symbol") != self.symbol:
+        replay = self.replays.get(request.query.get("symbol"))
+        if replay is None:
             return web.json_response({"code": -1121, "msg": "Invalid symbol."}, status=400)
-        if not self.replay.valid:
+        if not replay.valid:
             return web.json_response(self.file_snapshot)
-        book = self.replay.book
-        body = {"lastUpdateId": self.replay.book_id,
+        book = replay.book
+        body = {"lastUpdateId": replay.book_id,
                 "bids": [[_text(p), _text(q)] for p, q in book.bids.top(limit)],
                 "asks": [[_text(p), _text(q)] for p, q in book.asks.top(limit)]}
         return web.json_response(body)
