@@ -156,9 +156,12 @@ class Recorder:
                     await self._pause(min(1.0, deadline - loop.time()))  # reconnect until the end
                     continue
                 self.connections += 1
+                opened = loop.time()
                 async with self._ws:
                     self._ask_snapshots()
                     await self._receive(deadline)
+                if loop.time() - opened < 5.0:  # closed right after opening: do not hammer the server
+                    await self._pause(min(1.0, deadline - loop.time()))
             self._stop.set()  # no snapshot is asked for from here on
             for task in list(self._tasks):
                 task.cancel()

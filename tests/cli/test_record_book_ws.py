@@ -23,11 +23,13 @@ import pytest
 from exchange import LocalExchange
 from tests.cli.support import QT, assert_one_line_error, run_qt
 from tests.data.binance_stream_server import BinanceStreamServer
+from tests.data.orderbook_support import depth, snapshot, ticker, trade
 from tests.support import require_orderbook_recording
 
 pytestmark = pytest.mark.slow  # runs qt as a process
 
 LINES = 2500  # about 26 s of spot (2.6 s at 10x), 9 s of USDT-M
+NS = 1_723_161_255_000_000_000  # 2024-08-08 UTC
 
 
 def _lines(market: str) -> list[str]:
@@ -233,3 +235,25 @@ def test_url_mistakes_are_one_line_exit_2(tmp_path, args, fragment):
     res = run_qt(["record-book", "--venue", "binance", "--symbols", "BTC/USDT", *args], tmp_path / "home")
     assert_one_line_error(res, fragment)
     assert not (tmp_path / "home" / "orderbook").exists()
+
+
+HAND_MADE = [depth(NS, 96, 104, bids=[("100.0", "1")], prev=95),
+             snapshot(NS + 1, 100, bids=[("100.0", "2"), ("99.9", "1")], asks=[("100.1", "3")]),
+             ticker(NS + 2, 104, "100.0", "1", "100.1", "3"),
+             trade(NS + 3, 1, "100.1", "0.5", False),
+             depth(NS + 4, 105, 106, asks=[("100.1", "0"), ("100.2", "4")], prev=104),
+             ticker(NS + 5, 106, "100.0", "1", "100.2", "4")]
+
+
+def test_a_hand_made_stream_is_recorded_without_the_shared_data(tmp_path):
+    """The same wire path on six hand-made messages sent at once: runs where ../shared/data is absent."""
+    with BinanceStreamServer(HAND_MADE, "binanceusdm") as server:
+        res = _record(server, tmp_path / "home", "binanceusdm", seconds="1.5")
+        assert server.finished.is_set()
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout)["symbols"]["BTC/USDT:USDT"]
+    assert got["replay"]["messages"] == {"depth": 2, "trade": 1, "bookTicker": 2, "snapshot": 1}
+    assert got["replay"]["gaps"] == 0 and got["replay"]["diffs_unsynced"] == 0
+    check = got["book_ticker"]  # ticker 106 at least; 104 too if the snapshot came before the diffs (the file's, id 100)
+    assert check["compared"] >= 1 and check["equal"] == check["compared"], check
+    _assert_lake_holds_what_was_sent(server, tmp_path / "home", "binanceusdm")
