@@ -53,12 +53,13 @@ def record_book(
     symbols: Annotated[str, typer.Option("--symbols", help="ccxt symbol(s), comma-separated, e.g. BTC/USDT")],
     venue: Annotated[str, typer.Option("--venue", help="binance (spot) | binanceusdm (USDT-M perpetuals)")],
     from_file: Annotated[Optional[Path], typer.Option(
-        "--from-file", help="import a raw websocket recording (gzip '<receive ns> <JSON>' lines) instead of recording")] = None,
-    seconds: Annotated[Optional[float], typer.Option("--seconds", min=0.0, help="recording length (default 10)")] = None,
+        "--from-file", help="import a raw websocket recording (gzip '<receive ns> <JSON>' lines)")] = None,
+    seconds: Annotated[Optional[float], typer.Option(
+        "--seconds", min=0.0, help="recording length (default 10)")] = None,
     ws_url: Annotated[Optional[str], typer.Option(
-        "--ws-url", help="a Binance-compatible websocket server (ws[s]://host:port) instead of Binance's")] = None,
+        "--ws-url", help="a Binance-compatible websocket server (ws:// or wss://host:port)")] = None,
     rest_url: Annotated[Optional[str], typer.Option(
-        "--rest-url", "--exchange-url", help="a Binance-compatible REST server (http[s]://host:port) for snapshots")] = None,
+        "--rest-url", "--exchange-url", help="a Binance-compatible REST server (http:// or https://host:port)")] = None,
     rest_only: Annotated[bool, typer.Option(
         "--rest-only", help="poll REST depth snapshots instead of recording the websocket streams")] = False,
     interval: Annotated[float, typer.Option("--interval", min=0.05, help="seconds between REST polls")] = 1.0,

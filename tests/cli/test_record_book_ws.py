@@ -65,7 +65,7 @@ def _qt(args, home, timeout=60, until=None):
             proc.wait()
 
 
-def _record(server, home, market, seconds="5", symbol="BTC/USDT", **kw):
+def _record(server, home, market, seconds="6", symbol="BTC/USDT", **kw):
     return _qt(["record-book", "--venue", market, "--symbols", symbol, "--seconds", seconds,
                 "--ws-url", server.ws_url, "--rest-url", server.rest_url], home, **kw)
 
@@ -254,6 +254,6 @@ def test_a_hand_made_stream_is_recorded_without_the_shared_data(tmp_path):
     got = json.loads(res.stdout)["symbols"]["BTC/USDT:USDT"]
     assert got["replay"]["messages"] == {"depth": 2, "trade": 1, "bookTicker": 2, "snapshot": 1}
     assert got["replay"]["gaps"] == 0 and got["replay"]["diffs_unsynced"] == 0
-    check = got["book_ticker"]  # ticker 106 at least; 104 too if the snapshot came before the diffs (the file's, id 100)
+    check = got["book_ticker"]  # ticker 106 at least; 104 too if the snapshot (the file's, id 100) came first
     assert check["compared"] >= 1 and check["equal"] == check["compared"], check
     _assert_lake_holds_what_was_sent(server, tmp_path / "home", "binanceusdm")
