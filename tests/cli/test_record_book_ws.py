@@ -257,3 +257,17 @@ def test_a_hand_made_stream_is_recorded_without_the_shared_data(tmp_path):
     check = got["book_ticker"]  # ticker 106 at least; 104 too if the snapshot (the file's, id 100) came first
     assert check["compared"] >= 1 and check["equal"] == check["compared"], check
     _assert_lake_holds_what_was_sent(server, tmp_path / "home", "binanceusdm")
+
+
+def test_a_second_recording_of_the_day_is_appended_not_refused(tmp_path):
+    """--from-file refuses a different recording of a stored day; live sessions of one day add up."""
+    outs = []
+    for _ in range(2):
+        with BinanceStreamServer(HAND_MADE, "binanceusdm") as server:
+            res = _record(server, tmp_path / "home", "binanceusdm", seconds="1.5")
+        assert res.returncode == 0, res.stderr
+        outs.append(json.loads(res.stdout)["symbols"]["BTC/USDT:USDT"])
+    (day, first), = outs[0]["stored"].items()
+    assert outs[1]["stored"][day]["tables"] == {k: 2 * n for k, n in first["tables"].items()}
+    assert outs[1]["replay"]["messages"] == {"depth": 4, "trade": 2, "bookTicker": 4, "snapshot": 2}
+    assert outs[0]["raw"] != outs[1]["raw"] and all(os.path.isfile(o["raw"]) for o in outs)
