@@ -320,7 +320,7 @@ def exchange_serve(
     now: Annotated[Optional[str], typer.Option("--now", help="replay clock, ISO time (default: wall clock)")] = None,
     faults: Annotated[Optional[str], typer.Option("--faults", help="fault-injection config, JSON")] = None,
     book: Annotated[Optional[Path], typer.Option(
-        "--book", help="levels.parquet (or a directory of them, from qt record-book --from-file): "
+        "--book", help="levels.parquet (or a directory of them, from qt record-book): "
                        "market orders walk that book instead of filling at the bar close")] = None,
     params: Annotated[Optional[Path], typer.Option(
         "--params", help="params file whose costs.fill_model: book + costs.book choose the book (--book wins); "

@@ -1,15 +1,15 @@
 """REST order-book recorder: depth snapshots polled through ccxt at an interval.
 
-Why snapshots and not diffs: ccxt's websocket client (ccxt.pro) is not part of this build, and
-offline there is no stream to subscribe to. Polling ``fetch_order_book`` is what works over REST
-(against Binance, or the local exchange's invented book, ``exchange.depth``). Each answer becomes a
+Why this exists beside the websocket recorder (``data.orderbook.live``, the default of ``qt
+record-book``): some servers speak only REST (the local exchange's invented book,
+``exchange.depth``), and when Binance's stream cannot be opened ``qt record-book`` falls back to
+this, saying so (``--rest-only`` asks for it directly). Each ``fetch_order_book`` answer becomes a
 ``Snapshot`` (receive time = the local clock when the answer arrived, ``lastUpdateId`` from ccxt's
 ``nonce``) and lands in the lake's ``snapshots`` table; the replay treats each newer snapshot as a
 fresh book. What this cannot give: the changes between polls, trades, bookTicker ids to check
-against - that needs the websocket streams.
+against - that is what the websocket recorder records.
 
-The client and the clocks are passed in, so the loop is tested without a network.
-"""
+The client and the clocks are passed in, so the loop is tested without a network."""
 
 from __future__ import annotations
 

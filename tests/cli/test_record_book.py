@@ -51,8 +51,8 @@ def test_a_recording_lands_in_the_lake_and_its_replay_is_checked(tmp_path):
 
 @pytest.mark.parametrize("args,fragment", [
     (["--venue", "kraken", "--symbols", "BTC/USDT", "--from-file", "X"], "--venue 'kraken' is not one of"),
-    (["--venue", "binance", "--symbols", "BTC/USDT", "--from-file", "X", "--seconds", "3"], "are for REST polling"),
-    (["--venue", "binance", "--symbols", "BTC/USDT", "--exchange-url", "ftp://x"], "must be an http(s) URL"),
+    (["--venue", "binance", "--symbols", "BTC/USDT", "--from-file", "X", "--seconds", "3"], "are for recording"),
+    (["--venue", "binance", "--symbols", "BTC/USDT", "--exchange-url", "ftp://x", "--rest-only"], "must be an http(s) URL"),
     (["--venue", "binance", "--symbols", "BTC/USDT:USDT", "--from-file", "X"], "is a perpetual"),
     (["--venue", "binance", "--symbols", "BTC/USDT,ETH/USDT", "--from-file", "X"], "pass one symbol"),
     (["--venue", "binance", "--symbols", "BTC/USDT", "--from-file", "nowhere.gz"], "does not exist"),
@@ -100,7 +100,7 @@ def local_exchange(tmp_path_factory):
 
 
 def _poll(ex, home, venue, *extra):
-    return run_qt(["record-book", "--venue", venue, "--symbols", "BTC/USDT", "--exchange-url", ex.url,
+    return run_qt(["record-book", "--rest-only", "--venue", venue, "--symbols", "BTC/USDT", "--exchange-url", ex.url,
                    "--seconds", "0.5", "--interval", "0.25", "--limit", "5", *extra], home)
 
 
@@ -128,13 +128,13 @@ def test_rest_snapshots_of_the_local_exchange_land_in_the_snapshots_table(local_
 
 
 def test_a_depth_limit_binance_does_not_allow_is_one_line(local_exchange, tmp_path):
-    res = run_qt(["record-book", "--venue", "binance", "--symbols", "BTC/USDT", "--exchange-url",
+    res = run_qt(["record-book", "--rest-only", "--venue", "binance", "--symbols", "BTC/USDT", "--exchange-url",
                   local_exchange.url, "--seconds", "0", "--limit", "7"], tmp_path / "home")
     assert_one_line_error(res, "the exchange refused the request")
     assert not (tmp_path / "home" / "orderbook").exists()
 
 
 def test_a_symbol_the_exchange_does_not_list_is_one_line(local_exchange, tmp_path):
-    res = run_qt(["record-book", "--venue", "binance", "--symbols", "DOGE/USDT", "--exchange-url",
+    res = run_qt(["record-book", "--rest-only", "--venue", "binance", "--symbols", "DOGE/USDT", "--exchange-url",
                   local_exchange.url, "--seconds", "0"], tmp_path / "home")
     assert_one_line_error(res, "does not list that symbol")
