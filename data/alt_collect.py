@@ -43,7 +43,7 @@ def collect_alt(params: Params, root: Path, onchain: OnchainSource | None = None
     source = alt_source_of(params)
     out: dict = {"source": source, "series": {}}
     for name in params.alt.series:
-        raw = _fetch(name, source, onchain, fetchers or {})
+        raw = _fetch(name, source, params, onchain, fetchers or {})
         stored = with_availability(raw, name)
         result = write_alt(root, name, stored)
         out["series"][name] = {
@@ -55,7 +55,7 @@ def collect_alt(params: Params, root: Path, onchain: OnchainSource | None = None
     return out
 
 
-def _fetch(name: str, source: str, onchain: OnchainSource | None, fetchers: dict):
+def _fetch(name: str, source: str, params: Params, onchain: OnchainSource | None, fetchers: dict):
     if name in fetchers:
         return fetchers[name]()
     if source.startswith("parquet:"):
@@ -63,9 +63,9 @@ def _fetch(name: str, source: str, onchain: OnchainSource | None, fetchers: dict
         return (onchain or FileOnchainSource(directory)).fetch() if name == "onchain_btc" \
             else read_file_series(directory, name)
     if name == "fear_greed":
-        return fetch_fng()
+        return fetch_fng(params.alt.fng_url)
     if name == "headlines":
-        return fetch_cryptopanic()
+        return fetch_cryptopanic(params.alt.cryptopanic_url, params.alt.cryptopanic_pages)
     if onchain is None:
         raise DataError("alt.series lists onchain_btc with the API source, but no public on-chain API is wired in: "
                         "collect it from a file (alt.source: parquet:DIR) or pass an OnchainSource adapter")

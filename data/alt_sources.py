@@ -13,7 +13,8 @@
   vendor implements ``fetch()`` and passes it to ``data.alt_collect.collect_alt``.
 
 Parsers are pure (text -> frame) so they are unit-tested on recorded-shape strings; the fetchers
-are thin ``httpx`` calls around them.
+are thin ``httpx`` calls around them, at ``alt.fng_url`` / ``alt.cryptopanic_url`` (the real hosts
+by default; ``tests/data/test_alt_api.py`` points them at a loopback server speaking both APIs).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import pandas as pd
 from data.alt_lake import VOTE_KINDS
 from qt.errors import DataError, QTError, UserError
 
-FNG_URL = "https://api.alternative.me/fng/?limit=0&format=json"
+FNG_URL = "https://api.alternative.me/fng/"  # asked with limit=0&format=json
 CRYPTOPANIC_URL = "https://cryptopanic.com/api/v1/posts/"
 TOKEN_ENV = "CRYPTOPANIC_TOKEN"
 FILES = {"fear_greed": "fear_greed.parquet", "onchain_btc": "onchain_btc.parquet",
@@ -127,20 +128,24 @@ def parse_cryptopanic_json(text: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def fetch_fng(timeout_s: float = 20.0) -> pd.DataFrame:
-    return parse_fng_json(_get(FNG_URL, {}, timeout_s))
+def fetch_fng(url: str = FNG_URL, timeout_s: float = 20.0) -> pd.DataFrame:
+    """The whole daily history (``limit=0``)."""
+    return parse_fng_json(_get(url, {"limit": 0, "format": "json"}, timeout_s))
 
 
-def fetch_cryptopanic(pages: int = 5, timeout_s: float = 20.0) -> pd.DataFrame:
-    """The latest ``pages`` pages of posts (CryptoPanic's free plan: recent posts only)."""
+def fetch_cryptopanic(url: str = CRYPTOPANIC_URL, pages: int = 5, timeout_s: float = 20.0) -> pd.DataFrame:
+    """The newest ``pages`` pages of posts (CryptoPanic's free plan: recent posts only), stopping at
+    the last page (``next`` null): CryptoPanic answers 404 for a page past it."""
     token = os.environ.get(TOKEN_ENV, "").strip()
     if not token:
         raise UserError(f"alt.series lists headlines from the API but {TOKEN_ENV} is not set; export your "
                         f"CryptoPanic token in it or collect headlines from a file (alt.source: parquet:DIR)")
     frames = []
     for page in range(1, pages + 1):
-        frames.append(parse_cryptopanic_json(_get(CRYPTOPANIC_URL, {"auth_token": token, "public": "true",
-                                                                    "kind": "news", "page": page}, timeout_s)))
+        text = _get(url, {"auth_token": token, "public": "true", "kind": "news", "page": page}, timeout_s)
+        frames.append(parse_cryptopanic_json(text))
+        if not json.loads(text).get("next"):
+            break
     return pd.concat(frames, ignore_index=True)
 
 

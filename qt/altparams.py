@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Frozen(BaseModel):
@@ -45,3 +45,15 @@ class AltParams(_Frozen):
     source: str = "data"
     # validation: the newest value may be at most this many days older than the candles' end
     max_staleness_days: float = Field(3.0, gt=0.0)
+    # the APIs behind "api" (change them to reach a mirror or a proxy; the token is never put in them)
+    fng_url: str = "https://api.alternative.me/fng/"
+    cryptopanic_url: str = "https://cryptopanic.com/api/v1/posts/"
+    cryptopanic_pages: int = Field(5, ge=1)  # the newest pages of posts; stops early at the last page
+
+    @field_validator("fng_url", "cryptopanic_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")) or "?" in url:
+            raise ValueError("must be an http(s) URL without a query (a token comes from the environment), "
+                             "e.g. https://api.alternative.me/fng/")  # not echoed: a query may hold a token
+        return url
