@@ -80,6 +80,13 @@ class SpanStepper:
         # the last bar of each symbol at or before k (-1: none yet): its close is the mark at k
         self.last_row = np.maximum.accumulate(np.where(has, np.arange(self.n)[:, None], -1), axis=0)
         self.last_row_t = np.ascontiguousarray(self.last_row.T)
+        # ... and that close, the mark at k (a row of Python floats per span, not a numpy scalar per symbol)
+        self.mark_at = np.take_along_axis(table.ohlc[:, :, 3], np.maximum(self.last_row, 0), axis=0)
+        # the columns of flat_event per row that has any (few: the bars a flat symbol acts on), ascending
+        self.flat_cols: dict[int, list[int]] = {}
+        for cell in np.flatnonzero(plan.flat_event).tolist():
+            row, j = divmod(cell, has.shape[1])
+            self.flat_cols.setdefault(row, []).append(j)
         self.signals_seen = np.concatenate([[0], np.cumsum((plan.codes >= 0).sum(axis=1))])
         self.day_starts = np.flatnonzero(plan.new_day).tolist()
         self.windows = loop.volatility is not None or loop.risk.history is not None
@@ -92,7 +99,7 @@ class SpanStepper:
         if not loop.portfolio.positions:
             if not self.plan.quiet[i]:  # a flat symbol acts: a quiet bar's accounting, the loop's decisions
                 self._quiet(i, i + 1, stamps, decided=False)
-                loop.decide_planned(stamps[i], self._bars(i, self.plan.flat_event[i]), self.table.symbols, (self, i))
+                loop.decide_planned(stamps[i], self._bars(i, self.flat_acting(i)), self.table.symbols, (self, i))
                 return i + 1
             hi = int(self.plan.span_end[i])
             self._quiet(i, hi, stamps)
@@ -104,7 +111,7 @@ class SpanStepper:
             self._held(i, hi, stamps)
         elif flat_acts:  # only flat symbols act at bar i: a held bar's accounting, the loop's decisions
             self._held(i, i + 1, stamps, decided=False)
-            loop.decide_planned(stamps[i], self._bars(i, self.plan.flat_event[i]), self.table.symbols, (self, i))
+            loop.decide_planned(stamps[i], self._bars(i, self.flat_acting(i)), self.table.symbols, (self, i))
             return i + 1
         return hi
 
@@ -116,9 +123,9 @@ class SpanStepper:
             mark_span(self.table, stamps, self.plan, lo, hi, loop.portfolio.marks, loop.volatility, loop.risk.history)
             return
         marks = loop.portfolio.marks
-        for j, (sym, r) in enumerate(zip(self.table.symbols, self.last_row[hi - 1].tolist())):
+        for sym, r, close in zip(self.table.symbols, self.last_row[hi - 1].tolist(), self.mark_at[hi - 1].tolist()):
             if r >= lo:
-                marks[sym] = float(self.close[j, r])
+                marks[sym] = close
 
     def _observe(self, equity: float, at: int, stamps: list[pd.Timestamp]) -> None:
         for alert in self.loop.risk.observe_equity(equity, stamps[at]):
@@ -128,6 +135,10 @@ class SpanStepper:
     def _signals(self, lo: int, hi: int) -> int:
         return int(self.signals_seen[hi] - self.signals_seen[lo])
 
+    def flat_acting(self, i: int) -> list[int]:
+        """The columns of ``plan.flat_event[i]`` (symbols a flat ledger acts on at bar ``i``), ascending."""
+        return self.flat_cols.get(i, [])
+
     # ---- bars that go through step: the plan decides the symbols it knows -------------------
     def to_decide(self, i: int) -> list[str]:
         """The symbols of bar ``i`` (after its fills and marks) whose decision needs the core, in
@@ -135,27 +146,30 @@ class SpanStepper:
         with a bar that may exit (an exit pending, ``bars_held`` at max holding, a signal against
         them with ``exit_on_signal_flip``). The others' decisions are the plan's: no bar, NO_BAR;
         flat with a ``flat_noop`` signal, its hold; held, a held span's hold with ``bars_held``."""
-        pf, risk, plan, col = self.loop.portfolio, self.loop.params.risk, self.plan, self.col
-        asked = set(np.flatnonzero(plan.flat_event[i]).tolist())  # signals a flat symbol acts on (held ones: below)
+        pf, risk, col = self.loop.portfolio, self.loop.params.risk, self.col
+        asked = set(self.flat_acting(i))  # signals a flat symbol acts on (held ones: below)
         held = {}
-        for sym, pos in pf.positions.items():
-            j = col.get(sym)
-            if j is None:  # not a symbol of this run: decide is not asked about it
-                continue
-            asked.discard(j)
-            if not plan.has_bar[i, j]:
-                continue
-            if (sym in pf.pending_exits or pos.bars_held >= risk.max_holding_bars
-                    or (risk.exit_on_signal_flip and plan.codes[i, j] == (_SELL if pos.side == "long" else _BUY))):
-                asked.add(j)
-            else:
-                held[j] = ("sell" if pos.side == "long" else "buy", pos.bars_held - 1)  # bars_held before this bar
-        for sym in pf.reserved_usdt:
-            j = col.get(sym)
-            if j is not None and plan.has_bar[i, j]:
-                asked.add(j)
+        if pf.positions or pf.reserved_usdt:
+            has, codes = self.plan.has_bar[i].tolist(), self.plan.codes[i].tolist()  # the row as Python values
+            for sym, pos in pf.positions.items():
+                j = col.get(sym)
+                if j is None:  # not a symbol of this run: decide is not asked about it
+                    continue
+                asked.discard(j)
+                if not has[j]:
+                    continue
+                if (sym in pf.pending_exits or pos.bars_held >= risk.max_holding_bars
+                        or (risk.exit_on_signal_flip and codes[j] == (_SELL if pos.side == "long" else _BUY))):
+                    asked.add(j)
+                else:
+                    held[j] = ("sell" if pos.side == "long" else "buy", pos.bars_held - 1)  # bars_held before this bar
+            for sym in pf.reserved_usdt:
+                j = col.get(sym)
+                if j is not None and has[j]:
+                    asked.add(j)
         self._asked = (i, asked, held)
-        return [self.table.symbols[j] for j in sorted(asked)]
+        symbols = self.table.symbols
+        return [symbols[j] for j in sorted(asked)]
 
     def signals_at(self, i: int) -> int:
         """How many symbols have a signal at bar ``i`` (what ``fetch`` of all of them would return)."""
@@ -186,10 +200,10 @@ class SpanStepper:
                        QuietSpan(stamps, self.table.symbols, self.plan, lo, hi) if decided else None,
                        self._signals(lo, hi) if decided else 0)
 
-    def _bars(self, i: int, which: np.ndarray) -> dict[str, Bar]:
-        """Bar ``i`` of the symbols ``which`` marks, as ``step`` is given them."""
+    def _bars(self, i: int, which: list[int]) -> dict[str, Bar]:
+        """Bar ``i`` of the symbols in columns ``which``, as ``step`` is given them."""
         ts, symbols, out = self.stamps[i], self.table.symbols, {}
-        for j in np.flatnonzero(which).tolist():
+        for j in which:
             o, h, lo, c = self.table.ohlc[i, j].tolist()
             out[symbols[j]] = make_bar(symbols[j], ts, o, h, lo, c)
         return out
