@@ -87,7 +87,7 @@ class SpanStepper:
         for cell in np.flatnonzero(plan.flat_event).tolist():
             row, j = divmod(cell, has.shape[1])
             self.flat_cols.setdefault(row, []).append(j)
-        self.signals_seen = np.concatenate([[0], np.cumsum((plan.codes >= 0).sum(axis=1))])
+        self.signals_seen = np.concatenate([[0], np.cumsum((plan.codes >= 0).sum(axis=1))]).tolist()
         self.day_starts = np.flatnonzero(plan.new_day).tolist()
         self.windows = loop.volatility is not None or loop.risk.history is not None
 
@@ -97,13 +97,15 @@ class SpanStepper:
         if not loop.settled():
             return i
         if not loop.portfolio.positions:
-            if not self.plan.quiet[i]:  # a flat symbol acts: a quiet bar's accounting, the loop's decisions
-                self._quiet(i, i + 1, stamps, decided=False)
-                loop.decide_planned(stamps[i], self._bars(i, self.flat_acting(i)), self.table.symbols, (self, i))
-                return i + 1
-            hi = int(self.plan.span_end[i])
-            self._quiet(i, hi, stamps)
-            return hi
+            hi = int(self.plan.span_end[i])  # the first bar from i where a flat symbol acts
+            if hi == self.n:
+                self._quiet(i, hi, stamps)
+                return hi
+            # that bar's accounting is a quiet bar's (flat and idle), stepped with the quiet ones before it
+            # (equity constant: seeing it again on the same day changes no state); its decisions the loop's
+            self._quiet(i, hi + 1, stamps, decided_to=hi)
+            loop.decide_planned(stamps[hi], self._bars(hi, self.flat_acting(hi)), self.table.symbols, (self, hi))
+            return hi + 1
         if not self.held:
             return i
         hi, flat_acts = self._held_end(i)
@@ -133,7 +135,7 @@ class SpanStepper:
             self.loop.raise_alert(alert)
 
     def _signals(self, lo: int, hi: int) -> int:
-        return int(self.signals_seen[hi] - self.signals_seen[lo])
+        return self.signals_seen[hi] - self.signals_seen[lo]
 
     def flat_acting(self, i: int) -> list[int]:
         """The columns of ``plan.flat_event[i]`` (symbols a flat ledger acts on at bar ``i``), ascending."""
@@ -184,10 +186,10 @@ class SpanStepper:
                           self.col)
 
     # ---- quiet spans (executor.quiet) ----------------------------------------------------
-    def _quiet(self, lo: int, hi: int, stamps: list[pd.Timestamp], decided: bool = True) -> None:
-        """Bars ``lo:hi``, all quiet, while flat and idle: what ``step`` would do to each: marks,
-        windows, equity points, risk state, signal count, decisions (``decided=False``: all but the
-        last two, which the loop's decision phase makes)."""
+    def _quiet(self, lo: int, hi: int, stamps: list[pd.Timestamp], decided_to: int | None = None) -> None:
+        """Bars ``lo:hi`` while flat and idle, all quiet up to ``decided_to`` (default ``hi``): what
+        ``step`` would do to each: marks, windows, equity points, risk state, and for the bars before
+        ``decided_to`` the signal count and decisions (the others' are the loop's decision phase's)."""
         loop = self.loop
         self._mark(lo, hi, stamps)
         equity = loop.portfolio.equity_usdt()
@@ -196,9 +198,10 @@ class SpanStepper:
         days = self.day_starts
         for k in range(bisect.bisect_right(days, lo), bisect.bisect_left(days, hi)):
             self._observe(equity, days[k], stamps)
+        upto = hi if decided_to is None else decided_to
         loop.book_span(stamps, lo, hi, [equity] * (hi - lo), False,
-                       QuietSpan(stamps, self.table.symbols, self.plan, lo, hi) if decided else None,
-                       self._signals(lo, hi) if decided else 0)
+                       QuietSpan(stamps, self.table.symbols, self.plan, lo, upto) if upto > lo else None,
+                       self._signals(lo, upto))
 
     def _bars(self, i: int, which: list[int]) -> dict[str, Bar]:
         """Bar ``i`` of the symbols in columns ``which``, as ``step`` is given them."""
