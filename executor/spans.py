@@ -108,13 +108,13 @@ class SpanStepper:
             return hi + 1
         if not self.held:
             return i
-        hi, flat_acts = self._held_end(i)
+        hi, acts = self._held_end(i)
+        if acts is not None:  # only flat symbols act at bar acts: a held bar's accounting, the loop's decisions
+            self._held(i, acts + 1, stamps, decided_to=acts)
+            loop.decide_planned(stamps[acts], self._bars(acts, self.flat_acting(acts)), self.table.symbols, (self, acts))
+            return acts + 1
         if hi > i:
             self._held(i, hi, stamps)
-        elif flat_acts:  # only flat symbols act at bar i: a held bar's accounting, the loop's decisions
-            self._held(i, i + 1, stamps, decided=False)
-            loop.decide_planned(stamps[i], self._bars(i, self.flat_acting(i)), self.table.symbols, (self, i))
-            return i + 1
         return hi
 
     def _mark(self, lo: int, hi: int, stamps: list[pd.Timestamp]) -> None:
@@ -212,9 +212,10 @@ class SpanStepper:
         return out
 
     # ---- held spans ------------------------------------------------------------------
-    def _held_end(self, i: int) -> tuple[int, bool]:
-        """The first event bar at or after ``i`` (``i`` itself: step it), and whether at ``i`` the
-        only event is flat symbols acting (nothing held exits, fills or pays there)."""
+    def _held_end(self, i: int) -> tuple[int, int | None]:
+        """The first event bar at or after ``i`` (``i`` itself: step it), and that bar again when the
+        only event there is flat symbols acting (nothing held exits, fills or pays there: the span's
+        accounting covers it, the loop runs its decision phase), else None."""
         loop, pf = self.loop, self.loop.portfolio
         risk = loop.params.risk
         nxt = self.next_flat_event[i].tolist()
@@ -223,7 +224,7 @@ class SpanStepper:
             j = self.col.get(sym)
             guard = loop.broker.protective(sym)
             if j is None or guard is None:
-                return i, False
+                return i, None
             held.append((j, pos, guard))
             nxt[j] = self.n  # a held symbol's signal is read below
         flat_end, end = min(nxt), self.n
@@ -240,15 +241,17 @@ class SpanStepper:
                 if due is not None:
                     end = min(end, int(np.searchsorted(self.stamps_ns, due, side="left")))
             if end <= i:
-                return i, False
-        end = min(end, flat_end) if flat_end > i else i + 1  # the bars whose guards matter
+                return i, None
+        acting = flat_end < end  # a flat symbol acts first: the guards matter up to that bar, itself included
+        if acting:
+            end = flat_end + 1
         for j, pos, guard in held:
             touched = self._first_touch(j, guard, i, end)
             if touched is not None:
                 end = i + touched
             if end <= i:
-                return i, False
-        return (end, False) if flat_end > i else (i, True)
+                return i, None
+        return (flat_end, flat_end) if acting and end > flat_end else (end, None)
 
     def _first_touch(self, j: int, guard, i: int, end: int) -> int | None:
         """The offset of the first bar in ``i:end`` where a guard of symbol ``j`` may fill (None: none)."""
@@ -257,10 +260,10 @@ class SpanStepper:
             return first_touch_array(guard, has, low, high)
         return first_touch(guard, has.tolist(), low.tolist(), high.tolist())
 
-    def _held(self, lo: int, hi: int, stamps: list[pd.Timestamp], decided: bool = True) -> None:
-        """Bars ``lo:hi`` in a position, no event among them: what ``step`` would do to each
-        (``decided=False``: all but the decisions and their signal count, which the loop's
-        decision phase makes)."""
+    def _held(self, lo: int, hi: int, stamps: list[pd.Timestamp], decided_to: int | None = None) -> None:
+        """Bars ``lo:hi`` in a position, no event among them but flat symbols acting at ``decided_to``
+        and after (default ``hi``): what ``step`` would do to each, the decisions and their signal
+        count only for the bars before ``decided_to`` (the others' are the loop's decision phase's)."""
         loop, pf = self.loop, self.loop.portfolio
         total = 0.0
         held = {}
@@ -280,9 +283,10 @@ class SpanStepper:
         for k, eq in enumerate(equity):
             self._observe(eq, lo + k, stamps)
         self._mark(lo, hi, stamps)
+        upto = hi if decided_to is None else decided_to
         loop.book_span(stamps, lo, hi, equity, True,
-                       HeldSpan(stamps, self.table.symbols, self.plan, lo, hi, held) if decided else None,
-                       self._signals(lo, hi) if decided else 0)
+                       HeldSpan(stamps, self.table.symbols, self.plan, lo, upto, held) if upto > lo else None,
+                       self._signals(lo, upto))
 
 
 def first_touch(guard, has: list[bool], low: list[float], high: list[float]) -> int | None:
