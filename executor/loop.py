@@ -368,7 +368,11 @@ class TradingLoop:
             self._result.decision_log.add_span(planned[0].bar_decisions(planned[1], out.decisions))
         else:  # what record does without listeners
             self._result.decision_log.extend(out.decisions)
-        now = ts + self._bar_delta if out.intents else None
+        now = None
+        if out.intents:  # the decision time; a plan has it made already (a Timestamp costs a couple of us)
+            now = planned[0].next_open(planned[1]) if planned is not None else None
+            if now is None:
+                now = ts + self._bar_delta
         for intent in out.intents:
             if not intent.is_exit and self.health.entries_blocked:
                 self.record(_decision_for(ts, intent, "denied", STATE_WRITE_FAILED, 0.0,

@@ -89,6 +89,8 @@ class SpanStepper:
             self.flat_cols.setdefault(row, []).append(j)
         self.signals_seen = np.concatenate([[0], np.cumsum((plan.codes >= 0).sum(axis=1))]).tolist()
         self.day_starts = np.flatnonzero(plan.new_day).tolist()
+        # bar k + 1 opens one bar after bar k (no gap in the grid): its Timestamp is bar k's decision time
+        self.next_is_one_bar = (np.diff(self.stamps_ns) == loop.bar_ms * 1_000_000).tolist()
         self.windows = loop.volatility is not None or loop.risk.history is not None
 
     def advance(self, i: int) -> int:
@@ -172,6 +174,11 @@ class SpanStepper:
         self._asked = (i, asked, held)
         symbols = self.table.symbols
         return [symbols[j] for j in sorted(asked)]
+
+    def next_open(self, i: int) -> pd.Timestamp | None:
+        """The open of the bar after bar ``i`` (its decision time, ``ts + one bar``) when the grid holds
+        it - the same instant, made once - else None."""
+        return self.stamps[i + 1] if i + 1 < self.n and self.next_is_one_bar[i] else None
 
     def signals_at(self, i: int) -> int:
         """How many symbols have a signal at bar ``i`` (what ``fetch`` of all of them would return)."""
