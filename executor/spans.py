@@ -76,7 +76,7 @@ class SpanStepper:
         self.low = np.ascontiguousarray(table.ohlc[:, :, 2].T)
         self.close = np.ascontiguousarray(table.ohlc[:, :, 3].T)
         self.has_t = np.ascontiguousarray(has.T)
-        self.rows_of = [np.flatnonzero(col).tolist() for col in self.has_t]  # each symbol's bars
+        self.rows_of = [np.flatnonzero(col) for col in self.has_t]  # each symbol's bars
         # the last bar of each symbol at or before k (-1: none yet): its close is the mark at k
         self.last_row = np.maximum.accumulate(np.where(has, np.arange(self.n)[:, None], -1), axis=0)
         self.last_row_t = np.ascontiguousarray(self.last_row.T)
@@ -242,7 +242,7 @@ class SpanStepper:
             # max holding: the bar where bars_held reaches it is the symbol's need-th bar from i
             rows, nth = self.rows_of[j], int(self.counts[j, i]) + max(risk.max_holding_bars - pos.bars_held, 1) - 1
             if nth < len(rows):
-                end = min(end, rows[nth])
+                end = min(end, int(rows[nth]))
             if schedule is not None and is_perp(pos.symbol) and i > 0:
                 due = schedule.next_time_after(pos.symbol, int(self.stamps_ns[i - 1]))
                 if due is not None:
