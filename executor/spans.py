@@ -132,7 +132,10 @@ class SpanStepper:
                 marks[sym] = close
 
     def _observe(self, equity: float, at: int, stamps: list[pd.Timestamp]) -> None:
-        for alert in self.loop.risk.observe_equity(equity, stamps[at]):
+        self._alert(self.loop.risk.observe_equity(equity, stamps[at]))
+
+    def _alert(self, alerts) -> None:
+        for alert in alerts:
             log.warning("risk: %s %s", alert.message, alert.numbers)
             self.loop.raise_alert(alert)
 
@@ -287,8 +290,11 @@ class SpanStepper:
                 extreme = float(self.high[j, lo:hi][has].max() if guard.selling else self.low[j, lo:hi][has].min())
                 loop.broker.carry_trail(sym, max(guard.peak, extreme) if guard.selling else min(guard.peak, extreme))
         equity = (pf.cash_usdt + total).tolist()
-        for k, eq in enumerate(equity):
-            self._observe(eq, lo + k, stamps)
+        observe = loop.risk.observe_equity  # every bar of the span: the risk engine sees each equity point
+        for ts, eq in zip(stamps[lo:hi], equity):
+            alerts = observe(eq, ts)
+            if alerts:
+                self._alert(alerts)
         self._mark(lo, hi, stamps)
         upto = hi if decided_to is None else decided_to
         loop.book_span(stamps, lo, hi, equity, True,
@@ -384,15 +390,14 @@ class SteppedBar:
     (``planned``: a one-bar ``HeldSpan``), in symbol order - what ``decide`` over every symbol gives."""
 
     def __init__(self, planned: HeldSpan, asked: set[int], decided: list[Decision], col: dict[str, int]):
-        self.planned, self.asked, self.decided = planned, asked, decided
-        self.at = {col[d.symbol]: k for k, d in enumerate(decided)}
+        self.planned, self.asked, self.decided, self.col = planned, asked, decided, col
 
     def __len__(self) -> int:
         return len(self.planned) - len(self.asked) + len(self.decided)
 
     def _merge(self, planned: list, decided: list) -> list:
-        return [decided[self.at[j]] if j in self.at else x
-                for j, x in enumerate(planned) if j not in self.asked or j in self.at]
+        at = {self.col[d.symbol]: k for k, d in enumerate(self.decided)}  # when read: most bars never are
+        return [decided[at[j]] if j in at else x for j, x in enumerate(planned) if j not in self.asked or j in at]
 
     def columns(self, stepped_columns) -> dict[str, list]:
         planned, decided = self.planned.columns(), stepped_columns(self.decided)
