@@ -74,14 +74,12 @@ class SpanStepper:
         self.stamps_ns = table.timestamps.as_unit("ns").asi8
         self.high = np.ascontiguousarray(table.ohlc[:, :, 1].T)
         self.low = np.ascontiguousarray(table.ohlc[:, :, 2].T)
-        self.close = np.ascontiguousarray(table.ohlc[:, :, 3].T)
         self.has_t = np.ascontiguousarray(has.T)
         self.rows_of = [np.flatnonzero(col) for col in self.has_t]  # each symbol's bars
-        # the last bar of each symbol at or before k (-1: none yet): its close is the mark at k
-        self.last_row = np.maximum.accumulate(np.where(has, np.arange(self.n)[:, None], -1), axis=0)
-        self.last_row_t = np.ascontiguousarray(self.last_row.T)
-        # ... and that close, the mark at k (a row of Python floats per span, not a numpy scalar per symbol)
-        self.mark_at = np.take_along_axis(table.ohlc[:, :, 3], np.maximum(self.last_row, 0), axis=0)
+        # per symbol, the last bar at or before k (-1: none yet), and its close: the mark at k
+        self.last_row = np.maximum.accumulate(np.where(self.has_t, np.arange(self.n), -1), axis=1)
+        self.mark_at = np.take_along_axis(np.ascontiguousarray(table.ohlc[:, :, 3].T), np.maximum(self.last_row, 0),
+                                          axis=1)
         # the columns of flat_event per row that has any (few: the bars a flat symbol acts on), ascending
         self.flat_cols: dict[int, list[int]] = {}
         for cell in np.flatnonzero(plan.flat_event).tolist():
@@ -127,7 +125,8 @@ class SpanStepper:
             mark_span(self.table, stamps, self.plan, lo, hi, loop.portfolio.marks, loop.volatility, loop.risk.history)
             return
         marks = loop.portfolio.marks
-        for sym, r, close in zip(self.table.symbols, self.last_row[hi - 1].tolist(), self.mark_at[hi - 1].tolist()):
+        at = hi - 1
+        for sym, r, close in zip(self.table.symbols, self.last_row[:, at].tolist(), self.mark_at[:, at].tolist()):
             if r >= lo:
                 marks[sym] = close
 
@@ -280,7 +279,7 @@ class SpanStepper:
         for sym, pos in pf.positions.items():  # the ledger's order: equity_usdt's sum
             j = self.col[sym]
             # a held symbol has had a bar (its entry's): its mark is the close of its last bar
-            total = total + pos.sign * pos.qty * self.close[j][self.last_row_t[j, lo:hi]]
+            total = total + pos.sign * pos.qty * self.mark_at[j, lo:hi]
             held[j] = ("sell" if pos.side == "long" else "buy", pos.bars_held)
             seen = int(self.counts[j, hi] - self.counts[j, lo])
             pos.bars_held += seen
