@@ -299,12 +299,16 @@ class TradingLoop:
     def _mark(self, ts: pd.Timestamp, bars: dict[str, Bar]) -> None:
         pf = self.portfolio
         marks, positions, volatility, history = pf.marks, pf.positions, self.volatility, self.risk.history
-        for sym, bar in bars.items():
-            marks[sym] = bar.close
-            if volatility is not None:
-                volatility.observe(sym, bar.close)
-            if history is not None:
-                history.observe(sym, ts, bar.close)
+        if volatility is None and history is None:  # no windows to feed (the default)
+            for sym, bar in bars.items():
+                marks[sym] = bar.close
+        else:
+            for sym, bar in bars.items():
+                marks[sym] = bar.close
+                if volatility is not None:
+                    volatility.observe(sym, bar.close)
+                if history is not None:
+                    history.observe(sym, ts, bar.close)
         for sym, pos in positions.items():
             if sym in bars:
                 pos.bars_held += 1

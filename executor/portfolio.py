@@ -119,7 +119,10 @@ class Portfolio:
 
     def equity_usdt(self) -> float:
         """Cash plus open positions marked at the last close (no exit costs deducted)."""
-        return self.cash_usdt + sum(p.sign * p.qty * self.marks.get(s, p.entry_price) for s, p in self.positions.items())
+        total, marks = 0, self.marks  # sum()'s order and start, without a generator (several calls per stepped bar)
+        for s, p in self.positions.items():
+            total += (1 if p.side == "long" else -1) * p.qty * marks.get(s, p.entry_price)
+        return self.cash_usdt + total
 
     def notional_usdt(self, symbol: str) -> float:
         """The open position's notional at the last close (0 when flat)."""
