@@ -338,6 +338,10 @@ class TradingLoop:
         planned = self._planned
         if planned is not None:
             symbols = planned[0].to_decide(planned[1])
+            if not symbols:  # every decision is the plan's (its source reads ahead: never down): nothing to ask
+                self._result.signals_received += planned[0].signals_at(planned[1])
+                self._result.decision_log.add_span(planned[0].bar_decisions(planned[1], []))
+                return
         try:
             received = self.source.fetch(symbols, ts)
         except SignalUnavailable as exc:
@@ -372,11 +376,9 @@ class TradingLoop:
             self._result.decision_log.add_span(planned[0].bar_decisions(planned[1], out.decisions))
         else:  # what record does without listeners
             self._result.decision_log.extend(out.decisions)
-        now = None
-        if out.intents:  # the decision time; a plan has it made already (a Timestamp costs a couple of us)
-            now = planned[0].next_open(planned[1]) if planned is not None else None
-            if now is None:
-                now = ts + self._bar_delta
+        # the decision time: a plan has it made already (a Timestamp costs a couple of us)
+        now = planned[0].next_open(planned[1]) if planned is not None and out.intents else None
+        now = ts + self._bar_delta if now is None and out.intents else now
         for intent in out.intents:
             if not intent.is_exit and self.health.entries_blocked:
                 self.record(_decision_for(ts, intent, "denied", STATE_WRITE_FAILED, 0.0,
@@ -492,7 +494,6 @@ def _decision_for(ts: pd.Timestamp, intent: OrderIntent, outcome: str, reason: s
                   details: dict) -> Decision:
     sig = intent.signal
     if sig is None:
-        return Decision(ts, intent.symbol, None, outcome, reason, notional_usdt=notional, confidence=float("nan"),
-                        details=details)
+        return _make_decision(ts, intent.symbol, None, outcome, reason, notional, float("nan"), None, details)
     return _make_decision(ts, intent.symbol, sig.action, outcome, reason, notional, sig.confidence, sig.model_version,
                           details)
