@@ -144,15 +144,17 @@ def compute_metrics(equity: pd.Series, starting_equity_usdt: float, bar_ms: int,
 def side_metrics(trades: pd.DataFrame, funding: pd.DataFrame) -> dict:
     """``SIDE_KEYS`` from the closed trades (``side`` column) and the funding payments (signed
     ``qty``: a long's is > 0, a short's < 0)."""
-    side = trades["side"].astype(str) if len(trades) else pd.Series([], dtype=object)
+    # the sides as Python strings compared in numpy (a string column's own comparisons cost more than the rest)
+    side = trades["side"].to_numpy(dtype=object) if len(trades) else np.array([], dtype=object)
+    long, short = side == "long", side == "short"
     pnl = trades["pnl_usdt"].astype("float64") if len(trades) else pd.Series([], dtype="float64")
     qty = funding["qty"].astype("float64") if len(funding) else pd.Series([], dtype="float64")
     amount = funding["amount_usdt"].astype("float64") if len(funding) else pd.Series([], dtype="float64")
     return {
-        "long_trades": int((side == "long").sum()),
-        "short_trades": int((side == "short").sum()),
-        "pnl_long_usdt": float(pnl[(side == "long").to_numpy()].sum()),
-        "pnl_short_usdt": float(pnl[(side == "short").to_numpy()].sum()),
+        "long_trades": int(long.sum()),
+        "short_trades": int(short.sum()),
+        "pnl_long_usdt": float(pnl[long].sum()),
+        "pnl_short_usdt": float(pnl[short].sum()),
         "funding_long_usdt": float(amount[(qty > 0).to_numpy()].sum()),
         "funding_short_usdt": float(amount[(qty < 0).to_numpy()].sum()),
     }

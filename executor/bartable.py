@@ -95,6 +95,7 @@ def bar_table(candles: pd.DataFrame, start: pd.Timestamp | None, end: pd.Timesta
     s_rank[used] = np.arange(len(used))
     symbols = [str(s_names[k]) for k in used.tolist()]
     ohlc = np.full((len(timestamps), len(symbols), 4), np.nan)
-    ohlc.reshape(-1, 4)[t_rank[t_codes] * len(symbols) + s_rank[s_codes]] = candles[
-        ["open", "high", "low", "close"]].to_numpy(dtype="float64")[mask]
+    cells, rows = ohlc.reshape(-1, 4), t_rank[t_codes] * len(symbols) + s_rank[s_codes]
+    for k, name in enumerate(("open", "high", "low", "close")):  # column by column: no 4-column frame copied
+        cells[rows, k] = candles[name].to_numpy(dtype="float64")[mask]
     return BarTable(timestamps, symbols, ohlc)

@@ -119,6 +119,11 @@ class CoreOutput:
     decisions: list[Decision]  # non-intent decisions (hold / skip / no signal)
 
 
+# made on every bar the core decides (an intent per entry or exit): field by field, as _decision
+_intent = positional_maker(OrderIntent)
+_core_output = positional_maker(CoreOutput)
+
+
 def decide(bar_ts: pd.Timestamp, bars: Mapping[str, Bar], signals: Mapping[str, Signal] | None,
            portfolio: Portfolio, risk: RiskParams, symbols: list[str],
            volatility: Callable[[str], float | None] | None = None,
@@ -133,7 +138,7 @@ def decide(bar_ts: pd.Timestamp, bars: Mapping[str, Bar], signals: Mapping[str, 
     one minus it for a short; highest first), then symbol, so that when limits bind, the
     strongest signals get the capacity - deterministically.
     """
-    equity = portfolio.equity_usdt()
+    equity = None  # the equity at the close, summed when an entry needs it (the ledger does not change here)
     exits: list[OrderIntent] = []
     entries: list[tuple[float, OrderIntent]] = []
     decisions: list[Decision] = []
@@ -158,9 +163,9 @@ def decide(bar_ts: pd.Timestamp, bars: Mapping[str, Bar], signals: Mapping[str, 
                 decisions.append(Decision(bar_ts, sym, action, "hold", EXIT_PENDING, confidence=conf,
                                           model_version=version))
             elif pos.bars_held >= risk.max_holding_bars:
-                exits.append(OrderIntent(sym, pos.close_side, "exit", "max_holding", qty=pos.qty, signal=sig))
+                exits.append(_exit_intent(sym, pos, "max_holding", sig))
             elif action == against and risk.exit_on_signal_flip:
-                exits.append(OrderIntent(sym, pos.close_side, "exit", "signal_flip", qty=pos.qty, signal=sig))
+                exits.append(_exit_intent(sym, pos, "signal_flip", sig))
             else:
                 reason = (NO_SIGNAL if sig is None else
                           FLIP_EXIT_DISABLED if action == against else
@@ -178,27 +183,41 @@ def decide(bar_ts: pd.Timestamp, bars: Mapping[str, Bar], signals: Mapping[str, 
             continue
         short = action == "sell"  # flat_noop let it through: this symbol may short
         # a missing signal still goes to the risk engine, which records NO_SIGNAL
-        fraction, why = _fraction(sym, sig, risk, volatility, signal_params)
+        fraction = _fraction(sym, sig, risk, volatility, signal_params)
         levels = protective_levels(risk, sig.atr) if sig is not None else _levels_pct(risk)
         if fraction is None or levels is None:
             reason = VOL_WARMING_UP if fraction is None else ATR_UNAVAILABLE
             if levels is None:
                 why = (f"ATR-scaled levels need the signal's atr_{risk.atr_period}; the source sent none "
                        f"(an old model or service): no entry without a stop")
+            else:  # only volatility-targeted sizing leaves an entry without a size
+                why = f"fewer than {risk.vol_lookback_bars} returns seen to size a volatility-targeted entry"
             decisions.append(Decision(bar_ts, sym, action, "skip", reason, confidence=conf,
                                       model_version=version, details={"why": why}))
             continue
+        if equity is None:
+            equity = portfolio.equity_usdt()
         lev = risk.leverage_of(sym)
         bar = bars[sym]
-        intent = OrderIntent(sym, "sell" if short else "buy", "entry", "signal_sell" if short else "signal_buy",
-                             notional_usdt=fraction * equity * lev, signal=sig,
-                             trailing_stop_pct=risk.trailing_stop_pct, trailing_mode=risk.trailing_mode,
-                             breakeven_after_first_tp=risk.breakeven_after_first_tp, leverage=lev,
-                             reference_price=bar.close, **levels, **_entry_order(bar, risk, short))
+        order = _entry_order(bar, risk, short)
+        # OrderIntent(sym, side, "entry", reason, notional_usdt=..., signal=sig, **levels, **order, ...), every
+        # field in its order; what levels and order leave out keeps the class's default
+        intent = _intent(sym, "sell" if short else "buy", "entry", "signal_sell" if short else "signal_buy",
+                         fraction * equity * lev, 0.0, sig, levels["stop_loss_pct"], levels["take_profit_pct"],
+                         order.get("order_type", "market"), order.get("limit_price", 0.0), order.get("ttl_bars", 0),
+                         risk.trailing_stop_pct, risk.trailing_mode, levels.get("take_profit_ladder", ()),
+                         risk.breakeven_after_first_tp, lev, bar.close)
         strength = -1.0 if sig is None else (1.0 - sig.confidence if short else sig.confidence)
         entries.append((strength, intent))
-    entries.sort(key=lambda pair: (-pair[0], pair[1].symbol))
-    return CoreOutput(intents=exits + [i for _, i in entries], decisions=decisions)
+    if len(entries) > 1:
+        entries.sort(key=lambda pair: (-pair[0], pair[1].symbol))
+    return _core_output(exits + [i for _, i in entries], decisions)
+
+
+def _exit_intent(sym: str, pos, reason: str, sig: Signal | None) -> OrderIntent:
+    """OrderIntent(sym, pos.close_side, "exit", reason, qty=pos.qty, signal=sig), the other fields the defaults."""
+    return _intent(sym, pos.close_side, "exit", reason, 0.0, pos.qty, sig, 0.0, 0.0, "market", 0.0, 0, 0.0, "native",
+                   (), False, 1, 0.0)
 
 
 def flat_noop(action: str | None, symbol: str, risk: RiskParams) -> str | None:
@@ -214,15 +233,14 @@ def flat_noop(action: str | None, symbol: str, risk: RiskParams) -> str | None:
     return HOLD_SIGNAL
 
 
-def _fraction(sym: str, sig: Signal | None, risk: RiskParams, volatility, signal_params) -> tuple[float | None, str]:
-    """Fraction of equity (the margin on a perpetual) for an entry; None: no size yet (said why)."""
+def _fraction(sym: str, sig: Signal | None, risk: RiskParams, volatility, signal_params) -> float | None:
+    """Fraction of equity (the margin on a perpetual) for an entry; None: no size yet (``decide`` says why)."""
     if sig is None:
-        return risk.position_fraction, ""
+        return risk.position_fraction
     if risk.sizing == "confidence":
-        return confidence_fraction(risk, sig, signal_params or SignalParams()), ""
+        return confidence_fraction(risk, sig, signal_params or SignalParams())
     sigma = volatility(sym) if volatility is not None else None
-    return entry_fraction(risk, sigma), (f"fewer than {risk.vol_lookback_bars} returns seen to size a "
-                                         f"volatility-targeted entry")
+    return entry_fraction(risk, sigma)
 
 
 def confidence_fraction(risk: RiskParams, sig: Signal, thresholds: SignalParams) -> float:

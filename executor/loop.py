@@ -52,9 +52,13 @@ from executor.spans import SpanStepper
 from executor.sizing import RealisedVolatility
 from qt.config import Params
 from qt.timeframes import timeframe_ms
+from qt.values import positional_maker
 
 log = logging.getLogger(__name__)
 MISSED_BAR = "MISSED_BAR"
+# an order and a decision per intent a backtest approves or denies: made field by field (qt.values)
+_market_order = positional_maker(MarketOrder)
+_make_decision = positional_maker(Decision)
 
 
 class TradingLoop:
@@ -295,12 +299,16 @@ class TradingLoop:
     def _mark(self, ts: pd.Timestamp, bars: dict[str, Bar]) -> None:
         pf = self.portfolio
         marks, positions, volatility, history = pf.marks, pf.positions, self.volatility, self.risk.history
-        for sym, bar in bars.items():
-            marks[sym] = bar.close
-            if volatility is not None:
-                volatility.observe(sym, bar.close)
-            if history is not None:
-                history.observe(sym, ts, bar.close)
+        if volatility is None and history is None:  # no windows to feed (the default)
+            for sym, bar in bars.items():
+                marks[sym] = bar.close
+        else:
+            for sym, bar in bars.items():
+                marks[sym] = bar.close
+                if volatility is not None:
+                    volatility.observe(sym, bar.close)
+                if history is not None:
+                    history.observe(sym, ts, bar.close)
         for sym, pos in positions.items():
             if sym in bars:
                 pos.bars_held += 1
@@ -330,6 +338,10 @@ class TradingLoop:
         planned = self._planned
         if planned is not None:
             symbols = planned[0].to_decide(planned[1])
+            if not symbols:  # every decision is the plan's (its source reads ahead: never down): nothing to ask
+                self._result.signals_received += planned[0].signals_at(planned[1])
+                self._result.decision_log.add_span(planned[0].bar_decisions(planned[1], []))
+                return
         try:
             received = self.source.fetch(symbols, ts)
         except SignalUnavailable as exc:
@@ -364,7 +376,9 @@ class TradingLoop:
             self._result.decision_log.add_span(planned[0].bar_decisions(planned[1], out.decisions))
         else:  # what record does without listeners
             self._result.decision_log.extend(out.decisions)
-        now = ts + self._bar_delta if out.intents else None
+        # the decision time: a plan has it made already (a Timestamp costs a couple of us)
+        now = planned[0].next_open(planned[1]) if planned is not None and out.intents else None
+        now = ts + self._bar_delta if now is None and out.intents else now
         for intent in out.intents:
             if not intent.is_exit and self.health.entries_blocked:
                 self.record(_decision_for(ts, intent, "denied", STATE_WRITE_FAILED, 0.0,
@@ -391,13 +405,11 @@ class TradingLoop:
     def _submit(self, ts: pd.Timestamp, intent: OrderIntent, verdict: Approved) -> None:
         oid = self._next_order_id
         self._next_order_id += 1
-        order = MarketOrder(oid, intent.symbol, intent.side, intent.purpose, intent.reason,
-                            notional_usdt=verdict.notional_usdt, qty=intent.qty,
-                            stop_loss_pct=intent.stop_loss_pct, take_profit_pct=intent.take_profit_pct,
-                            decided_ts=ts, order_type=intent.order_type, limit_price=intent.limit_price,
-                            ttl_bars=intent.ttl_bars, trailing_stop_pct=intent.trailing_stop_pct,
-                            trailing_mode=intent.trailing_mode, take_profit_ladder=intent.take_profit_ladder,
-                            breakeven_after_first_tp=intent.breakeven_after_first_tp, leverage=intent.leverage)
+        # MarketOrder(oid, symbol, side, purpose, reason, notional_usdt=verdict's, qty=..., decided_ts=ts, ...)
+        order = _market_order(oid, intent.symbol, intent.side, intent.purpose, intent.reason, verdict.notional_usdt,
+                              intent.qty, intent.stop_loss_pct, intent.take_profit_pct, ts, intent.order_type,
+                              intent.limit_price, intent.ttl_bars, intent.trailing_stop_pct, intent.trailing_mode,
+                              intent.take_profit_ladder, intent.breakeven_after_first_tp, intent.leverage)
         if intent.is_exit:
             self.portfolio.pending_exits.add(intent.symbol)
             decision = _decision_for(ts, intent, "exit", intent.reason, 0.0,
@@ -481,6 +493,7 @@ class TradingLoop:
 def _decision_for(ts: pd.Timestamp, intent: OrderIntent, outcome: str, reason: str, notional: float,
                   details: dict) -> Decision:
     sig = intent.signal
-    return Decision(ts, intent.symbol, sig.action if sig is not None else None, outcome, reason,
-                    notional_usdt=notional, confidence=sig.confidence if sig is not None else float("nan"),
-                    model_version=sig.model_version if sig is not None else None, details=details)
+    if sig is None:
+        return _make_decision(ts, intent.symbol, None, outcome, reason, notional, float("nan"), None, details)
+    return _make_decision(ts, intent.symbol, sig.action, outcome, reason, notional, sig.confidence, sig.model_version,
+                          details)

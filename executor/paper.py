@@ -72,10 +72,11 @@ from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
-from executor.portfolio import Bar, Fill
+from executor.portfolio import Bar, Fill, make_fill
 from qt.fills import step_trail, stop_fill, trail_level
 from qt.config import CostParams
 from qt.errors import ConfigError
+from qt.values import positional_maker
 
 LIMIT_EXPIRED = "LIMIT_EXPIRED"
 
@@ -160,6 +161,11 @@ class BarExecution:
     expired: list[MarketOrder] = field(default_factory=list)  # limit entries past their TTL (LIMIT_EXPIRED)
 
 
+# one per bar the broker steps, and a guard per entry: made field by field (qt.values)
+_bar_execution = positional_maker(BarExecution)
+_make_protective = positional_maker(Protective)
+
+
 class PaperBroker:
     def __init__(self, costs: CostParams):
         if costs.fill_model == "book":  # bars carry no order book to walk: refuse rather than fake it
@@ -195,7 +201,7 @@ class PaperBroker:
     def process_bar(self, bars: Mapping[str, Bar]) -> BarExecution:
         """Execute one bar: pending orders at the open (limits also intrabar), then protective orders."""
         if not self._pending and not self._protective:  # idle: nothing to fill
-            return BarExecution([], [], {})
+            return _bar_execution([], [], {}, [])
         fills: list[Fill] = []
         cancelled: list[MarketOrder] = []
         expired: list[MarketOrder] = []
@@ -239,7 +245,7 @@ class PaperBroker:
                 del self._protective[symbol]
             else:
                 self._protective[symbol] = after
-        return BarExecution(fills, cancelled, placed, expired)
+        return _bar_execution(fills, cancelled, placed, expired)
 
     def cancel_all(self) -> list[MarketOrder]:
         """Drop every pending order (end of a run); protective orders stay."""
@@ -267,17 +273,17 @@ class PaperBroker:
             rungs.append((rung_qty, price * (1.0 + sign * distance)))
             numbers.append(k)
         take = math.nan if rungs else price * (1.0 + sign * order.take_profit_pct)
-        self._protective[order.symbol] = Protective(
-            order.symbol, qty, price * (1.0 - sign * order.stop_loss_pct), take, order.order_id,
-            trail_pct=order.trailing_stop_pct, peak=price, side="short" if short else "long",
-            rungs=tuple(rungs), rung_numbers=tuple(numbers), breakeven=order.breakeven_after_first_tp,
-            entry_price=price)
+        # Protective(symbol, qty, stop, take, order_id, trail_pct=, peak=price, side=, rungs=, rung_numbers=,
+        # breakeven=, entry_price=price)
+        self._protective[order.symbol] = _make_protective(
+            order.symbol, qty, price * (1.0 - sign * order.stop_loss_pct), take, order.order_id, order.trailing_stop_pct,
+            price, "short" if short else "long", tuple(rungs), tuple(numbers), order.breakeven_after_first_tp, price)
 
     def _fill_market(self, order: MarketOrder, bar: Bar) -> Fill:
         if order.purpose == "entry":
             price = bar.open * (1.0 - self._slip if order.opens_short else 1.0 + self._slip)
             qty = order.notional_usdt / price
-            fill = Fill(order.order_id, order.symbol, bar.timestamp, order.side, "entry", order.reason, qty, price,
+            fill = make_fill(order.order_id, order.symbol, bar.timestamp, order.side, "entry", order.reason, qty, price,
                         order.notional_usdt, order.notional_usdt * self.costs.fee_rate)
             self._protect(order, qty, price)
             return fill
@@ -296,7 +302,7 @@ class PaperBroker:
         if price is None:
             return None
         qty = order.notional_usdt / price
-        fill = Fill(order.order_id, order.symbol, bar.timestamp, order.side, "entry", order.reason, qty, price,
+        fill = make_fill(order.order_id, order.symbol, bar.timestamp, order.side, "entry", order.reason, qty, price,
                     order.notional_usdt, order.notional_usdt * self._maker_fee)
         self._protect(order, qty, price)
         return fill
@@ -355,4 +361,4 @@ class PaperBroker:
                    qty: float, ref_price: float) -> Fill:
         price = ref_price * (1.0 - self._slip) if side == "sell" else ref_price * (1.0 + self._slip)
         notional = qty * price
-        return Fill(order_id, symbol, ts, side, purpose, reason, qty, price, notional, notional * self.costs.fee_rate)
+        return make_fill(order_id, symbol, ts, side, purpose, reason, qty, price, notional, notional * self.costs.fee_rate)

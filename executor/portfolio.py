@@ -58,6 +58,9 @@ class Fill:
     fee_usdt: float
 
 
+make_fill = positional_maker(Fill)  # Fill(order_id, ..., fee_usdt), every field, on hot paths (qt.values)
+
+
 @dataclass(slots=True)
 class Position:
     symbol: str
@@ -99,6 +102,9 @@ class ClosedTrade:
     side: str = "long"
 
 
+_closed_trade = positional_maker(ClosedTrade)  # one per round trip (qt.values)
+
+
 @dataclass(slots=True)
 class Portfolio:
     cash_usdt: float
@@ -113,7 +119,10 @@ class Portfolio:
 
     def equity_usdt(self) -> float:
         """Cash plus open positions marked at the last close (no exit costs deducted)."""
-        return self.cash_usdt + sum(p.sign * p.qty * self.marks.get(s, p.entry_price) for s, p in self.positions.items())
+        total, marks = 0, self.marks  # sum()'s order and start, without a generator (several calls per stepped bar)
+        for s, p in self.positions.items():
+            total += (1 if p.side == "long" else -1) * p.qty * marks.get(s, p.entry_price)
+        return self.cash_usdt + total
 
     def notional_usdt(self, symbol: str) -> float:
         """The open position's notional at the last close (0 when flat)."""
@@ -165,11 +174,11 @@ class Portfolio:
         funding = pos.funding_usdt * share
         self.cash_usdt += (fill.notional_usdt if pos.side == "long" else -fill.notional_usdt) - fill.fee_usdt
         gross = (fill.notional_usdt - entry_notional) * pos.sign
-        trade = ClosedTrade(
-            symbol=fill.symbol, entry_ts=pos.entry_ts, exit_ts=fill.timestamp, qty=fill.qty if not whole else pos.qty,
-            entry_price=pos.entry_price, exit_price=fill.price, fees_usdt=entry_fee + fill.fee_usdt,
-            pnl_usdt=gross - fill.fee_usdt - entry_fee - funding,
-            exit_reason=fill.reason, bars_held=pos.bars_held, funding_usdt=funding, side=pos.side)
+        # ClosedTrade(symbol, entry_ts, exit_ts, qty, entry_price, exit_price, fees_usdt, pnl_usdt, exit_reason,
+        # bars_held, funding_usdt, side)
+        trade = _closed_trade(fill.symbol, pos.entry_ts, fill.timestamp, fill.qty if not whole else pos.qty,
+                              pos.entry_price, fill.price, entry_fee + fill.fee_usdt,
+                              gross - fill.fee_usdt - entry_fee - funding, fill.reason, pos.bars_held, funding, pos.side)
         if whole:
             del self.positions[fill.symbol]
             self.pending_exits.discard(fill.symbol)

@@ -41,6 +41,9 @@ from qt.config import CostParams, RiskParams, SignalParams
 from qt.margin import BINANCE_BTCUSDT_BRACKETS, Bracket
 from qt.timeframes import timeframe_ms
 
+_UTC = pd.Timestamp(0, tz="UTC").tzinfo
+_DAY_NS = 86_400 * 10**9
+
 NO_SIGNAL = "NO_SIGNAL"
 HALTED_REASON = "HALTED"
 DAILY_LOSS_LIMIT = "DAILY_LOSS_LIMIT"
@@ -124,6 +127,7 @@ class RiskEngine:
         self.halted_from_outside = False  # HALTED by ``halt`` (kill switch), not by the drawdown limit
         self.peak_equity_usdt = risk.starting_equity_usdt
         self.day: object | None = None
+        self._day_ns: tuple = (0, 0, None)  # [first, end) ns of a UTC day and its date (observe_equity)
         self.day_start_equity_usdt = risk.starting_equity_usdt
         self._last_equity_usdt = risk.starting_equity_usdt
         # symbol -> the exchange's own minimum notional (live: from ccxt markets); the stricter
@@ -208,7 +212,16 @@ class RiskEngine:
         the equity at the close of the previous day's last bar.
         """
         alerts: list[RiskAlert] = []
-        day = bar_ts.date()
+        # called on every bar a backtest steps (held spans too): the day's key is the open time's
+        # nanoseconds // one day while it is UTC (the date only when the day changes), not a date per bar
+        value = bar_ts.value
+        first, end, known = self._day_ns
+        if first <= value < end and known is self.day and bar_ts.tzinfo is _UTC:
+            day = known
+        else:
+            day = bar_ts.date()
+            first = value - value % _DAY_NS
+            self._day_ns = (first, first + _DAY_NS, day) if bar_ts.tzinfo is _UTC else (0, 0, None)
         if day != self.day:
             if self.day is not None:
                 self.day_start_equity_usdt = self._last_equity_usdt
@@ -216,8 +229,10 @@ class RiskEngine:
             if self.state is TradingState.REDUCING:
                 alerts.append(self._set_state(TradingState.ACTIVE, bar_ts, "new UTC day", {}))
         self._last_equity_usdt = equity_usdt
-        self.peak_equity_usdt = max(self.peak_equity_usdt, equity_usdt)
-        drawdown = 1.0 - equity_usdt / self.peak_equity_usdt
+        peak = self.peak_equity_usdt
+        if equity_usdt > peak:  # max(peak, equity): the peak kept on a tie or a NaN
+            peak = self.peak_equity_usdt = equity_usdt
+        drawdown = 1.0 - equity_usdt / peak
         day_loss = 1.0 - equity_usdt / self.day_start_equity_usdt
         if self.state is not TradingState.HALTED and drawdown >= self.risk.max_drawdown_pct:
             alerts.append(self._set_state(
@@ -288,7 +303,7 @@ class RiskEngine:
         if self.state is TradingState.REDUCING:
             return Denied(DAILY_LOSS_LIMIT, state=self.state.value,
                           day_start_equity_usdt=self.day_start_equity_usdt)
-        age_bars = (pd.Timestamp(now) - sig.timestamp).value / (self.bar_ms * 1_000_000)
+        age_bars = _ns_between(now, sig.timestamp) / (self.bar_ms * 1_000_000)
         if age_bars < 1.0:  # its bar has not closed at `now`: acting on it would be lookahead
             return Denied(SIGNAL_FROM_FUTURE, age_bars=age_bars, signal_ts=str(sig.timestamp))
         if age_bars > self.signal.max_age_bars:
@@ -298,7 +313,7 @@ class RiskEngine:
         last_exit = portfolio.last_exit_ts.get(intent.symbol)
         if last_exit is not None and r.cooldown_bars > 0:
             # bars between the exit bar and the decision bar (now is that bar's close)
-            bars_since_exit = (pd.Timestamp(now) - last_exit).value / (self.bar_ms * 1_000_000) - 1.0
+            bars_since_exit = _ns_between(now, last_exit) / (self.bar_ms * 1_000_000) - 1.0
             if bars_since_exit < r.cooldown_bars:
                 return Denied(COOLDOWN, bars_since_exit=bars_since_exit, limit=r.cooldown_bars)
         n_open = len(portfolio.positions) + len(portfolio.reserved_usdt)
@@ -375,3 +390,13 @@ class RiskEngine:
             if problem is not None:
                 return Denied(LIQUIDATION_BEFORE_STOP, **problem)
         return Approved(intent, notional, clipped_by)
+
+
+def _ns_between(now, then: pd.Timestamp) -> int:
+    """``(pd.Timestamp(now) - then).value``: nanoseconds as integers when both carry the same zone
+    (every check of an entry; a Timedelta costs a microsecond), else pandas' own difference
+    (which refuses a naive time against an aware one)."""
+    now = pd.Timestamp(now)
+    if isinstance(then, pd.Timestamp) and now.tzinfo is then.tzinfo:
+        return now.value - then.value
+    return (now - then).value

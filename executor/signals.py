@@ -225,7 +225,11 @@ class FrameSignalSource:
                 out.append((none, np.full(len(grid), np.nan), none, np.full(len(grid), -1, dtype=np.int8)))
                 continue
             _, (action, confidence, _, version, _, code), _ = entry
-            rows = np.searchsorted(self._ts_ns[sym], grid, side="right") - 1
+            ts_ns = self._ts_ns[sym]
+            if len(ts_ns) == len(grid) and np.array_equal(ts_ns, grid):  # a signal on every bar (the usual frame)
+                rows = np.arange(len(grid))
+            else:
+                rows = np.searchsorted(ts_ns, grid, side="right") - 1
             before = rows < 0  # no signal yet
             rows[before] = 0
             picked = []

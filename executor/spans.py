@@ -74,14 +74,21 @@ class SpanStepper:
         self.stamps_ns = table.timestamps.as_unit("ns").asi8
         self.high = np.ascontiguousarray(table.ohlc[:, :, 1].T)
         self.low = np.ascontiguousarray(table.ohlc[:, :, 2].T)
-        self.close = np.ascontiguousarray(table.ohlc[:, :, 3].T)
         self.has_t = np.ascontiguousarray(has.T)
-        self.rows_of = [np.flatnonzero(col).tolist() for col in self.has_t]  # each symbol's bars
-        # the last bar of each symbol at or before k (-1: none yet): its close is the mark at k
-        self.last_row = np.maximum.accumulate(np.where(has, np.arange(self.n)[:, None], -1), axis=0)
-        self.last_row_t = np.ascontiguousarray(self.last_row.T)
-        self.signals_seen = np.concatenate([[0], np.cumsum((plan.codes >= 0).sum(axis=1))])
+        self.rows_of = [np.flatnonzero(col) for col in self.has_t]  # each symbol's bars
+        # per symbol, the last bar at or before k (-1: none yet), and its close: the mark at k
+        self.last_row = np.maximum.accumulate(np.where(self.has_t, np.arange(self.n), -1), axis=1)
+        self.mark_at = np.take_along_axis(np.ascontiguousarray(table.ohlc[:, :, 3].T), np.maximum(self.last_row, 0),
+                                          axis=1)
+        # the columns of flat_event per row that has any (few: the bars a flat symbol acts on), ascending
+        self.flat_cols: dict[int, list[int]] = {}
+        for cell in np.flatnonzero(plan.flat_event).tolist():
+            row, j = divmod(cell, has.shape[1])
+            self.flat_cols.setdefault(row, []).append(j)
+        self.signals_seen = np.concatenate([[0], np.cumsum((plan.codes >= 0).sum(axis=1))]).tolist()
         self.day_starts = np.flatnonzero(plan.new_day).tolist()
+        # bar k + 1 opens one bar after bar k (no gap in the grid): its Timestamp is bar k's decision time
+        self.next_is_one_bar = (np.diff(self.stamps_ns) == loop.bar_ms * 1_000_000).tolist()
         self.windows = loop.volatility is not None or loop.risk.history is not None
 
     def advance(self, i: int) -> int:
@@ -90,22 +97,24 @@ class SpanStepper:
         if not loop.settled():
             return i
         if not loop.portfolio.positions:
-            if not self.plan.quiet[i]:  # a flat symbol acts: a quiet bar's accounting, the loop's decisions
-                self._quiet(i, i + 1, stamps, decided=False)
-                loop.decide_planned(stamps[i], self._bars(i, self.plan.flat_event[i]), self.table.symbols, (self, i))
-                return i + 1
-            hi = int(self.plan.span_end[i])
-            self._quiet(i, hi, stamps)
-            return hi
+            hi = int(self.plan.span_end[i])  # the first bar from i where a flat symbol acts
+            if hi == self.n:
+                self._quiet(i, hi, stamps)
+                return hi
+            # that bar's accounting is a quiet bar's (flat and idle), stepped with the quiet ones before it
+            # (equity constant: seeing it again on the same day changes no state); its decisions the loop's
+            self._quiet(i, hi + 1, stamps, decided_to=hi)
+            loop.decide_planned(stamps[hi], self._bars(hi, self.flat_acting(hi)), self.table.symbols, (self, hi))
+            return hi + 1
         if not self.held:
             return i
-        hi, flat_acts = self._held_end(i)
+        hi, acts = self._held_end(i)
+        if acts is not None:  # only flat symbols act at bar acts: a held bar's accounting, the loop's decisions
+            self._held(i, acts + 1, stamps, decided_to=acts)
+            loop.decide_planned(stamps[acts], self._bars(acts, self.flat_acting(acts)), self.table.symbols, (self, acts))
+            return acts + 1
         if hi > i:
             self._held(i, hi, stamps)
-        elif flat_acts:  # only flat symbols act at bar i: a held bar's accounting, the loop's decisions
-            self._held(i, i + 1, stamps, decided=False)
-            loop.decide_planned(stamps[i], self._bars(i, self.plan.flat_event[i]), self.table.symbols, (self, i))
-            return i + 1
         return hi
 
     def _mark(self, lo: int, hi: int, stamps: list[pd.Timestamp]) -> None:
@@ -116,17 +125,25 @@ class SpanStepper:
             mark_span(self.table, stamps, self.plan, lo, hi, loop.portfolio.marks, loop.volatility, loop.risk.history)
             return
         marks = loop.portfolio.marks
-        for j, (sym, r) in enumerate(zip(self.table.symbols, self.last_row[hi - 1].tolist())):
+        at = hi - 1
+        for sym, r, close in zip(self.table.symbols, self.last_row[:, at].tolist(), self.mark_at[:, at].tolist()):
             if r >= lo:
-                marks[sym] = float(self.close[j, r])
+                marks[sym] = close
 
     def _observe(self, equity: float, at: int, stamps: list[pd.Timestamp]) -> None:
-        for alert in self.loop.risk.observe_equity(equity, stamps[at]):
+        self._alert(self.loop.risk.observe_equity(equity, stamps[at]))
+
+    def _alert(self, alerts) -> None:
+        for alert in alerts:
             log.warning("risk: %s %s", alert.message, alert.numbers)
             self.loop.raise_alert(alert)
 
     def _signals(self, lo: int, hi: int) -> int:
-        return int(self.signals_seen[hi] - self.signals_seen[lo])
+        return self.signals_seen[hi] - self.signals_seen[lo]
+
+    def flat_acting(self, i: int) -> list[int]:
+        """The columns of ``plan.flat_event[i]`` (symbols a flat ledger acts on at bar ``i``), ascending."""
+        return self.flat_cols.get(i, [])
 
     # ---- bars that go through step: the plan decides the symbols it knows -------------------
     def to_decide(self, i: int) -> list[str]:
@@ -135,27 +152,35 @@ class SpanStepper:
         with a bar that may exit (an exit pending, ``bars_held`` at max holding, a signal against
         them with ``exit_on_signal_flip``). The others' decisions are the plan's: no bar, NO_BAR;
         flat with a ``flat_noop`` signal, its hold; held, a held span's hold with ``bars_held``."""
-        pf, risk, plan, col = self.loop.portfolio, self.loop.params.risk, self.plan, self.col
-        asked = set(np.flatnonzero(plan.flat_event[i]).tolist())  # signals a flat symbol acts on (held ones: below)
+        pf, risk, col = self.loop.portfolio, self.loop.params.risk, self.col
+        asked = set(self.flat_acting(i))  # signals a flat symbol acts on (held ones: below)
         held = {}
-        for sym, pos in pf.positions.items():
-            j = col.get(sym)
-            if j is None:  # not a symbol of this run: decide is not asked about it
-                continue
-            asked.discard(j)
-            if not plan.has_bar[i, j]:
-                continue
-            if (sym in pf.pending_exits or pos.bars_held >= risk.max_holding_bars
-                    or (risk.exit_on_signal_flip and plan.codes[i, j] == (_SELL if pos.side == "long" else _BUY))):
-                asked.add(j)
-            else:
-                held[j] = ("sell" if pos.side == "long" else "buy", pos.bars_held - 1)  # bars_held before this bar
-        for sym in pf.reserved_usdt:
-            j = col.get(sym)
-            if j is not None and plan.has_bar[i, j]:
-                asked.add(j)
+        if pf.positions or pf.reserved_usdt:
+            has, codes = self.plan.has_bar[i].tolist(), self.plan.codes[i].tolist()  # the row as Python values
+            for sym, pos in pf.positions.items():
+                j = col.get(sym)
+                if j is None:  # not a symbol of this run: decide is not asked about it
+                    continue
+                asked.discard(j)
+                if not has[j]:
+                    continue
+                if (sym in pf.pending_exits or pos.bars_held >= risk.max_holding_bars
+                        or (risk.exit_on_signal_flip and codes[j] == (_SELL if pos.side == "long" else _BUY))):
+                    asked.add(j)
+                else:
+                    held[j] = ("sell" if pos.side == "long" else "buy", pos.bars_held - 1)  # bars_held before this bar
+            for sym in pf.reserved_usdt:
+                j = col.get(sym)
+                if j is not None and has[j]:
+                    asked.add(j)
         self._asked = (i, asked, held)
-        return [self.table.symbols[j] for j in sorted(asked)]
+        symbols = self.table.symbols
+        return [symbols[j] for j in sorted(asked)]
+
+    def next_open(self, i: int) -> pd.Timestamp | None:
+        """The open of the bar after bar ``i`` (its decision time, ``ts + one bar``) when the grid holds
+        it - the same instant, made once - else None."""
+        return self.stamps[i + 1] if i + 1 < self.n and self.next_is_one_bar[i] else None
 
     def signals_at(self, i: int) -> int:
         """How many symbols have a signal at bar ``i`` (what ``fetch`` of all of them would return)."""
@@ -170,10 +195,10 @@ class SpanStepper:
                           self.col)
 
     # ---- quiet spans (executor.quiet) ----------------------------------------------------
-    def _quiet(self, lo: int, hi: int, stamps: list[pd.Timestamp], decided: bool = True) -> None:
-        """Bars ``lo:hi``, all quiet, while flat and idle: what ``step`` would do to each: marks,
-        windows, equity points, risk state, signal count, decisions (``decided=False``: all but the
-        last two, which the loop's decision phase makes)."""
+    def _quiet(self, lo: int, hi: int, stamps: list[pd.Timestamp], decided_to: int | None = None) -> None:
+        """Bars ``lo:hi`` while flat and idle, all quiet up to ``decided_to`` (default ``hi``): what
+        ``step`` would do to each: marks, windows, equity points, risk state, and for the bars before
+        ``decided_to`` the signal count and decisions (the others' are the loop's decision phase's)."""
         loop = self.loop
         self._mark(lo, hi, stamps)
         equity = loop.portfolio.equity_usdt()
@@ -182,22 +207,24 @@ class SpanStepper:
         days = self.day_starts
         for k in range(bisect.bisect_right(days, lo), bisect.bisect_left(days, hi)):
             self._observe(equity, days[k], stamps)
+        upto = hi if decided_to is None else decided_to
         loop.book_span(stamps, lo, hi, [equity] * (hi - lo), False,
-                       QuietSpan(stamps, self.table.symbols, self.plan, lo, hi) if decided else None,
-                       self._signals(lo, hi) if decided else 0)
+                       QuietSpan(stamps, self.table.symbols, self.plan, lo, upto) if upto > lo else None,
+                       self._signals(lo, upto))
 
-    def _bars(self, i: int, which: np.ndarray) -> dict[str, Bar]:
-        """Bar ``i`` of the symbols ``which`` marks, as ``step`` is given them."""
+    def _bars(self, i: int, which: list[int]) -> dict[str, Bar]:
+        """Bar ``i`` of the symbols in columns ``which``, as ``step`` is given them."""
         ts, symbols, out = self.stamps[i], self.table.symbols, {}
-        for j in np.flatnonzero(which).tolist():
+        for j in which:
             o, h, lo, c = self.table.ohlc[i, j].tolist()
             out[symbols[j]] = make_bar(symbols[j], ts, o, h, lo, c)
         return out
 
     # ---- held spans ------------------------------------------------------------------
-    def _held_end(self, i: int) -> tuple[int, bool]:
-        """The first event bar at or after ``i`` (``i`` itself: step it), and whether at ``i`` the
-        only event is flat symbols acting (nothing held exits, fills or pays there)."""
+    def _held_end(self, i: int) -> tuple[int, int | None]:
+        """The first event bar at or after ``i`` (``i`` itself: step it), and that bar again when the
+        only event there is flat symbols acting (nothing held exits, fills or pays there: the span's
+        accounting covers it, the loop runs its decision phase), else None."""
         loop, pf = self.loop, self.loop.portfolio
         risk = loop.params.risk
         nxt = self.next_flat_event[i].tolist()
@@ -206,7 +233,7 @@ class SpanStepper:
             j = self.col.get(sym)
             guard = loop.broker.protective(sym)
             if j is None or guard is None:
-                return i, False
+                return i, None
             held.append((j, pos, guard))
             nxt[j] = self.n  # a held symbol's signal is read below
         flat_end, end = min(nxt), self.n
@@ -217,21 +244,23 @@ class SpanStepper:
             # max holding: the bar where bars_held reaches it is the symbol's need-th bar from i
             rows, nth = self.rows_of[j], int(self.counts[j, i]) + max(risk.max_holding_bars - pos.bars_held, 1) - 1
             if nth < len(rows):
-                end = min(end, rows[nth])
+                end = min(end, int(rows[nth]))
             if schedule is not None and is_perp(pos.symbol) and i > 0:
                 due = schedule.next_time_after(pos.symbol, int(self.stamps_ns[i - 1]))
                 if due is not None:
                     end = min(end, int(np.searchsorted(self.stamps_ns, due, side="left")))
             if end <= i:
-                return i, False
-        end = min(end, flat_end) if flat_end > i else i + 1  # the bars whose guards matter
+                return i, None
+        acting = flat_end < end  # a flat symbol acts first: the guards matter up to that bar, itself included
+        if acting:
+            end = flat_end + 1
         for j, pos, guard in held:
             touched = self._first_touch(j, guard, i, end)
             if touched is not None:
                 end = i + touched
             if end <= i:
-                return i, False
-        return (end, False) if flat_end > i else (i, True)
+                return i, None
+        return (flat_end, flat_end) if acting and end > flat_end else (end, None)
 
     def _first_touch(self, j: int, guard, i: int, end: int) -> int | None:
         """The offset of the first bar in ``i:end`` where a guard of symbol ``j`` may fill (None: none)."""
@@ -240,17 +269,17 @@ class SpanStepper:
             return first_touch_array(guard, has, low, high)
         return first_touch(guard, has.tolist(), low.tolist(), high.tolist())
 
-    def _held(self, lo: int, hi: int, stamps: list[pd.Timestamp], decided: bool = True) -> None:
-        """Bars ``lo:hi`` in a position, no event among them: what ``step`` would do to each
-        (``decided=False``: all but the decisions and their signal count, which the loop's
-        decision phase makes)."""
+    def _held(self, lo: int, hi: int, stamps: list[pd.Timestamp], decided_to: int | None = None) -> None:
+        """Bars ``lo:hi`` in a position, no event among them but flat symbols acting at ``decided_to``
+        and after (default ``hi``): what ``step`` would do to each, the decisions and their signal
+        count only for the bars before ``decided_to`` (the others' are the loop's decision phase's)."""
         loop, pf = self.loop, self.loop.portfolio
         total = 0.0
         held = {}
         for sym, pos in pf.positions.items():  # the ledger's order: equity_usdt's sum
             j = self.col[sym]
             # a held symbol has had a bar (its entry's): its mark is the close of its last bar
-            total = total + pos.sign * pos.qty * self.close[j][self.last_row_t[j, lo:hi]]
+            total = total + pos.sign * pos.qty * self.mark_at[j, lo:hi]
             held[j] = ("sell" if pos.side == "long" else "buy", pos.bars_held)
             seen = int(self.counts[j, hi] - self.counts[j, lo])
             pos.bars_held += seen
@@ -260,12 +289,16 @@ class SpanStepper:
                 extreme = float(self.high[j, lo:hi][has].max() if guard.selling else self.low[j, lo:hi][has].min())
                 loop.broker.carry_trail(sym, max(guard.peak, extreme) if guard.selling else min(guard.peak, extreme))
         equity = (pf.cash_usdt + total).tolist()
-        for k, eq in enumerate(equity):
-            self._observe(eq, lo + k, stamps)
+        observe = loop.risk.observe_equity  # every bar of the span: the risk engine sees each equity point
+        for ts, eq in zip(stamps[lo:hi], equity):
+            alerts = observe(eq, ts)
+            if alerts:
+                self._alert(alerts)
         self._mark(lo, hi, stamps)
+        upto = hi if decided_to is None else decided_to
         loop.book_span(stamps, lo, hi, equity, True,
-                       HeldSpan(stamps, self.table.symbols, self.plan, lo, hi, held) if decided else None,
-                       self._signals(lo, hi) if decided else 0)
+                       HeldSpan(stamps, self.table.symbols, self.plan, lo, upto, held) if upto > lo else None,
+                       self._signals(lo, upto))
 
 
 def first_touch(guard, has: list[bool], low: list[float], high: list[float]) -> int | None:
@@ -356,15 +389,14 @@ class SteppedBar:
     (``planned``: a one-bar ``HeldSpan``), in symbol order - what ``decide`` over every symbol gives."""
 
     def __init__(self, planned: HeldSpan, asked: set[int], decided: list[Decision], col: dict[str, int]):
-        self.planned, self.asked, self.decided = planned, asked, decided
-        self.at = {col[d.symbol]: k for k, d in enumerate(decided)}
+        self.planned, self.asked, self.decided, self.col = planned, asked, decided, col
 
     def __len__(self) -> int:
         return len(self.planned) - len(self.asked) + len(self.decided)
 
     def _merge(self, planned: list, decided: list) -> list:
-        return [decided[self.at[j]] if j in self.at else x
-                for j, x in enumerate(planned) if j not in self.asked or j in self.at]
+        at = {self.col[d.symbol]: k for k, d in enumerate(self.decided)}  # when read: most bars never are
+        return [decided[at[j]] if j in at else x for j, x in enumerate(planned) if j not in self.asked or j in at]
 
     def columns(self, stepped_columns) -> dict[str, list]:
         planned, decided = self.planned.columns(), stepped_columns(self.decided)
