@@ -32,6 +32,7 @@ class Venue:
     trigger: dict  # the params that list (open) conditional orders
     order_route: str  # the path the order placement is sent to (for faults)
     funds_error: str  # what the venue's insufficient-funds refusal says
+    ccxt_id: str  # the ccxt exchange id, recorded as the run's venue
     risk: dict = field(default_factory=dict)  # risk settings the local account needs (Bybit: cross margin)
 
     def __repr__(self) -> str:
@@ -102,10 +103,21 @@ class Venue:
 
 
 BINANCE = Venue("binance", "STOP_MARKET", "TAKE_PROFIT_MARKET", {"trigger": True}, "/fapi/v1/order",
-                "Margin is insufficient")
-BYBIT = Venue("bybit", "StopLoss", "TakeProfit", {"orderFilter": "StopOrder"}, "/v5/order/create", "retCode",
+                "Margin is insufficient", "binanceusdm")
+BYBIT = Venue("bybit", "StopLoss", "TakeProfit", {"orderFilter": "StopOrder"}, "/v5/order/create", "retCode", "bybit",
               {"margin_mode": "cross"})
 VENUES = (BINANCE, BYBIT)
+
+
+def expected_qty(notional: float = 2_000.0) -> float:
+    """0.2 x 10 000 USDT at 30 000, floored to the 0.00001 step the exchange derives for 30 000."""
+    return int(notional / support.PRICE * 100_000) / 100_000
+
+
+def journal_rows(trader, purpose: str) -> list[tuple]:
+    """The executor's own journal of its ``purpose`` orders: (client id, exchange id, status, qty)."""
+    return trader.store.conn.execute("SELECT client_id, exchange_id, status, qty FROM exchange_orders "
+                                     "WHERE purpose=? ORDER BY rowid", (purpose,)).fetchall()
 
 
 def only(venue: Venue):
