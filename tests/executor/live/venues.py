@@ -80,8 +80,9 @@ class Venue:
     def orders(self, ex: LocalExchange) -> list[dict]:
         """Every plain (not conditional) order, open or finished."""
         c = self.client(ex)
-        if self.name == "bybit":
-            return c.fetch_open_orders(SYMBOL) + c.fetch_canceled_and_closed_orders(SYMBOL)
+        if self.name == "bybit":  # its finished orders include the conditional ones
+            orders = c.fetch_open_orders(SYMBOL) + c.fetch_canceled_and_closed_orders(SYMBOL)
+            return [o for o in orders if not o.get("triggerPrice")]
         return c.fetch_orders(SYMBOL)
 
     def entries(self, ex: LocalExchange) -> list[dict]:
