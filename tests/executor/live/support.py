@@ -9,6 +9,7 @@ far enough for the default stop (-3 %) and take-profit (+6 %) at once.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -86,6 +87,27 @@ def start_daemon(venue_url: str, service_url: str, home: Path, log_path: Path, s
                             stderr=subprocess.STDOUT, env=e, cwd=PROJECT_ROOT, start_new_session=True)
 
 
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str, proc: subprocess.Popen | None = None,
+             log: Path | None = None) -> None:
+    """Poll ``predicate`` until it holds; fail with the daemon's log when ``timeout_s`` passes or ``proc`` exits."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"daemon exited ({proc.returncode}) while waiting for {what}:\n"
+                                 f"{log.read_text() if log else ''}")
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}:\n{log.read_text() if log else ''}")
+
+
+def kill_9(proc: subprocess.Popen | None) -> None:
+    """SIGKILL to a daemon's own process group (its pid: ``start_daemon`` gives it a new session), if still running."""
+    if proc is not None and proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
 # ---- spot (issue #7: spot live trading, OCO protection) -------------------------------------------
 SPOT_SYMBOL = "BTC/USDT"
 TP_BAR = 201  # trades 10 % above (the take-profit), nothing below
@@ -148,20 +170,22 @@ def running_exchange(root: Path) -> Iterator[LocalExchange]:
 
 
 @contextmanager
-def trader_factory(make_client: Callable[[], ccxt.Exchange], signals: pd.DataFrame, symbol: str, db: Path,
-                   namespace: str, symbols: list[str] | None = None):
-    """``make(**risk)``: a started LiveTrader on ``symbol`` (or ``symbols``), fed by one signal
-    service serving ``signals``; every trader is closed and the service stopped at the end."""
-    from executor.signals import HttpSignalSource
+def trader_factory(make_client: Callable[..., ccxt.Exchange], signals: pd.DataFrame, symbol: str, db: Path,
+                   namespace: str, symbols: list[str] | None = None, base_risk: dict | None = None):
+    """``make(timeout_ms=None, **risk)``: a started LiveTrader on ``symbol`` (or ``symbols``) with
+    ``base_risk`` updated by ``risk``, its client ``make_client()`` (``make_client(timeout_ms)`` when a
+    timeout is given), fed by one signal service serving ``signals``; every trader is closed and the
+    service stopped at the end."""
     from executor.live.trader import LiveTrader
+    from executor.signals import HttpSignalSource
     from tests.executor.exec_support import FakeSignalService, params
 
     made = []
     with FakeSignalService(signals) as svc:
-        def make(**risk) -> LiveTrader:
-            p = params(data={"symbols": symbols or [symbol]}, risk=risk)
-            trader = LiveTrader(p, make_client(), HttpSignalSource(svc.url, timeout_s=5), db, namespace,
-                                sleep=time.sleep)
+        def make(timeout_ms: int | None = None, **risk) -> LiveTrader:
+            p = params(data={"symbols": symbols or [symbol]}, risk={**(base_risk or {}), **risk})
+            ex = make_client() if timeout_ms is None else make_client(timeout_ms)
+            trader = LiveTrader(p, ex, HttpSignalSource(svc.url, timeout_s=5), db, namespace, sleep=time.sleep)
             made.append(trader)
             trader.start()
             return trader

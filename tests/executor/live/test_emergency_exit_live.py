@@ -18,13 +18,13 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import subprocess
 import time
 
 import pandas as pd
 import pytest
 
 from tests.executor.exec_support import FakeSignalService, signals_frame
+from tests.executor.live import support
 from tests.executor.live.support import SYMBOL, bar_ms, calm_bars, start_daemon
 from tests.executor.live.venues import BINANCE, only, venue_fixtures
 
@@ -121,24 +121,6 @@ def test_emergency_exit_at_restart_when_the_price_gapped_below_the_stop_while_do
 
 
 # ---- (a) with a real daemon process killed with SIGKILL ------------------------------------------------
-def _wait(predicate, timeout_s: float, what: str, proc: subprocess.Popen, log) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"daemon exited ({proc.returncode}) while waiting for {what}:\n{log.read_text()}")
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}:\n{log.read_text()}")
-
-
-def _kill_9(proc: subprocess.Popen | None) -> None:
-    """SIGKILL to the daemon's own process group (its pid: started with a new session)."""
-    if proc is not None and proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
 def _rows(db, sql: str, args: tuple = ()) -> list[tuple]:
     if not db.exists():
         return []
@@ -165,9 +147,9 @@ def test_emergency_exit_by_a_daemon_restarted_after_kill_9_while_the_price_gappe
         try:
             first = start_daemon(venue.url, svc.url, home, log)
             stepped = pd.Timestamp(bar_ms(KILL_ENTRY_BAR - 1), unit="ms", tz="UTC").isoformat()
-            _wait(lambda: _open_protectives(adapter, venue) == ["STOP_MARKET", "TAKE_PROFIT_MARKET"]
-                  and _rows(db, "SELECT last_bar_ts FROM live_progress") == [(stepped,)],
-                  60, "the guarded entry", first, log)
+            support.wait_for(lambda: _open_protectives(adapter, venue) == ["STOP_MARKET", "TAKE_PROFIT_MARKET"]
+                             and _rows(db, "SELECT last_bar_ts FROM live_progress") == [(stepped,)],
+                             60, "the guarded entry", first, log)
             os.killpg(first.pid, signal.SIGKILL)  # kill -9 while holding the position
             first.wait(timeout=10)
             assert adapter.position_qty(venue) > 0
@@ -175,14 +157,14 @@ def test_emergency_exit_by_a_daemon_restarted_after_kill_9_while_the_price_gappe
             venue.advance(1)  # gaps to 28 300 while nobody watches
             restarted_at = log.stat().st_size
             second = start_daemon(venue.url, svc.url, home, log)
-            _wait(lambda: ("EMERGENCY_EXIT",) in _rows(db, "SELECT kind FROM alerts"), 60,
-                  "the EMERGENCY_EXIT alert", second, log)
+            support.wait_for(lambda: ("EMERGENCY_EXIT",) in _rows(db, "SELECT kind FROM alerts"), 60,
+                             "the EMERGENCY_EXIT alert", second, log)
             time.sleep(0.5)  # polling on: nothing more may be sent
             os.killpg(second.pid, signal.SIGTERM)
             second.wait(timeout=20)
         finally:
-            _kill_9(first)
-            _kill_9(second)
+            support.kill_9(first)
+            support.kill_9(second)
     assert first.returncode == -signal.SIGKILL
     text = log.read_text()
     assert "Traceback" not in text, text

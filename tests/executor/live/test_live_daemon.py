@@ -37,24 +37,6 @@ STALLED = {"binance": {"entry": ("/fapi/v1/order", 1), "stop-loss": ("/fapi/v1/a
            "bybit": {"entry": ("/v5/order/create", 1), "stop-loss": ("/v5/order/create", 2)}}
 
 
-def _wait(predicate, timeout_s: float, what: str, proc: subprocess.Popen | None = None, log=None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"daemon exited ({proc.returncode}) while waiting for {what}:\n"
-                                 f"{log.read_text() if log else ''}")
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}:\n{log.read_text() if log else ''}")
-
-
-def _stop(proc: subprocess.Popen | None) -> None:
-    if proc is not None and proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
 def _daemon_setup(adapter, tmp_path, stalled: str) -> tuple[tuple[str, ...], dict]:
     """``qt execute``'s extra arguments and environment for the venue: Bybit by ``--venue`` for the
     entry case, by ``execute.venue`` (the default venue) for the stop-loss case, its account cross margined."""
@@ -80,18 +62,19 @@ def test_kill_9_during_order_placement_then_restart_reconciles_without_a_duplica
     with FakeSignalService(support.buy_signals()) as svc:
         try:
             first = support.start_daemon(venue.url, svc.url, home, log, extra=extra, **env)
-            _wait(lambda: venue.fault_counts()["timeout"] == 1, 60, "the stalled order request", first, log)
+            support.wait_for(lambda: venue.fault_counts()["timeout"] == 1, 60, "the stalled order request", first, log)
             os.killpg(first.pid, signal.SIGKILL)  # kill -9 while the order is in flight
             first.wait(timeout=10)
             venue.set_faults({})  # restart at once: the stalled request is still in the server
             second = support.start_daemon(venue.url, svc.url, home, log, extra=extra, **env)
-            _wait(lambda: len(adapter.protectives(venue)) == 2, 60, "both protectives after the restart", second, log)
+            support.wait_for(lambda: len(adapter.protectives(venue)) == 2, 60, "both protectives after the restart",
+                             second, log)
             time.sleep(1.0)  # let the restarted daemon step its bar: it must not buy again
             os.killpg(second.pid, signal.SIGTERM)
             second.wait(timeout=20)
         finally:
-            _stop(first)
-            _stop(second)
+            support.kill_9(first)
+            support.kill_9(second)
     assert first.returncode == -signal.SIGKILL
     assert len(adapter.entries(venue)) == 1
     qty = adapter.position_qty(venue)

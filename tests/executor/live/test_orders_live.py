@@ -206,8 +206,8 @@ def test_trailing_orders_are_adopted_at_restart_not_duplicated(make_trader, venu
     assert restarted.broker.guards[SYMBOL].trail_id == next(p[4] for p in before if p[0] == "TRAILING_STOP_MARKET")
 
 
-@only(BINANCE)
-def test_a_managed_stop_moved_by_the_trail_is_kept_at_its_level_after_restart(make_trader, venue, adapter):
+def _trail_up_to_30_870(make_trader, venue, adapter) -> list[tuple]:
+    """A managed 2 % trail entered at bar 100, stepped through bar 101 (peak 31 500): the stop now at 30 870."""
     venue.move_clock_to(bar_ms(100))
     first = make_trader(trailing_stop_pct=0.02, trailing_mode="managed")
     first.poll()
@@ -215,23 +215,21 @@ def test_a_managed_stop_moved_by_the_trail_is_kept_at_its_level_after_restart(ma
         venue.advance(1)
         first.poll()
     moved = _protectives(adapter, venue)
-    assert moved[0][2] == pytest.approx(30_870.0)
+    assert moved[0][2] == pytest.approx(30_870.0)  # moved up from 29 100 by the trail
+    return moved
+
+
+def test_a_managed_stop_moved_by_the_trail_is_kept_at_its_level_after_restart(make_trader, venue, adapter):
+    moved = _trail_up_to_30_870(make_trader, venue, adapter)
     restarted = make_trader(trailing_stop_pct=0.02, trailing_mode="managed")
     assert restarted.reconciled.protectives_placed == {}
     assert _protectives(adapter, venue) == moved
     assert restarted.broker.guards[SYMBOL].peak == pytest.approx(31_500.0)
 
 
-@only(BINANCE)
 def test_a_moved_managed_stop_that_fires_while_the_executor_is_down_is_recorded_as_a_trailing_stop(make_trader, venue,
                                                                                                        adapter):
-    venue.move_clock_to(bar_ms(100))
-    first = make_trader(trailing_stop_pct=0.02, trailing_mode="managed")
-    first.poll()
-    for _ in range(2):
-        venue.advance(1)
-        first.poll()
-    assert _protectives(adapter, venue)[0][2] == pytest.approx(30_870.0)  # moved up from 29 100 by the trail
+    _trail_up_to_30_870(make_trader, venue, adapter)
     venue.advance(2)  # bar 103 falls to 30 500 while nobody polls: the moved stop fires on the exchange
     restarted = make_trader(trailing_stop_pct=0.02, trailing_mode="managed")
     adopted = [f for f in restarted.reconciled.fills if f.purpose == "exit"]

@@ -10,7 +10,6 @@ A behaviour only one venue has stays a single-venue test: mark it ``@only(BINANC
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,10 +133,6 @@ def venue_fixtures(frame: Callable[[], pd.DataFrame] = support.candles,
     8 h), a fresh account (10 000 USDT) without faults per test with the clock at ``clock_bar`` when
     given, and ``make_trader(timeout_ms=10_000, **risk)`` fed by a signal service serving ``signals()``.
     Unpack them into the module: ``adapter, exchange, venue, make_trader = venue_fixtures(...)``."""
-    from executor.live.trader import LiveTrader
-    from executor.signals import HttpSignalSource
-    from tests.executor.exec_support import FakeSignalService, params
-
     @pytest.fixture(scope="module", params=VENUES, ids=[v.name for v in VENUES])
     def adapter(request) -> Venue:
         return request.param
@@ -163,20 +158,9 @@ def venue_fixtures(frame: Callable[[], pd.DataFrame] = support.candles,
 
     @pytest.fixture
     def make_trader(venue, adapter, tmp_path):
-        made = []
-        with FakeSignalService(signals() if signals else support.buy_signals()) as svc:
-            def make(timeout_ms: int = 10_000, **risk) -> LiveTrader:
-                p = params(data={"symbols": [SYMBOL]}, risk={**adapter.risk, **risk})
-                trader = LiveTrader(p, adapter.client(venue, timeout_ms), HttpSignalSource(svc.url, timeout_s=5),
-                                    tmp_path / "state.sqlite", namespace, sleep=time.sleep)
-                made.append(trader)
-                trader.start()
-                return trader
-
-            try:
-                yield make
-            finally:
-                for t in made:
-                    t.close()
+        with support.trader_factory(lambda timeout_ms=10_000: adapter.client(venue, timeout_ms),
+                                    signals() if signals else support.buy_signals(), SYMBOL,
+                                    tmp_path / "state.sqlite", namespace, base_risk=adapter.risk) as make:
+            yield make
 
     return adapter, exchange, venue, make_trader
