@@ -133,6 +133,19 @@ def spot_client(venue: LocalExchange, timeout_ms: int = 10_000) -> ccxt.Exchange
     return c
 
 
+def oco_lists(venue: LocalExchange) -> list[tuple]:
+    """(list client id, qty, stop price, limit price) of every open spot OCO list."""
+    c = spot_client(venue)
+    out = []
+    for lst in c.private_get_openorderlist():
+        legs = [c.fetch_order(str(o["orderId"]), SPOT_SYMBOL)["info"] for o in lst["orders"]]
+        stop = next(leg for leg in legs if leg["type"] == "STOP_LOSS")
+        limit = next(leg for leg in legs if leg["type"] == "LIMIT_MAKER")
+        out.append((lst["listClientOrderId"], float(stop["origQty"]), float(stop["stopPrice"]),
+                    float(limit["price"])))
+    return out
+
+
 def bars_frame(rows: list[tuple[float, float, float, float]], symbol: str = SYMBOL) -> pd.DataFrame:
     """Hourly candles of ``symbol`` from T0, one ``(open, high, low, close)`` per bar."""
     return pd.DataFrame({"symbol": symbol, "timestamp": pd.date_range(T0, periods=len(rows), freq="1h", tz="UTC"),
@@ -155,6 +168,14 @@ def serving_market(root: Path, candles_frame: pd.DataFrame, funding_rate: float 
     funding = pd.concat([pd.DataFrame({"symbol": s, "timestamp": stamps, "funding_rate": funding_rate})
                          for s in sorted(candles_frame["symbol"].unique())], ignore_index=True)
     write_datadir(candles_frame, root, "1h", funding=funding)
+    with running_exchange(root) as ex:
+        yield ex
+
+
+@contextmanager
+def serving_spot_market(root: Path, candles_frame: pd.DataFrame) -> Iterator[LocalExchange]:
+    """Write the spot ``candles_frame`` to ``root`` and serve it with a local exchange for one test module."""
+    write_datadir(candles_frame, root, "1h")
     with running_exchange(root) as ex:
         yield ex
 
