@@ -127,15 +127,21 @@ def only(venue: Venue):
 
 def venue_fixtures(frame: Callable[[], pd.DataFrame] = support.candles,
                    signals: Callable[[], pd.DataFrame] | None = None, clock_bar: int | None = None,
-                   namespace: str = "test"):
+                   namespace: str = "test", risk: dict | None = None, venues: tuple[Venue, ...] = VENUES):
     """The fixtures ``adapter``, ``exchange``, ``venue`` and ``make_trader`` of a test module parametrised
     over ``VENUES``: the market ``frame()`` served on each venue (Binance with a zero funding event every
     8 h), a fresh account (10 000 USDT) without faults per test with the clock at ``clock_bar`` when
-    given, and ``make_trader(timeout_ms=10_000, **risk)`` fed by a signal service serving ``signals()``.
+    given, and ``make_trader(timeout_ms=10_000, **risk)`` (over the module's ``risk``) fed by a signal service
+    serving ``signals()``; ``venues=(BINANCE,)`` for a module of one venue's tests (not parametrised).
     Unpack them into the module: ``adapter, exchange, venue, make_trader = venue_fixtures(...)``."""
-    @pytest.fixture(scope="module", params=VENUES, ids=[v.name for v in VENUES])
-    def adapter(request) -> Venue:
-        return request.param
+    if len(venues) == 1:  # one venue's tests: not parametrised, their ids unchanged
+        @pytest.fixture(scope="module")
+        def adapter() -> Venue:
+            return venues[0]
+    else:
+        @pytest.fixture(scope="module", params=venues, ids=[v.name for v in venues])
+        def adapter(request) -> Venue:
+            return request.param
 
     @pytest.fixture(scope="module")
     def exchange(adapter, tmp_path_factory):
@@ -160,7 +166,7 @@ def venue_fixtures(frame: Callable[[], pd.DataFrame] = support.candles,
     def make_trader(venue, adapter, tmp_path):
         with support.trader_factory(lambda timeout_ms=10_000: adapter.client(venue, timeout_ms),
                                     signals() if signals else support.buy_signals(), SYMBOL,
-                                    tmp_path / "state.sqlite", namespace, base_risk=adapter.risk) as make:
+                                    tmp_path / "state.sqlite", namespace, base_risk={**adapter.risk, **(risk or {})}) as make:
             yield make
 
     return adapter, exchange, venue, make_trader
