@@ -260,24 +260,6 @@ def bybit_account(venue: LocalExchange) -> dict:
     return venue._control("GET", f"{BYBIT_RESET}/account")
 
 
-def bybit_protectives(venue: LocalExchange) -> list[tuple]:
-    """The open conditional orders as (stopOrderType, amount, trigger price, reduce-only), lowest trigger first."""
-    c = bybit_client(venue)
-    return sorted(((o["info"]["stopOrderType"], o["amount"], o["triggerPrice"], o["reduceOnly"])
-                   for o in c.fetch_open_orders(SYMBOL, params={"orderFilter": "StopOrder"})), key=lambda r: r[2])
-
-
-def bybit_entry_orders(venue: LocalExchange) -> list[dict]:
-    """Every order that is not reduce-only (entries), open or finished."""
-    c = bybit_client(venue)
-    orders = c.fetch_open_orders(SYMBOL) + c.fetch_canceled_and_closed_orders(SYMBOL)
-    return [o for o in orders if not o["reduceOnly"]]
-
-
-def bybit_position_qty(venue: LocalExchange) -> float:
-    return sum(float(p["contracts"] or 0.0) for p in bybit_client(venue).fetch_positions([SYMBOL]))
-
-
 def bybit_daemon_params(root: Path, execute: dict | None = None, **risk) -> Path:
     """A params file for a ``qt execute --venue bybit`` daemon: the local Bybit account is cross
     margined (account-wide, read back, never switched by the executor), so ``risk.margin_mode: cross``;
