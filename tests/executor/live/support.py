@@ -9,6 +9,7 @@ far enough for the default stop (-3 %) and take-profit (+6 %) at once.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -86,6 +87,27 @@ def start_daemon(venue_url: str, service_url: str, home: Path, log_path: Path, s
                             stderr=subprocess.STDOUT, env=e, cwd=PROJECT_ROOT, start_new_session=True)
 
 
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str, proc: subprocess.Popen | None = None,
+             log: Path | None = None) -> None:
+    """Poll ``predicate`` until it holds; fail with the daemon's log when ``timeout_s`` passes or ``proc`` exits."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"daemon exited ({proc.returncode}) while waiting for {what}:\n"
+                                 f"{log.read_text() if log else ''}")
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}:\n{log.read_text() if log else ''}")
+
+
+def kill_9(proc: subprocess.Popen | None) -> None:
+    """SIGKILL to a daemon's own process group (its pid: ``start_daemon`` gives it a new session), if still running."""
+    if proc is not None and proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
 # ---- spot (issue #7: spot live trading, OCO protection) -------------------------------------------
 SPOT_SYMBOL = "BTC/USDT"
 TP_BAR = 201  # trades 10 % above (the take-profit), nothing below
@@ -109,6 +131,19 @@ def spot_client(venue: LocalExchange, timeout_ms: int = 10_000) -> ccxt.Exchange
     c = make_ccxt("spot", venue.url, timeout_ms=timeout_ms, api_key=API_KEY, secret=API_SECRET)
     c.load_markets()
     return c
+
+
+def oco_lists(venue: LocalExchange) -> list[tuple]:
+    """(list client id, qty, stop price, limit price) of every open spot OCO list."""
+    c = spot_client(venue)
+    out = []
+    for lst in c.private_get_openorderlist():
+        legs = [c.fetch_order(str(o["orderId"]), SPOT_SYMBOL)["info"] for o in lst["orders"]]
+        stop = next(leg for leg in legs if leg["type"] == "STOP_LOSS")
+        limit = next(leg for leg in legs if leg["type"] == "LIMIT_MAKER")
+        out.append((lst["listClientOrderId"], float(stop["origQty"]), float(stop["stopPrice"]),
+                    float(limit["price"])))
+    return out
 
 
 def bars_frame(rows: list[tuple[float, float, float, float]], symbol: str = SYMBOL) -> pd.DataFrame:
@@ -138,6 +173,14 @@ def serving_market(root: Path, candles_frame: pd.DataFrame, funding_rate: float 
 
 
 @contextmanager
+def serving_spot_market(root: Path, candles_frame: pd.DataFrame) -> Iterator[LocalExchange]:
+    """Write the spot ``candles_frame`` to ``root`` and serve it with a local exchange for one test module."""
+    write_datadir(candles_frame, root, "1h")
+    with running_exchange(root) as ex:
+        yield ex
+
+
+@contextmanager
 def running_exchange(root: Path) -> Iterator[LocalExchange]:
     """A local exchange serving ``root`` for one test module, stopped whatever happens."""
     ex = start_exchange(root)
@@ -148,20 +191,22 @@ def running_exchange(root: Path) -> Iterator[LocalExchange]:
 
 
 @contextmanager
-def trader_factory(make_client: Callable[[], ccxt.Exchange], signals: pd.DataFrame, symbol: str, db: Path,
-                   namespace: str, symbols: list[str] | None = None):
-    """``make(**risk)``: a started LiveTrader on ``symbol`` (or ``symbols``), fed by one signal
-    service serving ``signals``; every trader is closed and the service stopped at the end."""
-    from executor.signals import HttpSignalSource
+def trader_factory(make_client: Callable[..., ccxt.Exchange], signals: pd.DataFrame, symbol: str, db: Path,
+                   namespace: str, symbols: list[str] | None = None, base_risk: dict | None = None):
+    """``make(timeout_ms=None, **risk)``: a started LiveTrader on ``symbol`` (or ``symbols``) with
+    ``base_risk`` updated by ``risk``, its client ``make_client()`` (``make_client(timeout_ms)`` when a
+    timeout is given), fed by one signal service serving ``signals``; every trader is closed and the
+    service stopped at the end."""
     from executor.live.trader import LiveTrader
+    from executor.signals import HttpSignalSource
     from tests.executor.exec_support import FakeSignalService, params
 
     made = []
     with FakeSignalService(signals) as svc:
-        def make(**risk) -> LiveTrader:
-            p = params(data={"symbols": symbols or [symbol]}, risk=risk)
-            trader = LiveTrader(p, make_client(), HttpSignalSource(svc.url, timeout_s=5), db, namespace,
-                                sleep=time.sleep)
+        def make(timeout_ms: int | None = None, **risk) -> LiveTrader:
+            p = params(data={"symbols": symbols or [symbol]}, risk={**(base_risk or {}), **risk})
+            ex = make_client() if timeout_ms is None else make_client(timeout_ms)
+            trader = LiveTrader(p, ex, HttpSignalSource(svc.url, timeout_s=5), db, namespace, sleep=time.sleep)
             made.append(trader)
             trader.start()
             return trader
@@ -213,24 +258,6 @@ def reset_bybit(venue: LocalExchange, **kwargs) -> dict:
 
 def bybit_account(venue: LocalExchange) -> dict:
     return venue._control("GET", f"{BYBIT_RESET}/account")
-
-
-def bybit_protectives(venue: LocalExchange) -> list[tuple]:
-    """The open conditional orders as (stopOrderType, amount, trigger price, reduce-only), lowest trigger first."""
-    c = bybit_client(venue)
-    return sorted(((o["info"]["stopOrderType"], o["amount"], o["triggerPrice"], o["reduceOnly"])
-                   for o in c.fetch_open_orders(SYMBOL, params={"orderFilter": "StopOrder"})), key=lambda r: r[2])
-
-
-def bybit_entry_orders(venue: LocalExchange) -> list[dict]:
-    """Every order that is not reduce-only (entries), open or finished."""
-    c = bybit_client(venue)
-    orders = c.fetch_open_orders(SYMBOL) + c.fetch_canceled_and_closed_orders(SYMBOL)
-    return [o for o in orders if not o["reduceOnly"]]
-
-
-def bybit_position_qty(venue: LocalExchange) -> float:
-    return sum(float(p["contracts"] or 0.0) for p in bybit_client(venue).fetch_positions([SYMBOL]))
 
 
 def bybit_daemon_params(root: Path, execute: dict | None = None, **risk) -> Path:

@@ -2,12 +2,13 @@
 exits at market at once (reduce-only), records ``EMERGENCY_EXIT`` and alerts, instead of
 re-sending an impossible stop every bar while the position stays unguarded.
 
-Real ccxt against the real local exchange. The market sits at 30 000; the hand-made bars below
-fall through the 3 % stop (29 100 for an entry at 30 000). The local exchange fills a market
-order at the close of the bar open at its clock and refuses a stop at or above that close
-(-2021), as Binance refuses a stop at or above the last price.
+Real ccxt against the real local exchange, on Binance USDT-M and on Bybit USDT perpetuals (the same
+broker code; ``venues`` says how each venue reads back its orders). The market sits at 30 000; the
+hand-made bars below fall through the 3 % stop (29 100 for an entry at 30 000). The local exchange
+fills a market order at the close of the bar open at its clock and refuses a stop at or above that
+close (-2021; Bybit's retCode 110092/110093), as the venues refuse a stop at or above the last price.
 
-The last case runs ``qt execute --mode testnet`` as a real process: killed with SIGKILL while
+The last case (Binance) runs ``qt execute --mode testnet`` as a real process: killed with SIGKILL while
 holding a guarded position, restarted after its stop was cancelled and the price gapped through
 it - the restarted daemon's start-up (reconciliation) closes the position before it steps a bar.
 """
@@ -17,14 +18,15 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import subprocess
 import time
 
 import pandas as pd
 import pytest
 
 from tests.executor.exec_support import FakeSignalService, signals_frame
-from tests.executor.live.support import SYMBOL, bar_ms, calm_bars, client, serving_market, start_daemon, trader_factory
+from tests.executor.live import support
+from tests.executor.live.support import SYMBOL, bar_ms, calm_bars, start_daemon
+from tests.executor.live.venues import BINANCE, only, venue_fixtures
 
 pytestmark = pytest.mark.slow
 
@@ -51,45 +53,25 @@ def _candles() -> pd.DataFrame:
     return calm_bars(N_BARS, SPECIAL, FLAT)
 
 
-@pytest.fixture(scope="module")
-def exchange(tmp_path_factory):
-    with serving_market(tmp_path_factory.mktemp("emergency-market"), _candles()) as ex:
-        yield ex
+adapter, exchange, venue, make_trader = venue_fixtures(_candles, _signals)
 
 
-@pytest.fixture
-def venue(exchange):
-    exchange.set_faults({})
-    exchange.reset_account()
-    yield exchange
+def _open_protectives(adapter, venue) -> list[str]:
+    return sorted(adapter.kind(o) for o in adapter.protective_orders(venue))
 
 
-@pytest.fixture
-def make_trader(venue, tmp_path):
-    with trader_factory(lambda: client(venue), _signals(), SYMBOL, tmp_path / "state.sqlite", "test") as make:
-        yield make
+def _cancel_stop_behind_our_back(adapter, venue) -> None:
+    adapter.cancel_protective(venue, adapter.protective_id(venue, adapter.stop))
 
 
-def _position_qty(venue) -> float:
-    return sum(p["contracts"] for p in client(venue).fetch_positions([SYMBOL]))
+def _sells(adapter, venue) -> list[dict]:
+    return [o for o in adapter.orders(venue) if o["side"] == "sell"]
 
 
-def _open_protectives(venue) -> list[str]:
-    return [o["info"]["orderType"] for o in client(venue).fetch_open_orders(SYMBOL, params={"trigger": True})]
-
-
-def _cancel_stop_behind_our_back(venue) -> None:
-    c = client(venue)
-    (stop,) = [o for o in c.fetch_open_orders(SYMBOL, params={"trigger": True})
-               if o["info"]["orderType"] == "STOP_MARKET"]
-    c.cancel_order(stop["id"], SYMBOL, {"trigger": True})
-
-
-def _assert_exited_in_an_emergency(trader, venue, exit_price: float) -> None:
-    assert _position_qty(venue) == 0
-    assert _open_protectives(venue) == []  # nothing left guarding a position that is gone
-    exits = [o for o in client(venue).fetch_orders(SYMBOL) if o["side"] == "sell"]
-    assert [(o["type"], o["reduceOnly"], o["status"]) for o in exits] == [("market", True, "closed")]
+def _assert_exited_in_an_emergency(trader, venue, adapter, exit_price: float) -> None:
+    assert adapter.position_qty(venue) == 0
+    assert _open_protectives(adapter, venue) == []  # nothing left guarding a position that is gone
+    assert [(o["type"], o["reduceOnly"], o["status"]) for o in _sells(adapter, venue)] == [("market", True, "closed")]
     fills = trader.store.read("fills")
     exit_ = fills[fills["purpose"] == "exit"]
     assert exit_["reason"].tolist() == ["emergency_exit"]
@@ -100,7 +82,7 @@ def _assert_exited_in_an_emergency(trader, venue, exit_price: float) -> None:
     assert "EMERGENCY_EXIT" in trader.store.read("alerts")["kind"].tolist()
 
 
-def test_emergency_exit_when_a_limit_entry_fills_in_a_bar_that_closes_below_its_stop(make_trader, venue):
+def test_emergency_exit_when_a_limit_entry_fills_in_a_bar_that_closes_below_its_stop(make_trader, venue, adapter):
     venue.move_clock_to(bar_ms(LIMIT_ENTRY_BAR - 1))
     trader = make_trader(entry_order="limit", limit_offset_bps=5.0, limit_ttl_bars=2)
     trader.poll()  # a limit buy at 30 000 x (1 - 0.0005) rests
@@ -110,53 +92,35 @@ def test_emergency_exit_when_a_limit_entry_fills_in_a_bar_that_closes_below_its_
     trader.poll()
     fills = trader.store.read("fills")
     assert fills[fills["purpose"] == "entry"]["price"].tolist() == [pytest.approx(limit)]
-    _assert_exited_in_an_emergency(trader, venue, LIMIT_CRASH)
+    _assert_exited_in_an_emergency(trader, venue, adapter, LIMIT_CRASH)
 
 
-def test_emergency_exit_when_the_stop_is_cancelled_behind_our_back_during_a_fall(make_trader, venue):
+def test_emergency_exit_when_the_stop_is_cancelled_behind_our_back_during_a_fall(make_trader, venue, adapter):
     venue.move_clock_to(bar_ms(CANCEL_ENTRY_BAR))
     trader = make_trader()
     trader.poll()  # enters at 30 000, guarded at 29 100 / 31 800
-    assert sorted(_open_protectives(venue)) == ["STOP_MARKET", "TAKE_PROFIT_MARKET"]
-    _cancel_stop_behind_our_back(venue)
+    assert _open_protectives(adapter, venue) == [adapter.stop, adapter.take]
+    _cancel_stop_behind_our_back(adapter, venue)
     venue.advance(1)  # falls to 28 500, below where the stop was: nothing fires on the exchange
     trader.poll()  # re-placing the stop at 29 100 is impossible: exit at market instead
-    _assert_exited_in_an_emergency(trader, venue, CANCEL_FALL)
+    _assert_exited_in_an_emergency(trader, venue, adapter, CANCEL_FALL)
     venue.advance(1)
     trader.poll()  # and nothing is retried at the next bar
-    assert len([o for o in client(venue).fetch_orders(SYMBOL) if o["side"] == "sell"]) == 1
+    assert len(_sells(adapter, venue)) == 1
 
 
-def test_emergency_exit_at_restart_when_the_price_gapped_below_the_stop_while_down(make_trader, venue):
+def test_emergency_exit_at_restart_when_the_price_gapped_below_the_stop_while_down(make_trader, venue, adapter):
     venue.move_clock_to(bar_ms(DOWN_ENTRY_BAR))
     make_trader().poll()  # entered at 30 000; then the executor dies (never closed)
-    _cancel_stop_behind_our_back(venue)
+    _cancel_stop_behind_our_back(adapter, venue)
     venue.advance(1)  # gaps to 28 200 while nobody watches
     restarted = make_trader()  # start-up alone: the exit is sent before any bar is stepped
-    assert _position_qty(venue) == 0
+    assert adapter.position_qty(venue) == 0
     restarted.poll()
-    _assert_exited_in_an_emergency(restarted, venue, DOWN_GAP)
+    _assert_exited_in_an_emergency(restarted, venue, adapter, DOWN_GAP)
 
 
 # ---- (a) with a real daemon process killed with SIGKILL ------------------------------------------------
-def _wait(predicate, timeout_s: float, what: str, proc: subprocess.Popen, log) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"daemon exited ({proc.returncode}) while waiting for {what}:\n{log.read_text()}")
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}:\n{log.read_text()}")
-
-
-def _kill_9(proc: subprocess.Popen | None) -> None:
-    """SIGKILL to the daemon's own process group (its pid: started with a new session)."""
-    if proc is not None and proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
 def _rows(db, sql: str, args: tuple = ()) -> list[tuple]:
     if not db.exists():
         return []
@@ -167,7 +131,9 @@ def _rows(db, sql: str, args: tuple = ()) -> list[tuple]:
         return []
 
 
-def test_emergency_exit_by_a_daemon_restarted_after_kill_9_while_the_price_gapped_below_its_stop(venue, tmp_path):
+@only(BINANCE)
+def test_emergency_exit_by_a_daemon_restarted_after_kill_9_while_the_price_gapped_below_its_stop(venue, adapter,
+                                                                                                tmp_path):
     """``qt execute --mode testnet`` enters at 30 000 (guarded at 29 100 / 31 800) and is killed
     with SIGKILL; while it is down its stop is cancelled and the next bar gaps to 28 300. The
     restarted process closes the position at market (reduce-only) during its start-up, before it
@@ -181,32 +147,32 @@ def test_emergency_exit_by_a_daemon_restarted_after_kill_9_while_the_price_gappe
         try:
             first = start_daemon(venue.url, svc.url, home, log)
             stepped = pd.Timestamp(bar_ms(KILL_ENTRY_BAR - 1), unit="ms", tz="UTC").isoformat()
-            _wait(lambda: sorted(_open_protectives(venue)) == ["STOP_MARKET", "TAKE_PROFIT_MARKET"]
-                  and _rows(db, "SELECT last_bar_ts FROM live_progress") == [(stepped,)],
-                  60, "the guarded entry", first, log)
+            support.wait_for(lambda: _open_protectives(adapter, venue) == ["STOP_MARKET", "TAKE_PROFIT_MARKET"]
+                             and _rows(db, "SELECT last_bar_ts FROM live_progress") == [(stepped,)],
+                             60, "the guarded entry", first, log)
             os.killpg(first.pid, signal.SIGKILL)  # kill -9 while holding the position
             first.wait(timeout=10)
-            assert _position_qty(venue) > 0
-            _cancel_stop_behind_our_back(venue)
+            assert adapter.position_qty(venue) > 0
+            _cancel_stop_behind_our_back(adapter, venue)
             venue.advance(1)  # gaps to 28 300 while nobody watches
             restarted_at = log.stat().st_size
             second = start_daemon(venue.url, svc.url, home, log)
-            _wait(lambda: ("EMERGENCY_EXIT",) in _rows(db, "SELECT kind FROM alerts"), 60,
-                  "the EMERGENCY_EXIT alert", second, log)
+            support.wait_for(lambda: ("EMERGENCY_EXIT",) in _rows(db, "SELECT kind FROM alerts"), 60,
+                             "the EMERGENCY_EXIT alert", second, log)
             time.sleep(0.5)  # polling on: nothing more may be sent
             os.killpg(second.pid, signal.SIGTERM)
             second.wait(timeout=20)
         finally:
-            _kill_9(first)
-            _kill_9(second)
+            support.kill_9(first)
+            support.kill_9(second)
     assert first.returncode == -signal.SIGKILL
     text = log.read_text()
     assert "Traceback" not in text, text
 
     # the exchange: flat, nothing guarding, exactly one reduce-only market sell at the gap bar's close
-    assert _position_qty(venue) == 0
-    assert _open_protectives(venue) == []
-    orders = client(venue).fetch_orders(SYMBOL)
+    assert adapter.position_qty(venue) == 0
+    assert _open_protectives(adapter, venue) == []
+    orders = adapter.orders(venue)
     (entry,) = [o for o in orders if o["side"] == "buy"]
     (exit_,) = [o for o in orders if o["side"] == "sell"]
     assert (exit_["type"], exit_["reduceOnly"], exit_["status"]) == ("market", True, "closed")

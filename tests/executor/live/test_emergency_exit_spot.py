@@ -14,10 +14,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from exchange import write_datadir
 from tests.executor.exec_support import signals_frame
-from tests.executor.live.support import (MARKET_ID, SPOT_SYMBOL, T0, bar_ms, running_exchange, spot_client,
-                                         trader_factory)
+from tests.executor.live.support import (MARKET_ID, SPOT_SYMBOL, bar_ms, bars_frame, serving_spot_market,
+                                         spot_client, trader_factory)
 
 pytestmark = pytest.mark.slow
 
@@ -42,18 +41,12 @@ def _signals() -> pd.DataFrame:
 
 
 def _candles() -> pd.DataFrame:
-    rows = [SPECIAL.get(i, (FLAT, FLAT * 1.001, FLAT * 0.999, FLAT)) for i in range(N_BARS)]
-    return pd.DataFrame({"symbol": SPOT_SYMBOL,
-                         "timestamp": pd.date_range(T0, periods=N_BARS, freq="1h", tz="UTC"),
-                         "open": [r[0] for r in rows], "high": [r[1] for r in rows], "low": [r[2] for r in rows],
-                         "close": [r[3] for r in rows], "volume": 1_000.0})
+    return bars_frame([SPECIAL.get(i, (FLAT, FLAT * 1.001, FLAT * 0.999, FLAT)) for i in range(N_BARS)], SPOT_SYMBOL)
 
 
 @pytest.fixture(scope="module")
 def exchange(tmp_path_factory):
-    root = tmp_path_factory.mktemp("emergency-spot-market")
-    write_datadir(_candles(), root, "1h")
-    with running_exchange(root) as ex:
+    with serving_spot_market(tmp_path_factory.mktemp("emergency-spot-market"), _candles()) as ex:
         yield ex
 
 

@@ -1,4 +1,7 @@
-"""The take-profit ladder live: real ccxt against the real local exchange.
+"""The take-profit ladder live: real ccxt against the real local exchange, on Binance USDT-M and on
+Bybit USDT perpetuals (the same broker code; ``venues`` says how each venue reads back its orders;
+Bybit's are StopLoss / TakeProfit conditional orders, moved by cancel + place). A rung filled in part
+(the exchange's liquidity per bar) is Binance's.
 
 ``risk.take_profit_ladder = [[0.5, 0.02], [0.5, 0.04]]`` with ``breakeven_after_first_tp``:
 a long filled at 30 000 for q is guarded by two reduce-only TAKE_PROFIT_MARKET sells (q/2 at
@@ -14,7 +17,8 @@ import pandas as pd
 import pytest
 
 from tests.executor.exec_support import signals_frame
-from tests.executor.live.support import MARKET_ID, SYMBOL, bar_ms, calm_bars, client, serving_market, trader_factory
+from tests.executor.live.support import MARKET_ID, SYMBOL, bar_ms, calm_bars
+from tests.executor.live.venues import BINANCE, only, venue_fixtures
 
 pytestmark = pytest.mark.slow
 
@@ -28,40 +32,26 @@ UP = (FLAT, 30_700.0, 29_990.0, 30_500.0)  # reaches rung 1 (30 600), closes bel
 BACK = (30_500.0, 30_600.0, 29_900.0, 29_950.0)  # falls through the break-even stop (30 000)
 HOLD_UP = (30_500.0, 30_700.0, 30_400.0, 30_500.0)  # rung 1 again, stays above break-even
 TOP = (30_500.0, 31_300.0, 30_400.0, 31_150.0)  # reaches rung 2 (31 200)
-SIMPLE, PARTIAL, RESTART = 11, 21, 31  # each case's first bar after its entry
+SIMPLE, PARTIAL, RESTART, ADOPT = 11, 21, 31, 41  # each case's first bar after its entry
 SPECIAL = {SIMPLE: UP, SIMPLE + 1: BACK, PARTIAL: UP, PARTIAL + 1: HOLD_UP, PARTIAL + 2: TOP,
-           RESTART: UP, RESTART + 1: TOP}
+           RESTART: UP, RESTART + 1: TOP, ADOPT: UP, ADOPT + 1: TOP}
 
 
 def _candles() -> pd.DataFrame:
     return calm_bars(N_BARS, SPECIAL, FLAT)
 
 
-@pytest.fixture(scope="module")
-def exchange(tmp_path_factory):
-    with serving_market(tmp_path_factory.mktemp("ladder-market"), _candles()) as ex:
-        yield ex
+def _signals() -> pd.DataFrame:
+    buys = {SIMPLE - 2, PARTIAL - 2, RESTART - 2, ADOPT - 2}
+    return signals_frame({SYMBOL: ["buy" if i in buys else "hold" for i in range(N_BARS)]})
 
 
-@pytest.fixture
-def venue(exchange):
-    exchange.set_faults({})
-    exchange.reset_account()
-    yield exchange
-    exchange.set_liquidity({})
+adapter, exchange, venue, make_trader = venue_fixtures(_candles, _signals, namespace="ladder")
 
 
-@pytest.fixture
-def make_trader(venue, tmp_path):
-    buys = {SIMPLE - 2, PARTIAL - 2, RESTART - 2}
-    signals = signals_frame({SYMBOL: ["buy" if i in buys else "hold" for i in range(N_BARS)]})
-    with trader_factory(lambda: client(venue), signals, SYMBOL, tmp_path / "state.sqlite", "ladder") as make:
-        yield make
-
-
-def _guards(venue) -> list[tuple]:
-    return sorted((o["info"]["orderType"], o["side"], o["reduceOnly"], o["triggerPrice"], o["amount"])
-                  for o in client(venue).fetch_open_orders(SYMBOL, params={"trigger": True}))
+def _guards(adapter, venue) -> list[tuple]:
+    return sorted((adapter.kind(o), o["side"], o["reduceOnly"], o["triggerPrice"], o["amount"])
+                  for o in adapter.protective_orders(venue))
 
 
 def _exits(trader) -> list[tuple]:
@@ -69,73 +59,94 @@ def _exits(trader) -> list[tuple]:
     return [(r.reason, pytest.approx(r.qty), pytest.approx(r.price)) for r in f.itertuples() if r.purpose == "exit"]
 
 
-def _position_qty(venue) -> float:
-    return sum(p["contracts"] for p in client(venue).fetch_positions([SYMBOL]))
-
-
-def _enter(make_trader, venue, first_bar: int):
+def _enter(make_trader, venue, adapter, first_bar: int):
     venue.move_clock_to(bar_ms(first_bar - 1))
     trader = make_trader(**LADDER)
     trader.poll()
-    assert _position_qty(venue) == pytest.approx(QTY)
-    assert _guards(venue) == [("STOP_MARKET", "sell", True, STOP, QTY),
-                              ("TAKE_PROFIT_MARKET", "sell", True, RUNG1, HALF),
-                              ("TAKE_PROFIT_MARKET", "sell", True, RUNG2, HALF)]
+    assert adapter.position_qty(venue) == pytest.approx(QTY)
+    assert _guards(adapter, venue) == [(adapter.stop, "sell", True, STOP, QTY),
+                                       (adapter.take, "sell", True, RUNG1, HALF),
+                                       (adapter.take, "sell", True, RUNG2, HALF)]
     return trader
 
 
-def test_ladder_rungs_rest_on_the_exchange_a_rung_closes_part_and_the_stop_moves_to_break_even(make_trader, venue):
-    trader = _enter(make_trader, venue, SIMPLE)
+def _rest_at_break_even(adapter) -> list[tuple]:
+    """The guards once rung 1 has filled: the stop for the rest at the entry price, and rung 2."""
+    return [(adapter.stop, "sell", True, FLAT, HALF), (adapter.take, "sell", True, RUNG2, HALF)]
+
+
+def test_ladder_rungs_rest_on_the_exchange_a_rung_closes_part_and_the_stop_moves_to_break_even(make_trader, venue,
+                                                                                                adapter):
+    trader = _enter(make_trader, venue, adapter, SIMPLE)
     venue.advance(1)  # rung 1 fills at 30 600
     trader.poll()
-    assert _position_qty(venue) == pytest.approx(HALF)
-    assert _guards(venue) == [("STOP_MARKET", "sell", True, FLAT, HALF),  # the rest, at break-even
-                              ("TAKE_PROFIT_MARKET", "sell", True, RUNG2, HALF)]
+    assert adapter.position_qty(venue) == pytest.approx(HALF)
+    assert _guards(adapter, venue) == _rest_at_break_even(adapter)
     assert _exits(trader) == [("take_profit_1", HALF, RUNG1)]
     pos = trader.loop.portfolio.positions[SYMBOL]
     assert pos.qty == pytest.approx(HALF)
     venue.advance(1)  # falls back through 30 000
     trader.poll()
-    assert _position_qty(venue) == 0 and _guards(venue) == []
+    assert adapter.position_qty(venue) == 0 and _guards(adapter, venue) == []
     assert _exits(trader) == [("take_profit_1", HALF, RUNG1), ("breakeven_stop", HALF, FLAT)]
     assert [t.exit_reason for t in trader.loop.portfolio.closed_trades] == ["take_profit_1", "breakeven_stop"]
     assert trader.loop.portfolio.positions == {}
 
 
-def test_ladder_rung_filled_in_part_keeps_its_rest_working_and_the_stop_covers_what_is_open(make_trader, venue):
-    trader = _enter(make_trader, venue, PARTIAL)
+@only(BINANCE)
+def test_ladder_rung_filled_in_part_keeps_its_rest_working_and_the_stop_covers_what_is_open(make_trader, venue,
+                                                                                             adapter):
+    trader = _enter(make_trader, venue, adapter, PARTIAL)
     venue.set_liquidity({MARKET_ID: "0.02"})  # rung 1's market order fills 0.02, its rest expires
-    venue.advance(1)
-    trader.poll()
-    venue.set_liquidity({})
-    assert _position_qty(venue) == pytest.approx(QTY - 0.02)
-    assert _guards(venue) == [("STOP_MARKET", "sell", True, FLAT, pytest.approx(QTY - 0.02)),
-                              ("TAKE_PROFIT_MARKET", "sell", True, RUNG1, pytest.approx(HALF - 0.02)),
-                              ("TAKE_PROFIT_MARKET", "sell", True, RUNG2, HALF)]
+    try:
+        venue.advance(1)
+        trader.poll()
+    finally:
+        venue.set_liquidity({})
+    assert adapter.position_qty(venue) == pytest.approx(QTY - 0.02)
+    assert _guards(adapter, venue) == [("STOP_MARKET", "sell", True, FLAT, pytest.approx(QTY - 0.02)),
+                                       ("TAKE_PROFIT_MARKET", "sell", True, RUNG1, pytest.approx(HALF - 0.02)),
+                                       ("TAKE_PROFIT_MARKET", "sell", True, RUNG2, HALF)]
     venue.advance(1)  # rung 1's rest fills
     trader.poll()
-    assert _guards(venue) == [("STOP_MARKET", "sell", True, FLAT, HALF), ("TAKE_PROFIT_MARKET", "sell", True, RUNG2, HALF)]
+    assert _guards(adapter, venue) == [("STOP_MARKET", "sell", True, FLAT, HALF),
+                                       ("TAKE_PROFIT_MARKET", "sell", True, RUNG2, HALF)]
     venue.advance(1)  # rung 2 takes the rest
     trader.poll()
-    assert _position_qty(venue) == 0 and _guards(venue) == []
+    assert adapter.position_qty(venue) == 0 and _guards(adapter, venue) == []
     assert _exits(trader) == [("take_profit_1", 0.02, RUNG1), ("take_profit_1", HALF - 0.02, RUNG1),
                               ("take_profit_2", HALF, RUNG2)]
     assert trader.loop.portfolio.positions == {}
 
 
-def test_ladder_restart_books_a_rung_that_filled_while_down_and_adopts_the_resting_rung(make_trader, venue):
-    _enter(make_trader, venue, RESTART)  # then the executor dies
-    rung2 = [o["id"] for o in client(venue).fetch_open_orders(SYMBOL, params={"trigger": True})
-             if o["triggerPrice"] == RUNG2]
+def _rung2_ids(adapter, venue) -> list[str]:
+    return [o["id"] for o in adapter.protective_orders(venue) if o["triggerPrice"] == RUNG2]
+
+
+def test_ladder_restart_books_a_rung_that_filled_while_down_and_adopts_the_resting_rung(make_trader, venue, adapter):
+    _enter(make_trader, venue, adapter, RESTART)  # then the executor dies
+    rung2 = _rung2_ids(adapter, venue)
     venue.advance(1)  # rung 1 fills while nobody watches
     restarted = make_trader(**LADDER)
     assert _exits(restarted) == [("take_profit_1", HALF, RUNG1)]
-    assert _guards(venue) == [("STOP_MARKET", "sell", True, FLAT, HALF), ("TAKE_PROFIT_MARKET", "sell", True, RUNG2, HALF)]
-    assert [o["id"] for o in client(venue).fetch_open_orders(SYMBOL, params={"trigger": True})
-            if o["triggerPrice"] == RUNG2] == rung2  # adopted, not re-sent
+    assert _guards(adapter, venue) == _rest_at_break_even(adapter)
+    assert _rung2_ids(adapter, venue) == rung2  # adopted, not re-sent
     assert restarted.loop.portfolio.positions[SYMBOL].qty == pytest.approx(HALF)
     venue.advance(1)  # rung 2 takes the rest
     restarted.poll()
-    assert _position_qty(venue) == 0 and _guards(venue) == []
+    assert adapter.position_qty(venue) == 0 and _guards(adapter, venue) == []
     assert _exits(restarted) == [("take_profit_1", HALF, RUNG1), ("take_profit_2", HALF, RUNG2)]
     assert restarted.loop.portfolio.positions == {}
+
+
+def test_ladder_restart_adopts_the_resting_rungs_and_the_ladder_works_on(make_trader, venue, adapter):
+    _enter(make_trader, venue, adapter, ADOPT)  # then the executor dies
+    guards = _guards(adapter, venue)
+    restarted = make_trader(**LADDER)
+    assert _guards(adapter, venue) == guards and restarted.reconciled.protectives_placed == {}
+    venue.advance(1)  # rung 1
+    restarted.poll()
+    venue.advance(1)  # rung 2
+    restarted.poll()
+    assert adapter.position_qty(venue) == 0 and _guards(adapter, venue) == []
+    assert _exits(restarted) == [("take_profit_1", HALF, RUNG1), ("take_profit_2", HALF, RUNG2)]

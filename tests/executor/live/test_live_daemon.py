@@ -1,6 +1,9 @@
-"""The live daemon as a process and as a long-running loop: ``kill -9`` mid-order then restart,
-the signal service going away, Redis restarting - against the real local exchange over ccxt and
-a real redis-server."""
+"""The live daemon as a process and as a long-running loop: ``kill -9`` mid-order then restart (on
+Binance USDT-M and, as ``qt execute --venue bybit``, on Bybit USDT perpetuals: the order is found by
+its client id - no second entry, no second stop), the signal service going away, Redis restarting -
+against the real local exchange over ccxt and a real redis-server. The CLI refuses unsafe or
+incomplete setups, a Bybit spot universe and an unknown venue in one line; ``collect.exchange:
+bybit`` (collecting Bybit's series) does not move the orders to Bybit."""
 
 from __future__ import annotations
 
@@ -8,126 +11,103 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 
 import pandas as pd
 import pytest
 import redis
 
-from executor.signals import HttpSignalSource
 from executor.live.trader import LiveTrader
+from executor.signals import HttpSignalSource
 from qt.procs import start_redis
 from tests.executor.exec_support import FakeSignalService, params
-from tests.executor.live.support import (API_KEY, API_SECRET, PRICE, SYMBOL, WIDE_BARS, bar_ms, buy_signals, client,
-                                         start_daemon, write_market)
-from tests.executor.live.support import running_exchange
+from tests.executor.live import support
+from tests.executor.live.support import API_KEY, API_SECRET, PRICE, SYMBOL, bar_ms
+from tests.executor.live.venues import BINANCE, BYBIT, only, venue_fixtures
 
 pytestmark = pytest.mark.slow
 
 CALM_BAR = 100
 
 
-@pytest.fixture(scope="module")
-def exchange(tmp_path_factory):
-    with running_exchange(write_market(tmp_path_factory.mktemp("live-daemon-market"))) as ex:
-        yield ex
+adapter, exchange, venue, make_trader = venue_fixtures(clock_bar=CALM_BAR)
+# the order request that stalls, per venue: (route, its nth create) for the entry and for the stop-loss
+STALLED = {"binance": {"entry": ("/fapi/v1/order", 1), "stop-loss": ("/fapi/v1/algoOrder", 1)},
+           "bybit": {"entry": ("/v5/order/create", 1), "stop-loss": ("/v5/order/create", 2)}}
 
 
-@pytest.fixture
-def venue(exchange):
-    exchange.set_faults({})
-    exchange.reset_account()
-    exchange.move_clock_to(bar_ms(CALM_BAR))
-    yield exchange
-    exchange.set_faults({})
+def _daemon_setup(adapter, tmp_path, stalled: str) -> tuple[tuple[str, ...], dict]:
+    """``qt execute``'s extra arguments and environment for the venue: Bybit by ``--venue`` for the
+    entry case, by ``execute.venue`` (the default venue) for the stop-loss case, its account cross margined."""
+    if adapter is BINANCE:
+        return (), {}
+    by_params = stalled == "stop-loss"
+    params_file = support.bybit_daemon_params(tmp_path, {"venue": "bybit"} if by_params else None)
+    return (() if by_params else ("--venue", "bybit")), {"QT_PARAMS": str(params_file)}
 
 
-def _wait(predicate, timeout_s: float, what: str, proc: subprocess.Popen | None = None, log=None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"daemon exited ({proc.returncode}) while waiting for {what}:\n"
-                                 f"{log.read_text() if log else ''}")
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}:\n{log.read_text() if log else ''}")
-
-
-def _stop(proc: subprocess.Popen | None) -> None:
-    if proc is not None and proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
-def _open_protectives(venue) -> list[dict]:
-    return client(venue).fetch_open_orders(SYMBOL, params={"trigger": True})
-
-
-def _entry_orders(venue) -> list[dict]:
-    return [o for o in client(venue).fetch_orders(SYMBOL) if not o["reduceOnly"]]
-
-
-def _position_qty(venue) -> float:
-    return sum(p["contracts"] for p in client(venue).fetch_positions([SYMBOL]))
-
-
-@pytest.mark.parametrize("stalled_path", ["/fapi/v1/order", "/fapi/v1/algoOrder"],
-                         ids=["during-entry", "during-stop-loss"])
-def test_kill_9_during_order_placement_then_restart_reconciles_without_a_duplicate(venue, tmp_path, stalled_path):
+@pytest.mark.parametrize("stalled", ["entry", "stop-loss"], ids=["during-entry", "during-stop-loss"])
+def test_kill_9_during_order_placement_then_restart_reconciles_without_a_duplicate(venue, adapter, tmp_path, stalled):
     """The order request stalls (the server executes it 3 s later); the daemon is killed with
-    SIGKILL while it waits and restarted at once, before the stalled request lands. The restarted daemon must find the order by its client id, send no
-    second entry, and leave the position guarded by a stop-loss and a take-profit."""
-    venue.set_faults({"rules": [{"kind": "timeout", "path_prefix": stalled_path, "method": "POST", "first_k": 1,
-                                 "timeout_s": 3.0}]})
-    log = tmp_path / "daemon.log"
+    SIGKILL while it waits and restarted at once, before the stalled request lands. The restarted daemon
+    must find the order by its client id, send no second entry (nor a second stop), and leave the
+    position guarded by a stop-loss and a take-profit."""
+    route, nth = STALLED[adapter.name][stalled]
+    venue.set_faults({"rules": [{"kind": "timeout", "path_prefix": route, "method": "POST", "every_nth": nth,
+                                 "first_k": nth, "timeout_s": 3.0}]})
+    log, home = tmp_path / "daemon.log", tmp_path / "home"
+    extra, env = _daemon_setup(adapter, tmp_path, stalled)
     first = second = None
-    with FakeSignalService(buy_signals()) as svc:
+    with FakeSignalService(support.buy_signals()) as svc:
         try:
-            first = start_daemon(venue.url, svc.url, tmp_path / "home", log)
-            _wait(lambda: venue.fault_counts()["timeout"] == 1, 60, "the stalled order request", first, log)
+            first = support.start_daemon(venue.url, svc.url, home, log, extra=extra, **env)
+            support.wait_for(lambda: venue.fault_counts()["timeout"] == 1, 60, "the stalled order request", first, log)
             os.killpg(first.pid, signal.SIGKILL)  # kill -9 while the order is in flight
             first.wait(timeout=10)
             venue.set_faults({})  # restart at once: the stalled request is still in the server
-            second = start_daemon(venue.url, svc.url, tmp_path / "home", log)
-            _wait(lambda: len(_open_protectives(venue)) == 2, 60, "both protectives after the restart", second, log)
+            second = support.start_daemon(venue.url, svc.url, home, log, extra=extra, **env)
+            support.wait_for(lambda: len(adapter.protectives(venue)) == 2, 60, "both protectives after the restart",
+                             second, log)
             time.sleep(1.0)  # let the restarted daemon step its bar: it must not buy again
             os.killpg(second.pid, signal.SIGTERM)
             second.wait(timeout=20)
         finally:
-            _stop(first)
-            _stop(second)
+            support.kill_9(first)
+            support.kill_9(second)
     assert first.returncode == -signal.SIGKILL
-    assert len(_entry_orders(venue)) == 1
-    qty = _position_qty(venue)
-    guards = sorted((o["info"]["orderType"], o["amount"], o["triggerPrice"]) for o in _open_protectives(venue))
-    assert guards == [("STOP_MARKET", pytest.approx(qty), pytest.approx(PRICE * 0.97)),
-                      ("TAKE_PROFIT_MARKET", pytest.approx(qty), pytest.approx(PRICE * 1.06))]
+    assert len(adapter.entries(venue)) == 1
+    qty = adapter.position_qty(venue)
+    assert qty > 0
+    assert adapter.protectives(venue) == adapter.guarded(qty, PRICE * 0.97, PRICE * 1.06)
     text = log.read_text()
     assert "reconciled" in text and "Traceback" not in text
     assert API_SECRET not in text and API_KEY not in text
-    db_bytes = (tmp_path / "home" / "executor" / "state.sqlite").read_bytes()
+    db_bytes = (home / "executor" / "state.sqlite").read_bytes()
     assert API_SECRET.encode() not in db_bytes and API_KEY.encode() not in db_bytes
-    with sqlite3.connect(tmp_path / "home" / "executor" / "state.sqlite") as db:
+    with sqlite3.connect(home / "executor" / "state.sqlite") as db:
         entries = db.execute("SELECT status FROM exchange_orders WHERE purpose='entry'").fetchall()
+        venues = {v for v, in db.execute("SELECT venue FROM live_runs")}
     assert entries == [("filled",)]
+    assert venues == {adapter.ccxt_id}
 
 
 def _trader(venue, svc_url: str, tmp_path, redis_url: str | None = None, **risk) -> LiveTrader:
     p = params(data={"symbols": [SYMBOL]}, risk=risk, labels={"horizon_bars": 1})
-    trader = LiveTrader(p, client(venue), HttpSignalSource(svc_url, timeout_s=2), tmp_path / "state.sqlite", "test",
-                        redis_url=redis_url)
+    trader = LiveTrader(p, BINANCE.client(venue), HttpSignalSource(svc_url, timeout_s=2), tmp_path / "state.sqlite",
+                        "test", redis_url=redis_url)
     trader.start()
     return trader
 
 
-def test_signal_service_stopped_mid_run_opens_nothing_but_still_manages_exits(venue, tmp_path):
-    venue.move_clock_to(bar_ms(WIDE_BARS[0] - 1))
-    svc = FakeSignalService(buy_signals()).__enter__()
+@only(BINANCE)
+def test_signal_service_stopped_mid_run_opens_nothing_but_still_manages_exits(venue, adapter, tmp_path):
+    venue.move_clock_to(bar_ms(support.WIDE_BARS[0] - 1))
+    svc = FakeSignalService(support.buy_signals()).__enter__()
     trader = _trader(venue, svc.url, tmp_path)
     try:
         trader.poll()  # enters; the next bar reaches the stop
-        assert _position_qty(venue) > 0
+        assert adapter.position_qty(venue) > 0
         svc.__exit__(None, None, None)  # the service goes away
         venue.advance(1)
         trader.poll()  # the stop fills on the exchange and is booked; nothing new is opened
@@ -137,19 +117,20 @@ def test_signal_service_stopped_mid_run_opens_nothing_but_still_manages_exits(ve
     finally:
         trader.close()
     assert fills[["purpose", "reason"]].values.tolist() == [["entry", "signal_buy"], ["exit", "stop_loss"]]
-    assert _position_qty(venue) == 0 and len(_entry_orders(venue)) == 1
-    late = decisions[decisions["ts"] >= pd.Timestamp(bar_ms(WIDE_BARS[0] - 1), unit="ms", tz="UTC").isoformat()]
+    assert adapter.position_qty(venue) == 0 and len(adapter.entries(venue)) == 1
+    late = decisions[decisions["ts"] >= pd.Timestamp(bar_ms(support.WIDE_BARS[0] - 1), unit="ms", tz="UTC").isoformat()]
     assert (late["outcome"] == "denied").all() and set(late["reason"]) == {"NO_SIGNAL"}
     no_signal = alerts[alerts["kind"] == "NO_SIGNAL"]
     assert len(no_signal) == 2 and no_signal["message"].str.contains("signal source unavailable").all()
 
 
-def test_redis_restarted_mid_run_exits_are_still_managed_and_events_resume(venue, tmp_path):
+@only(BINANCE)
+def test_redis_restarted_mid_run_exits_are_still_managed_and_events_resume(venue, adapter, tmp_path):
     proc, url = start_redis(tmp_path)
     port = int(url.rsplit(":", 1)[1].split("/")[0])
     trader = None
     try:
-        with FakeSignalService(buy_signals()) as svc:
+        with FakeSignalService(support.buy_signals()) as svc:
             trader = _trader(venue, svc.url, tmp_path, redis_url=url, max_holding_bars=2)
             trader.poll()  # bar 99: entry sent
             assert redis.Redis.from_url(url).xlen("trade.intent") >= 1
@@ -160,7 +141,7 @@ def test_redis_restarted_mid_run_exits_are_still_managed_and_events_resume(venue
             assert trader.publisher.lost_events > 0
             fills = trader.store.read("fills")
             assert fills[["purpose", "reason"]].values.tolist() == [["entry", "signal_buy"], ["exit", "max_holding"]]
-            closes = [o for o in client(venue).fetch_orders(SYMBOL) if o["reduceOnly"] and o["side"] == "sell"]
+            closes = [o for o in adapter.orders(venue) if o["reduceOnly"] and o["side"] == "sell"]
             assert [(o["status"], o["filled"]) for o in closes] == [("closed", pytest.approx(fills["qty"].iloc[0]))]
             proc, url2 = start_redis(tmp_path, port=port)  # back, empty (no persistence)
             time.sleep(1.2)  # the publisher retries after retry_after_s = 1 s
@@ -175,11 +156,12 @@ def test_redis_restarted_mid_run_exits_are_still_managed_and_events_resume(venue
         proc.stop()
 
 
-def test_kill_switch_in_redis_blocks_entries_while_exits_still_happen(venue, tmp_path):
+@only(BINANCE)
+def test_kill_switch_in_redis_blocks_entries_while_exits_still_happen(venue, adapter, tmp_path):
     proc, url = start_redis(tmp_path)
     trader = None
     try:
-        with FakeSignalService(buy_signals()) as svc:
+        with FakeSignalService(support.buy_signals()) as svc:
             trader = _trader(venue, svc.url, tmp_path, redis_url=url, max_holding_bars=1)
             trader.poll()  # bar 99: entry
             redis.Redis.from_url(url).set("qt:kill", "1")  # what `qt kill` sets
@@ -190,8 +172,8 @@ def test_kill_switch_in_redis_blocks_entries_while_exits_still_happen(venue, tmp
         assert trader.loop.risk.state.value == "HALTED"
         assert decisions[["outcome", "reason"]].values.tolist() == [["enter", "signal_buy"], ["exit", "max_holding"],
                                                                     ["denied", "HALTED"]]
-        assert len(_entry_orders(venue)) == 1 and _position_qty(venue) == 0
-        assert _open_protectives(venue) == []
+        assert len(adapter.entries(venue)) == 1 and adapter.position_qty(venue) == 0
+        assert adapter.protective_orders(venue) == []
     finally:
         if trader is not None:
             trader.close()
@@ -207,14 +189,12 @@ def _assert_one_line_error(res, fragment: str) -> None:
 
 
 def _qt_execute(args, home, **env) -> subprocess.CompletedProcess:
-    import sys
-
     e = {**os.environ, "QT_HOME": str(home), **env}
     for k in ("QT_PARAMS", "QT_API_KEY", "QT_API_SECRET"):
         if k not in env:
             e.pop(k, None)
     return subprocess.run([sys.executable, "-m", "cli.main", "execute", *args], capture_output=True, text=True,
-                          env=e, timeout=120)
+                          env=e, timeout=120, check=False)
 
 
 @pytest.mark.parametrize("args, env, fragment", [
@@ -231,7 +211,8 @@ def test_cli_refuses_unsafe_or_incomplete_live_setups_in_one_line(tmp_path, args
     assert "s-456" not in res.stderr + res.stdout
 
 
-def test_cli_a_wrong_secret_or_an_unreachable_exchange_is_one_line_without_the_secret(venue, tmp_path):
+@only(BINANCE)
+def test_cli_a_wrong_secret_or_an_unreachable_exchange_is_one_line_without_the_secret(venue, adapter, tmp_path):
     base = ["--mode", "testnet", "--symbols", SYMBOL, "--service-url", "http://127.0.0.1:9"]
     wrong = _qt_execute([*base, "--exchange-url", venue.url], tmp_path, QT_API_KEY=API_KEY,
                         QT_API_SECRET="not-the-secret-789")
@@ -241,3 +222,35 @@ def test_cli_a_wrong_secret_or_an_unreachable_exchange_is_one_line_without_the_s
     _assert_one_line_error(down, "unreachable")
     assert "not-the-secret-789" not in wrong.stderr + wrong.stdout
     assert API_SECRET not in down.stderr + down.stdout
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--venue", "bybit", "--symbols", "BTC/USDT"], "--venue bybit trades USDT perpetuals only"),
+    (["--venue", "okx", "--symbols", "BTC/USDT:USDT"], "--venue 'okx' is not one of"),
+])
+def test_bybit_cli_refuses_spot_and_unknown_venues_in_one_line(tmp_path, args, fragment):
+    res = _qt_execute(["--mode", "testnet", "--exchange-url", "http://127.0.0.1:9", *args], tmp_path,
+                      QT_API_KEY="k-123", QT_API_SECRET="s-456")
+    _assert_one_line_error(res, fragment)
+    assert "s-456" not in res.stderr + res.stdout
+
+
+@only(BYBIT)
+def test_collecting_bybit_series_does_not_move_the_orders_to_bybit(venue, adapter, tmp_path):
+    """``collect.exchange: bybit`` without ``execute.venue`` / ``--venue``: the executor still builds
+    Binance's client (``binanceusdm``), and this exchange serves no Binance market - refused in one
+    line by name, nothing sent to the Bybit account."""
+    import yaml
+
+    params_file = tmp_path / "collect-bybit.yaml"
+    params_file.write_text(yaml.safe_dump({"collect": {"exchange": "bybit", "market": "perp"},
+                                           "risk": {"margin_mode": "cross"}}))
+    e = {**os.environ, "QT_HOME": str(tmp_path / "home"), "QT_API_KEY": API_KEY, "QT_API_SECRET": API_SECRET,
+         "QT_PARAMS": str(params_file)}
+    res = subprocess.run([sys.executable, "-m", "cli.main", "execute", "--mode", "testnet", "--exchange-url",
+                          venue.url, "--service-url", "http://127.0.0.1:9", "--symbols", "BTC/USDT:USDT",
+                          "--max-bars", "1"], capture_output=True, text=True, env=e, timeout=120, check=False)
+    assert res.returncode == 2, res.stderr
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "BTC/USDT:USDT is not listed on the exchange" in errors[0], res.stderr
+    assert adapter.order_count(venue) == 0

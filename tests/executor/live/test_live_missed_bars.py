@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from executor.signals import HttpSignalSource
 from executor.live.trader import LiveTrader
+from executor.signals import HttpSignalSource
 from tests.executor.exec_support import FakeSignalService, params
-from tests.executor.live.support import SYMBOL, bar_ms, buy_signals, client, start_exchange, write_market
-from tests.executor.live.support import running_exchange
+from tests.executor.live.support import SYMBOL, bar_ms, buy_signals, start_exchange
+from tests.executor.live.venues import BINANCE, venue_fixtures
 
 pytestmark = pytest.mark.slow
 
@@ -31,35 +31,8 @@ def _ts(i: int) -> pd.Timestamp:
     return pd.Timestamp(bar_ms(i), unit="ms", tz="UTC")
 
 
-@pytest.fixture(scope="module")
-def exchange(tmp_path_factory):
-    with running_exchange(write_market(tmp_path_factory.mktemp("missed-market"))) as ex:
-        yield ex
-
-
-@pytest.fixture
-def venue(exchange):
-    exchange.set_faults({})
-    exchange.reset_account()
-    exchange.move_clock_to(bar_ms(START))
-    return exchange
-
-
-@pytest.fixture
-def make_trader(venue, tmp_path):
-    made = []
-    with FakeSignalService(buy_signals()) as svc:
-        def make() -> LiveTrader:
-            p = params(data={"symbols": [SYMBOL]}, risk={"max_holding_bars": MAX_HOLD})
-            trader = LiveTrader(p, client(venue), HttpSignalSource(svc.url, timeout_s=5),
-                                tmp_path / "state.sqlite", "missed", sleep=time.sleep)
-            made.append(trader)
-            trader.start()
-            return trader
-
-        yield make
-        for t in made:
-            t.close()
+adapter, exchange, venue, make_trader = venue_fixtures(clock_bar=START, namespace="missed",
+                                                      risk={"max_holding_bars": MAX_HOLD}, venues=(BINANCE,))
 
 
 def _assert_every_missed_bar_accounted_for(trader, venue) -> None:
@@ -76,7 +49,7 @@ def _assert_every_missed_bar_accounted_for(trader, venue) -> None:
     assert set(_ts(i) for i in range(START, START + AWAY)) <= set(equity)  # one point per missed bar
     fills = trader.store.read("fills")
     assert fills[fills["purpose"] == "exit"]["reason"].tolist() == ["max_holding"]
-    c = client(venue)
+    c = BINANCE.client(venue)
     entry_orders = [o for o in c.fetch_orders(SYMBOL) if not o["reduceOnly"]]
     assert len(entry_orders) == 2  # the first entry and the one at the newest bar, nothing in between
 
@@ -116,7 +89,7 @@ def test_a_volatility_sized_daemon_is_primed_from_the_exchange_candles_and_sizes
     try:
         venue.move_clock_to(bar_ms(START))
         with FakeSignalService(buy_signals()) as svc:
-            trader = LiveTrader(p, client(venue), HttpSignalSource(svc.url, timeout_s=5),
+            trader = LiveTrader(p, BINANCE.client(venue), HttpSignalSource(svc.url, timeout_s=5),
                                 tmp_path / "state.sqlite", "vol", sleep=time.sleep)
             try:
                 trader.start()

@@ -24,7 +24,7 @@ from qt.errors import UserError
 from tests.executor.exec_support import FakeSignalService, params
 from tests.executor.live.support import (API_SECRET, GAP_BAR, MARKET_ID, PRICE, SPOT_SYMBOL, SYMBOL, WIDE_BARS, bar_ms,
                                          buy_signals, spot_client, start_daemon, write_spot_market)
-from tests.executor.live.support import running_exchange
+from tests.executor.live.support import oco_lists, running_exchange
 
 pytestmark = pytest.mark.slow
 
@@ -82,19 +82,6 @@ def make_trader(venue, tmp_path):
         svc.__exit__(None, None, None)
 
 
-def _lists(venue) -> list[tuple]:
-    """(list client id, qty, stop price, limit price) of every open OCO list."""
-    c = spot_client(venue)
-    out = []
-    for lst in c.private_get_openorderlist():
-        legs = [c.fetch_order(str(o["orderId"]), SPOT_SYMBOL)["info"] for o in lst["orders"]]
-        stop = next(leg for leg in legs if leg["type"] == "STOP_LOSS")
-        limit = next(leg for leg in legs if leg["type"] == "LIMIT_MAKER")
-        out.append((lst["listClientOrderId"], float(stop["origQty"]), float(stop["stopPrice"]),
-                    float(limit["price"])))
-    return out
-
-
 def _btc(venue) -> float:
     return spot_client(venue).fetch_balance()["BTC"]["total"]
 
@@ -114,7 +101,7 @@ def test_a_buy_opens_a_spot_position_guarded_by_one_oco_list(make_trader, venue)
     trader = make_trader()
     assert trader.poll() == pd.Timestamp(bar_ms(CALM_BAR - 1), unit="ms", tz="UTC")
     assert _btc(venue) == pytest.approx(BOUGHT * (1 - FEE))
-    ((cid, qty, stop, limit),) = _lists(venue)
+    ((cid, qty, stop, limit),) = oco_lists(venue)
     assert (qty, stop, limit) == (pytest.approx(HELD), pytest.approx(PRICE * (1 - SL)), pytest.approx(PRICE * (1 + TP)))
     assert spot_client(venue).fetch_balance()["BTC"]["used"] == pytest.approx(HELD)  # the coins guard the sell
     (row,) = trader.store.conn.execute("SELECT status FROM exchange_orders WHERE client_id=?", (cid,)).fetchall()
@@ -133,7 +120,7 @@ def test_a_bar_touching_both_legs_fills_the_stop_and_the_ledger_matches_the_wall
     assert (exit_["reason"], exit_["qty"], exit_["price"]) == ("stop_loss", pytest.approx(HELD),
                                                                pytest.approx(PRICE * (1 - SL)))
     assert exit_["pnl_usdt"] == pytest.approx(HELD * PRICE * (1 - SL) * (1 - FEE) - PAID, rel=1e-9)
-    assert _lists(venue) == []
+    assert oco_lists(venue) == []
     assert trader.loop.portfolio.positions == {}
     wallet = spot_client(venue).fetch_balance()["USDT"]["total"]
     assert trader.loop.portfolio.cash_usdt == pytest.approx(wallet, abs=1e-6)
@@ -142,11 +129,11 @@ def test_a_bar_touching_both_legs_fills_the_stop_and_the_ledger_matches_the_wall
 def test_a_cancelled_oco_is_re_placed_at_the_next_bar(make_trader, venue):
     trader = make_trader()
     trader.poll()
-    spot_client(venue).private_delete_orderlist({"symbol": MARKET_ID, "listClientOrderId": _lists(venue)[0][0]})
-    assert _lists(venue) == []
+    spot_client(venue).private_delete_orderlist({"symbol": MARKET_ID, "listClientOrderId": oco_lists(venue)[0][0]})
+    assert oco_lists(venue) == []
     venue.advance(1)
     trader.poll()
-    ((_, qty, stop, limit),) = _lists(venue)
+    ((_, qty, stop, limit),) = oco_lists(venue)
     assert (qty, stop, limit) == (pytest.approx(HELD), pytest.approx(PRICE * (1 - SL)), pytest.approx(PRICE * (1 + TP)))
     assert "PROTECTIVE_REPLACED" in trader.store.read("alerts")["kind"].tolist()
     assert len(_buys(venue)) == 1
@@ -157,13 +144,13 @@ def test_a_partial_entry_is_guarded_for_what_filled_and_a_grown_holding_gets_a_n
     trader = make_trader()
     trader.poll()  # 0.06666 asked, 0.03 filled (the rest of a market order expires)
     first = _floor(0.03 * (1 - FEE))
-    ((cid, qty, _, _),) = _lists(venue)
+    ((cid, qty, _, _),) = oco_lists(venue)
     assert qty == pytest.approx(first)
     venue.set_liquidity({})
     spot_client(venue).create_order(SPOT_SYMBOL, "market", "buy", 0.01)  # the holding grows
     venue.advance(1)
     trader.poll()
-    ((new_cid, qty, _, _),) = _lists(venue)
+    ((new_cid, qty, _, _),) = oco_lists(venue)
     assert new_cid != cid and qty == pytest.approx(_floor(0.03 * (1 - FEE) + 0.01 * (1 - FEE)))
     assert "PROTECTIVE_REPLACED" in trader.store.read("alerts")["kind"].tolist()
 
@@ -173,7 +160,7 @@ def test_an_exit_cancels_the_oco_first_then_sells_the_coins(make_trader, venue):
     trader.poll()  # entered at 99
     venue.advance(1)
     trader.poll()  # held one bar: exit decided at 100, the list cancelled, the coins sold
-    assert _lists(venue) == []
+    assert oco_lists(venue) == []
     sells = [o for o in spot_client(venue).fetch_orders(SPOT_SYMBOL) if o["side"] == "sell"]
     legs = [o for o in sells if o["info"]["orderListId"] != -1]
     assert sorted(leg["status"] for leg in legs) == ["canceled", "canceled"]  # the list, not a leg, sold nothing
@@ -193,15 +180,15 @@ def test_an_exit_that_fills_in_part_keeps_the_rest_guarded_and_sells_it_bar_by_b
     venue.advance(1)
     trader.poll()  # exit: 0.03 sold, the rest guarded again
     left = round(HELD - 0.03, 5)
-    assert [(q, s) for _, q, s, _ in _lists(venue)] == [(pytest.approx(left), pytest.approx(PRICE * (1 - SL)))]
+    assert [(q, s) for _, q, s, _ in oco_lists(venue)] == [(pytest.approx(left), pytest.approx(PRICE * (1 - SL)))]
     assert SPOT_SYMBOL in trader.loop.portfolio.positions  # still open: the exit is not done
     venue.advance(1)
     trader.poll()  # 0.03 more
     left = round(left - 0.03, 5)
-    assert [q for _, q, _, _ in _lists(venue)] == [pytest.approx(left)]
+    assert [q for _, q, _, _ in oco_lists(venue)] == [pytest.approx(left)]
     venue.advance(1)
     trader.poll()  # the rest
-    assert _lists(venue) == []
+    assert oco_lists(venue) == []
     exit_ = _exit_fill(trader)  # one exit in the ledger, for everything sold
     assert (exit_["reason"], exit_["qty"], exit_["price"]) == ("max_holding", pytest.approx(HELD), pytest.approx(PRICE))
     assert exit_["pnl_usdt"] == pytest.approx(HELD * PRICE * (1 - FEE) - PAID, rel=1e-9)
@@ -219,11 +206,11 @@ def test_a_stop_that_fills_in_part_is_finished_at_market_and_the_rest_stays_guar
     venue.advance(1)  # the wide bar: the stop leg sells 0.03 at 29 100, its remainder expires
     trader.poll()  # the bar's liquidity is used up: the market sell gets nothing, the rest is guarded again
     left = round(HELD - 0.03, 5)
-    assert [q for _, q, _, _ in _lists(venue)] == [pytest.approx(left)]
+    assert [q for _, q, _, _ in oco_lists(venue)] == [pytest.approx(left)]
     for _ in range(2):
         venue.advance(1)
         trader.poll()
-    assert _lists(venue) == []
+    assert oco_lists(venue) == []
     exit_ = _exit_fill(trader)
     sold = 0.03 * PRICE * (1 - SL) + (HELD - 0.03) * PRICE
     assert (exit_["reason"], exit_["qty"]) == ("stop_loss", pytest.approx(HELD))
@@ -233,15 +220,15 @@ def test_a_stop_that_fills_in_part_is_finished_at_market_and_the_rest_stays_guar
 
 def test_a_restart_adopts_the_open_oco_by_its_list_client_id_and_replaces_a_missing_one(make_trader, venue):
     make_trader().poll()
-    ((cid, _, _, _),) = _lists(venue)
+    ((cid, _, _, _),) = oco_lists(venue)
     second = make_trader()  # restart: the list is found and kept
     assert cid in second.reconciled.adopted_orders
-    assert [x[0] for x in _lists(venue)] == [cid]
+    assert [x[0] for x in oco_lists(venue)] == [cid]
     assert second.loop.portfolio.positions[SPOT_SYMBOL].qty == pytest.approx(HELD)
     spot_client(venue).private_delete_orderlist({"symbol": MARKET_ID, "listClientOrderId": cid})
     third = make_trader()  # restart with the list gone: a new one for the holding
     assert third.reconciled.protectives_placed == {SPOT_SYMBOL: ["stop_loss", "take_profit"]}
-    ((new_cid, qty, _, _),) = _lists(venue)
+    ((new_cid, qty, _, _),) = oco_lists(venue)
     assert new_cid != cid and qty == pytest.approx(HELD)
     assert len(_buys(venue)) == 1
 
@@ -253,7 +240,7 @@ def test_a_lost_answer_to_the_oco_request_leaves_exactly_one_list(make_trader, v
     trader = make_trader()
     trader.poll()
     assert venue.fault_counts()[kind] == 1
-    ((cid, qty, _, _),) = _lists(venue)
+    ((cid, qty, _, _),) = oco_lists(venue)
     assert qty == pytest.approx(HELD)
     (row,) = trader.store.conn.execute("SELECT status FROM exchange_orders WHERE purpose='oco'").fetchall()
     assert row[0] == "open"
@@ -271,7 +258,7 @@ def test_an_oco_that_fired_while_the_executor_was_down_is_recorded_at_restart(ma
     assert entry["price"] == pytest.approx(PRICE)
     assert (fills["qty"].iloc[0], fills["price"].iloc[0]) == (pytest.approx(HELD), pytest.approx(PRICE * (1 - SL)))
     assert restarted.loop.portfolio.positions == {}
-    assert _lists(venue) == []
+    assert oco_lists(venue) == []
 
 
 def test_a_universe_mixing_spot_and_perpetuals_is_refused_in_one_line(venue, tmp_path):
@@ -288,7 +275,7 @@ def test_qt_execute_testnet_trades_a_spot_symbol_as_a_real_process(venue, tmp_pa
         try:
             proc = start_daemon(venue.url, svc.url, tmp_path / "home", log, symbols=SPOT_SYMBOL)
             deadline = time.monotonic() + 60
-            while not _lists(venue) and time.monotonic() < deadline and proc.poll() is None:
+            while not oco_lists(venue) and time.monotonic() < deadline and proc.poll() is None:
                 time.sleep(0.2)
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=20)
@@ -297,7 +284,7 @@ def test_qt_execute_testnet_trades_a_spot_symbol_as_a_real_process(venue, tmp_pa
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
     text = log.read_text()
-    ((_, qty, stop, limit),) = _lists(venue)
+    ((_, qty, stop, limit),) = oco_lists(venue)
     assert (qty, stop, limit) == (pytest.approx(HELD), pytest.approx(PRICE * (1 - SL)),
                                   pytest.approx(PRICE * (1 + TP))), text
     assert len(_buys(venue)) == 1
@@ -309,10 +296,10 @@ def test_emergency_exit_sells_the_coins_when_the_oco_is_cancelled_during_a_fall_
     venue.move_clock_to(bar_ms(GAP_BAR - 1))
     trader = make_trader(signal_bars=GAP_BAR - 1)  # no buy after the entry: an exit is not re-entered
     trader.poll()  # buys at 30 000, guarded by a list with its stop at 29 100
-    spot_client(venue).private_delete_orderlist({"symbol": MARKET_ID, "listClientOrderId": _lists(venue)[0][0]})
+    spot_client(venue).private_delete_orderlist({"symbol": MARKET_ID, "listClientOrderId": oco_lists(venue)[0][0]})
     venue.advance(1)  # GAP_BAR: 28 500, below where the stop was; nothing fires on the exchange
     trader.poll()  # a new list is impossible (its stop would trigger at once): the coins are sold at market
-    assert _lists(venue) == []
+    assert oco_lists(venue) == []
     sells = [o for o in spot_client(venue).fetch_orders(SPOT_SYMBOL)
              if o["side"] == "sell" and int(o["info"].get("orderListId", -1)) == -1]  # not a list's leg
     assert [(o["type"], o["status"], o["amount"]) for o in sells] == [("market", "closed", pytest.approx(HELD))]

@@ -19,10 +19,9 @@ from executor.signals import HttpSignalSource
 from executor.live.trader import LiveTrader
 from executor.paper import LIMIT_EXPIRED
 from qt.errors import UserError
-from exchange import write_datadir
 from tests.executor.exec_support import params
-from tests.executor.live.support import MARKET_ID, SPOT_SYMBOL, T0, bar_ms, buy_signals, spot_client
-from tests.executor.live.support import running_exchange, trader_factory
+from tests.executor.live.support import (MARKET_ID, SPOT_SYMBOL, bar_ms, bars_frame, buy_signals, oco_lists,
+                                         serving_spot_market, spot_client, trader_factory)
 
 pytestmark = pytest.mark.slow
 
@@ -45,16 +44,12 @@ def _candles() -> pd.DataFrame:
     for i in range(N_BARS):
         p = FLAT if i <= 100 else 30_600.0
         rows.append(SPECIAL.get(i, (p, p * 1.001, p * 0.999, p)))
-    return pd.DataFrame({"symbol": SPOT_SYMBOL, "timestamp": pd.date_range(T0, periods=N_BARS, freq="1h", tz="UTC"),
-                         "open": [r[0] for r in rows], "high": [r[1] for r in rows], "low": [r[2] for r in rows],
-                         "close": [r[3] for r in rows], "volume": 1_000.0})
+    return bars_frame(rows, SPOT_SYMBOL)
 
 
 @pytest.fixture(scope="module")
 def exchange(tmp_path_factory):
-    root = tmp_path_factory.mktemp("spot-orders-market")
-    write_datadir(_candles(), root, "1h")
-    with running_exchange(root) as ex:
+    with serving_spot_market(tmp_path_factory.mktemp("spot-orders-market"), _candles()) as ex:
         yield ex
 
 
@@ -70,19 +65,6 @@ def make_trader(venue, tmp_path):
     with trader_factory(lambda: spot_client(venue), buy_signals().assign(symbol=SPOT_SYMBOL), SPOT_SYMBOL,
                         tmp_path / "state.sqlite", "spot") as make:
         yield make
-
-
-def _lists(venue) -> list[tuple]:
-    """(list client id, qty, stop price, limit price) of every open OCO list."""
-    c = spot_client(venue)
-    out = []
-    for lst in c.private_get_openorderlist():
-        legs = [c.fetch_order(str(o["orderId"]), SPOT_SYMBOL)["info"] for o in lst["orders"]]
-        stop = next(leg for leg in legs if leg["type"] == "STOP_LOSS")
-        limit = next(leg for leg in legs if leg["type"] == "LIMIT_MAKER")
-        out.append((lst["listClientOrderId"], float(stop["origQty"]), float(stop["stopPrice"]),
-                    float(limit["price"])))
-    return out
 
 
 def _buys(venue) -> list[dict]:
@@ -106,14 +88,14 @@ def test_a_spot_limit_buy_rests_locking_usdt_then_fills_at_its_price_and_one_oco
     assert (resting["type"], resting["side"], resting["price"], resting["amount"]) == (
         "limit", "buy", pytest.approx(LIMIT), pytest.approx(ASKED))
     assert _balance(venue, "USDT")["used"] == pytest.approx(ASKED * LIMIT)  # spot locks the quote
-    assert _lists(venue) == [] and trader.loop.portfolio.reserved_usdt == {SPOT_SYMBOL: pytest.approx(2_000.0)}
+    assert oco_lists(venue) == [] and trader.loop.portfolio.reserved_usdt == {SPOT_SYMBOL: pytest.approx(2_000.0)}
     venue.advance(1)  # bar 21 trades down to 29 970: the limit fills, as maker
     trader.poll()
     received = ASKED * (1 - MAKER)  # the maker fee is paid in BTC
     (fill,) = trader.store.read("fills").itertuples()
     assert (fill.purpose, fill.price, fill.qty) == ("entry", pytest.approx(LIMIT), pytest.approx(received))
     assert fill.fee_usdt == pytest.approx(ASKED * MAKER * LIMIT)
-    ((_, qty, stop, take),) = _lists(venue)
+    ((_, qty, stop, take),) = oco_lists(venue)
     assert (qty, stop, take) == (pytest.approx(_floor(received)), pytest.approx(round(LIMIT * (1 - SL), 2)),
                                  pytest.approx(round(LIMIT * (1 + TP), 2)))
     assert _balance(venue, "BTC")["used"] == pytest.approx(_floor(received))  # the list locks the coins
@@ -131,7 +113,7 @@ def test_a_partly_filled_spot_limit_has_its_rest_cancelled_and_the_filled_part_g
     (entry,) = _buys(venue)
     assert (entry["status"], entry["filled"]) == ("canceled", pytest.approx(0.02))
     held = _floor(0.02 * (1 - TAKER))
-    ((_, qty, stop, _),) = _lists(venue)
+    ((_, qty, stop, _),) = oco_lists(venue)
     assert (qty, stop) == (pytest.approx(held), pytest.approx(round(LIMIT * (1 - SL), 2)))
     assert trader.loop.portfolio.positions[SPOT_SYMBOL].qty == pytest.approx(0.02 * (1 - TAKER))
     usdt = _balance(venue, "USDT")
@@ -154,7 +136,7 @@ def test_an_unfilled_spot_limit_is_cancelled_after_its_ttl_and_its_usdt_released
     assert [o["status"] for o in _buys(venue)] == ["canceled", "open"]
     second = _floor(2_000.0 / (FLAT * 0.995))
     assert _balance(venue, "USDT")["used"] == pytest.approx(second * FLAT * 0.995)  # only the new order's lock
-    assert trader.store.read("fills").empty and _lists(venue) == []
+    assert trader.store.read("fills").empty and oco_lists(venue) == []
 
 
 def test_a_resting_spot_limit_is_adopted_at_restart_not_cancelled_nor_sent_again(make_trader, venue):
@@ -169,7 +151,7 @@ def test_a_resting_spot_limit_is_adopted_at_restart_not_cancelled_nor_sent_again
     restarted.poll()  # the adopted order fills on bar 21; the restarted executor books and guards it
     assert len(_buys(venue)) == 1
     assert restarted.store.read("fills")["purpose"].tolist() == ["entry"]
-    ((_, qty, _, _),) = _lists(venue)
+    ((_, qty, _, _),) = oco_lists(venue)
     assert qty == pytest.approx(_floor(ASKED * (1 - MAKER)))
 
 
@@ -182,16 +164,16 @@ def test_a_managed_trail_replaces_the_oco_with_a_higher_stop_and_exits_there(mak
     venue.move_clock_to(bar_ms(100))
     trader = make_trader(trailing_stop_pct=0.02, trailing_mode="managed")
     trader.poll()  # market entry at 30 000
-    ((first, qty, stop, take),) = _lists(venue)
+    ((first, qty, stop, take),) = oco_lists(venue)
     assert (qty, stop, take) == (pytest.approx(HELD), pytest.approx(FLAT * (1 - SL)), pytest.approx(FLAT * (1 + TP)))
     venue.advance(1)
     trader.poll()  # bar 100 closed with high 30 030: the stop goes to 30 030 x 0.98 = 29 429.40
-    ((second, qty, stop, take),) = _lists(venue)
+    ((second, qty, stop, take),) = oco_lists(venue)
     assert second != first and (qty, stop, take) == (pytest.approx(HELD), pytest.approx(29_429.40),
                                                      pytest.approx(FLAT * (1 + TP)))
     venue.advance(1)
     trader.poll()  # bar 101 closed with high 31 500: 30 870
-    ((third, qty, stop, take),) = _lists(venue)
+    ((third, qty, stop, take),) = oco_lists(venue)
     assert third not in (first, second) and (qty, stop, take) == (pytest.approx(HELD), pytest.approx(30_870.0),
                                                                   pytest.approx(FLAT * (1 + TP)))
     assert _balance(venue, "BTC")["used"] == pytest.approx(HELD)  # one list locks the coins, once
@@ -216,11 +198,11 @@ def test_a_spot_stop_moved_by_the_trail_is_adopted_at_restart_with_its_peak(make
     for _ in range(2):
         venue.advance(1)
         first.poll()
-    moved = _lists(venue)
+    moved = oco_lists(venue)
     assert moved[0][2] == pytest.approx(30_870.0)
     restarted = make_trader(trailing_stop_pct=0.02, trailing_mode="managed")
     assert restarted.reconciled.protectives_placed == {}
-    assert _lists(venue) == moved
+    assert oco_lists(venue) == moved
     assert restarted.broker.guards[SPOT_SYMBOL].peak == pytest.approx(31_500.0)
 
 
@@ -245,4 +227,4 @@ def test_a_trailed_spot_stop_that_fired_while_the_executor_was_away_is_recorded_
     exits = fills[fills["purpose"] == "exit"]
     assert exits[["reason", "qty", "price"]].values.tolist() == [["trailing_stop", pytest.approx(HELD),
                                                                   pytest.approx(30_870.0)]]
-    assert _lists(venue) == [] and restarted.loop.portfolio.positions == {}
+    assert oco_lists(venue) == [] and restarted.loop.portfolio.positions == {}

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from tests.executor.exec_support import signals_frame
-from tests.executor.live.support import SYMBOL, bar_ms, bars_frame, client, serving_market, trader_factory
+from tests.executor.live.support import SYMBOL, bar_ms, bars_frame, client
+from tests.executor.live.venues import BINANCE, venue_fixtures
 
 pytestmark = pytest.mark.slow
 
@@ -34,24 +35,11 @@ def _candles() -> pd.DataFrame:
     return bars_frame(rows)
 
 
-@pytest.fixture(scope="module")
-def exchange(tmp_path_factory):
-    with serving_market(tmp_path_factory.mktemp("short-orders-market"), _candles()) as ex:
-        yield ex
+def _sells() -> pd.DataFrame:
+    return signals_frame({SYMBOL: ["sell" if i in (19, 99) else "hold" for i in range(N_BARS)]})
 
 
-@pytest.fixture
-def venue(exchange):
-    exchange.set_faults({})
-    exchange.reset_account()
-    yield exchange
-
-
-@pytest.fixture
-def make_trader(venue, tmp_path):
-    sells = signals_frame({SYMBOL: ["sell" if i in (19, 99) else "hold" for i in range(N_BARS)]})
-    with trader_factory(lambda: client(venue), sells, SYMBOL, tmp_path / "state.sqlite", "short-orders") as make:
-        yield make
+adapter, exchange, venue, make_trader = venue_fixtures(_candles, _sells, namespace="short-orders", venues=(BINANCE,))
 
 
 def _qty(price: float, notional: float = 2_000.0) -> float:
