@@ -11,14 +11,13 @@ import pytest
 from data.alt_lake import with_availability, write_alt
 from data.lake import write_candles
 from data.synthetic import generate_market
-from features.compute import feature_columns
 from features.materialise import materialise
 from features.store import read_features
 from qt.config import FeatureParams, Params, ServingParams, SignalParams, SyntheticParams
 from serving.alt_inputs import AltCache
-from serving.champion import LoadedModel
 from serving.engine import SignalEngine
 from serving.inference import RequestRejected
+from tests.recording_model import recording_model
 
 ALT = FeatureParams(fng=True, fng_z=[5], onchain=True)
 CANDLES = generate_market(["BTC/USDT"], "1h", SyntheticParams(bars=1200, start="2023-12-20"), seed=5)
@@ -29,20 +28,6 @@ FNG = with_availability(pd.DataFrame({"timestamp": DAYS, "value": _RNG.integers(
 ONCHAIN = with_availability(pd.DataFrame({"timestamp": DAYS, "mvrv": 1.5 + _RNG.random(len(DAYS)), "nupl": 0.3,
                                           "realized_price": 30_000.0, "etf_flow_usd": np.nan}), "onchain_btc")
 LAST = CANDLES["timestamp"].max()  # 2024-02-07 23:00
-
-
-class _Recorder:
-    def __init__(self):
-        self.inputs: list[pd.DataFrame] = []
-
-    def predict(self, frame):
-        self.inputs.append(frame.copy())
-        return pd.DataFrame({"prob_up": np.full(len(frame), 0.5), "expected_return": np.zeros(len(frame))})
-
-
-def _model() -> LoadedModel:
-    return LoadedModel(name="m", version="1", alias="champion", pyfunc=_Recorder(), metadata={}, feature_params=ALT,
-                       feature_columns=tuple(feature_columns(ALT)), timeframe="1h", sequence_length=0)
 
 
 def _lake(root, fng=FNG):
@@ -56,7 +41,8 @@ def test_the_served_row_equals_the_stored_row_and_new_alt_data_changes_it(tmp_pa
     lake = _lake(tmp_path, FNG.iloc[:-1])  # the last day (02-05, available 02-05 00:00) not collected yet
     materialise(lake, ["BTC/USDT"], "1h", Params(features=ALT.model_dump()), tmp_path / "store")
     stored = read_features(tmp_path / "store").set_index(["symbol", "timestamp"]).loc[("BTC/USDT", LAST)]
-    engine, model = SignalEngine(lake, ServingParams(history_bars=350, max_staleness_bars=2), SignalParams()), _model()
+    engine = SignalEngine(lake, ServingParams(history_bars=350, max_staleness_bars=2), SignalParams())
+    model = recording_model(ALT)
     when = LAST.strftime("%Y-%m-%dT%H:%M:%SZ")
     engine.signals(model, ["BTC/USDT"], when)
     served = model.pyfunc.inputs[-1].iloc[0]

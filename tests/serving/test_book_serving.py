@@ -9,32 +9,17 @@ import pytest
 
 from data.lake import write_candles
 from data.synthetic import generate_market
-from features.compute import feature_columns
 from features.materialise import materialise
 from features.store import read_features
 from qt.config import FeatureParams, Params, ServingParams, SignalParams, SyntheticParams
-from serving.champion import LoadedModel
 from serving.engine import SignalEngine
 from tests.features.book_support import record_book
+from tests.recording_model import recording_model
 
 BOOK = FeatureParams(book=True, book_levels=1)
 CANDLES = generate_market(["BTC/USDT"], "1h", SyntheticParams(bars=500, start="2024-01-20"), seed=5)
 LAST = CANDLES["timestamp"].max()
 CLOSE_MS = (LAST + pd.Timedelta("1h")).value // 1_000_000
-
-
-class _Recorder:
-    def __init__(self):
-        self.inputs: list[pd.DataFrame] = []
-
-    def predict(self, frame):
-        self.inputs.append(frame.copy())
-        return pd.DataFrame({"prob_up": [0.5] * len(frame), "expected_return": [0.0] * len(frame)})
-
-
-def _model() -> LoadedModel:
-    return LoadedModel(name="m", version="1", alias="champion", pyfunc=_Recorder(), metadata={}, feature_params=BOOK,
-                       feature_columns=tuple(feature_columns(BOOK)), timeframe="1h", sequence_length=0)
 
 
 def test_the_served_book_row_equals_the_stored_row_and_a_new_recording_changes_it(tmp_path):
@@ -43,7 +28,8 @@ def test_the_served_book_row_equals_the_stored_row_and_a_new_recording_changes_i
     materialise(tmp_path, ["BTC/USDT"], "1h", Params(features=BOOK.model_dump()), tmp_path / "store")
     stored = read_features(tmp_path / "store")
     assert stored["timestamp"].tolist() == [LAST]  # the only close a sample covers
-    engine, model = SignalEngine(tmp_path, ServingParams(history_bars=350, max_staleness_bars=2), SignalParams()), _model()
+    engine = SignalEngine(tmp_path, ServingParams(history_bars=350, max_staleness_bars=2), SignalParams())
+    model = recording_model(BOOK)
     when = LAST.strftime("%Y-%m-%dT%H:%M:%SZ")
     engine.signals(model, ["BTC/USDT"], when)
     served = model.pyfunc.inputs[-1].iloc[0]

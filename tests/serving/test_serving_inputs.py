@@ -23,6 +23,7 @@ from serving.candles import CandleCache, FundingCache
 from serving.champion import LoadedModel, ModelContractError, check_model_metadata
 from serving.inference import (RequestRejected, compute_signals, latest_feature_rows, min_history_bars,
                                select_inputs, select_windows)
+from tests.recording_model import recording_model
 
 PERP = "ETH/USDT:USDT"
 SYMBOLS = ["BTC/USDT", "ETH/USDT", PERP]
@@ -32,23 +33,6 @@ _EVENTS = pd.date_range("2023-12-20", periods=1500 // 8, freq="8h", tz="UTC")
 FUNDING = pd.DataFrame({"timestamp": _EVENTS.astype("datetime64[ms, UTC]"),
                         "funding_rate": np.random.default_rng(9).normal(1e-4, 2e-4, len(_EVENTS))})
 AS_OF = pd.Timestamp("2024-02-15T13:00:00Z")  # a bar of the second yearly period (anchored on its own)
-
-
-class _Recorder:
-    """pyfunc stand-in: records its input, answers prob_up 0.5."""
-
-    def __init__(self):
-        self.inputs: list[pd.DataFrame] = []
-
-    def predict(self, frame):
-        self.inputs.append(frame.copy())
-        return pd.DataFrame({"prob_up": np.full(len(frame), 0.5), "expected_return": np.zeros(len(frame))})
-
-
-def _model(fp: FeatureParams, sequence_length: int = 0) -> LoadedModel:
-    cols = feature_columns(fp) + window_columns(sequence_length)
-    return LoadedModel(name="m", version="1", alias="champion", pyfunc=_Recorder(), metadata={}, feature_params=fp,
-                       feature_columns=tuple(cols), timeframe="1h", sequence_length=sequence_length)
 
 
 def _lake(root: Path, candles=CANDLES, funding=FUNDING) -> Path:
@@ -74,7 +58,7 @@ def test_served_row_equals_the_materialised_row_of_the_same_bar(tmp_path):
     params = Params(features=MULTI.model_dump())
     materialise(lake, [PERP, "ETH/USDT"], "1h", params, tmp_path / "store")
     stored = read_features(tmp_path / "store").set_index(["symbol", "timestamp"])
-    served = _serve_rows(lake, [PERP, "ETH/USDT"], _model(MULTI))
+    served = _serve_rows(lake, [PERP, "ETH/USDT"], recording_model(MULTI))
     for _, row in served.iterrows():
         want = stored.loc[(row["symbol"], AS_OF)]
         for col in feature_columns(MULTI):
@@ -87,7 +71,7 @@ def test_served_row_equals_the_materialised_row_of_the_same_bar(tmp_path):
 
 def test_served_funding_is_the_last_event_settled_by_the_bars_close(tmp_path):
     lake = _lake(tmp_path / "lake")
-    served = _serve_rows(lake, [PERP], _model(MULTI)).iloc[0]
+    served = _serve_rows(lake, [PERP], recording_model(MULTI)).iloc[0]
     close = AS_OF + pd.Timedelta(hours=1)
     settled = FUNDING[FUNDING["timestamp"] <= close]["funding_rate"].to_numpy()
     assert served["funding_last"] == settled[-1]
@@ -102,14 +86,14 @@ def test_a_missing_input_is_refused_with_422(tmp_path, missing, words):
     candles = CANDLES if missing == "funding" else CANDLES[CANDLES["symbol"] != missing]
     lake = _lake(tmp_path / "lake", candles, None if missing == "funding" else FUNDING)
     with pytest.raises(RequestRejected) as err:
-        _serve_rows(lake, [PERP], _model(MULTI))
+        _serve_rows(lake, [PERP], recording_model(MULTI))
     assert err.value.status == 422 and all(w in err.value.message for w in words), err.value.message
 
 
 def test_a_model_with_a_return_window_gets_the_last_returns_newest_first(tmp_path):
     lake = _lake(tmp_path / "lake", CANDLES, None)
     fp, length = FeatureParams(), 16
-    model = _model(fp, length)
+    model = recording_model(fp, length)
     served = _serve_rows(lake, ["BTC/USDT", "ETH/USDT"], model)
     closes = CANDLES.set_index(["symbol", "timestamp"])["close"]
     for _, row in served.iterrows():
@@ -129,9 +113,7 @@ def test_a_model_with_a_return_window_gets_the_last_returns_newest_first(tmp_pat
 def test_a_model_with_exogenous_windows_gets_each_column_k_rows_earlier(tmp_path):
     lake = _lake(tmp_path / "lake", CANDLES, None)
     fp, length, exog = FeatureParams(), 12, ("rvol_24", "volz_24")
-    cols = feature_columns(fp) + window_columns(length) + [f"seq_{c}_{k}" for c in exog for k in range(length)]
-    model = LoadedModel(name="m", version="1", alias="champion", pyfunc=_Recorder(), metadata={}, feature_params=fp,
-                        feature_columns=tuple(cols), timeframe="1h", sequence_length=length, sequence_exog=exog)
+    model = recording_model(fp, length, exog)
     served = _serve_rows(lake, ["BTC/USDT"], model).iloc[0]
     # by hand: the feature rows of the same 400 BTC candles the service reads, read k rows back
     btc = CANDLES[(CANDLES["symbol"] == "BTC/USDT") & (CANDLES["timestamp"] <= AS_OF)].tail(400)

@@ -13,7 +13,7 @@ import pytest
 
 from data.lake import write_candles, write_funding
 from data.synthetic import generate_market
-from features.compute import feature_columns, warmup_bars
+from features.compute import warmup_bars
 from features.materialise import materialise
 from features.store import read_features
 from qt.config import FeatureParams, Params, ServingParams, SignalParams, SyntheticParams
@@ -23,6 +23,7 @@ from serving.champion import LoadedModel
 from serving.engine import SignalEngine
 from serving.inference import (RequestRejected, latest_feature_rows, min_history_bars, select_inputs,
                                select_other_venue, select_windows)
+from tests.recording_model import recording_model
 
 PERP = "ETH/USDT:USDT"
 XV = FeatureParams(xv=True, xv_z=[24])
@@ -32,20 +33,6 @@ BYBIT = CANDLES[CANDLES["symbol"] == PERP].assign(
 _EVENTS = pd.date_range("2023-12-20", periods=1200 // 8, freq="8h", tz="UTC").astype("datetime64[ms, UTC]")
 FUNDING = pd.DataFrame({"timestamp": _EVENTS, "funding_rate": np.random.default_rng(9).normal(1e-4, 2e-4, len(_EVENTS))})
 AS_OF = pd.Timestamp("2024-02-05T13:00:00Z")
-
-
-class _Recorder:
-    def __init__(self):
-        self.inputs: list[pd.DataFrame] = []
-
-    def predict(self, frame):
-        self.inputs.append(frame.copy())
-        return pd.DataFrame({"prob_up": np.full(len(frame), 0.5), "expected_return": np.zeros(len(frame))})
-
-
-def _model() -> LoadedModel:
-    return LoadedModel(name="m", version="1", alias="champion", pyfunc=_Recorder(), metadata={}, feature_params=XV,
-                       feature_columns=tuple(feature_columns(XV)), timeframe="1h", sequence_length=0)
 
 
 def _lake(root: Path, bybit: bool = True) -> Path:
@@ -74,7 +61,7 @@ def test_served_xv_row_equals_the_materialised_row(tmp_path):
     materialise(lake, [PERP, "ETH/USDT"], "1h", Params(features=XV.model_dump()), tmp_path / "store",
                 bybit_root=lake)
     stored = read_features(tmp_path / "store").set_index(["symbol", "timestamp"])
-    served = _serve_rows(lake, [PERP, "ETH/USDT"], _model())
+    served = _serve_rows(lake, [PERP, "ETH/USDT"], recording_model(XV))
     for _, row in served.iterrows():
         want = stored.loc[(row["symbol"], AS_OF)]
         for col in ("xv_basis_log", "xv_funding_spread"):
@@ -86,7 +73,7 @@ def test_served_xv_row_equals_the_materialised_row(tmp_path):
 def test_the_engine_serves_xv_and_a_new_bybit_candle_changes_the_answer(tmp_path):
     lake = _lake(tmp_path)
     engine, model = SignalEngine(tmp_path, ServingParams(history_bars=350, max_staleness_bars=2),
-                                 SignalParams()), _model()
+                                 SignalParams()), recording_model(XV)
     last = CANDLES["timestamp"].max()
     engine.signals(model, [PERP], last.strftime("%Y-%m-%dT%H:%M:%SZ"))
     stale = model.pyfunc.inputs[-1]["xv_basis_log"].iat[0]  # Bybit's last bar is missing: carried
@@ -100,5 +87,5 @@ def test_the_engine_serves_xv_and_a_new_bybit_candle_changes_the_answer(tmp_path
 def test_a_lake_without_bybit_series_is_refused_with_422(tmp_path):
     lake = _lake(tmp_path / "lake", bybit=False)
     with pytest.raises(RequestRejected) as err:
-        _serve_rows(lake, [PERP], _model())
+        _serve_rows(lake, [PERP], recording_model(XV))
     assert err.value.status == 422 and "qt collect --exchange bybit" in err.value.message

@@ -12,29 +12,19 @@ from data.alt_lake import with_availability, write_alt
 from data.sources import lake_root
 from data.synthetic import generate_market
 from features.alt_join import AltInputs
-from features.compute import compute_features, feature_columns
+from features.compute import compute_features
 from qt.config import FeatureParams, Params, SyntheticParams
 from qt.errors import DataError
 from qt.paths import StatePaths
 from training.backtest_model import model_predictions
 from training.stages import model_feature_inputs
+from tests.recording_model import InputRecorder
 
 ALT = FeatureParams(fng=True, fng_change=[3])
 CANDLES = generate_market(["BTC/USDT"], "1h", SyntheticParams(bars=700), 3)
 DAYS = pd.date_range("2022-12-20", "2023-02-10", freq="D", tz="UTC")
 FNG = with_availability(pd.DataFrame({"timestamp": DAYS, "value": np.arange(len(DAYS), dtype=float) % 90,
                                       "classification": "x"}), "fear_greed")
-
-
-class _Recorder:
-    def __init__(self, fp: FeatureParams):
-        self.metadata = type("Meta", (), {"metadata": {"feature_params": fp.model_dump(mode="json"),
-                                                       "feature_columns": feature_columns(fp), "timeframe": "1h"}})()
-        self.inputs: list[pd.DataFrame] = []
-
-    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        self.inputs.append(frame.copy())
-        return pd.DataFrame({"prob_up": np.full(len(frame), 0.6), "expected_return": 0.0})
 
 
 def test_model_predictions_feed_the_alt_columns_read_from_the_run_lake(tmp_path):
@@ -44,7 +34,7 @@ def test_model_predictions_feed_the_alt_columns_read_from_the_run_lake(tmp_path)
     write_alt(lake_root(params, paths), "fear_greed", FNG)
     inputs = model_feature_inputs(params, paths, ALT)
     assert model_feature_inputs(params, paths, FeatureParams()) == {}
-    model = _Recorder(ALT)
+    model = InputRecorder(0.6, ALT)
     preds = model_predictions(model, CANDLES, **inputs)
     want = compute_features(CANDLES, ALT, alt=AltInputs(fear_greed=FNG))
     assert len(preds) == len(want)
@@ -55,4 +45,4 @@ def test_model_predictions_feed_the_alt_columns_read_from_the_run_lake(tmp_path)
 
 def test_model_predictions_without_the_alt_series_is_refused():
     with pytest.raises(DataError, match="fear_greed"):
-        model_predictions(_Recorder(ALT), CANDLES)
+        model_predictions(InputRecorder(0.6, ALT), CANDLES)

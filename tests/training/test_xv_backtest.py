@@ -10,12 +10,13 @@ import pytest
 
 from data.lake import write_candles, write_funding
 from data.synthetic import generate_market
-from features.compute import compute_features, feature_columns
+from features.compute import compute_features
 from features.cross_venue import OtherVenue
 from features.materialise import read_other_venue
 from qt.config import FeatureParams, Params, SyntheticParams
 from qt.errors import DataError
 from training.backtest_model import model_predictions
+from tests.recording_model import InputRecorder
 
 PERP = "BTC/USDT:USDT"
 XV = FeatureParams(xv=True, xv_z=[24])
@@ -25,22 +26,11 @@ _EVENTS = pd.date_range(CANDLES["timestamp"].min(), periods=700 // 8, freq="8h")
 FUNDING = pd.DataFrame({"symbol": PERP, "timestamp": _EVENTS, "funding_rate": np.linspace(-1e-4, 3e-4, len(_EVENTS))})
 
 
-class _Recorder:
-    def __init__(self, fp: FeatureParams):
-        self.metadata = type("Meta", (), {"metadata": {"feature_params": fp.model_dump(mode="json"),
-                                                       "feature_columns": feature_columns(fp), "timeframe": "1h"}})()
-        self.inputs: list[pd.DataFrame] = []
-
-    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        self.inputs.append(frame.copy())
-        return pd.DataFrame({"prob_up": np.full(len(frame), 0.6), "expected_return": 0.0})
-
-
 def test_model_predictions_feed_the_xv_columns_of_the_bybit_series_read_from_the_lake(tmp_path):
     write_candles(tmp_path, PERP, "1h", BYBIT.drop(columns="symbol"), venue="bybit")
     write_funding(tmp_path, PERP, FUNDING.drop(columns="symbol").assign(funding_rate=2e-4), venue="bybit")
     other = read_other_venue(tmp_path, [PERP], "1h", Params(features=XV.model_dump()))
-    model = _Recorder(XV)
+    model = InputRecorder(0.6, XV)
     preds = model_predictions(model, CANDLES, funding=FUNDING, other_venue=other)
     want = compute_features(CANDLES, XV, funding=FUNDING, other_venue=OtherVenue(BYBIT, other.funding))
     assert len(preds) == len(want)
@@ -51,4 +41,4 @@ def test_model_predictions_feed_the_xv_columns_of_the_bybit_series_read_from_the
 
 def test_model_predictions_without_bybit_series_is_refused():
     with pytest.raises(DataError, match="no Bybit series"):
-        model_predictions(_Recorder(XV), CANDLES, funding=FUNDING)
+        model_predictions(InputRecorder(0.6, XV), CANDLES, funding=FUNDING)
